@@ -1,0 +1,109 @@
+//! Admin credentials: ADMIN_PASSWORD in plaintext or as an argon2 PHC string;
+//! when unset, a random password generated at first start, printed once, and
+//! kept as an argon2 hash in the database.
+
+use actix_web::HttpRequest;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine;
+use rand::distr::{Alphanumeric, SampleString};
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+use crate::db::queries::settings_q;
+use crate::db::{DbError, DbPool};
+
+const GENERATED_HASH: &str = "admin_password_hash";
+
+#[derive(Clone)]
+enum Secret {
+    Plain(String),
+    Hash(String),
+}
+
+#[derive(Clone)]
+pub struct AdminCredentials {
+    pub username: String,
+    secret: Secret,
+    /// True when the password is the generated one (the dashboard warns).
+    pub generated: bool,
+}
+
+impl AdminCredentials {
+    pub fn init(config: &Config, db: &DbPool) -> Result<Self, DbError> {
+        let username = config.admin_username.clone();
+        if let Some(p) = &config.admin_password {
+            let secret = if p.starts_with("$argon2") {
+                PasswordHash::new(p).map_err(|e| DbError::Setup(format!("ADMIN_PASSWORD looks like an argon2 hash but is not valid: {e}")))?;
+                Secret::Hash(p.clone())
+            } else {
+                Secret::Plain(p.clone())
+            };
+            return Ok(AdminCredentials { username, secret, generated: false });
+        }
+        let mut conn = db.get()?;
+        if let Some(hash) = settings_q::get(&mut conn, GENERATED_HASH)? {
+            log::warn!("ADMIN_PASSWORD is not set: using the password generated at first start (printed in the log then)");
+            return Ok(AdminCredentials { username, secret: Secret::Hash(hash), generated: true });
+        }
+        let password = Alphanumeric.sample_string(&mut rand::rng(), 20);
+        let hash = hash_password(&password).map_err(DbError::Setup)?;
+        settings_q::set(&mut conn, GENERATED_HASH, &hash)?;
+        // Printed once, on purpose: this is the only way the owner learns it.
+        log::warn!(
+            "ADMIN_PASSWORD is not set: generated an admin password. Log in as '{username}' with password: {password}  (shown only this once; set ADMIN_PASSWORD to choose your own)"
+        );
+        Ok(AdminCredentials { username, secret: Secret::Hash(hash), generated: true })
+    }
+
+    pub fn verify(&self, username: &str, password: &str) -> bool {
+        let user_ok: bool = username.as_bytes().ct_eq(self.username.as_bytes()).into();
+        let pass_ok = match &self.secret {
+            Secret::Plain(p) => password.as_bytes().ct_eq(p.as_bytes()).into(),
+            Secret::Hash(h) => PasswordHash::new(h)
+                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                .unwrap_or(false),
+        };
+        user_ok & pass_ok
+    }
+
+    /// HTTP Basic auth, for scripts.
+    pub fn check_basic(&self, req: &HttpRequest) -> bool {
+        let Some((user, pass)) = basic_credentials(req) else { return false };
+        self.verify(&user, &pass)
+    }
+}
+
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash the admin password: {e}"))
+}
+
+pub fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
+    let value = req.headers().get("authorization")?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_string(), pass.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_hashed_passwords_verify() {
+        let plain = AdminCredentials { username: "admin".into(), secret: Secret::Plain("pw".into()), generated: false };
+        assert!(plain.verify("admin", "pw"));
+        assert!(!plain.verify("admin", "pw2"));
+        assert!(!plain.verify("root", "pw"));
+        let hashed = AdminCredentials { username: "admin".into(), secret: Secret::Hash(hash_password("s3cret").unwrap()), generated: true };
+        assert!(hashed.verify("admin", "s3cret"));
+        assert!(!hashed.verify("admin", "s3cre"));
+    }
+}

@@ -1,0 +1,374 @@
+//! Key management endpoints: import, refresh, list, enable/disable/delete, export.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{authorize, error, iso};
+use crate::db::queries::keys as kq;
+use crate::db::now_ms;
+use crate::pool::actor::{AddKeys, AddResult, AddStatus, KeyCommand};
+use crate::pool::check::{check_key, CheckOutcome};
+use crate::pool::refresher::RefreshNow;
+use crate::pool::mask_key;
+use crate::state::{AppState, Upstream};
+
+/// Most keys one import takes.
+const MAX_IMPORT: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KeysField {
+    Text(String),
+    List(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct ImportBody {
+    keys: KeysField,
+}
+
+/// Splits on newlines, commas and white space; trims; drops repeats, keeping order.
+pub fn parse_key_list(text: &str) -> Vec<String> {
+    let mut seen = HashSet::new();
+    text.split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .filter(|k| seen.insert(k.to_string()))
+        .map(str::to_string)
+        .collect()
+}
+
+fn looks_like_key(k: &str) -> bool {
+    k.len() >= 8 && k.len() <= 512 && k.bytes().all(|b| b.is_ascii_graphic())
+}
+
+pub async fn import(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
+) -> HttpResponse {
+    if let Err(resp) = authorize(&req, &state) {
+        return resp;
+    }
+    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let text = if content_type.starts_with("application/x-www-form-urlencoded") {
+        #[derive(Deserialize)]
+        struct Form {
+            keys: String,
+        }
+        match serde_urlencoded::from_bytes::<Form>(&body) {
+            Ok(f) => f.keys,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected a form field `keys`: {e}")),
+        }
+    } else {
+        match serde_json::from_slice::<ImportBody>(&body) {
+            Ok(ImportBody { keys: KeysField::Text(t) }) => t,
+            Ok(ImportBody { keys: KeysField::List(l) }) => l.join("\n"),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("expected JSON {{\"keys\": \"sk-a\\nsk-b\"}} or {{\"keys\": [\"sk-a\", \"sk-b\"]}}: {e}"),
+                )
+            }
+        }
+    };
+    let candidates = parse_key_list(&text);
+    if candidates.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "no keys given");
+    }
+    if candidates.len() > MAX_IMPORT {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("at most {MAX_IMPORT} keys per import"));
+    }
+    let report = import_keys(candidates, &state, &upstream.client).await;
+    HttpResponse::Ok().json(report)
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImportReport {
+    pub added: usize,
+    pub duplicates: usize,
+    pub invalid: usize,
+    pub failed: usize,
+    pub results: Vec<AddResult>,
+}
+
+/// Checks each new key against the upstream (bounded concurrency) and stores it.
+pub async fn import_keys(candidates: Vec<String>, state: &AppState, client: &awc::Client) -> ImportReport {
+    let snapshot = state.pool.snapshot();
+    let known: HashSet<&str> = snapshot.keys.iter().map(|k| k.secret.as_str()).collect();
+    let mut results = Vec::new();
+    let mut to_check = Vec::new();
+    for k in candidates {
+        if known.contains(k.as_str()) {
+            results.push(AddResult { key: mask_key(&k), status: AddStatus::Duplicate, id: None, state: None, balance: None, message: None });
+        } else if !looks_like_key(&k) {
+            results.push(AddResult {
+                key: mask_key(&k),
+                status: AddStatus::Invalid,
+                id: None,
+                state: None,
+                balance: None,
+                message: Some("not a key: expected 8-512 printable characters".into()),
+            });
+        } else {
+            to_check.push(k);
+        }
+    }
+    let base = state.config.upstream_base_url.clone();
+    let timeout = state.config.check_timeout;
+    let checked: Vec<(String, CheckOutcome)> = futures_util::stream::iter(to_check)
+        .map(|k| {
+            let base = base.clone();
+            async move {
+                let outcome = check_key(client, &base, &k, timeout).await;
+                (k, outcome)
+            }
+        })
+        .buffered(state.config.refresh_concurrency)
+        .collect()
+        .await;
+    if !checked.is_empty() {
+        match state.pool_actor.send(AddKeys(checked)).await {
+            Ok(added) => results.extend(added),
+            Err(e) => log::error!("import: pool actor unavailable: {e}"),
+        }
+    }
+    let count = |s: AddStatus| results.iter().filter(|r| r.status == s).count();
+    ImportReport {
+        added: count(AddStatus::Added),
+        duplicates: count(AddStatus::Duplicate),
+        invalid: count(AddStatus::Invalid),
+        failed: count(AddStatus::Failed),
+        results,
+    }
+}
+
+pub async fn refresh_all(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(resp) = authorize(&req, &state) {
+        return resp;
+    }
+    match state.refresher.send(RefreshNow(None)).await {
+        Ok(summary) => HttpResponse::Ok().json(summary),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("refresher unavailable: {e}")),
+    }
+}
+
+pub async fn refresh_one(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(resp) = authorize(&req, &state) {
+        return resp;
+    }
+    let Some(id) = known_id(&path, &state) else { return not_found(&path) };
+    match state.refresher.send(RefreshNow(Some(vec![id]))).await {
+        Ok(summary) => HttpResponse::Ok().json(json!({"id": id, "result": summary, "key": key_json(&state, id).await})),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("refresher unavailable: {e}")),
+    }
+}
+
+fn known_id(path: &str, state: &AppState) -> Option<i64> {
+    let id = path.parse::<i64>().ok()?;
+    state.pool.snapshot().get(id).map(|k| k.id)
+}
+
+fn not_found(path: &str) -> HttpResponse {
+    error(StatusCode::NOT_FOUND, format!("no key with id {path:?}"))
+}
+
+async fn command(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, make: fn(i64) -> KeyCommand) -> HttpResponse {
+    if let Err(resp) = authorize(&req, &state) {
+        return resp;
+    }
+    let Some(id) = known_id(&path, &state) else { return not_found(&path) };
+    match state.pool_actor.send(make(id)).await {
+        Ok(Ok(())) => HttpResponse::Ok().json(json!({"id": id, "ok": true, "key": key_json(&state, id).await})),
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("pool unavailable: {e}")),
+    }
+}
+
+pub async fn enable(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    command(req, path, state, KeyCommand::Enable).await
+}
+
+pub async fn disable(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    command(req, path, state, KeyCommand::Disable).await
+}
+
+pub async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    command(req, path, state, KeyCommand::Delete).await
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct KeyView {
+    pub id: i64,
+    pub key: String,
+    pub state: &'static str,
+    pub cooling_until: Option<String>,
+    pub balance: Option<f64>,
+    pub usage_count: i64,
+    pub last_used: Option<String>,
+    pub last_checked: Option<String>,
+    pub last_error: Option<String>,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub created_at: Option<String>,
+    pub state_changed_at: Option<String>,
+    #[serde(skip)]
+    sort_last_used: i64,
+    #[serde(skip)]
+    secret_for_search: String,
+}
+
+/// All keys as the owner sees them: database rows with the live counters and
+/// cooldowns of the running pool laid over them.
+pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, String> {
+    let db = state.db.clone();
+    let rows = web::block(move || -> Result<_, String> {
+        let mut conn = db.get().map_err(|e| e.to_string())?;
+        kq::all(&mut conn).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let snapshot = state.pool.snapshot();
+    let now = now_ms();
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let live = snapshot.get(r.id);
+            let (display, until) = live.map(|k| k.display_state(now)).unwrap_or((crate::pool::KeyState::parse(&r.state).map(|s| s.as_str()).unwrap_or("active"), None));
+            let usage = live.map(|k| k.usage_count.load(Ordering::Relaxed) as i64).unwrap_or(0).max(r.usage_count);
+            let last_used = live.map(|k| k.last_used.load(Ordering::Relaxed)).unwrap_or(0).max(r.last_used.unwrap_or(0));
+            let last_checked = live.map(|k| k.last_checked.load(Ordering::Relaxed)).unwrap_or(0).max(r.last_checked.unwrap_or(0));
+            KeyView {
+                id: r.id,
+                key: mask_key(&r.key),
+                state: display,
+                cooling_until: iso(until),
+                balance: live.and_then(|k| k.balance()).or(r.balance),
+                usage_count: usage,
+                last_used: iso(Some(last_used)),
+                last_checked: iso(Some(last_checked)),
+                last_error: r.last_error,
+                account_id: r.account_id,
+                account_name: r.account_name,
+                created_at: iso(Some(r.created_at)),
+                state_changed_at: iso(r.state_changed_at),
+                sort_last_used: last_used,
+                secret_for_search: r.key,
+            }
+        })
+        .collect())
+}
+
+async fn key_json(state: &AppState, id: i64) -> Option<KeyView> {
+    key_views(state).await.ok()?.into_iter().find(|k| k.id == id)
+}
+
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    pub page: Option<usize>,
+    pub page_size: Option<usize>,
+    pub sort: Option<String>,
+    pub order: Option<String>,
+    pub q: Option<String>,
+    pub state: Option<String>,
+}
+
+pub fn filter_sort_page(mut views: Vec<KeyView>, q: &ListQuery) -> (Vec<KeyView>, usize, usize, usize) {
+    if let Some(s) = q.state.as_deref().filter(|s| !s.is_empty()) {
+        views.retain(|k| k.state == s);
+    }
+    if let Some(text) = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let needle = text.to_lowercase();
+        views.retain(|k| {
+            k.secret_for_search.to_lowercase().contains(&needle)
+                || k.account_id.as_deref().is_some_and(|a| a.to_lowercase().contains(&needle))
+                || k.account_name.as_deref().is_some_and(|a| a.to_lowercase().contains(&needle))
+                || k.last_error.as_deref().is_some_and(|a| a.to_lowercase().contains(&needle))
+                || k.id.to_string() == needle
+        });
+    }
+    let desc = q.order.as_deref().map(|o| o.eq_ignore_ascii_case("desc")).unwrap_or(false);
+    match q.sort.as_deref().unwrap_or("id") {
+        "balance" => views.sort_by(|a, b| a.balance.unwrap_or(f64::MIN).total_cmp(&b.balance.unwrap_or(f64::MIN))),
+        "usage_count" | "usage" => views.sort_by_key(|k| k.usage_count),
+        "last_used" => views.sort_by_key(|k| k.sort_last_used),
+        "state" => views.sort_by_key(|k| k.state),
+        _ => views.sort_by_key(|k| k.id),
+    }
+    if desc {
+        views.reverse();
+    }
+    let total = views.len();
+    let page_size = q.page_size.unwrap_or(50).clamp(1, 1000);
+    let page = q.page.unwrap_or(1).max(1);
+    let page_rows = views.into_iter().skip((page - 1).saturating_mul(page_size)).take(page_size).collect();
+    (page_rows, total, page, page_size)
+}
+
+pub async fn list(req: HttpRequest, query: web::Query<ListQuery>, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(resp) = authorize(&req, &state) {
+        return resp;
+    }
+    match key_views(&state).await {
+        Ok(views) => {
+            let (keys, total, page, page_size) = filter_sort_page(views, &query);
+            HttpResponse::Ok().json(json!({"keys": keys, "total": total, "page": page, "page_size": page_size}))
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ExportQuery {
+    all: Option<String>,
+}
+
+/// The one place full keys leave the proxy: the owner's export.
+pub async fn export(req: HttpRequest, query: web::Query<ExportQuery>, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(resp) = authorize(&req, &state) {
+        return resp;
+    }
+    let all = matches!(query.all.as_deref(), Some("1" | "true" | "yes"));
+    let db = state.db.clone();
+    let rows = web::block(move || -> Result<_, String> {
+        let mut conn = db.get().map_err(|e| e.to_string())?;
+        kq::all(&mut conn).map_err(|e| e.to_string())
+    })
+    .await;
+    let rows = match rows {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let mut out = String::new();
+    for r in rows.iter().filter(|r| all || r.state != "invalid") {
+        out.push_str(&r.key);
+        out.push('\n');
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header(("Content-Disposition", "attachment; filename=\"siliconflow-keys.txt\""))
+        .insert_header(("Cache-Control", "no-store"))
+        .body(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_lists_split_trim_and_dedupe() {
+        assert_eq!(parse_key_list(" sk-a\nsk-b, sk-c  sk-a\r\n\n"), vec!["sk-a", "sk-b", "sk-c"]);
+        assert!(parse_key_list(" \n ,").is_empty());
+        assert!(looks_like_key("sk-abcdefgh"));
+        assert!(!looks_like_key("short"));
+        assert!(!looks_like_key("sk-abc\u{7}defgh"));
+    }
+}

@@ -1,0 +1,251 @@
+//! Configuration from the environment (and `.env`, loaded by `main`).
+//!
+//! Parsing takes a lookup function rather than reading `std::env` directly, so
+//! that tests can build a config from a plain map without touching the process
+//! environment (which is shared between test threads).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::pool::Strategy;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub database_path: PathBuf,
+    pub upstream_base_url: String,
+    /// Client access keys; empty means the proxy is open.
+    pub client_api_keys: Vec<String>,
+    pub admin_username: String,
+    pub admin_password: Option<String>,
+    /// `None` disables the periodic refresh.
+    pub auto_refresh_interval: Option<Duration>,
+    pub invalid_recheck_interval: Duration,
+    pub refresh_concurrency: usize,
+    pub strategy: Strategy,
+    pub max_attempts: u32,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+    pub check_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub cooldown_base: Duration,
+    pub cooldown_max: Duration,
+    pub log_batch_size: usize,
+    pub log_flush_interval: Duration,
+    pub workers: usize,
+    pub upstream_pool_size: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid configuration: {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup<F>(lookup: F) -> Result<Self, ConfigError>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        // Empty values count as unset: `.env.example` copied as-is has `API_KEY=`.
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let num = |var: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match get(var) {
+                None => Ok(default),
+                Some(v) => v.parse::<u64>().map_err(|_| ConfigError {
+                    var,
+                    value: v.clone(),
+                    reason: "expected a whole number >= 0".into(),
+                }),
+            }
+        };
+        let positive = |var: &'static str, default: u64| -> Result<u64, ConfigError> {
+            let v = num(var, default)?;
+            if v == 0 {
+                return Err(ConfigError { var, value: "0".into(), reason: "must be at least 1".into() });
+            }
+            Ok(v)
+        };
+
+        let port = match get("PORT") {
+            None => 7898,
+            Some(v) => v.parse::<u16>().map_err(|_| ConfigError {
+                var: "PORT",
+                value: v.clone(),
+                reason: "expected a port number 0-65535".into(),
+            })?,
+        };
+
+        let database_path = match (get("DATABASE_URL"), get("DB_PATH")) {
+            (Some(url), _) => parse_database_url(&url)?,
+            (None, Some(path)) => PathBuf::from(path),
+            (None, None) => PathBuf::from("data/api_keys.db"),
+        };
+
+        let upstream_base_url = get("SILICONFLOW_BASE_URL")
+            .unwrap_or_else(|| "https://api.siliconflow.cn".to_string());
+        let upstream_base_url = normalize_base_url(&upstream_base_url).ok_or_else(|| ConfigError {
+            var: "SILICONFLOW_BASE_URL",
+            value: upstream_base_url.clone(),
+            reason: "expected an http:// or https:// origin such as https://api.siliconflow.cn".into(),
+        })?;
+
+        let client_api_keys = get("API_KEY")
+            .map(|v| {
+                v.split(',')
+                    .map(|k| k.trim().to_string())
+                    .filter(|k| !k.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        let strategy = match get("KEY_STRATEGY") {
+            None => Strategy::Balance,
+            Some(v) => Strategy::parse(&v).ok_or_else(|| ConfigError {
+                var: "KEY_STRATEGY",
+                value: v.clone(),
+                reason: "expected one of balance, round_robin, random, least_used, weighted".into(),
+            })?,
+        };
+
+        let refresh = num("AUTO_REFRESH_INTERVAL", 3600)?;
+        let max_attempts = positive("MAX_ATTEMPTS", 3)?;
+        let max_attempts = u32::try_from(max_attempts).map_err(|_| ConfigError {
+            var: "MAX_ATTEMPTS",
+            value: max_attempts.to_string(),
+            reason: "too large".into(),
+        })?;
+        let cooldown_base = positive("COOLDOWN_SECONDS", 30)?;
+        let cooldown_max = positive("COOLDOWN_MAX_SECONDS", 3600)?;
+        if cooldown_max < cooldown_base {
+            return Err(ConfigError {
+                var: "COOLDOWN_MAX_SECONDS",
+                value: cooldown_max.to_string(),
+                reason: "must not be smaller than COOLDOWN_SECONDS".into(),
+            });
+        }
+        let default_workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+
+        Ok(Config {
+            host: get("HOST").unwrap_or_else(|| "0.0.0.0".to_string()),
+            port,
+            database_path,
+            upstream_base_url,
+            client_api_keys,
+            admin_username: get("ADMIN_USERNAME").unwrap_or_else(|| "admin".to_string()),
+            admin_password: get("ADMIN_PASSWORD"),
+            auto_refresh_interval: (refresh > 0).then(|| Duration::from_secs(refresh)),
+            invalid_recheck_interval: Duration::from_secs(positive("INVALID_RECHECK_INTERVAL", 86_400)?),
+            refresh_concurrency: positive("REFRESH_CONCURRENCY", 8)? as usize,
+            strategy,
+            max_attempts,
+            connect_timeout: Duration::from_secs(positive("UPSTREAM_CONNECT_TIMEOUT", 10)?),
+            response_timeout: Duration::from_secs(positive("UPSTREAM_TIMEOUT", 600)?),
+            stream_idle_timeout: Duration::from_secs(positive("STREAM_IDLE_TIMEOUT", 300)?),
+            check_timeout: Duration::from_secs(positive("CHECK_TIMEOUT", 15)?),
+            max_body_bytes: positive("MAX_BODY_BYTES", 50 * 1024 * 1024)? as usize,
+            cooldown_base: Duration::from_secs(cooldown_base),
+            cooldown_max: Duration::from_secs(cooldown_max),
+            log_batch_size: positive("LOG_BATCH_SIZE", 256)? as usize,
+            log_flush_interval: Duration::from_millis(positive("LOG_FLUSH_MS", 1000)?),
+            workers: positive("WORKERS", default_workers as u64)? as usize,
+            upstream_pool_size: positive("UPSTREAM_POOL_SIZE", 1024)? as usize,
+        })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.client_api_keys.is_empty()
+    }
+}
+
+/// Accepts `sqlite://path`, `sqlite:path`, `file:path` or a bare path.
+fn parse_database_url(url: &str) -> Result<PathBuf, ConfigError> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .or_else(|| url.strip_prefix("file:"))
+        .unwrap_or(url);
+    if path.is_empty() || url.starts_with("postgres") || url.starts_with("mysql") {
+        return Err(ConfigError {
+            var: "DATABASE_URL",
+            value: url.to_string(),
+            reason: "expected sqlite://path/to/file.db (only SQLite is supported)".into(),
+        });
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// `https://api.siliconflow.cn/v1/` -> `https://api.siliconflow.cn`.
+pub fn normalize_base_url(url: &str) -> Option<String> {
+    let url = url.trim().trim_end_matches('/');
+    let url = url.strip_suffix("/v1").unwrap_or(url).trim_end_matches('/');
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        return None;
+    }
+    Some(url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.host, "0.0.0.0");
+        assert_eq!(c.port, 7898);
+        assert_eq!(c.database_path, PathBuf::from("data/api_keys.db"));
+        assert_eq!(c.upstream_base_url, "https://api.siliconflow.cn");
+        assert!(c.is_open());
+        assert_eq!(c.admin_username, "admin");
+        assert_eq!(c.auto_refresh_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.strategy, Strategy::Balance);
+        assert_eq!(c.max_attempts, 3);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        assert_eq!(cfg(&[("PORT", "abc")]).unwrap_err().var, "PORT");
+        assert_eq!(cfg(&[("AUTO_REFRESH_INTERVAL", "-5")]).unwrap_err().var, "AUTO_REFRESH_INTERVAL");
+        assert_eq!(cfg(&[("KEY_STRATEGY", "fastest")]).unwrap_err().var, "KEY_STRATEGY");
+        assert_eq!(cfg(&[("MAX_ATTEMPTS", "0")]).unwrap_err().var, "MAX_ATTEMPTS");
+        assert_eq!(cfg(&[("SILICONFLOW_BASE_URL", "ftp://x")]).unwrap_err().var, "SILICONFLOW_BASE_URL");
+        assert_eq!(cfg(&[("DATABASE_URL", "postgres://x")]).unwrap_err().var, "DATABASE_URL");
+        let msg = cfg(&[("PORT", "abc")]).unwrap_err().to_string();
+        assert!(msg.contains("PORT") && msg.contains("abc"), "{msg}");
+    }
+
+    #[test]
+    fn parses_lists_urls_and_zero_interval() {
+        let c = cfg(&[
+            ("API_KEY", " a, b ,,c"),
+            ("DATABASE_URL", "sqlite:///tmp/x.db"),
+            ("SILICONFLOW_BASE_URL", "http://127.0.0.1:9/v1/"),
+            ("AUTO_REFRESH_INTERVAL", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.client_api_keys, vec!["a", "b", "c"]);
+        assert_eq!(c.database_path, PathBuf::from("/tmp/x.db"));
+        assert_eq!(c.upstream_base_url, "http://127.0.0.1:9");
+        assert_eq!(c.auto_refresh_interval, None);
+        let c = cfg(&[("DB_PATH", "/tmp/y.db"), ("API_KEY", "")]).unwrap();
+        assert_eq!(c.database_path, PathBuf::from("/tmp/y.db"));
+        assert!(c.is_open());
+    }
+}

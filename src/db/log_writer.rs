@@ -1,0 +1,102 @@
+//! The log writer: request handlers hand it rows without waiting; it writes
+//! them in batches (on size, or every flush interval) on its own thread. A
+//! failed write keeps the rows and tries again, so no row is lost to a
+//! momentary database error; `Flush` (sent at shutdown) writes everything.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::models::NewLog;
+use super::queries::logs;
+use super::DbPool;
+
+/// Past this many unwritten rows (the database has been down for a long
+/// time), the oldest are dropped with an error in the log, to bound memory.
+const MAX_BUFFERED: usize = 1_000_000;
+
+pub struct LogWriter {
+    db: DbPool,
+    buffer: Vec<NewLog>,
+    batch_size: usize,
+    interval: Duration,
+    written: u64,
+}
+
+impl LogWriter {
+    pub fn new(db: DbPool, batch_size: usize, interval: Duration) -> Self {
+        LogWriter { db, buffer: Vec::with_capacity(batch_size), batch_size, interval, written: 0 }
+    }
+
+    fn flush(&mut self) -> Result<usize, String> {
+        if self.buffer.is_empty() {
+            return Ok(0);
+        }
+        let result = self
+            .db
+            .get()
+            .map_err(|e| e.to_string())
+            .and_then(|mut conn| logs::insert_batch(&mut conn, &self.buffer).map_err(|e| e.to_string()));
+        match result {
+            Ok(()) => {
+                let n = self.buffer.len();
+                self.written += n as u64;
+                self.buffer.clear();
+                Ok(n)
+            }
+            Err(e) => {
+                log::error!("log writer: {} rows not written yet: {e}", self.buffer.len());
+                if self.buffer.len() > MAX_BUFFERED {
+                    let excess = self.buffer.len() - MAX_BUFFERED;
+                    log::error!("log writer: dropping the {excess} oldest rows");
+                    self.buffer.drain(..excess);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Actor for LogWriter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.interval, |act, _| {
+            let _ = act.flush();
+        });
+    }
+
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        let _ = self.flush();
+        Running::Stop
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Record(pub NewLog);
+
+impl Handler<Record> for LogWriter {
+    type Result = ();
+
+    fn handle(&mut self, msg: Record, _: &mut Context<Self>) {
+        self.buffer.push(msg.0);
+        if self.buffer.len() >= self.batch_size {
+            let _ = self.flush();
+        }
+    }
+}
+
+/// Writes every buffered row now; answers how many rows were written in all.
+#[derive(Message)]
+#[rtype(result = "Result<u64, String>")]
+pub struct Flush;
+
+impl Handler<Flush> for LogWriter {
+    type Result = Result<u64, String>;
+
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
+        self.flush()?;
+        Ok(self.written)
+    }
+}

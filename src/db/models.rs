@@ -1,0 +1,91 @@
+//! Row types. Reads (`Queryable`) and writes (`Insertable`) are separate structs,
+//! as in lemmy and vaultwarden, so that ids and defaults stay the database's.
+
+use diesel::prelude::*;
+use serde::Serialize;
+
+use super::schema::{api_keys, cooldowns, request_logs};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = api_keys)]
+pub struct KeyRow {
+    pub id: i64,
+    pub key: String,
+    pub state: String,
+    pub balance: Option<f64>,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub base_url: Option<String>,
+    pub usage_count: i64,
+    pub last_used: Option<i64>,
+    pub last_checked: Option<i64>,
+    pub last_error: Option<String>,
+    pub state_changed_at: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = api_keys)]
+pub struct NewKey {
+    pub key: String,
+    pub state: String,
+    pub balance: Option<f64>,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub base_url: Option<String>,
+    pub last_checked: Option<i64>,
+    pub last_error: Option<String>,
+    pub state_changed_at: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = cooldowns)]
+pub struct CooldownRow {
+    pub account: String,
+    pub model: String,
+    pub until_ms: i64,
+    pub strikes: i32,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = request_logs)]
+pub struct LogRow {
+    pub id: i64,
+    pub created_at: i64,
+    pub key_id: Option<i64>,
+    pub key_masked: String,
+    pub model: String,
+    pub endpoint: String,
+    pub status: i32,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub total_tokens: i64,
+    pub latency_ms: i64,
+    pub ttfb_ms: Option<i64>,
+    pub stream: bool,
+    pub aborted: bool,
+    pub attempts: i32,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Insertable, PartialEq)]
+#[diesel(table_name = request_logs)]
+pub struct NewLog {
+    pub created_at: i64,
+    pub key_id: Option<i64>,
+    pub key_masked: String,
+    pub model: String,
+    pub endpoint: String,
+    pub status: i32,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub total_tokens: i64,
+    pub latency_ms: i64,
+    pub ttfb_ms: Option<i64>,
+    pub stream: bool,
+    pub aborted: bool,
+    pub attempts: i32,
+    pub error: Option<String>,
+}

@@ -1,0 +1,59 @@
+// Mirrors migrations/sqlite. Times are epoch milliseconds.
+
+diesel::table! {
+    api_keys (id) {
+        id -> BigInt,
+        key -> Text,
+        state -> Text,
+        balance -> Nullable<Double>,
+        account_id -> Nullable<Text>,
+        account_name -> Nullable<Text>,
+        base_url -> Nullable<Text>,
+        usage_count -> BigInt,
+        last_used -> Nullable<BigInt>,
+        last_checked -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+        state_changed_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    cooldowns (account, model) {
+        account -> Text,
+        model -> Text,
+        until_ms -> BigInt,
+        strikes -> Integer,
+        reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    request_logs (id) {
+        id -> BigInt,
+        created_at -> BigInt,
+        key_id -> Nullable<BigInt>,
+        key_masked -> Text,
+        model -> Text,
+        endpoint -> Text,
+        status -> Integer,
+        input_tokens -> BigInt,
+        output_tokens -> BigInt,
+        total_tokens -> BigInt,
+        latency_ms -> BigInt,
+        ttfb_ms -> Nullable<BigInt>,
+        stream -> Bool,
+        aborted -> Bool,
+        attempts -> Integer,
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    settings (name) {
+        name -> Text,
+        value -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(api_keys, cooldowns, request_logs, settings);

@@ -1,0 +1,48 @@
+//! `GET /health`: no auth, no secrets.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::db::now_ms;
+use crate::db::queries::ping;
+use crate::state::AppState;
+
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let db = state.db.clone();
+    let database = match web::block(move || db.get().map_err(|e| e.to_string()).and_then(|mut c| ping(&mut c).map_err(|e| e.to_string()))).await {
+        Ok(Ok(())) => "connected".to_string(),
+        Ok(Err(e)) => {
+            log::error!("health: database check failed: {e}");
+            "unreachable".to_string()
+        }
+        Err(_) => "unreachable".to_string(),
+    };
+    let keys = state.pool.counts(now_ms());
+    let refresh = state.refresh_status.load_full();
+    let db_ok = database == "connected";
+    let status = if !db_ok {
+        "unhealthy"
+    } else if keys.active == 0 {
+        // Up, but nothing can be served right now.
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let body = json!({
+        "status": status,
+        "database": database,
+        "keys": keys,
+        "auto_refresh": {
+            "enabled": refresh.enabled,
+            "interval_secs": refresh.interval_secs,
+            "last_run": crate::admin::iso(refresh.last_run),
+            "next_run": crate::admin::iso(refresh.next_run),
+            "last_error": refresh.last_error,
+        },
+    });
+    if db_ok {
+        HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().insert_header(("Cache-Control", "no-store")).json(body)
+    }
+}

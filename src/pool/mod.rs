@@ -1,0 +1,288 @@
+//! The key pool: an immutable snapshot that request handlers read without
+//! waiting, the selection strategies, the actor that owns changes, and the
+//! refresher that re-checks keys against the upstream.
+
+pub mod actor;
+pub mod check;
+pub mod cooldown;
+pub mod refresher;
+pub mod select;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+pub use cooldown::Cooldown;
+pub use select::{NoKey, Strategy};
+
+/// A key's persisted state. "cooling" is not stored here: it is derived from the
+/// account's cooldowns, which expire by themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum KeyState {
+    Active = 0,
+    Exhausted = 1,
+    Invalid = 2,
+    Disabled = 3,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Exhausted => "exhausted",
+            KeyState::Invalid => "invalid",
+            KeyState::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => KeyState::Active,
+            "exhausted" => KeyState::Exhausted,
+            "invalid" => KeyState::Invalid,
+            "disabled" => KeyState::Disabled,
+            _ => return None,
+        })
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => KeyState::Exhausted,
+            2 => KeyState::Invalid,
+            3 => KeyState::Disabled,
+            _ => KeyState::Active,
+        }
+    }
+}
+
+/// `sk-abcdefgh...wxyz` -> `sk-abcd...wxyz`. Short keys keep only their edges,
+/// so that no key is ever shown whole.
+pub fn mask_key(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        let head: String = chars.iter().take(2).collect();
+        return format!("{head}...");
+    }
+    let head_len = if key.starts_with("sk-") { 7 } else { 4 };
+    let head_len = head_len.min(chars.len() - 4);
+    let head: String = chars[..head_len].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}...{tail}")
+}
+
+/// A SiliconFlow account. Rate limits apply per account and model, so every
+/// key of an account shares these cooldowns.
+#[derive(Debug)]
+pub struct Account {
+    pub id: String,
+    cooldowns: ArcSwap<Vec<Cooldown>>,
+}
+
+impl Account {
+    pub fn new(id: String, cooldowns: Vec<Cooldown>) -> Self {
+        Account { id, cooldowns: ArcSwap::from_pointee(cooldowns) }
+    }
+
+    /// When `model` is usable again on this account, if it is cooling now.
+    pub fn cooling_until(&self, model: &str, now_ms: i64) -> Option<i64> {
+        cooldown::blocking_until(&self.cooldowns.load(), model, now_ms)
+    }
+
+    /// The latest end of any cooldown still running.
+    pub fn any_cooling_until(&self, now_ms: i64) -> Option<i64> {
+        self.cooldowns.load().iter().filter(|c| c.until_ms > now_ms).map(|c| c.until_ms).max()
+    }
+
+    pub fn cooldowns(&self) -> Arc<Vec<Cooldown>> {
+        self.cooldowns.load_full()
+    }
+
+    /// Records a rate limit and returns the cooldown applied. Lock-free: a
+    /// compare-and-swap loop over a small vector.
+    pub fn apply_rate_limit(&self, model: &str, now_ms: i64, policy: &cooldown::Policy, hint: &cooldown::Hint) -> Cooldown {
+        let mut applied = None;
+        self.cooldowns.rcu(|current| {
+            let (next, c) = cooldown::apply(current, model, now_ms, policy, hint);
+            applied = Some(c);
+            next
+        });
+        // rcu runs the closure at least once.
+        applied.unwrap_or_else(|| Cooldown { model: model.to_string(), until_ms: now_ms, strikes: 1 })
+    }
+
+    pub fn clear_cooldowns(&self) {
+        self.cooldowns.store(Arc::new(Vec::new()));
+    }
+}
+
+/// One pool key as the request path sees it. Fields that change at run time
+/// are atomics, so a state change is visible to the next request at once,
+/// without a new snapshot.
+#[derive(Debug)]
+pub struct PoolKey {
+    pub id: i64,
+    pub secret: String,
+    pub masked: String,
+    pub base_url: String,
+    pub account: Arc<Account>,
+    state: AtomicU8,
+    /// f64 bits; NaN = unknown.
+    balance: AtomicU64,
+    pub usage_count: AtomicU64,
+    pub last_used: AtomicI64,
+    pub last_checked: AtomicI64,
+}
+
+impl PoolKey {
+    pub fn new(
+        id: i64,
+        secret: String,
+        base_url: String,
+        account: Arc<Account>,
+        state: KeyState,
+        balance: Option<f64>,
+        usage_count: u64,
+        last_used: Option<i64>,
+        last_checked: Option<i64>,
+    ) -> Self {
+        PoolKey {
+            id,
+            masked: mask_key(&secret),
+            secret,
+            base_url,
+            account,
+            state: AtomicU8::new(state as u8),
+            balance: AtomicU64::new(balance.unwrap_or(f64::NAN).to_bits()),
+            usage_count: AtomicU64::new(usage_count),
+            last_used: AtomicI64::new(last_used.unwrap_or(0)),
+            last_checked: AtomicI64::new(last_checked.unwrap_or(0)),
+        }
+    }
+
+    pub fn state(&self) -> KeyState {
+        KeyState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    pub fn set_state(&self, state: KeyState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    pub fn balance(&self) -> Option<f64> {
+        let b = f64::from_bits(self.balance.load(Ordering::Relaxed));
+        (!b.is_nan()).then_some(b)
+    }
+
+    pub fn set_balance(&self, balance: Option<f64>) {
+        self.balance.store(balance.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed);
+    }
+
+    /// The state shown to people: "cooling" when active but rate-limited now.
+    pub fn display_state(&self, now_ms: i64) -> (&'static str, Option<i64>) {
+        match self.state() {
+            KeyState::Active => match self.account.any_cooling_until(now_ms) {
+                Some(until) => ("cooling", Some(until)),
+                None => ("active", None),
+            },
+            s => (s.as_str(), None),
+        }
+    }
+
+    pub fn note_use(&self, now_ms: i64) {
+        self.usage_count.fetch_add(1, Ordering::Relaxed);
+        self.last_used.fetch_max(now_ms, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct PoolSnapshot {
+    pub keys: Vec<Arc<PoolKey>>,
+}
+
+impl PoolSnapshot {
+    pub fn get(&self, id: i64) -> Option<&Arc<PoolKey>> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+}
+
+/// Counts by displayed state, for /health and the dashboard.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, PartialEq, Eq)]
+pub struct StateCounts {
+    pub total: usize,
+    pub active: usize,
+    pub cooling: usize,
+    pub exhausted: usize,
+    pub invalid: usize,
+    pub disabled: usize,
+}
+
+/// What the request path shares: the snapshot and the round-robin cursor.
+pub struct PoolShared {
+    snapshot: ArcSwap<PoolSnapshot>,
+    pub strategy: Strategy,
+    pub cursor: AtomicUsize,
+    pub cooldown_policy: cooldown::Policy,
+}
+
+impl PoolShared {
+    pub fn new(strategy: Strategy, cooldown_policy: cooldown::Policy) -> Self {
+        PoolShared {
+            snapshot: ArcSwap::from_pointee(PoolSnapshot::default()),
+            strategy,
+            cursor: AtomicUsize::new(0),
+            cooldown_policy,
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<PoolSnapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn publish(&self, snapshot: PoolSnapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    pub fn counts(&self, now_ms: i64) -> StateCounts {
+        let snap = self.snapshot.load();
+        let mut c = StateCounts { total: snap.keys.len(), ..Default::default() };
+        for k in &snap.keys {
+            match k.display_state(now_ms).0 {
+                "active" => c.active += 1,
+                "cooling" => c.cooling += 1,
+                "exhausted" => c.exhausted += 1,
+                "invalid" => c.invalid += 1,
+                _ => c.disabled += 1,
+            }
+        }
+        c
+    }
+
+    /// Picks a key for `model`, skipping the ones in `exclude`.
+    pub fn pick(&self, model: &str, exclude: &[i64], now_ms: i64) -> Result<Arc<PoolKey>, NoKey> {
+        let snap = self.snapshot.load();
+        select::pick(&snap.keys, model, exclude, now_ms, self.strategy, &self.cursor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_keys_without_revealing_them() {
+        assert_eq!(mask_key("sk-abcdefghijklmnopqrstuvwxyz"), "sk-abcd...wxyz");
+        assert_eq!(mask_key("abcdefghijkl"), "abcd...ijkl");
+        assert_eq!(mask_key("sk-12345"), "sk...");
+        assert_eq!(mask_key("sk-123456"), "sk-12...3456");
+        assert!(!mask_key("sk-123456789").contains("123456789"));
+    }
+
+    #[test]
+    fn state_round_trips() {
+        for s in [KeyState::Active, KeyState::Exhausted, KeyState::Invalid, KeyState::Disabled] {
+            assert_eq!(KeyState::parse(s.as_str()), Some(s));
+            assert_eq!(KeyState::from_u8(s as u8), s);
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Errors the proxy itself makes, in the caller's dialect: OpenAI's
+//! `{"error":{"message","type","code"}}` or Anthropic's
+//! `{"type":"error","error":{"type","message"}}` on `/v1/messages`.
+
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+impl Dialect {
+    pub fn for_path(path: &str) -> Self {
+        if path.starts_with("/v1/messages") {
+            Dialect::Anthropic
+        } else {
+            Dialect::OpenAi
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    Authentication,
+    NotFound,
+    TooLarge,
+    RateLimited,
+    /// No key can serve, or the upstream cannot be reached.
+    Unavailable,
+    BadGateway,
+    Timeout,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ProxyError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ProxyError { kind, message: message.into(), retry_after_secs: None }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Authentication => StatusCode::UNAUTHORIZED,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    fn openai_type_and_code(&self) -> (&'static str, &'static str) {
+        match self.kind {
+            ErrorKind::InvalidRequest => ("invalid_request_error", "invalid_request"),
+            ErrorKind::Authentication => ("authentication_error", "invalid_api_key"),
+            ErrorKind::NotFound => ("invalid_request_error", "not_found"),
+            ErrorKind::TooLarge => ("invalid_request_error", "request_too_large"),
+            ErrorKind::RateLimited => ("rate_limit_error", "rate_limit_exceeded"),
+            ErrorKind::Unavailable => ("service_unavailable", "no_available_key"),
+            ErrorKind::BadGateway => ("api_error", "upstream_error"),
+            ErrorKind::Timeout => ("api_error", "upstream_timeout"),
+        }
+    }
+
+    fn anthropic_type(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::InvalidRequest => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::TooLarge => "request_too_large",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Unavailable => "overloaded_error",
+            ErrorKind::BadGateway | ErrorKind::Timeout => "api_error",
+        }
+    }
+
+    pub fn body(&self, dialect: Dialect) -> serde_json::Value {
+        match dialect {
+            Dialect::OpenAi => {
+                let (kind, code) = self.openai_type_and_code();
+                json!({"error": {"message": self.message, "type": kind, "code": code}})
+            }
+            Dialect::Anthropic => {
+                json!({"type": "error", "error": {"type": self.anthropic_type(), "message": self.message}})
+            }
+        }
+    }
+
+    pub fn response(&self, dialect: Dialect) -> HttpResponse {
+        let mut builder = HttpResponse::build(self.status());
+        if let Some(secs) = self.retry_after_secs {
+            builder.insert_header(("Retry-After", secs.to_string()));
+        }
+        if self.kind == ErrorKind::Authentication {
+            builder.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        builder.json(self.body(dialect))
+    }
+}
+
+/// A short, printable excerpt of an upstream body for logs and errors.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    text.trim().replace(['\n', '\r'], " ")
+}
+
+/// SiliconFlow's "Sorry, your account balance is insufficient" (code 30001).
+pub fn is_insufficient_balance(body: &[u8]) -> bool {
+    memchr::memmem::find(body, b"30001").is_some()
+        || memchr::memmem::find(body, b"balance is insufficient").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialects_have_their_shapes() {
+        let e = ProxyError::bad_request("missing model");
+        let o = e.body(Dialect::OpenAi);
+        assert_eq!(o["error"]["message"], "missing model");
+        assert_eq!(o["error"]["type"], "invalid_request_error");
+        let a = e.body(Dialect::Anthropic);
+        assert_eq!(a["type"], "error");
+        assert_eq!(a["error"]["type"], "invalid_request_error");
+        assert_eq!(Dialect::for_path("/v1/messages"), Dialect::Anthropic);
+        assert_eq!(Dialect::for_path("/v1/chat/completions"), Dialect::OpenAi);
+        assert_eq!(ProxyError::new(ErrorKind::TooLarge, "x").status(), 413);
+    }
+
+    #[test]
+    fn recognises_insufficient_balance() {
+        assert!(is_insufficient_balance(br#"{"code":30001,"message":"Sorry, your account balance is insufficient","data":null}"#));
+        assert!(!is_insufficient_balance(br#""Forbidden""#));
+        assert_eq!(snippet(b"a\nb"), "a b");
+    }
+}

@@ -1,0 +1,162 @@
+//! The log row of one client request, and the body wrapper that streams an
+//! upstream answer to the client while reading its usage. The row is sent to
+//! the log writer exactly once: when the body ends, fails, times out, or is
+//! dropped because the client went away (then marked aborted).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use bytes::Bytes;
+use futures_util::Stream;
+
+use super::usage::{Usage, UsageMeter};
+use crate::db::log_writer::{LogWriter, Record};
+use crate::db::models::NewLog;
+use crate::db::now_ms;
+use crate::pool::PoolKey;
+
+pub struct Pending {
+    pub writer: Addr<LogWriter>,
+    pub started: Instant,
+    pub created_at: i64,
+    pub endpoint: String,
+    pub model: String,
+    pub stream: bool,
+    pub key: Option<Arc<PoolKey>>,
+    pub attempts: u32,
+    pub status: u16,
+    pub ttfb: Option<Duration>,
+    pub error: Option<String>,
+}
+
+impl Pending {
+    pub fn new(writer: Addr<LogWriter>, endpoint: &str) -> Self {
+        Pending {
+            writer,
+            started: Instant::now(),
+            created_at: now_ms(),
+            endpoint: endpoint.to_string(),
+            model: String::new(),
+            stream: false,
+            key: None,
+            attempts: 0,
+            status: 0,
+            ttfb: None,
+            error: None,
+        }
+    }
+
+    pub fn finish(self, usage: Usage, aborted: bool) {
+        let (input, output, total) = usage.totals();
+        if let Some(k) = &self.key {
+            k.note_use(self.created_at);
+        }
+        let row = NewLog {
+            created_at: self.created_at,
+            key_id: self.key.as_ref().map(|k| k.id),
+            key_masked: self.key.as_ref().map(|k| k.masked.clone()).unwrap_or_default(),
+            model: self.model,
+            endpoint: self.endpoint,
+            status: i32::from(self.status),
+            input_tokens: input,
+            output_tokens: output,
+            total_tokens: total,
+            latency_ms: self.started.elapsed().as_millis() as i64,
+            ttfb_ms: self.ttfb.map(|d| d.as_millis() as i64),
+            stream: self.stream,
+            aborted,
+            attempts: self.attempts as i32,
+            error: self.error,
+        };
+        self.writer.do_send(Record(row));
+    }
+}
+
+#[derive(Debug)]
+pub struct StreamError(pub String);
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+pub struct TeeBody<S> {
+    inner: S,
+    meter: UsageMeter,
+    pending: Option<Pending>,
+    idle: Pin<Box<actix_rt::time::Sleep>>,
+    idle_timeout: Duration,
+}
+
+impl<S> TeeBody<S> {
+    pub fn new(inner: S, meter: UsageMeter, pending: Pending, idle_timeout: Duration) -> Self {
+        TeeBody { inner, meter, pending: Some(pending), idle: Box::pin(actix_rt::time::sleep(idle_timeout)), idle_timeout }
+    }
+
+    fn finish(&mut self, error: Option<String>) {
+        if let Some(mut p) = self.pending.take() {
+            let aborted = error.is_some();
+            if error.is_some() {
+                p.error = error;
+            }
+            p.finish(self.meter.usage(), aborted);
+        }
+    }
+}
+
+impl<S, E> Stream for TeeBody<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = Result<Bytes, StreamError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.meter.feed(&chunk);
+                if let Some(p) = this.pending.as_mut() {
+                    if p.ttfb.is_none() {
+                        p.ttfb = Some(p.started.elapsed());
+                    }
+                }
+                let deadline = actix_rt::time::Instant::now() + this.idle_timeout;
+                this.idle.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let msg = format!("upstream stream failed: {e}");
+                this.finish(Some(msg.clone()));
+                Poll::Ready(Some(Err(StreamError(msg))))
+            }
+            Poll::Ready(None) => {
+                this.finish(None);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if this.idle.as_mut().poll(cx).is_ready() {
+                    let msg = format!("upstream sent nothing for {} s", this.idle_timeout.as_secs());
+                    this.finish(Some(msg.clone()));
+                    return Poll::Ready(Some(Err(StreamError(msg))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S> Drop for TeeBody<S> {
+    fn drop(&mut self) {
+        if self.pending.is_some() {
+            self.finish(Some("client closed the connection before the answer ended".into()));
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Reading token usage out of upstream answers as they stream past.
+//!
+//! SSE chat streams from SiliconFlow carry running totals in every chunk (take
+//! the last, never add); other OpenAI-compatible upstreams send one final
+//! usage chunk. Anthropic streams give input tokens in `message_start` and the
+//! running output count in `message_delta`. Rerank reports `tokens`, not
+//! `usage`. Events may be split across reads at any byte.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub input: Option<u64>,
+    pub output: Option<u64>,
+    pub total: Option<u64>,
+}
+
+impl Usage {
+    /// (input, output, total) for the log; a missing total is the sum.
+    pub fn totals(&self) -> (i64, i64, i64) {
+        let i = self.input.unwrap_or(0);
+        let o = self.output.unwrap_or(0);
+        let t = self.total.unwrap_or(i + o);
+        (clamp(i), clamp(o), clamp(t))
+    }
+
+    fn absorb(&mut self, f: &UsageFields) {
+        if let Some(p) = f.prompt_tokens {
+            self.input = Some(p);
+        }
+        if let Some(c) = f.completion_tokens {
+            self.output = Some(c);
+        }
+        if let Some(t) = f.total_tokens {
+            self.total = Some(t);
+        }
+        // Anthropic's message_delta may repeat input_tokens as 0: keep the count
+        // from message_start then.
+        if let Some(i) = f.input_tokens {
+            if i > 0 || self.input.is_none() {
+                self.input = Some(i);
+            }
+        }
+        if let Some(o) = f.output_tokens {
+            self.output = Some(o);
+        }
+    }
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct UsageFields {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Holder {
+    usage: Option<UsageFields>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Envelope {
+    usage: Option<UsageFields>,
+    tokens: Option<UsageFields>,
+    message: Option<Holder>,
+}
+
+impl Envelope {
+    fn apply(&self, u: &mut Usage) {
+        if let Some(m) = self.message.as_ref().and_then(|m| m.usage.as_ref()) {
+            u.absorb(m);
+        }
+        if let Some(t) = &self.tokens {
+            u.absorb(t);
+        }
+        if let Some(x) = &self.usage {
+            u.absorb(x);
+        }
+    }
+}
+
+/// Non-streaming bodies are kept whole up to this size; beyond it only the
+/// tail is kept, where `usage` sits in OpenAI-style answers.
+const JSON_CAP: usize = 4 << 20;
+const JSON_TAIL: usize = 64 << 10;
+/// A single SSE line longer than this is skipped rather than buffered.
+const SSE_LINE_CAP: usize = 1 << 20;
+
+#[derive(Debug)]
+pub enum UsageMeter {
+    Sse { line: Vec<u8>, skipping: bool, usage: Usage },
+    Json { buf: Vec<u8>, overflowed: bool },
+    None,
+}
+
+impl UsageMeter {
+    pub fn for_content_type(content_type: &str) -> Self {
+        let ct = content_type.to_ascii_lowercase();
+        if ct.starts_with("text/event-stream") {
+            UsageMeter::Sse { line: Vec::new(), skipping: false, usage: Usage::default() }
+        } else if ct.starts_with("application/json") || ct.contains("+json") {
+            UsageMeter::Json { buf: Vec::new(), overflowed: false }
+        } else {
+            UsageMeter::None
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        match self {
+            UsageMeter::Sse { line, skipping, usage } => feed_sse(line, skipping, usage, chunk),
+            UsageMeter::Json { buf, overflowed } => {
+                buf.extend_from_slice(chunk);
+                if buf.len() > JSON_CAP || *overflowed {
+                    *overflowed = true;
+                    if buf.len() > JSON_TAIL {
+                        let excess = buf.len() - JSON_TAIL;
+                        buf.drain(..excess);
+                    }
+                }
+            }
+            UsageMeter::None => {}
+        }
+    }
+
+    /// The usage seen so far (for a stream the client abandoned) or in all.
+    pub fn usage(&self) -> Usage {
+        match self {
+            UsageMeter::Sse { line, usage, skipping } => {
+                // A last event without its trailing newline still counts.
+                let mut u = *usage;
+                if !*skipping && !line.is_empty() {
+                    sse_line(line, &mut u);
+                }
+                u
+            }
+            UsageMeter::Json { buf, overflowed } => json_usage(buf, *overflowed),
+            UsageMeter::None => Usage::default(),
+        }
+    }
+}
+
+fn feed_sse(line: &mut Vec<u8>, skipping: &mut bool, usage: &mut Usage, mut chunk: &[u8]) {
+    while let Some(nl) = memchr::memchr(b'\n', chunk) {
+        let (head, rest) = chunk.split_at(nl);
+        if !*skipping {
+            if line.is_empty() {
+                sse_line(head, usage);
+            } else {
+                line.extend_from_slice(head);
+                sse_line(line, usage);
+            }
+        }
+        line.clear();
+        *skipping = false;
+        chunk = &rest[1..];
+    }
+    if !*skipping {
+        if line.len() + chunk.len() > SSE_LINE_CAP {
+            line.clear();
+            *skipping = true;
+        } else {
+            line.extend_from_slice(chunk);
+        }
+    }
+}
+
+fn sse_line(line: &[u8], usage: &mut Usage) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(data) = line.strip_prefix(b"data:") else { return };
+    // Cheap test before parsing: most chunks of other upstreams carry no usage.
+    if memchr::memmem::find(data, b"usage").is_none() && memchr::memmem::find(data, b"tokens").is_none() {
+        return;
+    }
+    if let Ok(env) = serde_json::from_slice::<Envelope>(data) {
+        env.apply(usage);
+    }
+}
+
+fn json_usage(buf: &[u8], overflowed: bool) -> Usage {
+    let mut u = Usage::default();
+    if !overflowed {
+        if let Ok(env) = serde_json::from_slice::<Envelope>(buf) {
+            env.apply(&mut u);
+            return u;
+        }
+    }
+    // Only the tail is here (or the body was not one JSON object): find the
+    // last "usage" and read the object after it.
+    for needle in [&b"\"usage\""[..], b"\"tokens\""] {
+        if let Some(pos) = memchr::memmem::rfind(buf, needle) {
+            let rest = &buf[pos + needle.len()..];
+            let rest = rest.iter().position(|b| *b == b':').map(|i| &rest[i + 1..]).unwrap_or(rest);
+            let mut it = serde_json::Deserializer::from_slice(rest).into_iter::<UsageFields>();
+            if let Some(Ok(f)) = it.next() {
+                u.absorb(&f);
+                return u;
+            }
+        }
+    }
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(meter: &mut UsageMeter, body: &[u8], step: usize) {
+        for chunk in body.chunks(step) {
+            meter.feed(chunk);
+        }
+    }
+
+    const OPENAI_STREAM: &[u8] = b"data: {\"id\":\"1\",\"choices\":[{\"delta\":{\"content\":\"Hel\"}}],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":1,\"total_tokens\":11}}\n\n\
+data: {\"id\":\"1\",\"choices\":[{\"delta\":{\"content\":\"lo\"}}],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":2,\"total_tokens\":12}}\n\n\
+data: {\"id\":\"1\",\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":3,\"total_tokens\":13}}\n\n\
+data: [DONE]\n\n";
+
+    #[test]
+    fn running_totals_take_the_last_at_any_split() {
+        for step in [1, 2, 3, 7, 13, 64, 1000] {
+            let mut m = UsageMeter::for_content_type("text/event-stream; charset=utf-8");
+            feed_all(&mut m, OPENAI_STREAM, step);
+            assert_eq!(m.usage().totals(), (10, 3, 13), "step {step}");
+        }
+    }
+
+    #[test]
+    fn final_usage_chunk_and_crlf_lines() {
+        let body = b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\r\n\r\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\":12}}\r\n\r\ndata: [DONE]\r\n\r\n";
+        let mut m = UsageMeter::for_content_type("text/event-stream");
+        feed_all(&mut m, body, 5);
+        assert_eq!(m.usage().totals(), (5, 7, 12));
+    }
+
+    #[test]
+    fn anthropic_stream_input_from_start_output_from_delta() {
+        let body = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"input_tokens\":0,\"output_tokens\":15}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        for step in [1, 4, 9, 100] {
+            let mut m = UsageMeter::for_content_type("text/event-stream");
+            feed_all(&mut m, body, step);
+            assert_eq!(m.usage().totals(), (25, 15, 40), "step {step}");
+        }
+    }
+
+    #[test]
+    fn partial_stream_reports_usage_so_far() {
+        let cut = OPENAI_STREAM.len() / 2;
+        let mut m = UsageMeter::for_content_type("text/event-stream");
+        m.feed(&OPENAI_STREAM[..cut]);
+        let (i, o, _) = m.usage().totals();
+        assert_eq!(i, 10);
+        assert!(o >= 1 && o < 3);
+    }
+
+    #[test]
+    fn json_bodies_usage_tokens_and_big_bodies() {
+        let mut m = UsageMeter::for_content_type("application/json");
+        feed_all(&mut m, br#"{"id":"x","usage":{"prompt_tokens":4,"completion_tokens":6,"total_tokens":10}}"#, 3);
+        assert_eq!(m.usage().totals(), (4, 6, 10));
+        let mut m = UsageMeter::for_content_type("application/json");
+        m.feed(br#"{"id":"r","results":[],"tokens":{"input_tokens":12,"output_tokens":0}}"#);
+        assert_eq!(m.usage().totals(), (12, 0, 12));
+        let mut m = UsageMeter::for_content_type("application/json");
+        m.feed(br#"{"type":"message","usage":{"input_tokens":3,"output_tokens":9}}"#);
+        assert_eq!(m.usage().totals(), (3, 9, 12));
+        // Larger than the cap: usage found in the tail.
+        let mut m = UsageMeter::for_content_type("application/json");
+        m.feed(b"{\"data\":[");
+        let filler = vec![b'1'; 1 << 20];
+        for _ in 0..5 {
+            m.feed(&filler);
+        }
+        m.feed(br#"],"usage":{"prompt_tokens":8,"total_tokens":8}}"#);
+        assert_eq!(m.usage().totals(), (8, 0, 8));
+        assert_eq!(UsageMeter::for_content_type("audio/mpeg").usage().totals(), (0, 0, 0));
+    }
+}

@@ -1,0 +1,146 @@
+//! Builds the application: database, actors, HTTP server. Binding happens here
+//! (port 0 works), so tests start the real server on a free port.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix::{Actor, Addr, Arbiter};
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use arc_swap::ArcSwap;
+
+use crate::admin::auth::AdminCredentials;
+use crate::config::Config;
+use crate::db::log_writer::{Flush, LogWriter};
+use crate::db::{self, DbError};
+use crate::pool::actor::PoolActor;
+use crate::pool::cooldown::Policy;
+use crate::pool::refresher::{RefreshStatus, Refresher, RefresherSettings};
+use crate::pool::PoolShared;
+use crate::state::{build_client, AppState, Upstream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Db(#[from] DbError),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    arbiters: Vec<Arbiter>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let listener = TcpListener::bind((config.host.as_str(), config.port))?;
+        Self::build_with_listener(config, listener).await
+    }
+
+    pub async fn build_with_listener(config: Config, listener: TcpListener) -> Result<Self, StartupError> {
+        let config = Arc::new(config);
+        let db = db::connect(&config.database_path)?;
+        log::info!("database: {}", config.database_path.display());
+        let admin = AdminCredentials::init(&config, &db)?;
+
+        let policy = Policy { base: config.cooldown_base, max: config.cooldown_max };
+        let shared = Arc::new(PoolShared::new(config.strategy, policy));
+        let pool_actor = PoolActor::load(db.clone(), shared.clone(), config.upstream_base_url.clone())?;
+        let counts = shared.counts(db::now_ms());
+        log::info!(
+            "key pool: {} keys ({} active, {} exhausted, {} invalid, {} disabled), strategy {}",
+            counts.total,
+            counts.active,
+            counts.exhausted,
+            counts.invalid,
+            counts.disabled,
+            config.strategy.as_str()
+        );
+
+        // Actors that touch the database run on their own threads, so a slow
+        // write never holds up a request worker.
+        let pool_arbiter = Arbiter::new();
+        let log_arbiter = Arbiter::new();
+        let pool_addr: Addr<PoolActor> = PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| pool_actor);
+        let (log_db, batch, interval) = (db.clone(), config.log_batch_size, config.log_flush_interval);
+        let log_writer = LogWriter::start_in_arbiter(&log_arbiter.handle(), move |_| LogWriter::new(log_db, batch, interval));
+        let refresh_status = Arc::new(ArcSwap::from_pointee(RefreshStatus::default()));
+        let refresher = {
+            let (cfg, pool, shared, status) = (config.clone(), pool_addr.clone(), shared.clone(), refresh_status.clone());
+            Refresher::start_in_arbiter(&pool_arbiter.handle(), move |_| {
+                let settings = RefresherSettings {
+                    interval: cfg.auto_refresh_interval,
+                    invalid_recheck: cfg.invalid_recheck_interval,
+                    concurrency: cfg.refresh_concurrency,
+                    timeout: cfg.check_timeout,
+                };
+                Refresher::new(build_client(&cfg), pool, shared, status, settings)
+            })
+        };
+
+        if config.is_open() {
+            log::warn!("API_KEY is not set: the proxy is OPEN, anyone who can reach it can spend your keys' balance. Set API_KEY to require a client key.");
+        }
+
+        let state = web::Data::new(AppState {
+            config: config.clone(),
+            pool: shared,
+            pool_actor: pool_addr,
+            refresher,
+            refresh_status,
+            log_writer,
+            db,
+            admin,
+        });
+        let port = listener.local_addr()?.port();
+        let server_state = state.clone();
+        let client_config = config.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(server_state.clone())
+                .app_data(web::Data::new(Upstream { client: build_client(&client_config) }))
+                // Bodies are read by the handlers with their own limit and error.
+                .app_data(web::PayloadConfig::new(client_config.max_body_bytes))
+                .route("/health", web::get().to(crate::health::health))
+                .configure(crate::proxy::configure)
+                .configure(crate::admin::configure)
+        })
+        .workers(config.workers)
+        .backlog(4096)
+        .listen(listener)?
+        .run();
+        log::info!("listening on {}:{}", config.host, port);
+        Ok(Application { port, server, state, arbiters: vec![pool_arbiter, log_arbiter] })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGINT/SIGTERM (or a stop through the handle), then writes
+    /// every buffered log row before returning.
+    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        let served = self.server.await;
+        match self.state.log_writer.send(Flush).await {
+            Ok(Ok(n)) => log::info!("shutdown: request log flushed ({n} rows written this run)"),
+            Ok(Err(e)) => log::error!("shutdown: request log flush failed: {e}"),
+            Err(e) => log::error!("shutdown: log writer unavailable: {e}"),
+        }
+        for a in self.arbiters {
+            a.stop();
+        }
+        served?;
+        Ok(())
+    }
+}

@@ -1,0 +1,46 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use actix::Addr;
+use arc_swap::ArcSwap;
+
+use crate::admin::auth::AdminCredentials;
+use crate::config::Config;
+use crate::db::log_writer::LogWriter;
+use crate::db::DbPool;
+use crate::pool::actor::PoolActor;
+use crate::pool::refresher::{RefreshStatus, Refresher};
+use crate::pool::PoolShared;
+
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: Arc<PoolShared>,
+    pub pool_actor: Addr<PoolActor>,
+    pub refresher: Addr<Refresher>,
+    pub refresh_status: Arc<ArcSwap<RefreshStatus>>,
+    pub log_writer: Addr<LogWriter>,
+    pub db: DbPool,
+    pub admin: AdminCredentials,
+}
+
+/// The upstream HTTP client. awc clients are not `Send`, so each worker
+/// thread builds its own (they share nothing but configuration).
+pub struct Upstream {
+    pub client: awc::Client,
+}
+
+pub fn build_client(config: &Config) -> awc::Client {
+    let connector = awc::Connector::new()
+        .timeout(config.connect_timeout)
+        .handshake_timeout(config.connect_timeout)
+        .limit(config.upstream_pool_size);
+    awc::Client::builder()
+        .connector(connector)
+        // Time allowed until the answer's headers arrive; long, since a
+        // non-streaming completion sends nothing until it is done.
+        .timeout(config.response_timeout)
+        .disable_redirects()
+        .no_default_headers()
+        .finish()
+}
