@@ -9,7 +9,13 @@ use crate::state::AppState;
 
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let db = state.db.clone();
-    let database = match web::block(move || db.get().map_err(|e| e.to_string()).and_then(|mut c| ping(&mut c).map_err(|e| e.to_string()))).await {
+    let database = match web::block(move || {
+        db.get()
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| ping(&mut c).map_err(|e| e.to_string()))
+    })
+    .await
+    {
         Ok(Ok(())) => "connected".to_string(),
         Ok(Err(e)) => {
             log::error!("health: database check failed: {e}");
@@ -41,8 +47,12 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         },
     });
     if db_ok {
-        HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(body)
+        HttpResponse::Ok()
+            .insert_header(("Cache-Control", "no-store"))
+            .json(body)
     } else {
-        HttpResponse::ServiceUnavailable().insert_header(("Cache-Control", "no-store")).json(body)
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Cache-Control", "no-store"))
+            .json(body)
     }
 }

@@ -40,15 +40,22 @@ impl Application {
         Self::build_with_listener(config, listener).await
     }
 
-    pub async fn build_with_listener(config: Config, listener: TcpListener) -> Result<Self, StartupError> {
+    pub async fn build_with_listener(
+        config: Config,
+        listener: TcpListener,
+    ) -> Result<Self, StartupError> {
         let config = Arc::new(config);
         let db = db::connect(&config.database_path)?;
         log::info!("database: {}", config.database_path.display());
         let admin = AdminCredentials::init(&config, &db)?;
 
-        let policy = Policy { base: config.cooldown_base, max: config.cooldown_max };
+        let policy = Policy {
+            base: config.cooldown_base,
+            max: config.cooldown_max,
+        };
         let shared = Arc::new(PoolShared::new(config.strategy, policy));
-        let pool_actor = PoolActor::load(db.clone(), shared.clone(), config.upstream_base_url.clone())?;
+        let pool_actor =
+            PoolActor::load(db.clone(), shared.clone(), config.upstream_base_url.clone())?;
         let counts = shared.counts(db::now_ms());
         log::info!(
             "key pool: {} keys ({} active, {} exhausted, {} invalid, {} disabled), strategy {}",
@@ -64,12 +71,21 @@ impl Application {
         // write never holds up a request worker.
         let pool_arbiter = Arbiter::new();
         let log_arbiter = Arbiter::new();
-        let pool_addr: Addr<PoolActor> = PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| pool_actor);
-        let (log_db, batch, interval) = (db.clone(), config.log_batch_size, config.log_flush_interval);
-        let log_writer = LogWriter::start_in_arbiter(&log_arbiter.handle(), move |_| LogWriter::new(log_db, batch, interval));
+        let pool_addr: Addr<PoolActor> =
+            PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| pool_actor);
+        let (log_db, batch, interval) =
+            (db.clone(), config.log_batch_size, config.log_flush_interval);
+        let log_writer = LogWriter::start_in_arbiter(&log_arbiter.handle(), move |_| {
+            LogWriter::new(log_db, batch, interval)
+        });
         let refresh_status = Arc::new(ArcSwap::from_pointee(RefreshStatus::default()));
         let refresher = {
-            let (cfg, pool, shared, status) = (config.clone(), pool_addr.clone(), shared.clone(), refresh_status.clone());
+            let (cfg, pool, shared, status) = (
+                config.clone(),
+                pool_addr.clone(),
+                shared.clone(),
+                refresh_status.clone(),
+            );
             Refresher::start_in_arbiter(&pool_arbiter.handle(), move |_| {
                 let settings = RefresherSettings {
                     interval: cfg.auto_refresh_interval,
@@ -101,7 +117,9 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(server_state.clone())
-                .app_data(web::Data::new(Upstream { client: build_client(&client_config) }))
+                .app_data(web::Data::new(Upstream {
+                    client: build_client(&client_config),
+                }))
                 // Bodies are read by the handlers with their own limit and error.
                 .app_data(web::PayloadConfig::new(client_config.max_body_bytes))
                 .route("/health", web::get().to(crate::health::health))
@@ -110,10 +128,16 @@ impl Application {
         })
         .workers(config.workers)
         .backlog(4096)
+        .shutdown_timeout(config.shutdown_timeout.as_secs())
         .listen(listener)?
         .run();
         log::info!("listening on {}:{}", config.host, port);
-        Ok(Application { port, server, state, arbiters: vec![pool_arbiter, log_arbiter] })
+        Ok(Application {
+            port,
+            server,
+            state,
+            arbiters: vec![pool_arbiter, log_arbiter],
+        })
     }
 
     pub fn port(&self) -> u16 {

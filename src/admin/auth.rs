@@ -35,17 +35,29 @@ impl AdminCredentials {
         let username = config.admin_username.clone();
         if let Some(p) = &config.admin_password {
             let secret = if p.starts_with("$argon2") {
-                PasswordHash::new(p).map_err(|e| DbError::Setup(format!("ADMIN_PASSWORD looks like an argon2 hash but is not valid: {e}")))?;
+                PasswordHash::new(p).map_err(|e| {
+                    DbError::Setup(format!(
+                        "ADMIN_PASSWORD looks like an argon2 hash but is not valid: {e}"
+                    ))
+                })?;
                 Secret::Hash(p.clone())
             } else {
                 Secret::Plain(p.clone())
             };
-            return Ok(AdminCredentials { username, secret, generated: false });
+            return Ok(AdminCredentials {
+                username,
+                secret,
+                generated: false,
+            });
         }
         let mut conn = db.get()?;
         if let Some(hash) = settings_q::get(&mut conn, GENERATED_HASH)? {
             log::warn!("ADMIN_PASSWORD is not set: using the password generated at first start (printed in the log then)");
-            return Ok(AdminCredentials { username, secret: Secret::Hash(hash), generated: true });
+            return Ok(AdminCredentials {
+                username,
+                secret: Secret::Hash(hash),
+                generated: true,
+            });
         }
         let password = Alphanumeric.sample_string(&mut rand::rng(), 20);
         let hash = hash_password(&password).map_err(DbError::Setup)?;
@@ -54,7 +66,11 @@ impl AdminCredentials {
         log::warn!(
             "ADMIN_PASSWORD is not set: generated an admin password. Log in as '{username}' with password: {password}  (shown only this once; set ADMIN_PASSWORD to choose your own)"
         );
-        Ok(AdminCredentials { username, secret: Secret::Hash(hash), generated: true })
+        Ok(AdminCredentials {
+            username,
+            secret: Secret::Hash(hash),
+            generated: true,
+        })
     }
 
     pub fn verify(&self, username: &str, password: &str) -> bool {
@@ -62,7 +78,11 @@ impl AdminCredentials {
         let pass_ok = match &self.secret {
             Secret::Plain(p) => password.as_bytes().ct_eq(p.as_bytes()).into(),
             Secret::Hash(h) => PasswordHash::new(h)
-                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                .map(|parsed| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
                 .unwrap_or(false),
         };
         user_ok & pass_ok
@@ -70,7 +90,9 @@ impl AdminCredentials {
 
     /// HTTP Basic auth, for scripts.
     pub fn check_basic(&self, req: &HttpRequest) -> bool {
-        let Some((user, pass)) = basic_credentials(req) else { return false };
+        let Some((user, pass)) = basic_credentials(req) else {
+            return false;
+        };
         self.verify(&user, &pass)
     }
 }
@@ -85,8 +107,12 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 pub fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     let value = req.headers().get("authorization")?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, pass) = text.split_once(':')?;
     Some((user.to_string(), pass.to_string()))
@@ -98,11 +124,19 @@ mod tests {
 
     #[test]
     fn plain_and_hashed_passwords_verify() {
-        let plain = AdminCredentials { username: "admin".into(), secret: Secret::Plain("pw".into()), generated: false };
+        let plain = AdminCredentials {
+            username: "admin".into(),
+            secret: Secret::Plain("pw".into()),
+            generated: false,
+        };
         assert!(plain.verify("admin", "pw"));
         assert!(!plain.verify("admin", "pw2"));
         assert!(!plain.verify("root", "pw"));
-        let hashed = AdminCredentials { username: "admin".into(), secret: Secret::Hash(hash_password("s3cret").unwrap()), generated: true };
+        let hashed = AdminCredentials {
+            username: "admin".into(),
+            secret: Secret::Hash(hash_password("s3cret").unwrap()),
+            generated: true,
+        };
         assert!(hashed.verify("admin", "s3cret"));
         assert!(!hashed.verify("admin", "s3cre"));
     }

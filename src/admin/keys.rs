@@ -9,13 +9,13 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{authorize, error, iso};
-use crate::db::queries::keys as kq;
+use super::{deny_unless_admin, error, iso};
 use crate::db::now_ms;
+use crate::db::queries::keys as kq;
 use crate::pool::actor::{AddKeys, AddResult, AddStatus, KeyCommand};
 use crate::pool::check::{check_key, CheckOutcome};
-use crate::pool::refresher::RefreshNow;
 use crate::pool::mask_key;
+use crate::pool::refresher::RefreshNow;
 use crate::state::{AppState, Upstream};
 
 /// Most keys one import takes.
@@ -54,10 +54,14 @@ pub async fn import(
     state: web::Data<AppState>,
     upstream: web::Data<Upstream>,
 ) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &state) {
+    if let Some(resp) = deny_unless_admin(&req, &state) {
         return resp;
     }
-    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let text = if content_type.starts_with("application/x-www-form-urlencoded") {
         #[derive(Deserialize)]
         struct Form {
@@ -65,7 +69,12 @@ pub async fn import(
         }
         match serde_urlencoded::from_bytes::<Form>(&body) {
             Ok(f) => f.keys,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected a form field `keys`: {e}")),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("expected a form field `keys`: {e}"),
+                )
+            }
         }
     } else {
         match serde_json::from_slice::<ImportBody>(&body) {
@@ -84,7 +93,10 @@ pub async fn import(
         return error(StatusCode::BAD_REQUEST, "no keys given");
     }
     if candidates.len() > MAX_IMPORT {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("at most {MAX_IMPORT} keys per import"));
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {MAX_IMPORT} keys per import"),
+        );
     }
     let report = import_keys(candidates, &state, &upstream.client).await;
     HttpResponse::Ok().json(report)
@@ -100,14 +112,25 @@ pub struct ImportReport {
 }
 
 /// Checks each new key against the upstream (bounded concurrency) and stores it.
-pub async fn import_keys(candidates: Vec<String>, state: &AppState, client: &awc::Client) -> ImportReport {
+pub async fn import_keys(
+    candidates: Vec<String>,
+    state: &AppState,
+    client: &awc::Client,
+) -> ImportReport {
     let snapshot = state.pool.snapshot();
     let known: HashSet<&str> = snapshot.keys.iter().map(|k| k.secret.as_str()).collect();
     let mut results = Vec::new();
     let mut to_check = Vec::new();
     for k in candidates {
         if known.contains(k.as_str()) {
-            results.push(AddResult { key: mask_key(&k), status: AddStatus::Duplicate, id: None, state: None, balance: None, message: None });
+            results.push(AddResult {
+                key: mask_key(&k),
+                status: AddStatus::Duplicate,
+                id: None,
+                state: None,
+                balance: None,
+                message: None,
+            });
         } else if !looks_like_key(&k) {
             results.push(AddResult {
                 key: mask_key(&k),
@@ -151,23 +174,36 @@ pub async fn import_keys(candidates: Vec<String>, state: &AppState, client: &awc
 }
 
 pub async fn refresh_all(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &state) {
+    if let Some(resp) = deny_unless_admin(&req, &state) {
         return resp;
     }
     match state.refresher.send(RefreshNow(None)).await {
         Ok(summary) => HttpResponse::Ok().json(summary),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("refresher unavailable: {e}")),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("refresher unavailable: {e}"),
+        ),
     }
 }
 
-pub async fn refresh_one(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &state) {
+pub async fn refresh_one(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Some(resp) = deny_unless_admin(&req, &state) {
         return resp;
     }
-    let Some(id) = known_id(&path, &state) else { return not_found(&path) };
+    let Some(id) = known_id(&path, &state) else {
+        return not_found(&path);
+    };
     match state.refresher.send(RefreshNow(Some(vec![id]))).await {
-        Ok(summary) => HttpResponse::Ok().json(json!({"id": id, "result": summary, "key": key_json(&state, id).await})),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("refresher unavailable: {e}")),
+        Ok(summary) => HttpResponse::Ok()
+            .json(json!({"id": id, "result": summary, "key": key_json(&state, id).await})),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("refresher unavailable: {e}"),
+        ),
     }
 }
 
@@ -180,27 +216,50 @@ fn not_found(path: &str) -> HttpResponse {
     error(StatusCode::NOT_FOUND, format!("no key with id {path:?}"))
 }
 
-async fn command(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, make: fn(i64) -> KeyCommand) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &state) {
+async fn command(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    make: fn(i64) -> KeyCommand,
+) -> HttpResponse {
+    if let Some(resp) = deny_unless_admin(&req, &state) {
         return resp;
     }
-    let Some(id) = known_id(&path, &state) else { return not_found(&path) };
+    let Some(id) = known_id(&path, &state) else {
+        return not_found(&path);
+    };
     match state.pool_actor.send(make(id)).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({"id": id, "ok": true, "key": key_json(&state, id).await})),
+        Ok(Ok(())) => HttpResponse::Ok()
+            .json(json!({"id": id, "ok": true, "key": key_json(&state, id).await})),
         Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("pool unavailable: {e}")),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("pool unavailable: {e}"),
+        ),
     }
 }
 
-pub async fn enable(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+pub async fn enable(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     command(req, path, state, KeyCommand::Enable).await
 }
 
-pub async fn disable(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+pub async fn disable(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     command(req, path, state, KeyCommand::Disable).await
 }
 
-pub async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+pub async fn delete(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     command(req, path, state, KeyCommand::Delete).await
 }
 
@@ -241,10 +300,24 @@ pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, String> {
         .into_iter()
         .map(|r| {
             let live = snapshot.get(r.id);
-            let (display, until) = live.map(|k| k.display_state(now)).unwrap_or((crate::pool::KeyState::parse(&r.state).map(|s| s.as_str()).unwrap_or("active"), None));
-            let usage = live.map(|k| k.usage_count.load(Ordering::Relaxed) as i64).unwrap_or(0).max(r.usage_count);
-            let last_used = live.map(|k| k.last_used.load(Ordering::Relaxed)).unwrap_or(0).max(r.last_used.unwrap_or(0));
-            let last_checked = live.map(|k| k.last_checked.load(Ordering::Relaxed)).unwrap_or(0).max(r.last_checked.unwrap_or(0));
+            let (display, until) = live.map(|k| k.display_state(now)).unwrap_or((
+                crate::pool::KeyState::parse(&r.state)
+                    .map(|s| s.as_str())
+                    .unwrap_or("active"),
+                None,
+            ));
+            let usage = live
+                .map(|k| k.usage_count.load(Ordering::Relaxed) as i64)
+                .unwrap_or(0)
+                .max(r.usage_count);
+            let last_used = live
+                .map(|k| k.last_used.load(Ordering::Relaxed))
+                .unwrap_or(0)
+                .max(r.last_used.unwrap_or(0));
+            let last_checked = live
+                .map(|k| k.last_checked.load(Ordering::Relaxed))
+                .unwrap_or(0)
+                .max(r.last_checked.unwrap_or(0));
             KeyView {
                 id: r.id,
                 key: mask_key(&r.key),
@@ -267,7 +340,11 @@ pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, String> {
 }
 
 async fn key_json(state: &AppState, id: i64) -> Option<KeyView> {
-    key_views(state).await.ok()?.into_iter().find(|k| k.id == id)
+    key_views(state)
+        .await
+        .ok()?
+        .into_iter()
+        .find(|k| k.id == id)
 }
 
 #[derive(Deserialize, Default)]
@@ -280,7 +357,10 @@ pub struct ListQuery {
     pub state: Option<String>,
 }
 
-pub fn filter_sort_page(mut views: Vec<KeyView>, q: &ListQuery) -> (Vec<KeyView>, usize, usize, usize) {
+pub fn filter_sort_page(
+    mut views: Vec<KeyView>,
+    q: &ListQuery,
+) -> (Vec<KeyView>, usize, usize, usize) {
     if let Some(s) = q.state.as_deref().filter(|s| !s.is_empty()) {
         views.retain(|k| k.state == s);
     }
@@ -288,15 +368,29 @@ pub fn filter_sort_page(mut views: Vec<KeyView>, q: &ListQuery) -> (Vec<KeyView>
         let needle = text.to_lowercase();
         views.retain(|k| {
             k.secret_for_search.to_lowercase().contains(&needle)
-                || k.account_id.as_deref().is_some_and(|a| a.to_lowercase().contains(&needle))
-                || k.account_name.as_deref().is_some_and(|a| a.to_lowercase().contains(&needle))
-                || k.last_error.as_deref().is_some_and(|a| a.to_lowercase().contains(&needle))
+                || k.account_id
+                    .as_deref()
+                    .is_some_and(|a| a.to_lowercase().contains(&needle))
+                || k.account_name
+                    .as_deref()
+                    .is_some_and(|a| a.to_lowercase().contains(&needle))
+                || k.last_error
+                    .as_deref()
+                    .is_some_and(|a| a.to_lowercase().contains(&needle))
                 || k.id.to_string() == needle
         });
     }
-    let desc = q.order.as_deref().map(|o| o.eq_ignore_ascii_case("desc")).unwrap_or(false);
+    let desc = q
+        .order
+        .as_deref()
+        .map(|o| o.eq_ignore_ascii_case("desc"))
+        .unwrap_or(false);
     match q.sort.as_deref().unwrap_or("id") {
-        "balance" => views.sort_by(|a, b| a.balance.unwrap_or(f64::MIN).total_cmp(&b.balance.unwrap_or(f64::MIN))),
+        "balance" => views.sort_by(|a, b| {
+            a.balance
+                .unwrap_or(f64::MIN)
+                .total_cmp(&b.balance.unwrap_or(f64::MIN))
+        }),
         "usage_count" | "usage" => views.sort_by_key(|k| k.usage_count),
         "last_used" => views.sort_by_key(|k| k.sort_last_used),
         "state" => views.sort_by_key(|k| k.state),
@@ -308,18 +402,27 @@ pub fn filter_sort_page(mut views: Vec<KeyView>, q: &ListQuery) -> (Vec<KeyView>
     let total = views.len();
     let page_size = q.page_size.unwrap_or(50).clamp(1, 1000);
     let page = q.page.unwrap_or(1).max(1);
-    let page_rows = views.into_iter().skip((page - 1).saturating_mul(page_size)).take(page_size).collect();
+    let page_rows = views
+        .into_iter()
+        .skip((page - 1).saturating_mul(page_size))
+        .take(page_size)
+        .collect();
     (page_rows, total, page, page_size)
 }
 
-pub async fn list(req: HttpRequest, query: web::Query<ListQuery>, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &state) {
+pub async fn list(
+    req: HttpRequest,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Some(resp) = deny_unless_admin(&req, &state) {
         return resp;
     }
     match key_views(&state).await {
         Ok(views) => {
             let (keys, total, page, page_size) = filter_sort_page(views, &query);
-            HttpResponse::Ok().json(json!({"keys": keys, "total": total, "page": page, "page_size": page_size}))
+            HttpResponse::Ok()
+                .json(json!({"keys": keys, "total": total, "page": page, "page_size": page_size}))
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
@@ -331,8 +434,12 @@ pub struct ExportQuery {
 }
 
 /// The one place full keys leave the proxy: the owner's export.
-pub async fn export(req: HttpRequest, query: web::Query<ExportQuery>, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &state) {
+pub async fn export(
+    req: HttpRequest,
+    query: web::Query<ExportQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Some(resp) = deny_unless_admin(&req, &state) {
         return resp;
     }
     let all = matches!(query.all.as_deref(), Some("1" | "true" | "yes"));
@@ -354,7 +461,10 @@ pub async fn export(req: HttpRequest, query: web::Query<ExportQuery>, state: web
     }
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
-        .insert_header(("Content-Disposition", "attachment; filename=\"siliconflow-keys.txt\""))
+        .insert_header((
+            "Content-Disposition",
+            "attachment; filename=\"siliconflow-keys.txt\"",
+        ))
         .insert_header(("Cache-Control", "no-store"))
         .body(out)
 }
@@ -365,7 +475,10 @@ mod tests {
 
     #[test]
     fn key_lists_split_trim_and_dedupe() {
-        assert_eq!(parse_key_list(" sk-a\nsk-b, sk-c  sk-a\r\n\n"), vec!["sk-a", "sk-b", "sk-c"]);
+        assert_eq!(
+            parse_key_list(" sk-a\nsk-b, sk-c  sk-a\r\n\n"),
+            vec!["sk-a", "sk-b", "sk-c"]
+        );
         assert!(parse_key_list(" \n ,").is_empty());
         assert!(looks_like_key("sk-abcdefgh"));
         assert!(!looks_like_key("short"));

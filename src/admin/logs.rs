@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{authorize, error, iso};
+use super::{deny_unless_admin, error, iso};
 use crate::db::queries::logs::{self as lq, LogFilter};
 
 #[derive(Deserialize, Default)]
@@ -39,16 +39,25 @@ pub fn parse_time(s: &str) -> Option<i64> {
 }
 
 pub fn filter_from(q: &LogQuery) -> Result<LogFilter, String> {
-    let nonempty = |o: &Option<String>| o.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let nonempty = |o: &Option<String>| {
+        o.as_ref()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
     let time = |o: &Option<String>, name: &str| -> Result<Option<i64>, String> {
         match nonempty(o) {
             None => Ok(None),
-            Some(s) => parse_time(&s).map(Some).ok_or_else(|| format!("`{name}` must be a date, an RFC 3339 time or epoch milliseconds")),
+            Some(s) => parse_time(&s).map(Some).ok_or_else(|| {
+                format!("`{name}` must be a date, an RFC 3339 time or epoch milliseconds")
+            }),
         }
     };
     let status = match nonempty(&q.status) {
         None => None,
-        Some(s) => Some(s.parse::<i32>().map_err(|_| "`status` must be an HTTP status code".to_string())?),
+        Some(s) => Some(
+            s.parse::<i32>()
+                .map_err(|_| "`status` must be an HTTP status code".to_string())?,
+        ),
     };
     Ok(LogFilter {
         model: nonempty(&q.model),
@@ -61,8 +70,12 @@ pub fn filter_from(q: &LogQuery) -> Result<LogFilter, String> {
     })
 }
 
-pub async fn list(req: HttpRequest, query: web::Query<LogQuery>, state: web::Data<crate::state::AppState>) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &state) {
+pub async fn list(
+    req: HttpRequest,
+    query: web::Query<LogQuery>,
+    state: web::Data<crate::state::AppState>,
+) -> HttpResponse {
+    if let Some(resp) = deny_unless_admin(&req, &state) {
         return resp;
     }
     let filter = match filter_from(&query) {
@@ -102,7 +115,8 @@ pub async fn list(req: HttpRequest, query: web::Query<LogQuery>, state: web::Dat
                     })
                 })
                 .collect();
-            HttpResponse::Ok().json(json!({"logs": logs, "total": total, "page": page, "page_size": page_size}))
+            HttpResponse::Ok()
+                .json(json!({"logs": logs, "total": total, "page": page, "page_size": page_size}))
         }
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -110,7 +124,7 @@ pub async fn list(req: HttpRequest, query: web::Query<LogQuery>, state: web::Dat
 }
 
 pub async fn clear(req: HttpRequest, state: web::Data<crate::state::AppState>) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &state) {
+    if let Some(resp) = deny_unless_admin(&req, &state) {
         return resp;
     }
     let db = state.db.clone();

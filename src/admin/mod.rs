@@ -15,14 +15,17 @@ pub fn error(status: actix_web::http::StatusCode, message: impl Into<String>) ->
     HttpResponse::build(status).json(json!({"error": message.into()}))
 }
 
-/// Admin authorisation for the JSON endpoints: HTTP Basic for now.
-pub fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+/// Admin authorisation for the JSON endpoints (HTTP Basic for now): the
+/// answer to send instead when the caller is not the admin.
+pub fn deny_unless_admin(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
     if state.admin.check_basic(req) {
-        return Ok(());
+        return None;
     }
-    Err(HttpResponse::Unauthorized()
-        .insert_header(("WWW-Authenticate", "Basic realm=\"siliconflow-proxy admin\""))
-        .json(json!({"error": "admin login required (HTTP Basic auth with ADMIN_USERNAME / ADMIN_PASSWORD)"})))
+    Some(
+        HttpResponse::Unauthorized()
+            .insert_header(("WWW-Authenticate", "Basic realm=\"siliconflow-proxy admin\""))
+            .json(json!({"error": "admin login required (HTTP Basic auth with ADMIN_USERNAME / ADMIN_PASSWORD)"})),
+    )
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

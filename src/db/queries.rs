@@ -12,7 +12,10 @@ pub mod keys {
     use super::*;
 
     pub fn all(conn: &mut Conn) -> Result<Vec<KeyRow>, DbError> {
-        Ok(api_keys::table.order(api_keys::id.asc()).select(KeyRow::as_select()).load(conn)?)
+        Ok(api_keys::table
+            .order(api_keys::id.asc())
+            .select(KeyRow::as_select())
+            .load(conn)?)
     }
 
     pub fn find_by_key(conn: &mut Conn, secret: &str) -> Result<Option<KeyRow>, DbError> {
@@ -30,7 +33,13 @@ pub mod keys {
             .get_result(conn)?)
     }
 
-    pub fn set_state(conn: &mut Conn, id: i64, state: &str, error: Option<&str>, now: i64) -> Result<(), DbError> {
+    pub fn set_state(
+        conn: &mut Conn,
+        id: i64,
+        state: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<(), DbError> {
         diesel::update(api_keys::table.find(id))
             .set((
                 api_keys::state.eq(state),
@@ -42,7 +51,9 @@ pub mod keys {
     }
 
     pub fn set_error(conn: &mut Conn, id: i64, error: &str) -> Result<(), DbError> {
-        diesel::update(api_keys::table.find(id)).set(api_keys::last_error.eq(error)).execute(conn)?;
+        diesel::update(api_keys::table.find(id))
+            .set(api_keys::last_error.eq(error))
+            .execute(conn)?;
         Ok(())
     }
 
@@ -59,17 +70,28 @@ pub mod keys {
     ) -> Result<(), DbError> {
         let target = api_keys::table.find(id);
         diesel::update(target)
-            .set((api_keys::state.eq(state), api_keys::last_checked.eq(now), api_keys::last_error.eq(error)))
+            .set((
+                api_keys::state.eq(state),
+                api_keys::last_checked.eq(now),
+                api_keys::last_error.eq(error),
+            ))
             .execute(conn)?;
         if state_changed {
-            diesel::update(target).set(api_keys::state_changed_at.eq(now)).execute(conn)?;
+            diesel::update(target)
+                .set(api_keys::state_changed_at.eq(now))
+                .execute(conn)?;
         }
         if let Some(b) = balance {
-            diesel::update(target).set(api_keys::balance.eq(b)).execute(conn)?;
+            diesel::update(target)
+                .set(api_keys::balance.eq(b))
+                .execute(conn)?;
         }
         if let Some((account_id, name)) = account {
             diesel::update(target)
-                .set((api_keys::account_id.eq(account_id), api_keys::account_name.eq(name)))
+                .set((
+                    api_keys::account_id.eq(account_id),
+                    api_keys::account_name.eq(name),
+                ))
                 .execute(conn)?;
         }
         Ok(())
@@ -80,7 +102,11 @@ pub mod keys {
     }
 
     pub fn find(conn: &mut Conn, id: i64) -> Result<Option<KeyRow>, DbError> {
-        Ok(api_keys::table.find(id).select(KeyRow::as_select()).first(conn).optional()?)
+        Ok(api_keys::table
+            .find(id)
+            .select(KeyRow::as_select())
+            .first(conn)
+            .optional()?)
     }
 }
 
@@ -88,11 +114,15 @@ pub mod cooldowns_q {
     use super::*;
 
     pub fn all(conn: &mut Conn) -> Result<Vec<CooldownRow>, DbError> {
-        Ok(cooldowns::table.select(CooldownRow::as_select()).load(conn)?)
+        Ok(cooldowns::table
+            .select(CooldownRow::as_select())
+            .load(conn)?)
     }
 
     pub fn upsert(conn: &mut Conn, row: &CooldownRow) -> Result<(), DbError> {
-        diesel::replace_into(cooldowns::table).values(row).execute(conn)?;
+        diesel::replace_into(cooldowns::table)
+            .values(row)
+            .execute(conn)?;
         Ok(())
     }
 
@@ -102,7 +132,10 @@ pub mod cooldowns_q {
     }
 
     pub fn prune(conn: &mut Conn, before_ms: i64) -> Result<usize, DbError> {
-        Ok(diesel::delete(cooldowns::table.filter(cooldowns::until_ms.lt(before_ms))).execute(conn)?)
+        Ok(
+            diesel::delete(cooldowns::table.filter(cooldowns::until_ms.lt(before_ms)))
+                .execute(conn)?,
+        )
     }
 }
 
@@ -114,7 +147,9 @@ pub mod logs {
     pub fn insert_batch(conn: &mut Conn, rows: &[NewLog]) -> Result<(), DbError> {
         conn.transaction::<_, DbError, _>(|conn| {
             for chunk in rows.chunks(500) {
-                diesel::insert_into(request_logs::table).values(chunk).execute(conn)?;
+                diesel::insert_into(request_logs::table)
+                    .values(chunk)
+                    .execute(conn)?;
             }
             let mut per_key: Vec<(i64, i64, i64)> = Vec::new();
             for r in rows {
@@ -132,9 +167,13 @@ pub mod logs {
                 diesel::update(api_keys::table.find(id))
                     .set(api_keys::usage_count.eq(api_keys::usage_count + n))
                     .execute(conn)?;
-                diesel::update(api_keys::table.find(id).filter(
-                    api_keys::last_used.is_null().or(api_keys::last_used.lt(last)),
-                ))
+                diesel::update(
+                    api_keys::table.find(id).filter(
+                        api_keys::last_used
+                            .is_null()
+                            .or(api_keys::last_used.lt(last)),
+                    ),
+                )
                 .set(api_keys::last_used.eq(last))
                 .execute(conn)?;
             }
@@ -157,10 +196,18 @@ pub mod logs {
         let mut q = request_logs::table.into_boxed();
         if let Some(m) = &f.model {
             // SQLite's LIKE ignores ASCII case.
-            q = q.filter(request_logs::model.like(format!("%{}%", escape_like(m))).escape('\\'));
+            q = q.filter(
+                request_logs::model
+                    .like(format!("%{}%", escape_like(m)))
+                    .escape('\\'),
+            );
         }
         if let Some(k) = &f.key {
-            q = q.filter(request_logs::key_masked.like(format!("%{}%", escape_like(k))).escape('\\'));
+            q = q.filter(
+                request_logs::key_masked
+                    .like(format!("%{}%", escape_like(k)))
+                    .escape('\\'),
+            );
         }
         if let Some(id) = f.key_id {
             q = q.filter(request_logs::key_id.eq(id));
@@ -180,7 +227,12 @@ pub mod logs {
         q
     }
 
-    pub fn page(conn: &mut Conn, f: &LogFilter, offset: i64, limit: i64) -> Result<(Vec<LogRow>, i64), DbError> {
+    pub fn page(
+        conn: &mut Conn,
+        f: &LogFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<LogRow>, i64), DbError> {
         let total: i64 = filtered(f).count().get_result(conn)?;
         let rows = filtered(f)
             .order(request_logs::id.desc())
@@ -200,7 +252,9 @@ pub mod logs {
     }
 
     fn escape_like(s: &str) -> String {
-        s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+        s.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
     }
 }
 

@@ -32,7 +32,11 @@ fn account_key(row_account: Option<&str>, id: i64) -> String {
 impl PoolActor {
     /// Loads keys and cooldowns from the database and publishes the first
     /// snapshot, before the server accepts requests.
-    pub fn load(db: DbPool, shared: Arc<PoolShared>, default_base_url: String) -> Result<Self, DbError> {
+    pub fn load(
+        db: DbPool,
+        shared: Arc<PoolShared>,
+        default_base_url: String,
+    ) -> Result<Self, DbError> {
         let mut conn = db.get()?;
         let rows = keys::all(&mut conn)?;
         let now = now_ms();
@@ -47,7 +51,13 @@ impl PoolActor {
             }
         }
         drop(conn);
-        let mut actor = PoolActor { db, shared, default_base_url, keys: BTreeMap::new(), accounts: HashMap::new() };
+        let mut actor = PoolActor {
+            db,
+            shared,
+            default_base_url,
+            keys: BTreeMap::new(),
+            accounts: HashMap::new(),
+        };
         for row in rows {
             let acc = account_key(row.account_id.as_deref(), row.id);
             let cds = cooling.remove(&acc).unwrap_or_default();
@@ -67,7 +77,9 @@ impl PoolActor {
         PoolKey::new(
             row.id,
             row.key.clone(),
-            row.base_url.clone().unwrap_or_else(|| self.default_base_url.clone()),
+            row.base_url
+                .clone()
+                .unwrap_or_else(|| self.default_base_url.clone()),
             account,
             KeyState::parse(&row.state).unwrap_or(KeyState::Active),
             row.balance,
@@ -85,13 +97,17 @@ impl PoolActor {
     }
 
     fn publish(&self) {
-        self.shared.publish(PoolSnapshot { keys: self.keys.values().cloned().collect() });
+        self.shared.publish(PoolSnapshot {
+            keys: self.keys.values().cloned().collect(),
+        });
     }
 
     /// Moves a key to another account (its first successful check tells which),
     /// keeping its counters.
     fn rehome(&mut self, id: i64, account_id: &str) {
-        let Some(old) = self.keys.get(&id).cloned() else { return };
+        let Some(old) = self.keys.get(&id).cloned() else {
+            return;
+        };
         if old.account.id == account_id {
             return;
         }
@@ -145,20 +161,48 @@ impl Handler<KeyEvent> for PoolActor {
     type Result = ();
 
     fn handle(&mut self, msg: KeyEvent, _: &mut Context<Self>) {
-        let Some(key) = self.keys.get(&msg.key_id).cloned() else { return };
+        let Some(key) = self.keys.get(&msg.key_id).cloned() else {
+            return;
+        };
         let now = now_ms();
-        let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from)) else { return };
+        let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from))
+        else {
+            return;
+        };
         match msg.kind {
             KeyEventKind::Invalid(reason) => {
                 log::warn!("key {} is invalid: {reason}", key.masked);
-                Self::log_db("persist state", keys::set_state(&mut conn, key.id, KeyState::Invalid.as_str(), Some(&reason), now));
+                Self::log_db(
+                    "persist state",
+                    keys::set_state(
+                        &mut conn,
+                        key.id,
+                        KeyState::Invalid.as_str(),
+                        Some(&reason),
+                        now,
+                    ),
+                );
             }
             KeyEventKind::Exhausted(reason) => {
                 log::warn!("key {} has no balance: {reason}", key.masked);
-                Self::log_db("persist state", keys::set_state(&mut conn, key.id, KeyState::Exhausted.as_str(), Some(&reason), now));
+                Self::log_db(
+                    "persist state",
+                    keys::set_state(
+                        &mut conn,
+                        key.id,
+                        KeyState::Exhausted.as_str(),
+                        Some(&reason),
+                        now,
+                    ),
+                );
             }
             KeyEventKind::RateLimited { cooldown, reason } => {
-                log::info!("account of key {} rate-limited for {} until {}", key.masked, cooldown.model, cooldown.until_ms);
+                log::info!(
+                    "account of key {} rate-limited for {} until {}",
+                    key.masked,
+                    cooldown.model,
+                    cooldown.until_ms
+                );
                 let row = CooldownRow {
                     account: key.account.id.clone(),
                     model: cooldown.model,
@@ -232,23 +276,69 @@ impl Handler<AddKeys> for PoolActor {
             let masked = mask_key(&secret);
             match keys::find_by_key(&mut conn, &secret) {
                 Ok(Some(_)) => {
-                    results.push(AddResult { key: masked, status: AddStatus::Duplicate, id: None, state: None, balance: None, message: None });
+                    results.push(AddResult {
+                        key: masked,
+                        status: AddStatus::Duplicate,
+                        id: None,
+                        state: None,
+                        balance: None,
+                        message: None,
+                    });
                     continue;
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    results.push(AddResult { key: masked, status: AddStatus::Failed, id: None, state: None, balance: None, message: Some(e.to_string()) });
+                    results.push(AddResult {
+                        key: masked,
+                        status: AddStatus::Failed,
+                        id: None,
+                        state: None,
+                        balance: None,
+                        message: Some(e.to_string()),
+                    });
                     continue;
                 }
             }
             let (state, balance, account, error, status) = match &outcome {
-                CheckOutcome::Valid { balance, account_id, account_name } => {
-                    let state = if *balance > 0.0 { KeyState::Active } else { KeyState::Exhausted };
-                    (state, Some(*balance), account_id.clone().map(|a| (a, account_name.clone())), None, AddStatus::Added)
+                CheckOutcome::Valid {
+                    balance,
+                    account_id,
+                    account_name,
+                } => {
+                    let state = if *balance > 0.0 {
+                        KeyState::Active
+                    } else {
+                        KeyState::Exhausted
+                    };
+                    (
+                        state,
+                        Some(*balance),
+                        account_id.clone().map(|a| (a, account_name.clone())),
+                        None,
+                        AddStatus::Added,
+                    )
                 }
-                CheckOutcome::Invalid { reason } => (KeyState::Invalid, None, None, Some(reason.clone()), AddStatus::Invalid),
-                CheckOutcome::Exhausted { reason } => (KeyState::Exhausted, Some(0.0), None, Some(reason.clone()), AddStatus::Added),
-                CheckOutcome::Transient { reason } => (KeyState::Active, None, None, Some(reason.clone()), AddStatus::Failed),
+                CheckOutcome::Invalid { reason } => (
+                    KeyState::Invalid,
+                    None,
+                    None,
+                    Some(reason.clone()),
+                    AddStatus::Invalid,
+                ),
+                CheckOutcome::Exhausted { reason } => (
+                    KeyState::Exhausted,
+                    Some(0.0),
+                    None,
+                    Some(reason.clone()),
+                    AddStatus::Added,
+                ),
+                CheckOutcome::Transient { reason } => (
+                    KeyState::Active,
+                    None,
+                    None,
+                    Some(reason.clone()),
+                    AddStatus::Failed,
+                ),
             };
             let row = NewKey {
                 key: secret.clone(),
@@ -277,7 +367,14 @@ impl Handler<AddKeys> for PoolActor {
                         message: error,
                     });
                 }
-                Err(e) => results.push(AddResult { key: masked, status: AddStatus::Failed, id: None, state: None, balance: None, message: Some(e.to_string()) }),
+                Err(e) => results.push(AddResult {
+                    key: masked,
+                    status: AddStatus::Failed,
+                    id: None,
+                    state: None,
+                    balance: None,
+                    message: Some(e.to_string()),
+                }),
             }
         }
         self.publish();
@@ -308,24 +405,47 @@ impl Handler<ApplyChecks> for PoolActor {
     fn handle(&mut self, msg: ApplyChecks, _: &mut Context<Self>) -> Self::Result {
         let now = now_ms();
         let mut summary = CheckSummary::default();
-        let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from)) else {
+        let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from))
+        else {
             summary.unchanged = msg.0.len();
             return MessageResult(summary);
         };
         let mut rehomed = false;
         for (id, outcome) in msg.0 {
-            let Some(key) = self.keys.get(&id).cloned() else { continue };
+            let Some(key) = self.keys.get(&id).cloned() else {
+                continue;
+            };
             summary.checked += 1;
-            key.last_checked.store(now, std::sync::atomic::Ordering::Relaxed);
+            key.last_checked
+                .store(now, std::sync::atomic::Ordering::Relaxed);
             let old = key.state();
             let disabled = old == KeyState::Disabled;
             let (new_state, balance, account, error) = match &outcome {
-                CheckOutcome::Valid { balance, account_id, account_name } => {
-                    let s = if *balance > 0.0 { KeyState::Active } else { KeyState::Exhausted };
-                    (s, Some(*balance), account_id.as_ref().map(|a| (a.clone(), account_name.clone())), None)
+                CheckOutcome::Valid {
+                    balance,
+                    account_id,
+                    account_name,
+                } => {
+                    let s = if *balance > 0.0 {
+                        KeyState::Active
+                    } else {
+                        KeyState::Exhausted
+                    };
+                    (
+                        s,
+                        Some(*balance),
+                        account_id
+                            .as_ref()
+                            .map(|a| (a.clone(), account_name.clone())),
+                        None,
+                    )
                 }
-                CheckOutcome::Invalid { reason } => (KeyState::Invalid, None, None, Some(reason.clone())),
-                CheckOutcome::Exhausted { reason } => (KeyState::Exhausted, Some(0.0), None, Some(reason.clone())),
+                CheckOutcome::Invalid { reason } => {
+                    (KeyState::Invalid, None, None, Some(reason.clone()))
+                }
+                CheckOutcome::Exhausted { reason } => {
+                    (KeyState::Exhausted, Some(0.0), None, Some(reason.clone()))
+                }
                 CheckOutcome::Transient { reason } => (old, None, None, Some(reason.clone())),
             };
             match (&outcome, new_state) {
@@ -336,7 +456,11 @@ impl Handler<ApplyChecks> for PoolActor {
                 _ => {}
             }
             // The owner's "disabled" outranks what the upstream says.
-            let new_state = if disabled { KeyState::Disabled } else { new_state };
+            let new_state = if disabled {
+                KeyState::Disabled
+            } else {
+                new_state
+            };
             if let Some(b) = balance {
                 key.set_balance(Some(b));
             }
@@ -384,7 +508,11 @@ impl Handler<KeyCommand> for PoolActor {
         let mut conn = self.db.get().map_err(|e| e.to_string())?;
         match msg {
             KeyCommand::Enable(id) | KeyCommand::Disable(id) => {
-                let key = self.keys.get(&id).cloned().ok_or_else(|| format!("no key with id {id}"))?;
+                let key = self
+                    .keys
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| format!("no key with id {id}"))?;
                 let state = match msg {
                     KeyCommand::Disable(_) => KeyState::Disabled,
                     // Back to active; the key's balance says whether it can serve,
@@ -392,7 +520,8 @@ impl Handler<KeyCommand> for PoolActor {
                     _ if key.balance().is_some_and(|b| b <= 0.0) => KeyState::Exhausted,
                     _ => KeyState::Active,
                 };
-                keys::set_state(&mut conn, id, state.as_str(), None, now).map_err(|e| e.to_string())?;
+                keys::set_state(&mut conn, id, state.as_str(), None, now)
+                    .map_err(|e| e.to_string())?;
                 key.set_state(state);
                 Ok(())
             }

@@ -53,7 +53,13 @@ pub fn blocking_until(list: &[Cooldown], model: &str, now_ms: i64) -> Option<i64
 /// Returns the new list (expired entries pruned) and the cooldown applied.
 /// Repeats double the wait (30 s, 60 s, 120 s ... up to `max`); a 429 that
 /// comes long after the last cooldown ended starts again from `base`.
-pub fn apply(current: &[Cooldown], model: &str, now_ms: i64, policy: &Policy, hint: &Hint) -> (Vec<Cooldown>, Cooldown) {
+pub fn apply(
+    current: &[Cooldown],
+    model: &str,
+    now_ms: i64,
+    policy: &Policy,
+    hint: &Hint,
+) -> (Vec<Cooldown>, Cooldown) {
     let model = if model.is_empty() { ANY_MODEL } else { model };
     let max_ms = policy.max.as_millis() as i64;
     let previous = current.iter().find(|c| c.model == model);
@@ -71,7 +77,11 @@ pub fn apply(current: &[Cooldown], model: &str, now_ms: i64, policy: &Policy, hi
     if hint.daily {
         until_ms = until_ms.max(next_day_start_ms(now_ms));
     }
-    let applied = Cooldown { model: model.to_string(), until_ms, strikes };
+    let applied = Cooldown {
+        model: model.to_string(),
+        until_ms,
+        strikes,
+    };
     let mut next: Vec<Cooldown> = current
         .iter()
         .filter(|c| c.model != model && c.until_ms + max_ms > now_ms)
@@ -84,8 +94,12 @@ pub fn apply(current: &[Cooldown], model: &str, now_ms: i64, policy: &Policy, hi
 /// Daily quotas reset at midnight China Standard Time (UTC+8), where
 /// SiliconFlow runs. (Inferred: the API docs do not state the time zone.)
 pub fn next_day_start_ms(now_ms: i64) -> i64 {
-    let Some(cst) = FixedOffset::east_opt(8 * 3600) else { return now_ms + 86_400_000 };
-    let Some(now) = Utc.timestamp_millis_opt(now_ms).single() else { return now_ms + 86_400_000 };
+    let Some(cst) = FixedOffset::east_opt(8 * 3600) else {
+        return now_ms + 86_400_000;
+    };
+    let Some(now) = Utc.timestamp_millis_opt(now_ms).single() else {
+        return now_ms + 86_400_000;
+    };
     let local = now.with_timezone(&cst);
     let tomorrow = local.date_naive() + ChronoDuration::days(1);
     tomorrow
@@ -99,7 +113,10 @@ pub fn next_day_start_ms(now_ms: i64) -> i64 {
 mod tests {
     use super::*;
 
-    const POLICY: Policy = Policy { base: Duration::from_secs(30), max: Duration::from_secs(3600) };
+    const POLICY: Policy = Policy {
+        base: Duration::from_secs(30),
+        max: Duration::from_secs(3600),
+    };
 
     #[test]
     fn backoff_doubles_on_repeats_and_resets_later() {
@@ -133,7 +150,13 @@ mod tests {
     #[test]
     fn retry_after_wins_and_daily_waits_for_the_next_day() {
         let hint = Hint::from_response(Some("7"), b"{\"message\":\"... TPM limit reached.\"}");
-        assert_eq!(hint, Hint { retry_after: Some(Duration::from_secs(7)), daily: false });
+        assert_eq!(
+            hint,
+            Hint {
+                retry_after: Some(Duration::from_secs(7)),
+                daily: false
+            }
+        );
         let (_, c) = apply(&[], "m", 1_000, &POLICY, &hint);
         assert_eq!(c.until_ms, 8_000);
         let hint = Hint::from_response(None, b"Details:RPD limit reached.");
@@ -147,8 +170,16 @@ mod tests {
     #[test]
     fn cooldowns_block_their_model_and_the_wildcard_blocks_all() {
         let list = vec![
-            Cooldown { model: "a".into(), until_ms: 100, strikes: 1 },
-            Cooldown { model: ANY_MODEL.into(), until_ms: 50, strikes: 1 },
+            Cooldown {
+                model: "a".into(),
+                until_ms: 100,
+                strikes: 1,
+            },
+            Cooldown {
+                model: ANY_MODEL.into(),
+                until_ms: 50,
+                strikes: 1,
+            },
         ];
         assert_eq!(blocking_until(&list, "a", 10), Some(100));
         assert_eq!(blocking_until(&list, "b", 10), Some(50));

@@ -82,7 +82,10 @@ pub struct Account {
 
 impl Account {
     pub fn new(id: String, cooldowns: Vec<Cooldown>) -> Self {
-        Account { id, cooldowns: ArcSwap::from_pointee(cooldowns) }
+        Account {
+            id,
+            cooldowns: ArcSwap::from_pointee(cooldowns),
+        }
     }
 
     /// When `model` is usable again on this account, if it is cooling now.
@@ -92,7 +95,12 @@ impl Account {
 
     /// The latest end of any cooldown still running.
     pub fn any_cooling_until(&self, now_ms: i64) -> Option<i64> {
-        self.cooldowns.load().iter().filter(|c| c.until_ms > now_ms).map(|c| c.until_ms).max()
+        self.cooldowns
+            .load()
+            .iter()
+            .filter(|c| c.until_ms > now_ms)
+            .map(|c| c.until_ms)
+            .max()
     }
 
     pub fn cooldowns(&self) -> Arc<Vec<Cooldown>> {
@@ -101,7 +109,13 @@ impl Account {
 
     /// Records a rate limit and returns the cooldown applied. Lock-free: a
     /// compare-and-swap loop over a small vector.
-    pub fn apply_rate_limit(&self, model: &str, now_ms: i64, policy: &cooldown::Policy, hint: &cooldown::Hint) -> Cooldown {
+    pub fn apply_rate_limit(
+        &self,
+        model: &str,
+        now_ms: i64,
+        policy: &cooldown::Policy,
+        hint: &cooldown::Hint,
+    ) -> Cooldown {
         let mut applied = None;
         self.cooldowns.rcu(|current| {
             let (next, c) = cooldown::apply(current, model, now_ms, policy, hint);
@@ -109,7 +123,11 @@ impl Account {
             next
         });
         // rcu runs the closure at least once.
-        applied.unwrap_or_else(|| Cooldown { model: model.to_string(), until_ms: now_ms, strikes: 1 })
+        applied.unwrap_or_else(|| Cooldown {
+            model: model.to_string(),
+            until_ms: now_ms,
+            strikes: 1,
+        })
     }
 
     pub fn clear_cooldowns(&self) {
@@ -136,6 +154,7 @@ pub struct PoolKey {
 }
 
 impl PoolKey {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: i64,
         secret: String,
@@ -175,7 +194,8 @@ impl PoolKey {
     }
 
     pub fn set_balance(&self, balance: Option<f64>) {
-        self.balance.store(balance.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed);
+        self.balance
+            .store(balance.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed);
     }
 
     /// The state shown to people: "cooling" when active but rate-limited now.
@@ -245,7 +265,10 @@ impl PoolShared {
 
     pub fn counts(&self, now_ms: i64) -> StateCounts {
         let snap = self.snapshot.load();
-        let mut c = StateCounts { total: snap.keys.len(), ..Default::default() };
+        let mut c = StateCounts {
+            total: snap.keys.len(),
+            ..Default::default()
+        };
         for k in &snap.keys {
             match k.display_state(now_ms).0 {
                 "active" => c.active += 1,
@@ -261,7 +284,14 @@ impl PoolShared {
     /// Picks a key for `model`, skipping the ones in `exclude`.
     pub fn pick(&self, model: &str, exclude: &[i64], now_ms: i64) -> Result<Arc<PoolKey>, NoKey> {
         let snap = self.snapshot.load();
-        select::pick(&snap.keys, model, exclude, now_ms, self.strategy, &self.cursor)
+        select::pick(
+            &snap.keys,
+            model,
+            exclude,
+            now_ms,
+            self.strategy,
+            &self.cursor,
+        )
     }
 }
 
@@ -280,7 +310,12 @@ mod tests {
 
     #[test]
     fn state_round_trips() {
-        for s in [KeyState::Active, KeyState::Exhausted, KeyState::Invalid, KeyState::Disabled] {
+        for s in [
+            KeyState::Active,
+            KeyState::Exhausted,
+            KeyState::Invalid,
+            KeyState::Disabled,
+        ] {
             assert_eq!(KeyState::parse(s.as_str()), Some(s));
             assert_eq!(KeyState::from_u8(s as u8), s);
         }

@@ -69,7 +69,11 @@ impl Refresher {
         }
     }
 
-    fn run(&mut self, only: Option<Vec<i64>>, scheduled: bool) -> ResponseActFuture<Self, CheckSummary> {
+    fn run(
+        &mut self,
+        only: Option<Vec<i64>>,
+        scheduled: bool,
+    ) -> ResponseActFuture<Self, CheckSummary> {
         let now = now_ms();
         let snapshot = self.shared.snapshot();
         let recheck_ms = self.invalid_recheck.as_millis() as i64;

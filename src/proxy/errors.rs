@@ -44,7 +44,11 @@ pub struct ProxyError {
 
 impl ProxyError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ProxyError { kind, message: message.into(), retry_after_secs: None }
+        ProxyError {
+            kind,
+            message: message.into(),
+            retry_after_secs: None,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {

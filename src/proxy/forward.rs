@@ -42,7 +42,9 @@ struct Probe<'a> {
 pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, ProxyError> {
     let mut buf = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ProxyError::bad_request(format!("could not read the request body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            ProxyError::bad_request(format!("could not read the request body: {e}"))
+        })?;
         if buf.len() + chunk.len() > limit {
             return Err(ProxyError::new(
                 ErrorKind::TooLarge,
@@ -57,7 +59,11 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes,
 /// Why the last attempt failed, for the answer when no attempt is left.
 enum Failure {
     /// An upstream answer to hand back as it is (429, 5xx, a 403 for this model).
-    Upstream { status: StatusCode, headers: awc::http::header::HeaderMap, body: Bytes },
+    Upstream {
+        status: StatusCode,
+        headers: awc::http::header::HeaderMap,
+        body: Bytes,
+    },
     /// The key itself is unusable (401, no balance): the client must not see
     /// the upstream's 401 as if its own key were wrong.
     KeyProblem(String),
@@ -84,15 +90,36 @@ pub async fn forward(
                 pending.stream = probe.stream.unwrap_or(false);
                 match probe.model {
                     Some(m) if !m.trim().is_empty() => model = m.into_owned(),
-                    _ => return reject(pending, ProxyError::bad_request("`model` is required"), dialect),
+                    _ => {
+                        return reject(
+                            pending,
+                            ProxyError::bad_request("`model` is required"),
+                            dialect,
+                        )
+                    }
                 }
             }
             Err(e) if body.is_empty() => {
                 let _ = e;
-                return reject(pending, ProxyError::bad_request("the request body must be a JSON object"), dialect);
+                return reject(
+                    pending,
+                    ProxyError::bad_request("the request body must be a JSON object"),
+                    dialect,
+                );
+            }
+            Err(e) if e.is_data() => {
+                return reject(
+                    pending,
+                    ProxyError::bad_request(format!("invalid request body: {e}")),
+                    dialect,
+                )
             }
             Err(e) => {
-                return reject(pending, ProxyError::bad_request(format!("the request body is not valid JSON: {e}")), dialect)
+                return reject(
+                    pending,
+                    ProxyError::bad_request(format!("the request body is not valid JSON: {e}")),
+                    dialect,
+                )
             }
         }
     }
@@ -137,8 +164,15 @@ pub async fn forward(
             Ok(r) => r,
             Err(e) => {
                 let reason = format!("upstream unreachable: {e}");
-                log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
-                state.pool_actor.do_send(KeyEvent { key_id: key.id, kind: KeyEventKind::Error(reason.clone()) });
+                log::warn!(
+                    "attempt {} with key {} failed: {reason}",
+                    pending.attempts,
+                    key.masked
+                );
+                state.pool_actor.do_send(KeyEvent {
+                    key_id: key.id,
+                    kind: KeyEventKind::Error(reason.clone()),
+                });
                 failure = Some(Failure::Connect(reason));
                 continue;
             }
@@ -157,31 +191,67 @@ pub async fn forward(
         let (kind, fail) = match code {
             401 => {
                 key.set_state(KeyState::Invalid);
-                (KeyEventKind::Invalid(reason.clone()), Failure::KeyProblem(format!("key {} is invalid ({reason})", key.masked)))
+                (
+                    KeyEventKind::Invalid(reason.clone()),
+                    Failure::KeyProblem(format!("key {} is invalid ({reason})", key.masked)),
+                )
             }
             402 | 403 if is_insufficient_balance(&err_body) => {
                 key.set_state(KeyState::Exhausted);
                 key.set_balance(Some(0.0));
-                (KeyEventKind::Exhausted(reason.clone()), Failure::KeyProblem(format!("key {} has no balance ({reason})", key.masked)))
-            }
-            429 => {
-                let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok());
-                let hint = Hint::from_response(retry_after, &err_body);
-                let cooldown = key.account.apply_rate_limit(&model, now, &state.pool.cooldown_policy, &hint);
                 (
-                    KeyEventKind::RateLimited { cooldown, reason: reason.clone() },
-                    Failure::Upstream { status, headers: resp.headers().clone(), body: err_body },
+                    KeyEventKind::Exhausted(reason.clone()),
+                    Failure::KeyProblem(format!("key {} has no balance ({reason})", key.masked)),
                 )
             }
-            _ => (KeyEventKind::Error(reason.clone()), Failure::Upstream { status, headers: resp.headers().clone(), body: err_body }),
+            429 => {
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok());
+                let hint = Hint::from_response(retry_after, &err_body);
+                let cooldown =
+                    key.account
+                        .apply_rate_limit(&model, now, &state.pool.cooldown_policy, &hint);
+                (
+                    KeyEventKind::RateLimited {
+                        cooldown,
+                        reason: reason.clone(),
+                    },
+                    Failure::Upstream {
+                        status,
+                        headers: resp.headers().clone(),
+                        body: err_body,
+                    },
+                )
+            }
+            _ => (
+                KeyEventKind::Error(reason.clone()),
+                Failure::Upstream {
+                    status,
+                    headers: resp.headers().clone(),
+                    body: err_body,
+                },
+            ),
         };
-        log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
-        state.pool_actor.do_send(KeyEvent { key_id: key.id, kind });
+        log::warn!(
+            "attempt {} with key {} failed: {reason}",
+            pending.attempts,
+            key.masked
+        );
+        state.pool_actor.do_send(KeyEvent {
+            key_id: key.id,
+            kind,
+        });
         failure = Some(fail);
     }
 
     match failure {
-        Some(Failure::Upstream { status, headers, body }) => {
+        Some(Failure::Upstream {
+            status,
+            headers,
+            body,
+        }) => {
             pending.status = status.as_u16();
             pending.error = Some(format!("{}: {}", status.as_u16(), snippet(&body)));
             pending.finish(Usage::default(), false);
@@ -196,8 +266,16 @@ pub async fn forward(
             );
             reject(pending, e, dialect)
         }
-        Some(Failure::Connect(reason)) => reject(pending, ProxyError::new(ErrorKind::BadGateway, reason), dialect),
-        None => reject(pending, ProxyError::new(ErrorKind::Unavailable, NoKey::AllTried.message()), dialect),
+        Some(Failure::Connect(reason)) => reject(
+            pending,
+            ProxyError::new(ErrorKind::BadGateway, reason),
+            dialect,
+        ),
+        None => reject(
+            pending,
+            ProxyError::new(ErrorKind::Unavailable, NoKey::AllTried.message()),
+            dialect,
+        ),
     }
 }
 
@@ -227,7 +305,11 @@ fn copy_headers(builder: &mut HttpResponseBuilder, headers: &awc::http::header::
 }
 
 /// Streams the upstream answer back as it arrives, reading usage on the way.
-fn stream_back<S>(resp: awc::ClientResponse<S>, mut pending: Pending, state: &AppState) -> HttpResponse
+fn stream_back<S>(
+    resp: awc::ClientResponse<S>,
+    mut pending: Pending,
+    state: &AppState,
+) -> HttpResponse
 where
     S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
 {
@@ -252,7 +334,12 @@ where
     let mut builder = HttpResponse::build(resp.status());
     copy_headers(&mut builder, resp.headers());
     let idle = state.config.stream_idle_timeout;
-    let tee = TeeBody::new(resp, UsageMeter::for_content_type(&content_type), pending, idle);
+    let tee = TeeBody::new(
+        resp,
+        UsageMeter::for_content_type(&content_type),
+        pending,
+        idle,
+    );
     match length {
         Some(len) => builder.body(SizedStream::new(len, tee)),
         None => builder.body(BodyStream::new(tee)),

@@ -49,13 +49,15 @@ fn drop_downstream(name: &HeaderName) -> bool {
     )
 }
 
-pub fn upstream_headers(from: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &actix_web::http::header::HeaderValue)> {
+pub fn upstream_headers(
+    from: &HeaderMap,
+) -> impl Iterator<Item = (&HeaderName, &actix_web::http::header::HeaderValue)> {
     from.iter().filter(|(name, _)| !drop_upstream(name))
 }
 
-pub fn downstream_headers<'a>(
-    from: &'a awc::http::header::HeaderMap,
-) -> impl Iterator<Item = (&'a HeaderName, &'a actix_web::http::header::HeaderValue)> {
+pub fn downstream_headers(
+    from: &awc::http::header::HeaderMap,
+) -> impl Iterator<Item = (&HeaderName, &actix_web::http::header::HeaderValue)> {
     from.iter().filter(|(name, _)| !drop_downstream(name))
 }
 
@@ -81,7 +83,12 @@ mod tests {
             h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         let kept: Vec<&str> = upstream_headers(&h).map(|(k, _)| k.as_str()).collect();
-        for k in ["content-type", "x-trace-id", "traceparent", "anthropic-version"] {
+        for k in [
+            "content-type",
+            "x-trace-id",
+            "traceparent",
+            "anthropic-version",
+        ] {
             assert!(kept.contains(&k), "{k} kept");
         }
         for k in ["authorization", "x-api-key", "cookie", "connection", "host"] {

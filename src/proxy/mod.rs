@@ -23,12 +23,28 @@ macro_rules! forwarder {
             state: web::Data<crate::state::AppState>,
             upstream: web::Data<crate::state::Upstream>,
         ) -> HttpResponse {
-            forward(req, payload, state, upstream, Route { upstream_path: $path, dialect: $dialect, json_model: $json_model }).await
+            forward(
+                req,
+                payload,
+                state,
+                upstream,
+                Route {
+                    upstream_path: $path,
+                    dialect: $dialect,
+                    json_model: $json_model,
+                },
+            )
+            .await
         }
     };
 }
 
-forwarder!(chat_completions, "/v1/chat/completions", Dialect::OpenAi, true);
+forwarder!(
+    chat_completions,
+    "/v1/chat/completions",
+    Dialect::OpenAi,
+    true
+);
 forwarder!(messages, "/v1/messages", Dialect::Anthropic, true);
 forwarder!(embeddings, "/v1/embeddings", Dialect::OpenAi, true);
 forwarder!(rerank, "/v1/rerank", Dialect::OpenAi, true);
@@ -36,7 +52,11 @@ forwarder!(models, "/v1/models", Dialect::OpenAi, false);
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
     let dialect = Dialect::for_path(req.path());
-    ProxyError::new(ErrorKind::NotFound, format!("Unknown endpoint: {} {}", req.method(), req.path())).response(dialect)
+    ProxyError::new(
+        ErrorKind::NotFound,
+        format!("Unknown endpoint: {} {}", req.method(), req.path()),
+    )
+    .response(dialect)
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

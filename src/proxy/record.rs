@@ -58,7 +58,11 @@ impl Pending {
         let row = NewLog {
             created_at: self.created_at,
             key_id: self.key.as_ref().map(|k| k.id),
-            key_masked: self.key.as_ref().map(|k| k.masked.clone()).unwrap_or_default(),
+            key_masked: self
+                .key
+                .as_ref()
+                .map(|k| k.masked.clone())
+                .unwrap_or_default(),
             model: self.model,
             endpoint: self.endpoint,
             status: i32::from(self.status),
@@ -97,7 +101,13 @@ pub struct TeeBody<S> {
 
 impl<S> TeeBody<S> {
     pub fn new(inner: S, meter: UsageMeter, pending: Pending, idle_timeout: Duration) -> Self {
-        TeeBody { inner, meter, pending: Some(pending), idle: Box::pin(actix_rt::time::sleep(idle_timeout)), idle_timeout }
+        TeeBody {
+            inner,
+            meter,
+            pending: Some(pending),
+            idle: Box::pin(actix_rt::time::sleep(idle_timeout)),
+            idle_timeout,
+        }
     }
 
     fn finish(&mut self, error: Option<String>) {
@@ -143,7 +153,10 @@ where
             }
             Poll::Pending => {
                 if this.idle.as_mut().poll(cx).is_ready() {
-                    let msg = format!("upstream sent nothing for {} s", this.idle_timeout.as_secs());
+                    let msg = format!(
+                        "upstream sent nothing for {} s",
+                        this.idle_timeout.as_secs()
+                    );
                     this.finish(Some(msg.clone()));
                     return Poll::Ready(Some(Err(StreamError(msg))));
                 }
@@ -156,7 +169,9 @@ where
 impl<S> Drop for TeeBody<S> {
     fn drop(&mut self) {
         if self.pending.is_some() {
-            self.finish(Some("client closed the connection before the answer ended".into()));
+            self.finish(Some(
+                "client closed the connection before the answer ended".into(),
+            ));
         }
     }
 }

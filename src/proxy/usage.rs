@@ -95,8 +95,15 @@ const SSE_LINE_CAP: usize = 1 << 20;
 
 #[derive(Debug)]
 pub enum UsageMeter {
-    Sse { line: Vec<u8>, skipping: bool, usage: Usage },
-    Json { buf: Vec<u8>, overflowed: bool },
+    Sse {
+        line: Vec<u8>,
+        skipping: bool,
+        usage: Usage,
+    },
+    Json {
+        buf: Vec<u8>,
+        overflowed: bool,
+    },
     None,
 }
 
@@ -104,9 +111,16 @@ impl UsageMeter {
     pub fn for_content_type(content_type: &str) -> Self {
         let ct = content_type.to_ascii_lowercase();
         if ct.starts_with("text/event-stream") {
-            UsageMeter::Sse { line: Vec::new(), skipping: false, usage: Usage::default() }
+            UsageMeter::Sse {
+                line: Vec::new(),
+                skipping: false,
+                usage: Usage::default(),
+            }
         } else if ct.starts_with("application/json") || ct.contains("+json") {
-            UsageMeter::Json { buf: Vec::new(), overflowed: false }
+            UsageMeter::Json {
+                buf: Vec::new(),
+                overflowed: false,
+            }
         } else {
             UsageMeter::None
         }
@@ -114,7 +128,11 @@ impl UsageMeter {
 
     pub fn feed(&mut self, chunk: &[u8]) {
         match self {
-            UsageMeter::Sse { line, skipping, usage } => feed_sse(line, skipping, usage, chunk),
+            UsageMeter::Sse {
+                line,
+                skipping,
+                usage,
+            } => feed_sse(line, skipping, usage, chunk),
             UsageMeter::Json { buf, overflowed } => {
                 buf.extend_from_slice(chunk);
                 if buf.len() > JSON_CAP || *overflowed {
@@ -132,7 +150,11 @@ impl UsageMeter {
     /// The usage seen so far (for a stream the client abandoned) or in all.
     pub fn usage(&self) -> Usage {
         match self {
-            UsageMeter::Sse { line, usage, skipping } => {
+            UsageMeter::Sse {
+                line,
+                usage,
+                skipping,
+            } => {
                 // A last event without its trailing newline still counts.
                 let mut u = *usage;
                 if !*skipping && !line.is_empty() {
@@ -173,9 +195,13 @@ fn feed_sse(line: &mut Vec<u8>, skipping: &mut bool, usage: &mut Usage, mut chun
 
 fn sse_line(line: &[u8], usage: &mut Usage) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let Some(data) = line.strip_prefix(b"data:") else { return };
+    let Some(data) = line.strip_prefix(b"data:") else {
+        return;
+    };
     // Cheap test before parsing: most chunks of other upstreams carry no usage.
-    if memchr::memmem::find(data, b"usage").is_none() && memchr::memmem::find(data, b"tokens").is_none() {
+    if memchr::memmem::find(data, b"usage").is_none()
+        && memchr::memmem::find(data, b"tokens").is_none()
+    {
         return;
     }
     if let Ok(env) = serde_json::from_slice::<Envelope>(data) {
@@ -196,7 +222,11 @@ fn json_usage(buf: &[u8], overflowed: bool) -> Usage {
     for needle in [&b"\"usage\""[..], b"\"tokens\""] {
         if let Some(pos) = memchr::memmem::rfind(buf, needle) {
             let rest = &buf[pos + needle.len()..];
-            let rest = rest.iter().position(|b| *b == b':').map(|i| &rest[i + 1..]).unwrap_or(rest);
+            let rest = rest
+                .iter()
+                .position(|b| *b == b':')
+                .map(|i| &rest[i + 1..])
+                .unwrap_or(rest);
             let mut it = serde_json::Deserializer::from_slice(rest).into_iter::<UsageFields>();
             if let Some(Ok(f)) = it.next() {
                 u.absorb(&f);
@@ -259,13 +289,17 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         m.feed(&OPENAI_STREAM[..cut]);
         let (i, o, _) = m.usage().totals();
         assert_eq!(i, 10);
-        assert!(o >= 1 && o < 3);
+        assert!((1..3).contains(&o));
     }
 
     #[test]
     fn json_bodies_usage_tokens_and_big_bodies() {
         let mut m = UsageMeter::for_content_type("application/json");
-        feed_all(&mut m, br#"{"id":"x","usage":{"prompt_tokens":4,"completion_tokens":6,"total_tokens":10}}"#, 3);
+        feed_all(
+            &mut m,
+            br#"{"id":"x","usage":{"prompt_tokens":4,"completion_tokens":6,"total_tokens":10}}"#,
+            3,
+        );
         assert_eq!(m.usage().totals(), (4, 6, 10));
         let mut m = UsageMeter::for_content_type("application/json");
         m.feed(br#"{"id":"r","results":[],"tokens":{"input_tokens":12,"output_tokens":0}}"#);
@@ -282,6 +316,9 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         }
         m.feed(br#"],"usage":{"prompt_tokens":8,"total_tokens":8}}"#);
         assert_eq!(m.usage().totals(), (8, 0, 8));
-        assert_eq!(UsageMeter::for_content_type("audio/mpeg").usage().totals(), (0, 0, 0));
+        assert_eq!(
+            UsageMeter::for_content_type("audio/mpeg").usage().totals(),
+            (0, 0, 0)
+        );
     }
 }

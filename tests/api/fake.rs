@@ -1,0 +1,378 @@
+//! A fake SiliconFlow on a real socket, behaving as ../shared/siliconflow-api.md
+//! says: balances as strings, 401 bare-string bodies, 403 code 30001, 429
+//! with the limit named, 503 code 50505, SSE with running usage split at odd
+//! byte boundaries, slow headers.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mode {
+    Ok,
+    /// 401 "Invalid token" everywhere.
+    Unauthorized,
+    /// 403 code 30001 on calls (user info reports a zero balance).
+    Broke,
+    /// The same with 402, as seen on .com.
+    Broke402,
+    /// 429 naming this limit ("TPM", "RPD", ...).
+    RateLimited(&'static str),
+    /// 503 code 50505 on calls.
+    Overloaded,
+    /// 403 bare "Forbidden" on calls.
+    Forbidden,
+}
+
+#[derive(Clone, Debug)]
+pub struct KeySpec {
+    pub account: String,
+    pub balance: String,
+    pub mode: Mode,
+}
+
+#[derive(Clone, Debug)]
+#[allow(dead_code)] // method, query and body are for the endpoint tests that come next
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub key: String,
+    pub headers: HashMap<String, String>,
+    pub body: Bytes,
+}
+
+#[derive(Default)]
+pub struct FakeState {
+    keys: Mutex<HashMap<String, KeySpec>>,
+    seen: Mutex<Vec<Seen>>,
+    /// When set, /v1/user/info answers with this status (an outage).
+    info_outage: Mutex<Option<u16>>,
+    /// Delay before answering chat calls.
+    header_delay: Mutex<Duration>,
+}
+
+pub struct Fake {
+    pub url: String,
+    pub state: Arc<FakeState>,
+}
+
+/// The final usage of every chat stream the fake sends.
+pub const STREAM_USAGE: (i64, i64, i64) = (21, 8, 29);
+pub const CHAT_USAGE: (i64, i64, i64) = (11, 7, 18);
+
+impl Fake {
+    pub fn start() -> Fake {
+        let state = Arc::new(FakeState::default());
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake upstream");
+        let port = listener.local_addr().expect("fake addr").port();
+        let data = web::Data::from(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(256 << 20))
+                .default_service(web::to(handle))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen fake upstream")
+        .run();
+        actix_rt::spawn(server);
+        Fake {
+            url: format!("http://127.0.0.1:{port}"),
+            state,
+        }
+    }
+
+    pub fn add_key(&self, key: &str, account: &str, balance: &str, mode: Mode) {
+        self.state.keys.lock().unwrap().insert(
+            key.to_string(),
+            KeySpec {
+                account: account.to_string(),
+                balance: balance.to_string(),
+                mode,
+            },
+        );
+    }
+
+    pub fn set_mode(&self, key: &str, mode: Mode) {
+        if let Some(k) = self.state.keys.lock().unwrap().get_mut(key) {
+            k.mode = mode;
+        }
+    }
+
+    pub fn set_balance(&self, key: &str, balance: &str) {
+        if let Some(k) = self.state.keys.lock().unwrap().get_mut(key) {
+            k.balance = balance.to_string();
+        }
+    }
+
+    pub fn set_info_outage(&self, status: Option<u16>) {
+        *self.state.info_outage.lock().unwrap() = status;
+    }
+
+    pub fn set_header_delay(&self, d: Duration) {
+        *self.state.header_delay.lock().unwrap() = d;
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// The keys used for calls to `path`, in order.
+    pub fn keys_for(&self, path: &str) -> Vec<String> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.path == path)
+            .map(|s| s.key)
+            .collect()
+    }
+
+    pub fn clear_seen(&self) {
+        self.state.seen.lock().unwrap().clear();
+    }
+}
+
+fn bearer(req: &HttpRequest) -> String {
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_string()
+}
+
+fn trace(resp: &mut actix_web::HttpResponseBuilder, req: &HttpRequest) {
+    resp.insert_header(("x-siliconcloud-trace-id", "fake-trace-1"));
+    if let Some(t) = req.headers().get("x-trace-id") {
+        resp.insert_header(("x-echo-trace-id", t.clone()));
+    }
+}
+
+/// The error answer this key's mode calls for, if any.
+fn mode_error(spec: Option<&KeySpec>, req: &HttpRequest) -> Option<HttpResponse> {
+    let mut b;
+    let spec = match spec {
+        None => {
+            b = HttpResponse::Unauthorized();
+            return Some(b.content_type("application/json").body("\"Invalid token\""));
+        }
+        Some(s) => s,
+    };
+    let body = match spec.mode {
+        Mode::Ok => return None,
+        Mode::Unauthorized => {
+            b = HttpResponse::Unauthorized();
+            "\"Api key is invalid\"".to_string()
+        }
+        Mode::Broke => {
+            b = HttpResponse::Forbidden();
+            json!({"code":30001,"message":"Sorry, your account balance is insufficient","data":null}).to_string()
+        }
+        Mode::Broke402 => {
+            b = HttpResponse::PaymentRequired();
+            json!({"code":30001,"message":"Sorry, your account balance is insufficient","data":null}).to_string()
+        }
+        Mode::RateLimited(limit) => {
+            b = HttpResponse::TooManyRequests();
+            json!({"code":50602,"message":format!("Request was rejected due to rate limiting. If you want more, please contact contact@siliconflow.cn. Details:{limit} limit reached."),"data":"limit"}).to_string()
+        }
+        Mode::Overloaded => {
+            b = HttpResponse::ServiceUnavailable();
+            json!({"code":50505,"message":"Model service overloaded. Please try again later.","data":"busy"}).to_string()
+        }
+        Mode::Forbidden => {
+            b = HttpResponse::Forbidden();
+            "\"Forbidden\"".to_string()
+        }
+    };
+    trace(&mut b, req);
+    Some(b.content_type("application/json").body(body))
+}
+
+/// Splits `text` into pieces of odd, varying sizes (1, 2, 5, 11, ...), so that
+/// events and even UTF-8 sequences straddle reads.
+fn odd_chunks(text: String) -> Vec<Bytes> {
+    let bytes = Bytes::from(text);
+    let sizes = [1usize, 2, 5, 11, 3, 17, 7, 29, 13];
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut n = 0;
+    while i < bytes.len() {
+        let len = sizes[n % sizes.len()].min(bytes.len() - i);
+        out.push(bytes.slice(i..i + len));
+        i += len;
+        n += 1;
+    }
+    out
+}
+
+fn sse_response(req: &HttpRequest, chunks: Vec<Bytes>, delay: Duration) -> HttpResponse {
+    let stream = futures_util::stream::unfold(chunks.into_iter(), move |mut it| async move {
+        let next = it.next()?;
+        if !delay.is_zero() {
+            actix_rt::time::sleep(delay).await;
+        }
+        Some((Ok::<_, actix_web::Error>(next), it))
+    });
+    let mut b = HttpResponse::Ok();
+    trace(&mut b, req);
+    b.content_type("text/event-stream; charset=utf-8")
+        .streaming(stream)
+}
+
+/// The full text of the fake's OpenAI-style chat stream: running usage in every chunk.
+pub fn chat_stream_text(model: &str, pieces: usize) -> String {
+    let (p, c, _) = STREAM_USAGE;
+    let mut s = String::new();
+    for i in 0..pieces {
+        let done = i + 1 == pieces;
+        let completion = if done { c } else { (i as i64 + 1).min(c - 1) };
+        let chunk = json!({
+            "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
+            "choices": [{"index": 0, "delta": {"content": if done { "" } else { "héllo " }}, "finish_reason": if done { json!("stop") } else { Value::Null }}],
+            "usage": {"prompt_tokens": p, "completion_tokens": completion, "total_tokens": p + completion},
+        });
+        s.push_str(&format!("data: {chunk}\n\n"));
+    }
+    s.push_str("data: [DONE]\n\n");
+    s
+}
+
+pub fn messages_stream_text(model: &str) -> String {
+    let events = [
+        (
+            "message_start",
+            json!({"type":"message_start","message":{"id":"msg_fake","type":"message","role":"assistant","content":[],"model":model,"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":31,"output_tokens":1}}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ),
+        ("ping", json!({"type":"ping"})),
+        (
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" there"}}),
+        ),
+        (
+            "content_block_stop",
+            json!({"type":"content_block_stop","index":0}),
+        ),
+        (
+            "message_delta",
+            json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":12}}),
+        ),
+        ("message_stop", json!({"type":"message_stop"})),
+    ];
+    events
+        .iter()
+        .map(|(e, d)| format!("event: {e}\ndata: {d}\n\n"))
+        .collect()
+}
+
+async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> HttpResponse {
+    let key = bearer(&req);
+    let path = req.path().to_string();
+    state.seen.lock().unwrap().push(Seen {
+        method: req.method().to_string(),
+        path: path.clone(),
+        query: req.query_string().to_string(),
+        key: key.clone(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: body.clone(),
+    });
+    let spec = state.keys.lock().unwrap().get(&key).cloned();
+
+    if path == "/v1/user/info" {
+        if let Some(status) = *state.info_outage.lock().unwrap() {
+            let code = actix_web::http::StatusCode::from_u16(status).unwrap();
+            return HttpResponse::build(code).content_type("application/json").body(
+                json!({"code":50505,"message":"Model service overloaded. Please try again later.","data":null}).to_string(),
+            );
+        }
+        let Some(spec) = spec else {
+            return HttpResponse::Unauthorized()
+                .content_type("application/json")
+                .body("\"Invalid token\"");
+        };
+        if spec.mode == Mode::Unauthorized {
+            return HttpResponse::Unauthorized()
+                .content_type("application/json")
+                .body("\"Invalid token\"");
+        }
+        return HttpResponse::Ok().json(json!({"code":20000,"message":"OK","status":true,"data":{
+            "id": spec.account, "name": format!("name-{}", spec.account), "image":"", "email":"secret@example.com",
+            "isAdmin": false, "balance": "0.00", "status":"normal", "introduction":"", "role":"",
+            "chargeBalance": spec.balance, "totalBalance": spec.balance}}));
+    }
+
+    let delay = *state.header_delay.lock().unwrap();
+    if !delay.is_zero() && path != "/v1/models" {
+        actix_rt::time::sleep(delay).await;
+    }
+    if let Some(err) = mode_error(spec.as_ref(), &req) {
+        return err;
+    }
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let model = parsed
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let stream = parsed
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if model == "bad-model" {
+        let mut b = HttpResponse::BadRequest();
+        trace(&mut b, &req);
+        return b.json(json!({"code":20012,"message":"Model does not exist. Please check it carefully.","data":null}));
+    }
+    let mut ok = HttpResponse::Ok();
+    trace(&mut ok, &req);
+    match path.as_str() {
+        "/v1/chat/completions" if stream => {
+            // "slow-stream": a long stream, for clients that walk away.
+            let (pieces, delay) = if model == "slow-stream" { (400, Duration::from_millis(25)) } else { (12, Duration::from_millis(1)) };
+            let text = chat_stream_text(&model, pieces);
+            let chunks = if model == "slow-stream" {
+                text.split_inclusive("\n\n").map(|s| Bytes::from(s.to_string())).collect()
+            } else {
+                odd_chunks(text)
+            };
+            sse_response(&req, chunks, delay)
+        }
+        "/v1/chat/completions" => {
+            let (p, c, t) = CHAT_USAGE;
+            ok.json(json!({"id":"chatcmpl-fake","object":"chat.completion","created":1,"model":model,
+                "choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the fake"},"finish_reason":"stop"}],
+                "usage":{"prompt_tokens":p,"completion_tokens":c,"total_tokens":t},"system_fingerprint":""}))
+        }
+        "/v1/messages" if stream => sse_response(&req, odd_chunks(messages_stream_text(&model)), Duration::from_millis(1)),
+        "/v1/messages" => ok.json(json!({"id":"msg_fake","type":"message","role":"assistant",
+            "content":[{"type":"text","text":"Hello from the fake"}],"model":model,"stop_reason":"end_turn",
+            "stop_sequence":null,"usage":{"input_tokens":13,"output_tokens":4}})),
+        "/v1/embeddings" => ok.json(json!({"object":"list","model":model,
+            "data":[{"object":"embedding","embedding":[0.1,0.2,0.3],"index":0}],
+            "usage":{"prompt_tokens":5,"completion_tokens":0,"total_tokens":5}})),
+        "/v1/rerank" => ok.json(json!({"id":"rerank-fake","results":[{"index":0,"relevance_score":0.9}],
+            "tokens":{"input_tokens":9,"output_tokens":0}})),
+        "/v1/models" => ok.json(json!({"object":"list","query":req.query_string(),
+            "data":[{"id":"Qwen/Qwen3-8B","object":"model","created":0,"owned_by":""}]})),
+        _ => HttpResponse::NotFound().body("404 page not found"),
+    }
+}

@@ -1,0 +1,51 @@
+use serde_json::json;
+
+use crate::fake::Mode;
+use crate::helpers::spawn_app;
+use crate::{KA, KB, KC, KD};
+
+#[actix_web::test]
+async fn health_counts_keys_by_state_without_auth_or_secrets() {
+    let app = spawn_app().await;
+    let r = app.send(app.client.get(app.url("/health")), None).await;
+    assert_eq!(r.status, 200);
+    let h = r.json();
+    assert_eq!(h["status"], "degraded", "no keys: up but cannot serve");
+    assert_eq!(h["database"], "connected");
+    assert_eq!(h["keys"]["total"], 0);
+    assert_eq!(h["auto_refresh"]["enabled"], false);
+
+    app.fake.add_key(KA, "a1", "5", Mode::Ok);
+    app.fake.add_key(KB, "a2", "0", Mode::Ok);
+    app.fake.add_key(KC, "a3", "5", Mode::RateLimited("RPM"));
+    app.fake.add_key(KD, "a4", "5", Mode::Ok);
+    app.import(&[KA, KB, KC, KD, "sk-unknown-key-0000000000"])
+        .await;
+    let id_d = app
+        .keys_json()
+        .await
+        .iter()
+        .find(|k| k["key"].as_str().unwrap().starts_with("sk-dddd"))
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    app.admin_post(&format!("/api/keys/{id_d}/disable"), json!({}))
+        .await;
+    // KC (richest active after D is disabled? all 5) — make it rate-limit once.
+    app.fake.set_mode(KA, Mode::RateLimited("RPM"));
+    app.chat("m").await;
+    let r = app.send(app.client.get(app.url("/health")), None).await;
+    let h = r.json();
+    assert_eq!(
+        h["keys"],
+        json!({"total": 5, "active": 0, "cooling": 2, "exhausted": 1, "invalid": 1, "disabled": 1}),
+        "{h}"
+    );
+    assert_eq!(h["status"], "degraded");
+    let text = String::from_utf8_lossy(&r.body);
+    for k in [KA, KB, KC, KD] {
+        assert!(!text.contains(k) && !text.contains(&k[..12]));
+    }
+    app.fake.set_mode(KA, Mode::Ok);
+    let _ = app.admin_post("/api/keys/1/enable", json!({})).await;
+}

@@ -1,0 +1,251 @@
+//! `spawn_app()`: the real server on a free port, with a fresh SQLite file and
+//! its own fake SiliconFlow.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use actix_web::web;
+use base64::Engine;
+use bytes::Bytes;
+use diesel::prelude::*;
+use serde_json::Value;
+use siliconflow_proxy::config::Config;
+use siliconflow_proxy::db::log_writer::Flush;
+use siliconflow_proxy::db::models::LogRow;
+use siliconflow_proxy::db::schema::request_logs;
+use siliconflow_proxy::startup::Application;
+use siliconflow_proxy::state::AppState;
+
+use crate::fake::Fake;
+
+pub const CLIENT_KEY: &str = "client-secret-key";
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PASS: &str = "admin-test-password";
+
+pub struct TestApp {
+    pub address: String,
+    pub state: web::Data<AppState>,
+    pub fake: Fake,
+    pub client: awc::Client,
+    pub dir: tempfile::TempDir,
+    pub handle: actix_web::dev::ServerHandle,
+}
+
+pub fn base_env(fake: &Fake, dir: &tempfile::TempDir) -> HashMap<String, String> {
+    let mut env = HashMap::new();
+    env.insert(
+        "DATABASE_URL".into(),
+        format!("sqlite://{}", dir.path().join("test.db").display()),
+    );
+    env.insert("SILICONFLOW_BASE_URL".into(), fake.url.clone());
+    env.insert("API_KEY".into(), CLIENT_KEY.into());
+    env.insert("ADMIN_USERNAME".into(), ADMIN_USER.into());
+    env.insert("ADMIN_PASSWORD".into(), ADMIN_PASS.into());
+    env.insert("AUTO_REFRESH_INTERVAL".into(), "0".into());
+    env.insert("WORKERS".into(), "2".into());
+    env.insert("LOG_FLUSH_MS".into(), "50".into());
+    env.insert("HOST".into(), "127.0.0.1".into());
+    env.insert("PORT".into(), "0".into());
+    env
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let fake = Fake::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = base_env(&fake, &dir);
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.to_string());
+    }
+    start_with_env(fake, dir, env).await
+}
+
+pub async fn start_with_env(
+    fake: Fake,
+    dir: tempfile::TempDir,
+    env: HashMap<String, String>,
+) -> TestApp {
+    let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let app = Application::build_with_listener(config, listener)
+        .await
+        .expect("build app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
+    let handle = app.server_handle();
+    actix_rt::spawn(app.run_until_stopped());
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    TestApp {
+        address,
+        state,
+        fake,
+        client,
+        dir,
+        handle,
+    }
+}
+
+pub fn basic(user: &str, pass: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn send(&self, req: awc::ClientRequest, body: Option<Bytes>) -> Resp {
+        let sent = match body {
+            Some(b) => req.send_body(b).await,
+            None => req.send().await,
+        };
+        let mut resp = sent.expect("request sent");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.body().limit(64 << 20).await.expect("body read");
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> Resp {
+        let req = self
+            .client
+            .post(self.url(path))
+            .insert_header(("Authorization", basic(ADMIN_USER, ADMIN_PASS)))
+            .insert_header(("Content-Type", "application/json"));
+        self.send(req, Some(Bytes::from(body.to_string()))).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Resp {
+        let req = self
+            .client
+            .get(self.url(path))
+            .insert_header(("Authorization", basic(ADMIN_USER, ADMIN_PASS)));
+        self.send(req, None).await
+    }
+
+    pub async fn import(&self, keys: &[&str]) -> Value {
+        let r = self
+            .admin_post(
+                "/import_keys",
+                serde_json::json!({ "keys": keys.join("\n") }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    }
+
+    /// POST a JSON body to a /v1 route with the client key.
+    pub async fn call(&self, path: &str, body: Value) -> Resp {
+        let req = self
+            .client
+            .post(self.url(path))
+            .insert_header(("Authorization", format!("Bearer {CLIENT_KEY}")))
+            .insert_header(("Content-Type", "application/json"));
+        self.send(req, Some(Bytes::from(body.to_string()))).await
+    }
+
+    pub async fn chat(&self, model: &str) -> Resp {
+        self.call(
+            "/v1/chat/completions",
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await
+    }
+
+    pub async fn flush_logs(&self) {
+        self.state
+            .log_writer
+            .send(Flush)
+            .await
+            .expect("log writer")
+            .expect("flush");
+    }
+
+    /// Every log row, oldest first, after flushing the writer.
+    pub async fn logs(&self) -> Vec<LogRow> {
+        self.flush_logs().await;
+        let mut conn = self.state.db.get().expect("db");
+        request_logs::table
+            .order(request_logs::id.asc())
+            .select(LogRow::as_select())
+            .load(&mut conn)
+            .expect("logs")
+    }
+
+    pub async fn keys_json(&self) -> Vec<Value> {
+        let r = self.admin_get("/api/keys?page_size=1000").await;
+        assert_eq!(r.status, 200);
+        r.json()["keys"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn key_state(&self, masked_prefix: &str) -> String {
+        let keys = self.keys_json().await;
+        keys.iter()
+            .find(|k| k["key"].as_str().unwrap_or("").starts_with(masked_prefix))
+            .map(|k| k["state"].as_str().unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no key {masked_prefix} in {keys:?}"))
+    }
+}
+
+/// Polls `check` until it returns Some, or panics after `limit`.
+pub async fn poll<T, F, Fut>(limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl TestApp {
+    pub async fn call_raw(&self, path: &str, body: &str) -> Resp {
+        let req = self
+            .client
+            .post(self.url(path))
+            .insert_header(("Authorization", format!("Bearer {CLIENT_KEY}")))
+            .insert_header(("Content-Type", "application/json"));
+        self.send(req, Some(Bytes::from(body.to_string()))).await
+    }
+}

@@ -1,0 +1,329 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::fake::Mode;
+use crate::helpers::{base_env, spawn_app, start_with_env, TestApp};
+use crate::{KA, KB, KC, KD};
+
+fn assert_no_full_key(text: &str) {
+    for k in [KA, KB, KC, KD] {
+        assert!(!text.contains(k), "full key {k} leaked in: {text}");
+    }
+}
+
+#[actix_web::test]
+async fn import_counts_valid_duplicate_and_invalid_keys_and_masks_them() {
+    let app = spawn_app().await;
+    app.fake.add_key(KA, "acct-1", "10.50", Mode::Ok);
+    app.fake.add_key(KB, "acct-2", "0.00", Mode::Ok);
+    // KC is unknown to the fake: 401.
+    let r = app
+        .admin_post(
+            "/import_keys",
+            json!({"keys": format!(" {KA}\n{KB}, {KC}\n{KA}\n")}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let body = r.json();
+    assert_eq!(body["added"], 2, "{body}");
+    assert_eq!(body["invalid"], 1, "{body}");
+    assert_eq!(
+        body["duplicates"], 0,
+        "repeats within one import are folded: {body}"
+    );
+    assert_no_full_key(&String::from_utf8_lossy(&r.body));
+
+    // Again, as a list: all three are known now.
+    let r = app
+        .admin_post("/import_keys", json!({"keys": [KA, KB, KC]}))
+        .await;
+    let body = r.json();
+    assert_eq!(
+        (body["added"].as_i64(), body["duplicates"].as_i64()),
+        (Some(0), Some(3)),
+        "{body}"
+    );
+
+    assert_eq!(app.key_state("sk-aaaa").await, "active");
+    assert_eq!(app.key_state("sk-bbbb").await, "exhausted", "zero balance");
+    assert_eq!(app.key_state("sk-cccc").await, "invalid");
+    let keys = app.keys_json().await;
+    let a = keys
+        .iter()
+        .find(|k| k["key"].as_str().unwrap().starts_with("sk-aaaa"))
+        .unwrap();
+    assert_eq!(a["balance"], 10.5);
+    assert_eq!(a["account_id"], "acct-1");
+    assert_no_full_key(&serde_json::to_string(&keys).unwrap());
+
+    // Form import works too.
+    app.fake.add_key(KD, "acct-1", "3", Mode::Ok);
+    let req = app
+        .client
+        .post(app.url("/import_keys"))
+        .insert_header((
+            "Authorization",
+            crate::helpers::basic("admin", crate::helpers::ADMIN_PASS),
+        ))
+        .insert_header(("Content-Type", "application/x-www-form-urlencoded"));
+    let r = app.send(req, Some(format!("keys={KD}").into())).await;
+    assert_eq!(r.json()["added"], 1);
+
+    // Export: full keys, one a line, invalid ones only with ?all=1.
+    let r = app.admin_get("/export_keys").await;
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert!(r
+        .header("content-disposition")
+        .unwrap()
+        .contains("attachment"));
+    assert!(
+        text.lines().any(|l| l == KA)
+            && text.lines().any(|l| l == KB)
+            && text.lines().any(|l| l == KD)
+    );
+    assert!(!text.contains(KC));
+    let r = app.admin_get("/export_keys?all=1").await;
+    assert!(String::from_utf8_lossy(&r.body).lines().any(|l| l == KC));
+}
+
+#[actix_web::test]
+async fn import_during_an_outage_keeps_the_keys_as_unconfirmed() {
+    let app = spawn_app().await;
+    app.fake.add_key(KA, "acct-1", "5", Mode::Ok);
+    app.fake.set_info_outage(Some(503));
+    let body = app.import(&[KA]).await;
+    assert_eq!(body["failed"], 1, "{body}");
+    let keys = app.keys_json().await;
+    assert_eq!(keys.len(), 1, "the key is kept");
+    assert_eq!(keys[0]["state"], "active");
+    assert!(keys[0]["last_error"].as_str().unwrap().contains("503"));
+    app.fake.set_info_outage(None);
+    let r = app.admin_post("/refresh", json!({})).await;
+    assert_eq!(r.json()["active"], 1);
+    assert_eq!(app.keys_json().await[0]["balance"], 5.0);
+}
+
+async fn three_keys() -> TestApp {
+    let app = spawn_app().await;
+    app.fake.add_key(KA, "acct-1", "10", Mode::Ok);
+    app.fake.add_key(KB, "acct-2", "20", Mode::Ok);
+    app.fake.add_key(KC, "acct-3", "30", Mode::Ok);
+    assert_eq!(app.import(&[KA, KB, KC]).await["added"], 3);
+    app
+}
+
+#[actix_web::test]
+async fn refresh_survives_upstream_outages_with_every_key_intact() {
+    let app = three_keys().await;
+    for status in [503, 504, 429, 500] {
+        app.fake.set_info_outage(Some(status));
+        let r = app.admin_post("/refresh", json!({})).await;
+        assert_eq!(r.status, 200);
+        let summary = r.json();
+        assert_eq!(summary["unchanged"], 3, "{status}: {summary}");
+        assert_eq!(summary["invalid"], 0);
+        let keys = app.keys_json().await;
+        assert_eq!(keys.len(), 3);
+        assert!(
+            keys.iter().all(|k| k["state"] == "active"),
+            "{status}: {keys:?}"
+        );
+        assert!(
+            keys.iter().all(|k| k["balance"].as_f64().unwrap() >= 10.0),
+            "balances kept"
+        );
+    }
+    let health = app
+        .send(app.client.get(app.url("/health")), None)
+        .await
+        .json();
+    assert!(health["auto_refresh"]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("3 of 3"));
+    app.fake.set_info_outage(None);
+
+    // Only a 401 invalidates; a zero balance exhausts; money brings it back.
+    app.fake.set_mode(KA, Mode::Unauthorized);
+    app.fake.set_balance(KB, "-0.01");
+    let summary = app.admin_post("/refresh", json!({})).await.json();
+    assert_eq!(
+        (
+            summary["invalid"].as_i64(),
+            summary["exhausted"].as_i64(),
+            summary["active"].as_i64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    assert_eq!(app.key_state("sk-aaaa").await, "invalid");
+    assert_eq!(app.key_state("sk-bbbb").await, "exhausted");
+    app.fake.set_balance(KB, "7.5");
+    app.fake.set_mode(KA, Mode::Ok);
+    let summary = app.admin_post("/refresh", json!({})).await.json();
+    assert_eq!(summary["active"], 3, "{summary}");
+    assert_eq!(app.key_state("sk-bbbb").await, "active");
+    assert_eq!(
+        app.key_state("sk-aaaa").await,
+        "active",
+        "an invalid key is re-checked, not forgotten"
+    );
+}
+
+#[actix_web::test]
+async fn scheduled_refresh_rechecks_invalid_keys_less_often() {
+    // Refresh every second: count the user/info calls per key.
+    let fake = crate::fake::Fake::start();
+    fake.add_key(KA, "acct-1", "10", Mode::Ok);
+    fake.add_key(KB, "acct-2", "10", Mode::Unauthorized);
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base_env(&fake, &dir);
+    env.insert("AUTO_REFRESH_INTERVAL".into(), "1".into());
+    let app = start_with_env(fake, dir, env).await;
+    let body = app.import(&[KA, KB]).await;
+    assert_eq!(body["invalid"], 1);
+    app.fake.clear_seen();
+    crate::helpers::poll(Duration::from_secs(10), || async {
+        (app.fake
+            .keys_for("/v1/user/info")
+            .iter()
+            .filter(|k| *k == KA)
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .await;
+    let invalid_checks = app
+        .fake
+        .keys_for("/v1/user/info")
+        .iter()
+        .filter(|k| *k == KB)
+        .count();
+    assert_eq!(
+        invalid_checks, 0,
+        "the invalid key waits for INVALID_RECHECK_INTERVAL"
+    );
+    assert_eq!(app.keys_json().await.len(), 2, "nothing deleted");
+}
+
+#[actix_web::test]
+async fn key_states_and_cooldowns_survive_a_restart() {
+    let fake = crate::fake::Fake::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = base_env(&fake, &dir);
+    fake.add_key(KA, "acct-1", "10", Mode::Ok);
+    fake.add_key(KB, "acct-2", "20", Mode::Ok);
+    fake.add_key(KC, "acct-3", "30", Mode::Ok);
+    let app = start_with_env(fake, dir, env.clone()).await;
+    app.import(&[KA, KB, KC]).await;
+    // KC (richest) rate-limits, KB gets disabled by the owner.
+    app.fake.set_mode(KC, Mode::RateLimited("TPM"));
+    assert_eq!(app.chat("m1").await.status, 200);
+    let id_b = app
+        .keys_json()
+        .await
+        .iter()
+        .find(|k| k["key"].as_str().unwrap().starts_with("sk-bbbb"))
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        app.admin_post(&format!("/api/keys/{id_b}/disable"), json!({}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(app.logs().await.len(), 1);
+    app.handle.stop(true).await;
+
+    let TestApp { fake, dir, .. } = app;
+    fake.clear_seen();
+    fake.set_mode(KC, Mode::Ok);
+    let app = start_with_env(fake, dir, env).await;
+    assert_eq!(app.key_state("sk-bbbb").await, "disabled");
+    assert_eq!(app.key_state("sk-cccc").await, "cooling");
+    assert_eq!(app.chat("m1").await.status, 200);
+    assert_eq!(
+        app.fake.keys_for("/v1/chat/completions"),
+        vec![KA.to_string()],
+        "cooling and disabled keys skipped after restart"
+    );
+    let keys = app.keys_json().await;
+    let a = keys
+        .iter()
+        .find(|k| k["key"].as_str().unwrap().starts_with("sk-aaaa"))
+        .unwrap();
+    assert!(
+        a["usage_count"].as_i64().unwrap() >= 1,
+        "usage persisted: {a}"
+    );
+}
+
+#[actix_web::test]
+async fn per_key_enable_disable_refresh_and_delete() {
+    let app = three_keys().await;
+    let keys = app.keys_json().await;
+    let id_c = keys
+        .iter()
+        .find(|k| k["key"].as_str().unwrap().starts_with("sk-cccc"))
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        app.admin_post(&format!("/api/keys/{id_c}/disable"), json!({}))
+            .await
+            .status,
+        200
+    );
+    app.chat("m").await;
+    assert_eq!(
+        app.fake.keys_for("/v1/chat/completions"),
+        vec![KB.to_string()],
+        "disabled key not used"
+    );
+    assert_eq!(
+        app.admin_post(&format!("/api/keys/{id_c}/enable"), json!({}))
+            .await
+            .status,
+        200
+    );
+    app.fake.set_balance(KC, "99");
+    let r = app
+        .admin_post(&format!("/api/keys/{id_c}/refresh"), json!({}))
+        .await;
+    assert_eq!(r.json()["key"]["balance"], 99.0);
+    let r = app
+        .send(
+            app.client
+                .delete(app.url(&format!("/api/keys/{id_c}")))
+                .insert_header((
+                    "Authorization",
+                    crate::helpers::basic("admin", crate::helpers::ADMIN_PASS),
+                )),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(app.keys_json().await.len(), 2);
+    assert_eq!(
+        app.admin_post("/api/keys/9999/disable", json!({}))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.admin_post("/api/keys/abc/enable", json!({}))
+            .await
+            .status,
+        404
+    );
+    // Search, filter and sort over all keys.
+    let r = app
+        .admin_get("/api/keys?sort=balance&order=desc&page_size=1")
+        .await
+        .json();
+    assert_eq!(r["total"], 2);
+    assert!(r["keys"][0]["key"].as_str().unwrap().starts_with("sk-bbbb"));
+    let r = app.admin_get("/api/keys?q=acct-1").await.json();
+    assert_eq!(r["total"], 1);
+}

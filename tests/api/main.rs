@@ -1,0 +1,16 @@
+//! Integration tests: the real server on a real socket, against a fake
+//! SiliconFlow that the tests start.
+
+mod auth;
+mod fake;
+mod forwarding;
+mod health;
+mod helpers;
+mod import;
+mod shutdown;
+mod streaming;
+
+pub const KA: &str = "sk-aaaa-0000000000000000000001";
+pub const KB: &str = "sk-bbbb-0000000000000000000002";
+pub const KC: &str = "sk-cccc-0000000000000000000003";
+pub const KD: &str = "sk-dddd-0000000000000000000004";

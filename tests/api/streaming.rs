@@ -1,0 +1,120 @@
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::fake::{chat_stream_text, messages_stream_text, Mode, STREAM_USAGE};
+use crate::helpers::{poll, spawn_app, TestApp, CLIENT_KEY};
+use crate::KA;
+
+async fn one_key_app() -> TestApp {
+    let app = spawn_app().await;
+    app.fake.add_key(KA, "a1", "5", Mode::Ok);
+    app.import(&[KA]).await;
+    app
+}
+
+#[actix_web::test]
+async fn sse_passes_through_byte_for_byte_and_usage_is_the_last_running_total() {
+    let app = one_key_app().await;
+    let model = "deepseek-ai/DeepSeek-V3";
+    let req = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .insert_header(("Authorization", format!("Bearer {CLIENT_KEY}")))
+        .insert_header(("Content-Type", "application/json"));
+    let mut resp = req
+        .send_body(json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut received = Vec::new();
+    let mut reads = 0;
+    while let Some(chunk) = resp.next().await {
+        received.extend_from_slice(&chunk.unwrap());
+        reads += 1;
+    }
+    assert_eq!(
+        String::from_utf8(received).unwrap(),
+        chat_stream_text(model, 12),
+        "byte-exact"
+    );
+    assert!(reads > 1, "streamed, not buffered whole");
+    let logs = app.logs().await;
+    assert_eq!(logs.len(), 1);
+    let l = &logs[0];
+    assert_eq!(
+        (l.input_tokens, l.output_tokens, l.total_tokens),
+        STREAM_USAGE,
+        "last running total, not a sum"
+    );
+    assert!(l.stream && !l.aborted);
+    assert!(l.ttfb_ms.is_some());
+}
+
+#[actix_web::test]
+async fn anthropic_stream_usage_comes_from_message_start_and_message_delta() {
+    let app = one_key_app().await;
+    let r = app
+        .call("/v1/messages", json!({"model": "m", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(String::from_utf8_lossy(&r.body), messages_stream_text("m"));
+    let l = &app.logs().await[0];
+    assert_eq!(
+        (l.input_tokens, l.output_tokens, l.total_tokens),
+        (31, 12, 43)
+    );
+    assert!(l.stream);
+}
+
+#[actix_web::test]
+async fn a_stream_the_client_abandons_is_logged_as_aborted_with_usage_so_far() {
+    let app = one_key_app().await;
+    let addr = app.address.trim_start_matches("http://").to_string();
+    let body = json!({"model": "slow-stream", "stream": true, "messages": []}).to_string();
+    let got = actix_web::rt::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+            body.len(),
+            body
+        )
+        .unwrap();
+        // Read until a few events have arrived, then hang up.
+        let mut buf = vec![0u8; 4096];
+        let mut seen = String::new();
+        while seen.matches("data: ").count() < 3 {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0);
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        drop(s);
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(got.starts_with("HTTP/1.1 200"));
+    let row = poll(Duration::from_secs(15), || async {
+        app.logs().await.into_iter().next()
+    })
+    .await;
+    assert!(row.aborted, "{row:?}");
+    assert!(row.stream);
+    assert_eq!(row.input_tokens, STREAM_USAGE.0);
+    assert!(
+        row.output_tokens >= 1 && row.output_tokens < 100,
+        "usage so far: {row:?}"
+    );
+    assert!(row.error.as_deref().unwrap_or("").contains("client closed"));
+}
