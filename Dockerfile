@@ -25,6 +25,6 @@ VOLUME ["/app/data"]
 EXPOSE 7898
 # No curl in the slim image: the binary's port answering is the check.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/7898 && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q '200' <&3"]
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/7898 && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/siliconflow-proxy"]

@@ -59,11 +59,7 @@ impl Config {
         F: Fn(&str) -> Option<String>,
     {
         // Empty values count as unset: `.env.example` copied as-is has `API_KEY=`.
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let num = |var: &'static str, default: u64| -> Result<u64, ConfigError> {
             match get(var) {
                 None => Ok(default),
@@ -77,11 +73,7 @@ impl Config {
         let positive = |var: &'static str, default: u64| -> Result<u64, ConfigError> {
             let v = num(var, default)?;
             if v == 0 {
-                return Err(ConfigError {
-                    var,
-                    value: "0".into(),
-                    reason: "must be at least 1".into(),
-                });
+                return Err(ConfigError { var, value: "0".into(), reason: "must be at least 1".into() });
             }
             Ok(v)
         };
@@ -103,21 +95,14 @@ impl Config {
 
         let upstream_base_url =
             get("SILICONFLOW_BASE_URL").unwrap_or_else(|| "https://api.siliconflow.cn".to_string());
-        let upstream_base_url =
-            normalize_base_url(&upstream_base_url).ok_or_else(|| ConfigError {
-                var: "SILICONFLOW_BASE_URL",
-                value: upstream_base_url.clone(),
-                reason: "expected an http:// or https:// origin such as https://api.siliconflow.cn"
-                    .into(),
-            })?;
+        let upstream_base_url = normalize_base_url(&upstream_base_url).ok_or_else(|| ConfigError {
+            var: "SILICONFLOW_BASE_URL",
+            value: upstream_base_url.clone(),
+            reason: "expected an http:// or https:// origin such as https://api.siliconflow.cn".into(),
+        })?;
 
         let client_api_keys = get("API_KEY")
-            .map(|v| {
-                v.split(',')
-                    .map(|k| k.trim().to_string())
-                    .filter(|k| !k.is_empty())
-                    .collect()
-            })
+            .map(|v| v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
             .unwrap_or_default();
 
         let strategy = match get("KEY_STRATEGY") {
@@ -145,9 +130,7 @@ impl Config {
                 reason: "must not be smaller than COOLDOWN_SECONDS".into(),
             });
         }
-        let default_workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let default_workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
 
         Ok(Config {
             host: get("HOST").unwrap_or_else(|| "0.0.0.0".to_string()),
@@ -158,10 +141,7 @@ impl Config {
             admin_username: get("ADMIN_USERNAME").unwrap_or_else(|| "admin".to_string()),
             admin_password: get("ADMIN_PASSWORD"),
             auto_refresh_interval: (refresh > 0).then(|| Duration::from_secs(refresh)),
-            invalid_recheck_interval: Duration::from_secs(positive(
-                "INVALID_RECHECK_INTERVAL",
-                86_400,
-            )?),
+            invalid_recheck_interval: Duration::from_secs(positive("INVALID_RECHECK_INTERVAL", 86_400)?),
             refresh_concurrency: positive("REFRESH_CONCURRENCY", 8)? as usize,
             strategy,
             max_attempts,
@@ -206,9 +186,7 @@ fn parse_database_url(url: &str) -> Result<PathBuf, ConfigError> {
 pub fn normalize_base_url(url: &str) -> Option<String> {
     let url = url.trim().trim_end_matches('/');
     let url = url.strip_suffix("/v1").unwrap_or(url).trim_end_matches('/');
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
     if rest.is_empty() || rest.contains(char::is_whitespace) {
         return None;
     }
@@ -221,10 +199,8 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -245,26 +221,11 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable() {
         assert_eq!(cfg(&[("PORT", "abc")]).unwrap_err().var, "PORT");
-        assert_eq!(
-            cfg(&[("AUTO_REFRESH_INTERVAL", "-5")]).unwrap_err().var,
-            "AUTO_REFRESH_INTERVAL"
-        );
-        assert_eq!(
-            cfg(&[("KEY_STRATEGY", "fastest")]).unwrap_err().var,
-            "KEY_STRATEGY"
-        );
-        assert_eq!(
-            cfg(&[("MAX_ATTEMPTS", "0")]).unwrap_err().var,
-            "MAX_ATTEMPTS"
-        );
-        assert_eq!(
-            cfg(&[("SILICONFLOW_BASE_URL", "ftp://x")]).unwrap_err().var,
-            "SILICONFLOW_BASE_URL"
-        );
-        assert_eq!(
-            cfg(&[("DATABASE_URL", "postgres://x")]).unwrap_err().var,
-            "DATABASE_URL"
-        );
+        assert_eq!(cfg(&[("AUTO_REFRESH_INTERVAL", "-5")]).unwrap_err().var, "AUTO_REFRESH_INTERVAL");
+        assert_eq!(cfg(&[("KEY_STRATEGY", "fastest")]).unwrap_err().var, "KEY_STRATEGY");
+        assert_eq!(cfg(&[("MAX_ATTEMPTS", "0")]).unwrap_err().var, "MAX_ATTEMPTS");
+        assert_eq!(cfg(&[("SILICONFLOW_BASE_URL", "ftp://x")]).unwrap_err().var, "SILICONFLOW_BASE_URL");
+        assert_eq!(cfg(&[("DATABASE_URL", "postgres://x")]).unwrap_err().var, "DATABASE_URL");
         let msg = cfg(&[("PORT", "abc")]).unwrap_err().to_string();
         assert!(msg.contains("PORT") && msg.contains("abc"), "{msg}");
     }

@@ -10,9 +10,7 @@ use crate::state::AppState;
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let db = state.db.clone();
     let database = match web::block(move || {
-        db.get()
-            .map_err(|e| e.to_string())
-            .and_then(|mut c| ping(&mut c).map_err(|e| e.to_string()))
+        db.get().map_err(|e| e.to_string()).and_then(|mut c| ping(&mut c).map_err(|e| e.to_string()))
     })
     .await
     {
@@ -47,12 +45,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         },
     });
     if db_ok {
-        HttpResponse::Ok()
-            .insert_header(("Cache-Control", "no-store"))
-            .json(body)
+        HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(body)
     } else {
-        HttpResponse::ServiceUnavailable()
-            .insert_header(("Cache-Control", "no-store"))
-            .json(body)
+        HttpResponse::ServiceUnavailable().insert_header(("Cache-Control", "no-store")).json(body)
     }
 }

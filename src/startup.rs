@@ -40,22 +40,15 @@ impl Application {
         Self::build_with_listener(config, listener).await
     }
 
-    pub async fn build_with_listener(
-        config: Config,
-        listener: TcpListener,
-    ) -> Result<Self, StartupError> {
+    pub async fn build_with_listener(config: Config, listener: TcpListener) -> Result<Self, StartupError> {
         let config = Arc::new(config);
         let db = db::connect(&config.database_path)?;
         log::info!("database: {}", config.database_path.display());
         let admin = AdminCredentials::init(&config, &db)?;
 
-        let policy = Policy {
-            base: config.cooldown_base,
-            max: config.cooldown_max,
-        };
+        let policy = Policy { base: config.cooldown_base, max: config.cooldown_max };
         let shared = Arc::new(PoolShared::new(config.strategy, policy));
-        let pool_actor =
-            PoolActor::load(db.clone(), shared.clone(), config.upstream_base_url.clone())?;
+        let pool_actor = PoolActor::load(db.clone(), shared.clone(), config.upstream_base_url.clone())?;
         let counts = shared.counts(db::now_ms());
         log::info!(
             "key pool: {} keys ({} active, {} exhausted, {} invalid, {} disabled), strategy {}",
@@ -73,19 +66,14 @@ impl Application {
         let log_arbiter = Arbiter::new();
         let pool_addr: Addr<PoolActor> =
             PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| pool_actor);
-        let (log_db, batch, interval) =
-            (db.clone(), config.log_batch_size, config.log_flush_interval);
+        let (log_db, batch, interval) = (db.clone(), config.log_batch_size, config.log_flush_interval);
         let log_writer = LogWriter::start_in_arbiter(&log_arbiter.handle(), move |_| {
             LogWriter::new(log_db, batch, interval)
         });
         let refresh_status = Arc::new(ArcSwap::from_pointee(RefreshStatus::default()));
         let refresher = {
-            let (cfg, pool, shared, status) = (
-                config.clone(),
-                pool_addr.clone(),
-                shared.clone(),
-                refresh_status.clone(),
-            );
+            let (cfg, pool, shared, status) =
+                (config.clone(), pool_addr.clone(), shared.clone(), refresh_status.clone());
             Refresher::start_in_arbiter(&pool_arbiter.handle(), move |_| {
                 let settings = RefresherSettings {
                     interval: cfg.auto_refresh_interval,
@@ -117,9 +105,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(server_state.clone())
-                .app_data(web::Data::new(Upstream {
-                    client: build_client(&client_config),
-                }))
+                .app_data(web::Data::new(Upstream { client: build_client(&client_config) }))
                 // Bodies are read by the handlers with their own limit and error.
                 .app_data(web::PayloadConfig::new(client_config.max_body_bytes))
                 .route("/health", web::get().to(crate::health::health))
@@ -128,16 +114,14 @@ impl Application {
         })
         .workers(config.workers)
         .backlog(4096)
+        // Signals are handled in `run_until_stopped`: actix-server's own handler
+        // stops the whole actor system, log writer included, before it can flush.
+        .disable_signals()
         .shutdown_timeout(config.shutdown_timeout.as_secs())
         .listen(listener)?
         .run();
         log::info!("listening on {}:{}", config.host, port);
-        Ok(Application {
-            port,
-            server,
-            state,
-            arbiters: vec![pool_arbiter, log_arbiter],
-        })
+        Ok(Application { port, server, state, arbiters: vec![pool_arbiter, log_arbiter] })
     }
 
     pub fn port(&self) -> u16 {
@@ -155,6 +139,12 @@ impl Application {
     /// Serves until SIGINT/SIGTERM (or a stop through the handle), then writes
     /// every buffered log row before returning.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        let handle = self.server.handle();
+        actix_rt::spawn(async move {
+            wait_for_stop_signal().await;
+            log::info!("stop signal received: finishing requests in flight, then flushing the request log");
+            handle.stop(true).await;
+        });
         let served = self.server.await;
         match self.state.log_writer.send(Flush).await {
             Ok(Ok(n)) => log::info!("shutdown: request log flushed ({n} rows written this run)"),
@@ -167,4 +157,29 @@ impl Application {
         served?;
         Ok(())
     }
+}
+
+#[cfg(unix)]
+async fn wait_for_stop_signal() {
+    use actix_rt::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot listen for SIGTERM: {e}");
+            let _ = actix_rt::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio_select(term.recv(), actix_rt::signal::ctrl_c()).await;
+}
+
+#[cfg(not(unix))]
+async fn wait_for_stop_signal() {
+    let _ = actix_rt::signal::ctrl_c().await;
+}
+
+/// Waits for whichever of two futures finishes first.
+#[cfg(unix)]
+async fn tokio_select<A: std::future::Future, B: std::future::Future>(a: A, b: B) {
+    futures_util::future::select(std::pin::pin!(a), std::pin::pin!(b)).await;
 }

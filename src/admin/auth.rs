@@ -36,28 +36,18 @@ impl AdminCredentials {
         if let Some(p) = &config.admin_password {
             let secret = if p.starts_with("$argon2") {
                 PasswordHash::new(p).map_err(|e| {
-                    DbError::Setup(format!(
-                        "ADMIN_PASSWORD looks like an argon2 hash but is not valid: {e}"
-                    ))
+                    DbError::Setup(format!("ADMIN_PASSWORD looks like an argon2 hash but is not valid: {e}"))
                 })?;
                 Secret::Hash(p.clone())
             } else {
                 Secret::Plain(p.clone())
             };
-            return Ok(AdminCredentials {
-                username,
-                secret,
-                generated: false,
-            });
+            return Ok(AdminCredentials { username, secret, generated: false });
         }
         let mut conn = db.get()?;
         if let Some(hash) = settings_q::get(&mut conn, GENERATED_HASH)? {
             log::warn!("ADMIN_PASSWORD is not set: using the password generated at first start (printed in the log then)");
-            return Ok(AdminCredentials {
-                username,
-                secret: Secret::Hash(hash),
-                generated: true,
-            });
+            return Ok(AdminCredentials { username, secret: Secret::Hash(hash), generated: true });
         }
         let password = Alphanumeric.sample_string(&mut rand::rng(), 20);
         let hash = hash_password(&password).map_err(DbError::Setup)?;
@@ -66,11 +56,7 @@ impl AdminCredentials {
         log::warn!(
             "ADMIN_PASSWORD is not set: generated an admin password. Log in as '{username}' with password: {password}  (shown only this once; set ADMIN_PASSWORD to choose your own)"
         );
-        Ok(AdminCredentials {
-            username,
-            secret: Secret::Hash(hash),
-            generated: true,
-        })
+        Ok(AdminCredentials { username, secret: Secret::Hash(hash), generated: true })
     }
 
     pub fn verify(&self, username: &str, password: &str) -> bool {
@@ -78,11 +64,7 @@ impl AdminCredentials {
         let pass_ok = match &self.secret {
             Secret::Plain(p) => password.as_bytes().ct_eq(p.as_bytes()).into(),
             Secret::Hash(h) => PasswordHash::new(h)
-                .map(|parsed| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
+                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
                 .unwrap_or(false),
         };
         user_ok & pass_ok
@@ -107,12 +89,8 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 pub fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     let value = req.headers().get("authorization")?.to_str().ok()?;
-    let encoded = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
+    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, pass) = text.split_once(':')?;
     Some((user.to_string(), pass.to_string()))

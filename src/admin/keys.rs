@@ -57,11 +57,7 @@ pub async fn import(
     if let Some(resp) = deny_unless_admin(&req, &state) {
         return resp;
     }
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
     let text = if content_type.starts_with("application/x-www-form-urlencoded") {
         #[derive(Deserialize)]
         struct Form {
@@ -69,23 +65,18 @@ pub async fn import(
         }
         match serde_urlencoded::from_bytes::<Form>(&body) {
             Ok(f) => f.keys,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("expected a form field `keys`: {e}"),
-                )
-            }
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected a form field `keys`: {e}")),
         }
     } else {
         match serde_json::from_slice::<ImportBody>(&body) {
             Ok(ImportBody { keys: KeysField::Text(t) }) => t,
             Ok(ImportBody { keys: KeysField::List(l) }) => l.join("\n"),
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("expected JSON {{\"keys\": \"sk-a\\nsk-b\"}} or {{\"keys\": [\"sk-a\", \"sk-b\"]}}: {e}"),
-                )
-            }
+            Err(e) => return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "expected JSON {{\"keys\": \"sk-a\\nsk-b\"}} or {{\"keys\": [\"sk-a\", \"sk-b\"]}}: {e}"
+                ),
+            ),
         }
     };
     let candidates = parse_key_list(&text);
@@ -93,10 +84,7 @@ pub async fn import(
         return error(StatusCode::BAD_REQUEST, "no keys given");
     }
     if candidates.len() > MAX_IMPORT {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("at most {MAX_IMPORT} keys per import"),
-        );
+        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("at most {MAX_IMPORT} keys per import"));
     }
     let report = import_keys(candidates, &state, &upstream.client).await;
     HttpResponse::Ok().json(report)
@@ -112,11 +100,7 @@ pub struct ImportReport {
 }
 
 /// Checks each new key against the upstream (bounded concurrency) and stores it.
-pub async fn import_keys(
-    candidates: Vec<String>,
-    state: &AppState,
-    client: &awc::Client,
-) -> ImportReport {
+pub async fn import_keys(candidates: Vec<String>, state: &AppState, client: &awc::Client) -> ImportReport {
     let snapshot = state.pool.snapshot();
     let known: HashSet<&str> = snapshot.keys.iter().map(|k| k.secret.as_str()).collect();
     let mut results = Vec::new();
@@ -179,10 +163,7 @@ pub async fn refresh_all(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
     }
     match state.refresher.send(RefreshNow(None)).await {
         Ok(summary) => HttpResponse::Ok().json(summary),
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("refresher unavailable: {e}"),
-        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("refresher unavailable: {e}")),
     }
 }
 
@@ -198,12 +179,10 @@ pub async fn refresh_one(
         return not_found(&path);
     };
     match state.refresher.send(RefreshNow(Some(vec![id]))).await {
-        Ok(summary) => HttpResponse::Ok()
-            .json(json!({"id": id, "result": summary, "key": key_json(&state, id).await})),
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("refresher unavailable: {e}"),
-        ),
+        Ok(summary) => {
+            HttpResponse::Ok().json(json!({"id": id, "result": summary, "key": key_json(&state, id).await}))
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("refresher unavailable: {e}")),
     }
 }
 
@@ -229,37 +208,23 @@ async fn command(
         return not_found(&path);
     };
     match state.pool_actor.send(make(id)).await {
-        Ok(Ok(())) => HttpResponse::Ok()
-            .json(json!({"id": id, "ok": true, "key": key_json(&state, id).await})),
+        Ok(Ok(())) => {
+            HttpResponse::Ok().json(json!({"id": id, "ok": true, "key": key_json(&state, id).await}))
+        }
         Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("pool unavailable: {e}"),
-        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("pool unavailable: {e}")),
     }
 }
 
-pub async fn enable(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> HttpResponse {
+pub async fn enable(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
     command(req, path, state, KeyCommand::Enable).await
 }
 
-pub async fn disable(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> HttpResponse {
+pub async fn disable(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
     command(req, path, state, KeyCommand::Disable).await
 }
 
-pub async fn delete(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> HttpResponse {
+pub async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
     command(req, path, state, KeyCommand::Delete).await
 }
 
@@ -301,19 +266,13 @@ pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, String> {
         .map(|r| {
             let live = snapshot.get(r.id);
             let (display, until) = live.map(|k| k.display_state(now)).unwrap_or((
-                crate::pool::KeyState::parse(&r.state)
-                    .map(|s| s.as_str())
-                    .unwrap_or("active"),
+                crate::pool::KeyState::parse(&r.state).map(|s| s.as_str()).unwrap_or("active"),
                 None,
             ));
-            let usage = live
-                .map(|k| k.usage_count.load(Ordering::Relaxed) as i64)
-                .unwrap_or(0)
-                .max(r.usage_count);
-            let last_used = live
-                .map(|k| k.last_used.load(Ordering::Relaxed))
-                .unwrap_or(0)
-                .max(r.last_used.unwrap_or(0));
+            let usage =
+                live.map(|k| k.usage_count.load(Ordering::Relaxed) as i64).unwrap_or(0).max(r.usage_count);
+            let last_used =
+                live.map(|k| k.last_used.load(Ordering::Relaxed)).unwrap_or(0).max(r.last_used.unwrap_or(0));
             let last_checked = live
                 .map(|k| k.last_checked.load(Ordering::Relaxed))
                 .unwrap_or(0)
@@ -340,11 +299,7 @@ pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, String> {
 }
 
 async fn key_json(state: &AppState, id: i64) -> Option<KeyView> {
-    key_views(state)
-        .await
-        .ok()?
-        .into_iter()
-        .find(|k| k.id == id)
+    key_views(state).await.ok()?.into_iter().find(|k| k.id == id)
 }
 
 #[derive(Deserialize, Default)]
@@ -357,10 +312,7 @@ pub struct ListQuery {
     pub state: Option<String>,
 }
 
-pub fn filter_sort_page(
-    mut views: Vec<KeyView>,
-    q: &ListQuery,
-) -> (Vec<KeyView>, usize, usize, usize) {
+pub fn filter_sort_page(mut views: Vec<KeyView>, q: &ListQuery) -> (Vec<KeyView>, usize, usize, usize) {
     if let Some(s) = q.state.as_deref().filter(|s| !s.is_empty()) {
         views.retain(|k| k.state == s);
     }
@@ -368,29 +320,17 @@ pub fn filter_sort_page(
         let needle = text.to_lowercase();
         views.retain(|k| {
             k.secret_for_search.to_lowercase().contains(&needle)
-                || k.account_id
-                    .as_deref()
-                    .is_some_and(|a| a.to_lowercase().contains(&needle))
-                || k.account_name
-                    .as_deref()
-                    .is_some_and(|a| a.to_lowercase().contains(&needle))
-                || k.last_error
-                    .as_deref()
-                    .is_some_and(|a| a.to_lowercase().contains(&needle))
+                || k.account_id.as_deref().is_some_and(|a| a.to_lowercase().contains(&needle))
+                || k.account_name.as_deref().is_some_and(|a| a.to_lowercase().contains(&needle))
+                || k.last_error.as_deref().is_some_and(|a| a.to_lowercase().contains(&needle))
                 || k.id.to_string() == needle
         });
     }
-    let desc = q
-        .order
-        .as_deref()
-        .map(|o| o.eq_ignore_ascii_case("desc"))
-        .unwrap_or(false);
+    let desc = q.order.as_deref().map(|o| o.eq_ignore_ascii_case("desc")).unwrap_or(false);
     match q.sort.as_deref().unwrap_or("id") {
-        "balance" => views.sort_by(|a, b| {
-            a.balance
-                .unwrap_or(f64::MIN)
-                .total_cmp(&b.balance.unwrap_or(f64::MIN))
-        }),
+        "balance" => {
+            views.sort_by(|a, b| a.balance.unwrap_or(f64::MIN).total_cmp(&b.balance.unwrap_or(f64::MIN)))
+        }
         "usage_count" | "usage" => views.sort_by_key(|k| k.usage_count),
         "last_used" => views.sort_by_key(|k| k.sort_last_used),
         "state" => views.sort_by_key(|k| k.state),
@@ -402,11 +342,7 @@ pub fn filter_sort_page(
     let total = views.len();
     let page_size = q.page_size.unwrap_or(50).clamp(1, 1000);
     let page = q.page.unwrap_or(1).max(1);
-    let page_rows = views
-        .into_iter()
-        .skip((page - 1).saturating_mul(page_size))
-        .take(page_size)
-        .collect();
+    let page_rows = views.into_iter().skip((page - 1).saturating_mul(page_size)).take(page_size).collect();
     (page_rows, total, page, page_size)
 }
 
@@ -461,10 +397,7 @@ pub async fn export(
     }
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
-        .insert_header((
-            "Content-Disposition",
-            "attachment; filename=\"siliconflow-keys.txt\"",
-        ))
+        .insert_header(("Content-Disposition", "attachment; filename=\"siliconflow-keys.txt\""))
         .insert_header(("Cache-Control", "no-store"))
         .body(out)
 }
@@ -475,10 +408,7 @@ mod tests {
 
     #[test]
     fn key_lists_split_trim_and_dedupe() {
-        assert_eq!(
-            parse_key_list(" sk-a\nsk-b, sk-c  sk-a\r\n\n"),
-            vec!["sk-a", "sk-b", "sk-c"]
-        );
+        assert_eq!(parse_key_list(" sk-a\nsk-b, sk-c  sk-a\r\n\n"), vec!["sk-a", "sk-b", "sk-c"]);
         assert!(parse_key_list(" \n ,").is_empty());
         assert!(looks_like_key("sk-abcdefgh"));
         assert!(!looks_like_key("short"));

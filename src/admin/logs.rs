@@ -39,25 +39,18 @@ pub fn parse_time(s: &str) -> Option<i64> {
 }
 
 pub fn filter_from(q: &LogQuery) -> Result<LogFilter, String> {
-    let nonempty = |o: &Option<String>| {
-        o.as_ref()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-    };
+    let nonempty = |o: &Option<String>| o.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let time = |o: &Option<String>, name: &str| -> Result<Option<i64>, String> {
         match nonempty(o) {
             None => Ok(None),
-            Some(s) => parse_time(&s).map(Some).ok_or_else(|| {
-                format!("`{name}` must be a date, an RFC 3339 time or epoch milliseconds")
-            }),
+            Some(s) => parse_time(&s)
+                .map(Some)
+                .ok_or_else(|| format!("`{name}` must be a date, an RFC 3339 time or epoch milliseconds")),
         }
     };
     let status = match nonempty(&q.status) {
         None => None,
-        Some(s) => Some(
-            s.parse::<i32>()
-                .map_err(|_| "`status` must be an HTTP status code".to_string())?,
-        ),
+        Some(s) => Some(s.parse::<i32>().map_err(|_| "`status` must be an HTTP status code".to_string())?),
     };
     Ok(LogFilter {
         model: nonempty(&q.model),

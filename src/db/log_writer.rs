@@ -25,13 +25,7 @@ pub struct LogWriter {
 
 impl LogWriter {
     pub fn new(db: DbPool, batch_size: usize, interval: Duration) -> Self {
-        LogWriter {
-            db,
-            buffer: Vec::with_capacity(batch_size),
-            batch_size,
-            interval,
-            written: 0,
-        }
+        LogWriter { db, buffer: Vec::with_capacity(batch_size), batch_size, interval, written: 0 }
     }
 
     fn flush(&mut self) -> Result<usize, String> {
@@ -42,9 +36,7 @@ impl LogWriter {
             .db
             .get()
             .map_err(|e| e.to_string())
-            .and_then(|mut conn| {
-                logs::insert_batch(&mut conn, &self.buffer).map_err(|e| e.to_string())
-            });
+            .and_then(|mut conn| logs::insert_batch(&mut conn, &self.buffer).map_err(|e| e.to_string()));
         match result {
             Ok(()) => {
                 let n = self.buffer.len();
@@ -53,10 +45,7 @@ impl LogWriter {
                 Ok(n)
             }
             Err(e) => {
-                log::error!(
-                    "log writer: {} rows not written yet: {e}",
-                    self.buffer.len()
-                );
+                log::error!("log writer: {} rows not written yet: {e}", self.buffer.len());
                 if self.buffer.len() > MAX_BUFFERED {
                     let excess = self.buffer.len() - MAX_BUFFERED;
                     log::error!("log writer: dropping the {excess} oldest rows");

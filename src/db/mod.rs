@@ -37,9 +37,10 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         // WAL lets the admin read while the log writer writes; busy_timeout turns
         // a momentary lock into a short wait instead of an error.
+        // busy_timeout first, so that the rest waits instead of failing while
+        // another connection holds a lock. (journal_mode is set once, in `connect`.)
         conn.batch_execute(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+            "PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
     }
@@ -52,6 +53,15 @@ pub fn connect(path: &Path) -> Result<DbPool, DbError> {
             .map_err(|e| DbError::Setup(format!("cannot create {}: {e}", dir.display())))?;
     }
     let url = path.to_string_lossy().to_string();
+    // WAL is a property of the file: set it once, before the pool opens its
+    // connections (doing it per connection races and reports "database is locked").
+    {
+        use diesel::Connection;
+        let mut conn = SqliteConnection::establish(&url)
+            .map_err(|e| DbError::Setup(format!("cannot open {}: {e}", path.display())))?;
+        conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;")
+            .map_err(|e| DbError::Setup(format!("cannot set WAL mode on {}: {e}", path.display())))?;
+    }
     let manager = ConnectionManager::<SqliteConnection>::new(url);
     let pool = Pool::builder()
         .max_size(8)
@@ -60,8 +70,7 @@ pub fn connect(path: &Path) -> Result<DbPool, DbError> {
         .build(manager)
         .map_err(|e| DbError::Setup(format!("cannot open {}: {e}", path.display())))?;
     let mut conn = pool.get()?;
-    conn.run_pending_migrations(MIGRATIONS)
-        .map_err(|e| DbError::Setup(format!("migrations failed: {e}")))?;
+    conn.run_pending_migrations(MIGRATIONS).map_err(|e| DbError::Setup(format!("migrations failed: {e}")))?;
     Ok(pool)
 }
 

@@ -12,10 +12,7 @@ pub mod keys {
     use super::*;
 
     pub fn all(conn: &mut Conn) -> Result<Vec<KeyRow>, DbError> {
-        Ok(api_keys::table
-            .order(api_keys::id.asc())
-            .select(KeyRow::as_select())
-            .load(conn)?)
+        Ok(api_keys::table.order(api_keys::id.asc()).select(KeyRow::as_select()).load(conn)?)
     }
 
     pub fn find_by_key(conn: &mut Conn, secret: &str) -> Result<Option<KeyRow>, DbError> {
@@ -51,9 +48,7 @@ pub mod keys {
     }
 
     pub fn set_error(conn: &mut Conn, id: i64, error: &str) -> Result<(), DbError> {
-        diesel::update(api_keys::table.find(id))
-            .set(api_keys::last_error.eq(error))
-            .execute(conn)?;
+        diesel::update(api_keys::table.find(id)).set(api_keys::last_error.eq(error)).execute(conn)?;
         Ok(())
     }
 
@@ -70,28 +65,17 @@ pub mod keys {
     ) -> Result<(), DbError> {
         let target = api_keys::table.find(id);
         diesel::update(target)
-            .set((
-                api_keys::state.eq(state),
-                api_keys::last_checked.eq(now),
-                api_keys::last_error.eq(error),
-            ))
+            .set((api_keys::state.eq(state), api_keys::last_checked.eq(now), api_keys::last_error.eq(error)))
             .execute(conn)?;
         if state_changed {
-            diesel::update(target)
-                .set(api_keys::state_changed_at.eq(now))
-                .execute(conn)?;
+            diesel::update(target).set(api_keys::state_changed_at.eq(now)).execute(conn)?;
         }
         if let Some(b) = balance {
-            diesel::update(target)
-                .set(api_keys::balance.eq(b))
-                .execute(conn)?;
+            diesel::update(target).set(api_keys::balance.eq(b)).execute(conn)?;
         }
         if let Some((account_id, name)) = account {
             diesel::update(target)
-                .set((
-                    api_keys::account_id.eq(account_id),
-                    api_keys::account_name.eq(name),
-                ))
+                .set((api_keys::account_id.eq(account_id), api_keys::account_name.eq(name)))
                 .execute(conn)?;
         }
         Ok(())
@@ -102,11 +86,7 @@ pub mod keys {
     }
 
     pub fn find(conn: &mut Conn, id: i64) -> Result<Option<KeyRow>, DbError> {
-        Ok(api_keys::table
-            .find(id)
-            .select(KeyRow::as_select())
-            .first(conn)
-            .optional()?)
+        Ok(api_keys::table.find(id).select(KeyRow::as_select()).first(conn).optional()?)
     }
 }
 
@@ -114,15 +94,11 @@ pub mod cooldowns_q {
     use super::*;
 
     pub fn all(conn: &mut Conn) -> Result<Vec<CooldownRow>, DbError> {
-        Ok(cooldowns::table
-            .select(CooldownRow::as_select())
-            .load(conn)?)
+        Ok(cooldowns::table.select(CooldownRow::as_select()).load(conn)?)
     }
 
     pub fn upsert(conn: &mut Conn, row: &CooldownRow) -> Result<(), DbError> {
-        diesel::replace_into(cooldowns::table)
-            .values(row)
-            .execute(conn)?;
+        diesel::replace_into(cooldowns::table).values(row).execute(conn)?;
         Ok(())
     }
 
@@ -132,10 +108,7 @@ pub mod cooldowns_q {
     }
 
     pub fn prune(conn: &mut Conn, before_ms: i64) -> Result<usize, DbError> {
-        Ok(
-            diesel::delete(cooldowns::table.filter(cooldowns::until_ms.lt(before_ms)))
-                .execute(conn)?,
-        )
+        Ok(diesel::delete(cooldowns::table.filter(cooldowns::until_ms.lt(before_ms))).execute(conn)?)
     }
 }
 
@@ -147,9 +120,7 @@ pub mod logs {
     pub fn insert_batch(conn: &mut Conn, rows: &[NewLog]) -> Result<(), DbError> {
         conn.transaction::<_, DbError, _>(|conn| {
             for chunk in rows.chunks(500) {
-                diesel::insert_into(request_logs::table)
-                    .values(chunk)
-                    .execute(conn)?;
+                diesel::insert_into(request_logs::table).values(chunk).execute(conn)?;
             }
             let mut per_key: Vec<(i64, i64, i64)> = Vec::new();
             for r in rows {
@@ -168,11 +139,9 @@ pub mod logs {
                     .set(api_keys::usage_count.eq(api_keys::usage_count + n))
                     .execute(conn)?;
                 diesel::update(
-                    api_keys::table.find(id).filter(
-                        api_keys::last_used
-                            .is_null()
-                            .or(api_keys::last_used.lt(last)),
-                    ),
+                    api_keys::table
+                        .find(id)
+                        .filter(api_keys::last_used.is_null().or(api_keys::last_used.lt(last))),
                 )
                 .set(api_keys::last_used.eq(last))
                 .execute(conn)?;
@@ -196,18 +165,10 @@ pub mod logs {
         let mut q = request_logs::table.into_boxed();
         if let Some(m) = &f.model {
             // SQLite's LIKE ignores ASCII case.
-            q = q.filter(
-                request_logs::model
-                    .like(format!("%{}%", escape_like(m)))
-                    .escape('\\'),
-            );
+            q = q.filter(request_logs::model.like(format!("%{}%", escape_like(m))).escape('\\'));
         }
         if let Some(k) = &f.key {
-            q = q.filter(
-                request_logs::key_masked
-                    .like(format!("%{}%", escape_like(k)))
-                    .escape('\\'),
-            );
+            q = q.filter(request_logs::key_masked.like(format!("%{}%", escape_like(k))).escape('\\'));
         }
         if let Some(id) = f.key_id {
             q = q.filter(request_logs::key_id.eq(id));
@@ -252,9 +213,7 @@ pub mod logs {
     }
 
     fn escape_like(s: &str) -> String {
-        s.replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
+        s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
     }
 }
 
@@ -262,11 +221,7 @@ pub mod settings_q {
     use super::*;
 
     pub fn get(conn: &mut Conn, name: &str) -> Result<Option<String>, DbError> {
-        Ok(settings::table
-            .filter(settings::name.eq(name))
-            .select(settings::value)
-            .first(conn)
-            .optional()?)
+        Ok(settings::table.filter(settings::name.eq(name)).select(settings::value).first(conn).optional()?)
     }
 
     pub fn set(conn: &mut Conn, name: &str, value: &str) -> Result<(), DbError> {

@@ -32,11 +32,7 @@ fn account_key(row_account: Option<&str>, id: i64) -> String {
 impl PoolActor {
     /// Loads keys and cooldowns from the database and publishes the first
     /// snapshot, before the server accepts requests.
-    pub fn load(
-        db: DbPool,
-        shared: Arc<PoolShared>,
-        default_base_url: String,
-    ) -> Result<Self, DbError> {
+    pub fn load(db: DbPool, shared: Arc<PoolShared>, default_base_url: String) -> Result<Self, DbError> {
         let mut conn = db.get()?;
         let rows = keys::all(&mut conn)?;
         let now = now_ms();
@@ -51,21 +47,13 @@ impl PoolActor {
             }
         }
         drop(conn);
-        let mut actor = PoolActor {
-            db,
-            shared,
-            default_base_url,
-            keys: BTreeMap::new(),
-            accounts: HashMap::new(),
-        };
+        let mut actor =
+            PoolActor { db, shared, default_base_url, keys: BTreeMap::new(), accounts: HashMap::new() };
         for row in rows {
             let acc = account_key(row.account_id.as_deref(), row.id);
             let cds = cooling.remove(&acc).unwrap_or_default();
-            let account = actor
-                .accounts
-                .entry(acc.clone())
-                .or_insert_with(|| Arc::new(Account::new(acc, cds)))
-                .clone();
+            let account =
+                actor.accounts.entry(acc.clone()).or_insert_with(|| Arc::new(Account::new(acc, cds))).clone();
             let key = actor.key_from_row(&row, account);
             actor.keys.insert(row.id, Arc::new(key));
         }
@@ -77,9 +65,7 @@ impl PoolActor {
         PoolKey::new(
             row.id,
             row.key.clone(),
-            row.base_url
-                .clone()
-                .unwrap_or_else(|| self.default_base_url.clone()),
+            row.base_url.clone().unwrap_or_else(|| self.default_base_url.clone()),
             account,
             KeyState::parse(&row.state).unwrap_or(KeyState::Active),
             row.balance,
@@ -97,9 +83,7 @@ impl PoolActor {
     }
 
     fn publish(&self) {
-        self.shared.publish(PoolSnapshot {
-            keys: self.keys.values().cloned().collect(),
-        });
+        self.shared.publish(PoolSnapshot { keys: self.keys.values().cloned().collect() });
     }
 
     /// Moves a key to another account (its first successful check tells which),
@@ -165,8 +149,7 @@ impl Handler<KeyEvent> for PoolActor {
             return;
         };
         let now = now_ms();
-        let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from))
-        else {
+        let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from)) else {
             return;
         };
         match msg.kind {
@@ -174,26 +157,14 @@ impl Handler<KeyEvent> for PoolActor {
                 log::warn!("key {} is invalid: {reason}", key.masked);
                 Self::log_db(
                     "persist state",
-                    keys::set_state(
-                        &mut conn,
-                        key.id,
-                        KeyState::Invalid.as_str(),
-                        Some(&reason),
-                        now,
-                    ),
+                    keys::set_state(&mut conn, key.id, KeyState::Invalid.as_str(), Some(&reason), now),
                 );
             }
             KeyEventKind::Exhausted(reason) => {
                 log::warn!("key {} has no balance: {reason}", key.masked);
                 Self::log_db(
                     "persist state",
-                    keys::set_state(
-                        &mut conn,
-                        key.id,
-                        KeyState::Exhausted.as_str(),
-                        Some(&reason),
-                        now,
-                    ),
+                    keys::set_state(&mut conn, key.id, KeyState::Exhausted.as_str(), Some(&reason), now),
                 );
             }
             KeyEventKind::RateLimited { cooldown, reason } => {
@@ -300,16 +271,8 @@ impl Handler<AddKeys> for PoolActor {
                 }
             }
             let (state, balance, account, error, status) = match &outcome {
-                CheckOutcome::Valid {
-                    balance,
-                    account_id,
-                    account_name,
-                } => {
-                    let state = if *balance > 0.0 {
-                        KeyState::Active
-                    } else {
-                        KeyState::Exhausted
-                    };
+                CheckOutcome::Valid { balance, account_id, account_name } => {
+                    let state = if *balance > 0.0 { KeyState::Active } else { KeyState::Exhausted };
                     (
                         state,
                         Some(*balance),
@@ -318,27 +281,15 @@ impl Handler<AddKeys> for PoolActor {
                         AddStatus::Added,
                     )
                 }
-                CheckOutcome::Invalid { reason } => (
-                    KeyState::Invalid,
-                    None,
-                    None,
-                    Some(reason.clone()),
-                    AddStatus::Invalid,
-                ),
-                CheckOutcome::Exhausted { reason } => (
-                    KeyState::Exhausted,
-                    Some(0.0),
-                    None,
-                    Some(reason.clone()),
-                    AddStatus::Added,
-                ),
-                CheckOutcome::Transient { reason } => (
-                    KeyState::Active,
-                    None,
-                    None,
-                    Some(reason.clone()),
-                    AddStatus::Failed,
-                ),
+                CheckOutcome::Invalid { reason } => {
+                    (KeyState::Invalid, None, None, Some(reason.clone()), AddStatus::Invalid)
+                }
+                CheckOutcome::Exhausted { reason } => {
+                    (KeyState::Exhausted, Some(0.0), None, Some(reason.clone()), AddStatus::Added)
+                }
+                CheckOutcome::Transient { reason } => {
+                    (KeyState::Active, None, None, Some(reason.clone()), AddStatus::Failed)
+                }
             };
             let row = NewKey {
                 key: secret.clone(),
@@ -405,8 +356,7 @@ impl Handler<ApplyChecks> for PoolActor {
     fn handle(&mut self, msg: ApplyChecks, _: &mut Context<Self>) -> Self::Result {
         let now = now_ms();
         let mut summary = CheckSummary::default();
-        let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from))
-        else {
+        let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from)) else {
             summary.unchanged = msg.0.len();
             return MessageResult(summary);
         };
@@ -416,51 +366,25 @@ impl Handler<ApplyChecks> for PoolActor {
                 continue;
             };
             summary.checked += 1;
-            key.last_checked
-                .store(now, std::sync::atomic::Ordering::Relaxed);
+            key.last_checked.store(now, std::sync::atomic::Ordering::Relaxed);
             let old = key.state();
-            let disabled = old == KeyState::Disabled;
-            let (new_state, balance, account, error) = match &outcome {
-                CheckOutcome::Valid {
-                    balance,
-                    account_id,
-                    account_name,
-                } => {
-                    let s = if *balance > 0.0 {
-                        KeyState::Active
-                    } else {
-                        KeyState::Exhausted
-                    };
-                    (
-                        s,
-                        Some(*balance),
-                        account_id
-                            .as_ref()
-                            .map(|a| (a.clone(), account_name.clone())),
-                        None,
-                    )
+            let (balance, account, error) = match &outcome {
+                CheckOutcome::Valid { balance, account_id, account_name } => {
+                    (Some(*balance), account_id.as_ref().map(|a| (a.clone(), account_name.clone())), None)
                 }
-                CheckOutcome::Invalid { reason } => {
-                    (KeyState::Invalid, None, None, Some(reason.clone()))
+                CheckOutcome::Invalid { reason } | CheckOutcome::Transient { reason } => {
+                    (None, None, Some(reason.clone()))
                 }
-                CheckOutcome::Exhausted { reason } => {
-                    (KeyState::Exhausted, Some(0.0), None, Some(reason.clone()))
-                }
-                CheckOutcome::Transient { reason } => (old, None, None, Some(reason.clone())),
+                CheckOutcome::Exhausted { reason } => (Some(0.0), None, Some(reason.clone())),
             };
-            match (&outcome, new_state) {
+            match (&outcome, state_after_check(KeyState::Active, &outcome)) {
                 (CheckOutcome::Transient { .. }, _) => summary.unchanged += 1,
                 (_, KeyState::Active) => summary.active += 1,
                 (_, KeyState::Exhausted) => summary.exhausted += 1,
                 (_, KeyState::Invalid) => summary.invalid += 1,
                 _ => {}
             }
-            // The owner's "disabled" outranks what the upstream says.
-            let new_state = if disabled {
-                KeyState::Disabled
-            } else {
-                new_state
-            };
+            let new_state = state_after_check(old, &outcome);
             if let Some(b) = balance {
                 key.set_balance(Some(b));
             }
@@ -492,6 +416,22 @@ impl Handler<ApplyChecks> for PoolActor {
     }
 }
 
+/// The state a key moves to after a check of `/v1/user/info`. Only a 401
+/// makes a key invalid; a passing failure (timeout, 5xx, 429) changes
+/// nothing; money brings an exhausted or invalid key back; the owner's
+/// "disabled" outranks whatever the upstream says.
+pub fn state_after_check(old: KeyState, outcome: &CheckOutcome) -> KeyState {
+    if old == KeyState::Disabled {
+        return KeyState::Disabled;
+    }
+    match outcome {
+        CheckOutcome::Valid { balance, .. } if *balance > 0.0 => KeyState::Active,
+        CheckOutcome::Valid { .. } | CheckOutcome::Exhausted { .. } => KeyState::Exhausted,
+        CheckOutcome::Invalid { .. } => KeyState::Invalid,
+        CheckOutcome::Transient { .. } => old,
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
 pub enum KeyCommand {
@@ -508,11 +448,7 @@ impl Handler<KeyCommand> for PoolActor {
         let mut conn = self.db.get().map_err(|e| e.to_string())?;
         match msg {
             KeyCommand::Enable(id) | KeyCommand::Disable(id) => {
-                let key = self
-                    .keys
-                    .get(&id)
-                    .cloned()
-                    .ok_or_else(|| format!("no key with id {id}"))?;
+                let key = self.keys.get(&id).cloned().ok_or_else(|| format!("no key with id {id}"))?;
                 let state = match msg {
                     KeyCommand::Disable(_) => KeyState::Disabled,
                     // Back to active; the key's balance says whether it can serve,
@@ -520,8 +456,7 @@ impl Handler<KeyCommand> for PoolActor {
                     _ if key.balance().is_some_and(|b| b <= 0.0) => KeyState::Exhausted,
                     _ => KeyState::Active,
                 };
-                keys::set_state(&mut conn, id, state.as_str(), None, now)
-                    .map_err(|e| e.to_string())?;
+                keys::set_state(&mut conn, id, state.as_str(), None, now).map_err(|e| e.to_string())?;
                 key.set_state(state);
                 Ok(())
             }
@@ -533,6 +468,34 @@ impl Handler<KeyCommand> for PoolActor {
                 self.publish();
                 Ok(())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid(balance: f64) -> CheckOutcome {
+        CheckOutcome::Valid { balance, account_id: None, account_name: None }
+    }
+
+    #[test]
+    fn check_outcomes_move_keys_between_states() {
+        use KeyState::*;
+        let transient = CheckOutcome::Transient { reason: "503".into() };
+        let invalid = CheckOutcome::Invalid { reason: "401".into() };
+        let broke = CheckOutcome::Exhausted { reason: "30001".into() };
+        for old in [Active, Exhausted, Invalid] {
+            assert_eq!(state_after_check(old, &transient), old, "a passing failure changes nothing");
+            assert_eq!(state_after_check(old, &valid(1.0)), Active);
+            assert_eq!(state_after_check(old, &valid(0.0)), Exhausted);
+            assert_eq!(state_after_check(old, &valid(-0.01)), Exhausted);
+            assert_eq!(state_after_check(old, &invalid), Invalid);
+            assert_eq!(state_after_check(old, &broke), Exhausted);
+        }
+        for outcome in [transient, invalid, broke, valid(5.0)] {
+            assert_eq!(state_after_check(Disabled, &outcome), Disabled);
         }
     }
 }

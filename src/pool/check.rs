@@ -13,11 +13,17 @@ pub enum CheckOutcome {
         account_name: Option<String>,
     },
     /// 401: the key is dead (revoked, mistyped, other region).
-    Invalid { reason: String },
+    Invalid {
+        reason: String,
+    },
     /// 402/403 code 30001: no funds.
-    Exhausted { reason: String },
+    Exhausted {
+        reason: String,
+    },
     /// Timeouts, 5xx, 429, anything else: says nothing about the key.
-    Transient { reason: String },
+    Transient {
+        reason: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -62,56 +68,35 @@ pub fn interpret(status: u16, body: &[u8]) -> CheckOutcome {
                     }
                 }
             };
-            let balance = info
-                .total_balance
-                .as_ref()
-                .and_then(parse_balance)
-                .or_else(|| {
-                    let b = info.balance.as_ref().and_then(parse_balance);
-                    let c = info.charge_balance.as_ref().and_then(parse_balance);
-                    match (b, c) {
-                        (None, None) => None,
-                        (b, c) => Some(b.unwrap_or(0.0) + c.unwrap_or(0.0)),
-                    }
-                });
+            let balance = info.total_balance.as_ref().and_then(parse_balance).or_else(|| {
+                let b = info.balance.as_ref().and_then(parse_balance);
+                let c = info.charge_balance.as_ref().and_then(parse_balance);
+                match (b, c) {
+                    (None, None) => None,
+                    (b, c) => Some(b.unwrap_or(0.0) + c.unwrap_or(0.0)),
+                }
+            });
             let Some(balance) = balance else {
-                return CheckOutcome::Transient {
-                    reason: format!("no balance in user info: {}", text()),
-                };
+                return CheckOutcome::Transient { reason: format!("no balance in user info: {}", text()) };
             };
             let account_id = info.id.and_then(|v| match v {
                 serde_json::Value::String(s) if !s.is_empty() => Some(s),
                 serde_json::Value::Number(n) => Some(n.to_string()),
                 _ => None,
             });
-            CheckOutcome::Valid {
-                balance,
-                account_id,
-                account_name: info.name.filter(|n| !n.is_empty()),
-            }
+            CheckOutcome::Valid { balance, account_id, account_name: info.name.filter(|n| !n.is_empty()) }
         }
-        401 => CheckOutcome::Invalid {
-            reason: format!("401: {}", text()),
-        },
+        401 => CheckOutcome::Invalid { reason: format!("401: {}", text()) },
         402 | 403 if crate::proxy::errors::is_insufficient_balance(body) => {
-            CheckOutcome::Exhausted {
-                reason: format!("{status}: {}", text()),
-            }
+            CheckOutcome::Exhausted { reason: format!("{status}: {}", text()) }
         }
-        _ => CheckOutcome::Transient {
-            reason: format!("{status}: {}", text()),
-        },
+        _ => CheckOutcome::Transient { reason: format!("{status}: {}", text()) },
     }
 }
 
 /// Asks the upstream about one key. Never fails: a transport error is a
 /// `Transient` outcome, which leaves the key as it was.
-pub async fn check_key(
-    client: &awc::Client,
-    base_url: &str,
-    key: &str,
-    timeout: Duration,
-) -> CheckOutcome {
+pub async fn check_key(client: &awc::Client, base_url: &str, key: &str, timeout: Duration) -> CheckOutcome {
     let url = format!("{base_url}/v1/user/info");
     let sent = client
         .get(url)
@@ -121,18 +106,12 @@ pub async fn check_key(
         .await;
     let mut resp = match sent {
         Ok(r) => r,
-        Err(e) => {
-            return CheckOutcome::Transient {
-                reason: format!("upstream unreachable: {e}"),
-            }
-        }
+        Err(e) => return CheckOutcome::Transient { reason: format!("upstream unreachable: {e}") },
     };
     let status = resp.status().as_u16();
     match resp.body().limit(1 << 20).await {
         Ok(body) => interpret(status, &body),
-        Err(e) => CheckOutcome::Transient {
-            reason: format!("{status}, body unreadable: {e}"),
-        },
+        Err(e) => CheckOutcome::Transient { reason: format!("{status}, body unreadable: {e}") },
     }
 }
 
@@ -165,34 +144,13 @@ mod tests {
         assert!(
             matches!(interpret(200, no_total), CheckOutcome::Valid { balance, account_id: Some(ref a), .. } if balance == 3.5 && a == "7")
         );
-        assert!(matches!(
-            interpret(401, br#""Invalid token""#),
-            CheckOutcome::Invalid { .. }
-        ));
+        assert!(matches!(interpret(401, br#""Invalid token""#), CheckOutcome::Invalid { .. }));
         let broke = br#"{"code":30001,"message":"Sorry, your account balance is insufficient","data":null}"#;
-        assert!(matches!(
-            interpret(403, broke),
-            CheckOutcome::Exhausted { .. }
-        ));
-        assert!(matches!(
-            interpret(402, broke),
-            CheckOutcome::Exhausted { .. }
-        ));
-        assert!(matches!(
-            interpret(403, br#""Forbidden""#),
-            CheckOutcome::Transient { .. }
-        ));
-        assert!(matches!(
-            interpret(503, b"{}"),
-            CheckOutcome::Transient { .. }
-        ));
-        assert!(matches!(
-            interpret(429, b"{}"),
-            CheckOutcome::Transient { .. }
-        ));
-        assert!(matches!(
-            interpret(200, b"<html>"),
-            CheckOutcome::Transient { .. }
-        ));
+        assert!(matches!(interpret(403, broke), CheckOutcome::Exhausted { .. }));
+        assert!(matches!(interpret(402, broke), CheckOutcome::Exhausted { .. }));
+        assert!(matches!(interpret(403, br#""Forbidden""#), CheckOutcome::Transient { .. }));
+        assert!(matches!(interpret(503, b"{}"), CheckOutcome::Transient { .. }));
+        assert!(matches!(interpret(429, b"{}"), CheckOutcome::Transient { .. }));
+        assert!(matches!(interpret(200, b"<html>"), CheckOutcome::Transient { .. }));
     }
 }

@@ -32,12 +32,9 @@ impl Hint {
     /// Reads `Retry-After` (seconds) and the limit named in SiliconFlow's message,
     /// e.g. "Request was rejected due to rate limiting. Details:RPD limit reached."
     pub fn from_response(retry_after: Option<&str>, body: &[u8]) -> Hint {
-        let retry_after = retry_after
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let daily = [&b"RPD"[..], b"TPD", b"IPD"]
-            .iter()
-            .any(|needle| memchr::memmem::find(body, needle).is_some());
+        let retry_after = retry_after.and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+        let daily =
+            [&b"RPD"[..], b"TPD", b"IPD"].iter().any(|needle| memchr::memmem::find(body, needle).is_some());
         Hint { retry_after, daily }
     }
 }
@@ -67,9 +64,8 @@ pub fn apply(
         Some(p) if now_ms - p.until_ms < max_ms => p.strikes.saturating_add(1),
         _ => 1,
     };
-    let backoff_ms = (policy.base.as_millis() as i64)
-        .saturating_mul(1i64 << (strikes - 1).min(20))
-        .min(max_ms);
+    let backoff_ms =
+        (policy.base.as_millis() as i64).saturating_mul(1i64 << (strikes - 1).min(20)).min(max_ms);
     let mut until_ms = match hint.retry_after {
         Some(d) => now_ms + d.as_millis() as i64,
         None => now_ms + backoff_ms,
@@ -77,16 +73,9 @@ pub fn apply(
     if hint.daily {
         until_ms = until_ms.max(next_day_start_ms(now_ms));
     }
-    let applied = Cooldown {
-        model: model.to_string(),
-        until_ms,
-        strikes,
-    };
-    let mut next: Vec<Cooldown> = current
-        .iter()
-        .filter(|c| c.model != model && c.until_ms + max_ms > now_ms)
-        .cloned()
-        .collect();
+    let applied = Cooldown { model: model.to_string(), until_ms, strikes };
+    let mut next: Vec<Cooldown> =
+        current.iter().filter(|c| c.model != model && c.until_ms + max_ms > now_ms).cloned().collect();
     next.push(applied.clone());
     (next, applied)
 }
@@ -113,10 +102,7 @@ pub fn next_day_start_ms(now_ms: i64) -> i64 {
 mod tests {
     use super::*;
 
-    const POLICY: Policy = Policy {
-        base: Duration::from_secs(30),
-        max: Duration::from_secs(3600),
-    };
+    const POLICY: Policy = Policy { base: Duration::from_secs(30), max: Duration::from_secs(3600) };
 
     #[test]
     fn backoff_doubles_on_repeats_and_resets_later() {
@@ -150,13 +136,7 @@ mod tests {
     #[test]
     fn retry_after_wins_and_daily_waits_for_the_next_day() {
         let hint = Hint::from_response(Some("7"), b"{\"message\":\"... TPM limit reached.\"}");
-        assert_eq!(
-            hint,
-            Hint {
-                retry_after: Some(Duration::from_secs(7)),
-                daily: false
-            }
-        );
+        assert_eq!(hint, Hint { retry_after: Some(Duration::from_secs(7)), daily: false });
         let (_, c) = apply(&[], "m", 1_000, &POLICY, &hint);
         assert_eq!(c.until_ms, 8_000);
         let hint = Hint::from_response(None, b"Details:RPD limit reached.");
@@ -170,16 +150,8 @@ mod tests {
     #[test]
     fn cooldowns_block_their_model_and_the_wildcard_blocks_all() {
         let list = vec![
-            Cooldown {
-                model: "a".into(),
-                until_ms: 100,
-                strikes: 1,
-            },
-            Cooldown {
-                model: ANY_MODEL.into(),
-                until_ms: 50,
-                strikes: 1,
-            },
+            Cooldown { model: "a".into(), until_ms: 100, strikes: 1 },
+            Cooldown { model: ANY_MODEL.into(), until_ms: 50, strikes: 1 },
         ];
         assert_eq!(blocking_until(&list, "a", 10), Some(100));
         assert_eq!(blocking_until(&list, "b", 10), Some(50));

@@ -82,10 +82,7 @@ pub struct Account {
 
 impl Account {
     pub fn new(id: String, cooldowns: Vec<Cooldown>) -> Self {
-        Account {
-            id,
-            cooldowns: ArcSwap::from_pointee(cooldowns),
-        }
+        Account { id, cooldowns: ArcSwap::from_pointee(cooldowns) }
     }
 
     /// When `model` is usable again on this account, if it is cooling now.
@@ -95,12 +92,7 @@ impl Account {
 
     /// The latest end of any cooldown still running.
     pub fn any_cooling_until(&self, now_ms: i64) -> Option<i64> {
-        self.cooldowns
-            .load()
-            .iter()
-            .filter(|c| c.until_ms > now_ms)
-            .map(|c| c.until_ms)
-            .max()
+        self.cooldowns.load().iter().filter(|c| c.until_ms > now_ms).map(|c| c.until_ms).max()
     }
 
     pub fn cooldowns(&self) -> Arc<Vec<Cooldown>> {
@@ -123,11 +115,7 @@ impl Account {
             next
         });
         // rcu runs the closure at least once.
-        applied.unwrap_or_else(|| Cooldown {
-            model: model.to_string(),
-            until_ms: now_ms,
-            strikes: 1,
-        })
+        applied.unwrap_or_else(|| Cooldown { model: model.to_string(), until_ms: now_ms, strikes: 1 })
     }
 
     pub fn clear_cooldowns(&self) {
@@ -194,8 +182,7 @@ impl PoolKey {
     }
 
     pub fn set_balance(&self, balance: Option<f64>) {
-        self.balance
-            .store(balance.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed);
+        self.balance.store(balance.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed);
     }
 
     /// The state shown to people: "cooling" when active but rate-limited now.
@@ -265,10 +252,7 @@ impl PoolShared {
 
     pub fn counts(&self, now_ms: i64) -> StateCounts {
         let snap = self.snapshot.load();
-        let mut c = StateCounts {
-            total: snap.keys.len(),
-            ..Default::default()
-        };
+        let mut c = StateCounts { total: snap.keys.len(), ..Default::default() };
         for k in &snap.keys {
             match k.display_state(now_ms).0 {
                 "active" => c.active += 1,
@@ -284,14 +268,7 @@ impl PoolShared {
     /// Picks a key for `model`, skipping the ones in `exclude`.
     pub fn pick(&self, model: &str, exclude: &[i64], now_ms: i64) -> Result<Arc<PoolKey>, NoKey> {
         let snap = self.snapshot.load();
-        select::pick(
-            &snap.keys,
-            model,
-            exclude,
-            now_ms,
-            self.strategy,
-            &self.cursor,
-        )
+        select::pick(&snap.keys, model, exclude, now_ms, self.strategy, &self.cursor)
     }
 }
 
@@ -310,12 +287,7 @@ mod tests {
 
     #[test]
     fn state_round_trips() {
-        for s in [
-            KeyState::Active,
-            KeyState::Exhausted,
-            KeyState::Invalid,
-            KeyState::Disabled,
-        ] {
+        for s in [KeyState::Active, KeyState::Exhausted, KeyState::Invalid, KeyState::Disabled] {
             assert_eq!(KeyState::parse(s.as_str()), Some(s));
             assert_eq!(KeyState::from_u8(s as u8), s);
         }

@@ -69,11 +69,7 @@ impl Refresher {
         }
     }
 
-    fn run(
-        &mut self,
-        only: Option<Vec<i64>>,
-        scheduled: bool,
-    ) -> ResponseActFuture<Self, CheckSummary> {
+    fn run(&mut self, only: Option<Vec<i64>>, scheduled: bool) -> ResponseActFuture<Self, CheckSummary> {
         let now = now_ms();
         let snapshot = self.shared.snapshot();
         let recheck_ms = self.invalid_recheck.as_millis() as i64;
@@ -117,8 +113,12 @@ impl Refresher {
             let summary = match result {
                 Ok(mut s) => {
                     s.skipped = skipped;
-                    status.last_error = (s.unchanged > 0)
-                        .then(|| format!("{} of {} checks failed for a passing reason; those keys were left as they were", s.unchanged, s.checked));
+                    status.last_error = (s.unchanged > 0).then(|| {
+                        format!(
+                            "{} of {} checks failed for a passing reason; those keys were left as they were",
+                            s.unchanged, s.checked
+                        )
+                    });
                     s
                 }
                 Err(e) => {

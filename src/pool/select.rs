@@ -19,16 +19,14 @@ pub enum Strategy {
 
 impl Strategy {
     pub fn parse(s: &str) -> Option<Self> {
-        Some(
-            match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
-                "balance" | "highest_balance" => Strategy::Balance,
-                "round_robin" | "roundrobin" => Strategy::RoundRobin,
-                "random" => Strategy::Random,
-                "least_used" => Strategy::LeastUsed,
-                "weighted" => Strategy::Weighted,
-                _ => return None,
-            },
-        )
+        Some(match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "balance" | "highest_balance" => Strategy::Balance,
+            "round_robin" | "roundrobin" => Strategy::RoundRobin,
+            "random" => Strategy::Random,
+            "least_used" => Strategy::LeastUsed,
+            "weighted" => Strategy::Weighted,
+            _ => return None,
+        })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -95,10 +93,7 @@ pub fn pick(
     let candidates = || keys.iter().filter(|k| usable(k, model, exclude, now_ms));
     let chosen = match strategy {
         Strategy::Balance => candidates().max_by(|a, b| {
-            let (a, b) = (
-                a.balance().unwrap_or(f64::MIN),
-                b.balance().unwrap_or(f64::MIN),
-            );
+            let (a, b) = (a.balance().unwrap_or(f64::MIN), b.balance().unwrap_or(f64::MIN));
             // Ties go to the earlier key, so the choice is stable.
             a.total_cmp(&b).then(std::cmp::Ordering::Greater)
         }),
@@ -139,19 +134,14 @@ pub fn pick(
             }
         }
     };
-    chosen
-        .cloned()
-        .ok_or_else(|| why_none(keys, model, exclude, now_ms))
+    chosen.cloned().ok_or_else(|| why_none(keys, model, exclude, now_ms))
 }
 
 fn why_none(keys: &[Arc<PoolKey>], model: &str, exclude: &[i64], now_ms: i64) -> NoKey {
     if keys.is_empty() {
         return NoKey::NoneImported;
     }
-    let active: Vec<&Arc<PoolKey>> = keys
-        .iter()
-        .filter(|k| k.state() == KeyState::Active)
-        .collect();
+    let active: Vec<&Arc<PoolKey>> = keys.iter().filter(|k| k.state() == KeyState::Active).collect();
     if active.is_empty() {
         let count = |s| keys.iter().filter(|k| k.state() == s).count();
         return NoKey::NoneActive {
@@ -166,9 +156,9 @@ fn why_none(keys: &[Arc<PoolKey>], model: &str, exclude: &[i64], now_ms: i64) ->
         .map(|k| k.account.cooling_until(model, now_ms))
         .collect::<Option<Vec<i64>>>();
     match cooling {
-        Some(untils) if !untils.is_empty() => NoKey::AllCooling {
-            until_ms: untils.into_iter().min().unwrap_or(now_ms),
-        },
+        Some(untils) if !untils.is_empty() => {
+            NoKey::AllCooling { until_ms: untils.into_iter().min().unwrap_or(now_ms) }
+        }
         _ => NoKey::AllTried,
     }
 }
@@ -200,9 +190,7 @@ mod tests {
 
     fn pick_ids(keys: &[Arc<PoolKey>], strategy: Strategy, n: usize) -> Vec<i64> {
         let cursor = AtomicUsize::new(0);
-        (0..n)
-            .map(|_| pick(keys, "m", &[], 0, strategy, &cursor).unwrap().id)
-            .collect()
+        (0..n).map(|_| pick(keys, "m", &[], 0, strategy, &cursor).unwrap().id).collect()
     }
 
     #[test]
@@ -215,12 +203,7 @@ mod tests {
         ];
         assert_eq!(pick_ids(&keys, Strategy::Balance, 3), vec![2, 2, 2]);
         let cursor = AtomicUsize::new(0);
-        assert_eq!(
-            pick(&keys, "m", &[2], 0, Strategy::Balance, &cursor)
-                .unwrap()
-                .id,
-            1
-        );
+        assert_eq!(pick(&keys, "m", &[2], 0, Strategy::Balance, &cursor).unwrap().id, 1);
     }
 
     #[test]
@@ -267,24 +250,11 @@ mod tests {
             key(2, &a, 8.0, KeyState::Active),
             key(3, &b, 1.0, KeyState::Active),
         ];
-        let policy = cooldown::Policy {
-            base: Duration::from_secs(30),
-            max: Duration::from_secs(3600),
-        };
+        let policy = cooldown::Policy { base: Duration::from_secs(30), max: Duration::from_secs(3600) };
         a.apply_rate_limit("m", 0, &policy, &cooldown::Hint::default());
         let cursor = AtomicUsize::new(0);
-        assert_eq!(
-            pick(&keys, "m", &[], 1, Strategy::Balance, &cursor)
-                .unwrap()
-                .id,
-            3
-        );
-        assert_eq!(
-            pick(&keys, "other", &[], 1, Strategy::Balance, &cursor)
-                .unwrap()
-                .id,
-            1
-        );
+        assert_eq!(pick(&keys, "m", &[], 1, Strategy::Balance, &cursor).unwrap().id, 3);
+        assert_eq!(pick(&keys, "other", &[], 1, Strategy::Balance, &cursor).unwrap().id, 1);
         assert_eq!(
             pick(&keys, "m", &[3], 1, Strategy::Balance, &cursor).unwrap_err(),
             NoKey::AllCooling { until_ms: 30_000 },
@@ -298,35 +268,17 @@ mod tests {
             pick(&keys, "m", &[], 1, Strategy::Balance, &cursor).unwrap_err(),
             NoKey::AllCooling { until_ms: 30_000 }
         );
-        assert_eq!(
-            pick(&keys, "m", &[], 30_000, Strategy::Balance, &cursor)
-                .unwrap()
-                .id,
-            1
-        );
+        assert_eq!(pick(&keys, "m", &[], 30_000, Strategy::Balance, &cursor).unwrap().id, 1);
     }
 
     #[test]
     fn explains_why_nothing_can_serve() {
         let cursor = AtomicUsize::new(0);
-        assert_eq!(
-            pick(&[], "m", &[], 0, Strategy::Balance, &cursor).unwrap_err(),
-            NoKey::NoneImported
-        );
+        assert_eq!(pick(&[], "m", &[], 0, Strategy::Balance, &cursor).unwrap_err(), NoKey::NoneImported);
         let a = acct("a");
-        let keys = vec![
-            key(1, &a, 0.0, KeyState::Exhausted),
-            key(2, &a, 1.0, KeyState::Invalid),
-        ];
+        let keys = vec![key(1, &a, 0.0, KeyState::Exhausted), key(2, &a, 1.0, KeyState::Invalid)];
         let err = pick(&keys, "m", &[], 0, Strategy::Balance, &cursor).unwrap_err();
-        assert_eq!(
-            err,
-            NoKey::NoneActive {
-                exhausted: 1,
-                invalid: 1,
-                disabled: 0
-            }
-        );
+        assert_eq!(err, NoKey::NoneActive { exhausted: 1, invalid: 1, disabled: 0 });
         assert!(err.message().contains("1 exhausted"));
     }
 }

@@ -15,16 +15,10 @@ pub fn presented_key(req: &HttpRequest) -> Option<&str> {
     let headers = req.headers();
     if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
         let v = v.trim();
-        let token = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-            .unwrap_or(v);
+        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v);
         return Some(token.trim());
     }
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 /// True when `presented` equals one of `allowed`. Every allowed key is
@@ -41,10 +35,8 @@ pub async fn require_client_key(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let allowed = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.config.client_api_keys.clone())
-        .unwrap_or_default();
+    let allowed =
+        req.app_data::<web::Data<AppState>>().map(|s| s.config.client_api_keys.clone()).unwrap_or_default();
     if !allowed.is_empty() {
         let ok = presented_key(req.request()).is_some_and(|k| key_matches(k, &allowed));
         if !ok {

@@ -44,11 +44,7 @@ pub struct ProxyError {
 
 impl ProxyError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ProxyError {
-            kind,
-            message: message.into(),
-            retry_after_secs: None,
-        }
+        ProxyError { kind, message: message.into(), retry_after_secs: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -149,7 +145,9 @@ mod tests {
 
     #[test]
     fn recognises_insufficient_balance() {
-        assert!(is_insufficient_balance(br#"{"code":30001,"message":"Sorry, your account balance is insufficient","data":null}"#));
+        assert!(is_insufficient_balance(
+            br#"{"code":30001,"message":"Sorry, your account balance is insufficient","data":null}"#
+        ));
         assert!(!is_insufficient_balance(br#""Forbidden""#));
         assert_eq!(snippet(b"a\nb"), "a b");
     }

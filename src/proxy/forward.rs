@@ -10,7 +10,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::errors::{is_insufficient_balance, snippet, Dialect, ErrorKind, ProxyError};
+use super::errors::{snippet, Dialect, ErrorKind, ProxyError};
+use super::failover::{classify, may_fail_over, Verdict};
 use super::headers::{downstream_headers, upstream_headers};
 use super::record::{Pending, TeeBody};
 use super::usage::{Usage, UsageMeter};
@@ -42,9 +43,8 @@ struct Probe<'a> {
 pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, ProxyError> {
     let mut buf = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ProxyError::bad_request(format!("could not read the request body: {e}"))
-        })?;
+        let chunk =
+            chunk.map_err(|e| ProxyError::bad_request(format!("could not read the request body: {e}")))?;
         if buf.len() + chunk.len() > limit {
             return Err(ProxyError::new(
                 ErrorKind::TooLarge,
@@ -90,13 +90,7 @@ pub async fn forward(
                 pending.stream = probe.stream.unwrap_or(false);
                 match probe.model {
                     Some(m) if !m.trim().is_empty() => model = m.into_owned(),
-                    _ => {
-                        return reject(
-                            pending,
-                            ProxyError::bad_request("`model` is required"),
-                            dialect,
-                        )
-                    }
+                    _ => return reject(pending, ProxyError::bad_request("`model` is required"), dialect),
                 }
             }
             Err(e) if body.is_empty() => {
@@ -164,22 +158,17 @@ pub async fn forward(
             Ok(r) => r,
             Err(e) => {
                 let reason = format!("upstream unreachable: {e}");
-                log::warn!(
-                    "attempt {} with key {} failed: {reason}",
-                    pending.attempts,
-                    key.masked
-                );
-                state.pool_actor.do_send(KeyEvent {
-                    key_id: key.id,
-                    kind: KeyEventKind::Error(reason.clone()),
-                });
+                log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
+                state
+                    .pool_actor
+                    .do_send(KeyEvent { key_id: key.id, kind: KeyEventKind::Error(reason.clone()) });
                 failure = Some(Failure::Connect(reason));
                 continue;
             }
         };
         let status = resp.status();
         let code = status.as_u16();
-        let retryable = matches!(code, 401 | 402 | 403 | 429) || code >= 500;
+        let retryable = may_fail_over(code);
         if !retryable {
             return stream_back(resp, pending, &state);
         }
@@ -188,15 +177,15 @@ pub async fn forward(
         let err_body = resp.body().limit(1 << 20).await.unwrap_or_default();
         let reason = format!("{code}: {}", snippet(&err_body));
         let now = now_ms();
-        let (kind, fail) = match code {
-            401 => {
+        let (kind, fail) = match classify(code, &err_body) {
+            Verdict::KeyInvalid => {
                 key.set_state(KeyState::Invalid);
                 (
                     KeyEventKind::Invalid(reason.clone()),
                     Failure::KeyProblem(format!("key {} is invalid ({reason})", key.masked)),
                 )
             }
-            402 | 403 if is_insufficient_balance(&err_body) => {
+            Verdict::KeyExhausted => {
                 key.set_state(KeyState::Exhausted);
                 key.set_balance(Some(0.0));
                 (
@@ -204,54 +193,27 @@ pub async fn forward(
                     Failure::KeyProblem(format!("key {} has no balance ({reason})", key.masked)),
                 )
             }
-            429 => {
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok());
+            Verdict::RateLimited => {
+                let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok());
                 let hint = Hint::from_response(retry_after, &err_body);
-                let cooldown =
-                    key.account
-                        .apply_rate_limit(&model, now, &state.pool.cooldown_policy, &hint);
+                let cooldown = key.account.apply_rate_limit(&model, now, &state.pool.cooldown_policy, &hint);
                 (
-                    KeyEventKind::RateLimited {
-                        cooldown,
-                        reason: reason.clone(),
-                    },
-                    Failure::Upstream {
-                        status,
-                        headers: resp.headers().clone(),
-                        body: err_body,
-                    },
+                    KeyEventKind::RateLimited { cooldown, reason: reason.clone() },
+                    Failure::Upstream { status, headers: resp.headers().clone(), body: err_body },
                 )
             }
-            _ => (
+            Verdict::Transient => (
                 KeyEventKind::Error(reason.clone()),
-                Failure::Upstream {
-                    status,
-                    headers: resp.headers().clone(),
-                    body: err_body,
-                },
+                Failure::Upstream { status, headers: resp.headers().clone(), body: err_body },
             ),
         };
-        log::warn!(
-            "attempt {} with key {} failed: {reason}",
-            pending.attempts,
-            key.masked
-        );
-        state.pool_actor.do_send(KeyEvent {
-            key_id: key.id,
-            kind,
-        });
+        log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
+        state.pool_actor.do_send(KeyEvent { key_id: key.id, kind });
         failure = Some(fail);
     }
 
     match failure {
-        Some(Failure::Upstream {
-            status,
-            headers,
-            body,
-        }) => {
+        Some(Failure::Upstream { status, headers, body }) => {
             pending.status = status.as_u16();
             pending.error = Some(format!("{}: {}", status.as_u16(), snippet(&body)));
             pending.finish(Usage::default(), false);
@@ -266,16 +228,10 @@ pub async fn forward(
             );
             reject(pending, e, dialect)
         }
-        Some(Failure::Connect(reason)) => reject(
-            pending,
-            ProxyError::new(ErrorKind::BadGateway, reason),
-            dialect,
-        ),
-        None => reject(
-            pending,
-            ProxyError::new(ErrorKind::Unavailable, NoKey::AllTried.message()),
-            dialect,
-        ),
+        Some(Failure::Connect(reason)) => {
+            reject(pending, ProxyError::new(ErrorKind::BadGateway, reason), dialect)
+        }
+        None => reject(pending, ProxyError::new(ErrorKind::Unavailable, NoKey::AllTried.message()), dialect),
     }
 }
 
@@ -305,21 +261,13 @@ fn copy_headers(builder: &mut HttpResponseBuilder, headers: &awc::http::header::
 }
 
 /// Streams the upstream answer back as it arrives, reading usage on the way.
-fn stream_back<S>(
-    resp: awc::ClientResponse<S>,
-    mut pending: Pending,
-    state: &AppState,
-) -> HttpResponse
+fn stream_back<S>(resp: awc::ClientResponse<S>, mut pending: Pending, state: &AppState) -> HttpResponse
 where
     S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
 {
     pending.status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let content_type =
+        resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     if content_type.starts_with("text/event-stream") {
         pending.stream = true;
     }
@@ -334,12 +282,7 @@ where
     let mut builder = HttpResponse::build(resp.status());
     copy_headers(&mut builder, resp.headers());
     let idle = state.config.stream_idle_timeout;
-    let tee = TeeBody::new(
-        resp,
-        UsageMeter::for_content_type(&content_type),
-        pending,
-        idle,
-    );
+    let tee = TeeBody::new(resp, UsageMeter::for_content_type(&content_type), pending, idle);
     match length {
         Some(len) => builder.body(SizedStream::new(len, tee)),
         None => builder.body(BodyStream::new(tee)),

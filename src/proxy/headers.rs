@@ -83,12 +83,7 @@ mod tests {
             h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         let kept: Vec<&str> = upstream_headers(&h).map(|(k, _)| k.as_str()).collect();
-        for k in [
-            "content-type",
-            "x-trace-id",
-            "traceparent",
-            "anthropic-version",
-        ] {
+        for k in ["content-type", "x-trace-id", "traceparent", "anthropic-version"] {
             assert!(kept.contains(&k), "{k} kept");
         }
         for k in ["authorization", "x-api-key", "cookie", "connection", "host"] {

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod errors;
+pub mod failover;
 pub mod forward;
 pub mod headers;
 pub mod record;
@@ -28,23 +29,14 @@ macro_rules! forwarder {
                 payload,
                 state,
                 upstream,
-                Route {
-                    upstream_path: $path,
-                    dialect: $dialect,
-                    json_model: $json_model,
-                },
+                Route { upstream_path: $path, dialect: $dialect, json_model: $json_model },
             )
             .await
         }
     };
 }
 
-forwarder!(
-    chat_completions,
-    "/v1/chat/completions",
-    Dialect::OpenAi,
-    true
-);
+forwarder!(chat_completions, "/v1/chat/completions", Dialect::OpenAi, true);
 forwarder!(messages, "/v1/messages", Dialect::Anthropic, true);
 forwarder!(embeddings, "/v1/embeddings", Dialect::OpenAi, true);
 forwarder!(rerank, "/v1/rerank", Dialect::OpenAi, true);
@@ -52,11 +44,8 @@ forwarder!(models, "/v1/models", Dialect::OpenAi, false);
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
     let dialect = Dialect::for_path(req.path());
-    ProxyError::new(
-        ErrorKind::NotFound,
-        format!("Unknown endpoint: {} {}", req.method(), req.path()),
-    )
-    .response(dialect)
+    ProxyError::new(ErrorKind::NotFound, format!("Unknown endpoint: {} {}", req.method(), req.path()))
+        .response(dialect)
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

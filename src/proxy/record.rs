@@ -58,11 +58,7 @@ impl Pending {
         let row = NewLog {
             created_at: self.created_at,
             key_id: self.key.as_ref().map(|k| k.id),
-            key_masked: self
-                .key
-                .as_ref()
-                .map(|k| k.masked.clone())
-                .unwrap_or_default(),
+            key_masked: self.key.as_ref().map(|k| k.masked.clone()).unwrap_or_default(),
             model: self.model,
             endpoint: self.endpoint,
             status: i32::from(self.status),
@@ -153,10 +149,7 @@ where
             }
             Poll::Pending => {
                 if this.idle.as_mut().poll(cx).is_ready() {
-                    let msg = format!(
-                        "upstream sent nothing for {} s",
-                        this.idle_timeout.as_secs()
-                    );
+                    let msg = format!("upstream sent nothing for {} s", this.idle_timeout.as_secs());
                     this.finish(Some(msg.clone()));
                     return Poll::Ready(Some(Err(StreamError(msg))));
                 }
@@ -169,9 +162,7 @@ where
 impl<S> Drop for TeeBody<S> {
     fn drop(&mut self) {
         if self.pending.is_some() {
-            self.finish(Some(
-                "client closed the connection before the answer ended".into(),
-            ));
+            self.finish(Some("client closed the connection before the answer ended".into()));
         }
     }
 }

@@ -95,15 +95,8 @@ const SSE_LINE_CAP: usize = 1 << 20;
 
 #[derive(Debug)]
 pub enum UsageMeter {
-    Sse {
-        line: Vec<u8>,
-        skipping: bool,
-        usage: Usage,
-    },
-    Json {
-        buf: Vec<u8>,
-        overflowed: bool,
-    },
+    Sse { line: Vec<u8>, skipping: bool, usage: Usage },
+    Json { buf: Vec<u8>, overflowed: bool },
     None,
 }
 
@@ -111,16 +104,9 @@ impl UsageMeter {
     pub fn for_content_type(content_type: &str) -> Self {
         let ct = content_type.to_ascii_lowercase();
         if ct.starts_with("text/event-stream") {
-            UsageMeter::Sse {
-                line: Vec::new(),
-                skipping: false,
-                usage: Usage::default(),
-            }
+            UsageMeter::Sse { line: Vec::new(), skipping: false, usage: Usage::default() }
         } else if ct.starts_with("application/json") || ct.contains("+json") {
-            UsageMeter::Json {
-                buf: Vec::new(),
-                overflowed: false,
-            }
+            UsageMeter::Json { buf: Vec::new(), overflowed: false }
         } else {
             UsageMeter::None
         }
@@ -128,11 +114,7 @@ impl UsageMeter {
 
     pub fn feed(&mut self, chunk: &[u8]) {
         match self {
-            UsageMeter::Sse {
-                line,
-                skipping,
-                usage,
-            } => feed_sse(line, skipping, usage, chunk),
+            UsageMeter::Sse { line, skipping, usage } => feed_sse(line, skipping, usage, chunk),
             UsageMeter::Json { buf, overflowed } => {
                 buf.extend_from_slice(chunk);
                 if buf.len() > JSON_CAP || *overflowed {
@@ -150,11 +132,7 @@ impl UsageMeter {
     /// The usage seen so far (for a stream the client abandoned) or in all.
     pub fn usage(&self) -> Usage {
         match self {
-            UsageMeter::Sse {
-                line,
-                usage,
-                skipping,
-            } => {
+            UsageMeter::Sse { line, usage, skipping } => {
                 // A last event without its trailing newline still counts.
                 let mut u = *usage;
                 if !*skipping && !line.is_empty() {
@@ -199,9 +177,7 @@ fn sse_line(line: &[u8], usage: &mut Usage) {
         return;
     };
     // Cheap test before parsing: most chunks of other upstreams carry no usage.
-    if memchr::memmem::find(data, b"usage").is_none()
-        && memchr::memmem::find(data, b"tokens").is_none()
-    {
+    if memchr::memmem::find(data, b"usage").is_none() && memchr::memmem::find(data, b"tokens").is_none() {
         return;
     }
     if let Ok(env) = serde_json::from_slice::<Envelope>(data) {
@@ -222,11 +198,7 @@ fn json_usage(buf: &[u8], overflowed: bool) -> Usage {
     for needle in [&b"\"usage\""[..], b"\"tokens\""] {
         if let Some(pos) = memchr::memmem::rfind(buf, needle) {
             let rest = &buf[pos + needle.len()..];
-            let rest = rest
-                .iter()
-                .position(|b| *b == b':')
-                .map(|i| &rest[i + 1..])
-                .unwrap_or(rest);
+            let rest = rest.iter().position(|b| *b == b':').map(|i| &rest[i + 1..]).unwrap_or(rest);
             let mut it = serde_json::Deserializer::from_slice(rest).into_iter::<UsageFields>();
             if let Some(Ok(f)) = it.next() {
                 u.absorb(&f);
@@ -316,9 +288,6 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         }
         m.feed(br#"],"usage":{"prompt_tokens":8,"total_tokens":8}}"#);
         assert_eq!(m.usage().totals(), (8, 0, 8));
-        assert_eq!(
-            UsageMeter::for_content_type("audio/mpeg").usage().totals(),
-            (0, 0, 0)
-        );
+        assert_eq!(UsageMeter::for_content_type("audio/mpeg").usage().totals(), (0, 0, 0));
     }
 }

@@ -24,10 +24,7 @@ async fn every_v1_route_requires_the_client_key_get_included() {
     for (method, path) in ROUTES {
         let mk = || match *method {
             "GET" => app.client.get(app.url(path)),
-            _ => app
-                .client
-                .post(app.url(path))
-                .insert_header(("Content-Type", "application/json")),
+            _ => app.client.post(app.url(path)).insert_header(("Content-Type", "application/json")),
         };
         let payload = (*method == "POST").then(|| Bytes::from(body.clone()));
         let r = app.send(mk(), payload.clone()).await;
@@ -41,19 +38,9 @@ async fn every_v1_route_requires_the_client_key_get_included() {
         } else {
             assert_eq!(j["error"]["type"], "authentication_error", "{path}: {j}");
         }
-        let r = app
-            .send(
-                mk().insert_header(("Authorization", "Bearer wrong")),
-                payload.clone(),
-            )
-            .await;
+        let r = app.send(mk().insert_header(("Authorization", "Bearer wrong")), payload.clone()).await;
         assert_eq!(r.status, 401, "{method} {path} with a wrong key");
-        let r = app
-            .send(
-                mk().insert_header(("x-api-key", CLIENT_KEY)),
-                payload.clone(),
-            )
-            .await;
+        let r = app.send(mk().insert_header(("x-api-key", CLIENT_KEY)), payload.clone()).await;
         let expected = if path.contains("no/such") { 404 } else { 200 };
         assert_eq!(
             r.status,
@@ -61,12 +48,8 @@ async fn every_v1_route_requires_the_client_key_get_included() {
             "{method} {path} with x-api-key: {}",
             String::from_utf8_lossy(&r.body)
         );
-        let r = app
-            .send(
-                mk().insert_header(("Authorization", format!("Bearer {CLIENT_KEY}"))),
-                payload,
-            )
-            .await;
+        let r =
+            app.send(mk().insert_header(("Authorization", format!("Bearer {CLIENT_KEY}"))), payload).await;
         assert_eq!(r.status, expected, "{method} {path} with Bearer");
     }
     assert!(app.fake.seen().iter().all(|s| s.key != "wrong"));
@@ -80,13 +63,7 @@ async fn several_client_keys_and_an_open_proxy() {
             .client
             .post(app.url("/v1/chat/completions"))
             .insert_header(("Authorization", format!("Bearer {k}")));
-        assert_eq!(
-            app.send(req, Some(json!({"model": "m"}).to_string().into()))
-                .await
-                .status,
-            status,
-            "{k}"
-        );
+        assert_eq!(app.send(req, Some(json!({"model": "m"}).to_string().into())).await.status, status, "{k}");
     }
     let app = spawn_app_with(&[("API_KEY", "")]).await;
     let r = app
@@ -95,10 +72,7 @@ async fn several_client_keys_and_an_open_proxy() {
             Some(json!({"model": "m"}).to_string().into()),
         )
         .await;
-    assert_eq!(
-        r.status, 503,
-        "open proxy: no key needed, no pool key either"
-    );
+    assert_eq!(r.status, 503, "open proxy: no key needed, no pool key either");
 }
 
 #[actix_web::test]
@@ -109,38 +83,13 @@ async fn bad_input_gets_400_or_413_in_the_callers_dialect() {
     let cases: &[(&str, &str, u16, &str)] = &[
         ("/v1/chat/completions", "{not json", 400, "not valid JSON"),
         ("/v1/chat/completions", "", 400, "JSON object"),
-        (
-            "/v1/chat/completions",
-            r#"{"messages":[]}"#,
-            400,
-            "`model` is required",
-        ),
-        (
-            "/v1/chat/completions",
-            r#"{"model":""}"#,
-            400,
-            "`model` is required",
-        ),
-        (
-            "/v1/chat/completions",
-            r#"{"model":5}"#,
-            400,
-            "invalid request body",
-        ),
-        (
-            "/v1/chat/completions",
-            r#"{"model":"m","stream":"yes"}"#,
-            400,
-            "invalid request body",
-        ),
+        ("/v1/chat/completions", r#"{"messages":[]}"#, 400, "`model` is required"),
+        ("/v1/chat/completions", r#"{"model":""}"#, 400, "`model` is required"),
+        ("/v1/chat/completions", r#"{"model":5}"#, 400, "invalid request body"),
+        ("/v1/chat/completions", r#"{"model":"m","stream":"yes"}"#, 400, "invalid request body"),
         ("/v1/embeddings", r#"["a"]"#, 400, "invalid request body"),
         ("/v1/messages", "{not json", 400, "not valid JSON"),
-        (
-            "/v1/messages",
-            r#"{"max_tokens":5}"#,
-            400,
-            "`model` is required",
-        ),
+        ("/v1/messages", r#"{"max_tokens":5}"#, 400, "`model` is required"),
     ];
     for (path, body, status, text) in cases {
         let r = app.call_raw(path, body).await;
@@ -156,25 +105,14 @@ async fn bad_input_gets_400_or_413_in_the_callers_dialect() {
         };
         assert!(message.contains(text), "{path} {body}: {message}");
     }
-    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(5000)}]})
-        .to_string();
+    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(5000)}]}).to_string();
     let r = app.call_raw("/v1/chat/completions", &big).await;
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["error"]["code"], "request_too_large");
     let r = app.call_raw("/v1/messages", &big).await;
-    assert_eq!(
-        (r.status, r.json()["error"]["type"].as_str()),
-        (413, Some("request_too_large"))
-    );
-    assert!(
-        app.fake.keys_for("/v1/chat/completions").is_empty(),
-        "nothing bad reached the upstream"
-    );
-    assert_eq!(
-        app.logs().await.len(),
-        cases.len() + 2,
-        "rejected requests are logged too"
-    );
+    assert_eq!((r.status, r.json()["error"]["type"].as_str()), (413, Some("request_too_large")));
+    assert!(app.fake.keys_for("/v1/chat/completions").is_empty(), "nothing bad reached the upstream");
+    assert_eq!(app.logs().await.len(), cases.len() + 2, "rejected requests are logged too");
 }
 
 #[actix_web::test]
@@ -185,9 +123,7 @@ async fn admin_endpoints_require_the_admin_credentials() {
         assert_eq!(r.status, 401, "{path}");
         let r = app
             .send(
-                app.client
-                    .get(app.url(path))
-                    .insert_header(("Authorization", basic("admin", "wrong"))),
+                app.client.get(app.url(path)).insert_header(("Authorization", basic("admin", "wrong"))),
                 None,
             )
             .await;
@@ -200,22 +136,11 @@ async fn admin_endpoints_require_the_admin_credentials() {
                 None,
             )
             .await;
-        assert_eq!(
-            r.status, 401,
-            "{path}: the client key is not an admin credential"
-        );
+        assert_eq!(r.status, 401, "{path}: the client key is not an admin credential");
     }
-    for path in [
-        "/import_keys",
-        "/refresh",
-        "/clear_logs",
-        "/api/keys/1/disable",
-    ] {
+    for path in ["/import_keys", "/refresh", "/clear_logs", "/api/keys/1/disable"] {
         let r = app
-            .send(
-                app.client.post(app.url(path)),
-                Some(Bytes::from_static(b"{\"keys\":\"sk-xxxxxxxxxx\"}")),
-            )
+            .send(app.client.post(app.url(path)), Some(Bytes::from_static(b"{\"keys\":\"sk-xxxxxxxxxx\"}")))
             .await;
         assert_eq!(r.status, 401, "{path}");
     }

@@ -84,20 +84,13 @@ impl Fake {
         .expect("listen fake upstream")
         .run();
         actix_rt::spawn(server);
-        Fake {
-            url: format!("http://127.0.0.1:{port}"),
-            state,
-        }
+        Fake { url: format!("http://127.0.0.1:{port}"), state }
     }
 
     pub fn add_key(&self, key: &str, account: &str, balance: &str, mode: Mode) {
         self.state.keys.lock().unwrap().insert(
             key.to_string(),
-            KeySpec {
-                account: account.to_string(),
-                balance: balance.to_string(),
-                mode,
-            },
+            KeySpec { account: account.to_string(), balance: balance.to_string(), mode },
         );
     }
 
@@ -127,11 +120,7 @@ impl Fake {
 
     /// The keys used for calls to `path`, in order.
     pub fn keys_for(&self, path: &str) -> Vec<String> {
-        self.seen()
-            .into_iter()
-            .filter(|s| s.path == path)
-            .map(|s| s.key)
-            .collect()
+        self.seen().into_iter().filter(|s| s.path == path).map(|s| s.key).collect()
     }
 
     pub fn clear_seen(&self) {
@@ -173,11 +162,13 @@ fn mode_error(spec: Option<&KeySpec>, req: &HttpRequest) -> Option<HttpResponse>
         }
         Mode::Broke => {
             b = HttpResponse::Forbidden();
-            json!({"code":30001,"message":"Sorry, your account balance is insufficient","data":null}).to_string()
+            json!({"code":30001,"message":"Sorry, your account balance is insufficient","data":null})
+                .to_string()
         }
         Mode::Broke402 => {
             b = HttpResponse::PaymentRequired();
-            json!({"code":30001,"message":"Sorry, your account balance is insufficient","data":null}).to_string()
+            json!({"code":30001,"message":"Sorry, your account balance is insufficient","data":null})
+                .to_string()
         }
         Mode::RateLimited(limit) => {
             b = HttpResponse::TooManyRequests();
@@ -185,7 +176,8 @@ fn mode_error(spec: Option<&KeySpec>, req: &HttpRequest) -> Option<HttpResponse>
         }
         Mode::Overloaded => {
             b = HttpResponse::ServiceUnavailable();
-            json!({"code":50505,"message":"Model service overloaded. Please try again later.","data":"busy"}).to_string()
+            json!({"code":50505,"message":"Model service overloaded. Please try again later.","data":"busy"})
+                .to_string()
         }
         Mode::Forbidden => {
             b = HttpResponse::Forbidden();
@@ -223,8 +215,7 @@ fn sse_response(req: &HttpRequest, chunks: Vec<Bytes>, delay: Duration) -> HttpR
     });
     let mut b = HttpResponse::Ok();
     trace(&mut b, req);
-    b.content_type("text/event-stream; charset=utf-8")
-        .streaming(stream)
+    b.content_type("text/event-stream; charset=utf-8").streaming(stream)
 }
 
 /// The full text of the fake's OpenAI-style chat stream: running usage in every chunk.
@@ -264,20 +255,14 @@ pub fn messages_stream_text(model: &str) -> String {
             "content_block_delta",
             json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" there"}}),
         ),
-        (
-            "content_block_stop",
-            json!({"type":"content_block_stop","index":0}),
-        ),
+        ("content_block_stop", json!({"type":"content_block_stop","index":0})),
         (
             "message_delta",
             json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":12}}),
         ),
         ("message_stop", json!({"type":"message_stop"})),
     ];
-    events
-        .iter()
-        .map(|(e, d)| format!("event: {e}\ndata: {d}\n\n"))
-        .collect()
+    events.iter().map(|(e, d)| format!("event: {e}\ndata: {d}\n\n")).collect()
 }
 
 async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> HttpResponse {
@@ -305,14 +290,10 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
             );
         }
         let Some(spec) = spec else {
-            return HttpResponse::Unauthorized()
-                .content_type("application/json")
-                .body("\"Invalid token\"");
+            return HttpResponse::Unauthorized().content_type("application/json").body("\"Invalid token\"");
         };
         if spec.mode == Mode::Unauthorized {
-            return HttpResponse::Unauthorized()
-                .content_type("application/json")
-                .body("\"Invalid token\"");
+            return HttpResponse::Unauthorized().content_type("application/json").body("\"Invalid token\"");
         }
         return HttpResponse::Ok().json(json!({"code":20000,"message":"OK","status":true,"data":{
             "id": spec.account, "name": format!("name-{}", spec.account), "image":"", "email":"secret@example.com",
@@ -328,26 +309,25 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
         return err;
     }
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let model = parsed
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let stream = parsed
-        .get("stream")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let model = parsed.get("model").and_then(Value::as_str).unwrap_or("").to_string();
+    let stream = parsed.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if model == "bad-model" {
         let mut b = HttpResponse::BadRequest();
         trace(&mut b, &req);
-        return b.json(json!({"code":20012,"message":"Model does not exist. Please check it carefully.","data":null}));
+        return b.json(
+            json!({"code":20012,"message":"Model does not exist. Please check it carefully.","data":null}),
+        );
     }
     let mut ok = HttpResponse::Ok();
     trace(&mut ok, &req);
     match path.as_str() {
         "/v1/chat/completions" if stream => {
             // "slow-stream": a long stream, for clients that walk away.
-            let (pieces, delay) = if model == "slow-stream" { (400, Duration::from_millis(25)) } else { (12, Duration::from_millis(1)) };
+            let (pieces, delay) = if model == "slow-stream" {
+                (400, Duration::from_millis(25))
+            } else {
+                (12, Duration::from_millis(1))
+            };
             let text = chat_stream_text(&model, pieces);
             let chunks = if model == "slow-stream" {
                 text.split_inclusive("\n\n").map(|s| Bytes::from(s.to_string())).collect()
@@ -362,7 +342,9 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
                 "choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the fake"},"finish_reason":"stop"}],
                 "usage":{"prompt_tokens":p,"completion_tokens":c,"total_tokens":t},"system_fingerprint":""}))
         }
-        "/v1/messages" if stream => sse_response(&req, odd_chunks(messages_stream_text(&model)), Duration::from_millis(1)),
+        "/v1/messages" if stream => {
+            sse_response(&req, odd_chunks(messages_stream_text(&model)), Duration::from_millis(1))
+        }
         "/v1/messages" => ok.json(json!({"id":"msg_fake","type":"message","role":"assistant",
             "content":[{"type":"text","text":"Hello from the fake"}],"model":model,"stop_reason":"end_turn",
             "stop_sequence":null,"usage":{"input_tokens":13,"output_tokens":4}})),

@@ -28,11 +28,7 @@ fn counts(keys: Vec<String>) -> HashMap<String, usize> {
 
 #[actix_web::test]
 async fn chat_is_forwarded_with_a_pool_key_and_logged_with_its_usage() {
-    let app = app_with(
-        "balance",
-        &[(KA, "a1", "5", Mode::Ok), (KB, "a2", "50", Mode::Ok)],
-    )
-    .await;
+    let app = app_with("balance", &[(KA, "a1", "5", Mode::Ok), (KB, "a2", "50", Mode::Ok)]).await;
     let req = app
         .client
         .post(app.url("/v1/chat/completions"))
@@ -40,28 +36,11 @@ async fn chat_is_forwarded_with_a_pool_key_and_logged_with_its_usage() {
         .insert_header(("Content-Type", "application/json"))
         .insert_header(("X-Trace-Id", "trace-abc"))
         .insert_header(("Cookie", "session=secret"));
-    let r = app
-        .send(
-            req,
-            Some(
-                json!({"model": "Qwen/Qwen3-8B", "messages": []})
-                    .to_string()
-                    .into(),
-            ),
-        )
-        .await;
+    let r = app.send(req, Some(json!({"model": "Qwen/Qwen3-8B", "messages": []}).to_string().into())).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["usage"]["total_tokens"], CHAT_USAGE.2);
-    assert_eq!(
-        r.header("x-siliconcloud-trace-id").as_deref(),
-        Some("fake-trace-1"),
-        "trace header back"
-    );
-    assert_eq!(
-        r.header("x-echo-trace-id").as_deref(),
-        Some("trace-abc"),
-        "trace header forth"
-    );
+    assert_eq!(r.header("x-siliconcloud-trace-id").as_deref(), Some("fake-trace-1"), "trace header back");
+    assert_eq!(r.header("x-echo-trace-id").as_deref(), Some("trace-abc"), "trace header forth");
     let seen = app.fake.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].key, KB, "balance strategy picks the richest key");
@@ -74,14 +53,8 @@ async fn chat_is_forwarded_with_a_pool_key_and_logged_with_its_usage() {
     let logs = app.logs().await;
     assert_eq!(logs.len(), 1);
     let l = &logs[0];
-    assert_eq!(
-        (l.input_tokens, l.output_tokens, l.total_tokens),
-        CHAT_USAGE
-    );
-    assert_eq!(
-        (l.status, l.attempts, l.stream, l.aborted),
-        (200, 1, false, false)
-    );
+    assert_eq!((l.input_tokens, l.output_tokens, l.total_tokens), CHAT_USAGE);
+    assert_eq!((l.status, l.attempts, l.stream, l.aborted), (200, 1, false, false));
     assert_eq!(l.model, "Qwen/Qwen3-8B");
     assert_eq!(l.endpoint, "/v1/chat/completions");
     assert!(l.key_masked.starts_with("sk-bbbb") && !l.key_masked.contains(KB));
@@ -90,22 +63,19 @@ async fn chat_is_forwarded_with_a_pool_key_and_logged_with_its_usage() {
 #[actix_web::test]
 async fn embeddings_rerank_messages_and_models_are_forwarded() {
     let app = app_with("balance", &[(KA, "a1", "5", Mode::Ok)]).await;
-    let r = app
-        .call(
-            "/v1/embeddings",
-            json!({"model": "BAAI/bge-m3", "input": "hello"}),
-        )
-        .await;
+    let r = app.call("/v1/embeddings", json!({"model": "BAAI/bge-m3", "input": "hello"})).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["data"][0]["object"], "embedding");
     let r = app
-        .call(
-            "/v1/rerank",
-            json!({"model": "BAAI/bge-reranker-v2-m3", "query": "q", "documents": ["a"]}),
-        )
+        .call("/v1/rerank", json!({"model": "BAAI/bge-reranker-v2-m3", "query": "q", "documents": ["a"]}))
         .await;
     assert_eq!(r.status, 200);
-    let r = app.call("/v1/messages", json!({"model": "claude-like", "max_tokens": 10, "messages": [{"role":"user","content":"hi"}]})).await;
+    let r = app
+        .call(
+            "/v1/messages",
+            json!({"model": "claude-like", "max_tokens": 10, "messages": [{"role":"user","content":"hi"}]}),
+        )
+        .await;
     assert_eq!(r.json()["type"], "message");
     let req = app
         .client
@@ -113,48 +83,24 @@ async fn embeddings_rerank_messages_and_models_are_forwarded() {
         .insert_header(("x-api-key", CLIENT_KEY));
     let r = app.send(req, None).await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.json()["query"],
-        "type=text&sub_type=chat",
-        "query string kept"
-    );
-    let req = app
-        .client
-        .get(app.url("/v1/user/models?type=image"))
-        .insert_header(("x-api-key", CLIENT_KEY));
+    assert_eq!(r.json()["query"], "type=text&sub_type=chat", "query string kept");
+    let req = app.client.get(app.url("/v1/user/models?type=image")).insert_header(("x-api-key", CLIENT_KEY));
     let r = app.send(req, None).await;
     assert_eq!(r.json()["query"], "type=image");
     assert_eq!(app.fake.seen().last().unwrap().path, "/v1/models");
 
     let logs = app.logs().await;
-    let tokens: Vec<(String, i64, i64, i64)> = logs
-        .iter()
-        .map(|l| {
-            (
-                l.endpoint.clone(),
-                l.input_tokens,
-                l.output_tokens,
-                l.total_tokens,
-            )
-        })
-        .collect();
+    let tokens: Vec<(String, i64, i64, i64)> =
+        logs.iter().map(|l| (l.endpoint.clone(), l.input_tokens, l.output_tokens, l.total_tokens)).collect();
     assert_eq!(tokens[0], ("/v1/embeddings".into(), 5, 0, 5));
-    assert_eq!(
-        tokens[1],
-        ("/v1/rerank".into(), 9, 0, 9),
-        "rerank's `tokens` object"
-    );
+    assert_eq!(tokens[1], ("/v1/rerank".into(), 9, 0, 9), "rerank's `tokens` object");
     assert_eq!(tokens[2], ("/v1/messages".into(), 13, 4, 17));
     assert_eq!(logs.len(), 5, "every call logged once");
 }
 
 #[actix_web::test]
 async fn round_robin_least_used_random_and_weighted_strategies() {
-    let keys = [
-        (KA, "a1", "1", Mode::Ok),
-        (KB, "a2", "1", Mode::Ok),
-        (KC, "a3", "1", Mode::Ok),
-    ];
+    let keys = [(KA, "a1", "1", Mode::Ok), (KB, "a2", "1", Mode::Ok), (KC, "a3", "1", Mode::Ok)];
     let app = app_with("round_robin", &keys).await;
     for _ in 0..6 {
         assert_eq!(app.chat("m").await.status, 200);
@@ -171,11 +117,7 @@ async fn round_robin_least_used_random_and_weighted_strategies() {
 
     let app = app_with(
         "random",
-        &[
-            (KA, "a1", "1", Mode::Ok),
-            (KB, "a2", "1", Mode::Ok),
-            (KD, "a4", "1", Mode::Unauthorized),
-        ],
+        &[(KA, "a1", "1", Mode::Ok), (KB, "a2", "1", Mode::Ok), (KD, "a4", "1", Mode::Unauthorized)],
     )
     .await;
     for _ in 0..30 {
@@ -187,31 +129,19 @@ async fn round_robin_least_used_random_and_weighted_strategies() {
         "random among usable keys: {c:?}"
     );
 
-    let app = app_with(
-        "weighted",
-        &[(KA, "a1", "1", Mode::Ok), (KB, "a2", "999", Mode::Ok)],
-    )
-    .await;
+    let app = app_with("weighted", &[(KA, "a1", "1", Mode::Ok), (KB, "a2", "999", Mode::Ok)]).await;
     for _ in 0..40 {
         app.chat("m").await;
     }
     let c = counts(app.fake.keys_for("/v1/chat/completions"));
-    assert!(
-        c.get(KB).copied().unwrap_or(0) >= 36,
-        "weighted by balance: {c:?}"
-    );
+    assert!(c.get(KB).copied().unwrap_or(0) >= 36, "weighted by balance: {c:?}");
 }
 
 #[actix_web::test]
 async fn failover_past_429_503_and_401_keys_then_skips_them() {
     // Richest first: KD 401, KC 429, KB 503, KA ok. MAX_ATTEMPTS 4.
     let app = spawn_app_with(&[("MAX_ATTEMPTS", "4")]).await;
-    for (k, acct, bal) in [
-        (KA, "a1", "10"),
-        (KB, "a2", "20"),
-        (KC, "a3", "30"),
-        (KD, "a4", "40"),
-    ] {
+    for (k, acct, bal) in [(KA, "a1", "10"), (KB, "a2", "20"), (KC, "a3", "30"), (KD, "a4", "40")] {
         app.fake.add_key(k, acct, bal, Mode::Ok);
     }
     app.import(&[KA, KB, KC, KD]).await;
@@ -221,10 +151,7 @@ async fn failover_past_429_503_and_401_keys_then_skips_them() {
     app.fake.clear_seen();
     let r = app.chat("m").await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        app.fake.keys_for("/v1/chat/completions"),
-        vec![KD, KC, KB, KA]
-    );
+    assert_eq!(app.fake.keys_for("/v1/chat/completions"), vec![KD, KC, KB, KA]);
     let logs = app.logs().await;
     assert_eq!((logs[0].attempts, logs[0].status), (4, 200));
     assert!(logs[0].key_masked.starts_with("sk-aaaa"));
@@ -236,10 +163,7 @@ async fn failover_past_429_503_and_401_keys_then_skips_them() {
     assert_eq!(app.key_state("sk-dddd").await, "invalid");
     assert_eq!(app.key_state("sk-cccc").await, "cooling");
     let keys = app.keys_json().await;
-    let c = keys
-        .iter()
-        .find(|k| k["key"].as_str().unwrap().starts_with("sk-cccc"))
-        .unwrap();
+    let c = keys.iter().find(|k| k["key"].as_str().unwrap().starts_with("sk-cccc")).unwrap();
     assert!(c["cooling_until"].is_string() && c["last_error"].as_str().unwrap().contains("TPM"));
     // Another model is not rate-limited on that account.
     app.fake.set_mode(KC, Mode::Ok);
@@ -261,11 +185,7 @@ async fn a_429_cools_every_key_of_that_account_for_that_model() {
     .await;
     let r = app.chat("m").await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        app.fake.keys_for("/v1/chat/completions"),
-        vec![KA, KC],
-        "KB shares KA's account: not tried"
-    );
+    assert_eq!(app.fake.keys_for("/v1/chat/completions"), vec![KA, KC], "KB shares KA's account: not tried");
     app.fake.clear_seen();
     for _ in 0..3 {
         app.chat("m").await;
@@ -278,60 +198,31 @@ async fn all_keys_cooling_answers_429_with_retry_after_and_no_key_answers_503() 
     let app = spawn_app().await;
     let r = app.chat("m").await;
     assert_eq!(r.status, 503);
-    assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("import"),
-        "says why"
-    );
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("import"), "says why");
 
     app.fake.add_key(KA, "a1", "10", Mode::RateLimited("TPM"));
     app.import(&[KA]).await;
     let r = app.chat("m").await;
-    assert_eq!(
-        r.status, 429,
-        "the upstream's own 429 once the last key is spent"
-    );
+    assert_eq!(r.status, 429, "the upstream's own 429 once the last key is spent");
     assert!(String::from_utf8_lossy(&r.body).contains("TPM limit"));
     let r = app.chat("m").await;
     assert_eq!(r.status, 429);
-    let retry: u64 = r
-        .header("retry-after")
-        .expect("Retry-After")
-        .parse()
-        .unwrap();
+    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
     assert!((1..=30).contains(&retry), "{retry}");
-    assert!(r.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("rate-limited"));
-    assert_eq!(
-        app.fake.keys_for("/v1/chat/completions").len(),
-        1,
-        "the cooling key was not asked again"
-    );
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("rate-limited"));
+    assert_eq!(app.fake.keys_for("/v1/chat/completions").len(), 1, "the cooling key was not asked again");
 }
 
 #[actix_web::test]
 async fn exhausted_and_dead_keys_are_skipped_and_the_client_never_sees_their_401() {
     let app = app_with(
         "balance",
-        &[
-            (KA, "a1", "0", Mode::Ok),
-            (KB, "a2", "5", Mode::Broke),
-            (KC, "a3", "3", Mode::Broke402),
-        ],
+        &[(KA, "a1", "0", Mode::Ok), (KB, "a2", "5", Mode::Broke), (KC, "a3", "3", Mode::Broke402)],
     )
     .await;
     assert_eq!(app.key_state("sk-aaaa").await, "exhausted");
     let r = app.chat("m").await;
-    assert_eq!(
-        r.status,
-        503,
-        "no key left: {}",
-        String::from_utf8_lossy(&r.body)
-    );
+    assert_eq!(r.status, 503, "no key left: {}", String::from_utf8_lossy(&r.body));
     assert_eq!(
         app.fake.keys_for("/v1/chat/completions"),
         vec![KB, KC],
@@ -341,35 +232,21 @@ async fn exhausted_and_dead_keys_are_skipped_and_the_client_never_sees_their_401
     assert_eq!(app.key_state("sk-cccc").await, "exhausted");
     let r = app.chat("m").await;
     assert_eq!(r.status, 503);
-    assert!(r.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("3 exhausted"));
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("3 exhausted"));
 
     let app = app_with("balance", &[(KA, "a1", "5", Mode::Unauthorized)]).await;
     let r = app.chat("m").await;
-    assert_eq!(
-        r.status, 503,
-        "a dead pool key is the proxy's problem, not a client 401"
-    );
+    assert_eq!(r.status, 503, "a dead pool key is the proxy's problem, not a client 401");
     assert_eq!(r.json()["error"]["type"], "service_unavailable");
 }
 
 #[actix_web::test]
 async fn client_errors_pass_through_once_without_failover() {
-    let app = app_with(
-        "balance",
-        &[(KA, "a1", "5", Mode::Ok), (KB, "a2", "3", Mode::Ok)],
-    )
-    .await;
+    let app = app_with("balance", &[(KA, "a1", "5", Mode::Ok), (KB, "a2", "3", Mode::Ok)]).await;
     let r = app.chat("bad-model").await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["code"], 20012, "the upstream's body, unchanged");
-    assert_eq!(
-        app.fake.keys_for("/v1/chat/completions").len(),
-        1,
-        "no retry on 400"
-    );
+    assert_eq!(app.fake.keys_for("/v1/chat/completions").len(), 1, "no retry on 400");
     let logs = app.logs().await;
     assert_eq!((logs[0].status, logs[0].attempts), (400, 1));
     // A 403 that is not about balance: another key may serve.
@@ -377,11 +254,7 @@ async fn client_errors_pass_through_once_without_failover() {
     app.fake.clear_seen();
     assert_eq!(app.chat("m").await.status, 200);
     assert_eq!(app.fake.keys_for("/v1/chat/completions"), vec![KA, KB]);
-    assert_eq!(
-        app.key_state("sk-aaaa").await,
-        "active",
-        "a model-level 403 does not kill the key"
-    );
+    assert_eq!(app.key_state("sk-aaaa").await, "active", "a model-level 403 does not kill the key");
 }
 
 #[actix_web::test]
@@ -403,39 +276,20 @@ async fn an_unreachable_upstream_gives_502_in_the_callers_dialect_and_is_logged(
     let id = app.keys_json().await[0]["id"].as_i64().unwrap();
     // Point the key's account at the dead port through the database, then restart-free:
     // simplest is a second app whose base URL is the dead port, sharing the DB.
-    let crate::helpers::TestApp {
-        fake, dir, handle, ..
-    } = app;
+    let crate::helpers::TestApp { fake, dir, handle, .. } = app;
     handle.stop(true).await;
     let mut env = crate::helpers::base_env(&fake, &dir);
-    env.insert(
-        "SILICONFLOW_BASE_URL".into(),
-        format!("http://127.0.0.1:{port}"),
-    );
+    env.insert("SILICONFLOW_BASE_URL".into(), format!("http://127.0.0.1:{port}"));
     let app = crate::helpers::start_with_env(fake, dir, env).await;
-    let r = app
-        .call(
-            "/v1/messages",
-            json!({"model": "m", "max_tokens": 5, "messages": []}),
-        )
-        .await;
+    let r = app.call("/v1/messages", json!({"model": "m", "max_tokens": 5, "messages": []})).await;
     assert_eq!(r.status, 502);
     assert_eq!(r.json()["type"], "error", "Anthropic shape");
     let logs = app.logs().await;
     assert_eq!(logs.last().unwrap().status, 502);
-    assert!(logs
-        .last()
-        .unwrap()
-        .error
-        .as_deref()
-        .unwrap()
-        .contains("unreachable"));
+    assert!(logs.last().unwrap().error.as_deref().unwrap().contains("unreachable"));
     // A refresh against the dead upstream leaves the key as it was.
     let summary = app.admin_post("/refresh", json!({})).await.json();
     assert_eq!(summary["unchanged"], 1);
     let keys = app.keys_json().await;
-    assert_eq!(
-        (keys[0]["id"].as_i64(), keys[0]["state"].as_str()),
-        (Some(id), Some("active"))
-    );
+    assert_eq!((keys[0]["id"].as_i64(), keys[0]["state"].as_str()), (Some(id), Some("active")));
 }

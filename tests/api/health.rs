@@ -19,18 +19,13 @@ async fn health_counts_keys_by_state_without_auth_or_secrets() {
     app.fake.add_key(KB, "a2", "0", Mode::Ok);
     app.fake.add_key(KC, "a3", "5", Mode::RateLimited("RPM"));
     app.fake.add_key(KD, "a4", "5", Mode::Ok);
-    app.import(&[KA, KB, KC, KD, "sk-unknown-key-0000000000"])
-        .await;
-    let id_d = app
-        .keys_json()
-        .await
-        .iter()
-        .find(|k| k["key"].as_str().unwrap().starts_with("sk-dddd"))
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap();
-    app.admin_post(&format!("/api/keys/{id_d}/disable"), json!({}))
-        .await;
+    app.import(&[KA, KB, KC, KD, "sk-unknown-key-0000000000"]).await;
+    let id_d =
+        app.keys_json().await.iter().find(|k| k["key"].as_str().unwrap().starts_with("sk-dddd")).unwrap()
+            ["id"]
+            .as_i64()
+            .unwrap();
+    app.admin_post(&format!("/api/keys/{id_d}/disable"), json!({})).await;
     // KC (richest active after D is disabled? all 5) — make it rate-limit once.
     app.fake.set_mode(KA, Mode::RateLimited("RPM"));
     app.chat("m").await;

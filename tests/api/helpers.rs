@@ -35,10 +35,7 @@ pub struct TestApp {
 
 pub fn base_env(fake: &Fake, dir: &tempfile::TempDir) -> HashMap<String, String> {
     let mut env = HashMap::new();
-    env.insert(
-        "DATABASE_URL".into(),
-        format!("sqlite://{}", dir.path().join("test.db").display()),
-    );
+    env.insert("DATABASE_URL".into(), format!("sqlite://{}", dir.path().join("test.db").display()));
     env.insert("SILICONFLOW_BASE_URL".into(), fake.url.clone());
     env.insert("API_KEY".into(), CLIENT_KEY.into());
     env.insert("ADMIN_USERNAME".into(), ADMIN_USER.into());
@@ -65,38 +62,20 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     start_with_env(fake, dir, env).await
 }
 
-pub async fn start_with_env(
-    fake: Fake,
-    dir: tempfile::TempDir,
-    env: HashMap<String, String>,
-) -> TestApp {
+pub async fn start_with_env(fake: Fake, dir: tempfile::TempDir, env: HashMap<String, String>) -> TestApp {
     let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let app = Application::build_with_listener(config, listener)
-        .await
-        .expect("build app");
+    let app = Application::build_with_listener(config, listener).await.expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
     let handle = app.server_handle();
     actix_rt::spawn(app.run_until_stopped());
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish();
-    TestApp {
-        address,
-        state,
-        fake,
-        client,
-        dir,
-        handle,
-    }
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    TestApp { address, state, fake, client, dir, handle }
 }
 
 pub fn basic(user: &str, pass: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-    )
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
 }
 
 pub struct Resp {
@@ -111,10 +90,7 @@ impl Resp {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
     }
 }
 
@@ -132,11 +108,7 @@ impl TestApp {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.body().limit(64 << 20).await.expect("body read");
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp { status, headers, body }
     }
 
     pub async fn admin_post(&self, path: &str, body: Value) -> Resp {
@@ -149,20 +121,13 @@ impl TestApp {
     }
 
     pub async fn admin_get(&self, path: &str) -> Resp {
-        let req = self
-            .client
-            .get(self.url(path))
-            .insert_header(("Authorization", basic(ADMIN_USER, ADMIN_PASS)));
+        let req =
+            self.client.get(self.url(path)).insert_header(("Authorization", basic(ADMIN_USER, ADMIN_PASS)));
         self.send(req, None).await
     }
 
     pub async fn import(&self, keys: &[&str]) -> Value {
-        let r = self
-            .admin_post(
-                "/import_keys",
-                serde_json::json!({ "keys": keys.join("\n") }),
-            )
-            .await;
+        let r = self.admin_post("/import_keys", serde_json::json!({ "keys": keys.join("\n") })).await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         r.json()
     }
@@ -186,12 +151,7 @@ impl TestApp {
     }
 
     pub async fn flush_logs(&self) {
-        self.state
-            .log_writer
-            .send(Flush)
-            .await
-            .expect("log writer")
-            .expect("flush");
+        self.state.log_writer.send(Flush).await.expect("log writer").expect("flush");
     }
 
     /// Every log row, oldest first, after flushing the writer.
@@ -231,10 +191,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
+        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -18,41 +18,24 @@ async fn import_counts_valid_duplicate_and_invalid_keys_and_masks_them() {
     app.fake.add_key(KA, "acct-1", "10.50", Mode::Ok);
     app.fake.add_key(KB, "acct-2", "0.00", Mode::Ok);
     // KC is unknown to the fake: 401.
-    let r = app
-        .admin_post(
-            "/import_keys",
-            json!({"keys": format!(" {KA}\n{KB}, {KC}\n{KA}\n")}),
-        )
-        .await;
+    let r = app.admin_post("/import_keys", json!({"keys": format!(" {KA}\n{KB}, {KC}\n{KA}\n")})).await;
     assert_eq!(r.status, 200);
     let body = r.json();
     assert_eq!(body["added"], 2, "{body}");
     assert_eq!(body["invalid"], 1, "{body}");
-    assert_eq!(
-        body["duplicates"], 0,
-        "repeats within one import are folded: {body}"
-    );
+    assert_eq!(body["duplicates"], 0, "repeats within one import are folded: {body}");
     assert_no_full_key(&String::from_utf8_lossy(&r.body));
 
     // Again, as a list: all three are known now.
-    let r = app
-        .admin_post("/import_keys", json!({"keys": [KA, KB, KC]}))
-        .await;
+    let r = app.admin_post("/import_keys", json!({"keys": [KA, KB, KC]})).await;
     let body = r.json();
-    assert_eq!(
-        (body["added"].as_i64(), body["duplicates"].as_i64()),
-        (Some(0), Some(3)),
-        "{body}"
-    );
+    assert_eq!((body["added"].as_i64(), body["duplicates"].as_i64()), (Some(0), Some(3)), "{body}");
 
     assert_eq!(app.key_state("sk-aaaa").await, "active");
     assert_eq!(app.key_state("sk-bbbb").await, "exhausted", "zero balance");
     assert_eq!(app.key_state("sk-cccc").await, "invalid");
     let keys = app.keys_json().await;
-    let a = keys
-        .iter()
-        .find(|k| k["key"].as_str().unwrap().starts_with("sk-aaaa"))
-        .unwrap();
+    let a = keys.iter().find(|k| k["key"].as_str().unwrap().starts_with("sk-aaaa")).unwrap();
     assert_eq!(a["balance"], 10.5);
     assert_eq!(a["account_id"], "acct-1");
     assert_no_full_key(&serde_json::to_string(&keys).unwrap());
@@ -62,10 +45,7 @@ async fn import_counts_valid_duplicate_and_invalid_keys_and_masks_them() {
     let req = app
         .client
         .post(app.url("/import_keys"))
-        .insert_header((
-            "Authorization",
-            crate::helpers::basic("admin", crate::helpers::ADMIN_PASS),
-        ))
+        .insert_header(("Authorization", crate::helpers::basic("admin", crate::helpers::ADMIN_PASS)))
         .insert_header(("Content-Type", "application/x-www-form-urlencoded"));
     let r = app.send(req, Some(format!("keys={KD}").into())).await;
     assert_eq!(r.json()["added"], 1);
@@ -73,15 +53,8 @@ async fn import_counts_valid_duplicate_and_invalid_keys_and_masks_them() {
     // Export: full keys, one a line, invalid ones only with ?all=1.
     let r = app.admin_get("/export_keys").await;
     let text = String::from_utf8_lossy(&r.body).to_string();
-    assert!(r
-        .header("content-disposition")
-        .unwrap()
-        .contains("attachment"));
-    assert!(
-        text.lines().any(|l| l == KA)
-            && text.lines().any(|l| l == KB)
-            && text.lines().any(|l| l == KD)
-    );
+    assert!(r.header("content-disposition").unwrap().contains("attachment"));
+    assert!(text.lines().any(|l| l == KA) && text.lines().any(|l| l == KB) && text.lines().any(|l| l == KD));
     assert!(!text.contains(KC));
     let r = app.admin_get("/export_keys?all=1").await;
     assert!(String::from_utf8_lossy(&r.body).lines().any(|l| l == KC));
@@ -125,23 +98,11 @@ async fn refresh_survives_upstream_outages_with_every_key_intact() {
         assert_eq!(summary["invalid"], 0);
         let keys = app.keys_json().await;
         assert_eq!(keys.len(), 3);
-        assert!(
-            keys.iter().all(|k| k["state"] == "active"),
-            "{status}: {keys:?}"
-        );
-        assert!(
-            keys.iter().all(|k| k["balance"].as_f64().unwrap() >= 10.0),
-            "balances kept"
-        );
+        assert!(keys.iter().all(|k| k["state"] == "active"), "{status}: {keys:?}");
+        assert!(keys.iter().all(|k| k["balance"].as_f64().unwrap() >= 10.0), "balances kept");
     }
-    let health = app
-        .send(app.client.get(app.url("/health")), None)
-        .await
-        .json();
-    assert!(health["auto_refresh"]["last_error"]
-        .as_str()
-        .unwrap()
-        .contains("3 of 3"));
+    let health = app.send(app.client.get(app.url("/health")), None).await.json();
+    assert!(health["auto_refresh"]["last_error"].as_str().unwrap().contains("3 of 3"));
     app.fake.set_info_outage(None);
 
     // Only a 401 invalidates; a zero balance exhausts; money brings it back.
@@ -149,11 +110,7 @@ async fn refresh_survives_upstream_outages_with_every_key_intact() {
     app.fake.set_balance(KB, "-0.01");
     let summary = app.admin_post("/refresh", json!({})).await.json();
     assert_eq!(
-        (
-            summary["invalid"].as_i64(),
-            summary["exhausted"].as_i64(),
-            summary["active"].as_i64()
-        ),
+        (summary["invalid"].as_i64(), summary["exhausted"].as_i64(), summary["active"].as_i64()),
         (Some(1), Some(1), Some(1))
     );
     assert_eq!(app.key_state("sk-aaaa").await, "invalid");
@@ -163,11 +120,7 @@ async fn refresh_survives_upstream_outages_with_every_key_intact() {
     let summary = app.admin_post("/refresh", json!({})).await.json();
     assert_eq!(summary["active"], 3, "{summary}");
     assert_eq!(app.key_state("sk-bbbb").await, "active");
-    assert_eq!(
-        app.key_state("sk-aaaa").await,
-        "active",
-        "an invalid key is re-checked, not forgotten"
-    );
+    assert_eq!(app.key_state("sk-aaaa").await, "active", "an invalid key is re-checked, not forgotten");
 }
 
 #[actix_web::test]
@@ -184,25 +137,11 @@ async fn scheduled_refresh_rechecks_invalid_keys_less_often() {
     assert_eq!(body["invalid"], 1);
     app.fake.clear_seen();
     crate::helpers::poll(Duration::from_secs(10), || async {
-        (app.fake
-            .keys_for("/v1/user/info")
-            .iter()
-            .filter(|k| *k == KA)
-            .count()
-            >= 2)
-            .then_some(())
+        (app.fake.keys_for("/v1/user/info").iter().filter(|k| *k == KA).count() >= 2).then_some(())
     })
     .await;
-    let invalid_checks = app
-        .fake
-        .keys_for("/v1/user/info")
-        .iter()
-        .filter(|k| *k == KB)
-        .count();
-    assert_eq!(
-        invalid_checks, 0,
-        "the invalid key waits for INVALID_RECHECK_INTERVAL"
-    );
+    let invalid_checks = app.fake.keys_for("/v1/user/info").iter().filter(|k| *k == KB).count();
+    assert_eq!(invalid_checks, 0, "the invalid key waits for INVALID_RECHECK_INTERVAL");
     assert_eq!(app.keys_json().await.len(), 2, "nothing deleted");
 }
 
@@ -219,20 +158,12 @@ async fn key_states_and_cooldowns_survive_a_restart() {
     // KC (richest) rate-limits, KB gets disabled by the owner.
     app.fake.set_mode(KC, Mode::RateLimited("TPM"));
     assert_eq!(app.chat("m1").await.status, 200);
-    let id_b = app
-        .keys_json()
-        .await
-        .iter()
-        .find(|k| k["key"].as_str().unwrap().starts_with("sk-bbbb"))
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap();
-    assert_eq!(
-        app.admin_post(&format!("/api/keys/{id_b}/disable"), json!({}))
-            .await
-            .status,
-        200
-    );
+    let id_b =
+        app.keys_json().await.iter().find(|k| k["key"].as_str().unwrap().starts_with("sk-bbbb")).unwrap()
+            ["id"]
+            .as_i64()
+            .unwrap();
+    assert_eq!(app.admin_post(&format!("/api/keys/{id_b}/disable"), json!({})).await.status, 200);
     assert_eq!(app.logs().await.len(), 1);
     app.handle.stop(true).await;
 
@@ -249,79 +180,38 @@ async fn key_states_and_cooldowns_survive_a_restart() {
         "cooling and disabled keys skipped after restart"
     );
     let keys = app.keys_json().await;
-    let a = keys
-        .iter()
-        .find(|k| k["key"].as_str().unwrap().starts_with("sk-aaaa"))
-        .unwrap();
-    assert!(
-        a["usage_count"].as_i64().unwrap() >= 1,
-        "usage persisted: {a}"
-    );
+    let a = keys.iter().find(|k| k["key"].as_str().unwrap().starts_with("sk-aaaa")).unwrap();
+    assert!(a["usage_count"].as_i64().unwrap() >= 1, "usage persisted: {a}");
 }
 
 #[actix_web::test]
 async fn per_key_enable_disable_refresh_and_delete() {
     let app = three_keys().await;
     let keys = app.keys_json().await;
-    let id_c = keys
-        .iter()
-        .find(|k| k["key"].as_str().unwrap().starts_with("sk-cccc"))
-        .unwrap()["id"]
+    let id_c = keys.iter().find(|k| k["key"].as_str().unwrap().starts_with("sk-cccc")).unwrap()["id"]
         .as_i64()
         .unwrap();
-    assert_eq!(
-        app.admin_post(&format!("/api/keys/{id_c}/disable"), json!({}))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.admin_post(&format!("/api/keys/{id_c}/disable"), json!({})).await.status, 200);
     app.chat("m").await;
-    assert_eq!(
-        app.fake.keys_for("/v1/chat/completions"),
-        vec![KB.to_string()],
-        "disabled key not used"
-    );
-    assert_eq!(
-        app.admin_post(&format!("/api/keys/{id_c}/enable"), json!({}))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.fake.keys_for("/v1/chat/completions"), vec![KB.to_string()], "disabled key not used");
+    assert_eq!(app.admin_post(&format!("/api/keys/{id_c}/enable"), json!({})).await.status, 200);
     app.fake.set_balance(KC, "99");
-    let r = app
-        .admin_post(&format!("/api/keys/{id_c}/refresh"), json!({}))
-        .await;
+    let r = app.admin_post(&format!("/api/keys/{id_c}/refresh"), json!({})).await;
     assert_eq!(r.json()["key"]["balance"], 99.0);
     let r = app
         .send(
             app.client
                 .delete(app.url(&format!("/api/keys/{id_c}")))
-                .insert_header((
-                    "Authorization",
-                    crate::helpers::basic("admin", crate::helpers::ADMIN_PASS),
-                )),
+                .insert_header(("Authorization", crate::helpers::basic("admin", crate::helpers::ADMIN_PASS))),
             None,
         )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(app.keys_json().await.len(), 2);
-    assert_eq!(
-        app.admin_post("/api/keys/9999/disable", json!({}))
-            .await
-            .status,
-        404
-    );
-    assert_eq!(
-        app.admin_post("/api/keys/abc/enable", json!({}))
-            .await
-            .status,
-        404
-    );
+    assert_eq!(app.admin_post("/api/keys/9999/disable", json!({})).await.status, 404);
+    assert_eq!(app.admin_post("/api/keys/abc/enable", json!({})).await.status, 404);
     // Search, filter and sort over all keys.
-    let r = app
-        .admin_get("/api/keys?sort=balance&order=desc&page_size=1")
-        .await
-        .json();
+    let r = app.admin_get("/api/keys?sort=balance&order=desc&page_size=1").await.json();
     assert_eq!(r["total"], 2);
     assert!(r["keys"][0]["key"].as_str().unwrap().starts_with("sk-bbbb"));
     let r = app.admin_get("/api/keys?q=acct-1").await.json();

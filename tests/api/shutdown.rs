@@ -44,15 +44,7 @@ async fn sigterm_flushes_every_buffered_log_row() {
     poll(Duration::from_secs(30), || {
         let client = client.clone();
         let url = format!("{base}/health");
-        async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
-                .map(|_| ())
-        }
+        async move { client.get(url).send().await.ok().filter(|r| r.status() == 200).map(|_| ()) }
     })
     .await;
     let r = client
@@ -73,16 +65,9 @@ async fn sigterm_flushes_every_buffered_log_row() {
         assert_eq!(r.status(), 200);
         assert!(!r.body().await.unwrap().is_empty());
     }
-    let killed = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     assert!(killed.success());
-    let exit = actix_web::rt::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = actix_web::rt::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(exit.success(), "clean exit: {exit:?}");
 
     let mut conn = diesel::sqlite::SqliteConnection::establish(db_path.to_str().unwrap()).unwrap();

@@ -25,28 +25,21 @@ async fn sse_passes_through_byte_for_byte_and_usage_is_the_last_running_total() 
         .insert_header(("Authorization", format!("Bearer {CLIENT_KEY}")))
         .insert_header(("Content-Type", "application/json"));
     let mut resp = req
-        .send_body(json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send_body(
+            json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+                .to_string(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp
-        .headers()
-        .get("content-type")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
+    assert!(resp.headers().get("content-type").unwrap().to_str().unwrap().starts_with("text/event-stream"));
     let mut received = Vec::new();
     let mut reads = 0;
     while let Some(chunk) = resp.next().await {
         received.extend_from_slice(&chunk.unwrap());
         reads += 1;
     }
-    assert_eq!(
-        String::from_utf8(received).unwrap(),
-        chat_stream_text(model, 12),
-        "byte-exact"
-    );
+    assert_eq!(String::from_utf8(received).unwrap(), chat_stream_text(model, 12), "byte-exact");
     assert!(reads > 1, "streamed, not buffered whole");
     let logs = app.logs().await;
     assert_eq!(logs.len(), 1);
@@ -69,10 +62,7 @@ async fn anthropic_stream_usage_comes_from_message_start_and_message_delta() {
     assert_eq!(r.status, 200);
     assert_eq!(String::from_utf8_lossy(&r.body), messages_stream_text("m"));
     let l = &app.logs().await[0];
-    assert_eq!(
-        (l.input_tokens, l.output_tokens, l.total_tokens),
-        (31, 12, 43)
-    );
+    assert_eq!((l.input_tokens, l.output_tokens, l.total_tokens), (31, 12, 43));
     assert!(l.stream);
 }
 
@@ -105,16 +95,10 @@ async fn a_stream_the_client_abandons_is_logged_as_aborted_with_usage_so_far() {
     .await
     .unwrap();
     assert!(got.starts_with("HTTP/1.1 200"));
-    let row = poll(Duration::from_secs(15), || async {
-        app.logs().await.into_iter().next()
-    })
-    .await;
+    let row = poll(Duration::from_secs(15), || async { app.logs().await.into_iter().next() }).await;
     assert!(row.aborted, "{row:?}");
     assert!(row.stream);
     assert_eq!(row.input_tokens, STREAM_USAGE.0);
-    assert!(
-        row.output_tokens >= 1 && row.output_tokens < 100,
-        "usage so far: {row:?}"
-    );
+    assert!(row.output_tokens >= 1 && row.output_tokens < 100, "usage so far: {row:?}");
     assert!(row.error.as_deref().unwrap_or("").contains("client closed"));
 }

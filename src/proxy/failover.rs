@@ -1,0 +1,55 @@
+//! What an upstream answer means for the key that got it. Pure, unit-tested.
+
+use super::errors::is_insufficient_balance;
+
+/// Statuses after which another key may succeed. Everything else (2xx, 400,
+/// 404, other 4xx) is the answer, passed to the client once.
+pub fn may_fail_over(status: u16) -> bool {
+    matches!(status, 401 | 402 | 403 | 429) || status >= 500
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// 401: the key is dead.
+    KeyInvalid,
+    /// 402/403 code 30001: the account has no funds.
+    KeyExhausted,
+    /// 429: the account is limited for this model.
+    RateLimited,
+    /// 5xx, or a 403 about this model only: try another key, change nothing.
+    Transient,
+}
+
+pub fn classify(status: u16, body: &[u8]) -> Verdict {
+    match status {
+        401 => Verdict::KeyInvalid,
+        402 | 403 if is_insufficient_balance(body) => Verdict::KeyExhausted,
+        429 => Verdict::RateLimited,
+        _ => Verdict::Transient,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BROKE: &[u8] =
+        br#"{"code":30001,"message":"Sorry, your account balance is insufficient","data":null}"#;
+
+    #[test]
+    fn upstream_answers_map_to_key_verdicts() {
+        assert_eq!(classify(401, br#""Invalid token""#), Verdict::KeyInvalid);
+        assert_eq!(classify(403, BROKE), Verdict::KeyExhausted);
+        assert_eq!(classify(402, BROKE), Verdict::KeyExhausted);
+        assert_eq!(classify(403, br#""Forbidden""#), Verdict::Transient);
+        assert_eq!(classify(403, br#"{"code":30003,"message":"Model disabled"}"#), Verdict::Transient);
+        assert_eq!(classify(429, b"{}"), Verdict::RateLimited);
+        assert_eq!(classify(503, b"{}"), Verdict::Transient);
+        for s in [200, 400, 404, 413, 422] {
+            assert!(!may_fail_over(s), "{s}");
+        }
+        for s in [401, 402, 403, 429, 500, 502, 503, 504] {
+            assert!(may_fail_over(s), "{s}");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+"""End-to-end: the proxy binary, a fake SiliconFlow, and the official openai and
+anthropic SDKs, as a user runs them. Usage: python3 sdk_e2e.py PATH_TO_BINARY
+Prints 'N passed, M failed' and exits non-zero on any failure.
+"""
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import anthropic
+import openai
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GOOD = "sk-e2e-good-000000000000000001"
+CLIENT = "e2e-client-key"
+ADMIN = ("admin", "e2e-admin-pass")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_http(url, limit=60):
+    start = time.time()
+    while time.time() - start < limit:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except Exception:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def admin(base, method, path, body=None):
+    req = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("Authorization", "Basic " + base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode())
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def main():
+    binary = os.path.abspath(sys.argv[1])
+    fake_port, proxy_port = free_port(), free_port()
+    fake = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_siliconflow.py"), str(fake_port)])
+    tmp = tempfile.mkdtemp()
+    env = {
+        "PATH": os.environ.get("PATH", ""), "HOST": "127.0.0.1", "PORT": str(proxy_port),
+        "DATABASE_URL": f"sqlite://{tmp}/e2e.db", "SILICONFLOW_BASE_URL": f"http://127.0.0.1:{fake_port}",
+        "API_KEY": CLIENT, "ADMIN_PASSWORD": ADMIN[1], "AUTO_REFRESH_INTERVAL": "0", "LOG_FLUSH_MS": "100",
+        "RUST_LOG": "warn",
+    }
+    proxy = subprocess.Popen([binary], env=env, cwd=tmp)
+    passed, failed = 0, 0
+    base = f"http://127.0.0.1:{proxy_port}"
+
+    def check(name, fn):
+        nonlocal passed, failed
+        try:
+            fn()
+            passed += 1
+            print(f"ok   {name}")
+        except Exception as e:  # noqa: BLE001 - report every failure and go on
+            failed += 1
+            print(f"FAIL {name}: {e!r}")
+
+    try:
+        wait_http(f"http://127.0.0.1:{fake_port}/v1/models")
+        wait_http(base + "/health")
+        imported = admin(base, "POST", "/import_keys", {"keys": GOOD + "\nsk-e2e-unknown-00000000000"})
+        assert imported["added"] == 1 and imported["invalid"] == 1, imported
+        oai = openai.OpenAI(base_url=base + "/v1", api_key=CLIENT, max_retries=0)
+        ant = anthropic.Anthropic(base_url=base, api_key=CLIENT, max_retries=0)
+
+        def openai_plain():
+            r = oai.chat.completions.create(model="Qwen/Qwen3-8B", messages=[{"role": "user", "content": "hi"}])
+            assert r.choices[0].message.content == "Hello from the fake", r
+            assert r.usage.total_tokens == 13
+
+        def openai_stream():
+            text = "".join((c.choices[0].delta.content or "") for c in oai.chat.completions.create(
+                model="Qwen/Qwen3-8B", stream=True, messages=[{"role": "user", "content": "hi"}]) if c.choices)
+            assert text == "Hello from the fake", text
+
+        def openai_models():
+            ids = [m.id for m in oai.models.list()]
+            assert ids == ["Qwen/Qwen3-8B"], ids
+
+        def openai_wrong_key():
+            bad = openai.OpenAI(base_url=base + "/v1", api_key="wrong", max_retries=0)
+            try:
+                bad.models.list()
+            except openai.AuthenticationError as e:
+                assert e.status_code == 401
+                return
+            raise AssertionError("no 401")
+
+        def openai_bad_request():
+            try:
+                oai.chat.completions.create(model="", messages=[])
+            except openai.BadRequestError as e:
+                assert "model" in str(e)
+                return
+            raise AssertionError("no 400")
+
+        def anthropic_plain():
+            m = ant.messages.create(model="deepseek-ai/DeepSeek-V3", max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+            assert m.content[0].text == "Hi there" and m.usage.output_tokens == 6, m
+
+        def anthropic_stream():
+            with ant.messages.stream(model="deepseek-ai/DeepSeek-V3", max_tokens=64,
+                                     messages=[{"role": "user", "content": "hi"}]) as s:
+                text = "".join(s.text_stream)
+                final = s.get_final_message()
+            assert text == "Hi there" and final.usage.output_tokens == 6, (text, final.usage)
+
+        def logs_match():
+            deadline = time.time() + 10
+            while True:
+                logs = admin(base, "GET", "/logs?page_size=100")
+                if logs["total"] >= 6 or time.time() > deadline:
+                    break
+                time.sleep(0.1)
+            rows = logs["logs"]
+            assert logs["total"] == 6, logs["total"]  # the 401 never reached the pool: not a proxied call
+            by = {(r["endpoint"], r["stream"], r["status"]): r for r in rows}
+            assert by[("/v1/chat/completions", False, 200)]["total_tokens"] == 13
+            assert by[("/v1/chat/completions", True, 200)]["total_tokens"] == 14, "last running total"
+            assert by[("/v1/messages", True, 200)]["input_tokens"] == 15
+            assert by[("/v1/messages", True, 200)]["output_tokens"] == 6
+            assert all(GOOD not in json.dumps(r) for r in rows), "no full key in logs"
+
+        for name, fn in [("openai chat", openai_plain), ("openai stream", openai_stream), ("openai models", openai_models),
+                         ("openai wrong key -> 401", openai_wrong_key), ("openai missing model -> 400", openai_bad_request),
+                         ("anthropic messages", anthropic_plain), ("anthropic stream", anthropic_stream),
+                         ("request log matches", logs_match)]:
+            check(name, fn)
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+        fake.terminate()
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
