@@ -71,12 +71,14 @@ pub async fn import(
         match serde_json::from_slice::<ImportBody>(&body) {
             Ok(ImportBody { keys: KeysField::Text(t) }) => t,
             Ok(ImportBody { keys: KeysField::List(l) }) => l.join("\n"),
-            Err(e) => return error(
-                StatusCode::BAD_REQUEST,
-                format!(
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
                     "expected JSON {{\"keys\": \"sk-a\\nsk-b\"}} or {{\"keys\": [\"sk-a\", \"sk-b\"]}}: {e}"
                 ),
-            ),
+                )
+            }
         }
     };
     let candidates = parse_key_list(&text);
