@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 use serde::Serialize;
 
-use super::schema::{api_keys, cooldowns, request_logs};
+use super::schema::{api_keys, cooldowns, request_logs, resources};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = api_keys)]
@@ -22,6 +22,8 @@ pub struct KeyRow {
     pub last_error: Option<String>,
     pub state_changed_at: Option<i64>,
     pub created_at: i64,
+    pub gift_balance: Option<f64>,
+    pub charge_balance: Option<f64>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -33,6 +35,8 @@ pub struct NewKey {
     pub account_id: Option<String>,
     pub account_name: Option<String>,
     pub base_url: Option<String>,
+    pub gift_balance: Option<f64>,
+    pub charge_balance: Option<f64>,
     pub last_checked: Option<i64>,
     pub last_error: Option<String>,
     pub state_changed_at: Option<i64>,
@@ -88,4 +92,14 @@ pub struct NewLog {
     pub aborted: bool,
     pub attempts: i32,
     pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = resources)]
+pub struct ResourceRow {
+    pub kind: String,
+    pub resource_id: String,
+    pub key_id: i64,
+    pub account: Option<String>,
+    pub created_at: i64,
 }

@@ -2,8 +2,8 @@
 
 use diesel::prelude::*;
 
-use super::models::{CooldownRow, KeyRow, LogRow, NewKey, NewLog};
-use super::schema::{api_keys, cooldowns, request_logs, settings};
+use super::models::{CooldownRow, KeyRow, LogRow, NewKey, NewLog, ResourceRow};
+use super::schema::{api_keys, cooldowns, request_logs, resources, settings};
 use super::DbError;
 
 type Conn = diesel::sqlite::SqliteConnection;
@@ -59,6 +59,7 @@ pub mod keys {
         state: &str,
         state_changed: bool,
         balance: Option<f64>,
+        parts: Option<(Option<f64>, Option<f64>)>,
         account: Option<(&str, Option<&str>)>,
         error: Option<&str>,
         now: i64,
@@ -72,6 +73,11 @@ pub mod keys {
         }
         if let Some(b) = balance {
             diesel::update(target).set(api_keys::balance.eq(b)).execute(conn)?;
+        }
+        if let Some((gift, charge)) = parts {
+            diesel::update(target)
+                .set((api_keys::gift_balance.eq(gift), api_keys::charge_balance.eq(charge)))
+                .execute(conn)?;
         }
         if let Some((account_id, name)) = account {
             diesel::update(target)
@@ -214,6 +220,23 @@ pub mod logs {
 
     fn escape_like(s: &str) -> String {
         s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    }
+}
+
+pub mod resources_q {
+    use super::*;
+
+    pub fn upsert(conn: &mut Conn, row: &ResourceRow) -> Result<(), DbError> {
+        diesel::replace_into(resources::table).values(row).execute(conn)?;
+        Ok(())
+    }
+
+    pub fn find(conn: &mut Conn, kind: &str, id: &str) -> Result<Option<ResourceRow>, DbError> {
+        Ok(resources::table
+            .find((kind, id))
+            .select(ResourceRow::as_select())
+            .first(conn)
+            .optional()?)
     }
 }
 

@@ -15,6 +15,8 @@ diesel::table! {
         last_error -> Nullable<Text>,
         state_changed_at -> Nullable<BigInt>,
         created_at -> BigInt,
+        gift_balance -> Nullable<Double>,
+        charge_balance -> Nullable<Double>,
     }
 }
 
@@ -56,4 +58,14 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(api_keys, cooldowns, request_logs, settings);
+diesel::table! {
+    resources (kind, resource_id) {
+        kind -> Text,
+        resource_id -> Text,
+        key_id -> BigInt,
+        account -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(api_keys, cooldowns, request_logs, resources, settings);

@@ -271,7 +271,7 @@ impl Handler<AddKeys> for PoolActor {
                 }
             }
             let (state, balance, account, error, status) = match &outcome {
-                CheckOutcome::Valid { balance, account_id, account_name } => {
+                CheckOutcome::Valid { balance, account_id, account_name, .. } => {
                     let state = if *balance > 0.0 { KeyState::Active } else { KeyState::Exhausted };
                     (
                         state,
@@ -298,6 +298,14 @@ impl Handler<AddKeys> for PoolActor {
                 account_id: account.as_ref().map(|a| a.0.clone()),
                 account_name: account.as_ref().and_then(|a| a.1.clone()),
                 base_url: None,
+                gift_balance: match &outcome {
+                    CheckOutcome::Valid { gift, .. } => *gift,
+                    _ => None,
+                },
+                charge_balance: match &outcome {
+                    CheckOutcome::Valid { charge, .. } => *charge,
+                    _ => None,
+                },
                 last_checked: (!matches!(outcome, CheckOutcome::Transient { .. })).then_some(now),
                 last_error: error.clone(),
                 state_changed_at: Some(now),
@@ -369,7 +377,7 @@ impl Handler<ApplyChecks> for PoolActor {
             key.last_checked.store(now, std::sync::atomic::Ordering::Relaxed);
             let old = key.state();
             let (balance, account, error) = match &outcome {
-                CheckOutcome::Valid { balance, account_id, account_name } => {
+                CheckOutcome::Valid { balance, account_id, account_name, .. } => {
                     (Some(*balance), account_id.as_ref().map(|a| (a.clone(), account_name.clone())), None)
                 }
                 CheckOutcome::Invalid { reason } | CheckOutcome::Transient { reason } => {
@@ -397,6 +405,10 @@ impl Handler<ApplyChecks> for PoolActor {
                     new_state.as_str(),
                     new_state != old,
                     balance,
+                    match &outcome {
+                        CheckOutcome::Valid { gift, charge, .. } => Some((*gift, *charge)),
+                        _ => None,
+                    },
                     account.as_ref().map(|(a, n)| (a.as_str(), n.as_deref())),
                     error.as_deref(),
                     now,
@@ -477,7 +489,7 @@ mod tests {
     use super::*;
 
     fn valid(balance: f64) -> CheckOutcome {
-        CheckOutcome::Valid { balance, account_id: None, account_name: None }
+        CheckOutcome::Valid { balance, gift: None, charge: None, account_id: None, account_name: None }
     }
 
     #[test]

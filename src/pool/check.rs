@@ -9,6 +9,9 @@ use serde::Deserialize;
 pub enum CheckOutcome {
     Valid {
         balance: f64,
+        /// Gifted and paid credit, when the upstream reports them.
+        gift: Option<f64>,
+        charge: Option<f64>,
         account_id: Option<String>,
         account_name: Option<String>,
     },
@@ -68,9 +71,10 @@ pub fn interpret(status: u16, body: &[u8]) -> CheckOutcome {
                     }
                 }
             };
-            let balance = info.total_balance.as_ref().and_then(parse_balance).or_else(|| {
-                let b = info.balance.as_ref().and_then(parse_balance);
-                let c = info.charge_balance.as_ref().and_then(parse_balance);
+            let gift = info.balance.as_ref().and_then(parse_balance);
+            let charge = info.charge_balance.as_ref().and_then(parse_balance);
+            let balance = info.total_balance.as_ref().and_then(parse_balance).or({
+                let (b, c) = (gift, charge);
                 match (b, c) {
                     (None, None) => None,
                     (b, c) => Some(b.unwrap_or(0.0) + c.unwrap_or(0.0)),
@@ -84,7 +88,13 @@ pub fn interpret(status: u16, body: &[u8]) -> CheckOutcome {
                 serde_json::Value::Number(n) => Some(n.to_string()),
                 _ => None,
             });
-            CheckOutcome::Valid { balance, account_id, account_name: info.name.filter(|n| !n.is_empty()) }
+            CheckOutcome::Valid {
+                balance,
+                gift,
+                charge,
+                account_id,
+                account_name: info.name.filter(|n| !n.is_empty()),
+            }
         }
         401 => CheckOutcome::Invalid { reason: format!("401: {}", text()) },
         402 | 403 if crate::proxy::errors::is_insufficient_balance(body) => {
@@ -136,6 +146,8 @@ mod tests {
             interpret(200, ok),
             CheckOutcome::Valid {
                 balance: 88.88,
+                gift: Some(0.88),
+                charge: Some(88.0),
                 account_id: Some("u1".into()),
                 account_name: Some("n".into())
             }

@@ -2,6 +2,7 @@
 //! over to another key when the first one is dead, broke or rate-limited.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::{Method, StatusCode};
@@ -10,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
+use super::affinity::{self, ResourceKind};
 use super::errors::{snippet, Dialect, ErrorKind, ProxyError};
 use super::failover::{classify, may_fail_over, Verdict};
 use super::headers::{downstream_headers, upstream_headers};
@@ -18,25 +20,57 @@ use super::usage::{Usage, UsageMeter};
 use crate::db::now_ms;
 use crate::pool::actor::{KeyEvent, KeyEventKind};
 use crate::pool::cooldown::Hint;
-use crate::pool::{KeyState, NoKey};
+use crate::pool::{KeyState, NoKey, PoolKey};
 use crate::state::{AppState, Upstream};
+
+/// How the body of a route is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// JSON, read whole (to fail over and to read `model`); `model` required or not.
+    Json { model_required: bool },
+    /// Any bytes (multipart uploads): small bodies are read whole so that a
+    /// failed key can be replaced; large ones are streamed to the upstream.
+    Upload,
+    /// GET: no body.
+    Empty,
+}
 
 /// How a route is forwarded.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
     pub upstream_path: &'static str,
     pub dialect: Dialect,
-    /// A JSON body whose `model` is required.
-    pub json_model: bool,
+    pub body: BodyKind,
+    /// The answer creates an account-bound resource whose id is recorded.
+    pub creates: Option<ResourceKind>,
 }
 
-/// The two fields the proxy needs from a JSON body. Deserialising into this
+impl Route {
+    pub const fn json(upstream_path: &'static str) -> Self {
+        Route {
+            upstream_path,
+            dialect: Dialect::OpenAi,
+            body: BodyKind::Json { model_required: true },
+            creates: None,
+        }
+    }
+}
+
+/// The fields the proxy needs from a JSON body. Deserialising into this
 /// checks the whole body's syntax but allocates nothing for the rest.
-#[derive(Deserialize)]
-struct Probe<'a> {
+#[derive(Deserialize, Default)]
+pub struct Probe<'a> {
     #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
-    stream: Option<bool>,
+    pub model: Option<Cow<'a, str>>,
+    pub stream: Option<bool>,
+    #[serde(borrow)]
+    pub voice: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "requestId")]
+    pub request_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub input_file_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub uri: Option<Cow<'a, str>>,
 }
 
 /// Reads the request body, up to `limit` bytes.
@@ -46,30 +80,72 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes,
         let chunk =
             chunk.map_err(|e| ProxyError::bad_request(format!("could not read the request body: {e}")))?;
         if buf.len() + chunk.len() > limit {
-            return Err(ProxyError::new(
-                ErrorKind::TooLarge,
-                format!("request body is larger than the limit of {limit} bytes (MAX_BODY_BYTES)"),
-            ));
+            return Err(too_large(limit));
         }
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
 }
 
+fn too_large(limit: usize) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::TooLarge,
+        format!("request body is larger than the limit of {limit} bytes (MAX_BODY_BYTES)"),
+    )
+}
+
+/// Parses a JSON body into a probe, with errors in the caller's terms.
+pub fn probe(body: &[u8], model_required: bool) -> Result<Probe<'_>, ProxyError> {
+    match serde_json::from_slice::<Probe>(body) {
+        Ok(p) => {
+            if model_required && p.model.as_deref().is_none_or(|m| m.trim().is_empty()) {
+                return Err(ProxyError::bad_request("`model` is required"));
+            }
+            Ok(p)
+        }
+        Err(_) if body.is_empty() => Err(ProxyError::bad_request("the request body must be a JSON object")),
+        Err(e) if e.is_data() => Err(ProxyError::bad_request(format!("invalid request body: {e}"))),
+        Err(e) => Err(ProxyError::bad_request(format!("the request body is not valid JSON: {e}"))),
+    }
+}
+
+/// The request body as it goes upstream.
+pub enum OutBody {
+    Empty,
+    Bytes(Bytes),
+    /// Streamed once: no failover is possible.
+    Stream { payload: web::Payload, first: Option<Bytes>, length: u64 },
+}
+
+/// Which key serves the request.
+pub enum Target {
+    /// The pool picks, with failover.
+    Pool,
+    /// The key of the account that owns a resource: no stranger may serve it.
+    Pinned(Arc<PoolKey>),
+}
+
+pub struct Outgoing {
+    pub path: String,
+    pub body: OutBody,
+    pub model: String,
+    pub stream: bool,
+    pub target: Target,
+    pub creates: Option<ResourceKind>,
+    pub dialect: Dialect,
+}
+
 /// Why the last attempt failed, for the answer when no attempt is left.
 enum Failure {
     /// An upstream answer to hand back as it is (429, 5xx, a 403 for this model).
-    Upstream {
-        status: StatusCode,
-        headers: awc::http::header::HeaderMap,
-        body: Bytes,
-    },
+    Upstream { status: StatusCode, headers: awc::http::header::HeaderMap, body: Bytes },
     /// The key itself is unusable (401, no balance): the client must not see
     /// the upstream's 401 as if its own key were wrong.
     KeyProblem(String),
     Connect(String),
 }
 
+/// The handler for plain routes: read, check, dispatch.
 pub async fn forward(
     req: HttpRequest,
     payload: web::Payload,
@@ -77,106 +153,174 @@ pub async fn forward(
     upstream: web::Data<Upstream>,
     route: Route,
 ) -> HttpResponse {
-    let mut pending = Pending::new(state.log_writer.clone(), req.path());
+    let pending = Pending::new(state.log_writer.clone(), req.path());
     let dialect = route.dialect;
-    let body = match read_body(payload, state.config.max_body_bytes).await {
-        Ok(b) => b,
+    let (body, model, stream) = match read_route_body(&req, payload, &state, route.body).await {
+        Ok(v) => v,
         Err(e) => return reject(pending, e, dialect),
     };
-    let mut model = String::new();
-    if route.json_model {
-        match serde_json::from_slice::<Probe>(&body) {
-            Ok(probe) => {
-                pending.stream = probe.stream.unwrap_or(false);
-                match probe.model {
-                    Some(m) if !m.trim().is_empty() => model = m.into_owned(),
-                    _ => return reject(pending, ProxyError::bad_request("`model` is required"), dialect),
+    let out = Outgoing {
+        path: route.upstream_path.to_string(),
+        body,
+        model,
+        stream,
+        target: Target::Pool,
+        creates: route.creates,
+        dialect,
+    };
+    dispatch(&req, out, pending, &state, &upstream).await
+}
+
+/// Reads a route's body as its kind says: (body, model, stream flag).
+pub async fn read_route_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    state: &AppState,
+    kind: BodyKind,
+) -> Result<(OutBody, String, bool), ProxyError> {
+    let limit = state.config.max_body_bytes;
+    match kind {
+        BodyKind::Empty => Ok((OutBody::Empty, String::new(), false)),
+        BodyKind::Json { model_required } => {
+            let body = read_body(payload, limit).await?;
+            let p = probe(&body, model_required)?;
+            let model = p.model.as_deref().unwrap_or("").to_string();
+            let stream = p.stream.unwrap_or(false);
+            Ok((OutBody::Bytes(body), model, stream))
+        }
+        BodyKind::Upload => {
+            let length = req
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            match length {
+                Some(len) if len > limit as u64 => Err(too_large(limit)),
+                Some(len) if len > state.config.failover_buffer_bytes as u64 => {
+                    // Big upload: stream it through, peeking at the first chunk for `model`.
+                    let first = match payload.next().await {
+                        Some(Ok(b)) => Some(b),
+                        Some(Err(e)) => {
+                            return Err(ProxyError::bad_request(format!("could not read the request body: {e}")))
+                        }
+                        None => None,
+                    };
+                    let model = first.as_deref().and_then(|b| multipart_field(b, "model")).unwrap_or_default();
+                    Ok((OutBody::Stream { payload, first, length: len }, model, false))
                 }
-            }
-            Err(e) if body.is_empty() => {
-                let _ = e;
-                return reject(
-                    pending,
-                    ProxyError::bad_request("the request body must be a JSON object"),
-                    dialect,
-                );
-            }
-            Err(e) if e.is_data() => {
-                return reject(
-                    pending,
-                    ProxyError::bad_request(format!("invalid request body: {e}")),
-                    dialect,
-                )
-            }
-            Err(e) => {
-                return reject(
-                    pending,
-                    ProxyError::bad_request(format!("the request body is not valid JSON: {e}")),
-                    dialect,
-                )
+                _ => {
+                    let body = read_body(payload, limit).await?;
+                    let model = multipart_field(&body, "model")
+                        .or_else(|| serde_json::from_slice::<Probe>(&body).ok().and_then(|p| p.model.map(|m| m.into_owned())))
+                        .unwrap_or_default();
+                    Ok((OutBody::Bytes(body), model, false))
+                }
             }
         }
     }
-    pending.model = model.clone();
+}
 
+/// The value of a small text field in a multipart body, if it is there.
+pub fn multipart_field(body: &[u8], name: &str) -> Option<String> {
+    let needle = format!("name=\"{name}\"");
+    let at = memchr::memmem::find(body, needle.as_bytes())?;
+    let rest = &body[at + needle.len()..];
+    let start = memchr::memmem::find(rest, b"\r\n\r\n")? + 4;
+    let rest = &rest[start..];
+    let end = memchr::memmem::find(rest, b"\r\n")?;
+    let value = std::str::from_utf8(&rest[..end.min(512)]).ok()?.trim();
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+/// Sends the request, failing over between pool keys when allowed, and
+/// streams the answer back.
+pub async fn dispatch(
+    req: &HttpRequest,
+    out: Outgoing,
+    mut pending: Pending,
+    state: &AppState,
+    upstream: &Upstream,
+) -> HttpResponse {
+    pending.model = out.model.clone();
+    pending.stream = out.stream;
+    let dialect = out.dialect;
+    let model = out.model;
     let query = req.query_string();
-    let max_attempts = state.config.max_attempts;
+    let mut body = out.body;
+    let single = matches!(body, OutBody::Stream { .. }) || matches!(out.target, Target::Pinned(_));
+    let max_attempts = if single { 1 } else { state.config.max_attempts };
     let mut tried: Vec<i64> = Vec::with_capacity(max_attempts as usize);
     let mut failure: Option<Failure> = None;
 
     while pending.attempts < max_attempts {
         let now = now_ms();
-        let key = match state.pool.pick(&model, &tried, now) {
-            Ok(k) => k,
-            Err(why) => {
-                if failure.is_none() {
-                    return reject(pending, no_key_error(&why, now), dialect);
+        let key = match &out.target {
+            Target::Pinned(k) => k.clone(),
+            Target::Pool => match state.pool.pick(&model, &tried, now) {
+                Ok(k) => k,
+                Err(why) => {
+                    if failure.is_none() {
+                        return reject(pending, no_key_error(&why, now), dialect);
+                    }
+                    break;
                 }
-                break;
-            }
+            },
         };
         tried.push(key.id);
         pending.attempts += 1;
         pending.key = Some(key.clone());
 
         let url = if query.is_empty() {
-            format!("{}{}", key.base_url, route.upstream_path)
+            format!("{}{}", key.base_url, out.path)
         } else {
-            format!("{}{}?{}", key.base_url, route.upstream_path, query)
+            format!("{}{}?{}", key.base_url, out.path, query)
         };
         let mut up = upstream.client.request(req.method().clone(), url);
         for (name, value) in upstream_headers(req.headers()) {
             up = up.append_header((name.clone(), value.clone()));
         }
         up = up.insert_header(("Authorization", format!("Bearer {}", key.secret)));
-        let sent = if req.method() == Method::GET || req.method() == Method::HEAD {
-            up.send().await
-        } else {
-            up.send_body(body.clone()).await
+        let sent = match std::mem::replace(&mut body, OutBody::Empty) {
+            OutBody::Empty if req.method() == Method::GET || req.method() == Method::HEAD => up.send().await,
+            OutBody::Empty => up.send_body(Bytes::new()).await,
+            OutBody::Bytes(b) => {
+                let r = up.send_body(b.clone()).await;
+                body = OutBody::Bytes(b);
+                r
+            }
+            OutBody::Stream { payload, first, length } => {
+                let head = futures_util::stream::iter(first.map(Ok::<Bytes, actix_web::error::PayloadError>));
+                up.send_body(SizedStream::new(length, head.chain(payload))).await
+            }
         };
         let mut resp = match sent {
             Ok(r) => r,
             Err(e) => {
                 let reason = format!("upstream unreachable: {e}");
                 log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
-                state
-                    .pool_actor
-                    .do_send(KeyEvent { key_id: key.id, kind: KeyEventKind::Error(reason.clone()) });
+                state.pool_actor.do_send(KeyEvent { key_id: key.id, kind: KeyEventKind::Error(reason.clone()) });
                 failure = Some(Failure::Connect(reason));
                 continue;
             }
         };
         let status = resp.status();
         let code = status.as_u16();
-        let retryable = may_fail_over(code);
-        if !retryable {
-            return stream_back(resp, pending, &state);
+        if !may_fail_over(code) {
+            if let (Some(kind), true) = (out.creates, status.is_success()) {
+                return capture_and_answer(resp, kind, pending, state).await;
+            }
+            return stream_back(resp, pending, state);
         }
         // Error answers are small: read them to classify, and to hand back whole
         // if this was the last attempt.
         let err_body = resp.body().limit(1 << 20).await.unwrap_or_default();
         let reason = format!("{code}: {}", snippet(&err_body));
         let now = now_ms();
+        let upstream_failure = |resp: &awc::ClientResponse<_>, body: Bytes| Failure::Upstream {
+            status,
+            headers: resp.headers().clone(),
+            body,
+        };
         let (kind, fail) = match classify(code, &err_body) {
             Verdict::KeyInvalid => {
                 key.set_state(KeyState::Invalid);
@@ -199,13 +343,10 @@ pub async fn forward(
                 let cooldown = key.account.apply_rate_limit(&model, now, &state.pool.cooldown_policy, &hint);
                 (
                     KeyEventKind::RateLimited { cooldown, reason: reason.clone() },
-                    Failure::Upstream { status, headers: resp.headers().clone(), body: err_body },
+                    upstream_failure(&resp, err_body),
                 )
             }
-            Verdict::Transient => (
-                KeyEventKind::Error(reason.clone()),
-                Failure::Upstream { status, headers: resp.headers().clone(), body: err_body },
-            ),
+            Verdict::Transient => (KeyEventKind::Error(reason.clone()), upstream_failure(&resp, err_body)),
         };
         log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
         state.pool_actor.do_send(KeyEvent { key_id: key.id, kind });
@@ -228,14 +369,12 @@ pub async fn forward(
             );
             reject(pending, e, dialect)
         }
-        Some(Failure::Connect(reason)) => {
-            reject(pending, ProxyError::new(ErrorKind::BadGateway, reason), dialect)
-        }
+        Some(Failure::Connect(reason)) => reject(pending, ProxyError::new(ErrorKind::BadGateway, reason), dialect),
         None => reject(pending, ProxyError::new(ErrorKind::Unavailable, NoKey::AllTried.message()), dialect),
     }
 }
 
-fn no_key_error(why: &NoKey, now: i64) -> ProxyError {
+pub fn no_key_error(why: &NoKey, now: i64) -> ProxyError {
     let mut e = match why {
         NoKey::AllCooling { .. } => ProxyError::new(ErrorKind::RateLimited, why.message()),
         _ => ProxyError::new(ErrorKind::Unavailable, why.message()),
@@ -247,17 +386,52 @@ fn no_key_error(why: &NoKey, now: i64) -> ProxyError {
 }
 
 /// An answer the proxy makes itself, logged like any other.
-fn reject(mut pending: Pending, e: ProxyError, dialect: Dialect) -> HttpResponse {
+pub fn reject(mut pending: Pending, e: ProxyError, dialect: Dialect) -> HttpResponse {
     pending.status = e.status().as_u16();
     pending.error = Some(e.message.clone());
     pending.finish(Usage::default(), false);
     e.response(dialect)
 }
 
-fn copy_headers(builder: &mut HttpResponseBuilder, headers: &awc::http::header::HeaderMap) {
+pub fn copy_headers(builder: &mut HttpResponseBuilder, headers: &awc::http::header::HeaderMap) {
     for (name, value) in downstream_headers(headers) {
         builder.append_header((name.clone(), value.clone()));
     }
+}
+
+/// For calls that create an account-bound resource: read the (small) answer,
+/// record which key owns the new id before the client can name it, answer.
+async fn capture_and_answer<S>(
+    mut resp: awc::ClientResponse<S>,
+    kind: ResourceKind,
+    mut pending: Pending,
+    state: &AppState,
+) -> HttpResponse
+where
+    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
+{
+    pending.status = resp.status().as_u16();
+    let body = match resp.body().limit(16 << 20).await {
+        Ok(b) => b,
+        Err(e) => {
+            pending.error = Some(format!("upstream answer unreadable: {e}"));
+            pending.finish(Usage::default(), true);
+            return ProxyError::new(ErrorKind::BadGateway, format!("upstream answer unreadable: {e}"))
+                .response(Dialect::OpenAi);
+        }
+    };
+    if let (Some(id), Some(key)) = (affinity::created_id(kind, &body), pending.key.clone()) {
+        if let Err(e) = affinity::record(state, kind, &id, &key).await {
+            log::error!("could not record the owner of {} {id}: {e}", kind.as_str());
+            pending.error = Some(format!("owner of {} not recorded: {e}", kind.as_str()));
+        }
+    }
+    let mut meter = UsageMeter::for_content_type("application/json");
+    meter.feed(&body);
+    let mut builder = HttpResponse::build(resp.status());
+    copy_headers(&mut builder, resp.headers());
+    pending.finish(meter.usage(), false);
+    builder.body(body)
 }
 
 /// Streams the upstream answer back as it arrives, reading usage on the way.
@@ -266,19 +440,15 @@ where
     S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
 {
     pending.status = resp.status().as_u16();
-    let content_type =
-        resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     if content_type.starts_with("text/event-stream") {
         pending.stream = true;
     }
     if !resp.status().is_success() {
         pending.error = Some(format!("upstream answered {}", resp.status().as_u16()));
     }
-    let length = resp
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let length =
+        resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut builder = HttpResponse::build(resp.status());
     copy_headers(&mut builder, resp.headers());
     let idle = state.config.stream_idle_timeout;
@@ -286,5 +456,27 @@ where
     match length {
         Some(len) => builder.body(SizedStream::new(len, tee)),
         None => builder.body(BodyStream::new(tee)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_multipart_text_fields() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\nContent-Type: audio/mpeg\r\n\r\n\x00\x01\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nFunAudioLLM/SenseVoiceSmall\r\n--XyZ--\r\n";
+        assert_eq!(multipart_field(body, "model").as_deref(), Some("FunAudioLLM/SenseVoiceSmall"));
+        assert_eq!(multipart_field(body, "purpose"), None);
+        assert_eq!(multipart_field(b"garbage", "model"), None);
+    }
+
+    #[test]
+    fn probes_report_errors_in_plain_words() {
+        assert!(probe(br#"{"model":"m","stream":true}"#, true).unwrap().stream.unwrap());
+        assert!(probe(br#"{"messages":[]}"#, true).unwrap_err().message.contains("`model` is required"));
+        assert!(probe(br#"{"requestId":"r1"}"#, false).unwrap().request_id.as_deref() == Some("r1"));
+        assert!(probe(b"{x", false).unwrap_err().message.contains("not valid JSON"));
+        assert!(probe(b"", false).unwrap_err().message.contains("JSON object"));
     }
 }

@@ -1,46 +1,73 @@
 //! The client API (`/v1/*`): routes, client auth, forwarding with failover,
-//! header rules, usage metering and the request log.
+//! account affinity, merged lists, header rules, usage metering and the
+//! request log.
 
+pub mod affinity;
 pub mod auth;
 pub mod errors;
 pub mod failover;
 pub mod forward;
 pub mod headers;
+pub mod merge;
 pub mod record;
+pub mod resources;
 pub mod usage;
+pub mod user_info;
 
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use affinity::ResourceKind;
 use errors::{Dialect, ErrorKind, ProxyError};
-use forward::{forward, Route};
+use forward::{forward, BodyKind, Route};
+use merge::ListKind;
 
 /// Declares a handler that forwards with a fixed route.
 macro_rules! forwarder {
-    ($name:ident, $path:expr, $dialect:expr, $json_model:expr) => {
+    ($name:ident, $route:expr) => {
         async fn $name(
             req: HttpRequest,
             payload: web::Payload,
             state: web::Data<crate::state::AppState>,
             upstream: web::Data<crate::state::Upstream>,
         ) -> HttpResponse {
-            forward(
-                req,
-                payload,
-                state,
-                upstream,
-                Route { upstream_path: $path, dialect: $dialect, json_model: $json_model },
-            )
-            .await
+            forward(req, payload, state, upstream, $route).await
         }
     };
 }
 
-forwarder!(chat_completions, "/v1/chat/completions", Dialect::OpenAi, true);
-forwarder!(messages, "/v1/messages", Dialect::Anthropic, true);
-forwarder!(embeddings, "/v1/embeddings", Dialect::OpenAi, true);
-forwarder!(rerank, "/v1/rerank", Dialect::OpenAi, true);
-forwarder!(models, "/v1/models", Dialect::OpenAi, false);
+/// Declares a handler that merges one list across the pool's accounts.
+macro_rules! lister {
+    ($name:ident, $kind:expr, $path:expr) => {
+        async fn $name(
+            req: HttpRequest,
+            state: web::Data<crate::state::AppState>,
+            upstream: web::Data<crate::state::Upstream>,
+        ) -> HttpResponse {
+            merge::merged(req, state, upstream, $kind, $path).await
+        }
+    };
+}
+
+const fn upload(path: &'static str, creates: Option<ResourceKind>) -> Route {
+    Route { upstream_path: path, dialect: Dialect::OpenAi, body: BodyKind::Upload, creates }
+}
+
+forwarder!(chat_completions, Route::json("/v1/chat/completions"));
+forwarder!(
+    messages,
+    Route { dialect: Dialect::Anthropic, ..Route::json("/v1/messages") }
+);
+forwarder!(embeddings, Route::json("/v1/embeddings"));
+forwarder!(rerank, Route::json("/v1/rerank"));
+forwarder!(images, Route::json("/v1/images/generations"));
+forwarder!(transcriptions, upload("/v1/audio/transcriptions", None));
+forwarder!(voice_upload, upload("/v1/uploads/audio/voice", Some(ResourceKind::Voice)));
+forwarder!(file_upload, upload("/v1/files", Some(ResourceKind::File)));
+forwarder!(models, Route { body: BodyKind::Empty, ..Route::json("/v1/models") });
+lister!(voice_list, ListKind::Voices, "/v1/audio/voice/list");
+lister!(file_list, ListKind::Files, "/v1/files");
+lister!(batch_list, ListKind::Batches, "/v1/batches");
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
     let dialect = Dialect::for_path(req.path());
@@ -56,8 +83,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/messages", web::post().to(messages))
             .route("/embeddings", web::post().to(embeddings))
             .route("/rerank", web::post().to(rerank))
+            .route("/images/generations", web::post().to(images))
+            .route("/image/generations", web::post().to(images))
+            .route("/audio/speech", web::post().to(resources::speech))
+            .route("/audio/transcriptions", web::post().to(transcriptions))
+            .route("/audio/reference", web::post().to(voice_upload))
+            .route("/uploads/audio/voice", web::post().to(voice_upload))
+            .route("/audio/reference", web::get().to(voice_list))
+            .route("/audio/voice/list", web::get().to(voice_list))
+            .route("/audio/reference/delete", web::post().to(resources::voice_delete))
+            .route("/audio/voice/deletions", web::post().to(resources::voice_delete))
+            .route("/video/generations", web::post().to(resources::video_submit))
+            .route("/video/submit", web::post().to(resources::video_submit))
+            .route("/video/status", web::post().to(resources::video_status))
+            .route("/files", web::post().to(file_upload))
+            .route("/files", web::get().to(file_list))
+            .route("/batches", web::post().to(resources::batch_create))
+            .route("/batches", web::get().to(batch_list))
+            .route("/batches/{id}", web::get().to(resources::batch_get))
+            .route("/batches/{id}/cancel", web::post().to(resources::batch_cancel))
             .route("/models", web::get().to(models))
             .route("/user/models", web::get().to(models))
+            .route("/user/info", web::get().to(user_info::user_info))
             .default_service(web::to(not_found)),
     );
 }

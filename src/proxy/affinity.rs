@@ -1,0 +1,166 @@
+//! Account-bound resources: files, batches, video jobs and custom voices
+//! belong to the SiliconFlow account that created them. The proxy records
+//! each new id with its key, and sends every later call naming it to that key
+//! (or, if that key is gone, to another key of the same account), never to a
+//! stranger.
+
+use std::sync::Arc;
+
+use actix_web::web;
+use serde_json::Value;
+
+use super::errors::{ErrorKind, ProxyError};
+use crate::db::models::ResourceRow;
+use crate::db::now_ms;
+use crate::db::queries::resources_q;
+use crate::pool::{KeyState, PoolKey};
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    File,
+    Batch,
+    Video,
+    Voice,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::File => "file",
+            ResourceKind::Batch => "batch",
+            ResourceKind::Video => "video job",
+            ResourceKind::Voice => "voice",
+        }
+    }
+}
+
+/// The id a create call answered with: `data.id` in SiliconFlow's envelope
+/// (files), `id` (batches), `requestId` (video), `uri` (voices).
+pub fn created_id(kind: ResourceKind, body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let found = match kind {
+        ResourceKind::File => v.pointer("/data/id").or_else(|| v.get("id")),
+        ResourceKind::Batch => v.get("id"),
+        ResourceKind::Video => v.get("requestId"),
+        ResourceKind::Voice => v.get("uri"),
+    }?;
+    match found {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Ids that go into upstream paths or lookups: no slashes, dots, white space
+/// or control characters.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 256
+        && id.chars().all(|c| !c.is_control() && !c.is_whitespace() && !matches!(c, '/' | '\\' | '.' | '?' | '#' | '%'))
+}
+
+pub fn check_id(kind: ResourceKind, id: &str) -> Result<(), ProxyError> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(ProxyError::bad_request(format!(
+            "invalid {} id {:?}: ids may not contain slashes, dots, spaces or control characters",
+            kind.as_str(),
+            id.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+pub async fn record(state: &AppState, kind: ResourceKind, id: &str, key: &PoolKey) -> Result<(), String> {
+    let row = ResourceRow {
+        kind: kind.as_str().to_string(),
+        resource_id: id.to_string(),
+        key_id: key.id,
+        account: Some(key.account.id.clone()),
+        created_at: now_ms(),
+    };
+    let db = state.db.clone();
+    web::block(move || -> Result<(), String> {
+        let mut conn = db.get().map_err(|e| e.to_string())?;
+        resources_q::upsert(&mut conn, &row).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Keys that may read or manage an existing resource: not invalid, not
+/// disabled. (An exhausted key can still read a batch's status.)
+fn can_manage(k: &PoolKey) -> bool {
+    !matches!(k.state(), KeyState::Invalid | KeyState::Disabled)
+}
+
+/// The key to use for a resource: its creator, or another key of its account.
+pub async fn owner(state: &AppState, kind: ResourceKind, id: &str) -> Result<Arc<PoolKey>, ProxyError> {
+    check_id(kind, id)?;
+    let db = state.db.clone();
+    let (k, i) = (kind.as_str().to_string(), id.to_string());
+    let row = web::block(move || -> Result<_, String> {
+        let mut conn = db.get().map_err(|e| e.to_string())?;
+        resources_q::find(&mut conn, &k, &i).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| ProxyError::new(ErrorKind::Unavailable, e.to_string()))?
+    .map_err(|e| ProxyError::new(ErrorKind::Unavailable, format!("database unavailable: {e}")))?;
+    let Some(row) = row else {
+        return Err(ProxyError::new(
+            ErrorKind::NotFound,
+            format!(
+                "unknown {} {id}: it was not created through this proxy, so no key in the pool is known to own it",
+                kind.as_str()
+            ),
+        ));
+    };
+    let snapshot = state.pool.snapshot();
+    if let Some(k) = snapshot.get(row.key_id).filter(|k| can_manage(k)) {
+        return Ok(k.clone());
+    }
+    // Real account ids only: "key:N" accounts have exactly one key.
+    if let Some(account) = row.account.as_deref().filter(|a| !a.starts_with("key:")) {
+        if let Some(k) = snapshot.keys.iter().find(|k| k.account.id == account && can_manage(k)) {
+            return Ok(k.clone());
+        }
+    }
+    let why = match snapshot.get(row.key_id) {
+        None => "has been deleted from the pool".to_string(),
+        Some(k) => format!("({}) is {}", k.masked, k.state().as_str()),
+    };
+    Err(ProxyError::new(
+        ErrorKind::Unavailable,
+        format!(
+            "{} {id} belongs to the account of a key that {why}, and no other key of that account is usable; \
+             it cannot be reached through another account",
+            kind.as_str()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_created_ids_from_each_shape() {
+        let file = br#"{"code":20000,"message":"Ok","status":true,"data":{"id":"file-abc","object":"file","createdAt":1}}"#;
+        assert_eq!(created_id(ResourceKind::File, file).as_deref(), Some("file-abc"));
+        assert_eq!(created_id(ResourceKind::Batch, br#"{"id":"batch_1","object":"batch"}"#).as_deref(), Some("batch_1"));
+        assert_eq!(created_id(ResourceKind::Video, br#"{"requestId":"r-9"}"#).as_deref(), Some("r-9"));
+        assert_eq!(created_id(ResourceKind::Voice, br#"{"uri":"speech:n:a:b"}"#).as_deref(), Some("speech:n:a:b"));
+        assert_eq!(created_id(ResourceKind::Batch, b"not json"), None);
+    }
+
+    #[test]
+    fn ids_with_path_tricks_are_refused() {
+        for ok in ["batch_abc-123", "speech:name:acc:xyz", "file-1"] {
+            assert!(valid_id(ok), "{ok}");
+        }
+        for bad in ["", "../x", "a/b", "a.b", "a b", "a\nb", "a\u{0}b", "a%2Fb", "a?x", &"x".repeat(300)] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Routes whose calls name an account-bound resource: speech with a custom
+//! voice, voice deletion, video status, batch creation from an uploaded file,
+//! batch reads and cancels. Each goes to the key (account) that owns it.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::affinity::{self, ResourceKind};
+use super::errors::{Dialect, ProxyError};
+use super::forward::{dispatch, probe, read_body, reject, OutBody, Outgoing, Probe, Target};
+use super::record::Pending;
+use crate::state::{AppState, Upstream};
+
+/// Which resource a JSON body names, if any; an error when it must name one.
+type OwnerOf = fn(&Probe) -> Result<Option<(ResourceKind, String)>, ProxyError>;
+
+struct JsonCall {
+    path: &'static str,
+    model_required: bool,
+    owner_of: OwnerOf,
+    creates: Option<ResourceKind>,
+}
+
+async fn json_call(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
+    call: JsonCall,
+) -> HttpResponse {
+    let pending = Pending::new(state.log_writer.clone(), req.path());
+    let body = match read_body(payload, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return reject(pending, e, Dialect::OpenAi),
+    };
+    let (model, stream, named) = match probe(&body, call.model_required).and_then(|p| {
+        let named = (call.owner_of)(&p)?;
+        Ok((p.model.as_deref().unwrap_or("").to_string(), p.stream.unwrap_or(false), named))
+    }) {
+        Ok(v) => v,
+        Err(e) => return reject(pending, e, Dialect::OpenAi),
+    };
+    let target = match named {
+        None => Target::Pool,
+        Some((kind, id)) => match affinity::owner(&state, kind, &id).await {
+            Ok(k) => Target::Pinned(k),
+            Err(e) => return reject(pending, e, Dialect::OpenAi),
+        },
+    };
+    let out = Outgoing {
+        path: call.path.to_string(),
+        body: OutBody::Bytes(body),
+        model,
+        stream,
+        target,
+        creates: call.creates,
+        dialect: Dialect::OpenAi,
+    };
+    dispatch(&req, out, pending, &state, &upstream).await
+}
+
+fn custom_voice(p: &Probe) -> Result<Option<(ResourceKind, String)>, ProxyError> {
+    // System voices ("FunAudioLLM/CosyVoice2-0.5B:alex") belong to nobody.
+    Ok(p.voice.as_deref().filter(|v| v.starts_with("speech:")).map(|v| (ResourceKind::Voice, v.to_string())))
+}
+
+fn required(
+    field: &'static str,
+    kind: ResourceKind,
+    value: Option<&str>,
+) -> Result<Option<(ResourceKind, String)>, ProxyError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        Some(v) => Ok(Some((kind, v.to_string()))),
+        None => Err(ProxyError::bad_request(format!("`{field}` is required"))),
+    }
+}
+
+pub async fn speech(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
+) -> HttpResponse {
+    let call =
+        JsonCall { path: "/v1/audio/speech", model_required: true, owner_of: custom_voice, creates: None };
+    json_call(req, payload, state, upstream, call).await
+}
+
+pub async fn voice_delete(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
+) -> HttpResponse {
+    let call = JsonCall {
+        path: "/v1/audio/voice/deletions",
+        model_required: false,
+        owner_of: |p| required("uri", ResourceKind::Voice, p.uri.as_deref()),
+        creates: None,
+    };
+    json_call(req, payload, state, upstream, call).await
+}
+
+pub async fn video_submit(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
+) -> HttpResponse {
+    let call = JsonCall {
+        path: "/v1/video/submit",
+        model_required: true,
+        owner_of: |_| Ok(None),
+        creates: Some(ResourceKind::Video),
+    };
+    json_call(req, payload, state, upstream, call).await
+}
+
+pub async fn video_status(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
+) -> HttpResponse {
+    let call = JsonCall {
+        path: "/v1/video/status",
+        model_required: false,
+        owner_of: |p| required("requestId", ResourceKind::Video, p.request_id.as_deref()),
+        creates: None,
+    };
+    json_call(req, payload, state, upstream, call).await
+}
+
+pub async fn batch_create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
+) -> HttpResponse {
+    let call = JsonCall {
+        path: "/v1/batches",
+        model_required: false,
+        owner_of: |p| required("input_file_id", ResourceKind::File, p.input_file_id.as_deref()),
+        creates: Some(ResourceKind::Batch),
+    };
+    json_call(req, payload, state, upstream, call).await
+}
+
+/// GET /v1/batches/{id} and POST /v1/batches/{id}/cancel.
+async fn batch_call(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
+    id: String,
+    cancel: bool,
+) -> HttpResponse {
+    let pending = Pending::new(state.log_writer.clone(), req.path());
+    let key = match affinity::owner(&state, ResourceKind::Batch, &id).await {
+        Ok(k) => k,
+        Err(e) => return reject(pending, e, Dialect::OpenAi),
+    };
+    let body = if cancel {
+        match read_body(payload, state.config.max_body_bytes).await {
+            Ok(b) => OutBody::Bytes(b),
+            Err(e) => return reject(pending, e, Dialect::OpenAi),
+        }
+    } else {
+        OutBody::Empty
+    };
+    let path = if cancel { format!("/v1/batches/{id}/cancel") } else { format!("/v1/batches/{id}") };
+    let out = Outgoing {
+        path,
+        body,
+        model: String::new(),
+        stream: false,
+        target: Target::Pinned(key),
+        creates: None,
+        dialect: Dialect::OpenAi,
+    };
+    dispatch(&req, out, pending, &state, &upstream).await
+}
+
+pub async fn batch_get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
+) -> HttpResponse {
+    batch_call(req, payload, state, upstream, path.into_inner(), false).await
+}
+
+pub async fn batch_cancel(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
+) -> HttpResponse {
+    batch_call(req, payload, state, upstream, path.into_inner(), true).await
+}
