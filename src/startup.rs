@@ -17,6 +17,7 @@ use crate::pool::actor::PoolActor;
 use crate::pool::cooldown::Policy;
 use crate::pool::refresher::{RefreshStatus, Refresher, RefresherSettings};
 use crate::pool::PoolShared;
+use crate::proxy::record::LogSink;
 use crate::state::{build_client, AppState, Upstream};
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +96,7 @@ impl Application {
             pool_actor: pool_addr,
             refresher,
             refresh_status,
+            log: LogSink::new(log_writer.clone()),
             log_writer,
             db,
             admin,
@@ -146,10 +148,37 @@ impl Application {
             handle.stop(true).await;
         });
         let served = self.server.await;
-        match self.state.log_writer.send(Flush).await {
-            Ok(Ok(n)) => log::info!("shutdown: request log flushed ({n} rows written this run)"),
-            Ok(Err(e)) => log::error!("shutdown: request log flush failed: {e}"),
-            Err(e) => log::error!("shutdown: log writer unavailable: {e}"),
+        // Requests cut at the shutdown timeout are dropped after the workers
+        // report back: wait (bounded) until each has handed over its row.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while self.state.log.open_requests() > 0 && std::time::Instant::now() < deadline {
+            actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if self.state.log.open_requests() > 0 {
+            log::error!(
+                "shutdown: {} requests still open; their rows may be missing",
+                self.state.log.open_requests()
+            );
+        }
+        // Let the pool actor persist the key events already queued.
+        if let Err(e) = self.state.pool_actor.send(crate::pool::actor::Drain).await {
+            log::error!("shutdown: pool actor unavailable: {e}");
+        }
+        for attempt in 1..=3 {
+            match self.state.log_writer.send(Flush).await {
+                Ok(Ok(n)) => {
+                    log::info!("shutdown: request log flushed ({n} rows written this run)");
+                    break;
+                }
+                Ok(Err(e)) => {
+                    log::error!("shutdown: request log flush failed (attempt {attempt}): {e}");
+                    actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    log::error!("shutdown: log writer unavailable: {e}");
+                    break;
+                }
+            }
         }
         for a in self.arbiters {
             a.stop();

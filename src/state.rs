@@ -12,6 +12,7 @@ use crate::db::DbPool;
 use crate::pool::actor::PoolActor;
 use crate::pool::refresher::{RefreshStatus, Refresher};
 use crate::pool::PoolShared;
+use crate::proxy::record::LogSink;
 
 pub struct AppState {
     pub config: Arc<Config>,
@@ -20,6 +21,7 @@ pub struct AppState {
     pub refresher: Addr<Refresher>,
     pub refresh_status: Arc<ArcSwap<RefreshStatus>>,
     pub log_writer: Addr<LogWriter>,
+    pub log: LogSink,
     pub db: DbPool,
     pub admin: AdminCredentials,
 }

@@ -70,12 +70,14 @@ impl AdminCredentials {
         user_ok & pass_ok
     }
 
-    /// HTTP Basic auth, for scripts.
-    pub fn check_basic(&self, req: &HttpRequest) -> bool {
-        let Some((user, pass)) = basic_credentials(req) else {
-            return false;
-        };
-        self.verify(&user, &pass)
+    /// Verifies on the blocking pool: an argon2 check takes tens of
+    /// milliseconds, which must not stall a worker that also serves `/v1`.
+    pub async fn verify_off_thread(&self, username: String, password: String) -> bool {
+        if let Secret::Plain(_) = self.secret {
+            return self.verify(&username, &password);
+        }
+        let me = self.clone();
+        actix_web::web::block(move || me.verify(&username, &password)).await.unwrap_or(false)
     }
 }
 

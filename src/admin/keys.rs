@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{deny_unless_admin, error, iso};
 use crate::db::now_ms;
 use crate::db::queries::keys as kq;
-use crate::pool::actor::{AddKeys, AddResult, AddStatus, KeyCommand};
+use crate::pool::actor::{AddKeys, AddResult, AddStatus, CheckedKey, KeyCommand};
 use crate::pool::check::{check_key, CheckOutcome};
 use crate::pool::mask_key;
 use crate::pool::refresher::RefreshNow;
@@ -54,7 +54,7 @@ pub async fn import(
     state: web::Data<AppState>,
     upstream: web::Data<Upstream>,
 ) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state) {
+    if let Some(resp) = deny_unless_admin(&req, &state).await {
         return resp;
     }
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -90,6 +90,15 @@ pub async fn import(
     }
     let report = import_keys(candidates, &state, &upstream.client).await;
     HttpResponse::Ok().json(report)
+}
+
+/// SiliconFlow's two official hosts; keys of one answer 401 on the other.
+fn other_region(base: &str) -> Option<&'static str> {
+    match base {
+        "https://api.siliconflow.cn" => Some("https://api.siliconflow.com"),
+        "https://api.siliconflow.com" => Some("https://api.siliconflow.cn"),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -132,12 +141,20 @@ pub async fn import_keys(candidates: Vec<String>, state: &AppState, client: &awc
     }
     let base = state.config.upstream_base_url.clone();
     let timeout = state.config.check_timeout;
-    let checked: Vec<(String, CheckOutcome)> = futures_util::stream::iter(to_check)
+    let checked: Vec<CheckedKey> = futures_util::stream::iter(to_check)
         .map(|k| {
             let base = base.clone();
             async move {
                 let outcome = check_key(client, &base, &k, timeout).await;
-                (k, outcome)
+                // Keys belong to one region: a 401 from one official host may be
+                // a key of the other. Try it before calling the key dead.
+                if let (CheckOutcome::Invalid { .. }, Some(other)) = (&outcome, other_region(&base)) {
+                    let second = check_key(client, other, &k, timeout).await;
+                    if matches!(second, CheckOutcome::Valid { .. } | CheckOutcome::Exhausted { .. }) {
+                        return CheckedKey { secret: k, outcome: second, base_url: Some(other.to_string()) };
+                    }
+                }
+                CheckedKey { secret: k, outcome, base_url: None }
             }
         })
         .buffered(state.config.refresh_concurrency)
@@ -160,7 +177,7 @@ pub async fn import_keys(candidates: Vec<String>, state: &AppState, client: &awc
 }
 
 pub async fn refresh_all(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state) {
+    if let Some(resp) = deny_unless_admin(&req, &state).await {
         return resp;
     }
     match state.refresher.send(RefreshNow(None)).await {
@@ -174,7 +191,7 @@ pub async fn refresh_one(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state) {
+    if let Some(resp) = deny_unless_admin(&req, &state).await {
         return resp;
     }
     let Some(id) = known_id(&path, &state) else {
@@ -203,7 +220,7 @@ async fn command(
     state: web::Data<AppState>,
     make: fn(i64) -> KeyCommand,
 ) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state) {
+    if let Some(resp) = deny_unless_admin(&req, &state).await {
         return resp;
     }
     let Some(id) = known_id(&path, &state) else {
@@ -353,7 +370,7 @@ pub async fn list(
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state) {
+    if let Some(resp) = deny_unless_admin(&req, &state).await {
         return resp;
     }
     match key_views(&state).await {
@@ -377,7 +394,7 @@ pub async fn export(
     query: web::Query<ExportQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state) {
+    if let Some(resp) = deny_unless_admin(&req, &state).await {
         return resp;
     }
     let all = matches!(query.all.as_deref(), Some("1" | "true" | "yes"));

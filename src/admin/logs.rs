@@ -68,19 +68,20 @@ pub async fn list(
     query: web::Query<LogQuery>,
     state: web::Data<crate::state::AppState>,
 ) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state) {
+    if let Some(resp) = deny_unless_admin(&req, &state).await {
         return resp;
     }
     let filter = match filter_from(&query) {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let page = query.page.unwrap_or(1).max(1);
+    let page = query.page.unwrap_or(1).clamp(1, i64::MAX / 1000);
     let page_size = query.page_size.unwrap_or(50).clamp(1, 1000);
     let db = state.db.clone();
     let result = web::block(move || -> Result<_, String> {
         let mut conn = db.get().map_err(|e| e.to_string())?;
-        lq::page(&mut conn, &filter, (page - 1) * page_size, page_size).map_err(|e| e.to_string())
+        lq::page(&mut conn, &filter, (page - 1).saturating_mul(page_size), page_size)
+            .map_err(|e| e.to_string())
     })
     .await;
     match result {
@@ -117,7 +118,7 @@ pub async fn list(
 }
 
 pub async fn clear(req: HttpRequest, state: web::Data<crate::state::AppState>) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state) {
+    if let Some(resp) = deny_unless_admin(&req, &state).await {
         return resp;
     }
     let db = state.db.clone();

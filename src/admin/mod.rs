@@ -17,9 +17,11 @@ pub fn error(status: actix_web::http::StatusCode, message: impl Into<String>) ->
 
 /// Admin authorisation for the JSON endpoints (HTTP Basic for now): the
 /// answer to send instead when the caller is not the admin.
-pub fn deny_unless_admin(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
-    if state.admin.check_basic(req) {
-        return None;
+pub async fn deny_unless_admin(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
+    if let Some((user, pass)) = auth::basic_credentials(req) {
+        if state.admin.verify_off_thread(user, pass).await {
+            return None;
+        }
     }
     Some(
         HttpResponse::Unauthorized()

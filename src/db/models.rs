@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::schema::{api_keys, cooldowns, request_logs, resources};
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Clone, Queryable, Selectable)]
 #[diesel(table_name = api_keys)]
 pub struct KeyRow {
     pub id: i64,
@@ -26,7 +26,7 @@ pub struct KeyRow {
     pub charge_balance: Option<f64>,
 }
 
-#[derive(Debug, Clone, Insertable)]
+#[derive(Clone, Insertable)]
 #[diesel(table_name = api_keys)]
 pub struct NewKey {
     pub key: String,
@@ -102,4 +102,17 @@ pub struct ResourceRow {
     pub key_id: i64,
     pub account: Option<String>,
     pub created_at: i64,
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for KeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRow")
+            .field("id", &self.id)
+            .field("key", &crate::pool::mask_key(&self.key))
+            .field("state", &self.state)
+            .field("balance", &self.balance)
+            .field("account_id", &self.account_id)
+            .finish()
+    }
 }

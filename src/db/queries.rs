@@ -47,6 +47,11 @@ pub mod keys {
         Ok(())
     }
 
+    pub fn set_balance(conn: &mut Conn, id: i64, balance: f64) -> Result<(), DbError> {
+        diesel::update(api_keys::table.find(id)).set(api_keys::balance.eq(balance)).execute(conn)?;
+        Ok(())
+    }
+
     pub fn set_error(conn: &mut Conn, id: i64, error: &str) -> Result<(), DbError> {
         diesel::update(api_keys::table.find(id)).set(api_keys::last_error.eq(error)).execute(conn)?;
         Ok(())
@@ -232,11 +237,7 @@ pub mod resources_q {
     }
 
     pub fn find(conn: &mut Conn, kind: &str, id: &str) -> Result<Option<ResourceRow>, DbError> {
-        Ok(resources::table
-            .find((kind, id))
-            .select(ResourceRow::as_select())
-            .first(conn)
-            .optional()?)
+        Ok(resources::table.find((kind, id)).select(ResourceRow::as_select()).first(conn).optional()?)
     }
 }
 

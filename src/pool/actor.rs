@@ -145,34 +145,38 @@ impl Handler<KeyEvent> for PoolActor {
     type Result = ();
 
     fn handle(&mut self, msg: KeyEvent, _: &mut Context<Self>) {
-        let Some(key) = self.keys.get(&msg.key_id).cloned() else {
-            return;
-        };
+        let Some(key) = self.keys.get(&msg.key_id).cloned() else { return };
         let now = now_ms();
-        let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from)) else {
-            return;
+        let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from)) else { return };
+        let mut demote = |state: KeyState, reason: &str| {
+            // The live key (which may be a newer Arc than the request held) gets
+            // the state too; a key the owner disabled stays disabled.
+            key.demote(state);
+            if key.state() == KeyState::Disabled {
+                return;
+            }
+            Self::log_db(
+                "persist state",
+                keys::set_state(&mut conn, key.id, state.as_str(), Some(reason), now),
+            );
         };
         match msg.kind {
             KeyEventKind::Invalid(reason) => {
                 log::warn!("key {} is invalid: {reason}", key.masked);
-                Self::log_db(
-                    "persist state",
-                    keys::set_state(&mut conn, key.id, KeyState::Invalid.as_str(), Some(&reason), now),
-                );
+                demote(KeyState::Invalid, &reason);
             }
             KeyEventKind::Exhausted(reason) => {
                 log::warn!("key {} has no balance: {reason}", key.masked);
-                Self::log_db(
-                    "persist state",
-                    keys::set_state(&mut conn, key.id, KeyState::Exhausted.as_str(), Some(&reason), now),
-                );
+                key.set_balance(Some(0.0));
+                demote(KeyState::Exhausted, &reason);
+                Self::log_db("persist balance", keys::set_balance(&mut conn, key.id, 0.0));
             }
             KeyEventKind::RateLimited { cooldown, reason } => {
                 log::info!(
-                    "account of key {} rate-limited for {} until {}",
+                    "account of key {} cooling for {} until {}",
                     key.masked,
                     cooldown.model,
-                    cooldown.until_ms
+                    crate::admin::iso(Some(cooldown.until_ms)).unwrap_or_default()
                 );
                 let row = CooldownRow {
                     account: key.account.id.clone(),
@@ -220,7 +224,15 @@ pub struct AddResult {
 /// active with an unknown balance, to be confirmed by the next refresh.
 #[derive(Message)]
 #[rtype(result = "Vec<AddResult>")]
-pub struct AddKeys(pub Vec<(String, CheckOutcome)>);
+pub struct AddKeys(pub Vec<CheckedKey>);
+
+/// A key, what its check said, and the upstream origin it answered on when
+/// that is not the configured one (a .com key in a .cn pool, or the reverse).
+pub struct CheckedKey {
+    pub secret: String,
+    pub outcome: CheckOutcome,
+    pub base_url: Option<String>,
+}
 
 impl Handler<AddKeys> for PoolActor {
     type Result = MessageResult<AddKeys>;
@@ -232,8 +244,8 @@ impl Handler<AddKeys> for PoolActor {
             Ok(c) => c,
             Err(e) => {
                 log::error!("pool: import: {e}");
-                let failed = msg.0.into_iter().map(|(k, _)| AddResult {
-                    key: mask_key(&k),
+                let failed = msg.0.into_iter().map(|c| AddResult {
+                    key: mask_key(&c.secret),
                     status: AddStatus::Failed,
                     id: None,
                     state: None,
@@ -243,7 +255,7 @@ impl Handler<AddKeys> for PoolActor {
                 return MessageResult(failed.collect());
             }
         };
-        for (secret, outcome) in msg.0 {
+        for CheckedKey { secret, outcome, base_url } in msg.0 {
             let masked = mask_key(&secret);
             match keys::find_by_key(&mut conn, &secret) {
                 Ok(Some(_)) => {
@@ -297,7 +309,7 @@ impl Handler<AddKeys> for PoolActor {
                 balance,
                 account_id: account.as_ref().map(|a| a.0.clone()),
                 account_name: account.as_ref().and_then(|a| a.1.clone()),
-                base_url: None,
+                base_url,
                 gift_balance: match &outcome {
                     CheckOutcome::Valid { gift, .. } => *gift,
                     _ => None,
@@ -510,4 +522,15 @@ mod tests {
             assert_eq!(state_after_check(Disabled, &outcome), Disabled);
         }
     }
+}
+
+/// Answers once every message queued before it has been handled.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+impl Handler<Drain> for PoolActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) {}
 }

@@ -16,17 +16,11 @@ pub enum CheckOutcome {
         account_name: Option<String>,
     },
     /// 401: the key is dead (revoked, mistyped, other region).
-    Invalid {
-        reason: String,
-    },
+    Invalid { reason: String },
     /// 402/403 code 30001: no funds.
-    Exhausted {
-        reason: String,
-    },
+    Exhausted { reason: String },
     /// Timeouts, 5xx, 429, anything else: says nothing about the key.
-    Transient {
-        reason: String,
-    },
+    Transient { reason: String },
 }
 
 #[derive(Deserialize)]

@@ -58,24 +58,38 @@ pub fn apply(
     hint: &Hint,
 ) -> (Vec<Cooldown>, Cooldown) {
     let model = if model.is_empty() { ANY_MODEL } else { model };
-    let max_ms = policy.max.as_millis() as i64;
+    let max_ms = policy.max.as_millis().min(i64::MAX as u128) as i64;
     let previous = current.iter().find(|c| c.model == model);
-    let strikes = match previous {
-        Some(p) if now_ms - p.until_ms < max_ms => p.strikes.saturating_add(1),
+    // 429s from requests that were in flight together are one event, not
+    // repeats: while a cooldown runs, it keeps its strikes.
+    let running = previous.filter(|p| p.until_ms > now_ms);
+    let strikes = match (running, previous) {
+        (Some(p), _) => p.strikes,
+        (None, Some(p)) if now_ms - p.until_ms < max_ms => p.strikes.saturating_add(1),
         _ => 1,
     };
-    let backoff_ms =
-        (policy.base.as_millis() as i64).saturating_mul(1i64 << (strikes - 1).min(20)).min(max_ms);
-    let mut until_ms = match hint.retry_after {
-        Some(d) => now_ms + d.as_millis() as i64,
-        None => now_ms + backoff_ms,
+    let backoff_ms = (policy.base.as_millis().min(i64::MAX as u128) as i64)
+        .saturating_mul(1i64 << (strikes.max(1) - 1).min(20))
+        .min(max_ms);
+    // An upstream Retry-After is honoured, but never beyond the configured maximum.
+    let wait_ms = match hint.retry_after {
+        Some(d) => (d.as_millis().min(i64::MAX as u128) as i64).min(max_ms),
+        None => backoff_ms,
     };
+    let mut until_ms = now_ms.saturating_add(wait_ms);
     if hint.daily {
         until_ms = until_ms.max(next_day_start_ms(now_ms));
     }
+    // Never shorten a cooldown that runs longer (a daily limit, say).
+    if let Some(p) = running {
+        until_ms = until_ms.max(p.until_ms);
+    }
     let applied = Cooldown { model: model.to_string(), until_ms, strikes };
-    let mut next: Vec<Cooldown> =
-        current.iter().filter(|c| c.model != model && c.until_ms + max_ms > now_ms).cloned().collect();
+    let mut next: Vec<Cooldown> = current
+        .iter()
+        .filter(|c| c.model != model && c.until_ms.saturating_add(max_ms) > now_ms)
+        .cloned()
+        .collect();
     next.push(applied.clone());
     (next, applied)
 }
@@ -116,6 +130,20 @@ mod tests {
         let (_, c4) = apply(&l2, "m", 90_000 + 3_600_000, &POLICY, &Hint::default());
         assert_eq!(c4.strikes, 1);
         assert_eq!(l2.len(), 1, "one entry per model");
+    }
+
+    #[test]
+    fn concurrent_429s_do_not_escalate_and_long_cooldowns_are_not_shortened() {
+        let (l1, c1) = apply(&[], "m", 0, &POLICY, &Hint::default());
+        let (l2, c2) = apply(&l1, "m", 10, &POLICY, &Hint::default());
+        assert_eq!((c2.strikes, c2.until_ms), (1, c1.until_ms + 10), "same strike, not doubled");
+        let daily = Hint { retry_after: None, daily: true };
+        let (l3, c3) = apply(&l2, "m", 20, &POLICY, &daily);
+        let (_, c4) = apply(&l3, "m", 30, &POLICY, &Hint::default());
+        assert_eq!(c4.until_ms, c3.until_ms, "a TPM 429 does not cut a daily wait short");
+        let huge = Hint { retry_after: Some(Duration::from_secs(u64::MAX / 2)), daily: false };
+        let (_, c5) = apply(&[], "m", 0, &POLICY, &huge);
+        assert_eq!(c5.until_ms, 3_600_000, "Retry-After clamped to the maximum");
     }
 
     #[test]

@@ -126,7 +126,6 @@ impl Account {
 /// One pool key as the request path sees it. Fields that change at run time
 /// are atomics, so a state change is visible to the next request at once,
 /// without a new snapshot.
-#[derive(Debug)]
 pub struct PoolKey {
     pub id: i64,
     pub secret: String,
@@ -139,6 +138,18 @@ pub struct PoolKey {
     pub usage_count: AtomicU64,
     pub last_used: AtomicI64,
     pub last_checked: AtomicI64,
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for PoolKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolKey")
+            .field("id", &self.id)
+            .field("key", &self.masked)
+            .field("account", &self.account.id)
+            .field("state", &self.state())
+            .finish()
+    }
 }
 
 impl PoolKey {
@@ -174,6 +185,15 @@ impl PoolKey {
 
     pub fn set_state(&self, state: KeyState) {
         self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// What the request path may do to a key: take an *active* key out of
+    /// service. Never touches a key the owner disabled (or one already down).
+    /// Returns whether this call changed it.
+    pub fn demote(&self, to: KeyState) -> bool {
+        self.state
+            .compare_exchange(KeyState::Active as u8, to as u8, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 
     pub fn balance(&self) -> Option<f64> {

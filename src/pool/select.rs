@@ -107,7 +107,7 @@ pub fn pick(
                     Strategy::RoundRobin => cursor.fetch_add(1, Ordering::Relaxed) % n,
                     _ => rand::random_range(0..n),
                 };
-                candidates().nth(i)
+                candidates().nth(i).or_else(|| candidates().next())
             }
         }
         Strategy::Weighted => {

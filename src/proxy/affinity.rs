@@ -57,7 +57,9 @@ pub fn created_id(kind: ResourceKind, body: &[u8]) -> Option<String> {
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 256
-        && id.chars().all(|c| !c.is_control() && !c.is_whitespace() && !matches!(c, '/' | '\\' | '.' | '?' | '#' | '%'))
+        && id.chars().all(|c| {
+            !c.is_control() && !c.is_whitespace() && !matches!(c, '/' | '\\' | '.' | '?' | '#' | '%')
+        })
 }
 
 pub fn check_id(kind: ResourceKind, id: &str) -> Result<(), ProxyError> {
@@ -148,9 +150,15 @@ mod tests {
     fn reads_created_ids_from_each_shape() {
         let file = br#"{"code":20000,"message":"Ok","status":true,"data":{"id":"file-abc","object":"file","createdAt":1}}"#;
         assert_eq!(created_id(ResourceKind::File, file).as_deref(), Some("file-abc"));
-        assert_eq!(created_id(ResourceKind::Batch, br#"{"id":"batch_1","object":"batch"}"#).as_deref(), Some("batch_1"));
+        assert_eq!(
+            created_id(ResourceKind::Batch, br#"{"id":"batch_1","object":"batch"}"#).as_deref(),
+            Some("batch_1")
+        );
         assert_eq!(created_id(ResourceKind::Video, br#"{"requestId":"r-9"}"#).as_deref(), Some("r-9"));
-        assert_eq!(created_id(ResourceKind::Voice, br#"{"uri":"speech:n:a:b"}"#).as_deref(), Some("speech:n:a:b"));
+        assert_eq!(
+            created_id(ResourceKind::Voice, br#"{"uri":"speech:n:a:b"}"#).as_deref(),
+            Some("speech:n:a:b")
+        );
         assert_eq!(created_id(ResourceKind::Batch, b"not json"), None);
     }
 

@@ -16,7 +16,10 @@ pub enum Verdict {
     KeyExhausted,
     /// 429: the account is limited for this model.
     RateLimited,
-    /// 5xx, or a 403 about this model only: try another key, change nothing.
+    /// 403 other than 30001 ("Forbidden", model disabled, real-name check):
+    /// this account cannot use this model; others may. Remembered as a cooldown.
+    ModelForbidden,
+    /// 5xx: try another key, change nothing.
     Transient,
 }
 
@@ -25,6 +28,7 @@ pub fn classify(status: u16, body: &[u8]) -> Verdict {
         401 => Verdict::KeyInvalid,
         402 | 403 if is_insufficient_balance(body) => Verdict::KeyExhausted,
         429 => Verdict::RateLimited,
+        403 => Verdict::ModelForbidden,
         _ => Verdict::Transient,
     }
 }
@@ -41,8 +45,8 @@ mod tests {
         assert_eq!(classify(401, br#""Invalid token""#), Verdict::KeyInvalid);
         assert_eq!(classify(403, BROKE), Verdict::KeyExhausted);
         assert_eq!(classify(402, BROKE), Verdict::KeyExhausted);
-        assert_eq!(classify(403, br#""Forbidden""#), Verdict::Transient);
-        assert_eq!(classify(403, br#"{"code":30003,"message":"Model disabled"}"#), Verdict::Transient);
+        assert_eq!(classify(403, br#""Forbidden""#), Verdict::ModelForbidden);
+        assert_eq!(classify(403, br#"{"code":30003,"message":"Model disabled"}"#), Verdict::ModelForbidden);
         assert_eq!(classify(429, b"{}"), Verdict::RateLimited);
         assert_eq!(classify(503, b"{}"), Verdict::Transient);
         for s in [200, 400, 404, 413, 422] {

@@ -58,7 +58,7 @@ impl Route {
 
 /// The fields the proxy needs from a JSON body. Deserialising into this
 /// checks the whole body's syntax but allocates nothing for the rest.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug)]
 pub struct Probe<'a> {
     #[serde(borrow)]
     pub model: Option<Cow<'a, str>>,
@@ -114,7 +114,11 @@ pub enum OutBody {
     Empty,
     Bytes(Bytes),
     /// Streamed once: no failover is possible.
-    Stream { payload: web::Payload, first: Option<Bytes>, length: u64 },
+    Stream {
+        payload: web::Payload,
+        first: Option<Bytes>,
+        length: u64,
+    },
 }
 
 /// Which key serves the request.
@@ -138,7 +142,11 @@ pub struct Outgoing {
 /// Why the last attempt failed, for the answer when no attempt is left.
 enum Failure {
     /// An upstream answer to hand back as it is (429, 5xx, a 403 for this model).
-    Upstream { status: StatusCode, headers: awc::http::header::HeaderMap, body: Bytes },
+    Upstream {
+        status: StatusCode,
+        headers: awc::http::header::HeaderMap,
+        body: Bytes,
+    },
     /// The key itself is unusable (401, no balance): the client must not see
     /// the upstream's 401 as if its own key were wrong.
     KeyProblem(String),
@@ -153,7 +161,7 @@ pub async fn forward(
     upstream: web::Data<Upstream>,
     route: Route,
 ) -> HttpResponse {
-    let pending = Pending::new(state.log_writer.clone(), req.path());
+    let pending = Pending::new(&state.log, req.path());
     let dialect = route.dialect;
     let (body, model, stream) = match read_route_body(&req, payload, &state, route.body).await {
         Ok(v) => v,
@@ -201,17 +209,24 @@ pub async fn read_route_body(
                     let first = match payload.next().await {
                         Some(Ok(b)) => Some(b),
                         Some(Err(e)) => {
-                            return Err(ProxyError::bad_request(format!("could not read the request body: {e}")))
+                            return Err(ProxyError::bad_request(format!(
+                                "could not read the request body: {e}"
+                            )))
                         }
                         None => None,
                     };
-                    let model = first.as_deref().and_then(|b| multipart_field(b, "model")).unwrap_or_default();
+                    let model =
+                        first.as_deref().and_then(|b| multipart_field(b, "model")).unwrap_or_default();
                     Ok((OutBody::Stream { payload, first, length: len }, model, false))
                 }
                 _ => {
                     let body = read_body(payload, limit).await?;
                     let model = multipart_field(&body, "model")
-                        .or_else(|| serde_json::from_slice::<Probe>(&body).ok().and_then(|p| p.model.map(|m| m.into_owned())))
+                        .or_else(|| {
+                            serde_json::from_slice::<Probe>(&body)
+                                .ok()
+                                .and_then(|p| p.model.map(|m| m.into_owned()))
+                        })
                         .unwrap_or_default();
                     Ok((OutBody::Bytes(body), model, false))
                 }
@@ -244,7 +259,9 @@ pub async fn dispatch(
     pending.model = out.model.clone();
     pending.stream = out.stream;
     let dialect = out.dialect;
-    let model = out.model;
+    // Cooldowns are per model; calls without one (model lists, batch reads)
+    // cool down per endpoint, so they never block every model of an account.
+    let model = if out.model.is_empty() { out.path.clone() } else { out.model };
     let query = req.query_string();
     let mut body = out.body;
     let single = matches!(body, OutBody::Stream { .. }) || matches!(out.target, Target::Pinned(_));
@@ -295,10 +312,24 @@ pub async fn dispatch(
         };
         let mut resp = match sent {
             Ok(r) => r,
+            // The upstream may be working on it: trying another key could run
+            // (and bill) the same request twice.
+            Err(awc::error::SendRequestError::Timeout) => {
+                let e = ProxyError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the upstream sent no answer within {} s (UPSTREAM_TIMEOUT)",
+                        state.config.response_timeout.as_secs()
+                    ),
+                );
+                return reject(pending, e, dialect);
+            }
             Err(e) => {
                 let reason = format!("upstream unreachable: {e}");
                 log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
-                state.pool_actor.do_send(KeyEvent { key_id: key.id, kind: KeyEventKind::Error(reason.clone()) });
+                state
+                    .pool_actor
+                    .do_send(KeyEvent { key_id: key.id, kind: KeyEventKind::Error(reason.clone()) });
                 failure = Some(Failure::Connect(reason));
                 continue;
             }
@@ -323,23 +354,37 @@ pub async fn dispatch(
         };
         let (kind, fail) = match classify(code, &err_body) {
             Verdict::KeyInvalid => {
-                key.set_state(KeyState::Invalid);
+                key.demote(KeyState::Invalid);
                 (
                     KeyEventKind::Invalid(reason.clone()),
                     Failure::KeyProblem(format!("key {} is invalid ({reason})", key.masked)),
                 )
             }
             Verdict::KeyExhausted => {
-                key.set_state(KeyState::Exhausted);
+                // The balance is the account's: its other keys are broke too.
+                for k in same_account(state, &key) {
+                    if k.demote(KeyState::Exhausted) {
+                        k.set_balance(Some(0.0));
+                        state.pool_actor.do_send(KeyEvent {
+                            key_id: k.id,
+                            kind: KeyEventKind::Exhausted(reason.clone()),
+                        });
+                    }
+                }
+                key.demote(KeyState::Exhausted);
                 key.set_balance(Some(0.0));
                 (
                     KeyEventKind::Exhausted(reason.clone()),
                     Failure::KeyProblem(format!("key {} has no balance ({reason})", key.masked)),
                 )
             }
-            Verdict::RateLimited => {
+            verdict @ (Verdict::RateLimited | Verdict::ModelForbidden) => {
                 let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok());
-                let hint = Hint::from_response(retry_after, &err_body);
+                let hint = if verdict == Verdict::RateLimited {
+                    Hint::from_response(retry_after, &err_body)
+                } else {
+                    Hint::default()
+                };
                 let cooldown = key.account.apply_rate_limit(&model, now, &state.pool.cooldown_policy, &hint);
                 (
                     KeyEventKind::RateLimited { cooldown, reason: reason.clone() },
@@ -369,9 +414,26 @@ pub async fn dispatch(
             );
             reject(pending, e, dialect)
         }
-        Some(Failure::Connect(reason)) => reject(pending, ProxyError::new(ErrorKind::BadGateway, reason), dialect),
+        Some(Failure::Connect(reason)) => {
+            reject(pending, ProxyError::new(ErrorKind::BadGateway, reason), dialect)
+        }
         None => reject(pending, ProxyError::new(ErrorKind::Unavailable, NoKey::AllTried.message()), dialect),
     }
+}
+
+/// The other keys of a key's account (none for keys with no known account).
+fn same_account(state: &AppState, key: &PoolKey) -> Vec<Arc<PoolKey>> {
+    if key.account.id.starts_with("key:") {
+        return Vec::new();
+    }
+    state
+        .pool
+        .snapshot()
+        .keys
+        .iter()
+        .filter(|k| k.id != key.id && k.account.id == key.account.id)
+        .cloned()
+        .collect()
 }
 
 pub fn no_key_error(why: &NoKey, now: i64) -> ProxyError {
@@ -440,15 +502,19 @@ where
     S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
 {
     pending.status = resp.status().as_u16();
-    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let content_type =
+        resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     if content_type.starts_with("text/event-stream") {
         pending.stream = true;
     }
     if !resp.status().is_success() {
         pending.error = Some(format!("upstream answered {}", resp.status().as_u16()));
     }
-    let length =
-        resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let length = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let mut builder = HttpResponse::build(resp.status());
     copy_headers(&mut builder, resp.headers());
     let idle = state.config.stream_idle_timeout;

@@ -40,10 +40,14 @@ impl ListKind {
 
     fn answer(self, mut items: Vec<Value>, has_more: bool) -> Value {
         match self {
-            ListKind::Files => json!({"code": 20000, "message": "Ok", "status": true, "data": {"data": items, "object": "list"}}),
+            ListKind::Files => {
+                json!({"code": 20000, "message": "Ok", "status": true, "data": {"data": items, "object": "list"}})
+            }
             ListKind::Batches => {
                 // Newest first across accounts, as the upstream orders one account's list.
-                items.sort_by_key(|b| std::cmp::Reverse(b.get("created_at").and_then(Value::as_i64).unwrap_or(0)));
+                items.sort_by_key(|b| {
+                    std::cmp::Reverse(b.get("created_at").and_then(Value::as_i64).unwrap_or(0))
+                });
                 let first = items.first().and_then(|b| b.get("id")).cloned().unwrap_or(Value::Null);
                 let last = items.last().and_then(|b| b.get("id")).cloned().unwrap_or(Value::Null);
                 json!({"object": "list", "data": items, "first_id": first, "last_id": last, "has_more": has_more})
@@ -70,7 +74,7 @@ pub async fn merged(
     kind: ListKind,
     upstream_path: &'static str,
 ) -> HttpResponse {
-    let mut pending = Pending::new(state.log_writer.clone(), req.path());
+    let mut pending = Pending::new(&state.log, req.path());
     let keys = one_key_per_account(&state.pool.snapshot().keys);
     if keys.is_empty() {
         let e = ProxyError::new(ErrorKind::Unavailable, "No usable API key in the pool to list with");
@@ -156,10 +160,8 @@ mod tests {
         let merged = ListKind::Files.answer(vec![json!({"id":"f1"}), json!({"id":"f2"})], false);
         assert_eq!(merged["data"]["data"].as_array().unwrap().len(), 2);
         assert_eq!(merged["code"], 20000);
-        let merged = ListKind::Batches.answer(
-            vec![json!({"id":"b_old","created_at":1}), json!({"id":"b_new","created_at":9})],
-            true,
-        );
+        let merged = ListKind::Batches
+            .answer(vec![json!({"id":"b_old","created_at":1}), json!({"id":"b_new","created_at":9})], true);
         assert_eq!((merged["first_id"].as_str(), merged["last_id"].as_str()), (Some("b_new"), Some("b_old")));
         assert_eq!(merged["has_more"], true);
         assert_eq!(ListKind::Voices.answer(vec![json!({"uri":"u"})], false)["results"][0]["uri"], "u");

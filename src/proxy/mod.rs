@@ -54,10 +54,7 @@ const fn upload(path: &'static str, creates: Option<ResourceKind>) -> Route {
 }
 
 forwarder!(chat_completions, Route::json("/v1/chat/completions"));
-forwarder!(
-    messages,
-    Route { dialect: Dialect::Anthropic, ..Route::json("/v1/messages") }
-);
+forwarder!(messages, Route { dialect: Dialect::Anthropic, ..Route::json("/v1/messages") });
 forwarder!(embeddings, Route::json("/v1/embeddings"));
 forwarder!(rerank, Route::json("/v1/rerank"));
 forwarder!(images, Route::json("/v1/images/generations"));

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -19,8 +20,30 @@ use crate::db::models::NewLog;
 use crate::db::now_ms;
 use crate::pool::PoolKey;
 
-pub struct Pending {
+/// Where log rows go, and how many requests are still open (shutdown waits
+/// for them, so that no row arrives after the final flush).
+#[derive(Clone)]
+pub struct LogSink {
     pub writer: Addr<LogWriter>,
+    pub open: Arc<AtomicUsize>,
+}
+
+impl LogSink {
+    pub fn new(writer: Addr<LogWriter>) -> Self {
+        LogSink { writer, open: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    pub fn open_requests(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+/// One request's log row, sent exactly once: by `finish`, or, if the request
+/// is dropped first (client gone, handler cancelled at shutdown), by `Drop`,
+/// marked aborted. So a request that reached the upstream is never unlogged.
+pub struct Pending {
+    sink: LogSink,
+    sent: bool,
     pub started: Instant,
     pub created_at: i64,
     pub endpoint: String,
@@ -34,9 +57,11 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn new(writer: Addr<LogWriter>, endpoint: &str) -> Self {
+    pub fn new(sink: &LogSink, endpoint: &str) -> Self {
+        sink.open.fetch_add(1, Ordering::AcqRel);
         Pending {
-            writer,
+            sink: sink.clone(),
+            sent: false,
             started: Instant::now(),
             created_at: now_ms(),
             endpoint: endpoint.to_string(),
@@ -50,7 +75,15 @@ impl Pending {
         }
     }
 
-    pub fn finish(self, usage: Usage, aborted: bool) {
+    pub fn finish(mut self, usage: Usage, aborted: bool) {
+        self.send(usage, aborted);
+    }
+
+    fn send(&mut self, usage: Usage, aborted: bool) {
+        if self.sent {
+            return;
+        }
+        self.sent = true;
         let (input, output, total) = usage.totals();
         if let Some(k) = &self.key {
             k.note_use(self.created_at);
@@ -59,8 +92,8 @@ impl Pending {
             created_at: self.created_at,
             key_id: self.key.as_ref().map(|k| k.id),
             key_masked: self.key.as_ref().map(|k| k.masked.clone()).unwrap_or_default(),
-            model: self.model,
-            endpoint: self.endpoint,
+            model: std::mem::take(&mut self.model),
+            endpoint: std::mem::take(&mut self.endpoint),
             status: i32::from(self.status),
             input_tokens: input,
             output_tokens: output,
@@ -70,9 +103,21 @@ impl Pending {
             stream: self.stream,
             aborted,
             attempts: self.attempts as i32,
-            error: self.error,
+            error: self.error.take(),
         };
-        self.writer.do_send(Record(row));
+        self.sink.writer.do_send(Record(row));
+        self.sink.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.sent {
+            if self.error.is_none() {
+                self.error = Some("request cancelled before the answer was complete".into());
+            }
+            self.send(Usage::default(), true);
+        }
     }
 }
 

@@ -27,7 +27,7 @@ async fn json_call(
     upstream: web::Data<Upstream>,
     call: JsonCall,
 ) -> HttpResponse {
-    let pending = Pending::new(state.log_writer.clone(), req.path());
+    let pending = Pending::new(&state.log, req.path());
     let body = match read_body(payload, state.config.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return reject(pending, e, Dialect::OpenAi),
@@ -154,7 +154,7 @@ async fn batch_call(
     id: String,
     cancel: bool,
 ) -> HttpResponse {
-    let pending = Pending::new(state.log_writer.clone(), req.path());
+    let pending = Pending::new(&state.log, req.path());
     let key = match affinity::owner(&state, ResourceKind::Batch, &id).await {
         Ok(k) => k,
         Err(e) => return reject(pending, e, Dialect::OpenAi),

@@ -254,7 +254,23 @@ async fn client_errors_pass_through_once_without_failover() {
     app.fake.clear_seen();
     assert_eq!(app.chat("m").await.status, 200);
     assert_eq!(app.fake.keys_for("/v1/chat/completions"), vec![KA, KB]);
-    assert_eq!(app.key_state("sk-aaaa").await, "active", "a model-level 403 does not kill the key");
+    let keys = app.keys_json().await;
+    let a = keys.iter().find(|k| k["key"].as_str().unwrap().starts_with("sk-aaaa")).unwrap();
+    assert_eq!(
+        a["state"], "cooling",
+        "a model-level 403 cools the account for that model, it does not kill the key"
+    );
+    app.fake.clear_seen();
+    assert_eq!(app.chat("m").await.status, 200);
+    assert_eq!(
+        app.fake.keys_for("/v1/chat/completions"),
+        vec![KB],
+        "remembered: the forbidden key is not asked again"
+    );
+    app.fake.clear_seen();
+    app.fake.set_mode(KA, Mode::Ok);
+    assert_eq!(app.chat("another-model").await.status, 200);
+    assert_eq!(app.fake.keys_for("/v1/chat/completions"), vec![KA], "other models still use it");
 }
 
 #[actix_web::test]
