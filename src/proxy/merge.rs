@@ -57,6 +57,9 @@ impl ListKind {
     }
 }
 
+/// An upstream answer, read whole.
+type Answer = (StatusCode, awc::http::header::HeaderMap, Bytes);
+
 /// One usable key per account (exhausted keys may still list).
 fn one_key_per_account(keys: &[Arc<PoolKey>]) -> Vec<Arc<PoolKey>> {
     let mut seen = HashSet::new();
@@ -82,29 +85,28 @@ pub async fn merged(
     }
     let query = req.query_string().to_string();
     let client = &upstream.client;
-    let results: Vec<(Arc<PoolKey>, Result<(StatusCode, awc::http::header::HeaderMap, Bytes), String>)> =
-        futures_util::stream::iter(keys)
-            .map(|key| {
-                let url = if query.is_empty() {
-                    format!("{}{upstream_path}", key.base_url)
-                } else {
-                    format!("{}{upstream_path}?{query}", key.base_url)
+    let results: Vec<(Arc<PoolKey>, Result<Answer, String>)> = futures_util::stream::iter(keys)
+        .map(|key| {
+            let url = if query.is_empty() {
+                format!("{}{upstream_path}", key.base_url)
+            } else {
+                format!("{}{upstream_path}?{query}", key.base_url)
+            };
+            let req = client.get(url).insert_header(("Authorization", format!("Bearer {}", key.secret)));
+            async move {
+                let r = match req.send().await {
+                    Ok(mut resp) => match resp.body().limit(32 << 20).await {
+                        Ok(b) => Ok((resp.status(), resp.headers().clone(), b)),
+                        Err(e) => Err(format!("answer unreadable: {e}")),
+                    },
+                    Err(e) => Err(format!("upstream unreachable: {e}")),
                 };
-                let req = client.get(url).insert_header(("Authorization", format!("Bearer {}", key.secret)));
-                async move {
-                    let r = match req.send().await {
-                        Ok(mut resp) => match resp.body().limit(32 << 20).await {
-                            Ok(b) => Ok((resp.status(), resp.headers().clone(), b)),
-                            Err(e) => Err(format!("answer unreadable: {e}")),
-                        },
-                        Err(e) => Err(format!("upstream unreachable: {e}")),
-                    };
-                    (key, r)
-                }
-            })
-            .buffer_unordered(8)
-            .collect()
-            .await;
+                (key, r)
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
     pending.attempts = results.len() as u32;
     let mut items = Vec::new();
     let mut has_more = false;
