@@ -49,6 +49,9 @@ pub struct Seen {
 
 #[derive(Default)]
 pub struct FakeState {
+    /// (kind, id, owning account, the object as listed).
+    owned: Mutex<Vec<(&'static str, String, String, Value)>>,
+    counter: Mutex<u64>,
     keys: Mutex<HashMap<String, KeySpec>>,
     seen: Mutex<Vec<Seen>>,
     /// When set, /v1/user/info answers with this status (an outage).
@@ -278,7 +281,8 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
             .iter()
             .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
             .collect(),
-        body: body.clone(),
+        // Large uploads are checked by hash, not kept.
+        body: if body.len() <= 1 << 20 { body.clone() } else { Bytes::new() },
     });
     let spec = state.keys.lock().unwrap().get(&key).cloned();
 
@@ -307,6 +311,9 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
     }
     if let Some(err) = mode_error(spec.as_ref(), &req) {
         return err;
+    }
+    if let Some(resp) = account_bound(&req, &path, &body, spec.as_ref(), &state) {
+        return resp;
     }
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let model = parsed.get("model").and_then(Value::as_str).unwrap_or("").to_string();
@@ -357,4 +364,167 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
             "data":[{"id":"Qwen/Qwen3-8B","object":"model","created":0,"owned_by":""}]})),
         _ => HttpResponse::NotFound().body("404 page not found"),
     }
+}
+
+/// FNV-1a over the bytes: the fake echoes it so tests can prove byte-exact uploads.
+pub fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// The fake's speech audio: deterministic bytes that are not valid UTF-8.
+pub fn speech_audio() -> Vec<u8> {
+    (0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
+}
+
+fn not_found_for(account: &str, what: &str, id: &str) -> HttpResponse {
+    HttpResponse::NotFound().json(json!({"code": 20404, "message": format!("{what} {id} not found for account {account}"), "data": null}))
+}
+
+/// Files, batches, video jobs and voices: each belongs to the account whose
+/// key created it; another account's key gets a 404, as the real service would.
+fn account_bound(
+    req: &HttpRequest,
+    path: &str,
+    body: &Bytes,
+    spec: Option<&KeySpec>,
+    state: &FakeState,
+) -> Option<HttpResponse> {
+    let account = spec?.account.clone();
+    let next = || {
+        let mut c = state.counter.lock().unwrap();
+        *c += 1;
+        *c
+    };
+    let owner_of = |kind: &str, id: &str| {
+        state
+            .owned
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(k, i, _, _)| *k == kind && i == id)
+            .map(|(_, _, a, _)| a.clone())
+    };
+    let list = |kind: &str| -> Vec<Value> {
+        state
+            .owned
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _, a, _)| *k == kind && *a == account)
+            .map(|(_, _, _, v)| v.clone())
+            .collect()
+    };
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let method = req.method().as_str();
+    let content_type =
+        req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let resp = match (method, path) {
+        ("POST", "/v1/images/generations") => HttpResponse::Ok().json(json!({"images":[{"url":"https://example.invalid/img.png"}],"timings":{"inference":0.5},"seed":42})),
+        ("POST", "/v1/audio/speech") => {
+            if let Some(voice) = parsed.get("voice").and_then(Value::as_str).filter(|v| v.starts_with("speech:")) {
+                if owner_of("voice", voice).as_deref() != Some(account.as_str()) {
+                    return Some(not_found_for(&account, "voice", voice));
+                }
+            }
+            let audio = speech_audio();
+            let chunks: Vec<Bytes> = audio.chunks(7_777).map(Bytes::copy_from_slice).collect();
+            let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, actix_web::Error>));
+            HttpResponse::Ok().content_type("audio/mpeg").streaming(stream)
+        }
+        ("POST", "/v1/audio/transcriptions") => HttpResponse::Ok().json(json!({
+            "text": "transcribed", "bytes": body.len(), "hash": fnv(body).to_string(), "content_type": content_type, "account": account})),
+        ("POST", "/v1/uploads/audio/voice") => {
+            let name = crate::fake::multipart_text(body, "customName")
+                .or_else(|| parsed.get("customName").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| "voice".into());
+            let uri = format!("speech:{name}:{account}:{}", next());
+            let item = json!({"model":"FunAudioLLM/CosyVoice2-0.5B","customName":name,"text":"hi","uri":uri});
+            state.owned.lock().unwrap().push(("voice", uri.clone(), account.clone(), item));
+            HttpResponse::Ok().json(json!({"uri": uri}))
+        }
+        ("GET", "/v1/audio/voice/list") => HttpResponse::Ok().json(json!({"results": list("voice")})),
+        ("POST", "/v1/audio/voice/deletions") => {
+            let uri = parsed.get("uri").and_then(Value::as_str).unwrap_or("").to_string();
+            if owner_of("voice", &uri).as_deref() != Some(account.as_str()) {
+                return Some(not_found_for(&account, "voice", &uri));
+            }
+            state.owned.lock().unwrap().retain(|(k, i, _, _)| !(*k == "voice" && *i == uri));
+            HttpResponse::Ok().json(json!({}))
+        }
+        ("POST", "/v1/video/submit") => {
+            let id = format!("req-{}", next());
+            state.owned.lock().unwrap().push(("video", id.clone(), account.clone(), Value::Null));
+            HttpResponse::Ok().json(json!({"requestId": id}))
+        }
+        ("POST", "/v1/video/status") => {
+            let id = parsed.get("requestId").and_then(Value::as_str).unwrap_or("").to_string();
+            if owner_of("video", &id).as_deref() != Some(account.as_str()) {
+                return Some(not_found_for(&account, "video", &id));
+            }
+            HttpResponse::Ok().json(json!({"status":"Succeed","reason":"","results":{"videos":[{"url":"https://example.invalid/v.mp4"}],"timings":{"inference":9},"seed":1},"account":account}))
+        }
+        ("POST", "/v1/files") => {
+            let id = format!("file-{}", next());
+            let item = json!({"id": id, "object": "file", "bytes": body.len(), "created_at": 1, "filename": "batch.jsonl", "purpose": "batch", "line_count": 1});
+            state.owned.lock().unwrap().push(("file", id.clone(), account.clone(), item));
+            HttpResponse::Ok().json(json!({"code":20000,"message":"Ok","status":true,"data":{"id": id, "object":"file","bytes": body.len(),"createdAt":1,"filename":"batch.jsonl","purpose":"batch"}}))
+        }
+        ("GET", "/v1/files") => HttpResponse::Ok().json(json!({"code":20000,"message":"Ok","status":true,"data":{"data": list("file"), "object":"list"}})),
+        ("POST", "/v1/batches") => {
+            let file = parsed.get("input_file_id").and_then(Value::as_str).unwrap_or("").to_string();
+            if owner_of("file", &file).as_deref() != Some(account.as_str()) {
+                return Some(not_found_for(&account, "file", &file));
+            }
+            let n = next();
+            let id = format!("batch_{n}");
+            let item = json!({"id": id, "object":"batch","endpoint":"/v1/chat/completions","input_file_id": file,"status":"in_queue","created_at": n});
+            state.owned.lock().unwrap().push(("batch", id.clone(), account.clone(), item.clone()));
+            HttpResponse::Ok().json(item)
+        }
+        ("GET", "/v1/batches") => HttpResponse::Ok().json(json!({"object":"list","data": list("batch"),"first_id":null,"last_id":null,"has_more":false})),
+        ("GET", p) | ("POST", p) if p.starts_with("/v1/batches/") => {
+            let rest = &p["/v1/batches/".len()..];
+            let (id, cancel) = match rest.strip_suffix("/cancel") {
+                Some(id) => (id.to_string(), true),
+                None => (rest.to_string(), false),
+            };
+            if owner_of("batch", &id).as_deref() != Some(account.as_str()) {
+                return Some(not_found_for(&account, "batch", &id));
+            }
+            HttpResponse::Ok().json(json!({"id": id, "object":"batch","status": if cancel { "cancelling" } else { "in_progress" },"account": account}))
+        }
+        _ => return None,
+    };
+    Some(resp)
+}
+
+/// A text field of a multipart body.
+pub fn multipart_text(body: &[u8], name: &str) -> Option<String> {
+    let needle = format!("name=\"{name}\"\r\n\r\n");
+    let text = body.windows(needle.len()).position(|w| w == needle.as_bytes())?;
+    let rest = &body[text + needle.len()..];
+    let end = rest.windows(2).position(|w| w == b"\r\n")?;
+    String::from_utf8(rest[..end].to_vec()).ok()
+}
+
+/// Builds a multipart body with text fields and one file.
+pub fn multipart(boundary: &str, fields: &[(&str, &str)], file: (&str, &str, &[u8])) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in fields {
+        out.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
+        );
+    }
+    let (field, filename, bytes) = file;
+    out.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+    );
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    out
 }

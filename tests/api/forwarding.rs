@@ -309,3 +309,70 @@ async fn an_unreachable_upstream_gives_502_in_the_callers_dialect_and_is_logged(
     let keys = app.keys_json().await;
     assert_eq!((keys[0]["id"].as_i64(), keys[0]["state"].as_str()), (Some(id), Some("active")));
 }
+
+#[actix_web::test]
+async fn a_response_timeout_is_a_504_without_failover_so_nothing_is_billed_twice() {
+    let app = spawn_app_with(&[("UPSTREAM_TIMEOUT", "1")]).await;
+    app.fake.add_key(KA, "a1", "20", Mode::Ok);
+    app.fake.add_key(KB, "a2", "10", Mode::Ok);
+    app.import(&[KA, KB]).await;
+    app.fake.clear_seen();
+    app.fake.set_header_delay(Duration::from_millis(1_600));
+    let r = app.chat("m").await;
+    assert_eq!(r.status, 504);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("UPSTREAM_TIMEOUT"));
+    assert_eq!(app.fake.keys_for("/v1/chat/completions"), vec![KA], "not retried on another key");
+    let logs = app.logs().await;
+    assert_eq!((logs[0].status, logs[0].attempts), (504, 1));
+    assert_eq!(app.key_state("sk-aaaa").await, "active", "a slow answer says nothing about the key");
+}
+
+#[actix_web::test]
+async fn no_balance_on_one_key_exhausts_every_key_of_its_account() {
+    let app = app_with(
+        "balance",
+        &[
+            (KA, "shared", "30", Mode::Broke),
+            (KC, "shared", "25", Mode::Broke),
+            (KB, "other", "10", Mode::Ok),
+        ],
+    )
+    .await;
+    assert_eq!(app.chat("m").await.status, 200);
+    assert_eq!(
+        app.fake.keys_for("/v1/chat/completions"),
+        vec![KA, KB],
+        "KC shares KA's empty account: skipped"
+    );
+    assert_eq!(app.key_state("sk-cccc").await, "exhausted");
+    assert_eq!(app.key_state("sk-aaaa").await, "exhausted");
+}
+
+#[actix_web::test]
+async fn a_request_the_client_abandons_before_the_answer_is_still_logged() {
+    let app = app_with("balance", &[(KA, "a1", "5", Mode::Ok)]).await;
+    app.fake.set_header_delay(Duration::from_millis(1_500));
+    let addr = app.address.trim_start_matches("http://").to_string();
+    actix_web::rt::task::spawn_blocking(move || {
+        use std::io::Write;
+        let body = r#"{"model":"m","messages":[]}"#;
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(s);
+    })
+    .await
+    .unwrap();
+    let row =
+        crate::helpers::poll(Duration::from_secs(10), || async { app.logs().await.into_iter().next() }).await;
+    // The upstream ran (and billed) the call: the row carries its usage,
+    // whether or not the write to the departed client failed.
+    assert_eq!(row.model, "m");
+    assert_eq!(row.total_tokens, crate::fake::CHAT_USAGE.2, "{row:?}");
+    assert_eq!(app.fake.keys_for("/v1/chat/completions").len(), 1);
+}

@@ -2,6 +2,7 @@
 //! SiliconFlow that the tests start.
 
 mod auth;
+mod endpoints;
 mod fake;
 mod forwarding;
 mod health;
