@@ -59,9 +59,24 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length", "0"))
-        req = json.loads(self.rfile.read(length) or b"{}")
+        raw = self.rfile.read(length)
         if self.key() not in KEYS:
             return self.send_json(401, "Invalid token")
+        if self.path == "/v1/audio/transcriptions":
+            ok = b'name="model"' in raw and b'name="file"' in raw
+            return self.send_json(200 if ok else 400, {"text": f"heard {len(raw)} bytes"})
+        req = json.loads(raw or b"{}")
+        if self.path == "/v1/audio/speech":
+            audio = bytes(range(256)) * 64
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/mpeg")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(audio), 4096):
+                piece = audio[i : i + 4096]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+            return
         model = req.get("model", "")
         if self.path == "/v1/chat/completions":
             if req.get("stream"):

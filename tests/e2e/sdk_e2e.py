@@ -125,15 +125,24 @@ def main():
                 final = s.get_final_message()
             assert text == "Hi there" and final.usage.output_tokens == 6, (text, final.usage)
 
+        def openai_speech():
+            audio = oai.audio.speech.create(model="FunAudioLLM/CosyVoice2-0.5B", voice="FunAudioLLM/CosyVoice2-0.5B:alex",
+                                            input="hello").read()
+            assert audio == bytes(range(256)) * 64, len(audio)
+
+        def openai_transcription():
+            t = oai.audio.transcriptions.create(model="FunAudioLLM/SenseVoiceSmall", file=("a.wav", b"RIFF" + bytes(5000)))
+            assert t.text.startswith("heard ") and int(t.text.split()[1]) > 5000, t.text
+
         def logs_match():
             deadline = time.time() + 10
             while True:
                 logs = admin(base, "GET", "/logs?page_size=100")
-                if logs["total"] >= 6 or time.time() > deadline:
+                if logs["total"] >= 8 or time.time() > deadline:
                     break
                 time.sleep(0.1)
             rows = logs["logs"]
-            assert logs["total"] == 6, logs["total"]  # the 401 never reached the pool: not a proxied call
+            assert logs["total"] == 8, logs["total"]  # the 401 never reached the pool: not a proxied call
             by = {(r["endpoint"], r["stream"], r["status"]): r for r in rows}
             assert by[("/v1/chat/completions", False, 200)]["total_tokens"] == 13
             assert by[("/v1/chat/completions", True, 200)]["total_tokens"] == 14, "last running total"
@@ -144,6 +153,7 @@ def main():
         for name, fn in [("openai chat", openai_plain), ("openai stream", openai_stream), ("openai models", openai_models),
                          ("openai wrong key -> 401", openai_wrong_key), ("openai missing model -> 400", openai_bad_request),
                          ("anthropic messages", anthropic_plain), ("anthropic stream", anthropic_stream),
+                         ("openai speech (binary)", openai_speech), ("openai transcription (multipart)", openai_transcription),
                          ("request log matches", logs_match)]:
             check(name, fn)
     finally:
