@@ -42,6 +42,15 @@ pub struct Config {
     /// How long a stop waits for answers in flight before cutting them (their
     /// rows are still written, marked aborted). Below Docker's 10 s kill.
     pub shutdown_timeout: Duration,
+    /// The one time zone used for every time bucket (stats by hour and day).
+    pub timezone: chrono::FixedOffset,
+    /// Request log rows older than this are deleted (with their rollup); `None` keeps all.
+    pub log_retention: Option<Duration>,
+    pub session_ttl: Duration,
+    /// Force the Secure flag on the session cookie (it is set anyway behind HTTPS).
+    pub cookie_secure: bool,
+    /// Wrong admin passwords allowed per client address per minute.
+    pub login_max_failures: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -161,12 +170,64 @@ impl Config {
             workers: positive("WORKERS", default_workers as u64)? as usize,
             upstream_pool_size: positive("UPSTREAM_POOL_SIZE", 1024)? as usize,
             shutdown_timeout: Duration::from_secs(num("SHUTDOWN_TIMEOUT", 8)?),
+            timezone: match get("TIMEZONE") {
+                None => chrono::FixedOffset::east_opt(0).ok_or_else(|| ConfigError {
+                    var: "TIMEZONE",
+                    value: String::new(),
+                    reason: "internal".into(),
+                })?,
+                Some(v) => parse_offset(&v).ok_or_else(|| ConfigError {
+                    var: "TIMEZONE",
+                    value: v.clone(),
+                    reason: "expected UTC or a fixed offset such as +08:00, -05:00, UTC+8".into(),
+                })?,
+            },
+            log_retention: match num("LOG_RETENTION_DAYS", 90)? {
+                0 => None,
+                d => Some(Duration::from_secs(d.saturating_mul(86_400))),
+            },
+            session_ttl: Duration::from_secs(positive("SESSION_TTL_HOURS", 168)?.saturating_mul(3600)),
+            cookie_secure: match get("COOKIE_SECURE").as_deref() {
+                None | Some("0" | "false" | "no") => false,
+                Some("1" | "true" | "yes") => true,
+                Some(v) => {
+                    return Err(ConfigError {
+                        var: "COOKIE_SECURE",
+                        value: v.to_string(),
+                        reason: "expected true or false".into(),
+                    })
+                }
+            },
+            login_max_failures: positive("LOGIN_MAX_FAILURES", 5)?.min(u32::MAX as u64) as u32,
         })
     }
 
     pub fn is_open(&self) -> bool {
         self.client_api_keys.is_empty()
     }
+}
+
+/// `UTC`, `Z`, `+08:00`, `-0530`, `UTC+8`, `+8`.
+pub fn parse_offset(s: &str) -> Option<chrono::FixedOffset> {
+    let t = s.trim();
+    let t = t.strip_prefix("UTC").or_else(|| t.strip_prefix("GMT")).unwrap_or(t);
+    if t.is_empty() || t == "Z" {
+        return chrono::FixedOffset::east_opt(0);
+    }
+    let (sign, rest) = match t.as_bytes().first()? {
+        b'+' => (1, &t[1..]),
+        b'-' => (-1, &t[1..]),
+        _ => return None,
+    };
+    let (h, m) = match rest.split_once(':') {
+        Some((h, m)) => (h.parse::<i32>().ok()?, m.parse::<i32>().ok()?),
+        None if rest.len() == 4 => (rest[..2].parse::<i32>().ok()?, rest[2..].parse::<i32>().ok()?),
+        None => (rest.parse::<i32>().ok()?, 0),
+    };
+    if !(0..=14).contains(&h) || !(0..60).contains(&m) {
+        return None;
+    }
+    chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60))
 }
 
 /// Accepts `sqlite://path`, `sqlite:path`, `file:path` or a bare path.
@@ -232,6 +293,21 @@ mod tests {
         assert_eq!(cfg(&[("DATABASE_URL", "postgres://x")]).unwrap_err().var, "DATABASE_URL");
         let msg = cfg(&[("PORT", "abc")]).unwrap_err().to_string();
         assert!(msg.contains("PORT") && msg.contains("abc"), "{msg}");
+    }
+
+    #[test]
+    fn parses_time_zone_offsets() {
+        for (text, secs) in
+            [("UTC", 0), ("Z", 0), ("+08:00", 28_800), ("UTC+8", 28_800), ("-0530", -19_800), ("-5", -18_000)]
+        {
+            assert_eq!(parse_offset(text).map(|o| o.local_minus_utc()), Some(secs), "{text}");
+        }
+        for bad in ["Asia/Shanghai", "+25:00", "8", "+08:99"] {
+            assert_eq!(parse_offset(bad), None, "{bad}");
+        }
+        assert_eq!(cfg(&[("TIMEZONE", "Mars/Olympus")]).unwrap_err().var, "TIMEZONE");
+        assert_eq!(cfg(&[("COOKIE_SECURE", "maybe")]).unwrap_err().var, "COOKIE_SECURE");
+        assert_eq!(cfg(&[("LOG_RETENTION_DAYS", "0")]).unwrap().log_retention, None);
     }
 
     #[test]

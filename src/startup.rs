@@ -67,9 +67,10 @@ impl Application {
         let log_arbiter = Arbiter::new();
         let pool_addr: Addr<PoolActor> =
             PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| pool_actor);
-        let (log_db, batch, interval) = (db.clone(), config.log_batch_size, config.log_flush_interval);
+        let (log_db, batch, interval, keep) =
+            (db.clone(), config.log_batch_size, config.log_flush_interval, config.log_retention);
         let log_writer = LogWriter::start_in_arbiter(&log_arbiter.handle(), move |_| {
-            LogWriter::new(log_db, batch, interval)
+            LogWriter::new(log_db, batch, interval, keep)
         });
         let refresh_status = Arc::new(ArcSwap::from_pointee(RefreshStatus::default()));
         let refresher = {
@@ -100,6 +101,7 @@ impl Application {
             log_writer,
             db,
             admin,
+            login_throttle: crate::admin::session::Throttle::new(config.login_max_failures),
         });
         let port = listener.local_addr()?.port();
         let server_state = state.clone();
@@ -110,6 +112,23 @@ impl Application {
                 .app_data(web::Data::new(Upstream { client: build_client(&client_config) }))
                 // Bodies are read by the handlers with their own limit and error.
                 .app_data(web::PayloadConfig::new(client_config.max_body_bytes))
+                // Malformed query strings and paths: a JSON 400, not actix's plain text.
+                .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                    let body = serde_json::json!({"error": format!("invalid query string: {err}")});
+                    actix_web::error::InternalError::from_response(
+                        err,
+                        actix_web::HttpResponse::BadRequest().json(body),
+                    )
+                    .into()
+                }))
+                .app_data(web::PathConfig::default().error_handler(|err, _| {
+                    let body = serde_json::json!({"error": format!("invalid path: {err}")});
+                    actix_web::error::InternalError::from_response(
+                        err,
+                        actix_web::HttpResponse::BadRequest().json(body),
+                    )
+                    .into()
+                }))
                 .route("/health", web::get().to(crate::health::health))
                 .configure(crate::proxy::configure)
                 .configure(crate::admin::configure)

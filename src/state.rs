@@ -24,6 +24,7 @@ pub struct AppState {
     pub log: LogSink,
     pub db: DbPool,
     pub admin: AdminCredentials,
+    pub login_throttle: crate::admin::session::Throttle,
 }
 
 /// The upstream HTTP client. awc clients are not `Send`, so each worker

@@ -9,7 +9,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{deny_unless_admin, error, iso};
+use super::session::require_admin;
+use super::{error, iso};
 use crate::db::now_ms;
 use crate::db::queries::keys as kq;
 use crate::pool::actor::{AddKeys, AddResult, AddStatus, CheckedKey, KeyCommand};
@@ -54,21 +55,25 @@ pub async fn import(
     state: web::Data<AppState>,
     upstream: web::Data<Upstream>,
 ) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state).await {
+    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let form = content_type.starts_with("application/x-www-form-urlencoded");
+    #[derive(Deserialize)]
+    struct Form {
+        keys: Option<String>,
+        csrf: Option<String>,
+    }
+    let parsed_form = form.then(|| serde_urlencoded::from_bytes::<Form>(&body));
+    let form_csrf = match &parsed_form {
+        Some(Ok(f)) => f.csrf.clone(),
+        _ => None,
+    };
+    if let Err(resp) = require_admin(&req, &state, form_csrf.as_deref()).await {
         return resp;
     }
-    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let text = if content_type.starts_with("application/x-www-form-urlencoded") {
-        #[derive(Deserialize)]
-        struct Form {
-            keys: String,
-        }
-        match serde_urlencoded::from_bytes::<Form>(&body) {
-            Ok(f) => f.keys,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected a form field `keys`: {e}")),
-        }
-    } else {
-        match serde_json::from_slice::<ImportBody>(&body) {
+    let text = match parsed_form {
+        Some(Ok(Form { keys: Some(k), .. })) => k,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "expected a form field `keys`"),
+        None => match serde_json::from_slice::<ImportBody>(&body) {
             Ok(ImportBody { keys: KeysField::Text(t) }) => t,
             Ok(ImportBody { keys: KeysField::List(l) }) => l.join("\n"),
             Err(e) => {
@@ -79,7 +84,7 @@ pub async fn import(
                 ),
                 )
             }
-        }
+        },
     };
     let candidates = parse_key_list(&text);
     if candidates.is_empty() {
@@ -177,7 +182,7 @@ pub async fn import_keys(candidates: Vec<String>, state: &AppState, client: &awc
 }
 
 pub async fn refresh_all(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state).await {
+    if let Err(resp) = require_admin(&req, &state, None).await {
         return resp;
     }
     match state.refresher.send(RefreshNow(None)).await {
@@ -191,7 +196,7 @@ pub async fn refresh_one(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state).await {
+    if let Err(resp) = require_admin(&req, &state, None).await {
         return resp;
     }
     let Some(id) = known_id(&path, &state) else {
@@ -220,7 +225,7 @@ async fn command(
     state: web::Data<AppState>,
     make: fn(i64) -> KeyCommand,
 ) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state).await {
+    if let Err(resp) = require_admin(&req, &state, None).await {
         return resp;
     }
     let Some(id) = known_id(&path, &state) else {
@@ -370,7 +375,7 @@ pub async fn list(
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state).await {
+    if let Err(resp) = require_admin(&req, &state, None).await {
         return resp;
     }
     match key_views(&state).await {
@@ -394,7 +399,7 @@ pub async fn export(
     query: web::Query<ExportQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state).await {
+    if let Err(resp) = require_admin(&req, &state, None).await {
         return resp;
     }
     let all = matches!(query.all.as_deref(), Some("1" | "true" | "yes"));

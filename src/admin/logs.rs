@@ -5,13 +5,15 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{deny_unless_admin, error, iso};
+use super::session::require_admin;
+use super::{error, iso};
 use crate::db::queries::logs::{self as lq, LogFilter};
 
+/// Every field a string, parsed leniently: a bad `page` is page 1, not a 400.
 #[derive(Deserialize, Default)]
 pub struct LogQuery {
-    pub page: Option<i64>,
-    pub page_size: Option<i64>,
+    pub page: Option<String>,
+    pub page_size: Option<String>,
     pub model: Option<String>,
     pub key: Option<String>,
     pub status: Option<String>,
@@ -20,8 +22,21 @@ pub struct LogQuery {
     pub until: Option<String>,
 }
 
-/// Accepts epoch milliseconds, RFC 3339, or a date (`2026-11-26`, as UTC).
-pub fn parse_time(s: &str) -> Option<i64> {
+impl LogQuery {
+    pub fn page(&self) -> i64 {
+        self.page.as_deref().and_then(|p| p.trim().parse().ok()).unwrap_or(1).clamp(1, i64::MAX / 1000)
+    }
+
+    pub fn page_size(&self) -> i64 {
+        self.page_size.as_deref().and_then(|p| p.trim().parse().ok()).unwrap_or(50).clamp(1, 1000)
+    }
+}
+
+/// Accepts epoch milliseconds, RFC 3339, or a local date / date-time
+/// (`2026-11-26`, `2026-11-26T10:00`, as the browser's datetime-local sends)
+/// in the configured time zone.
+pub fn parse_time(s: &str, tz: &chrono::FixedOffset) -> Option<i64> {
+    use chrono::TimeZone;
     let s = s.trim();
     if let Ok(n) = s.parse::<i64>() {
         return Some(n);
@@ -29,21 +44,21 @@ pub fn parse_time(s: &str) -> Option<i64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
     }
-    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M") {
-        return Some(t.and_utc().timestamp_millis());
+    let local = |t: chrono::NaiveDateTime| tz.from_local_datetime(&t).single().map(|t| t.timestamp_millis());
+    for format in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, format) {
+            return local(t);
+        }
     }
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc().timestamp_millis())
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).and_then(local)
 }
 
-pub fn filter_from(q: &LogQuery) -> Result<LogFilter, String> {
+pub fn filter_from(q: &LogQuery, tz: &chrono::FixedOffset) -> Result<LogFilter, String> {
     let nonempty = |o: &Option<String>| o.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let time = |o: &Option<String>, name: &str| -> Result<Option<i64>, String> {
         match nonempty(o) {
             None => Ok(None),
-            Some(s) => parse_time(&s)
+            Some(s) => parse_time(&s, tz)
                 .map(Some)
                 .ok_or_else(|| format!("`{name}` must be a date, an RFC 3339 time or epoch milliseconds")),
         }
@@ -68,15 +83,14 @@ pub async fn list(
     query: web::Query<LogQuery>,
     state: web::Data<crate::state::AppState>,
 ) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state).await {
+    if let Err(resp) = require_admin(&req, &state, None).await {
         return resp;
     }
-    let filter = match filter_from(&query) {
+    let filter = match filter_from(&query, &state.config.timezone) {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let page = query.page.unwrap_or(1).clamp(1, i64::MAX / 1000);
-    let page_size = query.page_size.unwrap_or(50).clamp(1, 1000);
+    let (page, page_size) = (query.page(), query.page_size());
     let db = state.db.clone();
     let result = web::block(move || -> Result<_, String> {
         let mut conn = db.get().map_err(|e| e.to_string())?;
@@ -117,19 +131,23 @@ pub async fn list(
     }
 }
 
-pub async fn clear(req: HttpRequest, state: web::Data<crate::state::AppState>) -> HttpResponse {
-    if let Some(resp) = deny_unless_admin(&req, &state).await {
-        return resp;
-    }
+/// Deletes the whole request log and the statistics built from it.
+pub async fn clear_all(state: &crate::state::AppState) -> Result<usize, String> {
     let db = state.db.clone();
-    let result = web::block(move || -> Result<usize, String> {
+    web::block(move || -> Result<usize, String> {
         let mut conn = db.get().map_err(|e| e.to_string())?;
         lq::clear(&mut conn).map_err(|e| e.to_string())
     })
-    .await;
-    match result {
-        Ok(Ok(n)) => HttpResponse::Ok().json(json!({"deleted": n})),
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+pub async fn clear(req: HttpRequest, state: web::Data<crate::state::AppState>) -> HttpResponse {
+    if let Err(resp) = require_admin(&req, &state, None).await {
+        return resp;
+    }
+    match clear_all(&state).await {
+        Ok(n) => HttpResponse::Ok().json(json!({"deleted": n})),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }

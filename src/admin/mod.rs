@@ -4,30 +4,17 @@
 pub mod auth;
 pub mod keys;
 pub mod logs;
+pub mod pages;
+pub mod session;
+pub mod stats;
+pub mod views;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::json;
-
-use crate::state::AppState;
 
 /// An admin JSON error: `{"error": "..."}`.
 pub fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({"error": message.into()}))
-}
-
-/// Admin authorisation for the JSON endpoints (HTTP Basic for now): the
-/// answer to send instead when the caller is not the admin.
-pub async fn deny_unless_admin(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
-    if let Some((user, pass)) = auth::basic_credentials(req) {
-        if state.admin.verify_off_thread(user, pass).await {
-            return None;
-        }
-    }
-    Some(
-        HttpResponse::Unauthorized()
-            .insert_header(("WWW-Authenticate", "Basic realm=\"siliconflow-proxy admin\""))
-            .json(json!({"error": "admin login required (HTTP Basic auth with ADMIN_USERNAME / ADMIN_PASSWORD)"})),
-    )
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -40,7 +27,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/keys/{id}/disable", web::post().to(keys::disable))
         .route("/api/keys/{id}", web::delete().to(keys::delete))
         .route("/logs", web::get().to(logs::list))
-        .route("/clear_logs", web::post().to(logs::clear));
+        .route("/clear_logs", web::post().to(logs::clear))
+        .route("/api/stats/overview", web::get().to(stats::overview_json))
+        .route("/api/stats/daily", web::get().to(stats::daily_json))
+        .route("/api/stats/monthly", web::get().to(stats::monthly_json))
+        // Pages
+        .route("/", web::get().to(pages::root))
+        .route("/login", web::get().to(pages::root))
+        .route("/login", web::post().to(pages::login))
+        .route("/logout", web::get().to(pages::logout))
+        .route("/logout", web::post().to(pages::logout))
+        .route("/static/admin.css", web::get().to(pages::css))
+        .route("/admin", web::get().to(pages::dashboard))
+        .route("/admin/keys", web::get().to(pages::keys_page))
+        .route("/admin/keys/import", web::post().to(pages::keys_import))
+        .route("/admin/keys/refresh", web::post().to(pages::keys_refresh))
+        .route("/admin/keys/{id}/delete", web::get().to(pages::key_delete_confirm))
+        .route("/admin/keys/{id}/{action}", web::post().to(pages::key_action))
+        .route("/admin/logs", web::get().to(pages::logs_page))
+        .route("/admin/logs.csv", web::get().to(pages::logs_csv))
+        .route("/admin/logs/clear", web::get().to(pages::logs_clear_confirm))
+        .route("/admin/logs/clear", web::post().to(pages::logs_clear));
 }
 
 /// Epoch milliseconds as RFC 3339 (UTC), for JSON.

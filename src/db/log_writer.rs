@@ -21,11 +21,31 @@ pub struct LogWriter {
     batch_size: usize,
     interval: Duration,
     written: u64,
+    retention: Option<Duration>,
 }
 
+/// How often retention and session clean-up run.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
+
 impl LogWriter {
-    pub fn new(db: DbPool, batch_size: usize, interval: Duration) -> Self {
-        LogWriter { db, buffer: Vec::with_capacity(batch_size), batch_size, interval, written: 0 }
+    pub fn new(db: DbPool, batch_size: usize, interval: Duration, retention: Option<Duration>) -> Self {
+        LogWriter { db, buffer: Vec::with_capacity(batch_size), batch_size, interval, written: 0, retention }
+    }
+
+    /// Deletes log rows (and their rollup) past the retention age, and
+    /// expired admin sessions. Answers how many log rows went.
+    fn maintain(&mut self) -> Result<usize, String> {
+        let _ = self.flush();
+        let mut conn = self.db.get().map_err(|e| e.to_string())?;
+        let now = super::now_ms();
+        let _ = super::queries::sessions_q::delete_expired(&mut conn, now);
+        let Some(keep) = self.retention else { return Ok(0) };
+        let cutoff = now - keep.as_millis().min(i64::MAX as u128) as i64;
+        let n = logs::delete_before(&mut conn, cutoff).map_err(|e| e.to_string())?;
+        if n > 0 {
+            log::info!("retention: deleted {n} request log rows older than {} days", keep.as_secs() / 86_400);
+        }
+        Ok(n)
     }
 
     fn flush(&mut self) -> Result<usize, String> {
@@ -64,6 +84,13 @@ impl Actor for LogWriter {
         ctx.run_interval(self.interval, |act, _| {
             let _ = act.flush();
         });
+        let run = |act: &mut Self, _: &mut Context<Self>| {
+            if let Err(e) = act.maintain() {
+                log::error!("retention: {e}");
+            }
+        };
+        ctx.run_later(Duration::from_secs(5), run);
+        ctx.run_interval(MAINTENANCE_EVERY, run);
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
@@ -98,5 +125,18 @@ impl Handler<Flush> for LogWriter {
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
         self.flush()?;
         Ok(self.written)
+    }
+}
+
+/// Runs retention now; answers how many log rows were deleted.
+#[derive(Message)]
+#[rtype(result = "Result<usize, String>")]
+pub struct Maintain;
+
+impl Handler<Maintain> for LogWriter {
+    type Result = Result<usize, String>;
+
+    fn handle(&mut self, _: Maintain, _: &mut Context<Self>) -> Self::Result {
+        self.maintain()
     }
 }

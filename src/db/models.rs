@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 use serde::Serialize;
 
-use super::schema::{api_keys, cooldowns, request_logs, resources};
+use super::schema::{api_keys, cooldowns, request_logs, resources, usage_hourly};
 
 #[derive(Clone, Queryable, Selectable)]
 #[diesel(table_name = api_keys)]
@@ -115,4 +115,17 @@ impl std::fmt::Debug for KeyRow {
             .field("account_id", &self.account_id)
             .finish()
     }
+}
+
+#[derive(Debug, Clone, Default, Insertable)]
+#[diesel(table_name = usage_hourly)]
+pub struct UsageRow {
+    pub hour: i64,
+    pub model: String,
+    pub key_id: i64,
+    pub calls: i32,
+    pub errors: i32,
+    pub input_tokens: i32,
+    pub output_tokens: i32,
+    pub latency_ms: i32,
 }

@@ -2,8 +2,8 @@
 
 use diesel::prelude::*;
 
-use super::models::{CooldownRow, KeyRow, LogRow, NewKey, NewLog, ResourceRow};
-use super::schema::{api_keys, cooldowns, request_logs, resources, settings};
+use super::models::{CooldownRow, KeyRow, LogRow, NewKey, NewLog, ResourceRow, UsageRow};
+use super::schema::{api_keys, cooldowns, request_logs, resources, sessions, settings, usage_hourly};
 use super::DbError;
 
 type Conn = diesel::sqlite::SqliteConnection;
@@ -145,6 +145,7 @@ pub mod logs {
                     }
                 }
             }
+            rollup(conn, rows)?;
             for (id, n, last) in per_key {
                 diesel::update(api_keys::table.find(id))
                     .set(api_keys::usage_count.eq(api_keys::usage_count + n))
@@ -159,6 +160,63 @@ pub mod logs {
             }
             Ok(())
         })
+    }
+
+    /// Adds a batch to the hourly rollup: one upsert per (hour, model, key).
+    fn rollup(conn: &mut Conn, rows: &[NewLog]) -> Result<(), DbError> {
+        use diesel::upsert::excluded;
+        use std::collections::HashMap;
+        let mut groups: HashMap<(i64, &str, i64), UsageRow> = HashMap::new();
+        for r in rows {
+            let hour = r.created_at.div_euclid(3_600_000);
+            let key_id = r.key_id.unwrap_or(0);
+            let g = groups.entry((hour, r.model.as_str(), key_id)).or_insert_with(|| UsageRow {
+                hour,
+                model: r.model.clone(),
+                key_id,
+                ..Default::default()
+            });
+            g.calls += 1;
+            g.errors += i32::from(r.status >= 400 || r.status == 0);
+            g.input_tokens = g.input_tokens.saturating_add(r.input_tokens.min(i32::MAX as i64) as i32);
+            g.output_tokens = g.output_tokens.saturating_add(r.output_tokens.min(i32::MAX as i64) as i32);
+            g.latency_ms = g.latency_ms.saturating_add(r.latency_ms.min(i32::MAX as i64) as i32);
+        }
+        for g in groups.values() {
+            diesel::insert_into(usage_hourly::table)
+                .values(g)
+                .on_conflict((usage_hourly::hour, usage_hourly::model, usage_hourly::key_id))
+                .do_update()
+                .set((
+                    usage_hourly::calls.eq(usage_hourly::calls + excluded(usage_hourly::calls)),
+                    usage_hourly::errors.eq(usage_hourly::errors + excluded(usage_hourly::errors)),
+                    usage_hourly::input_tokens
+                        .eq(usage_hourly::input_tokens + excluded(usage_hourly::input_tokens)),
+                    usage_hourly::output_tokens
+                        .eq(usage_hourly::output_tokens + excluded(usage_hourly::output_tokens)),
+                    usage_hourly::latency_ms
+                        .eq(usage_hourly::latency_ms + excluded(usage_hourly::latency_ms)),
+                ))
+                .execute(conn)?;
+        }
+        Ok(())
+    }
+
+    /// Retention: deletes rows older than the hour that contains `cutoff_ms`,
+    /// and the rollup of those hours, so stats keep equalling the log.
+    pub fn delete_before(conn: &mut Conn, cutoff_ms: i64) -> Result<usize, DbError> {
+        let hour = cutoff_ms.div_euclid(3_600_000);
+        conn.transaction::<_, DbError, _>(|conn| {
+            let n = diesel::delete(request_logs::table.filter(request_logs::created_at.lt(hour * 3_600_000)))
+                .execute(conn)?;
+            diesel::delete(usage_hourly::table.filter(usage_hourly::hour.lt(hour))).execute(conn)?;
+            Ok(n)
+        })
+    }
+
+    /// Every row matching a filter, oldest first, for the CSV export.
+    pub fn export(conn: &mut Conn, f: &LogFilter, limit: i64) -> Result<Vec<LogRow>, DbError> {
+        Ok(filtered(f).order(request_logs::id.asc()).limit(limit).select(LogRow::as_select()).load(conn)?)
     }
 
     #[derive(Debug, Default, Clone)]
@@ -220,7 +278,11 @@ pub mod logs {
     }
 
     pub fn clear(conn: &mut Conn) -> Result<usize, DbError> {
-        Ok(diesel::delete(request_logs::table).execute(conn)?)
+        conn.transaction::<_, DbError, _>(|conn| {
+            let n = diesel::delete(request_logs::table).execute(conn)?;
+            diesel::delete(usage_hourly::table).execute(conn)?;
+            Ok(n)
+        })
     }
 
     fn escape_like(s: &str) -> String {
@@ -238,6 +300,124 @@ pub mod resources_q {
 
     pub fn find(conn: &mut Conn, kind: &str, id: &str) -> Result<Option<ResourceRow>, DbError> {
         Ok(resources::table.find((kind, id)).select(ResourceRow::as_select()).first(conn).optional()?)
+    }
+}
+
+pub mod stats {
+    use super::*;
+    use diesel::dsl::sum;
+
+    /// Sums over one bucket (an hour, a model, a key, or a whole range).
+    #[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
+    pub struct Agg {
+        pub calls: i64,
+        pub errors: i64,
+        pub input_tokens: i64,
+        pub output_tokens: i64,
+        pub latency_ms: i64,
+    }
+
+    type Sums = (Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+
+    fn agg(s: Sums) -> Agg {
+        Agg {
+            calls: s.0.unwrap_or(0),
+            errors: s.1.unwrap_or(0),
+            input_tokens: s.2.unwrap_or(0),
+            output_tokens: s.3.unwrap_or(0),
+            latency_ms: s.4.unwrap_or(0),
+        }
+    }
+
+    macro_rules! sums {
+        () => {
+            (
+                sum(usage_hourly::calls),
+                sum(usage_hourly::errors),
+                sum(usage_hourly::input_tokens),
+                sum(usage_hourly::output_tokens),
+                sum(usage_hourly::latency_ms),
+            )
+        };
+    }
+
+    /// Totals over `[from_hour, to_hour)` (epoch hours); `None` = unbounded.
+    pub fn totals(conn: &mut Conn, from_hour: Option<i64>, to_hour: Option<i64>) -> Result<Agg, DbError> {
+        let mut q = usage_hourly::table.into_boxed();
+        if let Some(f) = from_hour {
+            q = q.filter(usage_hourly::hour.ge(f));
+        }
+        if let Some(t) = to_hour {
+            q = q.filter(usage_hourly::hour.lt(t));
+        }
+        Ok(agg(q.select(sums!()).first::<Sums>(conn)?))
+    }
+
+    pub fn by_hour(conn: &mut Conn, from_hour: i64, to_hour: i64) -> Result<Vec<(i64, Agg)>, DbError> {
+        let rows: Vec<(i64, Sums)> = usage_hourly::table
+            .filter(usage_hourly::hour.ge(from_hour).and(usage_hourly::hour.lt(to_hour)))
+            .group_by(usage_hourly::hour)
+            .select((usage_hourly::hour, sums!()))
+            .load(conn)?;
+        Ok(rows.into_iter().map(|(h, s)| (h, agg(s))).collect())
+    }
+
+    pub fn by_model(conn: &mut Conn, from_hour: i64, to_hour: i64) -> Result<Vec<(String, Agg)>, DbError> {
+        let rows: Vec<(String, Sums)> = usage_hourly::table
+            .filter(usage_hourly::hour.ge(from_hour).and(usage_hourly::hour.lt(to_hour)))
+            .group_by(usage_hourly::model)
+            .select((usage_hourly::model, sums!()))
+            .load(conn)?;
+        Ok(rows.into_iter().map(|(m, s)| (m, agg(s))).collect())
+    }
+
+    pub fn by_key(conn: &mut Conn, from_hour: i64, to_hour: i64) -> Result<Vec<(i64, Agg)>, DbError> {
+        let rows: Vec<(i64, Sums)> = usage_hourly::table
+            .filter(usage_hourly::hour.ge(from_hour).and(usage_hourly::hour.lt(to_hour)))
+            .group_by(usage_hourly::key_id)
+            .select((usage_hourly::key_id, sums!()))
+            .load(conn)?;
+        Ok(rows.into_iter().map(|(k, s)| (k, agg(s))).collect())
+    }
+}
+
+pub mod sessions_q {
+    use super::*;
+
+    pub fn insert(
+        conn: &mut Conn,
+        token_hash: &str,
+        csrf: &str,
+        now: i64,
+        expires: i64,
+    ) -> Result<(), DbError> {
+        diesel::insert_into(sessions::table)
+            .values((
+                sessions::token_hash.eq(token_hash),
+                sessions::csrf.eq(csrf),
+                sessions::created_at.eq(now),
+                sessions::expires_at.eq(expires),
+            ))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    /// The session's CSRF token, if the session exists and has not expired.
+    pub fn find(conn: &mut Conn, token_hash: &str, now: i64) -> Result<Option<String>, DbError> {
+        Ok(sessions::table
+            .filter(sessions::token_hash.eq(token_hash).and(sessions::expires_at.gt(now)))
+            .select(sessions::csrf)
+            .first(conn)
+            .optional()?)
+    }
+
+    pub fn delete(conn: &mut Conn, token_hash: &str) -> Result<(), DbError> {
+        diesel::delete(sessions::table.filter(sessions::token_hash.eq(token_hash))).execute(conn)?;
+        Ok(())
+    }
+
+    pub fn delete_expired(conn: &mut Conn, now: i64) -> Result<usize, DbError> {
+        Ok(diesel::delete(sessions::table.filter(sessions::expires_at.le(now))).execute(conn)?)
     }
 }
 

@@ -68,4 +68,34 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(api_keys, cooldowns, request_logs, resources, settings);
+diesel::table! {
+    sessions (token_hash) {
+        token_hash -> Text,
+        csrf -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    usage_hourly (hour, model, key_id) {
+        hour -> BigInt,
+        model -> Text,
+        key_id -> BigInt,
+        calls -> Integer,
+        errors -> Integer,
+        input_tokens -> Integer,
+        output_tokens -> Integer,
+        latency_ms -> Integer,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    api_keys,
+    cooldowns,
+    request_logs,
+    resources,
+    sessions,
+    settings,
+    usage_hourly
+);

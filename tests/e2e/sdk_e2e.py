@@ -2,83 +2,22 @@
 anthropic SDKs, as a user runs them. Usage: python3 sdk_e2e.py PATH_TO_BINARY
 Prints 'N passed, M failed' and exits non-zero on any failure.
 """
-import base64
 import json
-import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 
 import anthropic
 import openai
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-GOOD = "sk-e2e-good-000000000000000001"
-CLIENT = "e2e-client-key"
-ADMIN = ("admin", "e2e-admin-pass")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_http(url, limit=60):
-    start = time.time()
-    while time.time() - start < limit:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return
-        except Exception:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def admin(base, method, path, body=None):
-    req = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body is not None else None)
-    req.add_header("Authorization", "Basic " + base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode())
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
+from harness import CLIENT, GOOD, Checks, Stack
 
 
 def main():
-    binary = os.path.abspath(sys.argv[1])
-    fake_port, proxy_port = free_port(), free_port()
-    fake = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_siliconflow.py"), str(fake_port)])
-    tmp = tempfile.mkdtemp()
-    env = {
-        "PATH": os.environ.get("PATH", ""), "HOST": "127.0.0.1", "PORT": str(proxy_port),
-        "DATABASE_URL": f"sqlite://{tmp}/e2e.db", "SILICONFLOW_BASE_URL": f"http://127.0.0.1:{fake_port}",
-        "API_KEY": CLIENT, "ADMIN_PASSWORD": ADMIN[1], "AUTO_REFRESH_INTERVAL": "0", "LOG_FLUSH_MS": "100",
-        "RUST_LOG": "warn",
-    }
-    proxy = subprocess.Popen([binary], env=env, cwd=tmp)
-    passed, failed = 0, 0
-    base = f"http://127.0.0.1:{proxy_port}"
-
-    def check(name, fn):
-        nonlocal passed, failed
-        try:
-            fn()
-            passed += 1
-            print(f"ok   {name}")
-        except Exception as e:  # noqa: BLE001 - report every failure and go on
-            failed += 1
-            print(f"FAIL {name}: {e!r}")
-
+    stack = Stack(sys.argv[1])
+    base = stack.base
+    checks = Checks()
     try:
-        wait_http(f"http://127.0.0.1:{fake_port}/v1/models")
-        wait_http(base + "/health")
-        imported = admin(base, "POST", "/import_keys", {"keys": GOOD + "\nsk-e2e-unknown-00000000000"})
+        imported = stack.admin("POST", "/import_keys", {"keys": GOOD + "\nsk-e2e-unknown-00000000000"})
         assert imported["added"] == 1 and imported["invalid"] == 1, imported
         oai = openai.OpenAI(base_url=base + "/v1", api_key=CLIENT, max_retries=0)
         ant = anthropic.Anthropic(base_url=base, api_key=CLIENT, max_retries=0)
@@ -137,7 +76,7 @@ def main():
         def logs_match():
             deadline = time.time() + 10
             while True:
-                logs = admin(base, "GET", "/logs?page_size=100")
+                logs = stack.admin("GET", "/logs?page_size=100")
                 if logs["total"] >= 8 or time.time() > deadline:
                     break
                 time.sleep(0.1)
@@ -155,13 +94,10 @@ def main():
                          ("anthropic messages", anthropic_plain), ("anthropic stream", anthropic_stream),
                          ("openai speech (binary)", openai_speech), ("openai transcription (multipart)", openai_transcription),
                          ("request log matches", logs_match)]:
-            check(name, fn)
+            checks.run(name, fn)
     finally:
-        proxy.terminate()
-        proxy.wait(timeout=30)
-        fake.terminate()
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+        stack.stop()
+    checks.finish()
 
 
 if __name__ == "__main__":

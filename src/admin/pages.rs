@@ -1,0 +1,733 @@
+//! The admin web UI: login, dashboard, keys, logs. Forms work without
+//! JavaScript; every state-changing form carries the session's CSRF token.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::FixedOffset;
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::keys::{filter_sort_page, import_keys, key_views, parse_key_list, ListQuery};
+use super::logs::{filter_from, LogQuery};
+use super::session::{self, client_ip, csrf_ok, Session};
+use super::stats;
+use super::views::charts::{bar_chart, compact, hbar_chart, BarSeries};
+use super::views::{badge, card, csrf_field, layout, link_with, page, pager, when, Chrome, CSS};
+use crate::db::queries::logs as lq;
+use crate::pool::actor::KeyCommand;
+use crate::pool::refresher::RefreshNow;
+use crate::state::{AppState, Upstream};
+
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header(("Location", location)).finish()
+}
+
+fn with_notice(path: &str, notice: &str) -> String {
+    link_with(path, &[], &[("notice", notice.to_string())])
+}
+
+pub async fn css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header(("Cache-Control", "public, max-age=3600"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(CSS)
+}
+
+/// The session, or a redirect to the login page.
+async fn page_session(req: &HttpRequest, state: &AppState) -> Result<Session, HttpResponse> {
+    session::current(state, req).await.ok_or_else(|| see_other("/"))
+}
+
+fn forbidden_page() -> HttpResponse {
+    let body = layout(
+        Chrome { title: "Forbidden", nav: "", csrf: None, warnings: vec![], notice: None },
+        html! { div.banner.error { "This form has expired or did not come from this site (CSRF check failed). Go back, reload the page and try again." } p { a href="/admin" { "Back to the dashboard" } } },
+    );
+    page(StatusCode::FORBIDDEN, body)
+}
+
+/// Checks a posted form's CSRF token against the session.
+fn check_csrf(session: &Session, given: Option<&str>) -> Result<(), HttpResponse> {
+    if csrf_ok(&session.csrf, given) {
+        Ok(())
+    } else {
+        Err(forbidden_page())
+    }
+}
+
+fn warnings(state: &AppState) -> Vec<String> {
+    let mut w = Vec::new();
+    if state.config.is_open() {
+        w.push("API_KEY is not set: this proxy is open, and anyone who can reach it can spend your keys' balance. Set API_KEY to require a client key.".into());
+    }
+    if state.admin.generated {
+        w.push("You are using the admin password generated at first start. Set ADMIN_PASSWORD to one of your own.".into());
+    }
+    w
+}
+
+// ---------------------------------------------------------------- login
+
+fn login_page(error: Option<&str>, status: StatusCode, open: bool) -> HttpResponse {
+    let body = layout(
+        Chrome { title: "Log in", nav: "", csrf: None, warnings: vec![], notice: None },
+        html! {
+            form.login method="post" action="/login" {
+                h1 { "siliconflow-proxy" }
+                p.muted { "Log in to manage the key pool." }
+                @if let Some(e) = error { div.banner.error role="alert" { (e) } }
+                @if open { div.banner.warn { "API_KEY is not set: the proxy is open." } }
+                label for="username" { "Username" }
+                input #username name="username" autocomplete="username" required autofocus;
+                label for="password" { "Password" }
+                input #password name="password" type="password" autocomplete="current-password" required;
+                button type="submit" { "Log in" }
+            }
+        },
+    );
+    page(status, body)
+}
+
+pub async fn root(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if session::current(&state, &req).await.is_some() {
+        return see_other("/admin");
+    }
+    login_page(None, StatusCode::OK, state.config.is_open())
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: Option<String>,
+    password: Option<String>,
+}
+
+pub async fn login(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    let ip = client_ip(&req);
+    if let Err(wait) = state.login_throttle.check(ip) {
+        let mut r = login_page(
+            Some(&format!("Too many failed logins from your address. Try again in {wait} s.")),
+            StatusCode::TOO_MANY_REQUESTS,
+            false,
+        );
+        if let Ok(v) = wait.to_string().parse() {
+            r.headers_mut().insert(actix_web::http::header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let form = serde_urlencoded::from_bytes::<LoginForm>(&body).ok();
+    let (user, pass) = match form {
+        Some(LoginForm { username: Some(u), password: Some(p) }) => (u, p),
+        _ => return login_page(Some("Enter a username and a password."), StatusCode::BAD_REQUEST, false),
+    };
+    let user_for_log = user.chars().take(64).collect::<String>();
+    if !state.admin.verify_off_thread(user, pass).await {
+        state.login_throttle.fail(ip);
+        // Never the password; the username only as typed, cut short.
+        log::warn!("admin: failed login for {user_for_log:?} from {ip}");
+        return login_page(Some("Wrong username or password."), StatusCode::UNAUTHORIZED, false);
+    }
+    state.login_throttle.succeed(ip);
+    match session::create(&state, &req).await {
+        Ok(cookie) => {
+            log::info!("admin: {user_for_log:?} logged in from {ip}");
+            HttpResponse::SeeOther().insert_header(("Location", "/admin")).cookie(cookie).finish()
+        }
+        Err(e) => {
+            log::error!("admin: cannot create a session: {e}");
+            login_page(
+                Some("The database is unavailable; try again."),
+                StatusCode::SERVICE_UNAVAILABLE,
+                false,
+            )
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct CsrfForm {
+    csrf: Option<String>,
+}
+
+pub async fn logout(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    if req.method() == actix_web::http::Method::POST {
+        if let Some(s) = session::current(&state, &req).await {
+            let form = serde_urlencoded::from_bytes::<CsrfForm>(&body).unwrap_or_default();
+            if let Err(r) = check_csrf(&s, form.csrf.as_deref()) {
+                return r;
+            }
+        }
+    }
+    let cookie = session::destroy(&state, &req).await;
+    HttpResponse::SeeOther().insert_header(("Location", "/")).cookie(cookie).finish()
+}
+
+// ------------------------------------------------------------ dashboard
+
+pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let s = match page_session(&req, &state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (o, day, month) = match (
+        stats::overview(&state).await,
+        stats::daily_series(&state).await,
+        stats::monthly_series(&state).await,
+    ) {
+        (Ok(o), Ok(d), Ok(m)) => (o, d, m),
+        _ => return page(StatusCode::SERVICE_UNAVAILABLE, html! { p { "The database is unavailable." } }),
+    };
+    let k = &o.keys;
+    let content = html! {
+        h1 { "Dashboard" }
+        div.cards {
+            (card("Keys", o.key_count.to_string(), Some(format!("{} active · {} cooling · {} exhausted · {} invalid · {} disabled", k.active, k.cooling, k.exhausted, k.invalid, k.disabled))))
+            (card("Total balance", format!("¥{:.2}", o.total_balance), Some("each account counted once".into())))
+            (card("Calls today", compact(o.calls_today), Some(format!("{} tokens", compact(o.tokens_today)))))
+            (card("Calls this month", compact(o.calls_month), Some(format!("{} tokens", compact(o.tokens_month)))))
+            (card("Success rate", format!("{:.1}%", o.success_rate * 100.0), Some(format!("{} errors this month", o.errors_month))))
+            (card("Mean latency", format!("{:.0} ms", o.mean_latency_ms), Some("this month".into())))
+        }
+        div.charts {
+            (bar_chart("Calls by hour, today", "calls", &day.labels, &[BarSeries { name: "calls", values: &day.calls, class: "bar1" }]))
+            (bar_chart("Tokens by hour, today", "tokens", &day.labels, &[
+                BarSeries { name: "input", values: &day.input_tokens, class: "bar1" },
+                BarSeries { name: "output", values: &day.output_tokens, class: "bar2" },
+            ]))
+            (bar_chart("Calls by day, this month", "calls", &month.labels, &[BarSeries { name: "calls", values: &month.calls, class: "bar1" }]))
+            (bar_chart("Tokens by day, this month", "tokens", &month.labels, &[
+                BarSeries { name: "input", values: &month.input_tokens, class: "bar1" },
+                BarSeries { name: "output", values: &month.output_tokens, class: "bar2" },
+            ]))
+            (hbar_chart("Tokens by model, this month (top 10)", "tokens",
+                &month.model_labels.iter().cloned().zip(month.model_tokens.iter().copied()).collect::<Vec<_>>()))
+            (hbar_chart("Calls by key, this month", "calls",
+                &o.calls_by_key.iter().take(15).map(|c| (c.key.clone(), c.calls)).collect::<Vec<_>>()))
+        }
+        p.muted { "Times in " (o.timezone) " (TIMEZONE). All-time: " (compact(o.total_calls)) " calls, " (compact(o.total_tokens)) " tokens." }
+    };
+    let chrome = Chrome {
+        title: "Dashboard",
+        nav: "dashboard",
+        csrf: Some(&s.csrf),
+        warnings: warnings(&state),
+        notice: None,
+    };
+    page(StatusCode::OK, layout(chrome, content))
+}
+
+// ----------------------------------------------------------------- keys
+
+#[derive(Deserialize, Default)]
+pub struct KeysPageQuery {
+    page: Option<String>,
+    page_size: Option<String>,
+    sort: Option<String>,
+    order: Option<String>,
+    q: Option<String>,
+    state: Option<String>,
+    notice: Option<String>,
+}
+
+fn local_iso(iso: &Option<String>, tz: &FixedOffset) -> String {
+    let ms = iso
+        .as_deref()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.timestamp_millis());
+    when(ms, tz)
+}
+
+async fn render_keys(
+    state: &AppState,
+    s: &Session,
+    q: KeysPageQuery,
+    import: Option<Markup>,
+) -> HttpResponse {
+    let tz = state.config.timezone;
+    let list = ListQuery {
+        page: q.page.as_deref().and_then(|p| p.parse().ok()),
+        page_size: q.page_size.as_deref().and_then(|p| p.parse().ok()),
+        sort: q.sort.clone(),
+        order: q.order.clone(),
+        q: q.q.clone(),
+        state: q.state.clone(),
+    };
+    let views = match key_views(state).await {
+        Ok(v) => v,
+        Err(e) => {
+            return page(StatusCode::SERVICE_UNAVAILABLE, html! { p { "The database is unavailable: " (e) } })
+        }
+    };
+    let (rows, total, page_no, page_size) = filter_sort_page(views, &list);
+    let query: Vec<(&str, String)> = vec![
+        ("q", q.q.clone().unwrap_or_default()),
+        ("state", q.state.clone().unwrap_or_default()),
+        ("sort", q.sort.clone().unwrap_or_default()),
+        ("order", q.order.clone().unwrap_or_default()),
+        ("page_size", q.page_size.clone().unwrap_or_default()),
+    ];
+    let sort_link = |col: &str| {
+        let desc = q.sort.as_deref() == Some(col) && q.order.as_deref() != Some("desc");
+        link_with(
+            "/admin/keys",
+            &query,
+            &[
+                ("sort", col.to_string()),
+                ("order", if desc { "desc".into() } else { "asc".into() }),
+                ("page", String::new()),
+            ],
+        )
+    };
+    let csrf = s.csrf.as_str();
+    let content = html! {
+        h1 { "Keys" }
+        @if let Some(i) = import { (i) }
+        div.panel {
+            form method="post" action="/admin/keys/import" {
+                (csrf_field(csrf))
+                label for="keys" { strong { "Import keys" } span.muted { " — one per line, or separated by commas or spaces. Each is checked against SiliconFlow." } }
+                textarea #keys name="keys" placeholder="sk-...\nsk-..." required {}
+                div.toolbar { button type="submit" { "Import" } }
+            }
+        }
+        div.toolbar {
+            form.filters method="get" action="/admin/keys" {
+                label { "Search" input name="q" value=[q.q.as_deref()] placeholder="key, account, error"; }
+                label { "State"
+                    select name="state" {
+                        option value="" { "any" }
+                        @for st in ["active", "cooling", "exhausted", "invalid", "disabled"] {
+                            option value=(st) selected[q.state.as_deref() == Some(st)] { (st) }
+                        }
+                    }
+                }
+                @if let Some(sort) = &q.sort { input type="hidden" name="sort" value=(sort); }
+                @if let Some(order) = &q.order { input type="hidden" name="order" value=(order); }
+                button.secondary type="submit" { "Filter" }
+            }
+            span.spacer {}
+            form.inline method="post" action="/admin/keys/refresh" {
+                (csrf_field(csrf))
+                button type="submit" { "Refresh all" }
+            }
+            a.button.secondary href="/export_keys" { "Export" }
+            a.button.secondary href="/export_keys?all=1" title="including invalid keys" { "Export all" }
+        }
+        table {
+            thead { tr {
+                th { a href=(sort_link("id")) { "#" } }
+                th { "Key" }
+                th { a href=(sort_link("state")) { "State" } }
+                th.num { a href=(sort_link("balance")) { "Balance" } }
+                th.num { a href=(sort_link("usage_count")) { "Calls" } }
+                th { a href=(sort_link("last_used")) { "Last used" } }
+                th { "Last checked" }
+                th { "Account" }
+                th { "Last error" }
+                th { "" }
+            } }
+            tbody {
+                @if rows.is_empty() { tr { td colspan="10" .muted { "No keys" @if total == 0 && q.q.is_none() { " yet: import some above." } } } }
+                @for k in &rows {
+                    @let reason = match (k.state, &k.cooling_until, &k.last_error) {
+                        ("cooling", Some(_), e) => Some(format!("cooling until {}{}", local_iso(&k.cooling_until, &tz), e.as_ref().map(|e| format!(" — {e}")).unwrap_or_default())),
+                        ("active", _, _) => None,
+                        (_, _, e) => Some(format!("since {}{}", local_iso(&k.state_changed_at, &tz), e.as_ref().map(|e| format!(" — {e}")).unwrap_or_default())),
+                    };
+                    tr {
+                        td.num { (k.id) }
+                        td.mono { (k.key) }
+                        td { (badge(k.state, reason.clone()))
+                            @if k.state == "cooling" { div.muted { "until " (local_iso(&k.cooling_until, &tz)) } } }
+                        td.num { @if let Some(b) = k.balance { (format!("{b:.2}")) } @else { span.muted { "?" } } }
+                        td.num { (k.usage_count) }
+                        td { (local_iso(&k.last_used, &tz)) }
+                        td { (local_iso(&k.last_checked, &tz)) }
+                        td.mono { (k.account_name.clone().or(k.account_id.clone()).unwrap_or_default()) }
+                        td.err title=[k.last_error.clone()] { (k.last_error.clone().unwrap_or_default()) }
+                        td { div.actions {
+                            form.inline method="post" action=(format!("/admin/keys/{}/refresh", k.id)) { (csrf_field(csrf)) button.small.secondary type="submit" { "Refresh" } }
+                            @if k.state == "disabled" {
+                                form.inline method="post" action=(format!("/admin/keys/{}/enable", k.id)) { (csrf_field(csrf)) button.small.secondary type="submit" { "Enable" } }
+                            } @else {
+                                form.inline method="post" action=(format!("/admin/keys/{}/disable", k.id)) { (csrf_field(csrf)) button.small.secondary type="submit" { "Disable" } }
+                            }
+                            a.button.small.secondary href=(format!("/admin/keys/{}/delete", k.id)) { "Delete" }
+                        } }
+                    }
+                }
+            }
+        }
+        (pager("/admin/keys", &query, page_no, page_size, total))
+    };
+    let chrome = Chrome {
+        title: "Keys",
+        nav: "keys",
+        csrf: Some(csrf),
+        warnings: warnings(state),
+        notice: q.notice.clone(),
+    };
+    page(StatusCode::OK, layout(chrome, content))
+}
+
+pub async fn keys_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<KeysPageQuery>,
+) -> HttpResponse {
+    match page_session(&req, &state).await {
+        Ok(s) => render_keys(&state, &s, query.into_inner(), None).await,
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct ImportForm {
+    keys: Option<String>,
+    csrf: Option<String>,
+}
+
+pub async fn keys_import(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
+) -> HttpResponse {
+    let s = match page_session(&req, &state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let form =
+        serde_urlencoded::from_bytes::<ImportForm>(&body).unwrap_or(ImportForm { keys: None, csrf: None });
+    if let Err(r) = check_csrf(&s, form.csrf.as_deref()) {
+        return r;
+    }
+    let keys = parse_key_list(form.keys.as_deref().unwrap_or(""));
+    let summary = if keys.is_empty() {
+        html! { div.banner.error { "No keys given." } }
+    } else if keys.len() > 10_000 {
+        html! { div.banner.error { "At most 10,000 keys per import." } }
+    } else {
+        let r = import_keys(keys, &state, &upstream.client).await;
+        html! {
+            div.banner.info role="status" {
+                strong { "Import: " (r.added) " added, " (r.duplicates) " duplicates, " (r.invalid) " invalid, " (r.failed) " not checked (stored; the next refresh will check them)." }
+                ul.results {
+                    @for k in &r.results {
+                        li { span.mono { (k.key) } " — " (format!("{:?}", k.status).to_lowercase())
+                            @if let Some(m) = &k.message { span.muted { " (" (m) ")" } } }
+                    }
+                }
+            }
+        }
+    };
+    render_keys(&state, &s, KeysPageQuery::default(), Some(summary)).await
+}
+
+pub async fn keys_refresh(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    let s = match page_session(&req, &state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let form = serde_urlencoded::from_bytes::<CsrfForm>(&body).unwrap_or_default();
+    if let Err(r) = check_csrf(&s, form.csrf.as_deref()) {
+        return r;
+    }
+    let notice = match state.refresher.send(RefreshNow(None)).await {
+        Ok(r) => format!(
+            "Refreshed {} keys: {} active, {} exhausted, {} invalid, {} unchanged (the check failed for a passing reason).",
+            r.checked, r.active, r.exhausted, r.invalid, r.unchanged
+        ),
+        Err(e) => format!("Refresh failed: {e}"),
+    };
+    see_other(&with_notice("/admin/keys", &notice))
+}
+
+pub async fn key_action(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let s = match page_session(&req, &state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let form = serde_urlencoded::from_bytes::<CsrfForm>(&body).unwrap_or_default();
+    if let Err(r) = check_csrf(&s, form.csrf.as_deref()) {
+        return r;
+    }
+    let (id, action) = path.into_inner();
+    let Some(id) = id.parse::<i64>().ok().filter(|id| state.pool.snapshot().get(*id).is_some()) else {
+        return see_other(&with_notice("/admin/keys", "No such key."));
+    };
+    let notice = match action.as_str() {
+        "refresh" => match state.refresher.send(RefreshNow(Some(vec![id]))).await {
+            Ok(r) if r.unchanged > 0 => {
+                format!("Key #{id}: the check failed for a passing reason; the key was left as it was.")
+            }
+            Ok(_) => format!("Key #{id} refreshed."),
+            Err(e) => format!("Refresh failed: {e}"),
+        },
+        "enable" | "disable" | "delete" => {
+            let cmd = match action.as_str() {
+                "enable" => KeyCommand::Enable(id),
+                "disable" => KeyCommand::Disable(id),
+                _ => KeyCommand::Delete(id),
+            };
+            match state.pool_actor.send(cmd).await {
+                Ok(Ok(())) => format!("Key #{id}: {action}d."),
+                Ok(Err(e)) => e,
+                Err(e) => format!("Failed: {e}"),
+            }
+        }
+        _ => "Unknown action.".into(),
+    };
+    see_other(&with_notice("/admin/keys", &notice))
+}
+
+pub async fn key_delete_confirm(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let s = match page_session(&req, &state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let snapshot = state.pool.snapshot();
+    let Some(key) = path.parse::<i64>().ok().and_then(|id| snapshot.get(id)) else {
+        return see_other(&with_notice("/admin/keys", "No such key."));
+    };
+    let content = html! {
+        h1 { "Delete key #" (key.id) "?" }
+        div.panel {
+            p { "Delete " span.mono { (key.masked) } " from the pool? Its request log rows stay. Files, batches, videos and voices it created can then only be reached through another key of the same account." }
+            div.toolbar {
+                form.inline method="post" action=(format!("/admin/keys/{}/delete", key.id)) {
+                    (csrf_field(&s.csrf))
+                    button.danger type="submit" { "Delete" }
+                }
+                a.button.secondary href="/admin/keys" { "Cancel" }
+            }
+        }
+    };
+    let chrome =
+        Chrome { title: "Delete key", nav: "keys", csrf: Some(&s.csrf), warnings: vec![], notice: None };
+    page(StatusCode::OK, layout(chrome, content))
+}
+
+// ----------------------------------------------------------------- logs
+
+#[derive(Deserialize, Default)]
+pub struct LogsPageQuery {
+    #[serde(flatten)]
+    filter: LogQuery,
+    notice: Option<String>,
+}
+
+fn log_query_pairs(q: &LogQuery) -> Vec<(&'static str, String)> {
+    let v = |o: &Option<String>| o.clone().unwrap_or_default();
+    vec![
+        ("model", v(&q.model)),
+        ("key", v(&q.key)),
+        ("status", v(&q.status)),
+        ("endpoint", v(&q.endpoint)),
+        ("since", v(&q.since)),
+        ("until", v(&q.until)),
+        ("page_size", q.page_size.clone().unwrap_or_default()),
+    ]
+}
+
+pub async fn logs_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<LogsPageQuery>,
+) -> HttpResponse {
+    let s = match page_session(&req, &state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let LogsPageQuery { filter: q, notice } = query.into_inner();
+    let tz = state.config.timezone;
+    let (filter, filter_error) = match filter_from(&q, &tz) {
+        Ok(f) => (f, None),
+        Err(e) => (Default::default(), Some(e)),
+    };
+    let (page_no, page_size) = (q.page(), q.page_size());
+    let db = state.db.clone();
+    let result = web::block(move || -> Result<_, String> {
+        let mut conn = db.get().map_err(|e| e.to_string())?;
+        lq::page(&mut conn, &filter, (page_no - 1).saturating_mul(page_size), page_size)
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let (rows, total) = match result {
+        Ok(Ok(r)) => r,
+        _ => return page(StatusCode::SERVICE_UNAVAILABLE, html! { p { "The database is unavailable." } }),
+    };
+    let pairs = log_query_pairs(&q);
+    let csv = link_with("/admin/logs.csv", &pairs, &[]);
+    let content = html! {
+        h1 { "Request log" }
+        @if let Some(e) = filter_error { div.banner.error { (e) } }
+        div.toolbar {
+            form.filters method="get" action="/admin/logs" {
+                label { "Model" input name="model" value=[q.model.as_deref()] placeholder="any part"; }
+                label { "Key" input name="key" value=[q.key.as_deref()] placeholder="sk-abcd"; }
+                label { "Status" input name="status" value=[q.status.as_deref()] size="4" placeholder="200"; }
+                label { "Endpoint" input name="endpoint" value=[q.endpoint.as_deref()] placeholder="/v1/chat/completions"; }
+                label { "Since" input type="datetime-local" name="since" value=[q.since.as_deref()]; }
+                label { "Until" input type="datetime-local" name="until" value=[q.until.as_deref()]; }
+                button.secondary type="submit" { "Filter" }
+                a href="/admin/logs" { "Reset" }
+            }
+            span.spacer {}
+            a.button.secondary href=(csv) { "Export CSV" }
+            a.button.secondary href="/admin/logs/clear" { "Clear logs…" }
+        }
+        table {
+            thead { tr {
+                th { "Time (" (tz.to_string()) ")" } th { "Key" } th { "Model" } th { "Endpoint" } th { "Status" }
+                th.num { "In" } th.num { "Out" } th.num { "Total" } th.num { "Latency" } th.num { "TTFB" } th { "Error" }
+            } }
+            tbody {
+                @if rows.is_empty() { tr { td colspan="11" .muted { "No requests match." } } }
+                @for r in &rows {
+                    tr {
+                        td { (when(Some(r.created_at), &tz)) }
+                        td.mono { (r.key_masked) }
+                        td { (r.model)
+                            @if r.stream { span.mark title="streamed" { "stream" } }
+                            @if r.aborted { span.mark.aborted title="the answer did not complete" { "aborted" } }
+                            @if r.attempts > 1 { span.mark title="keys tried" { (r.attempts) " tries" } } }
+                        td.mono { (r.endpoint) }
+                        td { span class=(format!("badge s{}", r.status / 100)) { (r.status) } }
+                        td.num { (r.input_tokens) } td.num { (r.output_tokens) } td.num { (r.total_tokens) }
+                        td.num { (r.latency_ms) " ms" }
+                        td.num { @if let Some(t) = r.ttfb_ms { (t) " ms" } }
+                        td.err title=[r.error.clone()] { (r.error.clone().unwrap_or_default()) }
+                    }
+                }
+            }
+        }
+        (pager("/admin/logs", &pairs, page_no as usize, page_size as usize, total as usize))
+    };
+    let chrome =
+        Chrome { title: "Logs", nav: "logs", csrf: Some(&s.csrf), warnings: warnings(&state), notice };
+    page(StatusCode::OK, layout(chrome, content))
+}
+
+/// One CSV field: quoted when needed, and defused against spreadsheet formulas.
+pub fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+pub async fn logs_csv(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<LogQuery>,
+) -> HttpResponse {
+    if let Err(r) = page_session(&req, &state).await {
+        return r;
+    }
+    let tz = state.config.timezone;
+    let filter = match filter_from(&query, &tz) {
+        Ok(f) => f,
+        Err(e) => return HttpResponse::BadRequest().body(e),
+    };
+    let db = state.db.clone();
+    let rows = match web::block(move || -> Result<_, String> {
+        let mut conn = db.get().map_err(|e| e.to_string())?;
+        lq::export(&mut conn, &filter, 1_000_000).map_err(|e| e.to_string())
+    })
+    .await
+    {
+        Ok(Ok(r)) => r,
+        _ => return HttpResponse::ServiceUnavailable().body("database unavailable"),
+    };
+    let mut out = String::from("id,time,key,model,endpoint,status,input_tokens,output_tokens,total_tokens,latency_ms,ttfb_ms,stream,aborted,attempts,error\n");
+    for r in rows {
+        let fields = [
+            r.id.to_string(),
+            crate::admin::iso(Some(r.created_at)).unwrap_or_default(),
+            r.key_masked,
+            r.model,
+            r.endpoint,
+            r.status.to_string(),
+            r.input_tokens.to_string(),
+            r.output_tokens.to_string(),
+            r.total_tokens.to_string(),
+            r.latency_ms.to_string(),
+            r.ttfb_ms.map(|t| t.to_string()).unwrap_or_default(),
+            r.stream.to_string(),
+            r.aborted.to_string(),
+            r.attempts.to_string(),
+            r.error.unwrap_or_default(),
+        ];
+        out.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+        out.push('\n');
+    }
+    HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header(("Content-Disposition", "attachment; filename=\"request-log.csv\""))
+        .insert_header(("Cache-Control", "no-store"))
+        .body(out)
+}
+
+pub async fn logs_clear_confirm(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let s = match page_session(&req, &state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let content = html! {
+        h1 { "Clear the request log?" }
+        div.panel {
+            p { "This deletes every request log row and the statistics built from them. Keys are not touched. It cannot be undone; export a CSV first if you need the history." }
+            div.toolbar {
+                form.inline method="post" action="/admin/logs/clear" {
+                    (csrf_field(&s.csrf))
+                    button.danger type="submit" { "Clear the log" }
+                }
+                a.button.secondary href="/admin/logs" { "Cancel" }
+            }
+        }
+    };
+    let chrome =
+        Chrome { title: "Clear logs", nav: "logs", csrf: Some(&s.csrf), warnings: vec![], notice: None };
+    page(StatusCode::OK, layout(chrome, content))
+}
+
+pub async fn logs_clear(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    let s = match page_session(&req, &state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let form = serde_urlencoded::from_bytes::<CsrfForm>(&body).unwrap_or_default();
+    if let Err(r) = check_csrf(&s, form.csrf.as_deref()) {
+        return r;
+    }
+    let notice = match super::logs::clear_all(&state).await {
+        Ok(n) => format!("Deleted {n} log rows."),
+        Err(e) => format!("Clearing failed: {e}"),
+    };
+    see_other(&with_notice("/admin/logs", &notice))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_defused() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+    }
+}
