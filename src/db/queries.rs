@@ -265,7 +265,7 @@ pub mod logs {
     ) -> Result<(Vec<LogRow>, i64), DbError> {
         let total: i64 = filtered(f).count().get_result(conn)?;
         let rows = filtered(f)
-            .order(request_logs::id.desc())
+            .order((request_logs::created_at.desc(), request_logs::id.desc()))
             .offset(offset)
             .limit(limit)
             .select(LogRow::as_select())

@@ -70,7 +70,7 @@ pub async fn start_with_env(fake: Fake, dir: tempfile::TempDir, env: HashMap<Str
     let state = app.state();
     let handle = app.server_handle();
     actix_rt::spawn(app.run_until_stopped());
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).disable_redirects().finish();
     TestApp { address, state, fake, client, dir, handle }
 }
 
@@ -78,6 +78,7 @@ pub fn basic(user: &str, pass: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
 }
 
+#[derive(Debug)]
 pub struct Resp {
     pub status: u16,
     pub headers: awc::http::header::HeaderMap,
