@@ -1,0 +1,13 @@
+-- wrk script: the same realistic ~300-byte chat request, direct or through the proxy.
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer bench-client-key"
+wrk.body = '{"model":"Qwen/Qwen3-8B","messages":[{"role":"system","content":"You are a concise assistant."},{"role":"user","content":"In two sentences, explain why an API gateway should add as little latency as possible to each request it forwards."}],"temperature":0.7,"max_tokens":256,"stream":false}'
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'JSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"socket_errors":%d,"non2xx":%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# The benchmark: the proxy against calling a fast fake upstream directly, on
+# the same machine, in the same run. Prints one table (see BENCHMARKS.md).
+#
+#   bench/run.sh            full run (about 2 minutes)
+#   bench/run.sh --smoke    seconds-long run that only checks that everything works
+#
+# Env: DURATION (s per wrk run, 10), STREAMS (serial streams, 20),
+#      CONCURRENT_STREAMS (1000), BIN (proxy binary; default: release build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
+DUR=${DURATION:-10}; STREAMS=${STREAMS:-20}; CONC=${CONCURRENT_STREAMS:-1000}
+if [ "$SMOKE" = 1 ]; then DUR=1; STREAMS=3; CONC=50; fi
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk || ! need sqlite3 || ! need curl; then
+  echo "installing nginx, wrk, sqlite3, curl (Debian packages) ..."
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk sqlite3 curl >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --bin siliconflow-proxy --example bench_upstream 2>&1 | tail -1
+  BIN=target/release/siliconflow-proxy
+else
+  cargo build --release --example bench_upstream 2>&1 | tail -1
+fi
+FAKE=target/release/examples/bench_upstream
+ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+
+DIR=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  [ -f "$DIR/nginx.pid" ] && kill -QUIT "$(cat "$DIR/nginx.pid")" 2>/dev/null || true
+  sleep 0.5; rm -rf "$DIR"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 200); do curl -fs -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not up: $1"; exit 1; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Samples a process's RSS every 100 ms into a file until the file $2.stop exists.
+sample_rss() { local pid=$1 out=$2 max=0; while [ ! -e "$out.stop" ]; do r=$(rss_kb "$pid"); [ "$r" -gt "$max" ] && max=$r; sleep 0.1; done; echo "$max" > "$out"; }
+
+NPORT=$(port); SPORT=$(port); PPORT=$(port); QPORT=$(port)
+COMPLETION=$(sed -n 's/^pub const COMPLETION: &str = r#"\(.*\)"#;$/\1/p' examples/bench_upstream.rs)
+USERINFO='{"code":20000,"message":"OK","status":true,"data":{"id":"bench-account","name":"bench","balance":"0.00","chargeBalance":"1000.00","totalBalance":"1000.00"}}'
+cat > "$DIR/nginx.conf" <<NGINX
+worker_processes 1;
+pid $DIR/nginx.pid;
+error_log $DIR/nginx-error.log;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$NPORT backlog=4096;
+    location = /v1/user/info { default_type application/json; return 200 '$USERINFO'; }
+    location = /v1/chat/completions { default_type application/json; return 200 '$COMPLETION'; }
+  }
+}
+NGINX
+"$NGINX" -c "$DIR/nginx.conf" -p "$DIR" -e "$DIR/nginx-error.log"
+"$FAKE" "$SPORT" 64 20 & PIDS+=($!)
+wait_up "http://127.0.0.1:$NPORT/v1/user/info"; wait_up "http://127.0.0.1:$SPORT/v1/user/info"
+
+start_proxy() { # port upstream db
+  HOST=127.0.0.1 PORT=$1 SILICONFLOW_BASE_URL=$2 DATABASE_URL="sqlite://$3" API_KEY=bench-client-key \
+    ADMIN_PASSWORD=bench AUTO_REFRESH_INTERVAL=0 RUST_LOG=${RUST_LOG:-info} "$BIN" >"$3.log" 2>&1 &
+  PIDS+=($!); LAST=$!
+  wait_up "http://127.0.0.1:$1/health"
+  curl -fs -u admin:bench -H 'Content-Type: application/json' -d '{"keys":"sk-bench-000000000000000000000001"}' \
+    "http://127.0.0.1:$1/import_keys" | grep -q '"added":1' || { echo "import failed"; exit 1; }
+}
+wrk_json() { wrk "$@" -s bench/chat.lua | sed -n 's/^JSON //p'; }
+
+echo "proxy: $BIN; fake upstreams: nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') (plain), bench_upstream (streams)"
+start_proxy "$PPORT" "http://127.0.0.1:$NPORT" "$DIR/plain.db"; PROXY_A=$LAST
+sleep 1; RSS_IDLE=$(rss_kb "$PROXY_A")
+
+echo "serial, 1 connection, ${DUR}s each ..."
+S_DIRECT=$(wrk_json -t1 -c1 -d"${DUR}s" --latency "http://127.0.0.1:$NPORT/v1/chat/completions")
+S_PROXY=$(wrk_json -t1 -c1 -d"${DUR}s" --latency "http://127.0.0.1:$PPORT/v1/chat/completions")
+echo "64 connections, ${DUR}s each ..."
+T_DIRECT=$(wrk_json -t2 -c64 -d"${DUR}s" --latency "http://127.0.0.1:$NPORT/v1/chat/completions")
+sample_rss "$PROXY_A" "$DIR/rss_load" & SAMPLER=$!
+T_PROXY=$(wrk_json -t2 -c64 -d"${DUR}s" --latency "http://127.0.0.1:$PPORT/v1/chat/completions")
+touch "$DIR/rss_load.stop"; wait $SAMPLER; RSS_LOAD=$(cat "$DIR/rss_load")
+sleep 2; RSS_AFTER=$(rss_kb "$PROXY_A")
+
+echo "streams: $STREAMS serial, then $CONC at once ..."
+start_proxy "$QPORT" "http://127.0.0.1:$SPORT" "$DIR/stream.db"; PROXY_B=$LAST
+ST_DIRECT=$(python3 bench/stream_probe.py serial "http://127.0.0.1:$SPORT/v1/chat/completions" "$STREAMS")
+ST_PROXY=$(python3 bench/stream_probe.py serial "http://127.0.0.1:$QPORT/v1/chat/completions" "$STREAMS")
+RSS_B_IDLE=$(rss_kb "$PROXY_B")
+sample_rss "$PROXY_B" "$DIR/rss_streams" & SAMPLER=$!
+CONC_RESULT=$(python3 bench/stream_probe.py concurrent "http://127.0.0.1:$QPORT/v1/chat/completions" "$CONC")
+touch "$DIR/rss_streams.stop"; wait $SAMPLER; RSS_STREAMS=$(cat "$DIR/rss_streams")
+sleep 2; RSS_B_AFTER=$(rss_kb "$PROXY_B")
+
+# Stop the proxies (SIGTERM flushes the log), then count rows.
+kill -TERM "$PROXY_A" "$PROXY_B"; wait "$PROXY_A" "$PROXY_B" 2>/dev/null || true
+ROWS_A=$(sqlite3 "$DIR/plain.db" "select count(*), coalesce(sum(aborted = 0 and status = 200), 0) from request_logs")
+ROWS_B=$(sqlite3 "$DIR/stream.db" "select count(*), coalesce(sum(aborted = 0 and status = 200 and total_tokens = 106), 0) from request_logs")
+
+python3 - "$S_DIRECT" "$S_PROXY" "$T_DIRECT" "$T_PROXY" "$ST_DIRECT" "$ST_PROXY" "$CONC_RESULT" \
+  "$RSS_IDLE" "$RSS_LOAD" "$RSS_AFTER" "$RSS_B_IDLE" "$RSS_STREAMS" "$RSS_B_AFTER" "$ROWS_A" "$ROWS_B" "$STREAMS" "$CONC" <<'PY'
+import json, sys
+a = sys.argv[1:]
+sd, sp, td, tp, std, stp, conc = (json.loads(x) for x in a[:7])
+rss = [int(x) / 1024 for x in a[7:13]]
+rows_a = [int(x) for x in a[13].split("|")]
+rows_b = [int(x) for x in a[14].split("|")]
+streams, conc_n = int(a[15]), int(a[16])
+rps = lambda r: r["requests"] / (r["duration_us"] / 1e6)
+ok = lambda good: "yes" if good else "NO"
+lines = [
+  ("serial p50 latency", f'{sd["p50_us"]} µs', f'{sp["p50_us"]} µs', f'+{sp["p50_us"] - sd["p50_us"]} µs', "≤ +50 µs", sp["p50_us"] - sd["p50_us"] <= 50),
+  ("serial p99 latency", f'{sd["p99_us"]} µs', f'{sp["p99_us"]} µs', f'+{sp["p99_us"] - sd["p99_us"]} µs', "≤ +100 µs", sp["p99_us"] - sd["p99_us"] <= 100),
+  ("throughput, 64 connections", f'{rps(td):,.0f} rps', f'{rps(tp):,.0f} rps', f'{rps(tp) / rps(td):.3f}x', "≥ 0.25x", rps(tp) / rps(td) >= 0.25),
+  ("p99 latency, 64 connections", f'{td["p99_us"] / 1000:.2f} ms', f'{tp["p99_us"] / 1000:.2f} ms', "", "< 20 ms", tp["p99_us"] < 20000),
+  ("errors / non-2xx (64 conns)", f'{td["socket_errors"]} / {td["non2xx"]}', f'{tp["socket_errors"]} / {tp["non2xx"]}', "", "0 / 0", tp["socket_errors"] + tp["non2xx"] + sp["socket_errors"] + sp["non2xx"] == 0),
+  ("stream: time to first chunk (p50)", f'{std["ttfc_p50_us"]:.0f} µs', f'{stp["ttfc_p50_us"]:.0f} µs', f'+{stp["ttfc_p50_us"] - std["ttfc_p50_us"]:.0f} µs', "≤ +300 µs", stp["ttfc_p50_us"] - std["ttfc_p50_us"] <= 300),
+  ("stream: gap between chunks (p50)", f'{std["gap_p50_us"]:.0f} µs', f'{stp["gap_p50_us"]:.0f} µs', f'{stp["gap_p50_us"] - std["gap_p50_us"]:+.0f} µs', "≤ +100 µs", stp["gap_p50_us"] - std["gap_p50_us"] <= 100),
+  ("proxy RSS idle", "", f'{rss[0]:.1f} MB', "", "≤ 30 MB", rss[0] <= 30),
+  ("proxy RSS under load (64 conns)", "", f'{rss[1]:.1f} MB', "", "", True),
+  ("proxy RSS after load", "", f'{rss[2]:.1f} MB', "", "near idle", rss[2] <= rss[0] * 2 + 5),
+  (f"proxy RSS with {conc_n} streams open", "", f'{rss[4]:.1f} MB', f'{conc["completed"]}/{conc_n} completed', "≤ 100 MB", rss[4] <= 100 and conc["completed"] == conc_n),
+  ("proxy RSS after the streams", "", f'{rss[5]:.1f} MB', "", "near idle", rss[5] <= rss[3] * 2 + 5),
+]
+sent_a = sp["requests"] + tp["requests"]
+# wrk counts only answers that arrived before its timer stopped; the requests
+# still in flight then (at most one per connection) were served and logged too.
+extra = rows_a[0] - sent_a
+lines.append(("log rows, plain (one per request)", f"{sent_a} counted by wrk", f"{rows_a[0]} rows ({rows_a[1]} ok)",
+              f"+{extra} in flight at wrk's stop", "≥ sent, ≤ +65", 0 <= extra <= 65 and rows_a[1] >= sent_a))
+sent_b = streams + conc_n
+lines.append(("log rows, streams (usage exact)", f"{sent_b} sent", f"{rows_b[1]} rows with 106 tokens", f"{rows_b[0]} in all", "= sent", rows_b[0] == sent_b and rows_b[1] == sent_b))
+w = [38, 16, 26, 26, 12, 4]
+print()
+print("| " + " | ".join(h.ljust(n) for h, n in zip(["metric", "direct", "proxied", "difference", "target", "met"], w)) + " |")
+print("|" + "|".join("-" * (n + 2) for n in w) + "|")
+for m, d, p, diff, t, good in lines:
+    print("| " + " | ".join(str(x).ljust(n) for x, n in zip([m, d, p, diff, t, ok(good)], w)) + " |")
+PY
