@@ -7,7 +7,7 @@ wrk.body = '{"model":"Qwen/Qwen3-8B","messages":[{"role":"system","content":"You
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    'JSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"socket_errors":%d,"non2xx":%d}\n',
+    'JSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"socket_errors":%d,"non2xx":%d,"p90_us":%d,"p95_us":%d,"p999_us":%d}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.timeout, e.status))
+    e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(90), latency:percentile(95), latency:percentile(99.9)))
 end

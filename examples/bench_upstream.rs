@@ -60,7 +60,11 @@ async fn main() -> std::io::Result<()> {
     HttpServer::new(move || {
         App::new()
             .app_data(stream.clone())
-            .route("/v1/user/info", web::get().to(|| async { HttpResponse::Ok().content_type("application/json").body(USER_INFO) }))
+            .route(
+                "/v1/user/info",
+                web::get()
+                    .to(|| async { HttpResponse::Ok().content_type("application/json").body(USER_INFO) }),
+            )
             .route("/v1/chat/completions", web::post().to(chat))
     })
     .workers(1)

@@ -1,4 +1,5 @@
 use siliconflow_proxy::config::Config;
+
 use siliconflow_proxy::startup::Application;
 
 fn main() -> std::process::ExitCode {

@@ -69,8 +69,12 @@ impl Application {
             PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| pool_actor);
         let (log_db, batch, interval, keep) =
             (db.clone(), config.log_batch_size, config.log_flush_interval, config.log_retention);
+        let (log_tx, log_rx) = std::sync::mpsc::channel();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (writer_queued, writer_open) = (queued.clone(), open.clone());
         let log_writer = LogWriter::start_in_arbiter(&log_arbiter.handle(), move |_| {
-            LogWriter::new(log_db, batch, interval, keep)
+            LogWriter::new(log_db, log_rx, writer_queued, writer_open, batch, interval, keep)
         });
         let refresh_status = Arc::new(ArcSwap::from_pointee(RefreshStatus::default()));
         let refresher = {
@@ -97,7 +101,7 @@ impl Application {
             pool_actor: pool_addr,
             refresher,
             refresh_status,
-            log: LogSink::new(log_writer.clone()),
+            log: LogSink::new(log_writer.clone(), log_tx, queued, open, config.log_batch_size),
             log_writer,
             db,
             admin,
@@ -135,6 +139,8 @@ impl Application {
         })
         .workers(config.workers)
         .backlog(4096)
+        // Stream chunks and small answers go out at once, not after an ACK.
+        .tcp_nodelay(true)
         // Signals are handled in `run_until_stopped`: actix-server's own handler
         // stops the whole actor system, log writer included, before it can flush.
         .disable_signals()

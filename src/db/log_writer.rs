@@ -3,6 +3,9 @@
 //! failed write keeps the rows and tries again, so no row is lost to a
 //! momentary database error; `Flush` (sent at shutdown) writes everything.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -17,6 +20,12 @@ const MAX_BUFFERED: usize = 1_000_000;
 
 pub struct LogWriter {
     db: DbPool,
+    /// Rows from the request path arrive here without waking this thread;
+    /// they are drained on the timer, or when a batch's worth is queued.
+    rx: Receiver<NewLog>,
+    queued: Arc<AtomicUsize>,
+    /// Requests in flight (the sink's counter), for `trim_memory`.
+    open: Arc<AtomicUsize>,
     buffer: Vec<NewLog>,
     batch_size: usize,
     interval: Duration,
@@ -26,10 +35,50 @@ pub struct LogWriter {
 
 /// How often retention and session clean-up run.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
+/// How often freed heap memory is handed back to the system when quiet.
+const TRIM_EVERY: Duration = Duration::from_secs(3);
 
 impl LogWriter {
-    pub fn new(db: DbPool, batch_size: usize, interval: Duration, retention: Option<Duration>) -> Self {
-        LogWriter { db, buffer: Vec::with_capacity(batch_size), batch_size, interval, written: 0, retention }
+    pub fn new(
+        db: DbPool,
+        queue: Receiver<NewLog>,
+        queued: Arc<AtomicUsize>,
+        open: Arc<AtomicUsize>,
+        batch_size: usize,
+        interval: Duration,
+        retention: Option<Duration>,
+    ) -> Self {
+        LogWriter {
+            db,
+            rx: queue,
+            queued,
+            open,
+            buffer: Vec::with_capacity(batch_size),
+            batch_size,
+            interval,
+            written: 0,
+            retention,
+        }
+    }
+
+    /// After a burst (1,000 open streams, say) glibc keeps the freed memory
+    /// in its arenas; when few requests are open, give it back, so RSS
+    /// returns near idle (measured in BENCHMARKS.md). Cheap when there is
+    /// nothing to free.
+    fn trim_memory(&mut self) {
+        if self.open.load(Ordering::Acquire) <= 16 {
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only walks glibc's own allocator state.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        let before = self.buffer.len();
+        self.buffer.extend(self.rx.try_iter());
+        self.queued.fetch_sub(self.buffer.len() - before, Ordering::AcqRel);
     }
 
     /// Deletes log rows (and their rollup) past the retention age, and
@@ -49,6 +98,7 @@ impl LogWriter {
     }
 
     fn flush(&mut self) -> Result<usize, String> {
+        self.drain();
         if self.buffer.is_empty() {
             return Ok(0);
         }
@@ -91,6 +141,7 @@ impl Actor for LogWriter {
         };
         ctx.run_later(Duration::from_secs(5), run);
         ctx.run_interval(MAINTENANCE_EVERY, run);
+        ctx.run_interval(TRIM_EVERY, |act, _| act.trim_memory());
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
@@ -111,6 +162,19 @@ impl Handler<Record> for LogWriter {
         if self.buffer.len() >= self.batch_size {
             let _ = self.flush();
         }
+    }
+}
+
+/// A batch's worth of rows is queued: write them now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Wake;
+
+impl Handler<Wake> for LogWriter {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, _: &mut Context<Self>) {
+        let _ = self.flush();
     }
 }
 

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::usage::{Usage, UsageMeter};
-use crate::db::log_writer::{LogWriter, Record};
+use crate::db::log_writer::{LogWriter, Wake};
 use crate::db::models::NewLog;
 use crate::db::now_ms;
 use crate::pool::PoolKey;
@@ -24,13 +25,38 @@ use crate::pool::PoolKey;
 /// for them, so that no row arrives after the final flush).
 #[derive(Clone)]
 pub struct LogSink {
-    pub writer: Addr<LogWriter>,
+    writer: Addr<LogWriter>,
+    /// Lock-free hand-over: sending wakes nobody, so a request costs no
+    /// cross-thread wake-up (a syscall and a context switch each).
+    tx: Sender<NewLog>,
+    queued: Arc<AtomicUsize>,
+    batch: usize,
     pub open: Arc<AtomicUsize>,
 }
 
 impl LogSink {
-    pub fn new(writer: Addr<LogWriter>) -> Self {
-        LogSink { writer, open: Arc::new(AtomicUsize::new(0)) }
+    /// The sink, and the receiving end for the log writer.
+    pub fn new(
+        writer: Addr<LogWriter>,
+        tx: Sender<NewLog>,
+        queued: Arc<AtomicUsize>,
+        open: Arc<AtomicUsize>,
+        batch: usize,
+    ) -> Self {
+        LogSink { writer, tx, queued, batch: batch.max(1), open }
+    }
+
+    fn push(&self, row: NewLog) {
+        match self.tx.send(row) {
+            Ok(()) => {
+                // Wake the writer once per batch; the timer takes the rest.
+                if (self.queued.fetch_add(1, Ordering::AcqRel) + 1).is_multiple_of(self.batch) {
+                    self.writer.do_send(Wake);
+                }
+            }
+            // Only after the writer is gone (a shutdown cut short): say so.
+            Err(e) => log::error!("request log row lost: the log writer has stopped ({e})"),
+        }
     }
 
     pub fn open_requests(&self) -> usize {
@@ -105,7 +131,7 @@ impl Pending {
             attempts: self.attempts as i32,
             error: self.error.take(),
         };
-        self.sink.writer.do_send(Record(row));
+        self.sink.push(row);
         self.sink.open.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -186,27 +186,38 @@ fn sse_line(line: &[u8], usage: &mut Usage) {
 }
 
 fn json_usage(buf: &[u8], overflowed: bool) -> Usage {
+    // Fast path: the last `"usage"` (or rerank's `"tokens"`) key, parsed on
+    // its own. Inside JSON strings every quote is escaped, so an unescaped
+    // `"usage"` is a real key; OpenAI-style answers put it last. This reads
+    // ~100 bytes instead of the whole answer (7k -> ~1k instructions).
+    if let Some(u) = tail_usage(buf) {
+        return u;
+    }
     let mut u = Usage::default();
     if !overflowed {
         if let Ok(env) = serde_json::from_slice::<Envelope>(buf) {
             env.apply(&mut u);
-            return u;
-        }
-    }
-    // Only the tail is here (or the body was not one JSON object): find the
-    // last "usage" and read the object after it.
-    for needle in [&b"\"usage\""[..], b"\"tokens\""] {
-        if let Some(pos) = memchr::memmem::rfind(buf, needle) {
-            let rest = &buf[pos + needle.len()..];
-            let rest = rest.iter().position(|b| *b == b':').map(|i| &rest[i + 1..]).unwrap_or(rest);
-            let mut it = serde_json::Deserializer::from_slice(rest).into_iter::<UsageFields>();
-            if let Some(Ok(f)) = it.next() {
-                u.absorb(&f);
-                return u;
-            }
         }
     }
     u
+}
+
+fn tail_usage(buf: &[u8]) -> Option<Usage> {
+    for needle in [&b"\"usage\""[..], b"\"tokens\""] {
+        let Some(pos) = memchr::memmem::rfind(buf, needle) else { continue };
+        let rest = &buf[pos + needle.len()..];
+        let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+        if rest[colon] != b':' {
+            continue;
+        }
+        let mut it = serde_json::Deserializer::from_slice(&rest[colon + 1..]).into_iter::<UsageFields>();
+        if let Some(Ok(f)) = it.next() {
+            let mut u = Usage::default();
+            u.absorb(&f);
+            return Some(u);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -289,5 +300,12 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         m.feed(br#"],"usage":{"prompt_tokens":8,"total_tokens":8}}"#);
         assert_eq!(m.usage().totals(), (8, 0, 8));
         assert_eq!(UsageMeter::for_content_type("audio/mpeg").usage().totals(), (0, 0, 0));
+        // A model answer that talks about "usage" does not fool the fast path.
+        let mut m = UsageMeter::for_content_type("application/json");
+        m.feed(br#"{"choices":[{"message":{"content":"set \"usage\": 99 here"}}],"usage":{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5},"system_fingerprint":""}"#);
+        assert_eq!(m.usage().totals(), (2, 3, 5));
+        let mut m = UsageMeter::for_content_type("application/json");
+        m.feed(br#"{"id":"x","usage":null}"#);
+        assert_eq!(m.usage().totals(), (0, 0, 0));
     }
 }

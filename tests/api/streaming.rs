@@ -102,3 +102,34 @@ async fn a_stream_the_client_abandons_is_logged_as_aborted_with_usage_so_far() {
     assert!(row.output_tokens >= 1 && row.output_tokens < 100, "usage so far: {row:?}");
     assert!(row.error.as_deref().unwrap_or("").contains("client closed"));
 }
+
+#[actix_web::test]
+async fn concurrent_requests_each_leave_exactly_one_row_with_exact_usage() {
+    // Small batches, so the lock-free hand-over wakes the writer many times.
+    let app = crate::helpers::spawn_app_with(&[("LOG_BATCH_SIZE", "7")]).await;
+    app.fake.add_key(KA, "a1", "5", Mode::Ok);
+    app.import(&[KA]).await;
+    let calls = (0..120).map(|i| {
+        let app = &app;
+        async move {
+            let r = app
+                .call(
+                    "/v1/chat/completions",
+                    json!({"model": format!("m{}", i % 5), "stream": i % 2 == 0, "messages": []}),
+                )
+                .await;
+            assert_eq!(r.status, 200);
+        }
+    });
+    futures_util::future::join_all(calls).await;
+    let logs = app.logs().await;
+    assert_eq!(logs.len(), 120);
+    let streamed = logs.iter().filter(|l| l.stream).count();
+    assert_eq!(streamed, 60);
+    assert!(logs.iter().all(|l| !l.aborted && l.status == 200));
+    assert!(logs
+        .iter()
+        .filter(|l| l.stream)
+        .all(|l| (l.input_tokens, l.output_tokens, l.total_tokens) == STREAM_USAGE));
+    assert!(logs.iter().filter(|l| !l.stream).all(|l| l.total_tokens == crate::fake::CHAT_USAGE.2));
+}
