@@ -499,21 +499,45 @@ pub async fn key_delete_confirm(
     let Some(key) = path.parse::<i64>().ok().and_then(|id| snapshot.get(id)) else {
         return see_other(&with_notice("/admin/keys", "No such key."));
     };
+    let message = html! {
+        "Delete " span.mono { (key.masked) } " from the pool? Its request log rows stay. Files, batches, videos and voices it created can then only be reached through another key of the same account."
+    };
+    let confirm = Confirm {
+        title: "Delete key",
+        nav: "keys",
+        heading: format!("Delete key #{}?", key.id),
+        action: format!("/admin/keys/{}/delete", key.id),
+        button: "Delete",
+        cancel: "/admin/keys",
+    };
+    confirm_page(&s, confirm, message)
+}
+
+/// A confirmation page: a question, one POST button (with the CSRF token), Cancel.
+struct Confirm<'a> {
+    title: &'a str,
+    nav: &'a str,
+    heading: String,
+    action: String,
+    button: &'a str,
+    cancel: &'a str,
+}
+
+fn confirm_page(s: &Session, c: Confirm, message: Markup) -> HttpResponse {
     let content = html! {
-        h1 { "Delete key #" (key.id) "?" }
+        h1 { (c.heading) }
         div.panel {
-            p { "Delete " span.mono { (key.masked) } " from the pool? Its request log rows stay. Files, batches, videos and voices it created can then only be reached through another key of the same account." }
+            p { (message) }
             div.toolbar {
-                form.inline method="post" action=(format!("/admin/keys/{}/delete", key.id)) {
+                form.inline method="post" action=(c.action) {
                     (csrf_field(&s.csrf))
-                    button.danger type="submit" { "Delete" }
+                    button.danger type="submit" { (c.button) }
                 }
-                a.button.secondary href="/admin/keys" { "Cancel" }
+                a.button.secondary href=(c.cancel) { "Cancel" }
             }
         }
     };
-    let chrome =
-        Chrome { title: "Delete key", nav: "keys", csrf: Some(&s.csrf), warnings: vec![], notice: None };
+    let chrome = Chrome { title: c.title, nav: c.nav, csrf: Some(&s.csrf), warnings: vec![], notice: None };
     page(StatusCode::OK, layout(chrome, content))
 }
 
@@ -685,22 +709,18 @@ pub async fn logs_clear_confirm(req: HttpRequest, state: web::Data<AppState>) ->
         Ok(s) => s,
         Err(r) => return r,
     };
-    let content = html! {
-        h1 { "Clear the request log?" }
-        div.panel {
-            p { "This deletes every request log row and the statistics built from them. Keys are not touched. It cannot be undone; export a CSV first if you need the history." }
-            div.toolbar {
-                form.inline method="post" action="/admin/logs/clear" {
-                    (csrf_field(&s.csrf))
-                    button.danger type="submit" { "Clear the log" }
-                }
-                a.button.secondary href="/admin/logs" { "Cancel" }
-            }
-        }
+    let message = html! {
+        "This deletes every request log row and the statistics built from them. Keys are not touched. It cannot be undone; export a CSV first if you need the history."
     };
-    let chrome =
-        Chrome { title: "Clear logs", nav: "logs", csrf: Some(&s.csrf), warnings: vec![], notice: None };
-    page(StatusCode::OK, layout(chrome, content))
+    let confirm = Confirm {
+        title: "Clear logs",
+        nav: "logs",
+        heading: "Clear the request log?".into(),
+        action: "/admin/logs/clear".into(),
+        button: "Clear the log",
+        cancel: "/admin/logs",
+    };
+    confirm_page(&s, confirm, message)
 }
 
 pub async fn logs_clear(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {

@@ -74,76 +74,60 @@ fn required(
     }
 }
 
-pub async fn speech(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    upstream: web::Data<Upstream>,
-) -> HttpResponse {
-    let call =
-        JsonCall { path: "/v1/audio/speech", model_required: true, owner_of: custom_voice, creates: None };
-    json_call(req, payload, state, upstream, call).await
+/// Declares a handler for a JSON route that may name an owned resource.
+macro_rules! json_route {
+    ($name:ident, $call:expr) => {
+        pub async fn $name(
+            req: HttpRequest,
+            payload: web::Payload,
+            state: web::Data<AppState>,
+            upstream: web::Data<Upstream>,
+        ) -> HttpResponse {
+            json_call(req, payload, state, upstream, $call).await
+        }
+    };
 }
 
-pub async fn voice_delete(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    upstream: web::Data<Upstream>,
-) -> HttpResponse {
-    let call = JsonCall {
+json_route!(
+    speech,
+    JsonCall { path: "/v1/audio/speech", model_required: true, owner_of: custom_voice, creates: None }
+);
+json_route!(
+    voice_delete,
+    JsonCall {
         path: "/v1/audio/voice/deletions",
         model_required: false,
         owner_of: |p| required("uri", ResourceKind::Voice, p.uri.as_deref()),
         creates: None,
-    };
-    json_call(req, payload, state, upstream, call).await
-}
-
-pub async fn video_submit(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    upstream: web::Data<Upstream>,
-) -> HttpResponse {
-    let call = JsonCall {
+    }
+);
+json_route!(
+    video_submit,
+    JsonCall {
         path: "/v1/video/submit",
         model_required: true,
         owner_of: |_| Ok(None),
         creates: Some(ResourceKind::Video),
-    };
-    json_call(req, payload, state, upstream, call).await
-}
-
-pub async fn video_status(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    upstream: web::Data<Upstream>,
-) -> HttpResponse {
-    let call = JsonCall {
+    }
+);
+json_route!(
+    video_status,
+    JsonCall {
         path: "/v1/video/status",
         model_required: false,
         owner_of: |p| required("requestId", ResourceKind::Video, p.request_id.as_deref()),
         creates: None,
-    };
-    json_call(req, payload, state, upstream, call).await
-}
-
-pub async fn batch_create(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    upstream: web::Data<Upstream>,
-) -> HttpResponse {
-    let call = JsonCall {
+    }
+);
+json_route!(
+    batch_create,
+    JsonCall {
         path: "/v1/batches",
         model_required: false,
         owner_of: |p| required("input_file_id", ResourceKind::File, p.input_file_id.as_deref()),
         creates: Some(ResourceKind::Batch),
-    };
-    json_call(req, payload, state, upstream, call).await
-}
+    }
+);
 
 /// GET /v1/batches/{id} and POST /v1/batches/{id}/cancel.
 async fn batch_call(
