@@ -130,6 +130,9 @@ pub struct PoolKey {
     pub id: i64,
     pub secret: String,
     pub masked: String,
+    /// `Bearer <secret>`, built once (marked sensitive, so it is never
+    /// printed in a header dump), instead of formatted on every request.
+    pub bearer: actix_web::http::header::HeaderValue,
     pub base_url: String,
     pub account: Arc<Account>,
     state: AtomicU8,
@@ -165,8 +168,12 @@ impl PoolKey {
         last_used: Option<i64>,
         last_checked: Option<i64>,
     ) -> Self {
+        let mut bearer = actix_web::http::header::HeaderValue::from_str(&format!("Bearer {secret}"))
+            .unwrap_or_else(|_| actix_web::http::header::HeaderValue::from_static("Bearer invalid-key"));
+        bearer.set_sensitive(true);
         PoolKey {
             id,
+            bearer,
             masked: mask_key(&secret),
             secret,
             base_url,

@@ -296,7 +296,7 @@ pub async fn dispatch(
         for (name, value) in upstream_headers(req.headers()) {
             up = up.append_header((name.clone(), value.clone()));
         }
-        up = up.insert_header(("Authorization", format!("Bearer {}", key.secret)));
+        up = up.insert_header((actix_web::http::header::AUTHORIZATION, key.bearer.clone()));
         let sent = match std::mem::replace(&mut body, OutBody::Empty) {
             OutBody::Empty if req.method() == Method::GET || req.method() == Method::HEAD => up.send().await,
             OutBody::Empty => up.send_body(Bytes::new()).await,

@@ -92,7 +92,8 @@ pub async fn merged(
             } else {
                 format!("{}{upstream_path}?{query}", key.base_url)
             };
-            let req = client.get(url).insert_header(("Authorization", format!("Bearer {}", key.secret)));
+            let req =
+                client.get(url).insert_header((actix_web::http::header::AUTHORIZATION, key.bearer.clone()));
             async move {
                 let r = match req.send().await {
                     Ok(mut resp) => match resp.body().limit(32 << 20).await {
