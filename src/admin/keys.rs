@@ -123,23 +123,13 @@ pub async fn import_keys(candidates: Vec<String>, state: &AppState, client: &awc
     let mut to_check = Vec::new();
     for k in candidates {
         if known.contains(k.as_str()) {
-            results.push(AddResult {
-                key: mask_key(&k),
-                status: AddStatus::Duplicate,
-                id: None,
-                state: None,
-                balance: None,
-                message: None,
-            });
+            results.push(AddResult::without_key(mask_key(&k), AddStatus::Duplicate, None));
         } else if !looks_like_key(&k) {
-            results.push(AddResult {
-                key: mask_key(&k),
-                status: AddStatus::Invalid,
-                id: None,
-                state: None,
-                balance: None,
-                message: Some("not a key: expected 8-512 printable characters".into()),
-            });
+            results.push(AddResult::without_key(
+                mask_key(&k),
+                AddStatus::Invalid,
+                Some("not a key: expected 8-512 printable characters".into()),
+            ));
         } else {
             to_check.push(k);
         }

@@ -47,6 +47,18 @@ fn forbidden_page() -> HttpResponse {
     page(StatusCode::FORBIDDEN, body)
 }
 
+/// For a posted form whose only field is the CSRF token: the session, checked.
+async fn posted_form_session(
+    req: &HttpRequest,
+    state: &AppState,
+    body: &[u8],
+) -> Result<Session, HttpResponse> {
+    let s = page_session(req, state).await?;
+    let form = serde_urlencoded::from_bytes::<CsrfForm>(body).unwrap_or_default();
+    check_csrf(&s, form.csrf.as_deref())?;
+    Ok(s)
+}
+
 /// Checks a posted form's CSRF token against the session.
 fn check_csrf(session: &Session, given: Option<&str>) -> Result<(), HttpResponse> {
     if csrf_ok(&session.csrf, given) {
@@ -425,12 +437,7 @@ pub async fn keys_import(
 }
 
 pub async fn keys_refresh(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
-    let s = match page_session(&req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let form = serde_urlencoded::from_bytes::<CsrfForm>(&body).unwrap_or_default();
-    if let Err(r) = check_csrf(&s, form.csrf.as_deref()) {
+    if let Err(r) = posted_form_session(&req, &state, &body).await {
         return r;
     }
     let notice = match state.refresher.send(RefreshNow(None)).await {
@@ -449,12 +456,7 @@ pub async fn key_action(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let s = match page_session(&req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let form = serde_urlencoded::from_bytes::<CsrfForm>(&body).unwrap_or_default();
-    if let Err(r) = check_csrf(&s, form.csrf.as_deref()) {
+    if let Err(r) = posted_form_session(&req, &state, &body).await {
         return r;
     }
     let (id, action) = path.into_inner();
@@ -724,12 +726,7 @@ pub async fn logs_clear_confirm(req: HttpRequest, state: web::Data<AppState>) ->
 }
 
 pub async fn logs_clear(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
-    let s = match page_session(&req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let form = serde_urlencoded::from_bytes::<CsrfForm>(&body).unwrap_or_default();
-    if let Err(r) = check_csrf(&s, form.csrf.as_deref()) {
+    if let Err(r) = posted_form_session(&req, &state, &body).await {
         return r;
     }
     let notice = match super::logs::clear_all(&state).await {

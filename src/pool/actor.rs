@@ -218,6 +218,12 @@ pub struct AddResult {
     pub message: Option<String>,
 }
 
+impl AddResult {
+    pub fn without_key(key: String, status: AddStatus, message: Option<String>) -> Self {
+        AddResult { key, status, id: None, state: None, balance: None, message }
+    }
+}
+
 /// Stores checked keys. Invalid keys are stored as `invalid` (shown, exported
 /// with `?all=1`, re-checked now and then) so that nothing the owner typed is
 /// silently lost; keys whose check failed for a passing reason are stored as
@@ -244,13 +250,12 @@ impl Handler<AddKeys> for PoolActor {
             Ok(c) => c,
             Err(e) => {
                 log::error!("pool: import: {e}");
-                let failed = msg.0.into_iter().map(|c| AddResult {
-                    key: mask_key(&c.secret),
-                    status: AddStatus::Failed,
-                    id: None,
-                    state: None,
-                    balance: None,
-                    message: Some("database unavailable".into()),
+                let failed = msg.0.into_iter().map(|c| {
+                    AddResult::without_key(
+                        mask_key(&c.secret),
+                        AddStatus::Failed,
+                        Some("database unavailable".into()),
+                    )
                 });
                 return MessageResult(failed.collect());
             }
@@ -259,26 +264,12 @@ impl Handler<AddKeys> for PoolActor {
             let masked = mask_key(&secret);
             match keys::find_by_key(&mut conn, &secret) {
                 Ok(Some(_)) => {
-                    results.push(AddResult {
-                        key: masked,
-                        status: AddStatus::Duplicate,
-                        id: None,
-                        state: None,
-                        balance: None,
-                        message: None,
-                    });
+                    results.push(AddResult::without_key(masked, AddStatus::Duplicate, None));
                     continue;
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    results.push(AddResult {
-                        key: masked,
-                        status: AddStatus::Failed,
-                        id: None,
-                        state: None,
-                        balance: None,
-                        message: Some(e.to_string()),
-                    });
+                    results.push(AddResult::without_key(masked, AddStatus::Failed, Some(e.to_string())));
                     continue;
                 }
             }
@@ -338,14 +329,9 @@ impl Handler<AddKeys> for PoolActor {
                         message: error,
                     });
                 }
-                Err(e) => results.push(AddResult {
-                    key: masked,
-                    status: AddStatus::Failed,
-                    id: None,
-                    state: None,
-                    balance: None,
-                    message: Some(e.to_string()),
-                }),
+                Err(e) => {
+                    results.push(AddResult::without_key(masked, AddStatus::Failed, Some(e.to_string())))
+                }
             }
         }
         self.publish();
