@@ -8,18 +8,12 @@ use crate::db::queries::ping;
 use crate::state::AppState;
 
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let db = state.db.clone();
-    let database = match web::block(move || {
-        db.get().map_err(|e| e.to_string()).and_then(|mut c| ping(&mut c).map_err(|e| e.to_string()))
-    })
-    .await
-    {
-        Ok(Ok(())) => "connected".to_string(),
-        Ok(Err(e)) => {
+    let database = match crate::db::run(&state.db, ping).await {
+        Ok(()) => "connected".to_string(),
+        Err(e) => {
             log::error!("health: database check failed: {e}");
             "unreachable".to_string()
         }
-        Err(_) => "unreachable".to_string(),
     };
     let keys = state.pool.counts(now_ms());
     let refresh = state.refresh_status.load_full();

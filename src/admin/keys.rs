@@ -266,13 +266,7 @@ pub struct KeyView {
 /// All keys as the owner sees them: database rows with the live counters and
 /// cooldowns of the running pool laid over them.
 pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, String> {
-    let db = state.db.clone();
-    let rows = web::block(move || -> Result<_, String> {
-        let mut conn = db.get().map_err(|e| e.to_string())?;
-        kq::all(&mut conn).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())??;
+    let rows = crate::db::run(&state.db, kq::all).await?;
     let snapshot = state.pool.snapshot();
     let now = now_ms();
     Ok(rows
@@ -393,16 +387,9 @@ pub async fn export(
         return resp;
     }
     let all = matches!(query.all.as_deref(), Some("1" | "true" | "yes"));
-    let db = state.db.clone();
-    let rows = web::block(move || -> Result<_, String> {
-        let mut conn = db.get().map_err(|e| e.to_string())?;
-        kq::all(&mut conn).map_err(|e| e.to_string())
-    })
-    .await;
-    let rows = match rows {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    let rows = match crate::db::run(&state.db, kq::all).await {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
     };
     let mut out = String::new();
     for r in rows.iter().filter(|r| all || r.state != "invalid") {

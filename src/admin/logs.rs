@@ -91,15 +91,12 @@ pub async fn list(
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let (page, page_size) = (query.page(), query.page_size());
-    let db = state.db.clone();
-    let result = web::block(move || -> Result<_, String> {
-        let mut conn = db.get().map_err(|e| e.to_string())?;
-        lq::page(&mut conn, &filter, (page - 1).saturating_mul(page_size), page_size)
-            .map_err(|e| e.to_string())
+    let result = crate::db::run(&state.db, move |conn| {
+        lq::page(conn, &filter, (page - 1).saturating_mul(page_size), page_size)
     })
     .await;
     match result {
-        Ok(Ok((rows, total))) => {
+        Ok((rows, total)) => {
             let logs: Vec<_> = rows
                 .into_iter()
                 .map(|r| {
@@ -126,20 +123,13 @@ pub async fn list(
             HttpResponse::Ok()
                 .json(json!({"logs": logs, "total": total, "page": page, "page_size": page_size}))
         }
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 
 /// Deletes the whole request log and the statistics built from it.
 pub async fn clear_all(state: &crate::state::AppState) -> Result<usize, String> {
-    let db = state.db.clone();
-    web::block(move || -> Result<usize, String> {
-        let mut conn = db.get().map_err(|e| e.to_string())?;
-        lq::clear(&mut conn).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    crate::db::run(&state.db, lq::clear).await
 }
 
 pub async fn clear(req: HttpRequest, state: web::Data<crate::state::AppState>) -> HttpResponse {

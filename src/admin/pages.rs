@@ -581,15 +581,12 @@ pub async fn logs_page(
         Err(e) => (Default::default(), Some(e)),
     };
     let (page_no, page_size) = (q.page(), q.page_size());
-    let db = state.db.clone();
-    let result = web::block(move || -> Result<_, String> {
-        let mut conn = db.get().map_err(|e| e.to_string())?;
-        lq::page(&mut conn, &filter, (page_no - 1).saturating_mul(page_size), page_size)
-            .map_err(|e| e.to_string())
+    let result = crate::db::run(&state.db, move |conn| {
+        lq::page(conn, &filter, (page_no - 1).saturating_mul(page_size), page_size)
     })
     .await;
     let (rows, total) = match result {
-        Ok(Ok(r)) => r,
+        Ok(r) => r,
         _ => return page(StatusCode::SERVICE_UNAVAILABLE, html! { p { "The database is unavailable." } }),
     };
     let pairs = log_query_pairs(&q);
@@ -667,14 +664,8 @@ pub async fn logs_csv(
         Ok(f) => f,
         Err(e) => return HttpResponse::BadRequest().body(e),
     };
-    let db = state.db.clone();
-    let rows = match web::block(move || -> Result<_, String> {
-        let mut conn = db.get().map_err(|e| e.to_string())?;
-        lq::export(&mut conn, &filter, 1_000_000).map_err(|e| e.to_string())
-    })
-    .await
-    {
-        Ok(Ok(r)) => r,
+    let rows = match crate::db::run(&state.db, move |conn| lq::export(conn, &filter, 1_000_000)).await {
+        Ok(r) => r,
         _ => return HttpResponse::ServiceUnavailable().body("database unavailable"),
     };
     let mut out = String::from("id,time,key,model,endpoint,status,input_tokens,output_tokens,total_tokens,latency_ms,ttfb_ms,stream,aborted,attempts,error\n");

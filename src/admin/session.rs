@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use base64::Engine;
 use blake2::{Blake2b512, Digest};
 use rand::RngCore;
@@ -48,14 +48,11 @@ pub async fn create(state: &AppState, req: &HttpRequest) -> Result<Cookie<'stati
     let now = now_ms();
     let ttl = state.config.session_ttl;
     let expires = now + ttl.as_millis() as i64;
-    let db = state.db.clone();
-    web::block(move || -> Result<(), String> {
-        let mut conn = db.get().map_err(|e| e.to_string())?;
-        let _ = sessions_q::delete_expired(&mut conn, now);
-        sessions_q::insert(&mut conn, &token_hash, &csrf, now, expires).map_err(|e| e.to_string())
+    crate::db::run(&state.db, move |conn| {
+        let _ = sessions_q::delete_expired(conn, now);
+        sessions_q::insert(conn, &token_hash, &csrf, now, expires)
     })
-    .await
-    .map_err(|e| e.to_string())??;
+    .await?;
     Ok(cookie(state, req, token, ttl))
 }
 
@@ -77,28 +74,16 @@ pub async fn current(state: &AppState, req: &HttpRequest) -> Option<Session> {
         return None;
     }
     let token_hash = hash(&token);
-    let db = state.db.clone();
     let th = token_hash.clone();
-    let csrf = web::block(move || {
-        let mut conn = db.get().ok()?;
-        sessions_q::find(&mut conn, &th, now_ms()).ok().flatten()
-    })
-    .await
-    .ok()
-    .flatten()?;
+    let csrf =
+        crate::db::run(&state.db, move |conn| sessions_q::find(conn, &th, now_ms())).await.ok().flatten()?;
     Some(Session { token_hash, csrf })
 }
 
 /// Ends the session for real and returns a cookie that clears the browser's.
 pub async fn destroy(state: &AppState, req: &HttpRequest) -> Cookie<'static> {
     if let Some(s) = current(state, req).await {
-        let db = state.db.clone();
-        let _ = web::block(move || {
-            if let Ok(mut conn) = db.get() {
-                let _ = sessions_q::delete(&mut conn, &s.token_hash);
-            }
-        })
-        .await;
+        let _ = crate::db::run(&state.db, move |conn| sessions_q::delete(conn, &s.token_hash)).await;
     }
     let mut c = cookie(state, req, String::new(), Duration::ZERO);
     c.make_removal();

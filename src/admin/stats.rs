@@ -10,9 +10,9 @@ use serde::Serialize;
 
 use super::error;
 use super::session::require_admin;
-use crate::db::now_ms;
 use crate::db::queries::keys;
 use crate::db::queries::stats::{self as sq, Agg};
+use crate::db::{self, now_ms};
 use crate::pool::StateCounts;
 use crate::state::AppState;
 
@@ -133,17 +133,14 @@ pub fn series(b: &Buckets, hours: &[(i64, Agg)], models: &[(String, Agg)], tz: &
 }
 
 async fn load_series(state: &AppState, b: Buckets) -> Result<Series, String> {
-    let db = state.db.clone();
     let tz = state.config.timezone;
     let (from, to) = b.hours();
-    web::block(move || -> Result<Series, String> {
-        let mut conn = db.get().map_err(|e| e.to_string())?;
-        let hours = sq::by_hour(&mut conn, from, to).map_err(|e| e.to_string())?;
-        let models = sq::by_model(&mut conn, from, to).map_err(|e| e.to_string())?;
+    db::run(&state.db, move |conn| {
+        let hours = sq::by_hour(conn, from, to)?;
+        let models = sq::by_model(conn, from, to)?;
         Ok(series(&b, &hours, &models, &tz))
     })
     .await
-    .map_err(|e| e.to_string())?
 }
 
 pub async fn daily_series(state: &AppState) -> Result<Series, String> {
@@ -188,18 +185,15 @@ pub async fn overview(state: &AppState) -> Result<Overview, String> {
     let now = now_ms();
     let today = Buckets::today(&tz, now).hours();
     let month = Buckets::this_month(&tz, now).hours();
-    let db = state.db.clone();
-    let (all, t, m, by_key, rows) = web::block(move || -> Result<_, String> {
-        let mut conn = db.get().map_err(|e| e.to_string())?;
-        let all = sq::totals(&mut conn, None, None).map_err(|e| e.to_string())?;
-        let t = sq::totals(&mut conn, Some(today.0), Some(today.1)).map_err(|e| e.to_string())?;
-        let m = sq::totals(&mut conn, Some(month.0), Some(month.1)).map_err(|e| e.to_string())?;
-        let by_key = sq::by_key(&mut conn, month.0, month.1).map_err(|e| e.to_string())?;
-        let rows = keys::all(&mut conn).map_err(|e| e.to_string())?;
+    let (all, t, m, by_key, rows) = db::run(&state.db, move |conn| {
+        let all = sq::totals(conn, None, None)?;
+        let t = sq::totals(conn, Some(today.0), Some(today.1))?;
+        let m = sq::totals(conn, Some(month.0), Some(month.1))?;
+        let by_key = sq::by_key(conn, month.0, month.1)?;
+        let rows = keys::all(conn)?;
         Ok((all, t, m, by_key, rows))
     })
-    .await
-    .map_err(|e| e.to_string())??;
+    .await?;
     let snapshot = state.pool.snapshot();
     // Balance per account once, usable keys only (like /v1/user/info).
     let totals = crate::proxy::user_info::totals(&rows);

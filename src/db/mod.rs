@@ -74,6 +74,23 @@ pub fn connect(path: &Path) -> Result<DbPool, DbError> {
     Ok(pool)
 }
 
+/// Runs database work on actix's blocking pool (never on a request worker),
+/// with a connection from the pool; errors come back as text for the answer.
+pub async fn run<T, F>(db: &DbPool, work: F) -> Result<T, String>
+where
+    F: FnOnce(&mut SqliteConnection) -> Result<T, DbError> + Send + 'static,
+    T: Send + 'static,
+{
+    let db = db.clone();
+    actix_web::web::block(move || -> Result<T, DbError> {
+        let mut conn = db.get()?;
+        work(&mut conn)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

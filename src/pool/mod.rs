@@ -95,10 +95,6 @@ impl Account {
         self.cooldowns.load().iter().filter(|c| c.until_ms > now_ms).map(|c| c.until_ms).max()
     }
 
-    pub fn cooldowns(&self) -> Arc<Vec<Cooldown>> {
-        self.cooldowns.load_full()
-    }
-
     /// Records a rate limit and returns the cooldown applied. Lock-free: a
     /// compare-and-swap loop over a small vector.
     pub fn apply_rate_limit(
@@ -116,10 +112,6 @@ impl Account {
         });
         // rcu runs the closure at least once.
         applied.unwrap_or_else(|| Cooldown { model: model.to_string(), until_ms: now_ms, strikes: 1 })
-    }
-
-    pub fn clear_cooldowns(&self) {
-        self.cooldowns.store(Arc::new(Vec::new()));
     }
 }
 

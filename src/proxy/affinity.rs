@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use actix_web::web;
 use serde_json::Value;
 
 use super::errors::{ErrorKind, ProxyError};
@@ -82,13 +81,7 @@ pub async fn record(state: &AppState, kind: ResourceKind, id: &str, key: &PoolKe
         account: Some(key.account.id.clone()),
         created_at: now_ms(),
     };
-    let db = state.db.clone();
-    web::block(move || -> Result<(), String> {
-        let mut conn = db.get().map_err(|e| e.to_string())?;
-        resources_q::upsert(&mut conn, &row).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    crate::db::run(&state.db, move |conn| resources_q::upsert(conn, &row)).await
 }
 
 /// Keys that may read or manage an existing resource: not invalid, not
@@ -100,15 +93,10 @@ fn can_manage(k: &PoolKey) -> bool {
 /// The key to use for a resource: its creator, or another key of its account.
 pub async fn owner(state: &AppState, kind: ResourceKind, id: &str) -> Result<Arc<PoolKey>, ProxyError> {
     check_id(kind, id)?;
-    let db = state.db.clone();
     let (k, i) = (kind.as_str().to_string(), id.to_string());
-    let row = web::block(move || -> Result<_, String> {
-        let mut conn = db.get().map_err(|e| e.to_string())?;
-        resources_q::find(&mut conn, &k, &i).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| ProxyError::new(ErrorKind::Unavailable, e.to_string()))?
-    .map_err(|e| ProxyError::new(ErrorKind::Unavailable, format!("database unavailable: {e}")))?;
+    let row = crate::db::run(&state.db, move |conn| resources_q::find(conn, &k, &i))
+        .await
+        .map_err(|e| ProxyError::new(ErrorKind::Unavailable, format!("database unavailable: {e}")))?;
     let Some(row) = row else {
         return Err(ProxyError::new(
             ErrorKind::NotFound,

@@ -53,18 +53,9 @@ pub fn totals(rows: &[KeyRow]) -> PoolTotals {
 
 pub async fn user_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let mut pending = Pending::new(&state.log, req.path());
-    let db = state.db.clone();
-    let rows = web::block(move || -> Result<_, String> {
-        let mut conn = db.get().map_err(|e| e.to_string())?;
-        keys::all(&mut conn).map_err(|e| e.to_string())
-    })
-    .await;
-    let rows = match rows {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return reject(pending, ProxyError::new(ErrorKind::Unavailable, e), Dialect::OpenAi),
-        Err(e) => {
-            return reject(pending, ProxyError::new(ErrorKind::Unavailable, e.to_string()), Dialect::OpenAi)
-        }
+    let rows = match crate::db::run(&state.db, keys::all).await {
+        Ok(r) => r,
+        Err(e) => return reject(pending, ProxyError::new(ErrorKind::Unavailable, e), Dialect::OpenAi),
     };
     let t = totals(&rows);
     pending.status = 200;

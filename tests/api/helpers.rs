@@ -135,12 +135,7 @@ impl TestApp {
 
     /// POST a JSON body to a /v1 route with the client key.
     pub async fn call(&self, path: &str, body: Value) -> Resp {
-        let req = self
-            .client
-            .post(self.url(path))
-            .insert_header(("Authorization", format!("Bearer {CLIENT_KEY}")))
-            .insert_header(("Content-Type", "application/json"));
-        self.send(req, Some(Bytes::from(body.to_string()))).await
+        self.call_raw(path, &body.to_string()).await
     }
 
     pub async fn chat(&self, model: &str) -> Resp {
