@@ -376,3 +376,28 @@ async fn a_request_the_client_abandons_before_the_answer_is_still_logged() {
     assert_eq!(row.total_tokens, crate::fake::CHAT_USAGE.2, "{row:?}");
     assert_eq!(app.fake.keys_for("/v1/chat/completions").len(), 1);
 }
+
+/// The upstream client keeps one codec configuration per thread (see
+/// vendor/awc/PATCHED.md) instead of building one, with its own date timer,
+/// per request. The `date` header it sends must still be current, and move.
+#[actix_web::test]
+async fn upstream_requests_carry_a_current_date_header_that_keeps_moving() {
+    let app = app_with("balance", &[(KA, "a1", "5", Mode::Ok)]).await;
+    let date_of_last_call = || async {
+        let r = app.chat("Qwen/Qwen3-8B").await;
+        assert_eq!(r.status, 200);
+        let seen = app.fake.seen();
+        let date = seen.last().and_then(|s| s.headers.get("date").cloned()).expect("a date header");
+        let at = httpdate::parse_http_date(&date).expect("an HTTP date");
+        let skew = std::time::SystemTime::now().duration_since(at).unwrap_or_else(|e| e.duration());
+        assert!(skew <= Duration::from_secs(2), "date {date} is {skew:?} off");
+        date
+    };
+    let first = date_of_last_call().await;
+    // The per-thread date service ticks every 500 ms: a later call sees a later date.
+    crate::helpers::poll(Duration::from_secs(5), || async {
+        let d = date_of_last_call().await;
+        (d != first).then_some(())
+    })
+    .await;
+}
