@@ -4,6 +4,8 @@ FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, so that source edits reuse the cached layer.
 COPY Cargo.toml Cargo.lock ./
+# The patched awc (see vendor/awc/PATCHED.md) is a dependency too.
+COPY vendor ./vendor
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src
