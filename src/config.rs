@@ -165,7 +165,7 @@ impl Config {
             failover_buffer_bytes: num("FAILOVER_BUFFER_BYTES", 8 * 1024 * 1024)? as usize,
             cooldown_base: Duration::from_secs(cooldown_base),
             cooldown_max: Duration::from_secs(cooldown_max),
-            log_batch_size: positive("LOG_BATCH_SIZE", 256)? as usize,
+            log_batch_size: positive("LOG_BATCH_SIZE", 2048)? as usize,
             log_flush_interval: Duration::from_millis(positive("LOG_FLUSH_MS", 1000)?),
             workers: positive("WORKERS", default_workers as u64)? as usize,
             upstream_pool_size: positive("UPSTREAM_POOL_SIZE", 1024)? as usize,

@@ -2,6 +2,7 @@
 //! pool, the schema, row types, queries and the log writer. A second backend
 //! (PostgreSQL) is then a change to this module alone.
 
+pub mod log_insert;
 pub mod log_writer;
 pub mod models;
 pub mod queries;

@@ -130,12 +130,8 @@ pub mod logs {
     /// transaction: either all of it lands or none (and the caller retries).
     pub fn insert_batch(conn: &mut Conn, rows: &[NewLog]) -> Result<(), DbError> {
         conn.transaction::<_, DbError, _>(|conn| {
-            // Multi-row INSERTs, one statement per chunk. (A cached single-row
-            // statement per row measured the same with callgrind: ~50k
-            // instructions a row either way, most of it diesel building binds.)
-            for chunk in rows.chunks(256) {
-                diesel::insert_into(request_logs::table).values(chunk).execute(conn)?;
-            }
+            // Fixed-size statements that diesel prepares once (see log_insert).
+            super::super::log_insert::insert_all(conn, rows)?;
             let mut per_key: Vec<(i64, i64, i64)> = Vec::new();
             for r in rows {
                 if let Some(id) = r.key_id {

@@ -1,0 +1,177 @@
+//! The one hot statement: inserting request log rows, `N` at a time.
+//!
+//! Diesel's generic batch insert (`insert_into(..).values(&rows[..])`) has no
+//! static query id, so for every batch it renders the SQL again, hashes it to
+//! find the prepared statement, and walks a 15-column tuple of defaultable
+//! values per row: about two thirds of the log writer's time per row
+//! (BENCHMARKS.md). This statement always has exactly `N` rows, so its query
+//! id is static: diesel prepares it once per connection and afterwards only
+//! binds 15 values per row. It is still diesel's query builder, with the
+//! column names and SQL types taken from `schema.rs`.
+
+use diesel::helper_types::SqlTypeOf;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sqlite::{Sqlite, SqliteConnection};
+use diesel::{Column, QueryResult, RunQueryDsl};
+
+use super::models::NewLog;
+use super::schema::request_logs;
+
+/// `INSERT INTO request_logs (...) VALUES (...), ...` for exactly `N` rows.
+pub struct InsertLogs<'a, const N: usize>(pub &'a [NewLog; N]);
+
+/// The statement's identity for diesel's prepared-statement cache: one
+/// prepared statement per row count.
+pub struct InsertLogsId<const N: usize>;
+
+impl<const N: usize> QueryId for InsertLogs<'_, N> {
+    type QueryId = InsertLogsId<N>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<const N: usize> RunQueryDsl<SqliteConnection> for InsertLogs<'_, N> {}
+
+/// Lists every column of `NewLog` once: the exhaustive destructuring makes a
+/// new field that is not inserted here a compile error.
+macro_rules! columns_and_binds {
+    ($($col:ident),+ $(,)?) => {
+        fn push_columns(out: &mut AstPass<'_, '_, Sqlite>) -> QueryResult<()> {
+            let mut sep = "(";
+            $(
+                out.push_sql(sep);
+                out.push_identifier(<request_logs::$col as Column>::NAME)?;
+                sep = ", ";
+            )+
+            let _ = sep;
+            out.push_sql(")");
+            Ok(())
+        }
+
+        fn push_row<'b>(out: &mut AstPass<'_, 'b, Sqlite>, row: &'b NewLog) -> QueryResult<()> {
+            let NewLog { $($col),+ } = row;
+            let mut sep = "(";
+            $(
+                out.push_sql(sep);
+                out.push_bind_param::<SqlTypeOf<request_logs::$col>, _>($col)?;
+                sep = ", ";
+            )+
+            let _ = sep;
+            out.push_sql(")");
+            Ok(())
+        }
+    };
+}
+
+columns_and_binds!(
+    created_at,
+    key_id,
+    key_masked,
+    model,
+    endpoint,
+    status,
+    input_tokens,
+    output_tokens,
+    total_tokens,
+    latency_ms,
+    ttfb_ms,
+    stream,
+    aborted,
+    attempts,
+    error,
+);
+
+impl<const N: usize> QueryFragment<Sqlite> for InsertLogs<'_, N> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("INSERT INTO ");
+        out.push_identifier("request_logs")?;
+        out.push_sql(" ");
+        push_columns(&mut out)?;
+        out.push_sql(" VALUES ");
+        for (i, row) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push_sql(", ");
+            }
+            push_row(&mut out, row)?;
+        }
+        Ok(())
+    }
+}
+
+/// Rows per multi-row statement: 64 x 15 = 960 parameters, far below
+/// SQLite's limit; the rest of a batch goes in one row at a time.
+pub const CHUNK: usize = 64;
+
+/// Inserts `rows` with the two cached statements (`CHUNK` rows, and one row).
+pub fn insert_all(conn: &mut SqliteConnection, rows: &[NewLog]) -> QueryResult<()> {
+    let (chunks, rest) = rows.as_chunks::<CHUNK>();
+    for chunk in chunks {
+        InsertLogs(chunk).execute(conn)?;
+    }
+    for row in rest {
+        InsertLogs(std::array::from_ref(row)).execute(conn)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::prelude::*;
+    use diesel_migrations::MigrationHarness;
+
+    use super::*;
+    use crate::db::models::LogRow;
+
+    fn memory_db() -> SqliteConnection {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        conn.run_pending_migrations(crate::db::MIGRATIONS).unwrap();
+        conn
+    }
+
+    fn row(i: i64) -> NewLog {
+        NewLog {
+            created_at: 1_764_000_000_000 + i,
+            key_id: (i % 3 != 0).then_some(i % 5),
+            key_masked: format!("sk-abcd...{i:04}"),
+            model: if i % 2 == 0 { "Qwen/Qwen3-8B".into() } else { "deepseek-ai/DeepSeek-V3 ‘x’".into() },
+            endpoint: "/v1/chat/completions".into(),
+            status: [200, 429, 502, 0][(i % 4) as usize],
+            input_tokens: i * 7,
+            output_tokens: i64::MAX - i,
+            total_tokens: i,
+            latency_ms: i % 11,
+            ttfb_ms: (i % 2 == 1).then_some(i),
+            stream: i % 2 == 0,
+            aborted: i % 7 == 0,
+            attempts: (i % 3) as i32 + 1,
+            error: (i % 4 == 3).then(|| format!("upstream said \"no\" ({i}); 'quotes' ok")),
+        }
+    }
+
+    fn stored(conn: &mut SqliteConnection) -> Vec<LogRow> {
+        request_logs::table.order(request_logs::id.asc()).select(LogRow::as_select()).load(conn).unwrap()
+    }
+
+    #[test]
+    fn writes_exactly_what_diesels_generic_insert_writes_across_chunk_boundaries() {
+        // Two full chunks and a remainder, then a batch smaller than a chunk.
+        let rows: Vec<NewLog> = (0..(2 * CHUNK as i64 + 5)).map(row).collect();
+        let small: Vec<NewLog> = (1000..1003).map(row).collect();
+
+        let mut fast = memory_db();
+        insert_all(&mut fast, &rows).unwrap();
+        insert_all(&mut fast, &small).unwrap();
+        insert_all(&mut fast, &[]).unwrap();
+
+        let mut reference = memory_db();
+        diesel::insert_into(request_logs::table).values(&rows).execute(&mut reference).unwrap();
+        diesel::insert_into(request_logs::table).values(&small).execute(&mut reference).unwrap();
+
+        let (got, want) = (stored(&mut fast), stored(&mut reference));
+        assert_eq!(got.len(), rows.len() + small.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(format!("{g:?}"), format!("{w:?}"));
+        }
+        assert_eq!(got[0].key_id, None);
+        assert_eq!(got[3].error.as_deref(), Some("upstream said \"no\" (3); 'quotes' ok"));
+    }
+}
