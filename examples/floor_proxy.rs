@@ -7,6 +7,7 @@
 //!
 //! Usage: cargo run --release --example floor_proxy -- PORT UPSTREAM_BASE_URL
 
+use actix_web::body::SizedStream;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
 
@@ -29,7 +30,16 @@ async fn forward(req: HttpRequest, body: Bytes, up: web::Data<Upstream>) -> Http
             if let Some(v) = res.headers().get("content-type") {
                 back.insert_header(("content-type", v.clone()));
             }
-            back.streaming(res)
+            // Like the proxy: a known length is kept (no chunked encoding).
+            let length = res
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            match length {
+                Some(n) => back.body(SizedStream::new(n, res)),
+                None => back.streaming(res),
+            }
         }
         Err(e) => HttpResponse::BadGateway().body(e.to_string()),
     }

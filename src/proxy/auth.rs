@@ -35,10 +35,11 @@ pub async fn require_client_key(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let allowed =
-        req.app_data::<web::Data<AppState>>().map(|s| s.config.client_api_keys.clone()).unwrap_or_default();
+    // A reference count, not a copy of the key list, per request.
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let allowed = state.as_ref().map_or(&[][..], |s| s.config.client_api_keys.as_slice());
     if !allowed.is_empty() {
-        let ok = presented_key(req.request()).is_some_and(|k| key_matches(k, &allowed));
+        let ok = presented_key(req.request()).is_some_and(|k| key_matches(k, allowed));
         if !ok {
             let dialect = Dialect::for_path(req.path());
             let missing = presented_key(req.request()).is_none();

@@ -22,16 +22,19 @@ use crate::db::now_ms;
 use crate::pool::PoolKey;
 
 /// Where log rows go, and how many requests are still open (shutdown waits
-/// for them, so that no row arrives after the final flush).
+/// for them, so that no row arrives after the final flush). A handle: every
+/// request holds one, and cloning it is one reference count.
 #[derive(Clone)]
-pub struct LogSink {
+pub struct LogSink(Arc<SinkInner>);
+
+struct SinkInner {
     writer: Addr<LogWriter>,
     /// Lock-free hand-over: sending wakes nobody, so a request costs no
     /// cross-thread wake-up (a syscall and a context switch each).
     tx: Sender<NewLog>,
     queued: Arc<AtomicUsize>,
     batch: usize,
-    pub open: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
 }
 
 impl LogSink {
@@ -43,15 +46,16 @@ impl LogSink {
         open: Arc<AtomicUsize>,
         batch: usize,
     ) -> Self {
-        LogSink { writer, tx, queued, batch: batch.max(1), open }
+        LogSink(Arc::new(SinkInner { writer, tx, queued, batch: batch.max(1), open }))
     }
 
     fn push(&self, row: NewLog) {
-        match self.tx.send(row) {
+        let sink = &*self.0;
+        match sink.tx.send(row) {
             Ok(()) => {
                 // Wake the writer once per batch; the timer takes the rest.
-                if (self.queued.fetch_add(1, Ordering::AcqRel) + 1).is_multiple_of(self.batch) {
-                    self.writer.do_send(Wake);
+                if (sink.queued.fetch_add(1, Ordering::AcqRel) + 1).is_multiple_of(sink.batch) {
+                    sink.writer.do_send(Wake);
                 }
             }
             // Only after the writer is gone (a shutdown cut short): say so.
@@ -60,7 +64,15 @@ impl LogSink {
     }
 
     pub fn open_requests(&self) -> usize {
-        self.open.load(Ordering::Acquire)
+        self.0.open.load(Ordering::Acquire)
+    }
+
+    fn opened(&self) {
+        self.0.open.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn closed(&self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -84,7 +96,7 @@ pub struct Pending {
 
 impl Pending {
     pub fn new(sink: &LogSink, endpoint: &str) -> Self {
-        sink.open.fetch_add(1, Ordering::AcqRel);
+        sink.opened();
         Pending {
             sink: sink.clone(),
             sent: false,
@@ -132,7 +144,7 @@ impl Pending {
             error: self.error.take(),
         };
         self.sink.push(row);
-        self.sink.open.fetch_sub(1, Ordering::AcqRel);
+        self.sink.closed();
     }
 }
 
@@ -162,19 +174,18 @@ pub struct TeeBody<S> {
     inner: S,
     meter: UsageMeter,
     pending: Option<Pending>,
-    idle: Pin<Box<actix_rt::time::Sleep>>,
+    /// When the upstream last sent something (or the body began).
+    last: Instant,
+    /// Armed only once the body has to wait: an answer that is already
+    /// buffered (most JSON answers) never registers a timer, and a stream
+    /// re-arms it only when it fires, not on every chunk.
+    idle: Option<Pin<Box<actix_rt::time::Sleep>>>,
     idle_timeout: Duration,
 }
 
 impl<S> TeeBody<S> {
     pub fn new(inner: S, meter: UsageMeter, pending: Pending, idle_timeout: Duration) -> Self {
-        TeeBody {
-            inner,
-            meter,
-            pending: Some(pending),
-            idle: Box::pin(actix_rt::time::sleep(idle_timeout)),
-            idle_timeout,
-        }
+        TeeBody { inner, meter, pending: Some(pending), last: Instant::now(), idle: None, idle_timeout }
     }
 
     fn finish(&mut self, error: Option<String>) {
@@ -185,6 +196,18 @@ impl<S> TeeBody<S> {
             }
             p.finish(self.meter.usage(), aborted);
         }
+    }
+
+    /// True once the upstream has been silent for the idle timeout; else
+    /// makes sure the timer will wake this body at the silence's deadline.
+    fn silent_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = actix_rt::time::Instant::from_std(self.last + self.idle_timeout);
+        let timer = self.idle.get_or_insert_with(|| Box::pin(actix_rt::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            // Data came since the timer was set: move it to the new deadline.
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -200,13 +223,12 @@ where
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.meter.feed(&chunk);
+                this.last = Instant::now();
                 if let Some(p) = this.pending.as_mut() {
                     if p.ttfb.is_none() {
-                        p.ttfb = Some(p.started.elapsed());
+                        p.ttfb = Some(this.last - p.started);
                     }
                 }
-                let deadline = actix_rt::time::Instant::now() + this.idle_timeout;
-                this.idle.as_mut().reset(deadline);
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -219,7 +241,7 @@ where
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if this.idle.as_mut().poll(cx).is_ready() {
+                if this.silent_too_long(cx) {
                     let msg = format!("upstream sent nothing for {} s", this.idle_timeout.as_secs());
                     this.finish(Some(msg.clone()));
                     return Poll::Ready(Some(Err(StreamError(msg))));

@@ -209,12 +209,26 @@ fn odd_chunks(text: String) -> Vec<Bytes> {
 }
 
 fn sse_response(req: &HttpRequest, chunks: Vec<Bytes>, delay: Duration) -> HttpResponse {
-    let stream = futures_util::stream::unfold(chunks.into_iter(), move |mut it| async move {
-        let next = it.next()?;
-        if !delay.is_zero() {
-            actix_rt::time::sleep(delay).await;
+    sse_paced(req, chunks, move |_| delay)
+}
+
+/// An SSE answer that waits `gap(i)` before sending chunk `i`.
+fn sse_paced(
+    req: &HttpRequest,
+    chunks: Vec<Bytes>,
+    gap: impl Fn(usize) -> Duration + 'static,
+) -> HttpResponse {
+    let gap = std::rc::Rc::new(gap);
+    let stream = futures_util::stream::unfold((0usize, chunks.into_iter()), move |(i, mut it)| {
+        let gap = gap.clone();
+        async move {
+            let next = it.next()?;
+            let delay = gap(i);
+            if !delay.is_zero() {
+                actix_rt::time::sleep(delay).await;
+            }
+            Some((Ok::<_, actix_web::Error>(next), (i + 1, it)))
         }
-        Some((Ok::<_, actix_web::Error>(next), it))
     });
     let mut b = HttpResponse::Ok();
     trace(&mut b, req);
@@ -328,6 +342,18 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
     let mut ok = HttpResponse::Ok();
     trace(&mut ok, &req);
     match path.as_str() {
+        // "steady-stream": an event every 700 ms; "stall-stream": two events,
+        // then silence for 30 s. For the stream idle timeout.
+        "/v1/chat/completions" if stream && (model == "steady-stream" || model == "stall-stream") => {
+            let text = chat_stream_text(&model, 4);
+            let events: Vec<Bytes> =
+                text.split_inclusive("\n\n").map(|s| Bytes::from(s.to_string())).collect();
+            if model == "steady-stream" {
+                sse_paced(&req, events, |i| if i == 0 { Duration::ZERO } else { Duration::from_millis(700) })
+            } else {
+                sse_paced(&req, events, |i| if i == 2 { Duration::from_secs(30) } else { Duration::ZERO })
+            }
+        }
         "/v1/chat/completions" if stream => {
             // "slow-stream": a long stream, for clients that walk away.
             let (pieces, delay) = if model == "slow-stream" {

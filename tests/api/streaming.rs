@@ -133,3 +133,79 @@ async fn concurrent_requests_each_leave_exactly_one_row_with_exact_usage() {
         .all(|l| (l.input_tokens, l.output_tokens, l.total_tokens) == STREAM_USAGE));
     assert!(logs.iter().filter(|l| !l.stream).all(|l| l.total_tokens == crate::fake::CHAT_USAGE.2));
 }
+
+async fn idle_timeout_app() -> TestApp {
+    let app = crate::helpers::spawn_app_with(&[("STREAM_IDLE_TIMEOUT", "1")]).await;
+    app.fake.add_key(KA, "a1", "5", Mode::Ok);
+    app.import(&[KA]).await;
+    app
+}
+
+/// Reads a chat stream for `model` to its end (or its failure): what arrived,
+/// and whether it ended cleanly.
+async fn read_stream(app: &TestApp, model: &str) -> (String, bool) {
+    let mut resp = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .insert_header(("Authorization", format!("Bearer {CLIENT_KEY}")))
+        .insert_header(("Content-Type", "application/json"))
+        .timeout(Duration::from_secs(20))
+        .send_body(json!({"model": model, "stream": true, "messages": []}).to_string())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut text = Vec::new();
+    while let Some(chunk) = resp.next().await {
+        match chunk {
+            Ok(c) => text.extend_from_slice(&c),
+            Err(_) => return (String::from_utf8_lossy(&text).into_owned(), false),
+        }
+    }
+    (String::from_utf8_lossy(&text).into_owned(), true)
+}
+
+#[actix_web::test]
+async fn a_stream_slower_in_total_than_the_idle_timeout_but_never_silent_that_long_completes() {
+    let app = idle_timeout_app().await;
+    // Events 700 ms apart, 2.8 s in all, against a 1 s idle timeout.
+    let (text, clean) = read_stream(&app, "steady-stream").await;
+    assert!(clean, "the stream was cut: {text}");
+    assert_eq!(text, chat_stream_text("steady-stream", 4));
+    let row = poll(Duration::from_secs(10), || async { app.logs().await.into_iter().next() }).await;
+    assert!(!row.aborted && row.error.is_none(), "{row:?}");
+    assert_eq!((row.input_tokens, row.output_tokens, row.total_tokens), STREAM_USAGE);
+}
+
+#[actix_web::test]
+async fn a_stream_silent_past_the_idle_timeout_is_ended_and_logged_with_usage_so_far() {
+    let app = idle_timeout_app().await;
+    let addr = app.address.trim_start_matches("http://").to_string();
+    let body = json!({"model": "stall-stream", "stream": true, "messages": []}).to_string();
+    let started = std::time::Instant::now();
+    // Raw bytes, to see exactly how the answer ends.
+    let raw = actix_web::rt::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            s,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+            body.len(),
+            body
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        String::from_utf8_lossy(&raw).into_owned()
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert_eq!(raw.matches("data: ").count(), 2, "the events before the silence arrive: {raw}");
+    assert!(!raw.ends_with("0\r\n\r\n"), "a cut stream must not end like a complete one: {raw:?}");
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(10), "ended after {took:?}");
+    let row = poll(Duration::from_secs(10), || async { app.logs().await.into_iter().next() }).await;
+    assert!(row.aborted && row.stream, "{row:?}");
+    assert_eq!(row.error.as_deref(), Some("upstream sent nothing for 1 s"));
+    assert_eq!((row.input_tokens, row.output_tokens), (STREAM_USAGE.0, 2), "usage so far: {row:?}");
+}
