@@ -13,12 +13,7 @@ SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
 DUR=${DURATION:-10}; STREAMS=${STREAMS:-20}; CONC=${CONCURRENT_STREAMS:-1000}; ROUNDS=${ROUNDS:-3}
 if [ "$SMOKE" = 1 ]; then DUR=1; STREAMS=3; CONC=50; ROUNDS=1; fi
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk || ! need sqlite3 || ! need curl; then
-  echo "installing nginx, wrk, sqlite3, curl (Debian packages) ..."
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk sqlite3 curl >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+source bench/common.sh
 if [ -z "${BIN:-}" ]; then
   cargo build --release --bin siliconflow-proxy --example bench_upstream 2>&1 | tail -1
   BIN=target/release/siliconflow-proxy
@@ -26,53 +21,11 @@ else
   cargo build --release --example bench_upstream 2>&1 | tail -1
 fi
 FAKE=target/release/examples/bench_upstream
-ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
-
-DIR=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  [ -f "$DIR/nginx.pid" ] && kill -QUIT "$(cat "$DIR/nginx.pid")" 2>/dev/null || true
-  sleep 0.5; rm -rf "$DIR"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 200); do curl -fs -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not up: $1"; exit 1; }
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-# Samples a process's RSS every 100 ms into a file until the file $2.stop exists.
-sample_rss() { local pid=$1 out=$2 max=0; while [ ! -e "$out.stop" ]; do r=$(rss_kb "$pid"); [ "$r" -gt "$max" ] && max=$r; sleep 0.1; done; echo "$max" > "$out"; }
 
 NPORT=$(port); SPORT=$(port); PPORT=$(port); QPORT=$(port)
-COMPLETION=$(sed -n 's/^pub const COMPLETION: &str = r#"\(.*\)"#;$/\1/p' examples/bench_upstream.rs)
-USERINFO='{"code":20000,"message":"OK","status":true,"data":{"id":"bench-account","name":"bench","balance":"0.00","chargeBalance":"1000.00","totalBalance":"1000.00"}}'
-cat > "$DIR/nginx.conf" <<NGINX
-worker_processes 1;
-pid $DIR/nginx.pid;
-error_log $DIR/nginx-error.log;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$NPORT backlog=4096;
-    location = /v1/user/info { default_type application/json; return 200 '$USERINFO'; }
-    location = /v1/chat/completions { default_type application/json; return 200 '$COMPLETION'; }
-  }
-}
-NGINX
-"$NGINX" -c "$DIR/nginx.conf" -p "$DIR" -e "$DIR/nginx-error.log"
+start_nginx "$NPORT"
 "$FAKE" "$SPORT" 64 20 & PIDS+=($!)
-wait_up "http://127.0.0.1:$NPORT/v1/user/info"; wait_up "http://127.0.0.1:$SPORT/v1/user/info"
-
-start_proxy() { # port upstream db
-  HOST=127.0.0.1 PORT=$1 SILICONFLOW_BASE_URL=$2 DATABASE_URL="sqlite://$3" API_KEY=bench-client-key \
-    ADMIN_PASSWORD=bench AUTO_REFRESH_INTERVAL=0 RUST_LOG=${RUST_LOG:-info} "$BIN" >"$3.log" 2>&1 &
-  PIDS+=($!); LAST=$!
-  wait_up "http://127.0.0.1:$1/health"
-  curl -fs -u admin:bench -H 'Content-Type: application/json' -d '{"keys":"sk-bench-000000000000000000000001"}' \
-    "http://127.0.0.1:$1/import_keys" | grep -q '"added":1' || { echo "import failed"; exit 1; }
-}
-wrk_json() { wrk "$@" -s bench/chat.lua | sed -n 's/^JSON //p'; }
+wait_up "http://127.0.0.1:$SPORT/v1/user/info"
 
 echo "proxy: $BIN; fake upstreams: nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') (plain), bench_upstream (streams)"
 start_proxy "$PPORT" "http://127.0.0.1:$NPORT" "$DIR/plain.db"; PROXY_A=$LAST
@@ -96,10 +49,12 @@ done
 touch "$DIR/rss_load.stop"; wait $SAMPLER; RSS_LOAD=$(cat "$DIR/rss_load")
 sleep 2; RSS_AFTER=$(rss_kb "$PROXY_A")
 
-echo "streams: $STREAMS serial, then $CONC at once ..."
+echo "streams: $STREAMS serial on new connections, $STREAMS on one kept-alive connection, then $CONC at once ..."
 start_proxy "$QPORT" "http://127.0.0.1:$SPORT" "$DIR/stream.db"; PROXY_B=$LAST
 ST_DIRECT=$(python3 bench/stream_probe.py serial "http://127.0.0.1:$SPORT/v1/chat/completions" "$STREAMS")
 ST_PROXY=$(python3 bench/stream_probe.py serial "http://127.0.0.1:$QPORT/v1/chat/completions" "$STREAMS")
+KA_DIRECT=$(python3 bench/stream_probe.py keepalive "http://127.0.0.1:$SPORT/v1/chat/completions" "$STREAMS")
+KA_PROXY=$(python3 bench/stream_probe.py keepalive "http://127.0.0.1:$QPORT/v1/chat/completions" "$STREAMS")
 RSS_B_IDLE=$(rss_kb "$PROXY_B")
 sample_rss "$PROXY_B" "$DIR/rss_streams" & SAMPLER=$!
 CONC_RESULT=$(python3 bench/stream_probe.py concurrent "http://127.0.0.1:$QPORT/v1/chat/completions" "$CONC")
@@ -112,7 +67,7 @@ ROWS_A=$(sqlite3 "$DIR/plain.db" "select count(*), coalesce(sum(aborted = 0 and 
 ROWS_B=$(sqlite3 "$DIR/stream.db" "select count(*), coalesce(sum(aborted = 0 and status = 200 and total_tokens = 106), 0) from request_logs")
 
 python3 - "$S_DIRECT" "$S_PROXY" "$T_DIRECT" "$T_PROXY" "$ST_DIRECT" "$ST_PROXY" "$CONC_RESULT" \
-  "$RSS_IDLE" "$RSS_LOAD" "$RSS_AFTER" "$RSS_B_IDLE" "$RSS_STREAMS" "$RSS_B_AFTER" "$ROWS_A" "$ROWS_B" "$STREAMS" "$CONC" <<'PY'
+  "$RSS_IDLE" "$RSS_LOAD" "$RSS_AFTER" "$RSS_B_IDLE" "$RSS_STREAMS" "$RSS_B_AFTER" "$ROWS_A" "$ROWS_B" "$STREAMS" "$CONC" "$KA_DIRECT" "$KA_PROXY" <<'PY'
 import json, sys
 a = sys.argv[1:]
 def rounds(text):
@@ -133,6 +88,7 @@ rss = [int(x) / 1024 for x in a[7:13]]
 rows_a = [int(x) for x in a[13].split("|")]
 rows_b = [int(x) for x in a[14].split("|")]
 streams, conc_n = int(a[15]), int(a[16])
+kad, kap = json.loads(a[17]), json.loads(a[18])
 ok = lambda good: "yes" if good else "NO"
 lines = [
   ("serial p50 latency", f'{sd["p50_us"]} µs', f'{sp["p50_us"]} µs', f'+{sp["p50_us"] - sd["p50_us"]} µs', "≤ +50 µs", sp["p50_us"] - sd["p50_us"] <= 50),
@@ -142,7 +98,8 @@ lines = [
   ("errors / non-2xx (all runs)", f'{sum(r["socket_errors"] for r in sd_r + td_r)} / {sum(r["non2xx"] for r in sd_r + td_r)}',
    f'{sum(r["socket_errors"] for r in sp_r + tp_r)} / {sum(r["non2xx"] for r in sp_r + tp_r)}', "", "0 / 0",
    sum(r["socket_errors"] + r["non2xx"] for r in sp_r + tp_r) == 0),
-  ("stream: time to first chunk (p50)", f'{std["ttfc_p50_us"]:.0f} µs', f'{stp["ttfc_p50_us"]:.0f} µs', f'+{stp["ttfc_p50_us"] - std["ttfc_p50_us"]:.0f} µs', "≤ +300 µs", stp["ttfc_p50_us"] - std["ttfc_p50_us"] <= 300),
+  ("stream: first chunk, kept-alive conn.", f'{kad["ttfc_p50_us"]:.0f} µs', f'{kap["ttfc_p50_us"]:.0f} µs', f'+{kap["ttfc_p50_us"] - kad["ttfc_p50_us"]:.0f} µs', "≤ +300 µs", kap["ttfc_p50_us"] - kad["ttfc_p50_us"] <= 300),
+  ("stream: first chunk, new conn. each", f'{std["ttfc_p50_us"]:.0f} µs', f'{stp["ttfc_p50_us"]:.0f} µs', f'+{stp["ttfc_p50_us"] - std["ttfc_p50_us"]:.0f} µs', "≤ +300 µs", stp["ttfc_p50_us"] - std["ttfc_p50_us"] <= 300),
   ("stream: gap between chunks (p50)", f'{std["gap_p50_us"]:.0f} µs', f'{stp["gap_p50_us"]:.0f} µs', f'{stp["gap_p50_us"] - std["gap_p50_us"]:+.0f} µs', "≤ +100 µs", stp["gap_p50_us"] - std["gap_p50_us"] <= 100),
   ("proxy RSS idle", "", f'{rss[0]:.1f} MB', "", "≤ 30 MB", rss[0] <= 30),
   ("proxy RSS under load (64 conns)", "", f'{rss[1]:.1f} MB', "", "", True),
@@ -156,7 +113,7 @@ sent_a = sum(r["requests"] for r in sp_r + tp_r)
 extra = rows_a[0] - sent_a
 lines.append(("log rows, plain (one per request)", f"{sent_a} counted by wrk", f"{rows_a[0]} rows ({rows_a[1]} ok)",
               f"+{extra} in flight at wrk's stops", "≥ sent, ≤ +65/run", 0 <= extra <= 65 * len(sp_r + tp_r) and rows_a[1] >= sent_a))
-sent_b = streams + conc_n
+sent_b = streams + (streams + 1) + conc_n   # serial, kept-alive (+1 to open the connection), concurrent
 lines.append(("log rows, streams (usage exact)", f"{sent_b} sent", f"{rows_b[1]} rows with 106 tokens", f"{rows_b[0]} in all", "= sent", rows_b[0] == sent_b and rows_b[1] == sent_b))
 w = [38, 16, 26, 26, 12, 4]
 print()

@@ -1,7 +1,10 @@
 """Streaming probe for bench/run.sh.
 
-  stream_probe.py serial URL N         N streams one after another: time to first chunk
-                                       and the gaps between chunks, as JSON (µs)
+  stream_probe.py serial URL N         N streams one after another, each on a new
+                                       connection: time to first chunk and the gaps
+                                       between chunks, as JSON (µs)
+  stream_probe.py keepalive URL N      the same on one kept-alive connection, as SDK
+                                       clients (httpx, aiohttp) do
   stream_probe.py concurrent URL N     N streams open at once; JSON with how many completed
 
 Raw sockets and HTTP/1.1, so the client adds the same small cost to the direct
@@ -25,10 +28,21 @@ def request(host, path):
             f"Content-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n{BODY}").encode()
 
 
-def one_stream(url):
+def connect(url):
     u = urlparse(url)
     s = socket.create_connection((u.hostname, u.port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def one_stream(url, s=None):
+    """One streamed answer; on `s` if given (left open, read to the end of
+    the chunked body so it can carry the next request), else on a new
+    connection that is closed after [DONE]."""
+    u = urlparse(url)
+    keep = s is not None
+    if s is None:
+        s = connect(url)
     start = time.perf_counter()
     s.sendall(request(u.netloc, u.path))
     arrivals = []
@@ -44,17 +58,21 @@ def one_stream(url):
         n = data.count(b"data: ")
         arrivals.extend([now] * n)
         buf += data
-        if b"[DONE]" in buf[-64:] or buf.endswith(b"0\r\n\r\n"):
+        if buf.endswith(b"\r\n0\r\n\r\n") or (not keep and b"[DONE]" in buf[-64:]):
             break
-    s.close()
+    if not keep:
+        s.close()
     gaps = [(b - a) * 1e6 for a, b in zip(arrivals, arrivals[1:])]
     return (first - start) * 1e6, gaps, len(arrivals)
 
 
-def serial(url, n):
+def serial(url, n, keepalive=False):
     ttfc, gaps, events = [], [], []
+    s = connect(url) if keepalive else None
+    if s is not None:
+        one_stream(url, s)  # the connection's first request is not a keep-alive one
     for _ in range(n):
-        t, g, e = one_stream(url)
+        t, g, e = one_stream(url, s)
         ttfc.append(t)
         gaps.extend(g)
         events.append(e)
@@ -93,5 +111,7 @@ if __name__ == "__main__":
     mode, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if mode == "serial":
         serial(url, n)
+    elif mode == "keepalive":
+        serial(url, n, keepalive=True)
     else:
         asyncio.run(concurrent(url, n))
