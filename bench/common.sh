@@ -22,6 +22,17 @@ wait_up() { for _ in $(seq 200); do curl -fs -o /dev/null "$1" 2>/dev/null && re
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # Samples a process's RSS every 100 ms into a file until the file $2.stop exists.
 sample_rss() { local pid=$1 out=$2 max=0 r; while [ ! -e "$out.stop" ]; do r=$(rss_kb "$pid"); [ "$r" -gt "$max" ] && max=$r; sleep 0.1; done; echo "$max" > "$out"; }
+# Samples the proxy's request-log queue (GET /health on port $1) every 200 ms
+# into a file until the file $2.stop exists: the largest value seen.
+sample_queue() {
+  local port=$1 out=$2 max=0 q
+  while [ ! -e "$out.stop" ]; do
+    q=$(curl -fs "http://127.0.0.1:$port/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["request_log"]["queued"])' 2>/dev/null || echo 0)
+    [ "$q" -gt "$max" ] && max=$q
+    sleep 0.2
+  done
+  echo "$max" > "$out"
+}
 # CPU time (ns) a process has used so far, all threads.
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
 

@@ -42,11 +42,13 @@ done
 echo "64 connections: $ROUNDS rounds of ${DUR}s ..."
 T_DIRECT=""; T_PROXY=""
 sample_rss "$PROXY_A" "$DIR/rss_load" & SAMPLER=$!
+sample_queue "$PPORT" "$DIR/queue_load" & QSAMPLER=$!
 for _ in $(seq "$ROUNDS"); do
   T_DIRECT+="$(wrk_json -t2 -c64 -d"${DUR}s" --latency "http://127.0.0.1:$NPORT/v1/chat/completions");"
   T_PROXY+="$(wrk_json -t2 -c64 -d"${DUR}s" --latency "http://127.0.0.1:$PPORT/v1/chat/completions");"
 done
-touch "$DIR/rss_load.stop"; wait $SAMPLER; RSS_LOAD=$(cat "$DIR/rss_load")
+touch "$DIR/rss_load.stop" "$DIR/queue_load.stop"; wait $SAMPLER $QSAMPLER
+RSS_LOAD=$(cat "$DIR/rss_load"); QUEUE_MAX=$(cat "$DIR/queue_load")
 sleep 2; RSS_AFTER=$(rss_kb "$PROXY_A")
 
 echo "streams: $STREAMS serial on new connections, $STREAMS on one kept-alive connection, then $CONC at once ..."
@@ -67,7 +69,7 @@ ROWS_A=$(sqlite3 "$DIR/plain.db" "select count(*), coalesce(sum(aborted = 0 and 
 ROWS_B=$(sqlite3 "$DIR/stream.db" "select count(*), coalesce(sum(aborted = 0 and status = 200 and total_tokens = 106), 0) from request_logs")
 
 python3 - "$S_DIRECT" "$S_PROXY" "$T_DIRECT" "$T_PROXY" "$ST_DIRECT" "$ST_PROXY" "$CONC_RESULT" \
-  "$RSS_IDLE" "$RSS_LOAD" "$RSS_AFTER" "$RSS_B_IDLE" "$RSS_STREAMS" "$RSS_B_AFTER" "$ROWS_A" "$ROWS_B" "$STREAMS" "$CONC" "$KA_DIRECT" "$KA_PROXY" <<'PY'
+  "$RSS_IDLE" "$RSS_LOAD" "$RSS_AFTER" "$RSS_B_IDLE" "$RSS_STREAMS" "$RSS_B_AFTER" "$ROWS_A" "$ROWS_B" "$STREAMS" "$CONC" "$KA_DIRECT" "$KA_PROXY" "$QUEUE_MAX" <<'PY'
 import json, sys
 a = sys.argv[1:]
 def rounds(text):
@@ -89,6 +91,7 @@ rows_a = [int(x) for x in a[13].split("|")]
 rows_b = [int(x) for x in a[14].split("|")]
 streams, conc_n = int(a[15]), int(a[16])
 kad, kap = json.loads(a[17]), json.loads(a[18])
+queue_max = int(a[19])
 ok = lambda good: "yes" if good else "NO"
 lines = [
   ("serial p50 latency", f'{sd["p50_us"]} µs', f'{sp["p50_us"]} µs', f'+{sp["p50_us"] - sd["p50_us"]} µs', "≤ +50 µs", sp["p50_us"] - sd["p50_us"] <= 50),
@@ -107,6 +110,8 @@ lines = [
   (f"proxy RSS with {conc_n} streams open", "", f'{rss[4]:.1f} MB', f'{conc["completed"]}/{conc_n} completed', "≤ 100 MB", rss[4] <= 100 and conc["completed"] == conc_n),
   ("proxy RSS after the streams", "", f'{rss[5]:.1f} MB', "", "near idle", rss[5] <= rss[3] * 2 + 5),
 ]
+lines.append(("log queue, largest during 64-conn load", "", f"{queue_max:,} rows", "sampled every 200 ms",
+              "≤ 8,192", queue_max <= 8192))
 sent_a = sum(r["requests"] for r in sp_r + tp_r)
 # wrk counts only answers that arrived before its timer stopped; the requests
 # still in flight then (at most one per connection) were served and logged too.

@@ -30,6 +30,12 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "status": status,
         "database": database,
         "keys": keys,
+        // Rows on their way to the database, and requests still open: a
+        // queue that keeps growing means the log writer cannot keep up.
+        "request_log": {
+            "queued": state.log.queued(),
+            "open_requests": state.log.open_requests(),
+        },
         "auto_refresh": {
             "enabled": refresh.enabled,
             "interval_secs": refresh.interval_secs,

@@ -67,6 +67,11 @@ impl LogSink {
         self.0.open.load(Ordering::Acquire)
     }
 
+    /// Rows handed over and not yet taken by the log writer.
+    pub fn queued(&self) -> usize {
+        self.0.queued.load(Ordering::Acquire)
+    }
+
     fn opened(&self) {
         self.0.open.fetch_add(1, Ordering::AcqRel);
     }

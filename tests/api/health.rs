@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::fake::Mode;
@@ -43,4 +45,27 @@ async fn health_counts_keys_by_state_without_auth_or_secrets() {
     }
     app.fake.set_mode(KA, Mode::Ok);
     let _ = app.admin_post("/api/keys/1/enable", json!({})).await;
+}
+
+#[actix_web::test]
+async fn health_shows_the_request_log_queue_so_a_writer_that_falls_behind_is_visible() {
+    // A writer that only writes when told: rows wait in the queue.
+    let app =
+        crate::helpers::spawn_app_with(&[("LOG_BATCH_SIZE", "100000"), ("LOG_FLUSH_MS", "3600000")]).await;
+    app.fake.add_key(KA, "a1", "5", Mode::Ok);
+    app.import(&[KA]).await;
+    for _ in 0..3 {
+        assert_eq!(app.chat("Qwen/Qwen3-8B").await.status, 200);
+    }
+    let queue = || async {
+        let h = app.send(app.client.get(app.url("/health")), None).await.json();
+        (h["request_log"]["queued"].as_u64(), h["request_log"]["open_requests"].as_u64())
+    };
+    crate::helpers::poll(Duration::from_secs(5), || async {
+        (queue().await == (Some(3), Some(0))).then_some(())
+    })
+    .await;
+    app.flush_logs().await;
+    assert_eq!(queue().await, (Some(0), Some(0)));
+    assert_eq!(app.logs().await.len(), 3);
 }
