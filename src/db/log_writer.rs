@@ -31,12 +31,22 @@ pub struct LogWriter {
     interval: Duration,
     written: u64,
     retention: Option<Duration>,
+    /// The most open requests seen at a check since memory was last trimmed.
+    peak_open: usize,
+    last_trim: std::time::Instant,
 }
 
 /// How often retention and session clean-up run.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
-/// How often freed heap memory is handed back to the system when quiet.
-const TRIM_EVERY: Duration = Duration::from_secs(3);
+/// How often the writer looks at the number of open requests, to hand freed
+/// heap memory back to the system once a burst is over.
+const TRIM_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Without a burst, freed memory is still handed back this often when quiet.
+const TRIM_AT_LEAST_EVERY: Duration = Duration::from_secs(30);
+/// Open requests at or below which the proxy counts as quiet, and above which
+/// (at a check) as in a burst.
+const QUIET_OPEN: usize = 16;
+const BURST_OPEN: usize = 64;
 
 impl LogWriter {
     pub fn new(
@@ -58,20 +68,29 @@ impl LogWriter {
             interval,
             written: 0,
             retention,
+            peak_open: 0,
+            last_trim: std::time::Instant::now(),
         }
     }
 
     /// After a burst (1,000 open streams, say) glibc keeps the freed memory
-    /// in its arenas; when few requests are open, give it back, so RSS
-    /// returns near idle (measured in BENCHMARKS.md). Cheap when there is
-    /// nothing to free.
+    /// in its arenas; once few requests are open again, give it back, so RSS
+    /// returns near idle (measured in BENCHMARKS.md). Checked every second
+    /// but done only after a burst (or every 30 s when quiet): `malloc_trim`
+    /// holds each arena's lock while it works, so it is not run on every
+    /// tick under steady traffic.
     fn trim_memory(&mut self) {
-        if self.open.load(Ordering::Acquire) <= 16 {
+        let open = self.open.load(Ordering::Acquire);
+        self.peak_open = self.peak_open.max(open);
+        let after_burst = self.peak_open > BURST_OPEN;
+        if open <= QUIET_OPEN && (after_burst || self.last_trim.elapsed() >= TRIM_AT_LEAST_EVERY) {
             #[cfg(all(target_os = "linux", target_env = "gnu"))]
             // SAFETY: malloc_trim only walks glibc's own allocator state.
             unsafe {
                 libc::malloc_trim(0);
             }
+            self.peak_open = open;
+            self.last_trim = std::time::Instant::now();
         }
     }
 
@@ -141,7 +160,7 @@ impl Actor for LogWriter {
         };
         ctx.run_later(Duration::from_secs(5), run);
         ctx.run_interval(MAINTENANCE_EVERY, run);
-        ctx.run_interval(TRIM_EVERY, |act, _| act.trim_memory());
+        ctx.run_interval(TRIM_CHECK_EVERY, |act, _| act.trim_memory());
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
