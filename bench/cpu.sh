@@ -13,14 +13,14 @@ ROUNDS=${ROUNDS:-5}; SECS=${SECS:-5}; CONNS=${CONNS:-16}
 source bench/common.sh
 if [ -z "${BIN:-}" ]; then
   cargo build --release --bin siliconflow-proxy --example floor_proxy 2>&1 | tail -1
-  BIN=target/release/siliconflow-proxy
+  BIN=${CARGO_TARGET_DIR:-target}/release/siliconflow-proxy
 else
   cargo build --release --example floor_proxy 2>&1 | tail -1
 fi
 NPORT=$(port); PPORT=$(port); FPORT=$(port)
 start_nginx "$NPORT"
 start_proxy "$PPORT" "http://127.0.0.1:$NPORT" "$DIR/cpu.db"; PROXY=$LAST
-target/release/examples/floor_proxy "$FPORT" "http://127.0.0.1:$NPORT" >/dev/null 2>&1 & PIDS+=($!); FLOOR=$!
+${CARGO_TARGET_DIR:-target}/release/examples/floor_proxy "$FPORT" "http://127.0.0.1:$NPORT" >/dev/null 2>&1 & PIDS+=($!); FLOOR=$!
 wait_up "http://127.0.0.1:$FPORT/v1/user/info"
 
 # One round against pid $1 on port $2: prints "ns_per_request requests writer_ns_per_request"

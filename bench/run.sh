@@ -16,11 +16,11 @@ if [ "$SMOKE" = 1 ]; then DUR=1; STREAMS=3; CONC=50; ROUNDS=1; fi
 source bench/common.sh
 if [ -z "${BIN:-}" ]; then
   cargo build --release --bin siliconflow-proxy --example bench_upstream 2>&1 | tail -1
-  BIN=target/release/siliconflow-proxy
+  BIN=${CARGO_TARGET_DIR:-target}/release/siliconflow-proxy
 else
   cargo build --release --example bench_upstream 2>&1 | tail -1
 fi
-FAKE=target/release/examples/bench_upstream
+FAKE=${CARGO_TARGET_DIR:-target}/release/examples/bench_upstream
 
 NPORT=$(port); SPORT=$(port); PPORT=$(port); QPORT=$(port)
 start_nginx "$NPORT"
