@@ -73,16 +73,28 @@ pub struct Probe<'a> {
     pub uri: Option<Cow<'a, str>>,
 }
 
-/// Reads the request body, up to `limit` bytes.
+/// Reads the request body, up to `limit` bytes. A body that arrives in one
+/// piece (most chat requests) is kept as it came, without a copy.
 pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, ProxyError> {
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ProxyError::bad_request(format!("could not read the request body: {e}")))?;
+    let read_error = |e| ProxyError::bad_request(format!("could not read the request body: {e}"));
+    let Some(first) = payload.next().await.transpose().map_err(read_error)? else {
+        return Ok(Bytes::new());
+    };
+    if first.len() > limit {
+        return Err(too_large(limit));
+    }
+    let Some(second) = payload.next().await.transpose().map_err(read_error)? else {
+        return Ok(first);
+    };
+    let mut buf = BytesMut::with_capacity(first.len() + second.len());
+    buf.extend_from_slice(&first);
+    let mut next = Some(second);
+    while let Some(chunk) = next {
         if buf.len() + chunk.len() > limit {
             return Err(too_large(limit));
         }
         buf.extend_from_slice(&chunk);
+        next = payload.next().await.transpose().map_err(read_error)?;
     }
     Ok(buf.freeze())
 }

@@ -401,3 +401,62 @@ async fn upstream_requests_carry_a_current_date_header_that_keeps_moving() {
     })
     .await;
 }
+
+/// Sends `body` as a chunked request in `pieces` separate writes (20 ms apart,
+/// so they reach the proxy as separate reads); answers the raw response.
+fn post_in_pieces(addr: &str, body: &str, pieces: &[usize]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut at: usize = 0;
+    for &n in pieces.iter().chain(std::iter::once(&usize::MAX)) {
+        let end = at.saturating_add(n).min(body.len());
+        if end > at {
+            // Byte offsets: a piece may end inside a UTF-8 character.
+            write!(s, "{:x}\r\n", end - at).unwrap();
+            s.write_all(&body.as_bytes()[at..end]).unwrap();
+            s.write_all(b"\r\n").unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        at = end;
+    }
+    write!(s, "0\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[actix_web::test]
+async fn a_body_that_arrives_in_pieces_is_forwarded_whole_and_the_limit_counts_every_piece() {
+    let app = spawn_app_with(&[("MAX_BODY_BYTES", "2000")]).await;
+    app.fake.add_key(KA, "a1", "5", Mode::Ok);
+    app.import(&[KA]).await;
+    app.fake.clear_seen();
+    let addr = app.address.trim_start_matches("http://").to_string();
+
+    let body =
+        json!({"model": "Qwen/Qwen3-8B", "messages": [{"role": "user", "content": "héllo ".repeat(50)}]})
+            .to_string();
+    let (a, b) = (addr.clone(), body.clone());
+    let raw =
+        actix_web::rt::task::spawn_blocking(move || post_in_pieces(&a, &b, &[7, 100, 14])).await.unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let seen = app.fake.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, body.as_bytes(), "the upstream gets the body byte for byte");
+
+    // Each piece is under the limit; together they are over it.
+    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(3000)}]}).to_string();
+    let raw = actix_web::rt::task::spawn_blocking(move || post_in_pieces(&addr, &big, &[1500, 1500]))
+        .await
+        .unwrap();
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+    assert!(raw.contains("request_too_large"), "{raw}");
+    assert_eq!(app.fake.seen().len(), 1, "nothing over the limit reached the upstream");
+}
