@@ -83,7 +83,7 @@ columns_and_binds!(
 impl<const N: usize> QueryFragment<Sqlite> for InsertLogs<'_, N> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         out.push_sql("INSERT INTO ");
-        out.push_identifier("request_logs")?;
+        request_logs::table.walk_ast(out.reborrow())?;
         out.push_sql(" ");
         push_columns(&mut out)?;
         out.push_sql(" VALUES ");
