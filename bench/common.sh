@@ -9,6 +9,18 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
 
+# Builds the release proxy (unless BIN names one) and the example $1, both
+# in the release profile; sets BIN and RELEASE (the directory they are in).
+build_release() {
+  RELEASE=${CARGO_TARGET_DIR:-target}/release
+  if [ -z "${BIN:-}" ]; then
+    cargo build --release --bin siliconflow-proxy --example "$1" 2>&1 | tail -1
+    BIN=$RELEASE/siliconflow-proxy
+  else
+    cargo build --release --example "$1" 2>&1 | tail -1
+  fi
+}
+
 DIR=$(mktemp -d)
 PIDS=()
 cleanup() {

@@ -11,25 +11,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}; SECS=${SECS:-5}; CONNS=${CONNS:-16}
 source bench/common.sh
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --bin siliconflow-proxy --example floor_proxy 2>&1 | tail -1
-  BIN=${CARGO_TARGET_DIR:-target}/release/siliconflow-proxy
-else
-  cargo build --release --example floor_proxy 2>&1 | tail -1
-fi
+build_release floor_proxy
 NPORT=$(port); PPORT=$(port); FPORT=$(port)
 start_nginx "$NPORT"
 start_proxy "$PPORT" "http://127.0.0.1:$NPORT" "$DIR/cpu.db"; PROXY=$LAST
-${CARGO_TARGET_DIR:-target}/release/examples/floor_proxy "$FPORT" "http://127.0.0.1:$NPORT" >/dev/null 2>&1 & PIDS+=($!); FLOOR=$!
+"$RELEASE/examples/floor_proxy" "$FPORT" "http://127.0.0.1:$NPORT" >/dev/null 2>&1 & PIDS+=($!); FLOOR=$!
 wait_up "http://127.0.0.1:$FPORT/v1/user/info"
 
-# One round against pid $1 on port $2: prints "ns_per_request requests writer_ns_per_request"
-# (the log writer's thread is named log-writer).
+# CPU time (ns) of the log writer's thread (named log-writer) of pid $1.
 writer_ns() {
   local t v=0
   for t in /proc/"$1"/task/*; do [ "$(cat "$t/comm")" = log-writer ] && v=$(cut -d' ' -f1 "$t/schedstat"); done
   echo "$v"
 }
+# One round against pid $1 on port $2: prints "ns_per_request requests writer_ns_per_request".
 round() {
   local pid=$1 url="http://127.0.0.1:$2/v1/chat/completions" a b n wa wb
   wrk -t1 -c"$CONNS" -d1s -s bench/chat.lua "$url" >/dev/null      # warm up
@@ -40,12 +35,13 @@ round() {
   b=$(cpu_ns "$pid"); wb=$(writer_ns "$pid")
   echo "$(( (b - a) / n )) $n $(( (wb - wa) / n ))"
 }
+us() { echo "$(($1 / 1000)).$(( ($1 % 1000) / 100 ))"; }   # ns -> µs with one decimal
 echo "floor: examples/floor_proxy; proxy: $BIN; $ROUNDS rounds of ${SECS}s at $CONNS connections, alternating"
 F=(); P=(); W=()
 for i in $(seq "$ROUNDS"); do
   read -r f fn _ < <(round "$FLOOR" "$FPORT")
   read -r p pn w < <(round "$PROXY" "$PPORT")
-  echo "round $i: floor $((f / 1000)).$(( (f % 1000) / 100 )) µs/request ($fn requests), proxy $((p / 1000)).$(( (p % 1000) / 100 )) µs/request ($pn requests; log writer $((w / 1000)).$(( (w % 1000) / 100 )))"
+  echo "round $i: floor $(us "$f") µs/request ($fn requests), proxy $(us "$p") µs/request ($pn requests; log writer $(us "$w"))"
   F+=("$f"); P+=("$p"); W+=("$w")
 done
 python3 - "${F[*]}" "${P[*]}" "${W[*]}" <<'PY'

@@ -14,13 +14,8 @@ DUR=${DURATION:-10}; STREAMS=${STREAMS:-20}; CONC=${CONCURRENT_STREAMS:-1000}; R
 if [ "$SMOKE" = 1 ]; then DUR=1; STREAMS=3; CONC=50; ROUNDS=1; fi
 
 source bench/common.sh
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --bin siliconflow-proxy --example bench_upstream 2>&1 | tail -1
-  BIN=${CARGO_TARGET_DIR:-target}/release/siliconflow-proxy
-else
-  cargo build --release --example bench_upstream 2>&1 | tail -1
-fi
-FAKE=${CARGO_TARGET_DIR:-target}/release/examples/bench_upstream
+build_release bench_upstream
+FAKE=$RELEASE/examples/bench_upstream
 
 NPORT=$(port); SPORT=$(port); PPORT=$(port); QPORT=$(port)
 start_nginx "$NPORT"
