@@ -352,17 +352,9 @@ async fn no_balance_on_one_key_exhausts_every_key_of_its_account() {
 async fn a_request_the_client_abandons_before_the_answer_is_still_logged() {
     let app = app_with("balance", &[(KA, "a1", "5", Mode::Ok)]).await;
     app.fake.set_header_delay(Duration::from_millis(1_500));
-    let addr = app.address.trim_start_matches("http://").to_string();
+    let addr = app.address.clone();
     actix_web::rt::task::spawn_blocking(move || {
-        use std::io::Write;
-        let body = r#"{"model":"m","messages":[]}"#;
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            s,
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
+        let s = crate::helpers::raw_chat(&addr, r#"{"model":"m","messages":[]}"#);
         std::thread::sleep(Duration::from_millis(200));
         drop(s);
     })

@@ -176,6 +176,22 @@ impl TestApp {
     }
 }
 
+/// A plain socket to the app (an `http://host:port` address) with a chat
+/// request for JSON `body` already written, with the client key: for tests
+/// that must control or see the exact bytes. Reads time out after 20 s.
+pub fn raw_chat(address: &str, body: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(address.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s
+}
+
 /// Polls `check` until it returns Some, or panics after `limit`.
 pub async fn poll<T, F, Fut>(limit: Duration, mut check: F) -> T
 where

@@ -1,11 +1,11 @@
-use std::io::{Read, Write};
+use std::io::Read;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::fake::{chat_stream_text, messages_stream_text, Mode, STREAM_USAGE};
-use crate::helpers::{poll, spawn_app, TestApp, CLIENT_KEY};
+use crate::helpers::{poll, raw_chat, spawn_app, TestApp, CLIENT_KEY};
 use crate::KA;
 
 async fn one_key_app() -> TestApp {
@@ -69,18 +69,10 @@ async fn anthropic_stream_usage_comes_from_message_start_and_message_delta() {
 #[actix_web::test]
 async fn a_stream_the_client_abandons_is_logged_as_aborted_with_usage_so_far() {
     let app = one_key_app().await;
-    let addr = app.address.trim_start_matches("http://").to_string();
+    let addr = app.address.clone();
     let body = json!({"model": "slow-stream", "stream": true, "messages": []}).to_string();
     let got = actix_web::rt::task::spawn_blocking(move || {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-            body.len(),
-            body
-        )
-        .unwrap();
+        let mut s = raw_chat(&addr, &body);
         // Read until a few events have arrived, then hang up.
         let mut buf = vec![0u8; 4096];
         let mut seen = String::new();
@@ -179,20 +171,12 @@ async fn a_stream_slower_in_total_than_the_idle_timeout_but_never_silent_that_lo
 #[actix_web::test]
 async fn a_stream_silent_past_the_idle_timeout_is_ended_and_logged_with_usage_so_far() {
     let app = idle_timeout_app().await;
-    let addr = app.address.trim_start_matches("http://").to_string();
+    let addr = app.address.clone();
     let body = json!({"model": "stall-stream", "stream": true, "messages": []}).to_string();
     let started = std::time::Instant::now();
     // Raw bytes, to see exactly how the answer ends.
     let raw = actix_web::rt::task::spawn_blocking(move || {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(
-            s,
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-            body.len(),
-            body
-        )
-        .unwrap();
+        let mut s = raw_chat(&addr, &body);
         let mut raw = Vec::new();
         let _ = s.read_to_end(&mut raw);
         String::from_utf8_lossy(&raw).into_owned()
