@@ -10,6 +10,7 @@
 use actix_web::body::SizedStream;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
+use siliconflow_proxy::proxy::headers::content_length;
 
 struct Upstream {
     client: awc::Client,
@@ -31,12 +32,7 @@ async fn forward(req: HttpRequest, body: Bytes, up: web::Data<Upstream>) -> Http
                 back.insert_header(("content-type", v.clone()));
             }
             // Like the proxy: a known length is kept (no chunked encoding).
-            let length = res
-                .headers()
-                .get("content-length")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            match length {
+            match content_length(res.headers()) {
                 Some(n) => back.body(SizedStream::new(n, res)),
                 None => back.streaming(res),
             }

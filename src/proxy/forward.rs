@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::affinity::{self, ResourceKind};
 use super::errors::{snippet, Dialect, ErrorKind, ProxyError};
 use super::failover::{classify, may_fail_over, Verdict};
-use super::headers::{downstream_headers, upstream_headers};
+use super::headers::{content_length, downstream_headers, upstream_headers};
 use super::record::{Pending, TeeBody};
 use super::usage::{Usage, UsageMeter};
 use crate::db::now_ms;
@@ -76,7 +76,6 @@ pub struct Probe<'a> {
 /// Reads the request body, up to `limit` bytes. A body that arrives in one
 /// piece (most chat requests) is kept as it came, without a copy.
 pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, ProxyError> {
-    let read_error = |e| ProxyError::bad_request(format!("could not read the request body: {e}"));
     let Some(first) = payload.next().await.transpose().map_err(read_error)? else {
         return Ok(Bytes::new());
     };
@@ -97,6 +96,10 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes,
         next = payload.next().await.transpose().map_err(read_error)?;
     }
     Ok(buf.freeze())
+}
+
+fn read_error(e: actix_web::error::PayloadError) -> ProxyError {
+    ProxyError::bad_request(format!("could not read the request body: {e}"))
 }
 
 fn too_large(limit: usize) -> ProxyError {
@@ -209,24 +212,11 @@ pub async fn read_route_body(
             Ok((OutBody::Bytes(body), model, stream))
         }
         BodyKind::Upload => {
-            let length = req
-                .headers()
-                .get("content-length")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            match length {
+            match content_length(req.headers()) {
                 Some(len) if len > limit as u64 => Err(too_large(limit)),
                 Some(len) if len > state.config.failover_buffer_bytes as u64 => {
                     // Big upload: stream it through, peeking at the first chunk for `model`.
-                    let first = match payload.next().await {
-                        Some(Ok(b)) => Some(b),
-                        Some(Err(e)) => {
-                            return Err(ProxyError::bad_request(format!(
-                                "could not read the request body: {e}"
-                            )))
-                        }
-                        None => None,
-                    };
+                    let first = payload.next().await.transpose().map_err(read_error)?;
                     let model =
                         first.as_deref().and_then(|b| multipart_field(b, "model")).unwrap_or_default();
                     Ok((OutBody::Stream { payload, first, length: len }, model, false))
@@ -522,11 +512,7 @@ where
     if !resp.status().is_success() {
         pending.error = Some(format!("upstream answered {}", resp.status().as_u16()));
     }
-    let length = resp
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let length = content_length(resp.headers());
     let mut builder = HttpResponse::build(resp.status());
     copy_headers(&mut builder, resp.headers());
     let idle = state.config.stream_idle_timeout;
