@@ -53,6 +53,17 @@ pub async fn spawn_binary(
     (child, base)
 }
 
+/// Imports the key KA into the binary at `base`, with the admin password.
+async fn import_ka(client: &awc::Client, base: &str) {
+    let r = client
+        .post(format!("{base}/import_keys"))
+        .insert_header(("Authorization", basic("admin", ADMIN_PASS)))
+        .send_json(&json!({"keys": KA}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[actix_web::test]
 async fn sigterm_flushes_every_buffered_log_row() {
     let fake = Fake::start();
@@ -61,13 +72,7 @@ async fn sigterm_flushes_every_buffered_log_row() {
     let db_path = dir.path().join("sig.db");
     let (mut child, base) = spawn_binary(&fake, &dir, &[]).await;
     let client = awc::Client::default();
-    let r = client
-        .post(format!("{base}/import_keys"))
-        .insert_header(("Authorization", basic("admin", ADMIN_PASS)))
-        .send_json(&json!({"keys": KA}))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    import_ka(&client, &base).await;
     const N: usize = 40;
     for i in 0..N {
         let mut r = client
@@ -112,13 +117,7 @@ async fn a_large_upload_streams_through_in_flat_memory() {
         spawn_binary(&fake, &dir, &[("FAILOVER_BUFFER_BYTES", "1048576"), ("MAX_BODY_BYTES", "209715200")])
             .await;
     let client = awc::Client::builder().timeout(Duration::from_secs(120)).finish();
-    let r = client
-        .post(format!("{base}/import_keys"))
-        .insert_header(("Authorization", basic("admin", ADMIN_PASS)))
-        .send_json(&json!({"keys": KA}))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    import_ka(&client, &base).await;
     let before = peak_rss_kib(child.id());
     const SIZE: usize = 96 << 20;
     let file: Vec<u8> = (0..SIZE).map(|i| (i % 253) as u8).collect();
