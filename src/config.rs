@@ -22,6 +22,9 @@ pub struct Config {
     /// `None` disables the periodic refresh.
     pub auto_refresh_interval: Option<Duration>,
     pub invalid_recheck_interval: Duration,
+    /// How long an exhausted key whose balance cannot be read waits before one
+    /// real call is tried with it; `None` (0) = never.
+    pub exhausted_retry_interval: Option<Duration>,
     pub refresh_concurrency: usize,
     pub strategy: Strategy,
     pub max_attempts: u32,
@@ -154,6 +157,10 @@ impl Config {
             admin_password: get("ADMIN_PASSWORD"),
             auto_refresh_interval: (refresh > 0).then(|| Duration::from_secs(refresh)),
             invalid_recheck_interval: Duration::from_secs(positive("INVALID_RECHECK_INTERVAL", 86_400)?),
+            exhausted_retry_interval: match num("EXHAUSTED_RETRY_INTERVAL", 3600)? {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
             refresh_concurrency: positive("REFRESH_CONCURRENCY", 8)? as usize,
             strategy,
             max_attempts,

@@ -10,3 +10,4 @@ pub mod pool;
 pub mod proxy;
 pub mod startup;
 pub mod state;
+pub mod upstream;

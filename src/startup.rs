@@ -49,7 +49,12 @@ impl Application {
 
         let policy = Policy { base: config.cooldown_base, max: config.cooldown_max };
         let shared = Arc::new(PoolShared::new(config.strategy, policy));
-        let pool_actor = PoolActor::load(db.clone(), shared.clone(), config.upstream_base_url.clone())?;
+        let pool_actor = PoolActor::load(
+            db.clone(),
+            shared.clone(),
+            config.upstream_base_url.clone(),
+            config.exhausted_retry_interval,
+        )?;
         let counts = shared.counts(db::now_ms());
         log::info!(
             "key pool: {} keys ({} active, {} exhausted, {} invalid, {} disabled), strategy {}",

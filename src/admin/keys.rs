@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -13,14 +12,14 @@ use super::session::require_admin;
 use super::{error, iso};
 use crate::db::now_ms;
 use crate::db::queries::keys as kq;
-use crate::pool::actor::{AddKeys, AddResult, AddStatus, CheckedKey, KeyCommand};
-use crate::pool::check::{check_key, CheckOutcome};
+use crate::pool::actor::{parse_label, AddKeys, AddResult, AddStatus, CheckedKey, KeyCommand};
+use crate::pool::check::{check_key, checked_in_order, CheckOutcome};
 use crate::pool::mask_key;
 use crate::pool::refresher::RefreshNow;
 use crate::state::{AppState, Upstream};
 
 /// Most keys one import takes.
-const MAX_IMPORT: usize = 10_000;
+pub const MAX_IMPORT: usize = 10_000;
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -32,15 +31,17 @@ enum KeysField {
 #[derive(Deserialize)]
 struct ImportBody {
     keys: KeysField,
+    /// The account these keys belong to, for upstreams that name none.
+    #[serde(default)]
+    account: Option<String>,
 }
 
-/// Splits on newlines, commas and white space; trims; drops repeats, keeping order.
+/// Splits on newlines, commas, semicolons and white space and trims. Repeats
+/// are kept: each piece of the input gets its own line in the answer.
 pub fn parse_key_list(text: &str) -> Vec<String> {
-    let mut seen = HashSet::new();
     text.split(|c: char| c == ',' || c == ';' || c.is_whitespace())
         .map(str::trim)
         .filter(|k| !k.is_empty())
-        .filter(|k| seen.insert(k.to_string()))
         .map(str::to_string)
         .collect()
 }
@@ -61,6 +62,7 @@ pub async fn import(
     struct Form {
         keys: Option<String>,
         csrf: Option<String>,
+        account: Option<String>,
     }
     let parsed_form = form.then(|| serde_urlencoded::from_bytes::<Form>(&body));
     let form_csrf = match &parsed_form {
@@ -70,12 +72,12 @@ pub async fn import(
     if let Err(resp) = require_admin(&req, &state, form_csrf.as_deref()).await {
         return resp;
     }
-    let text = match parsed_form {
-        Some(Ok(Form { keys: Some(k), .. })) => k,
+    let (text, account) = match parsed_form {
+        Some(Ok(Form { keys: Some(k), account, .. })) => (k, account),
         Some(_) => return error(StatusCode::BAD_REQUEST, "expected a form field `keys`"),
         None => match serde_json::from_slice::<ImportBody>(&body) {
-            Ok(ImportBody { keys: KeysField::Text(t) }) => t,
-            Ok(ImportBody { keys: KeysField::List(l) }) => l.join("\n"),
+            Ok(ImportBody { keys: KeysField::Text(t), account }) => (t, account),
+            Ok(ImportBody { keys: KeysField::List(l), account }) => (l.join("\n"), account),
             Err(e) => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -86,6 +88,10 @@ pub async fn import(
             }
         },
     };
+    let label = match parse_label(account.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("`account`: {e}")),
+    };
     let candidates = parse_key_list(&text);
     if candidates.is_empty() {
         return error(StatusCode::BAD_REQUEST, "no keys given");
@@ -93,7 +99,7 @@ pub async fn import(
     if candidates.len() > MAX_IMPORT {
         return error(StatusCode::PAYLOAD_TOO_LARGE, format!("at most {MAX_IMPORT} keys per import"));
     }
-    let report = import_keys(candidates, &state, &upstream.client).await;
+    let report = import_keys(candidates, label, &state, &upstream.client).await;
     HttpResponse::Ok().json(report)
 }
 
@@ -115,52 +121,87 @@ pub struct ImportReport {
     pub results: Vec<AddResult>,
 }
 
-/// Checks each new key against the upstream (bounded concurrency) and stores it.
-pub async fn import_keys(candidates: Vec<String>, state: &AppState, client: &awc::Client) -> ImportReport {
+/// Checks each new key against the upstream (bounded concurrency) and stores
+/// it. The answer has one result per piece of the input, in its order.
+pub async fn import_keys(
+    candidates: Vec<String>,
+    label: Option<String>,
+    state: &AppState,
+    client: &awc::Client,
+) -> ImportReport {
     let snapshot = state.pool.snapshot();
     let known: HashSet<&str> = snapshot.keys.iter().map(|k| k.secret.as_str()).collect();
-    let mut results = Vec::new();
+    let mut in_this_import = HashSet::new();
+    let mut slots: Vec<Option<AddResult>> = Vec::with_capacity(candidates.len());
     let mut to_check = Vec::new();
     for k in candidates {
-        if known.contains(k.as_str()) {
-            results.push(AddResult::without_key(mask_key(&k), AddStatus::Duplicate, None));
+        let early = if !in_this_import.insert(k.clone()) {
+            Some((AddStatus::Duplicate, "repeated in this import"))
+        } else if known.contains(k.as_str()) {
+            Some((AddStatus::Duplicate, "already in the pool"))
         } else if !looks_like_key(&k) {
-            results.push(AddResult::without_key(
-                mask_key(&k),
-                AddStatus::Invalid,
-                Some("not a key: expected 8-512 printable characters".into()),
-            ));
+            Some((AddStatus::Invalid, "not a key: expected 8-512 printable characters"))
         } else {
-            to_check.push(k);
+            None
+        };
+        match early {
+            Some((status, why)) => {
+                slots.push(Some(AddResult::without_key(mask_key(&k), status, Some(why.into()))))
+            }
+            None => {
+                to_check.push((slots.len(), k));
+                slots.push(None);
+            }
         }
     }
     let base = state.config.upstream_base_url.clone();
     let timeout = state.config.check_timeout;
-    let checked: Vec<CheckedKey> = futures_util::stream::iter(to_check)
-        .map(|k| {
-            let base = base.clone();
+    let endpoints = &state.pool.user_info;
+    let checked: Vec<(usize, CheckedKey)> = checked_in_order(
+        to_check,
+        |_| base.clone(),
+        state.config.refresh_concurrency,
+        |(slot, k)| {
+            let base = base.as_str();
             async move {
-                let outcome = check_key(client, &base, &k, timeout).await;
+                let outcome = check_key(client, base, &k, timeout, endpoints).await;
                 // Keys belong to one region: a 401 from one official host may be
                 // a key of the other. Try it before calling the key dead.
-                if let (CheckOutcome::Invalid { .. }, Some(other)) = (&outcome, other_region(&base)) {
-                    let second = check_key(client, other, &k, timeout).await;
+                if let (CheckOutcome::Invalid { .. }, Some(other)) = (&outcome, other_region(base)) {
+                    let second = check_key(client, other, &k, timeout, endpoints).await;
                     if matches!(second, CheckOutcome::Valid { .. } | CheckOutcome::Exhausted { .. }) {
-                        return CheckedKey { secret: k, outcome: second, base_url: Some(other.to_string()) };
+                        let key =
+                            CheckedKey { secret: k, outcome: second, base_url: Some(other.to_string()) };
+                        return (slot, key);
                     }
                 }
-                CheckedKey { secret: k, outcome, base_url: None }
+                (slot, CheckedKey { secret: k, outcome, base_url: None })
             }
-        })
-        .buffered(state.config.refresh_concurrency)
-        .collect()
-        .await;
+        },
+    )
+    .await;
     if !checked.is_empty() {
-        match state.pool_actor.send(AddKeys(checked)).await {
-            Ok(added) => results.extend(added),
-            Err(e) => log::error!("import: pool actor unavailable: {e}"),
+        let (places, keys): (Vec<usize>, Vec<CheckedKey>) = checked.into_iter().unzip();
+        let masked: Vec<String> = keys.iter().map(|k| mask_key(&k.secret)).collect();
+        let stored = match state.pool_actor.send(AddKeys { keys, label }).await {
+            Ok(added) => added,
+            Err(e) => {
+                log::error!("import: pool actor unavailable: {e}");
+                Vec::new()
+            }
+        };
+        let mut stored = stored.into_iter();
+        for (place, masked) in places.into_iter().zip(masked) {
+            slots[place] = Some(stored.next().unwrap_or_else(|| {
+                AddResult::without_key(
+                    masked,
+                    AddStatus::Failed,
+                    Some("not stored: the key pool is unavailable".into()),
+                )
+            }));
         }
     }
+    let results: Vec<AddResult> = slots.into_iter().flatten().collect();
     let count = |s: AddStatus| results.iter().filter(|r| r.status == s).count();
     ImportReport {
         added: count(AddStatus::Added),
@@ -242,6 +283,48 @@ pub async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<
     command(req, path, state, KeyCommand::Delete).await
 }
 
+/// `PATCH /api/keys/{id}` with `{"account": "team-a"}` (or `null` / `""` to
+/// take the key out): the account of a key whose upstream names none.
+pub async fn patch(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(resp) = require_admin(&req, &state, None).await {
+        return resp;
+    }
+    let Some(id) = known_id(&path, &state) else {
+        return not_found(&path);
+    };
+    let account = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(m)) => match m.get("account") {
+            Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "expected {\"account\": \"name\"} or {\"account\": null}",
+                )
+            }
+        },
+        _ => {
+            return error(StatusCode::BAD_REQUEST, "expected a JSON object such as {\"account\": \"team-a\"}")
+        }
+    };
+    let label = match parse_label(account.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("`account`: {e}")),
+    };
+    match state.pool_actor.send(KeyCommand::SetAccount(id, label)).await {
+        Ok(Ok(())) => {
+            HttpResponse::Ok().json(json!({"id": id, "ok": true, "key": key_json(&state, id).await}))
+        }
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("pool unavailable: {e}")),
+    }
+}
+
 #[derive(Debug, Serialize, Clone)]
 pub struct KeyView {
     pub id: i64,
@@ -255,6 +338,8 @@ pub struct KeyView {
     pub last_error: Option<String>,
     pub account_id: Option<String>,
     pub account_name: Option<String>,
+    /// The account the owner named, for keys whose upstream names none.
+    pub account_label: Option<String>,
     pub created_at: Option<String>,
     pub state_changed_at: Option<String>,
     #[serde(skip)]
@@ -297,6 +382,7 @@ pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, String> {
                 last_error: r.last_error,
                 account_id: r.account_id,
                 account_name: r.account_name,
+                account_label: r.account_label,
                 created_at: iso(Some(r.created_at)),
                 state_changed_at: iso(r.state_changed_at),
                 sort_last_used: last_used,
@@ -330,6 +416,7 @@ pub fn filter_sort_page(mut views: Vec<KeyView>, q: &ListQuery) -> (Vec<KeyView>
             k.secret_for_search.to_lowercase().contains(&needle)
                 || k.account_id.as_deref().is_some_and(|a| a.to_lowercase().contains(&needle))
                 || k.account_name.as_deref().is_some_and(|a| a.to_lowercase().contains(&needle))
+                || k.account_label.as_deref().is_some_and(|a| a.to_lowercase().contains(&needle))
                 || k.last_error.as_deref().is_some_and(|a| a.to_lowercase().contains(&needle))
                 || k.id.to_string() == needle
         });
@@ -409,7 +496,8 @@ mod tests {
 
     #[test]
     fn key_lists_split_trim_and_dedupe() {
-        assert_eq!(parse_key_list(" sk-a\nsk-b, sk-c  sk-a\r\n\n"), vec!["sk-a", "sk-b", "sk-c"]);
+        // Repeats stay: the import answers each piece of its input.
+        assert_eq!(parse_key_list(" sk-a\nsk-b, sk-c  sk-a\r\n\n"), vec!["sk-a", "sk-b", "sk-c", "sk-a"]);
         assert!(parse_key_list(" \n ,").is_empty());
         assert!(looks_like_key("sk-abcdefgh"));
         assert!(!looks_like_key("short"));

@@ -26,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/keys/{id}/enable", web::post().to(keys::enable))
         .route("/api/keys/{id}/disable", web::post().to(keys::disable))
         .route("/api/keys/{id}", web::delete().to(keys::delete))
+        .route("/api/keys/{id}", web::patch().to(keys::patch))
         .route("/logs", web::get().to(logs::list))
         .route("/clear_logs", web::post().to(logs::clear))
         .route("/api/stats/overview", web::get().to(stats::overview_json))
@@ -50,9 +51,4 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/logs/clear", web::post().to(pages::logs_clear));
 }
 
-/// Epoch milliseconds as RFC 3339 (UTC), for JSON.
-pub fn iso(ms: Option<i64>) -> Option<String> {
-    ms.filter(|t| *t > 0)
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
+pub use crate::db::iso;

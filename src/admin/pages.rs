@@ -7,14 +7,14 @@ use chrono::FixedOffset;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::keys::{filter_sort_page, import_keys, key_views, parse_key_list, ListQuery};
+use super::keys::{filter_sort_page, import_keys, key_views, parse_key_list, ListQuery, MAX_IMPORT};
 use super::logs::{filter_from, LogQuery};
 use super::session::{self, client_ip, csrf_ok, Session};
 use super::stats;
 use super::views::charts::{bar_chart, compact, hbar_chart, BarSeries};
 use super::views::{badge, card, csrf_field, layout, link_with, page, pager, when, Chrome, CSS};
 use crate::db::queries::logs as lq;
-use crate::pool::actor::KeyCommand;
+use crate::pool::actor::{parse_label, KeyCommand};
 use crate::pool::refresher::RefreshNow;
 use crate::state::{AppState, Upstream};
 
@@ -194,7 +194,7 @@ pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
         h1 { "Dashboard" }
         div.cards {
             (card("Keys", o.key_count.to_string(), Some(format!("{} active · {} cooling · {} exhausted · {} invalid · {} disabled", k.active, k.cooling, k.exhausted, k.invalid, k.disabled))))
-            (card("Total balance", format!("¥{:.2}", o.total_balance), Some("each account counted once".into())))
+            (balance_card(&o))
             (card("Calls today", compact(o.calls_today), Some(format!("{} tokens", compact(o.tokens_today)))))
             (card("Calls this month", compact(o.calls_month), Some(format!("{} tokens", compact(o.tokens_month)))))
             (card("Success rate", format!("{:.1}%", o.success_rate * 100.0), Some(format!("{} errors this month", o.errors_month))))
@@ -228,7 +228,31 @@ pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     page(StatusCode::OK, layout(chrome, content))
 }
 
+/// The pool's balance: what is known, and how much is not.
+fn balance_card(o: &stats::Overview) -> Markup {
+    let (known, unknown) = (o.balance_known_accounts, o.balance_unknown_accounts);
+    match o.total_balance {
+        None if unknown == 0 => card("Total balance", "—".into(), Some("no usable key".into())),
+        None => card(
+            "Total balance",
+            "unknown".into(),
+            Some(format!(
+                "SiliconFlow does not report balances of these {unknown} accounts; exhaustion is learned from calls"
+            )),
+        ),
+        Some(t) if unknown == 0 => card("Total balance", format!("¥{t:.2}"), Some("each account counted once".into())),
+        Some(t) => card(
+            "Known balance",
+            format!("¥{t:.2}"),
+            Some(format!("{known} of {} accounts; {unknown} unknown (not counted)", known + unknown)),
+        ),
+    }
+}
+
 // ----------------------------------------------------------------- keys
+
+/// Why a balance shows as unknown.
+const UNKNOWN_BALANCE_HINT: &str = "SiliconFlow does not report this key's balance (its /v1/user/info is gone): the key was validated with /v1/models, and it is marked exhausted when a call answers \"insufficient balance\" (code 30001).";
 
 #[derive(Deserialize, Default)]
 pub struct KeysPageQuery {
@@ -299,7 +323,11 @@ async fn render_keys(
                 (csrf_field(csrf))
                 label for="keys" { strong { "Import keys" } span.muted { " — one per line, or separated by commas or spaces. Each is checked against SiliconFlow." } }
                 textarea #keys name="keys" placeholder="sk-...\nsk-..." required {}
-                div.toolbar { button type="submit" { "Import" } }
+                div.toolbar {
+                    label { "Account " span.muted { "(optional: keys of one account share its rate limits; only used where SiliconFlow names no account)" }
+                        input name="account" maxlength="64" placeholder="e.g. team-a"; }
+                    button type="submit" { "Import" }
+                }
             }
         }
         div.toolbar {
@@ -324,6 +352,9 @@ async fn render_keys(
             }
             a.button.secondary href="/export_keys" { "Export" }
             a.button.secondary href="/export_keys?all=1" title="including invalid keys" { "Export all" }
+        }
+        @if rows.iter().any(|k| k.balance.is_none() && k.state != "invalid") {
+            p.muted { "Balance \"unknown\": " (UNKNOWN_BALANCE_HINT) " An exhausted key gets one real call as a trial every " (retry_text(state)) "; it serves again when that call succeeds, or when you refresh or enable it." }
         }
         table {
             thead { tr {
@@ -351,11 +382,20 @@ async fn render_keys(
                         td.mono { (k.key) }
                         td { (badge(k.state, reason.clone()))
                             @if k.state == "cooling" { div.muted { "until " (local_iso(&k.cooling_until, &tz)) } } }
-                        td.num { @if let Some(b) = k.balance { (format!("{b:.2}")) } @else { span.muted { "?" } } }
+                        td.num { @if let Some(b) = k.balance { (format!("{b:.2}")) } @else { span.muted title=(UNKNOWN_BALANCE_HINT) { "unknown" } } }
                         td.num { (k.usage_count) }
                         td { (local_iso(&k.last_used, &tz)) }
                         td { (local_iso(&k.last_checked, &tz)) }
-                        td.mono { (k.account_name.clone().or(k.account_id.clone()).unwrap_or_default()) }
+                        td.mono {
+                            @if let Some(named) = k.account_name.clone().or(k.account_id.clone()) { (named) }
+                            @else {
+                                form.inline method="post" action=(format!("/admin/keys/{}/account", k.id)) title="Keys with the same account share its rate limits and resources" {
+                                    (csrf_field(csrf))
+                                    input.small name="account" maxlength="64" size="8" value=[k.account_label.as_deref()] placeholder="account" aria-label="account";
+                                    button.small.secondary type="submit" { "Set" }
+                                }
+                            }
+                        }
                         td.err title=[k.last_error.clone()] { (k.last_error.clone().unwrap_or_default()) }
                         td { div.actions {
                             form.inline method="post" action=(format!("/admin/keys/{}/refresh", k.id)) { (csrf_field(csrf)) button.small.secondary type="submit" { "Refresh" } }
@@ -382,6 +422,15 @@ async fn render_keys(
     page(StatusCode::OK, layout(chrome, content))
 }
 
+fn retry_text(state: &AppState) -> String {
+    match state.config.exhausted_retry_interval {
+        None => "— never (EXHAUSTED_RETRY_INTERVAL=0)".into(),
+        Some(d) if d.as_secs() % 3600 == 0 => format!("{} h (EXHAUSTED_RETRY_INTERVAL)", d.as_secs() / 3600),
+        Some(d) if d.as_secs() % 60 == 0 => format!("{} min (EXHAUSTED_RETRY_INTERVAL)", d.as_secs() / 60),
+        Some(d) => format!("{} s (EXHAUSTED_RETRY_INTERVAL)", d.as_secs()),
+    }
+}
+
 pub async fn keys_page(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -393,10 +442,11 @@ pub async fn keys_page(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct ImportForm {
     keys: Option<String>,
     csrf: Option<String>,
+    account: Option<String>,
 }
 
 pub async fn keys_import(
@@ -409,21 +459,23 @@ pub async fn keys_import(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let form =
-        serde_urlencoded::from_bytes::<ImportForm>(&body).unwrap_or(ImportForm { keys: None, csrf: None });
+    let form = serde_urlencoded::from_bytes::<ImportForm>(&body).unwrap_or_default();
     if let Err(r) = check_csrf(&s, form.csrf.as_deref()) {
         return r;
     }
     let keys = parse_key_list(form.keys.as_deref().unwrap_or(""));
+    let label = parse_label(form.account.as_deref());
     let summary = if keys.is_empty() {
         html! { div.banner.error { "No keys given." } }
-    } else if keys.len() > 10_000 {
-        html! { div.banner.error { "At most 10,000 keys per import." } }
+    } else if keys.len() > MAX_IMPORT {
+        html! { div.banner.error { "At most " (MAX_IMPORT) " keys per import." } }
+    } else if let Err(e) = &label {
+        html! { div.banner.error { "Account: " (e) } }
     } else {
-        let r = import_keys(keys, &state, &upstream.client).await;
+        let r = import_keys(keys, label.unwrap_or_default(), &state, &upstream.client).await;
         html! {
             div.banner.info role="status" {
-                strong { "Import: " (r.added) " added, " (r.duplicates) " duplicates, " (r.invalid) " invalid, " (r.failed) " not checked (stored; the next refresh will check them)." }
+                strong { "Import: " (r.added) " added, " (r.duplicates) " duplicate" @if r.duplicates != 1 { "s" } ", " (r.invalid) " invalid, " (r.failed) " not checked (stored; the next refresh will check them)." }
                 ul.results {
                     @for k in &r.results {
                         li { span.mono { (k.key) } " — " (format!("{:?}", k.status).to_lowercase())
@@ -471,14 +523,29 @@ pub async fn key_action(
             Ok(_) => format!("Key #{id} refreshed."),
             Err(e) => format!("Refresh failed: {e}"),
         },
-        "enable" | "disable" | "delete" => {
+        "enable" | "disable" | "delete" | "account" => {
+            #[derive(Deserialize, Default)]
+            struct AccountForm {
+                account: Option<String>,
+            }
             let cmd = match action.as_str() {
                 "enable" => KeyCommand::Enable(id),
                 "disable" => KeyCommand::Disable(id),
+                "account" => {
+                    let form = serde_urlencoded::from_bytes::<AccountForm>(&body).unwrap_or_default();
+                    match parse_label(form.account.as_deref()) {
+                        Ok(label) => KeyCommand::SetAccount(id, label),
+                        Err(e) => return see_other(&with_notice("/admin/keys", &format!("Key #{id}: {e}"))),
+                    }
+                }
                 _ => KeyCommand::Delete(id),
             };
+            let done = match action.as_str() {
+                "account" => "account set".to_string(),
+                a => format!("{a}d"),
+            };
             match state.pool_actor.send(cmd).await {
-                Ok(Ok(())) => format!("Key #{id}: {action}d."),
+                Ok(Ok(())) => format!("Key #{id}: {done}."),
                 Ok(Err(e)) => e,
                 Err(e) => format!("Failed: {e}"),
             }

@@ -155,7 +155,11 @@ pub async fn monthly_series(state: &AppState) -> Result<Series, String> {
 pub struct Overview {
     pub key_count: usize,
     pub keys: StateCounts,
-    pub total_balance: f64,
+    /// The sum of the known balances (each account once); `None` when no
+    /// account's balance is known (SiliconFlow China no longer tells it).
+    pub total_balance: Option<f64>,
+    pub balance_known_accounts: usize,
+    pub balance_unknown_accounts: usize,
     pub total_calls: i64,
     pub total_tokens: i64,
     pub calls_today: i64,
@@ -196,7 +200,7 @@ pub async fn overview(state: &AppState) -> Result<Overview, String> {
     .await?;
     let snapshot = state.pool.snapshot();
     // Balance per account once, usable keys only (like /v1/user/info).
-    let totals = crate::proxy::user_info::totals(&rows);
+    let totals = crate::pool::totals::totals(&rows);
     let masked: HashMap<i64, String> = rows.iter().map(|r| (r.id, crate::pool::mask_key(&r.key))).collect();
     let mut calls_by_key: Vec<KeyCalls> = by_key
         .into_iter()
@@ -214,7 +218,9 @@ pub async fn overview(state: &AppState) -> Result<Overview, String> {
     Ok(Overview {
         key_count: snapshot.keys.len(),
         keys: state.pool.counts(now),
-        total_balance: (totals.total * 100.0).round() / 100.0,
+        total_balance: totals.total.map(|t| (t * 100.0).round() / 100.0),
+        balance_known_accounts: totals.known_accounts,
+        balance_unknown_accounts: totals.unknown_accounts,
         total_calls: all.calls,
         total_tokens: all.input_tokens + all.output_tokens,
         calls_today: t.calls,

@@ -92,6 +92,13 @@ where
     .map_err(|e| e.to_string())
 }
 
+/// Epoch milliseconds as RFC 3339 (UTC), for JSON and logs.
+pub fn iso(ms: Option<i64>) -> Option<String> {
+    ms.filter(|t| *t > 0)
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

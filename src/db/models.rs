@@ -24,6 +24,25 @@ pub struct KeyRow {
     pub created_at: i64,
     pub gift_balance: Option<f64>,
     pub charge_balance: Option<f64>,
+    /// The account the owner put this key in, when the upstream names none.
+    pub account_label: Option<String>,
+}
+
+impl KeyRow {
+    /// The account whose cooldowns, resources and funds this key shares: the
+    /// upstream's id when known, else the owner's label, else the key alone.
+    pub fn account_key(&self) -> String {
+        account_key(self.account_id.as_deref(), self.account_label.as_deref(), self.id)
+    }
+}
+
+/// See `KeyRow::account_key`.
+pub fn account_key(account_id: Option<&str>, label: Option<&str>, key_id: i64) -> String {
+    match (account_id, label) {
+        (Some(a), _) if !a.is_empty() => a.to_string(),
+        (_, Some(l)) if !l.is_empty() => format!("label:{l}"),
+        _ => format!("key:{key_id}"),
+    }
 }
 
 #[derive(Clone, Insertable)]
@@ -37,6 +56,7 @@ pub struct NewKey {
     pub base_url: Option<String>,
     pub gift_balance: Option<f64>,
     pub charge_balance: Option<f64>,
+    pub account_label: Option<String>,
     pub last_checked: Option<i64>,
     pub last_error: Option<String>,
     pub state_changed_at: Option<i64>,

@@ -52,6 +52,30 @@ pub mod keys {
         Ok(())
     }
 
+    /// The end of a trial or of the owner's "enable": the key's state, with
+    /// its error cleared (`None`) or set, and the time it was tried.
+    pub fn set_state_checked(
+        conn: &mut Conn,
+        id: i64,
+        state: &str,
+        state_changed: bool,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<(), DbError> {
+        let target = api_keys::table.find(id);
+        diesel::update(target)
+            .set((api_keys::state.eq(state), api_keys::last_error.eq(error), api_keys::last_checked.eq(now)))
+            .execute(conn)?;
+        if state_changed {
+            diesel::update(target).set(api_keys::state_changed_at.eq(now)).execute(conn)?;
+        }
+        Ok(())
+    }
+
+    pub fn set_label(conn: &mut Conn, id: i64, label: Option<&str>) -> Result<bool, DbError> {
+        Ok(diesel::update(api_keys::table.find(id)).set(api_keys::account_label.eq(label)).execute(conn)? > 0)
+    }
+
     pub fn set_error(conn: &mut Conn, id: i64, error: &str) -> Result<(), DbError> {
         diesel::update(api_keys::table.find(id)).set(api_keys::last_error.eq(error)).execute(conn)?;
         Ok(())
@@ -63,7 +87,7 @@ pub mod keys {
         id: i64,
         state: &str,
         state_changed: bool,
-        balance: Option<f64>,
+        balance: Option<Option<f64>>,
         parts: Option<(Option<f64>, Option<f64>)>,
         account: Option<(&str, Option<&str>)>,
         error: Option<&str>,
@@ -77,6 +101,7 @@ pub mod keys {
             diesel::update(target).set(api_keys::state_changed_at.eq(now)).execute(conn)?;
         }
         if let Some(b) = balance {
+            // `Some(None)`: the check could not read a balance; an old figure is stale now.
             diesel::update(target).set(api_keys::balance.eq(b)).execute(conn)?;
         }
         if let Some((gift, charge)) = parts {

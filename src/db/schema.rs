@@ -17,6 +17,7 @@ diesel::table! {
         created_at -> BigInt,
         gift_balance -> Nullable<Double>,
         charge_balance -> Nullable<Double>,
+        account_label -> Nullable<Text>,
     }
 }
 

@@ -2,15 +2,17 @@
 //! and publishes the snapshot that the request path reads. The request path
 //! itself only flips atomics for an immediate effect and tells this actor.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
 
 use super::check::CheckOutcome;
-use super::{mask_key, Account, Cooldown, KeyState, PoolKey, PoolShared, PoolSnapshot};
-use crate::db::models::{CooldownRow, KeyRow, NewKey};
+use super::{mask_key, Account, Cooldown, KeyState, PoolKey, PoolShared, PoolSnapshot, TRIAL_DUE};
+use crate::db::models::{account_key, CooldownRow, KeyRow, NewKey};
 use crate::db::queries::{cooldowns_q, keys};
 use crate::db::{now_ms, DbError, DbPool};
 
@@ -20,19 +22,27 @@ pub struct PoolActor {
     default_base_url: String,
     keys: BTreeMap<i64, Arc<PoolKey>>,
     accounts: HashMap<String, Arc<Account>>,
+    /// Seconds before an exhausted key whose balance cannot be read gets one
+    /// real call as a trial; `None` = never.
+    retry_interval: Option<Duration>,
+    /// (due at, key id) of the trials to offer.
+    trial_queue: BTreeSet<(i64, i64)>,
+    /// The keys offered for a trial now (what the request path sees).
+    offered: Vec<Arc<PoolKey>>,
 }
 
-fn account_key(row_account: Option<&str>, id: i64) -> String {
-    match row_account {
-        Some(a) if !a.is_empty() => a.to_string(),
-        _ => format!("key:{id}"),
-    }
-}
+/// How soon a trial that told nothing (a 429, a 5xx, the client gone) is offered again.
+const INCONCLUSIVE_TRIAL_RETRY: Duration = Duration::from_secs(60);
 
 impl PoolActor {
     /// Loads keys and cooldowns from the database and publishes the first
     /// snapshot, before the server accepts requests.
-    pub fn load(db: DbPool, shared: Arc<PoolShared>, default_base_url: String) -> Result<Self, DbError> {
+    pub fn load(
+        db: DbPool,
+        shared: Arc<PoolShared>,
+        default_base_url: String,
+        retry_interval: Option<Duration>,
+    ) -> Result<Self, DbError> {
         let mut conn = db.get()?;
         let rows = keys::all(&mut conn)?;
         let now = now_ms();
@@ -47,18 +57,83 @@ impl PoolActor {
             }
         }
         drop(conn);
-        let mut actor =
-            PoolActor { db, shared, default_base_url, keys: BTreeMap::new(), accounts: HashMap::new() };
+        let mut actor = PoolActor {
+            db,
+            shared,
+            default_base_url,
+            keys: BTreeMap::new(),
+            accounts: HashMap::new(),
+            retry_interval,
+            trial_queue: BTreeSet::new(),
+            offered: Vec::new(),
+        };
         for row in rows {
-            let acc = account_key(row.account_id.as_deref(), row.id);
+            let acc = row.account_key();
             let cds = cooling.remove(&acc).unwrap_or_default();
             let account =
                 actor.accounts.entry(acc.clone()).or_insert_with(|| Arc::new(Account::new(acc, cds))).clone();
-            let key = actor.key_from_row(&row, account);
-            actor.keys.insert(row.id, Arc::new(key));
+            let key = Arc::new(actor.key_from_row(&row, account));
+            if key.needs_trial() {
+                // The last word on the key (its exhaustion or its last trial) starts the wait.
+                let since = row.state_changed_at.unwrap_or(0).max(row.last_checked.unwrap_or(0));
+                actor.queue_trial_from(key.id, since);
+            }
+            actor.keys.insert(row.id, key);
         }
         actor.publish();
+        actor.note_next_trial();
         Ok(actor)
+    }
+
+    /// Plans a trial `retry_interval` after `since`.
+    fn queue_trial_from(&mut self, id: i64, since: i64) {
+        if let Some(interval) = self.retry_interval {
+            self.trial_queue.insert((since + interval.as_millis() as i64, id));
+        }
+    }
+
+    fn queue_trial_in(&mut self, id: i64, wait: Duration, now: i64) {
+        if self.retry_interval.is_some() {
+            self.trial_queue.insert((now + wait.as_millis() as i64, id));
+        }
+    }
+
+    fn note_next_trial(&self) {
+        let next = self.trial_queue.first().map(|(due, _)| *due).unwrap_or(0);
+        self.shared.next_trial_ms.store(next, Ordering::Relaxed);
+    }
+
+    /// Offers the trials that fell due and withdraws the ones that no longer
+    /// apply; publishes the list the request path claims from.
+    fn offer_due_trials(&mut self, now: i64) {
+        let before = self.offered.len();
+        let mut added = false;
+        while let Some(&(due, id)) = self.trial_queue.first() {
+            if due > now {
+                break;
+            }
+            self.trial_queue.pop_first();
+            if let Some(k) = self.keys.get(&id) {
+                if k.needs_trial() && k.offer_trial() {
+                    self.offered.push(k.clone());
+                    added = true;
+                }
+            }
+        }
+        // Claimed by a request (it reports back), or enabled, refreshed or
+        // deleted meanwhile: no longer on offer.
+        self.offered.retain(|k| {
+            let current = self.keys.get(&k.id).is_some_and(|live| Arc::ptr_eq(live, k));
+            let keep = k.trial() == TRIAL_DUE && k.needs_trial() && current;
+            if !keep && k.trial() == TRIAL_DUE {
+                k.end_trial();
+            }
+            keep
+        });
+        if added || self.offered.len() != before {
+            self.shared.publish_trials(self.offered.clone());
+        }
+        self.note_next_trial();
     }
 
     fn key_from_row(&self, row: &KeyRow, account: Arc<Account>) -> PoolKey {
@@ -107,6 +182,7 @@ impl PoolActor {
             Some(old.last_used.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t > 0),
             Some(old.last_checked.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t > 0),
         );
+        key.last_pick.store(old.last_pick.load(Ordering::Relaxed), Ordering::Relaxed);
         self.keys.insert(id, Arc::new(key));
     }
 
@@ -123,6 +199,12 @@ impl PoolActor {
 
 impl Actor for PoolActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.retry_interval.is_some() {
+            ctx.run_interval(Duration::from_millis(500), |act, _| act.offer_due_trials(now_ms()));
+        }
+    }
 }
 
 /// What the request path saw; the key's atomics already reflect it.
@@ -130,8 +212,18 @@ impl Actor for PoolActor {
 pub enum KeyEventKind {
     Invalid(String),
     Exhausted(String),
-    RateLimited { cooldown: Cooldown, reason: String },
+    RateLimited {
+        cooldown: Cooldown,
+        reason: String,
+    },
     Error(String),
+    /// The trial call of an exhausted key succeeded: the key (already active
+    /// again) and the other keys of its account are back.
+    TrialSucceeded,
+    /// The trial answered "no funds" again: wait another interval.
+    TrialFailed(String),
+    /// The trial told nothing (429, 5xx, client gone): offer it again soon.
+    TrialInconclusive,
 }
 
 #[derive(Message, Debug)]
@@ -148,35 +240,39 @@ impl Handler<KeyEvent> for PoolActor {
         let Some(key) = self.keys.get(&msg.key_id).cloned() else { return };
         let now = now_ms();
         let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from)) else { return };
-        let mut demote = |state: KeyState, reason: &str| {
+        let demote = |conn: &mut diesel::SqliteConnection, state: KeyState, reason: &str| {
             // The live key (which may be a newer Arc than the request held) gets
             // the state too; a key the owner disabled stays disabled.
             key.demote(state);
             if key.state() == KeyState::Disabled {
                 return;
             }
-            Self::log_db(
-                "persist state",
-                keys::set_state(&mut conn, key.id, state.as_str(), Some(reason), now),
-            );
+            Self::log_db("persist state", keys::set_state(conn, key.id, state.as_str(), Some(reason), now));
         };
         match msg.kind {
             KeyEventKind::Invalid(reason) => {
                 log::warn!("key {} is invalid: {reason}", key.masked);
-                demote(KeyState::Invalid, &reason);
+                demote(&mut conn, KeyState::Invalid, &reason);
             }
             KeyEventKind::Exhausted(reason) => {
                 log::warn!("key {} has no balance: {reason}", key.masked);
-                key.set_balance(Some(0.0));
-                demote(KeyState::Exhausted, &reason);
-                Self::log_db("persist balance", keys::set_balance(&mut conn, key.id, 0.0));
+                demote(&mut conn, KeyState::Exhausted, &reason);
+                if key.balance().is_some() {
+                    // A balance that can be read is zero now; an unknown one stays unknown.
+                    key.set_balance(Some(0.0));
+                    Self::log_db("persist balance", keys::set_balance(&mut conn, key.id, 0.0));
+                }
+                if key.needs_trial() {
+                    self.queue_trial_from(key.id, now);
+                    self.note_next_trial();
+                }
             }
             KeyEventKind::RateLimited { cooldown, reason } => {
                 log::info!(
                     "account of key {} cooling for {} until {}",
                     key.masked,
                     cooldown.model,
-                    crate::admin::iso(Some(cooldown.until_ms)).unwrap_or_default()
+                    crate::db::iso(Some(cooldown.until_ms)).unwrap_or_default()
                 );
                 let row = CooldownRow {
                     account: key.account.id.clone(),
@@ -190,6 +286,62 @@ impl Handler<KeyEvent> for PoolActor {
             }
             KeyEventKind::Error(reason) => {
                 Self::log_db("persist error", keys::set_error(&mut conn, key.id, &reason));
+            }
+            KeyEventKind::TrialSucceeded => {
+                key.end_trial();
+                let mut back = vec![key.clone()];
+                if !key.account.id.starts_with("key:") {
+                    // The account has funds again: so do its other keys.
+                    back.extend(
+                        self.keys
+                            .values()
+                            .filter(|k| k.id != key.id && k.account.id == key.account.id && k.revive())
+                            .cloned(),
+                    );
+                }
+                for k in back {
+                    log::info!("key {} serves again: its trial call succeeded", k.masked);
+                    if k.state() == KeyState::Active {
+                        Self::log_db(
+                            "persist revival",
+                            keys::set_state_checked(
+                                &mut conn,
+                                k.id,
+                                KeyState::Active.as_str(),
+                                true,
+                                None,
+                                now,
+                            ),
+                        );
+                    }
+                }
+            }
+            KeyEventKind::TrialFailed(reason) => {
+                key.end_trial();
+                log::info!("key {} still has no balance: {reason}", key.masked);
+                Self::log_db(
+                    "persist trial",
+                    keys::set_state_checked(
+                        &mut conn,
+                        key.id,
+                        key.state().as_str(),
+                        false,
+                        Some(&reason),
+                        now,
+                    ),
+                );
+                if key.needs_trial() {
+                    self.queue_trial_from(key.id, now);
+                    self.note_next_trial();
+                }
+            }
+            KeyEventKind::TrialInconclusive => {
+                key.end_trial();
+                if key.needs_trial() {
+                    let wait = self.retry_interval.unwrap_or_default().min(INCONCLUSIVE_TRIAL_RETRY);
+                    self.queue_trial_in(key.id, wait, now);
+                    self.note_next_trial();
+                }
             }
         }
     }
@@ -230,7 +382,11 @@ impl AddResult {
 /// active with an unknown balance, to be confirmed by the next refresh.
 #[derive(Message)]
 #[rtype(result = "Vec<AddResult>")]
-pub struct AddKeys(pub Vec<CheckedKey>);
+pub struct AddKeys {
+    pub keys: Vec<CheckedKey>,
+    /// The owner's account for these keys, where the upstream names none.
+    pub label: Option<String>,
+}
 
 /// A key, what its check said, and the upstream origin it answered on when
 /// that is not the configured one (a .com key in a .cn pool, or the reverse).
@@ -245,12 +401,12 @@ impl Handler<AddKeys> for PoolActor {
 
     fn handle(&mut self, msg: AddKeys, _: &mut Context<Self>) -> Self::Result {
         let now = now_ms();
-        let mut results = Vec::with_capacity(msg.0.len());
+        let mut results = Vec::with_capacity(msg.keys.len());
         let mut conn = match self.db.get() {
             Ok(c) => c,
             Err(e) => {
                 log::error!("pool: import: {e}");
-                let failed = msg.0.into_iter().map(|c| {
+                let failed = msg.keys.into_iter().map(|c| {
                     AddResult::without_key(
                         mask_key(&c.secret),
                         AddStatus::Failed,
@@ -260,7 +416,7 @@ impl Handler<AddKeys> for PoolActor {
                 return MessageResult(failed.collect());
             }
         };
-        for CheckedKey { secret, outcome, base_url } in msg.0 {
+        for CheckedKey { secret, outcome, base_url } in msg.keys {
             let masked = mask_key(&secret);
             match keys::find_by_key(&mut conn, &secret) {
                 Ok(Some(_)) => {
@@ -275,10 +431,14 @@ impl Handler<AddKeys> for PoolActor {
             }
             let (state, balance, account, error, status) = match &outcome {
                 CheckOutcome::Valid { balance, account_id, account_name, .. } => {
-                    let state = if *balance > 0.0 { KeyState::Active } else { KeyState::Exhausted };
+                    // Unknown is not zero: a key whose balance cannot be read serves.
+                    let state = match balance {
+                        Some(b) if *b <= 0.0 => KeyState::Exhausted,
+                        _ => KeyState::Active,
+                    };
                     (
                         state,
-                        Some(*balance),
+                        *balance,
                         account_id.clone().map(|a| (a, account_name.clone())),
                         None,
                         AddStatus::Added,
@@ -288,7 +448,7 @@ impl Handler<AddKeys> for PoolActor {
                     (KeyState::Invalid, None, None, Some(reason.clone()), AddStatus::Invalid)
                 }
                 CheckOutcome::Exhausted { reason } => {
-                    (KeyState::Exhausted, Some(0.0), None, Some(reason.clone()), AddStatus::Added)
+                    (KeyState::Exhausted, None, None, Some(reason.clone()), AddStatus::Added)
                 }
                 CheckOutcome::Transient { reason } => {
                     (KeyState::Active, None, None, Some(reason.clone()), AddStatus::Failed)
@@ -309,6 +469,7 @@ impl Handler<AddKeys> for PoolActor {
                     CheckOutcome::Valid { charge, .. } => *charge,
                     _ => None,
                 },
+                account_label: msg.label.clone(),
                 last_checked: (!matches!(outcome, CheckOutcome::Transient { .. })).then_some(now),
                 last_error: error.clone(),
                 state_changed_at: Some(now),
@@ -316,10 +477,12 @@ impl Handler<AddKeys> for PoolActor {
             };
             match keys::insert(&mut conn, &row) {
                 Ok(inserted) => {
-                    let acc = account_key(inserted.account_id.as_deref(), inserted.id);
-                    let account = self.account(&acc);
-                    let key = self.key_from_row(&inserted, account);
-                    self.keys.insert(inserted.id, Arc::new(key));
+                    let account = self.account(&inserted.account_key());
+                    let key = Arc::new(self.key_from_row(&inserted, account));
+                    if key.needs_trial() {
+                        self.queue_trial_from(key.id, now);
+                    }
+                    self.keys.insert(inserted.id, key);
                     results.push(AddResult {
                         key: masked,
                         status,
@@ -335,6 +498,7 @@ impl Handler<AddKeys> for PoolActor {
             }
         }
         self.publish();
+        self.note_next_trial();
         MessageResult(results)
     }
 }
@@ -354,7 +518,12 @@ pub struct CheckSummary {
 /// 429 change nothing but `last_error`.
 #[derive(Message)]
 #[rtype(result = "CheckSummary")]
-pub struct ApplyChecks(pub Vec<(i64, CheckOutcome)>);
+pub struct ApplyChecks {
+    pub outcomes: Vec<(i64, CheckOutcome)>,
+    /// The owner asked for it (not the schedule): a valid key of unknown
+    /// balance is given back its place even if it was exhausted.
+    pub manual: bool,
+}
 
 impl Handler<ApplyChecks> for PoolActor {
     type Result = MessageResult<ApplyChecks>;
@@ -363,17 +532,19 @@ impl Handler<ApplyChecks> for PoolActor {
         let now = now_ms();
         let mut summary = CheckSummary::default();
         let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from)) else {
-            summary.unchanged = msg.0.len();
+            summary.unchanged = msg.outcomes.len();
             return MessageResult(summary);
         };
+        let manual = msg.manual;
         let mut rehomed = false;
-        for (id, outcome) in msg.0 {
+        for (id, outcome) in msg.outcomes {
             let Some(key) = self.keys.get(&id).cloned() else {
                 continue;
             };
             summary.checked += 1;
             key.last_checked.store(now, std::sync::atomic::Ordering::Relaxed);
             let old = key.state();
+            // `Some(b)`: the balance to store (`Some(None)` forgets a stale one).
             let (balance, account, error) = match &outcome {
                 CheckOutcome::Valid { balance, account_id, account_name, .. } => {
                     (Some(*balance), account_id.as_ref().map(|a| (a.clone(), account_name.clone())), None)
@@ -381,20 +552,25 @@ impl Handler<ApplyChecks> for PoolActor {
                 CheckOutcome::Invalid { reason } | CheckOutcome::Transient { reason } => {
                     (None, None, Some(reason.clone()))
                 }
-                CheckOutcome::Exhausted { reason } => (Some(0.0), None, Some(reason.clone())),
+                CheckOutcome::Exhausted { reason } => {
+                    (key.balance().map(|_| Some(0.0)), None, Some(reason.clone()))
+                }
             };
-            match (&outcome, state_after_check(KeyState::Active, &outcome)) {
+            match (&outcome, state_after_check(KeyState::Active, &outcome, manual)) {
                 (CheckOutcome::Transient { .. }, _) => summary.unchanged += 1,
                 (_, KeyState::Active) => summary.active += 1,
                 (_, KeyState::Exhausted) => summary.exhausted += 1,
                 (_, KeyState::Invalid) => summary.invalid += 1,
                 _ => {}
             }
-            let new_state = state_after_check(old, &outcome);
+            let new_state = state_after_check(old, &outcome, manual);
             if let Some(b) = balance {
-                key.set_balance(Some(b));
+                key.set_balance(b);
             }
             key.set_state(new_state);
+            if key.needs_trial() && old != KeyState::Exhausted {
+                self.queue_trial_from(id, now);
+            }
             Self::log_db(
                 "record check",
                 keys::record_check(
@@ -422,21 +598,28 @@ impl Handler<ApplyChecks> for PoolActor {
         if rehomed {
             self.publish();
         }
+        self.note_next_trial();
         MessageResult(summary)
     }
 }
 
-/// The state a key moves to after a check of `/v1/user/info`. Only a 401
-/// makes a key invalid; a passing failure (timeout, 5xx, 429) changes
-/// nothing; money brings an exhausted or invalid key back; the owner's
-/// "disabled" outranks whatever the upstream says.
-pub fn state_after_check(old: KeyState, outcome: &CheckOutcome) -> KeyState {
+/// The state a key moves to after a check. Only a 401 makes a key invalid;
+/// a passing failure (timeout, 5xx, 429) changes nothing; money brings an
+/// exhausted or invalid key back; a valid key of unknown balance is back from
+/// invalid, but back from exhausted only when the owner asked (the schedule
+/// leaves that to a trial call, since a model list answers at zero balance
+/// too); the owner's "disabled" outranks whatever the upstream says.
+pub fn state_after_check(old: KeyState, outcome: &CheckOutcome, manual: bool) -> KeyState {
     if old == KeyState::Disabled {
         return KeyState::Disabled;
     }
     match outcome {
-        CheckOutcome::Valid { balance, .. } if *balance > 0.0 => KeyState::Active,
-        CheckOutcome::Valid { .. } | CheckOutcome::Exhausted { .. } => KeyState::Exhausted,
+        CheckOutcome::Valid { balance: Some(b), .. } if *b > 0.0 => KeyState::Active,
+        CheckOutcome::Valid { balance: Some(_), .. } | CheckOutcome::Exhausted { .. } => KeyState::Exhausted,
+        CheckOutcome::Valid { balance: None, .. } if old == KeyState::Exhausted && !manual => {
+            KeyState::Exhausted
+        }
+        CheckOutcome::Valid { balance: None, .. } => KeyState::Active,
         CheckOutcome::Invalid { .. } => KeyState::Invalid,
         CheckOutcome::Transient { .. } => old,
     }
@@ -448,6 +631,18 @@ pub enum KeyCommand {
     Enable(i64),
     Disable(i64),
     Delete(i64),
+    /// Puts a key in an account of the owner's naming (`None` takes it out),
+    /// for keys whose upstream names no account.
+    SetAccount(i64, Option<String>),
+}
+
+/// Checks an account label: trimmed, 1-64 printable characters; empty = none.
+pub fn parse_label(raw: Option<&str>) -> Result<Option<String>, String> {
+    let Some(l) = raw.map(str::trim).filter(|l| !l.is_empty()) else { return Ok(None) };
+    if l.chars().count() > 64 || l.chars().any(char::is_control) {
+        return Err("an account name is 1 to 64 printable characters".into());
+    }
+    Ok(Some(l.to_string()))
 }
 
 impl Handler<KeyCommand> for PoolActor {
@@ -461,9 +656,8 @@ impl Handler<KeyCommand> for PoolActor {
                 let key = self.keys.get(&id).cloned().ok_or_else(|| format!("no key with id {id}"))?;
                 let state = match msg {
                     KeyCommand::Disable(_) => KeyState::Disabled,
-                    // Back to active; the key's balance says whether it can serve,
-                    // and a refresh (which the admin endpoint runs) corrects the rest.
-                    _ if key.balance().is_some_and(|b| b <= 0.0) => KeyState::Exhausted,
+                    // The owner's word ends an exhaustion too: if the account is
+                    // still broke, the next call says so and the key goes back.
                     _ => KeyState::Active,
                 };
                 keys::set_state(&mut conn, id, state.as_str(), None, now).map_err(|e| e.to_string())?;
@@ -478,6 +672,19 @@ impl Handler<KeyCommand> for PoolActor {
                 self.publish();
                 Ok(())
             }
+            KeyCommand::SetAccount(id, label) => {
+                let key = self.keys.get(&id).cloned().ok_or_else(|| format!("no key with id {id}"))?;
+                if !keys::set_label(&mut conn, id, label.as_deref()).map_err(|e| e.to_string())? {
+                    return Err(format!("no key with id {id}"));
+                }
+                let upstream_named =
+                    !key.account.id.starts_with("key:") && !key.account.id.starts_with("label:");
+                if !upstream_named {
+                    self.rehome(id, &account_key(None, label.as_deref(), id));
+                    self.publish();
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -487,7 +694,22 @@ mod tests {
     use super::*;
 
     fn valid(balance: f64) -> CheckOutcome {
-        CheckOutcome::Valid { balance, gift: None, charge: None, account_id: None, account_name: None }
+        CheckOutcome::Valid {
+            balance: Some(balance),
+            gift: None,
+            charge: None,
+            account_id: None,
+            account_name: None,
+        }
+    }
+
+    #[test]
+    fn account_labels_are_short_printable_names() {
+        assert_eq!(parse_label(None), Ok(None));
+        assert_eq!(parse_label(Some("  ")), Ok(None));
+        assert_eq!(parse_label(Some(" team-a ")), Ok(Some("team-a".into())));
+        assert!(parse_label(Some(&"x".repeat(65))).is_err());
+        assert!(parse_label(Some("a\nb")).is_err());
     }
 
     #[test]
@@ -496,17 +718,30 @@ mod tests {
         let transient = CheckOutcome::Transient { reason: "503".into() };
         let invalid = CheckOutcome::Invalid { reason: "401".into() };
         let broke = CheckOutcome::Exhausted { reason: "30001".into() };
-        for old in [Active, Exhausted, Invalid] {
-            assert_eq!(state_after_check(old, &transient), old, "a passing failure changes nothing");
-            assert_eq!(state_after_check(old, &valid(1.0)), Active);
-            assert_eq!(state_after_check(old, &valid(0.0)), Exhausted);
-            assert_eq!(state_after_check(old, &valid(-0.01)), Exhausted);
-            assert_eq!(state_after_check(old, &invalid), Invalid);
-            assert_eq!(state_after_check(old, &broke), Exhausted);
+        let unknown = CheckOutcome::valid_unknown();
+        for manual in [false, true] {
+            for old in [Active, Exhausted, Invalid] {
+                assert_eq!(
+                    state_after_check(old, &transient, manual),
+                    old,
+                    "a passing failure changes nothing"
+                );
+                assert_eq!(state_after_check(old, &valid(1.0), manual), Active);
+                assert_eq!(state_after_check(old, &valid(0.0), manual), Exhausted);
+                assert_eq!(state_after_check(old, &valid(-0.01), manual), Exhausted);
+                assert_eq!(state_after_check(old, &invalid, manual), Invalid);
+                assert_eq!(state_after_check(old, &broke, manual), Exhausted);
+            }
+            for outcome in [&transient, &invalid, &broke, &valid(5.0), &unknown] {
+                assert_eq!(state_after_check(Disabled, outcome, manual), Disabled);
+            }
+            assert_eq!(state_after_check(Active, &unknown, manual), Active);
+            assert_eq!(state_after_check(Invalid, &unknown, manual), Active, "valid again");
         }
-        for outcome in [transient, invalid, broke, valid(5.0)] {
-            assert_eq!(state_after_check(Disabled, &outcome), Disabled);
-        }
+        // A model list answers at zero balance too: only the owner's refresh
+        // (or a trial call) ends an exhaustion when no balance can be read.
+        assert_eq!(state_after_check(Exhausted, &unknown, false), Exhausted);
+        assert_eq!(state_after_check(Exhausted, &unknown, true), Active);
     }
 }
 

@@ -7,6 +7,7 @@ pub mod check;
 pub mod cooldown;
 pub mod refresher;
 pub mod select;
+pub mod totals;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -133,7 +134,17 @@ pub struct PoolKey {
     pub usage_count: AtomicU64,
     pub last_used: AtomicI64,
     pub last_checked: AtomicI64,
+    /// When the key was last picked (the pool's pick sequence): the balance
+    /// strategy spreads equal or unknown balances least recently picked first.
+    pub last_pick: AtomicU64,
+    /// The trial of an exhausted key: `TRIAL_IDLE`, `TRIAL_DUE` (the pool
+    /// actor offered it), `TRIAL_RUNNING` (a request claimed it).
+    trial: AtomicU8,
 }
+
+pub const TRIAL_IDLE: u8 = 0;
+pub const TRIAL_DUE: u8 = 1;
+pub const TRIAL_RUNNING: u8 = 2;
 
 /// Never prints the secret.
 impl std::fmt::Debug for PoolKey {
@@ -175,7 +186,39 @@ impl PoolKey {
             usage_count: AtomicU64::new(usage_count),
             last_used: AtomicI64::new(last_used.unwrap_or(0)),
             last_checked: AtomicI64::new(last_checked.unwrap_or(0)),
+            last_pick: AtomicU64::new(0),
+            trial: AtomicU8::new(TRIAL_IDLE),
         }
+    }
+
+    pub fn trial(&self) -> u8 {
+        self.trial.load(Ordering::Acquire)
+    }
+
+    /// Offers the key for a trial; false when one is already offered or running.
+    pub fn offer_trial(&self) -> bool {
+        self.trial.compare_exchange(TRIAL_IDLE, TRIAL_DUE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Takes the offered trial: exactly one request across all workers wins it.
+    pub fn claim_trial(&self) -> bool {
+        self.trial.compare_exchange(TRIAL_DUE, TRIAL_RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Ends a trial (or withdraws an offer).
+    pub fn end_trial(&self) {
+        self.trial.store(TRIAL_IDLE, Ordering::Release);
+    }
+
+    /// Brings an exhausted key back; a key in any other state is left alone.
+    pub fn revive(&self) -> bool {
+        self.transition(KeyState::Exhausted, KeyState::Active)
+    }
+
+    /// Whether an exhausted key can only come back through a trial: its balance
+    /// cannot be read, so no refresh will show money.
+    pub fn needs_trial(&self) -> bool {
+        self.state() == KeyState::Exhausted && self.balance().is_none()
     }
 
     pub fn state(&self) -> KeyState {
@@ -193,6 +236,11 @@ impl PoolKey {
         self.state
             .compare_exchange(KeyState::Active as u8, to as u8, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
+    }
+
+    /// Moves the key from one state to another, if it is still in the first.
+    pub fn transition(&self, from: KeyState, to: KeyState) -> bool {
+        self.state.compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     pub fn balance(&self) -> Option<f64> {
@@ -243,12 +291,29 @@ pub struct StateCounts {
     pub disabled: usize,
 }
 
-/// What the request path shares: the snapshot and the round-robin cursor.
+/// What the request path shares: the snapshot, the round-robin cursor, the
+/// pick sequence and the exhausted keys offered for a trial.
 pub struct PoolShared {
     snapshot: ArcSwap<PoolSnapshot>,
     pub strategy: Strategy,
     pub cursor: AtomicUsize,
+    pub pick_seq: AtomicU64,
     pub cooldown_policy: cooldown::Policy,
+    /// Exhausted keys whose trial is due (published by the pool actor; almost
+    /// always empty, so the request path pays one load for it).
+    trials: ArcSwap<Vec<Arc<PoolKey>>>,
+    /// When the next exhausted key's trial falls due (epoch ms; 0 = none), for
+    /// the "all exhausted" answer.
+    pub next_trial_ms: AtomicI64,
+    /// Origins whose `/v1/user/info` is gone.
+    pub user_info: check::UserInfoEndpoints,
+}
+
+/// A key for one attempt, and whether that attempt is an exhausted key's trial.
+#[derive(Debug, Clone)]
+pub struct Picked {
+    pub key: Arc<PoolKey>,
+    pub trial: bool,
 }
 
 impl PoolShared {
@@ -257,8 +322,35 @@ impl PoolShared {
             snapshot: ArcSwap::from_pointee(PoolSnapshot::default()),
             strategy,
             cursor: AtomicUsize::new(0),
+            pick_seq: AtomicU64::new(1),
             cooldown_policy,
+            trials: ArcSwap::from_pointee(Vec::new()),
+            next_trial_ms: AtomicI64::new(0),
+            user_info: check::UserInfoEndpoints::default(),
         }
+    }
+
+    /// Exhausted keys on offer for a trial now.
+    pub fn trials_offered(&self) -> usize {
+        self.trials.load().iter().filter(|k| k.trial() == TRIAL_DUE).count()
+    }
+
+    pub fn publish_trials(&self, due: Vec<Arc<PoolKey>>) {
+        self.trials.store(Arc::new(due));
+    }
+
+    /// Claims a due trial that can serve `model`, if there is one.
+    fn claim_trial(&self, model: &str, exclude: &[i64], now_ms: i64) -> Option<Arc<PoolKey>> {
+        let due = self.trials.load();
+        due.iter()
+            .find(|k| {
+                k.trial() == TRIAL_DUE
+                    && k.state() == KeyState::Exhausted
+                    && !exclude.contains(&k.id)
+                    && k.account.cooling_until(model, now_ms).is_none()
+                    && k.claim_trial()
+            })
+            .cloned()
     }
 
     pub fn snapshot(&self) -> Arc<PoolSnapshot> {
@@ -284,10 +376,35 @@ impl PoolShared {
         c
     }
 
-    /// Picks a key for `model`, skipping the ones in `exclude`.
-    pub fn pick(&self, model: &str, exclude: &[i64], now_ms: i64) -> Result<Arc<PoolKey>, NoKey> {
+    /// Picks a key for `model`, skipping the ones in `exclude`. With
+    /// `trial_allowed`, an exhausted key whose trial is due comes first.
+    pub fn pick(
+        &self,
+        model: &str,
+        exclude: &[i64],
+        now_ms: i64,
+        trial_allowed: bool,
+    ) -> Result<Picked, NoKey> {
+        if trial_allowed {
+            if let Some(key) = self.claim_trial(model, exclude, now_ms) {
+                return Ok(Picked { key, trial: true });
+            }
+        }
         let snap = self.snapshot.load();
-        select::pick(&snap.keys, model, exclude, now_ms, self.strategy, &self.cursor)
+        let counters = select::Counters { cursor: &self.cursor, pick_seq: &self.pick_seq };
+        match select::pick(&snap.keys, model, exclude, now_ms, self.strategy, &counters) {
+            Ok(key) => Ok(Picked { key, trial: false }),
+            Err(NoKey::NoneActive { exhausted, invalid, disabled, .. }) => {
+                let next = self.next_trial_ms.load(Ordering::Relaxed);
+                Err(NoKey::NoneActive {
+                    exhausted,
+                    invalid,
+                    disabled,
+                    next_trial_ms: (next > 0).then_some(next),
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

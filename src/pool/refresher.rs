@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
-use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::actor::{ApplyChecks, CheckSummary, PoolActor};
-use super::check::check_key;
+use super::check::{check_key, checked_in_order};
 use super::{KeyState, PoolShared};
 use crate::db::now_ms;
 
@@ -92,17 +91,21 @@ impl Refresher {
             .collect();
         let client = self.client.clone();
         let pool = self.pool.clone();
+        let shared = self.shared.clone();
         let (concurrency, timeout) = (self.concurrency, self.timeout);
         let work = async move {
-            let outcomes: Vec<_> = futures_util::stream::iter(targets)
-                .map(|(id, secret, base)| {
-                    let client = client.clone();
-                    async move { (id, check_key(&client, &base, &secret, timeout).await) }
-                })
-                .buffer_unordered(concurrency)
-                .collect()
-                .await;
-            pool.send(ApplyChecks(outcomes)).await
+            let endpoints = &shared.user_info;
+            let outcomes = checked_in_order(
+                targets,
+                |t| t.2.clone(),
+                concurrency,
+                |(id, secret, base)| {
+                    let client = &client;
+                    async move { (id, check_key(client, &base, &secret, timeout, endpoints).await) }
+                },
+            )
+            .await;
+            pool.send(ApplyChecks { outcomes, manual: !scheduled }).await
         };
         Box::pin(work.into_actor(self).map(move |result, act, _| {
             let mut status = (**act.status.load()).clone();

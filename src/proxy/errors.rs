@@ -113,17 +113,7 @@ impl ProxyError {
     }
 }
 
-/// A short, printable excerpt of an upstream body for logs and errors.
-pub fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
-    text.trim().replace(['\n', '\r'], " ")
-}
-
-/// SiliconFlow's "Sorry, your account balance is insufficient" (code 30001).
-pub fn is_insufficient_balance(body: &[u8]) -> bool {
-    memchr::memmem::find(body, b"30001").is_some()
-        || memchr::memmem::find(body, b"balance is insufficient").is_some()
-}
+pub use crate::upstream::snippet;
 
 #[cfg(test)]
 mod tests {
@@ -141,14 +131,5 @@ mod tests {
         assert_eq!(Dialect::for_path("/v1/messages"), Dialect::Anthropic);
         assert_eq!(Dialect::for_path("/v1/chat/completions"), Dialect::OpenAi);
         assert_eq!(ProxyError::new(ErrorKind::TooLarge, "x").status(), 413);
-    }
-
-    #[test]
-    fn recognises_insufficient_balance() {
-        assert!(is_insufficient_balance(
-            br#"{"code":30001,"message":"Sorry, your account balance is insufficient","data":null}"#
-        ));
-        assert!(!is_insufficient_balance(br#""Forbidden""#));
-        assert_eq!(snippet(b"a\nb"), "a b");
     }
 }

@@ -1,6 +1,6 @@
 //! What an upstream answer means for the key that got it. Pure, unit-tested.
 
-use super::errors::is_insufficient_balance;
+use crate::upstream::is_insufficient_balance;
 
 /// Statuses after which another key may succeed. Everything else (2xx, 400,
 /// 404, other 4xx) is the answer, passed to the client once.
@@ -47,6 +47,9 @@ mod tests {
         assert_eq!(classify(402, BROKE), Verdict::KeyExhausted);
         assert_eq!(classify(403, br#""Forbidden""#), Verdict::ModelForbidden);
         assert_eq!(classify(403, br#"{"code":30003,"message":"Model disabled"}"#), Verdict::ModelForbidden);
+        // The code decides, not a number quoted in the text.
+        let quoted = br#"{"code":30003,"message":"Model disabled (see 30001 balance is insufficient)"}"#;
+        assert_eq!(classify(403, quoted), Verdict::ModelForbidden);
         assert_eq!(classify(429, b"{}"), Verdict::RateLimited);
         assert_eq!(classify(503, b"{}"), Verdict::Transient);
         for s in [200, 400, 404, 413, 422] {

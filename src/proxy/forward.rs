@@ -20,7 +20,7 @@ use super::usage::{Usage, UsageMeter};
 use crate::db::now_ms;
 use crate::pool::actor::{KeyEvent, KeyEventKind};
 use crate::pool::cooldown::Hint;
-use crate::pool::{KeyState, NoKey, PoolKey};
+use crate::pool::{KeyState, NoKey, Picked, PoolKey};
 use crate::state::{AppState, Upstream};
 
 /// How the body of a route is read.
@@ -267,16 +267,27 @@ pub async fn dispatch(
     let query = req.query_string();
     let mut body = out.body;
     let single = matches!(body, OutBody::Stream { .. }) || matches!(out.target, Target::Pinned(_));
-    let max_attempts = if single { 1 } else { state.config.max_attempts };
-    let mut tried: Vec<i64> = Vec::with_capacity(max_attempts as usize);
+    let mut max_attempts = if single { 1 } else { state.config.max_attempts };
+    let mut tried: Vec<i64> = Vec::with_capacity(max_attempts as usize + 1);
     let mut failure: Option<Failure> = None;
+    // At most one exhausted key's trial per request, never for a body that
+    // cannot be sent twice.
+    let mut trial_allowed = !single;
 
     while pending.attempts < max_attempts {
         let now = now_ms();
-        let key = match &out.target {
-            Target::Pinned(k) => k.clone(),
-            Target::Pool => match state.pool.pick(&model, &tried, now) {
-                Ok(k) => k,
+        let (key, mut trial) = match &out.target {
+            Target::Pinned(k) => (k.clone(), None),
+            Target::Pool => match state.pool.pick(&model, &tried, now, trial_allowed) {
+                Ok(Picked { key, trial: false }) => (key, None),
+                Ok(Picked { key, trial: true }) => {
+                    // The trial is the pool's business: it does not use up one of
+                    // the client's attempts, and its failure is never the answer.
+                    trial_allowed = false;
+                    max_attempts += 1;
+                    let guard = TrialGuard::new(&key, state);
+                    (key, Some(guard))
+                }
                 Err(why) => {
                     if failure.is_none() {
                         return reject(pending, no_key_error(&why, now), dialect);
@@ -339,6 +350,14 @@ pub async fn dispatch(
         let status = resp.status();
         let code = status.as_u16();
         if !may_fail_over(code) {
+            if let Some(t) = trial.take() {
+                if status.is_success() {
+                    // Back at once for the next request; the actor persists it.
+                    key.revive();
+                    t.finish(KeyEventKind::TrialSucceeded);
+                }
+                // Else (a 400, a 404): the request's fault, nothing learned.
+            }
             if let (Some(kind), true) = (out.creates, status.is_success()) {
                 return capture_and_answer(resp, kind, pending, state).await;
             }
@@ -356,9 +375,11 @@ pub async fn dispatch(
         };
         let (kind, fail) = match classify(code, &err_body) {
             Verdict::KeyInvalid => {
+                // (A trial key is exhausted, not active: it is moved from there.)
                 key.demote(KeyState::Invalid);
+                key.transition(KeyState::Exhausted, KeyState::Invalid);
                 (
-                    KeyEventKind::Invalid(reason.clone()),
+                    Some(KeyEventKind::Invalid(reason.clone())),
                     Failure::KeyProblem(format!("key {} is invalid ({reason})", key.masked)),
                 )
             }
@@ -366,7 +387,6 @@ pub async fn dispatch(
                 // The balance is the account's: its other keys are broke too.
                 for k in same_account(state, &key) {
                     if k.demote(KeyState::Exhausted) {
-                        k.set_balance(Some(0.0));
                         state.pool_actor.do_send(KeyEvent {
                             key_id: k.id,
                             kind: KeyEventKind::Exhausted(reason.clone()),
@@ -374,11 +394,14 @@ pub async fn dispatch(
                     }
                 }
                 key.demote(KeyState::Exhausted);
-                key.set_balance(Some(0.0));
-                (
-                    KeyEventKind::Exhausted(reason.clone()),
-                    Failure::KeyProblem(format!("key {} has no balance ({reason})", key.masked)),
-                )
+                let event = match trial.take() {
+                    Some(t) => {
+                        t.finish(KeyEventKind::TrialFailed(reason.clone()));
+                        None
+                    }
+                    None => Some(KeyEventKind::Exhausted(reason.clone())),
+                };
+                (event, Failure::KeyProblem(format!("key {} has no balance ({reason})", key.masked)))
             }
             verdict @ (Verdict::RateLimited | Verdict::ModelForbidden) => {
                 let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok());
@@ -389,14 +412,21 @@ pub async fn dispatch(
                 };
                 let cooldown = key.account.apply_rate_limit(&model, now, &state.pool.cooldown_policy, &hint);
                 (
-                    KeyEventKind::RateLimited { cooldown, reason: reason.clone() },
+                    Some(KeyEventKind::RateLimited { cooldown, reason: reason.clone() }),
                     upstream_failure(&resp, err_body),
                 )
             }
-            Verdict::Transient => (KeyEventKind::Error(reason.clone()), upstream_failure(&resp, err_body)),
+            Verdict::Transient => {
+                (Some(KeyEventKind::Error(reason.clone())), upstream_failure(&resp, err_body))
+            }
         };
         log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
-        state.pool_actor.do_send(KeyEvent { key_id: key.id, kind });
+        if let Some(kind) = kind {
+            state.pool_actor.do_send(KeyEvent { key_id: key.id, kind });
+        }
+        // An unfinished trial (a 401, a 429, a 5xx) taught nothing about funds:
+        // its guard, dropped here, has it offered again soon.
+        drop(trial);
         failure = Some(fail);
     }
 
@@ -420,6 +450,35 @@ pub async fn dispatch(
             reject(pending, ProxyError::new(ErrorKind::BadGateway, reason), dialect)
         }
         None => reject(pending, ProxyError::new(ErrorKind::Unavailable, NoKey::AllTried.message()), dialect),
+    }
+}
+
+/// An exhausted key's trial call in flight. Ends with what it showed; if it
+/// is dropped unfinished (the upstream unreachable, the client gone, a 5xx)
+/// the trial told nothing, and the key is offered again soon.
+struct TrialGuard {
+    key_id: i64,
+    actor: actix::Addr<crate::pool::actor::PoolActor>,
+    done: bool,
+}
+
+impl TrialGuard {
+    fn new(key: &PoolKey, state: &AppState) -> Self {
+        log::info!("trying exhausted key {} with one call", key.masked);
+        TrialGuard { key_id: key.id, actor: state.pool_actor.clone(), done: false }
+    }
+
+    fn finish(mut self, kind: KeyEventKind) {
+        self.done = true;
+        self.actor.do_send(KeyEvent { key_id: self.key_id, kind });
+    }
+}
+
+impl Drop for TrialGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.actor.do_send(KeyEvent { key_id: self.key_id, kind: KeyEventKind::TrialInconclusive });
+        }
     }
 }
 

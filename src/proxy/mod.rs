@@ -54,6 +54,8 @@ const fn upload(path: &'static str, creates: Option<ResourceKind>) -> Route {
 }
 
 forwarder!(chat_completions, Route::json("/v1/chat/completions"));
+// Fill-in-the-middle for code models (`prompt` + `suffix`): editors' completion plugins.
+forwarder!(completions, Route::json("/v1/completions"));
 forwarder!(messages, Route { dialect: Dialect::Anthropic, ..Route::json("/v1/messages") });
 forwarder!(embeddings, Route::json("/v1/embeddings"));
 forwarder!(rerank, Route::json("/v1/rerank"));
@@ -77,6 +79,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/v1")
             .wrap(from_fn(auth::require_client_key))
             .route("/chat/completions", web::post().to(chat_completions))
+            .route("/completions", web::post().to(completions))
             .route("/messages", web::post().to(messages))
             .route("/embeddings", web::post().to(embeddings))
             .route("/rerank", web::post().to(rerank))

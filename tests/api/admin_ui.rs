@@ -14,7 +14,7 @@ const PAGES: &[&str] = &["/admin", "/admin/keys", "/admin/logs", "/admin/logs/cl
 
 impl TestApp {
     /// Logs in through the form; returns the session cookie ("name=value").
-    async fn login(&self, user: &str, pass: &str) -> Result<String, Resp> {
+    pub(crate) async fn login(&self, user: &str, pass: &str) -> Result<String, Resp> {
         let form = serde_urlencoded::to_string([("username", user), ("password", pass)]).unwrap();
         let req = self
             .client
@@ -30,11 +30,11 @@ impl TestApp {
         Ok(set.split(';').next().unwrap().to_string())
     }
 
-    async fn page(&self, path: &str, cookie: &str) -> Resp {
+    pub(crate) async fn page(&self, path: &str, cookie: &str) -> Resp {
         self.send(self.client.get(self.url(path)).insert_header(("Cookie", cookie.to_string())), None).await
     }
 
-    async fn post_form(&self, path: &str, cookie: &str, fields: &[(&str, &str)]) -> Resp {
+    pub(crate) async fn post_form(&self, path: &str, cookie: &str, fields: &[(&str, &str)]) -> Resp {
         let req = self
             .client
             .post(self.url(path))
@@ -45,14 +45,14 @@ impl TestApp {
 }
 
 /// The CSRF token in a page's forms.
-fn csrf_of(page: &Resp) -> String {
+pub(crate) fn csrf_of(page: &Resp) -> String {
     let html = String::from_utf8_lossy(&page.body);
     let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field");
     let rest = &html[at + "name=\"csrf\" value=\"".len()..];
     rest[..rest.find('"').unwrap()].to_string()
 }
 
-fn text(r: &Resp) -> String {
+pub(crate) fn text(r: &Resp) -> String {
     String::from_utf8_lossy(&r.body).to_string()
 }
 

@@ -27,6 +27,9 @@ pub enum Mode {
     Overloaded,
     /// 403 bare "Forbidden" on calls.
     Forbidden,
+    /// 403 code 30003 (model disabled) whose message quotes the request,
+    /// which happens to contain "30001" and SiliconFlow's no-funds sentence.
+    ModelDisabledQuoting,
 }
 
 #[derive(Clone, Debug)]
@@ -56,6 +59,8 @@ pub struct FakeState {
     seen: Mutex<Vec<Seen>>,
     /// When set, /v1/user/info answers with this status (an outage).
     info_outage: Mutex<Option<u16>>,
+    /// /v1/user/info retired, as on api.siliconflow.cn since August 2026: 410 for every key.
+    info_gone: Mutex<bool>,
     /// Delay before answering chat calls.
     header_delay: Mutex<Duration>,
 }
@@ -111,6 +116,16 @@ impl Fake {
 
     pub fn set_info_outage(&self, status: Option<u16>) {
         *self.state.info_outage.lock().unwrap() = status;
+    }
+
+    /// Retires (or brings back) /v1/user/info: 410 for every key, as the .cn host does now.
+    pub fn set_info_gone(&self, gone: bool) {
+        *self.state.info_gone.lock().unwrap() = gone;
+    }
+
+    /// How many calls reached `path`.
+    pub fn count(&self, path: &str) -> usize {
+        self.state.seen.lock().unwrap().iter().filter(|s| s.path == path).count()
     }
 
     pub fn set_header_delay(&self, d: Duration) {
@@ -186,6 +201,10 @@ fn mode_error(spec: Option<&KeySpec>, req: &HttpRequest) -> Option<HttpResponse>
             b = HttpResponse::Forbidden();
             "\"Forbidden\"".to_string()
         }
+        Mode::ModelDisabledQuoting => {
+            b = HttpResponse::Forbidden();
+            json!({"code":30003,"message":"Model disabled for this request: 'why does code 30001 say your account balance is insufficient?'","data":null}).to_string()
+        }
     };
     trace(&mut b, req);
     Some(b.content_type("application/json").body(body))
@@ -253,6 +272,37 @@ pub fn chat_stream_text(model: &str, pieces: usize) -> String {
     s
 }
 
+pub const FIM_USAGE: (i64, i64, i64) = (17, 9, 26);
+/// The final usage of the fake's FIM streams.
+pub const FIM_STREAM_USAGE: (i64, i64, i64) = (23, 6, 29);
+
+/// A FIM stream: `choices[].text` pieces; running usage in every chunk
+/// (SiliconFlow), or only in a last chunk with no choices (`final_only`).
+pub fn fim_stream_text(model: &str, pieces: usize, final_only: bool) -> String {
+    let (p, c, _) = FIM_STREAM_USAGE;
+    let mut s = String::new();
+    for i in 0..pieces {
+        let done = i + 1 == pieces;
+        let completion = if done { c } else { (i as i64 + 1).min(c - 1) };
+        let mut chunk = json!({
+            "id": "cmpl-fake", "object": "text_completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "text": if done { "" } else { "ab¢ " }, "finish_reason": if done { json!("stop") } else { Value::Null }}],
+        });
+        if !final_only {
+            chunk["usage"] =
+                json!({"prompt_tokens": p, "completion_tokens": completion, "total_tokens": p + completion});
+        }
+        s.push_str(&format!("data: {chunk}\n\n"));
+    }
+    if final_only {
+        let chunk = json!({"id": "cmpl-fake", "object": "text_completion", "created": 1, "model": model, "choices": [],
+            "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}});
+        s.push_str(&format!("data: {chunk}\n\n"));
+    }
+    s.push_str("data: [DONE]\n\n");
+    s
+}
+
 pub fn messages_stream_text(model: &str) -> String {
     let events = [
         (
@@ -301,6 +351,11 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
     let spec = state.keys.lock().unwrap().get(&key).cloned();
 
     if path == "/v1/user/info" {
+        if *state.info_gone.lock().unwrap() {
+            return HttpResponse::Gone().content_type("application/json").body(
+                json!({"code":20410,"message":"This API has been deprecated","data":null}).to_string(),
+            );
+        }
         if let Some(status) = *state.info_outage.lock().unwrap() {
             let code = actix_web::http::StatusCode::from_u16(status).unwrap();
             return HttpResponse::build(code).content_type("application/json").body(
@@ -323,8 +378,13 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
     if !delay.is_zero() && path != "/v1/models" {
         actix_rt::time::sleep(delay).await;
     }
-    if let Some(err) = mode_error(spec.as_ref(), &req) {
-        return err;
+    // The model list answers a valid key even at zero balance (SiliconFlow does).
+    let zero_balance_ok =
+        path == "/v1/models" && matches!(spec.as_ref().map(|s| &s.mode), Some(Mode::Broke | Mode::Broke402));
+    if !zero_balance_ok {
+        if let Some(err) = mode_error(spec.as_ref(), &req) {
+            return err;
+        }
     }
     if let Some(resp) = account_bound(&req, &path, &body, spec.as_ref(), &state) {
         return resp;
@@ -374,6 +434,19 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
             ok.json(json!({"id":"chatcmpl-fake","object":"chat.completion","created":1,"model":model,
                 "choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the fake"},"finish_reason":"stop"}],
                 "usage":{"prompt_tokens":p,"completion_tokens":c,"total_tokens":t},"system_fingerprint":""}))
+        }
+        // Fill-in-the-middle. "final-usage" models behave like other
+        // OpenAI-compatible upstreams: usage only in one last chunk with no choices.
+        "/v1/completions" if stream => {
+            let final_only = model.contains("final-usage");
+            sse_response(&req, odd_chunks(fim_stream_text(&model, 6, final_only)), Duration::from_millis(1))
+        }
+        "/v1/completions" => {
+            let suffix = parsed.get("suffix").and_then(Value::as_str).unwrap_or("");
+            let (p, c, t) = FIM_USAGE;
+            ok.json(json!({"id":"cmpl-fake","object":"text_completion","created":1,"model":model,
+                "choices":[{"index":0,"text":format!("    return a + b  # before {suffix:?}"),"finish_reason":"stop"}],
+                "usage":{"prompt_tokens":p,"completion_tokens":c,"total_tokens":t}}))
         }
         "/v1/messages" if stream => {
             sse_response(&req, odd_chunks(messages_stream_text(&model)), Duration::from_millis(1))

@@ -23,7 +23,13 @@ async fn import_counts_valid_duplicate_and_invalid_keys_and_masks_them() {
     let body = r.json();
     assert_eq!(body["added"], 2, "{body}");
     assert_eq!(body["invalid"], 1, "{body}");
-    assert_eq!(body["duplicates"], 0, "repeats within one import are folded: {body}");
+    assert_eq!(body["duplicates"], 1, "a key repeated in one import is one duplicate: {body}");
+    // Every piece of the input has its line in the answer, in the input's order.
+    let results = body["results"].as_array().unwrap();
+    let statuses: Vec<&str> = results.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["added", "added", "invalid", "duplicate"], "{body}");
+    assert_eq!(results[3]["key"], "sk-aaaa...0001");
+    assert_eq!(results[3]["message"], "repeated in this import");
     assert_no_full_key(&String::from_utf8_lossy(&r.body));
 
     // Again, as a list: all three are known now.

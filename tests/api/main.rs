@@ -9,6 +9,7 @@ mod forwarding;
 mod health;
 mod helpers;
 mod import;
+mod no_balance;
 mod shutdown;
 mod streaming;
 

@@ -1,0 +1,100 @@
+//! Facts about SiliconFlow's API that every layer relies on: its error codes,
+//! how it writes balances. Pure and at the bottom: `pool/`, `proxy/` and
+//! `admin/` use it; it uses none of them.
+
+/// Error codes SiliconFlow puts in `{"code": ..., "message": ...}` bodies.
+pub mod code {
+    /// "Sorry, your account balance is insufficient".
+    pub const INSUFFICIENT_BALANCE: i64 = 30001;
+    /// "Model disabled" for this account.
+    pub const MODEL_DISABLED: i64 = 30003;
+}
+
+/// The JSON `code` of an upstream error body, if it has one (a number, or a
+/// string of digits). `None` for bare strings, HTML, or objects without it.
+pub fn error_code(body: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Coded {
+        code: Option<serde_json::Value>,
+    }
+    // Only objects are worth parsing; skip the rest without allocating.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
+    }
+    match serde_json::from_slice::<Coded>(body).ok()?.code? {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// "No funds" (code 30001). The code decides when there is one: a body whose
+/// code is something else is not exhaustion, whatever its text quotes (the
+/// upstream's messages may echo the request). Only a body without a code is
+/// read for the sentence SiliconFlow uses.
+pub fn is_insufficient_balance(body: &[u8]) -> bool {
+    match error_code(body) {
+        Some(c) => c == code::INSUFFICIENT_BALANCE,
+        None => memchr::memmem::find(body, b"balance is insufficient").is_some(),
+    }
+}
+
+/// SiliconFlow sends balances as strings ("88.88", "-0.01"); accept numbers too.
+pub fn parse_balance(v: &serde_json::Value) -> Option<f64> {
+    let n = match v {
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok()?,
+        serde_json::Value::Number(n) => n.as_f64()?,
+        _ => return None,
+    };
+    n.is_finite().then_some(n)
+}
+
+/// A short, printable excerpt of an upstream body for logs and errors.
+pub fn snippet(body: &[u8]) -> String {
+    let end = body.len().min(300);
+    let text = String::from_utf8_lossy(&body[..end]);
+    text.trim().replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_read_from_json_objects_only() {
+        assert_eq!(error_code(br#"{"code":30001,"message":"x","data":null}"#), Some(30001));
+        assert_eq!(error_code(br#" {"code":"30003","message":"Model disabled"}"#), Some(30003));
+        assert_eq!(error_code(br#"{"message":"no code"}"#), None);
+        assert_eq!(error_code(br#""Forbidden""#), None);
+        assert_eq!(error_code(b"<html>30001</html>"), None);
+        assert_eq!(error_code(b""), None);
+    }
+
+    #[test]
+    fn exhaustion_is_decided_by_the_code_first() {
+        assert!(is_insufficient_balance(
+            br#"{"code":30001,"message":"Sorry, your account balance is insufficient","data":null}"#
+        ));
+        assert!(is_insufficient_balance(br#"{"code":"30001","message":"?"}"#));
+        // A 403 whose text merely quotes 30001 (say, the request's own text) is not exhaustion.
+        assert!(!is_insufficient_balance(
+            br#"{"code":30003,"message":"Model disabled for prompt 'code 30001 balance is insufficient'"}"#
+        ));
+        assert!(!is_insufficient_balance(br#""Forbidden: user 30001""#));
+        // Without a code, SiliconFlow's sentence still counts.
+        assert!(is_insufficient_balance(br#""Sorry, your account balance is insufficient""#));
+        assert!(!is_insufficient_balance(br#""Forbidden""#));
+    }
+
+    #[test]
+    fn balances_are_strings_numbers_or_negative() {
+        assert_eq!(parse_balance(&serde_json::json!("88.88")), Some(88.88));
+        assert_eq!(parse_balance(&serde_json::json!("-0.01")), Some(-0.01));
+        assert_eq!(parse_balance(&serde_json::json!(3)), Some(3.0));
+        assert_eq!(parse_balance(&serde_json::json!("abc")), None);
+        assert_eq!(parse_balance(&serde_json::json!("NaN")), None);
+        assert_eq!(parse_balance(&serde_json::json!(null)), None);
+        assert_eq!(snippet(b"a\nb"), "a b");
+    }
+}
