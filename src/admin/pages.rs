@@ -236,11 +236,15 @@ fn balance_card(o: &stats::Overview) -> Markup {
         None => card(
             "Total balance",
             "unknown".into(),
-            Some(format!(
-                "SiliconFlow does not report balances of these {unknown} accounts; exhaustion is learned from calls"
-            )),
+            Some(if unknown == 1 {
+                "SiliconFlow does not report this account's balance; exhaustion is learned from calls".into()
+            } else {
+                format!("SiliconFlow does not report balances of these {unknown} accounts; exhaustion is learned from calls")
+            }),
         ),
-        Some(t) if unknown == 0 => card("Total balance", format!("¥{t:.2}"), Some("each account counted once".into())),
+        Some(t) if unknown == 0 => {
+            card("Total balance", format!("¥{t:.2}"), Some("each account counted once".into()))
+        }
         Some(t) => card(
             "Known balance",
             format!("¥{t:.2}"),

@@ -55,6 +55,8 @@ def main():
             assert "1 added" in status, status
             rows = browser.find_element(By.CSS_SELECTOR, "table tbody").text
             assert "sk-e2e-...0001" in rows and "active" in rows, rows
+            # The fake answers 410 on /v1/user/info, as SiliconFlow China does: unknown, not 0.
+            assert "unknown" in rows and "0.00" not in rows, rows
             assert GOOD not in browser.page_source, "full key shown"
             browser.save_screenshot(os.path.join(shots, "keys.png"))
 
@@ -68,6 +70,8 @@ def main():
             bars = browser.find_elements(By.CSS_SELECTOR, "figure.chart svg rect.bar1")
             assert bars, "no bars drawn"
             assert GOOD not in browser.page_source
+            cards = browser.find_element(By.CSS_SELECTOR, ".cards").text
+            assert "unknown" in cards and "¥0.00" not in cards, cards
             browser.save_screenshot(os.path.join(shots, "dashboard.png"))
 
         def logs_page():

@@ -1,10 +1,13 @@
 """A small fake SiliconFlow for the SDK end-to-end check (stdlib only).
 
-Answers /v1/user/info (balance as a string), /v1/chat/completions (plain and
-SSE with running usage in every chunk), /v1/messages (plain and the Anthropic
-event sequence) and /v1/models. Usage: python3 fake_siliconflow.py PORT
+Answers /v1/user/info (balance as a string; or 410 for every key, as
+api.siliconflow.cn has since August 2026, when FAKE_USER_INFO=gone),
+/v1/chat/completions (plain and SSE with running usage in every chunk),
+/v1/completions (fill-in-the-middle, plain and SSE), /v1/messages (plain and
+the Anthropic event sequence) and /v1/models. Usage: python3 fake_siliconflow.py PORT
 """
 import json
+import os
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +52,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.key() not in KEYS:
             return self.send_json(401, "Invalid token")
         if self.path.startswith("/v1/user/info"):
+            if os.environ.get("FAKE_USER_INFO") == "gone":
+                return self.send_json(410, {"code": 20410, "message": "This API has been deprecated", "data": None})
             acct, bal = KEYS[self.key()]
             return self.send_json(200, {"code": 20000, "message": "OK", "status": True, "data": {
                 "id": acct, "name": "e2e", "balance": "0", "chargeBalance": bal, "totalBalance": bal}})
@@ -93,6 +98,21 @@ class Handler(BaseHTTPRequestHandler):
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the fake"},
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}})
+        if self.path == "/v1/completions":
+            pieces = ["    return", " a", " +", " b", ""]
+            if req.get("stream"):
+                events = []
+                for i, text in enumerate(pieces):
+                    events.append("data: " + json.dumps({
+                        "id": "f1", "object": "text_completion", "created": 1, "model": model,
+                        "choices": [{"index": 0, "text": text, "finish_reason": "stop" if text == "" else None}],
+                        "usage": {"prompt_tokens": 12, "completion_tokens": i + 1, "total_tokens": 13 + i}}) + "\n\n")
+                events.append("data: [DONE]\n\n")
+                return self.send_sse(events)
+            assert "suffix" in req, req
+            return self.send_json(200, {"id": "f1", "object": "text_completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "text": "".join(pieces), "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}})
         if self.path == "/v1/messages":
             if req.get("stream"):
                 seq = [

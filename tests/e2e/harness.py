@@ -41,9 +41,12 @@ def wait_http(url, limit=60):
 class Stack:
     """The fake upstream and the proxy, stopped on exit."""
 
-    def __init__(self, binary):
+    def __init__(self, binary, user_info="gone"):
+        """`user_info="gone"`: the fake answers 410 there, as SiliconFlow China does today."""
         fake_port, proxy_port = free_port(), free_port()
-        self.fake = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_siliconflow.py"), str(fake_port)])
+        fake_env = dict(os.environ, FAKE_USER_INFO=user_info)
+        self.fake = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_siliconflow.py"), str(fake_port)],
+                                     env=fake_env)
         self.tmp = tempfile.mkdtemp()
         env = {
             "PATH": os.environ.get("PATH", ""), "HOST": "127.0.0.1", "PORT": str(proxy_port),

@@ -53,6 +53,23 @@ def main():
                 return
             raise AssertionError("no 400")
 
+        def openai_fim():
+            r = oai.completions.create(model="Qwen/Qwen2.5-Coder-7B-Instruct", prompt="def add(a, b):\n",
+                                       suffix="\nprint(add(1, 2))", max_tokens=16)
+            assert r.choices[0].text == "    return a + b", r
+            assert r.usage.total_tokens == 16, r.usage
+
+        def openai_fim_stream():
+            text = "".join(c.choices[0].text for c in oai.completions.create(
+                model="Qwen/Qwen2.5-Coder-7B-Instruct", prompt="def add(a, b):\n", suffix="\n", stream=True)
+                if c.choices)
+            assert text == "    return a + b", text
+
+        def pooled_balance_unknown():
+            info = oai.get("/user/info", cast_to=object)
+            assert info["data"]["totalBalance"] is None, info
+            assert info["data"]["balanceUnknownAccounts"] == 1, info
+
         def anthropic_plain():
             m = ant.messages.create(model="deepseek-ai/DeepSeek-V3", max_tokens=64, messages=[{"role": "user", "content": "hi"}])
             assert m.content[0].text == "Hi there" and m.usage.output_tokens == 6, m
@@ -77,22 +94,27 @@ def main():
             deadline = time.time() + 10
             while True:
                 logs = stack.admin("GET", "/logs?page_size=100")
-                if logs["total"] >= 8 or time.time() > deadline:
+                if logs["total"] >= 11 or time.time() > deadline:
                     break
                 time.sleep(0.1)
             rows = logs["logs"]
-            assert logs["total"] == 8, logs["total"]  # the 401 never reached the pool: not a proxied call
+            # 10 calls and the pooled user info; the 401 never reached the pool: not a proxied call.
+            assert logs["total"] == 11, logs["total"]
             by = {(r["endpoint"], r["stream"], r["status"]): r for r in rows}
             assert by[("/v1/chat/completions", False, 200)]["total_tokens"] == 13
             assert by[("/v1/chat/completions", True, 200)]["total_tokens"] == 14, "last running total"
             assert by[("/v1/messages", True, 200)]["input_tokens"] == 15
             assert by[("/v1/messages", True, 200)]["output_tokens"] == 6
+            assert by[("/v1/completions", False, 200)]["total_tokens"] == 16
+            assert by[("/v1/completions", True, 200)]["total_tokens"] == 17, "last running total"
             assert all(GOOD not in json.dumps(r) for r in rows), "no full key in logs"
 
         for name, fn in [("openai chat", openai_plain), ("openai stream", openai_stream), ("openai models", openai_models),
                          ("openai wrong key -> 401", openai_wrong_key), ("openai missing model -> 400", openai_bad_request),
                          ("anthropic messages", anthropic_plain), ("anthropic stream", anthropic_stream),
                          ("openai speech (binary)", openai_speech), ("openai transcription (multipart)", openai_transcription),
+                         ("openai FIM completion", openai_fim), ("openai FIM stream", openai_fim_stream),
+                         ("pooled user info: balance unknown, not 0", pooled_balance_unknown),
                          ("request log matches", logs_match)]:
             checks.run(name, fn)
     finally:
