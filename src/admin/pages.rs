@@ -386,14 +386,18 @@ async fn render_keys(
                         td.mono { (k.key) }
                         td { (badge(k.state, reason.clone()))
                             @if k.state == "cooling" { div.muted { "until " (local_iso(&k.cooling_until, &tz)) } } }
-                        td.num { @if let Some(b) = k.balance { (format!("{b:.2}")) } @else { span.muted title=(UNKNOWN_BALANCE_HINT) { "unknown" } } }
+                        td.num {
+                            @if let Some(b) = k.balance { (format!("{b:.2}")) }
+                            @else if k.state == "invalid" { span.muted { "—" } }
+                            @else { span.muted title=(UNKNOWN_BALANCE_HINT) { "unknown" } }
+                        }
                         td.num { (k.usage_count) }
                         td { (local_iso(&k.last_used, &tz)) }
                         td { (local_iso(&k.last_checked, &tz)) }
                         td.mono {
                             @if let Some(named) = k.account_name.clone().or(k.account_id.clone()) { (named) }
                             @else {
-                                form.inline method="post" action=(format!("/admin/keys/{}/account", k.id)) title="Keys with the same account share its rate limits and resources" {
+                                form.account method="post" action=(format!("/admin/keys/{}/account", k.id)) title="Keys with the same account share its rate limits and resources" {
                                     (csrf_field(csrf))
                                     input.small name="account" maxlength="64" size="8" value=[k.account_label.as_deref()] placeholder="account" aria-label="account";
                                     button.small.secondary type="submit" { "Set" }
