@@ -50,6 +50,26 @@ pub fn parse_balance(v: &serde_json::Value) -> Option<f64> {
     n.is_finite().then_some(n)
 }
 
+/// The body with every occurrence of `secret` (the pool key the request was
+/// sent with) replaced by `masked`: an upstream error that quotes the
+/// `Authorization` header must not hand a pool key to the client, the log
+/// table or stdout. The same bytes, uncopied, when the key is not there.
+pub fn redact(body: bytes::Bytes, secret: &str, masked: &str) -> bytes::Bytes {
+    if secret.is_empty() || memchr::memmem::find(&body, secret.as_bytes()).is_none() {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest: &[u8] = &body;
+    let finder = memchr::memmem::Finder::new(secret.as_bytes());
+    while let Some(at) = finder.find(rest) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(masked.as_bytes());
+        rest = &rest[at + secret.len()..];
+    }
+    out.extend_from_slice(rest);
+    bytes::Bytes::from(out)
+}
+
 /// A short, printable excerpt of an upstream body for logs and errors.
 pub fn snippet(body: &[u8]) -> String {
     let end = body.len().min(300);
@@ -85,6 +105,17 @@ mod tests {
         // Without a code, SiliconFlow's sentence still counts.
         assert!(is_insufficient_balance(br#""Sorry, your account balance is insufficient""#));
         assert!(!is_insufficient_balance(br#""Forbidden""#));
+    }
+
+    #[test]
+    fn pool_keys_quoted_by_the_upstream_are_masked() {
+        let body =
+            bytes::Bytes::from_static(b"{\"message\":\"bad header: Bearer sk-secret-123 (sk-secret-123)\"}");
+        let out = redact(body, "sk-secret-123", "sk-secr...123");
+        assert_eq!(&out[..], b"{\"message\":\"bad header: Bearer sk-secr...123 (sk-secr...123)\"}");
+        let clean = bytes::Bytes::from_static(b"{}");
+        let same = redact(clean.clone(), "sk-secret-123", "x");
+        assert_eq!(same.as_ptr(), clean.as_ptr(), "no copy when there is nothing to mask");
     }
 
     #[test]

@@ -718,7 +718,8 @@ pub async fn logs_page(
 
 /// One CSV field: quoted when needed, and defused against spreadsheet formulas.
 pub fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
+    // A spreadsheet runs a cell that starts with one of these as a formula.
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -812,5 +813,9 @@ mod tests {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+        for danger in ["+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1)", "\t=1", "\r=1"] {
+            let out = csv_field(danger);
+            assert!(out.starts_with('\'') || out.starts_with("\"'"), "{danger:?} -> {out:?}");
+        }
     }
 }

@@ -172,7 +172,8 @@ async fn get(
     let mut resp = sent.map_err(|e| format!("upstream unreachable: {e}"))?;
     let status = resp.status().as_u16();
     match resp.body().limit(4 << 20).await {
-        Ok(body) => Ok((status, body)),
+        // Checks keep error texts (a key's last error): mask the key if quoted.
+        Ok(body) => Ok((status, crate::upstream::redact(body, key, &crate::pool::mask_key(key)))),
         Err(e) => Err(format!("{status}, body unreadable: {e}")),
     }
 }

@@ -2,10 +2,13 @@
 
 use crate::upstream::is_insufficient_balance;
 
-/// Statuses after which another key may succeed. Everything else (2xx, 400,
-/// 404, other 4xx) is the answer, passed to the client once.
+/// Statuses that say the upstream did not run the request, so another key
+/// may, without running (and billing) it twice: the key is dead, broke or
+/// barred (401/402/403), the account is rate-limited (429), the model is
+/// overloaded (503). Everything else (2xx, 4xx, and a 500/502/504, after
+/// which the model may well have run) is the answer, passed to the client once.
 pub fn may_fail_over(status: u16) -> bool {
-    matches!(status, 401 | 402 | 403 | 429) || status >= 500
+    matches!(status, 401 | 402 | 403 | 429 | 503)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +22,7 @@ pub enum Verdict {
     /// 403 other than 30001 ("Forbidden", model disabled, real-name check):
     /// this account cannot use this model; others may. Remembered as a cooldown.
     ModelForbidden,
-    /// 5xx: try another key, change nothing.
+    /// 503: try another key, change nothing.
     Transient,
 }
 
@@ -52,10 +55,10 @@ mod tests {
         assert_eq!(classify(403, quoted), Verdict::ModelForbidden);
         assert_eq!(classify(429, b"{}"), Verdict::RateLimited);
         assert_eq!(classify(503, b"{}"), Verdict::Transient);
-        for s in [200, 400, 404, 413, 422] {
+        for s in [200, 400, 404, 413, 422, 500, 502, 504] {
             assert!(!may_fail_over(s), "{s}");
         }
-        for s in [401, 402, 403, 429, 500, 502, 503, 504] {
+        for s in [401, 402, 403, 429, 503] {
             assert!(may_fail_over(s), "{s}");
         }
     }

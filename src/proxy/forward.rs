@@ -22,6 +22,7 @@ use crate::pool::actor::{KeyEvent, KeyEventKind};
 use crate::pool::cooldown::Hint;
 use crate::pool::{KeyState, NoKey, Picked, PoolKey};
 use crate::state::{AppState, Upstream};
+use crate::upstream::redact;
 
 /// How the body of a route is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +110,21 @@ fn too_large(limit: usize) -> ProxyError {
     )
 }
 
+/// The longest `model` accepted. SiliconFlow's names are under 100 bytes;
+/// the name is stored in every log row and the stats' keys, so a client must
+/// not be able to make those grow at will.
+pub const MAX_MODEL_BYTES: usize = 256;
+
+fn check_model(model: &str) -> Result<(), ProxyError> {
+    if model.len() > MAX_MODEL_BYTES {
+        return Err(ProxyError::bad_request(format!(
+            "`model` is {} bytes long; model names are at most {MAX_MODEL_BYTES} bytes",
+            model.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Parses a JSON body into a probe, with errors in the caller's terms.
 pub fn probe(body: &[u8], model_required: bool) -> Result<Probe<'_>, ProxyError> {
     match serde_json::from_slice::<Probe>(body) {
@@ -116,6 +132,7 @@ pub fn probe(body: &[u8], model_required: bool) -> Result<Probe<'_>, ProxyError>
             if model_required && p.model.as_deref().is_none_or(|m| m.trim().is_empty()) {
                 return Err(ProxyError::bad_request("`model` is required"));
             }
+            check_model(p.model.as_deref().unwrap_or(""))?;
             Ok(p)
         }
         Err(_) if body.is_empty() => Err(ProxyError::bad_request("the request body must be a JSON object")),
@@ -219,6 +236,7 @@ pub async fn read_route_body(
                     let first = payload.next().await.transpose().map_err(read_error)?;
                     let model =
                         first.as_deref().and_then(|b| multipart_field(b, "model")).unwrap_or_default();
+                    check_model(&model)?;
                     Ok((OutBody::Stream { payload, first, length: len }, model, false))
                 }
                 _ => {
@@ -230,6 +248,7 @@ pub async fn read_route_body(
                                 .and_then(|p| p.model.map(|m| m.into_owned()))
                         })
                         .unwrap_or_default();
+                    check_model(&model)?;
                     Ok((OutBody::Bytes(body), model, false))
                 }
             }
@@ -245,7 +264,8 @@ pub fn multipart_field(body: &[u8], name: &str) -> Option<String> {
     let start = memchr::memmem::find(rest, b"\r\n\r\n")? + 4;
     let rest = &rest[start..];
     let end = memchr::memmem::find(rest, b"\r\n")?;
-    let value = std::str::from_utf8(&rest[..end.min(512)]).ok()?.trim();
+    // Longer than any model name may be: kept long enough for the check to refuse it.
+    let value = std::str::from_utf8(&rest[..end.min(MAX_MODEL_BYTES + 1)]).ok()?.trim();
     (!value.is_empty()).then(|| value.to_string())
 }
 
@@ -337,7 +357,13 @@ pub async fn dispatch(
                 );
                 return reject(pending, e, dialect);
             }
-            Err(e) => {
+            // Nothing of the request can have reached the upstream (no
+            // connection, refused, TLS failed): another key may try. (awc
+            // says "disconnected" when the connection closed after the
+            // request was written: that one is not retried.)
+            Err(awc::error::SendRequestError::Connect(e))
+                if !matches!(e, awc::error::ConnectError::Disconnected) =>
+            {
                 let reason = format!("upstream unreachable: {e}");
                 log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
                 state
@@ -345,6 +371,20 @@ pub async fn dispatch(
                     .do_send(KeyEvent { key_id: key.id, kind: KeyEventKind::Error(reason.clone()) });
                 failure = Some(Failure::Connect(reason));
                 continue;
+            }
+            // The request body (the client's upload) failed on the way.
+            Err(awc::error::SendRequestError::Body(e)) => {
+                return reject(pending, body_send_error(&*e), dialect);
+            }
+            // The connection failed after the request was (perhaps) written:
+            // the model may be running it, so no other key tries it again.
+            Err(e) => {
+                let reason = format!("the upstream connection failed after the request was sent: {e}");
+                log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
+                state
+                    .pool_actor
+                    .do_send(KeyEvent { key_id: key.id, kind: KeyEventKind::Error(reason.clone()) });
+                return reject(pending, ProxyError::new(ErrorKind::BadGateway, reason), dialect);
             }
         };
         let status = resp.status();
@@ -361,11 +401,14 @@ pub async fn dispatch(
             if let (Some(kind), true) = (out.creates, status.is_success()) {
                 return capture_and_answer(resp, kind, pending, state).await;
             }
+            if !status.is_success() {
+                return error_back(resp, pending, &key, dialect).await;
+            }
             return stream_back(resp, pending, state);
         }
         // Error answers are small: read them to classify, and to hand back whole
         // if this was the last attempt.
-        let err_body = resp.body().limit(1 << 20).await.unwrap_or_default();
+        let err_body = redact(resp.body().limit(1 << 20).await.unwrap_or_default(), &key.secret, &key.masked);
         let reason = format!("{code}: {}", snippet(&err_body));
         let now = now_ms();
         let upstream_failure = |resp: &awc::ClientResponse<_>, body: Bytes| Failure::Upstream {
@@ -557,6 +600,41 @@ where
     builder.body(body)
 }
 
+/// An upstream error answer passed to the client (a 400, a 404, a 500...):
+/// read whole (errors are small), with any pool key it quotes masked.
+async fn error_back<S>(
+    mut resp: awc::ClientResponse<S>,
+    mut pending: Pending,
+    key: &PoolKey,
+    dialect: Dialect,
+) -> HttpResponse
+where
+    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
+{
+    let status = resp.status();
+    pending.status = status.as_u16();
+    let body = match resp.body().limit(4 << 20).await {
+        Ok(b) => redact(b, &key.secret, &key.masked),
+        Err(e) => {
+            let e = ProxyError::new(
+                ErrorKind::BadGateway,
+                format!("the upstream answered {} but its body could not be read: {e}", status.as_u16()),
+            );
+            return reject(pending, e, dialect);
+        }
+    };
+    pending.error = Some(format!("{}: {}", status.as_u16(), snippet(&body)));
+    pending.finish(Usage::default(), false);
+    let mut builder = HttpResponse::build(status);
+    copy_headers(&mut builder, resp.headers());
+    builder.body(body)
+}
+
+/// The error for a request body that broke while it was streamed upstream.
+fn body_send_error(e: &(dyn std::error::Error + 'static)) -> ProxyError {
+    ProxyError::bad_request(format!("could not read the request body: {e}"))
+}
+
 /// Streams the upstream answer back as it arrives, reading usage on the way.
 fn stream_back<S>(resp: awc::ClientResponse<S>, mut pending: Pending, state: &AppState) -> HttpResponse
 where
@@ -601,5 +679,9 @@ mod tests {
         assert!(probe(br#"{"requestId":"r1"}"#, false).unwrap().request_id.as_deref() == Some("r1"));
         assert!(probe(b"{x", false).unwrap_err().message.contains("not valid JSON"));
         assert!(probe(b"", false).unwrap_err().message.contains("JSON object"));
+        let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(MAX_MODEL_BYTES + 1));
+        assert!(probe(long.as_bytes(), true).unwrap_err().message.contains("at most 256 bytes"));
+        let fits = format!(r#"{{"model":"{}"}}"#, "m".repeat(MAX_MODEL_BYTES));
+        assert!(probe(fits.as_bytes(), true).is_ok());
     }
 }

@@ -17,6 +17,7 @@ use super::record::Pending;
 use super::usage::Usage;
 use crate::pool::{KeyState, PoolKey};
 use crate::state::{AppState, Upstream};
+use crate::upstream::redact;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {
@@ -97,7 +98,9 @@ pub async fn merged(
             async move {
                 let r = match req.send().await {
                     Ok(mut resp) => match resp.body().limit(32 << 20).await {
-                        Ok(b) => Ok((resp.status(), resp.headers().clone(), b)),
+                        Ok(b) => {
+                            Ok((resp.status(), resp.headers().clone(), redact(b, &key.secret, &key.masked)))
+                        }
                         Err(e) => Err(format!("answer unreadable: {e}")),
                     },
                     Err(e) => Err(format!("upstream unreachable: {e}")),

@@ -135,8 +135,10 @@ impl Pending {
             created_at: self.created_at,
             key_id: self.key.as_ref().map(|k| k.id),
             key_masked: self.key.as_ref().map(|k| k.masked.clone()).unwrap_or_default(),
-            model: std::mem::take(&mut self.model),
-            endpoint: std::mem::take(&mut self.endpoint),
+            // Every stored text is bounded (the request path refuses longer
+            // models; this is the backstop for the rest).
+            model: bounded(std::mem::take(&mut self.model), 256),
+            endpoint: bounded(std::mem::take(&mut self.endpoint), 256),
             status: i32::from(self.status),
             input_tokens: input,
             output_tokens: output,
@@ -146,11 +148,23 @@ impl Pending {
             stream: self.stream,
             aborted,
             attempts: self.attempts as i32,
-            error: self.error.take(),
+            error: self.error.take().map(|e| bounded(e, 1000)),
         };
         self.sink.push(row);
         self.sink.closed();
     }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn bounded(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }
 
 impl Drop for Pending {

@@ -30,6 +30,10 @@ pub enum Mode {
     /// 403 code 30003 (model disabled) whose message quotes the request,
     /// which happens to contain "30001" and SiliconFlow's no-funds sentence.
     ModelDisabledQuoting,
+    /// This status, with an error text that quotes the request's Authorization header.
+    Echo(u16),
+    /// 500: the upstream failed, perhaps after running the model.
+    ServerError,
 }
 
 #[derive(Clone, Debug)]
@@ -200,6 +204,15 @@ fn mode_error(spec: Option<&KeySpec>, req: &HttpRequest) -> Option<HttpResponse>
         Mode::Forbidden => {
             b = HttpResponse::Forbidden();
             "\"Forbidden\"".to_string()
+        }
+        Mode::Echo(status) => {
+            b = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+            let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+            json!({"code":20015,"message":format!("invalid request header 'Authorization: {auth}'"),"data":null}).to_string()
+        }
+        Mode::ServerError => {
+            b = HttpResponse::InternalServerError();
+            json!({"code":50000,"message":"Internal server error","data":null}).to_string()
         }
         Mode::ModelDisabledQuoting => {
             b = HttpResponse::Forbidden();
@@ -413,6 +426,34 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
             } else {
                 sse_paced(&req, events, |i| if i == 2 { Duration::from_secs(30) } else { Duration::ZERO })
             }
+        }
+        // "cut-stream": the upstream dies after 5 of 20 events (no last chunk).
+        "/v1/chat/completions" if stream && model == "cut-stream" => {
+            let text = chat_stream_text(&model, 19);
+            let events: Vec<Bytes> =
+                text.split_inclusive("\n\n").map(|s| Bytes::from(s.to_string())).collect();
+            // Paced, so that the head and the five events leave before the end.
+            let five = futures_util::stream::unfold(events.into_iter().take(5), |mut it| async move {
+                let next = it.next()?;
+                actix_rt::time::sleep(Duration::from_millis(5)).await;
+                Some((Ok::<_, actix_web::Error>(next), it))
+            });
+            let die = futures_util::stream::once(async {
+                actix_rt::time::sleep(Duration::from_millis(30)).await;
+                Err::<Bytes, _>(actix_web::error::ErrorInternalServerError("upstream process killed"))
+            });
+            let mut b = HttpResponse::Ok();
+            trace(&mut b, &req);
+            b.content_type("text/event-stream").streaming(futures_util::StreamExt::chain(five, die))
+        }
+        // "short-body": declares 1000 bytes, sends 12, closes.
+        "/v1/chat/completions" if model == "short-body" => {
+            let twelve = futures_util::stream::unfold(0, |i| async move {
+                // A pause after the 12 bytes, so they leave before the close.
+                actix_rt::time::sleep(Duration::from_millis(20)).await;
+                (i == 0).then(|| (Ok::<_, actix_web::Error>(Bytes::from_static(b"{\"id\":\"chatc")), 1))
+            });
+            ok.content_type("application/json").body(actix_web::body::SizedStream::new(1000, twelve))
         }
         "/v1/chat/completions" if stream => {
             // "slow-stream": a long stream, for clients that walk away.

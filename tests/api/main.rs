@@ -6,6 +6,7 @@ mod auth;
 mod endpoints;
 mod fake;
 mod forwarding;
+mod hardening;
 mod health;
 mod helpers;
 mod import;

@@ -1,5 +1,5 @@
 use std::{
-    io::Write,
+    io::{self, Write},
     pin::{pin, Pin},
     task::{Context, Poll},
 };
@@ -9,8 +9,8 @@ use actix_http::{
     body::{BodySize, MessageBody},
     error::PayloadError,
     h1,
-    header::{HeaderMap, TryIntoHeaderValue, EXPECT, HOST},
-    Payload, RequestHeadType, ResponseHead, StatusCode,
+    header::{HeaderMap, TryIntoHeaderValue, CONTENT_LENGTH, EXPECT, HOST},
+    Payload, RequestHeadType, ResponseHead, StatusCode, Version,
 };
 use actix_utils::future::poll_fn;
 use bytes::{buf::BufMut, Bytes, BytesMut};
@@ -148,6 +148,9 @@ where
     }
 
     let head = res_head.unwrap();
+    // PATCHED: see `PlStream::eof_ends_body`.
+    let eof_ends_body =
+        head.version == Version::HTTP_10 && !head.headers.contains_key(CONTENT_LENGTH);
 
     match pin_framed.codec_ref().message_type() {
         h1::MessageType::None => {
@@ -159,7 +162,7 @@ where
         _ => Ok((
             head,
             Payload::Stream {
-                payload: Box::pin(PlStream::new(framed)),
+                payload: Box::pin(PlStream::new(framed, eof_ends_body)),
             },
         )),
     }
@@ -238,14 +241,20 @@ pin_project! {
     pub(crate) struct PlStream<Io: ConnectionIo> {
         #[pin]
         framed: Framed<H1Connection<Io>, h1::ClientPayloadCodec>,
+        // PATCHED: whether the connection's end is the body's end (an HTTP/1.0
+        // answer without Content-Length). Otherwise the body ends with its
+        // declared length or its last chunk, and an EOF before that is an error.
+        eof_ends_body: bool,
+        // PATCHED: the truncation was reported; the stream is over.
+        failed: bool,
     }
 }
 
 impl<Io: ConnectionIo> PlStream<Io> {
-    fn new(framed: Framed<H1Connection<Io>, h1::ClientCodec>) -> Self {
+    fn new(framed: Framed<H1Connection<Io>, h1::ClientCodec>, eof_ends_body: bool) -> Self {
         let framed = framed.into_map_codec(|codec| codec.into_payload_codec());
 
-        PlStream { framed }
+        PlStream { framed, eof_ends_body, failed: false }
     }
 }
 
@@ -254,6 +263,9 @@ impl<Io: ConnectionIo> Stream for PlStream<Io> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
+        if *this.failed {
+            return Poll::Ready(None);
+        }
 
         match ready!(this.framed.as_mut().next_item(cx)?) {
             Some(Some(chunk)) => Poll::Ready(Some(Ok(chunk))),
@@ -262,7 +274,15 @@ impl<Io: ConnectionIo> Stream for PlStream<Io> {
                 this.framed.io_mut().on_release(keep_alive);
                 Poll::Ready(None)
             }
-            None => Poll::Ready(None),
+            // PATCHED: upstream awc ends the body here as if it were complete.
+            None if *this.eof_ends_body => Poll::Ready(None),
+            None => {
+                *this.failed = true;
+                Poll::Ready(Some(Err(PayloadError::Incomplete(Some(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the connection closed before the end of the body (its declared length or last chunk)",
+                ))))))
+            }
         }
     }
 }
