@@ -54,6 +54,14 @@ pub struct Config {
     pub cookie_secure: bool,
     /// Wrong admin passwords allowed per client address per minute.
     pub login_max_failures: u32,
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` / `X-Forwarded-Proto`
+    /// are believed; empty = such headers are ignored.
+    pub trusted_proxies: Vec<crate::net::IpNet>,
+    /// The largest body an admin route reads (an import of 10,000 keys is ~0.6 MiB).
+    pub admin_body_bytes: usize,
+    /// How long a request body may take (admin routes: in all; `/v1`: between
+    /// two pieces); a client that stops sending gets 408.
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -206,6 +214,18 @@ impl Config {
                 }
             },
             login_max_failures: positive("LOGIN_MAX_FAILURES", 5)?.min(u32::MAX as u64) as u32,
+            trusted_proxies: match get("TRUSTED_PROXIES") {
+                None => Vec::new(),
+                Some(v) => crate::net::parse_trusted(&v).map_err(|reason| ConfigError {
+                    var: "TRUSTED_PROXIES",
+                    value: v.clone(),
+                    reason: format!(
+                        "{reason}; expected addresses or CIDR blocks, e.g. 127.0.0.1,172.16.0.0/12"
+                    ),
+                })?,
+            },
+            admin_body_bytes: positive("ADMIN_BODY_BYTES", 1024 * 1024)? as usize,
+            body_read_timeout: Duration::from_secs(positive("BODY_READ_TIMEOUT", 30)?),
         })
     }
 

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod config;
 pub mod db;
 pub mod health;
+pub mod net;
 pub mod pool;
 pub mod proxy;
 pub mod startup;

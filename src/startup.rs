@@ -152,6 +152,10 @@ impl Application {
         // stops the whole actor system, log writer included, before it can flush.
         .disable_signals()
         .shutdown_timeout(config.shutdown_timeout.as_secs())
+        // A client that closes its connection while waiting for an answer has
+        // gone: drop its request (and so the upstream call it was waiting
+        // on) at once, instead of letting the model run on for nobody.
+        .h1_allow_half_closed(false)
         .listen(listener)?
         .run();
         log::info!("listening on {}:{}", config.host, port);

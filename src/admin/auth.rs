@@ -2,6 +2,9 @@
 //! when unset, a random password generated at first start, printed once, and
 //! kept as an argon2 hash in the database.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use actix_web::HttpRequest;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -28,6 +31,41 @@ pub struct AdminCredentials {
     secret: Secret,
     /// True when the password is the generated one (the dashboard warns).
     pub generated: bool,
+    /// argon2 checks running now (each takes tens of ms of a core).
+    hashing: Arc<AtomicUsize>,
+}
+
+/// argon2 checks allowed at once; more get "busy" (429) rather than queue up
+/// and burn every core.
+const MAX_CONCURRENT_HASHES: usize = 2;
+
+/// What a password check said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    Yes,
+    No,
+    /// Not checked: too many argon2 checks are running.
+    Busy,
+}
+
+/// A running argon2 check's slot.
+struct HashSlot(Arc<AtomicUsize>);
+
+impl HashSlot {
+    fn take(counter: &Arc<AtomicUsize>) -> Option<HashSlot> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_CONCURRENT_HASHES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| HashSlot(counter.clone()))
+    }
+}
+
+impl Drop for HashSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl AdminCredentials {
@@ -42,12 +80,17 @@ impl AdminCredentials {
             } else {
                 Secret::Plain(p.clone())
             };
-            return Ok(AdminCredentials { username, secret, generated: false });
+            return Ok(AdminCredentials { username, secret, generated: false, hashing: Arc::default() });
         }
         let mut conn = db.get()?;
         if let Some(hash) = settings_q::get(&mut conn, GENERATED_HASH)? {
             log::warn!("ADMIN_PASSWORD is not set: using the password generated at first start (printed in the log then)");
-            return Ok(AdminCredentials { username, secret: Secret::Hash(hash), generated: true });
+            return Ok(AdminCredentials {
+                username,
+                secret: Secret::Hash(hash),
+                generated: true,
+                hashing: Arc::default(),
+            });
         }
         let password = Alphanumeric.sample_string(&mut rand::rng(), 20);
         let hash = hash_password(&password).map_err(DbError::Setup)?;
@@ -56,7 +99,12 @@ impl AdminCredentials {
         log::warn!(
             "ADMIN_PASSWORD is not set: generated an admin password. Log in as '{username}' with password: {password}  (shown only this once; set ADMIN_PASSWORD to choose your own)"
         );
-        Ok(AdminCredentials { username, secret: Secret::Hash(hash), generated: true })
+        Ok(AdminCredentials {
+            username,
+            secret: Secret::Hash(hash),
+            generated: true,
+            hashing: Arc::default(),
+        })
     }
 
     pub fn verify(&self, username: &str, password: &str) -> bool {
@@ -71,13 +119,18 @@ impl AdminCredentials {
     }
 
     /// Verifies on the blocking pool: an argon2 check takes tens of
-    /// milliseconds, which must not stall a worker that also serves `/v1`.
-    pub async fn verify_off_thread(&self, username: String, password: String) -> bool {
+    /// milliseconds, which must not stall a worker that also serves `/v1`;
+    /// at most `MAX_CONCURRENT_HASHES` at once.
+    pub async fn verify_off_thread(&self, username: String, password: String) -> Verified {
+        let yes_no = |ok| if ok { Verified::Yes } else { Verified::No };
         if let Secret::Plain(_) = self.secret {
-            return self.verify(&username, &password);
+            return yes_no(self.verify(&username, &password));
         }
+        let Some(slot) = HashSlot::take(&self.hashing) else { return Verified::Busy };
         let me = self.clone();
-        actix_web::web::block(move || me.verify(&username, &password)).await.unwrap_or(false)
+        let ok = actix_web::web::block(move || me.verify(&username, &password)).await.unwrap_or(false);
+        drop(slot);
+        yes_no(ok)
     }
 }
 
@@ -108,6 +161,7 @@ mod tests {
             username: "admin".into(),
             secret: Secret::Plain("pw".into()),
             generated: false,
+            hashing: Arc::default(),
         };
         assert!(plain.verify("admin", "pw"));
         assert!(!plain.verify("admin", "pw2"));
@@ -116,8 +170,20 @@ mod tests {
             username: "admin".into(),
             secret: Secret::Hash(hash_password("s3cret").unwrap()),
             generated: true,
+            hashing: Arc::default(),
         };
         assert!(hashed.verify("admin", "s3cret"));
         assert!(!hashed.verify("admin", "s3cre"));
+    }
+
+    #[test]
+    fn at_most_two_hashes_run_at_once() {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let a = HashSlot::take(&counter).unwrap();
+        let b = HashSlot::take(&counter).unwrap();
+        assert!(HashSlot::take(&counter).is_none());
+        drop(a);
+        assert!(HashSlot::take(&counter).is_some());
+        drop(b);
     }
 }

@@ -8,7 +8,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::session::require_admin;
+use super::request::admin_body;
+use super::session::{authenticate, require_admin};
 use super::{error, iso};
 use crate::db::now_ms;
 use crate::db::queries::keys as kq;
@@ -52,10 +53,19 @@ fn looks_like_key(k: &str) -> bool {
 
 pub async fn import(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
     upstream: web::Data<Upstream>,
 ) -> HttpResponse {
+    // Who asks is settled from the headers before a byte of the body is read.
+    let who = match authenticate(&req, &state).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let body = match admin_body(&req, payload, &state).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
     let form = content_type.starts_with("application/x-www-form-urlencoded");
     #[derive(Deserialize)]
@@ -69,7 +79,7 @@ pub async fn import(
         Some(Ok(f)) => f.csrf.clone(),
         _ => None,
     };
-    if let Err(resp) = require_admin(&req, &state, form_csrf.as_deref()).await {
+    if let Err(resp) = who.check_csrf(&req, form_csrf.as_deref()) {
         return resp;
     }
     let (text, account) = match parsed_form {
@@ -288,12 +298,16 @@ pub async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<
 pub async fn patch(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     if let Err(resp) = require_admin(&req, &state, None).await {
         return resp;
     }
+    let body = match admin_body(&req, payload, &state).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let Some(id) = known_id(&path, &state) else {
         return not_found(&path);
     };

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod keys;
 pub mod logs;
 pub mod pages;
+pub mod request;
 pub mod session;
 pub mod stats;
 pub mod views;
@@ -18,7 +19,10 @@ pub fn error(status: actix_web::http::StatusCode, message: impl Into<String>) ->
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/import_keys", web::post().to(keys::import))
+    // Every admin route passes the gate (cross-site refusal, body cap) first.
+    let scope = web::scope("").wrap(actix_web::middleware::from_fn(request::gate));
+    let scope = scope
+        .route("/import_keys", web::post().to(keys::import))
         .route("/refresh", web::post().to(keys::refresh_all))
         .route("/export_keys", web::get().to(keys::export))
         .route("/api/keys", web::get().to(keys::list))
@@ -36,7 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/", web::get().to(pages::root))
         .route("/login", web::get().to(pages::root))
         .route("/login", web::post().to(pages::login))
-        .route("/logout", web::get().to(pages::logout))
+        .route("/logout", web::get().to(pages::logout_page))
         .route("/logout", web::post().to(pages::logout))
         .route("/static/admin.css", web::get().to(pages::css))
         .route("/admin", web::get().to(pages::dashboard))
@@ -49,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/logs.csv", web::get().to(pages::logs_csv))
         .route("/admin/logs/clear", web::get().to(pages::logs_clear_confirm))
         .route("/admin/logs/clear", web::post().to(pages::logs_clear));
+    cfg.service(scope);
 }
 
 pub use crate::db::iso;

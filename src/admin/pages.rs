@@ -7,8 +7,10 @@ use chrono::FixedOffset;
 use maud::{html, Markup};
 use serde::Deserialize;
 
+use super::auth::Verified;
 use super::keys::{filter_sort_page, import_keys, key_views, parse_key_list, ListQuery, MAX_IMPORT};
 use super::logs::{filter_from, LogQuery};
+use super::request::{admin_body, read_body, LOGIN_BODY_BYTES};
 use super::session::{self, client_ip, csrf_ok, Session};
 use super::stats;
 use super::views::charts::{bar_chart, compact, hbar_chart, BarSeries};
@@ -47,16 +49,18 @@ fn forbidden_page() -> HttpResponse {
     page(StatusCode::FORBIDDEN, body)
 }
 
-/// For a posted form whose only field is the CSRF token: the session, checked.
-async fn posted_form_session(
+/// A posted form: the session (from the cookie, before a byte of the body
+/// is read), then the body (bounded and timed), then its CSRF token checked.
+async fn posted_form(
     req: &HttpRequest,
+    payload: web::Payload,
     state: &AppState,
-    body: &[u8],
-) -> Result<Session, HttpResponse> {
+) -> Result<(Session, web::Bytes), HttpResponse> {
     let s = page_session(req, state).await?;
-    let form = serde_urlencoded::from_bytes::<CsrfForm>(body).unwrap_or_default();
+    let body = admin_body(req, payload, state).await?;
+    let form = serde_urlencoded::from_bytes::<CsrfForm>(&body).unwrap_or_default();
     check_csrf(&s, form.csrf.as_deref())?;
-    Ok(s)
+    Ok((s, body))
 }
 
 /// Checks a posted form's CSRF token against the session.
@@ -114,32 +118,55 @@ struct LoginForm {
     password: Option<String>,
 }
 
-pub async fn login(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
-    let ip = client_ip(&req);
-    if let Err(wait) = state.login_throttle.check(ip) {
-        let mut r = login_page(
-            Some(&format!("Too many failed logins from your address. Try again in {wait} s.")),
-            StatusCode::TOO_MANY_REQUESTS,
-            false,
-        );
-        if let Ok(v) = wait.to_string().parse() {
-            r.headers_mut().insert(actix_web::http::header::RETRY_AFTER, v);
-        }
-        return r;
+fn retry_after(mut r: HttpResponse, wait: u64) -> HttpResponse {
+    if let Ok(v) = wait.to_string().parse() {
+        r.headers_mut().insert(actix_web::http::header::RETRY_AFTER, v);
     }
+    r
+}
+
+pub async fn login(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    let ip = client_ip(&req, &state);
+    // The place in the throttle is taken before anything else, so guesses
+    // sent at once cannot all pass a limit counted only after their checks.
+    let attempt = match state.login_throttle.begin(ip) {
+        Ok(a) => a,
+        Err(wait) => {
+            let r = login_page(
+                Some(&format!("Too many failed logins from your address. Try again in {wait} s.")),
+                StatusCode::TOO_MANY_REQUESTS,
+                false,
+            );
+            return retry_after(r, wait);
+        }
+    };
+    let body = match read_body(payload, LOGIN_BODY_BYTES, state.config.body_read_timeout).await {
+        Ok(b) => b,
+        Err(e) => return e.response(&req),
+    };
     let form = serde_urlencoded::from_bytes::<LoginForm>(&body).ok();
     let (user, pass) = match form {
         Some(LoginForm { username: Some(u), password: Some(p) }) => (u, p),
         _ => return login_page(Some("Enter a username and a password."), StatusCode::BAD_REQUEST, false),
     };
     let user_for_log = user.chars().take(64).collect::<String>();
-    if !state.admin.verify_off_thread(user, pass).await {
-        state.login_throttle.fail(ip);
-        // Never the password; the username only as typed, cut short.
-        log::warn!("admin: failed login for {user_for_log:?} from {ip}");
-        return login_page(Some("Wrong username or password."), StatusCode::UNAUTHORIZED, false);
+    match state.admin.verify_off_thread(user, pass).await {
+        Verified::Yes => attempt.succeed(),
+        Verified::Busy => {
+            let r = login_page(
+                Some("Too many logins are being checked right now. Try again in a moment."),
+                StatusCode::TOO_MANY_REQUESTS,
+                false,
+            );
+            return retry_after(r, 1);
+        }
+        Verified::No => {
+            attempt.fail();
+            // Never the password; the username only as typed, cut short.
+            log::warn!("admin: failed login for {user_for_log:?} from {ip}");
+            return login_page(Some("Wrong username or password."), StatusCode::UNAUTHORIZED, false);
+        }
     }
-    state.login_throttle.succeed(ip);
     match session::create(&state, &req).await {
         Ok(cookie) => {
             log::info!("admin: {user_for_log:?} logged in from {ip}");
@@ -161,14 +188,26 @@ struct CsrfForm {
     csrf: Option<String>,
 }
 
-pub async fn logout(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
-    if req.method() == actix_web::http::Method::POST {
-        if let Some(s) = session::current(&state, &req).await {
-            let form = serde_urlencoded::from_bytes::<CsrfForm>(&body).unwrap_or_default();
-            if let Err(r) = check_csrf(&s, form.csrf.as_deref()) {
-                return r;
-            }
-        }
+/// `GET /logout`: a page with the button (a GET changes nothing).
+pub async fn logout_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let s = match page_session(&req, &state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let body = layout(
+        Chrome { title: "Log out", nav: "", csrf: Some(&s.csrf), warnings: vec![], notice: None },
+        html! {
+            h1 { "Log out?" }
+            form method="post" action="/logout" { (csrf_field(&s.csrf)) button type="submit" { "Log out" } }
+        },
+    );
+    page(StatusCode::OK, body)
+}
+
+/// `POST /logout` with the session's CSRF token: ends the session for good.
+pub async fn logout(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(r) = posted_form(&req, payload, &state).await {
+        return r;
     }
     let cookie = session::destroy(&state, &req).await;
     HttpResponse::SeeOther().insert_header(("Location", "/")).cookie(cookie).finish()
@@ -459,12 +498,16 @@ struct ImportForm {
 
 pub async fn keys_import(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
     upstream: web::Data<Upstream>,
 ) -> HttpResponse {
     let s = match page_session(&req, &state).await {
         Ok(s) => s,
+        Err(r) => return r,
+    };
+    let body = match admin_body(&req, payload, &state).await {
+        Ok(b) => b,
         Err(r) => return r,
     };
     let form = serde_urlencoded::from_bytes::<ImportForm>(&body).unwrap_or_default();
@@ -496,8 +539,12 @@ pub async fn keys_import(
     render_keys(&state, &s, KeysPageQuery::default(), Some(summary)).await
 }
 
-pub async fn keys_refresh(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(r) = posted_form_session(&req, &state, &body).await {
+pub async fn keys_refresh(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(r) = posted_form(&req, payload, &state).await {
         return r;
     }
     let notice = match state.refresher.send(RefreshNow(None)).await {
@@ -513,12 +560,13 @@ pub async fn keys_refresh(req: HttpRequest, body: web::Bytes, state: web::Data<A
 pub async fn key_action(
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(r) = posted_form_session(&req, &state, &body).await {
-        return r;
-    }
+    let body = match posted_form(&req, payload, &state).await {
+        Ok((_, body)) => body,
+        Err(r) => return r,
+    };
     let (id, action) = path.into_inner();
     let Some(id) = id.parse::<i64>().ok().filter(|id| state.pool.snapshot().get(*id).is_some()) else {
         return see_other(&with_notice("/admin/keys", "No such key."));
@@ -792,8 +840,8 @@ pub async fn logs_clear_confirm(req: HttpRequest, state: web::Data<AppState>) ->
     confirm_page(&s, confirm, message)
 }
 
-pub async fn logs_clear(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(r) = posted_form_session(&req, &state, &body).await {
+pub async fn logs_clear(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(r) = posted_form(&req, payload, &state).await {
         return r;
     }
     let notice = match super::logs::clear_all(&state).await {

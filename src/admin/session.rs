@@ -18,6 +18,7 @@ use blake2::{Blake2b512, Digest};
 use rand::RngCore;
 use serde_json::json;
 
+use super::auth::Verified;
 use crate::db::now_ms;
 use crate::db::queries::sessions_q;
 use crate::state::AppState;
@@ -57,7 +58,8 @@ pub async fn create(state: &AppState, req: &HttpRequest) -> Result<Cookie<'stati
 }
 
 fn cookie(state: &AppState, req: &HttpRequest, value: String, ttl: Duration) -> Cookie<'static> {
-    let secure = state.config.cookie_secure || req.connection_info().scheme() == "https";
+    // HTTPS as the client sees it: the connection, or a trusted proxy's word.
+    let secure = state.config.cookie_secure || crate::net::is_https(req, &state.config.trusted_proxies);
     Cookie::build(COOKIE, value)
         .path("/")
         .http_only(true)
@@ -90,8 +92,8 @@ pub async fn destroy(state: &AppState, req: &HttpRequest) -> Cookie<'static> {
     c
 }
 
-fn mutating(req: &HttpRequest) -> bool {
-    !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+pub fn mutating(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// CSRF token comparison in constant time.
@@ -104,84 +106,179 @@ fn json_error(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message }))
 }
 
-/// Admin access for the JSON endpoints: a session cookie (with a CSRF token
-/// on anything that changes state, in `X-CSRF-Token` or the form's `csrf`
-/// field) or HTTP Basic auth (scripts; no cookie, so no CSRF risk).
-pub async fn require_admin(
-    req: &HttpRequest,
-    state: &AppState,
-    form_csrf: Option<&str>,
-) -> Result<(), HttpResponse> {
-    if let Some(session) = current(state, req).await {
-        if mutating(req) {
-            let header = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok());
-            if !csrf_ok(&session.csrf, header.or(form_csrf)) {
-                return Err(json_error(StatusCode::FORBIDDEN, "missing or wrong CSRF token"));
+/// Who an admin request comes from, decided from its headers alone (before
+/// any body is read): a session cookie, or HTTP Basic credentials (scripts).
+pub enum Identity {
+    Session(Session),
+    Basic,
+}
+
+impl Identity {
+    /// A session (a browser) must prove each state change with its CSRF
+    /// token (`X-CSRF-Token`, or the form's `csrf` field); Basic auth sends
+    /// no cookie, and cross-site browser requests are refused before this.
+    pub fn check_csrf(&self, req: &HttpRequest, form_csrf: Option<&str>) -> Result<(), HttpResponse> {
+        match self {
+            Identity::Session(session) if mutating(req.method()) => {
+                let header = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok());
+                if csrf_ok(&session.csrf, header.or(form_csrf)) {
+                    Ok(())
+                } else {
+                    Err(json_error(StatusCode::FORBIDDEN, "missing or wrong CSRF token"))
+                }
             }
+            _ => Ok(()),
         }
-        return Ok(());
+    }
+}
+
+fn too_many(wait: u64) -> HttpResponse {
+    HttpResponse::TooManyRequests()
+        .insert_header(("Retry-After", wait.to_string()))
+        .json(json!({"error": "too many failed logins; try again later"}))
+}
+
+/// Authenticates an admin request from its headers.
+pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identity, HttpResponse> {
+    if let Some(session) = current(state, req).await {
+        return Ok(Identity::Session(session));
     }
     if let Some((user, pass)) = super::auth::basic_credentials(req) {
-        let ip = client_ip(req);
-        if let Err(wait) = state.login_throttle.check(ip) {
-            return Err(HttpResponse::TooManyRequests()
-                .insert_header(("Retry-After", wait.to_string()))
-                .json(json!({"error": "too many failed logins; try again later"})));
+        let ip = client_ip(req, state);
+        // Reserved before the (slow) check: concurrent guesses cannot all slip
+        // past a limit that is only counted afterwards.
+        let attempt = state.login_throttle.begin(ip).map_err(too_many)?;
+        match state.admin.verify_off_thread(user, pass).await {
+            Verified::Yes => {
+                attempt.succeed();
+                return Ok(Identity::Basic);
+            }
+            Verified::Busy => {
+                return Err(HttpResponse::TooManyRequests()
+                    .insert_header(("Retry-After", "1"))
+                    .json(json!({"error": "too many password checks at once; try again in a moment"})))
+            }
+            Verified::No => {
+                attempt.fail();
+                log::warn!("admin: wrong credentials (HTTP Basic) from {ip}");
+            }
         }
-        if state.admin.verify_off_thread(user, pass).await {
-            return Ok(());
-        }
-        state.login_throttle.fail(ip);
-        log::warn!("admin: wrong credentials (HTTP Basic) from {ip}");
     }
     Err(HttpResponse::Unauthorized()
         .insert_header(("WWW-Authenticate", "Basic realm=\"siliconflow-proxy admin\""))
         .json(json!({"error": "admin login required: a session from /login, or HTTP Basic auth with ADMIN_USERNAME / ADMIN_PASSWORD"})))
 }
 
-pub fn client_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]))
+/// Admin access for a route with no body to read: authenticated, and the
+/// CSRF token checked on state changes.
+pub async fn require_admin(
+    req: &HttpRequest,
+    state: &AppState,
+    form_csrf: Option<&str>,
+) -> Result<(), HttpResponse> {
+    authenticate(req, state).await?.check_csrf(req, form_csrf)
 }
 
-/// Failed logins per client address in a sliding minute.
+/// The client's address (a trusted proxy's forwarding headers believed).
+pub fn client_ip(req: &HttpRequest, state: &AppState) -> IpAddr {
+    crate::net::client_ip(req, &state.config.trusted_proxies)
+}
+
+/// Failed logins per client address in a sliding minute. A password check
+/// reserves its place before it runs, so the limit holds for guesses that
+/// arrive at once: at most `max` checks per address per window, counting the
+/// ones still running.
 pub struct Throttle {
     max: u32,
     window: Duration,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    entries: Mutex<HashMap<IpAddr, Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    failures: u32,
+    running: u32,
+    since: Instant,
+}
+
+/// One password check's place in the throttle. Ends as a failure (counted),
+/// a success (the address's slate wiped), or unfinished (not counted).
+pub struct Attempt<'a> {
+    throttle: &'a Throttle,
+    ip: IpAddr,
+}
+
+impl Attempt<'_> {
+    pub fn fail(self) {
+        self.throttle.settle(self.ip, Some(false));
+        std::mem::forget(self);
+    }
+
+    pub fn succeed(self) {
+        self.throttle.settle(self.ip, Some(true));
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.throttle.settle(self.ip, None);
+    }
 }
 
 impl Throttle {
     pub fn new(max: u32) -> Self {
-        Throttle { max, window: Duration::from_secs(60), failures: Mutex::new(HashMap::new()) }
+        Throttle { max, window: Duration::from_secs(60), entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for one password check, or `Err(seconds to wait)`.
+    pub fn begin(&self, ip: IpAddr) -> Result<Attempt<'_>, u64> {
+        let mut map = self.map();
+        if map.len() > 10_000 {
+            let window = self.window;
+            map.retain(|_, e| e.running > 0 || e.since.elapsed() < window);
+        }
+        let e = map.entry(ip).or_insert(Entry { failures: 0, running: 0, since: Instant::now() });
+        if e.since.elapsed() >= self.window && e.running == 0 {
+            *e = Entry { failures: 0, running: 0, since: Instant::now() };
+        }
+        if e.failures + e.running >= self.max {
+            return Err(self.window.saturating_sub(e.since.elapsed()).as_secs().max(1));
+        }
+        e.running += 1;
+        Ok(Attempt { throttle: self, ip })
     }
 
     /// `Err(seconds to wait)` when this address has used up its attempts.
     pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
-        let Ok(map) = self.failures.lock() else { return Ok(()) };
+        let map = self.map();
         match map.get(&ip) {
-            Some((n, since)) if *n >= self.max && since.elapsed() < self.window => {
-                Err((self.window - since.elapsed()).as_secs().max(1))
+            Some(e) if e.failures >= self.max && e.since.elapsed() < self.window => {
+                Err(self.window.saturating_sub(e.since.elapsed()).as_secs().max(1))
             }
             _ => Ok(()),
         }
     }
 
-    pub fn fail(&self, ip: IpAddr) {
-        let Ok(mut map) = self.failures.lock() else { return };
-        if map.len() > 10_000 {
-            let window = self.window;
-            map.retain(|_, (_, since)| since.elapsed() < window);
-        }
-        let e = map.entry(ip).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= self.window {
-            *e = (0, Instant::now());
-        }
-        e.0 += 1;
-    }
-
-    pub fn succeed(&self, ip: IpAddr) {
-        if let Ok(mut map) = self.failures.lock() {
-            map.remove(&ip);
+    fn settle(&self, ip: IpAddr, outcome: Option<bool>) {
+        let mut map = self.map();
+        let Some(e) = map.get_mut(&ip) else { return };
+        e.running = e.running.saturating_sub(1);
+        match outcome {
+            Some(true) => {
+                map.remove(&ip);
+            }
+            Some(false) => {
+                if e.failures == 0 {
+                    e.since = Instant::now();
+                }
+                e.failures += 1;
+            }
+            None => {}
         }
     }
 }
@@ -196,13 +293,31 @@ mod tests {
         let ip = IpAddr::from([10, 0, 0, 1]);
         for _ in 0..3 {
             assert!(t.check(ip).is_ok());
-            t.fail(ip);
+            t.begin(ip).unwrap().fail();
         }
         let wait = t.check(ip).unwrap_err();
         assert!((1..=60).contains(&wait));
+        assert!(t.begin(ip).is_err());
         assert!(t.check(IpAddr::from([10, 0, 0, 2])).is_ok(), "per address");
-        t.succeed(ip);
-        assert!(t.check(ip).is_ok());
+        t.map().get_mut(&ip).unwrap().failures = 2;
+        t.begin(ip).unwrap().succeed();
+        assert!(t.check(ip).is_ok(), "a success wipes the slate");
+    }
+
+    #[test]
+    fn checks_running_at_once_count_against_the_limit() {
+        let t = Throttle::new(3);
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let running: Vec<_> = (0..3).map(|_| t.begin(ip).unwrap()).collect();
+        assert!(t.begin(ip).is_err(), "a fourth check while three run");
+        drop(running); // unfinished: not counted as failures
+        let a = t.begin(ip).unwrap();
+        let b = t.begin(ip).unwrap();
+        a.fail();
+        b.fail();
+        let third = t.begin(ip).unwrap();
+        assert!(t.begin(ip).is_err(), "two failures and one running use up three");
+        drop(third);
     }
 
     #[test]

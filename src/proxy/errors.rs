@@ -28,6 +28,8 @@ pub enum ErrorKind {
     Authentication,
     NotFound,
     TooLarge,
+    /// The client stopped sending its request body.
+    RequestTimeout,
     RateLimited,
     /// No key can serve, or the upstream cannot be reached.
     Unavailable,
@@ -57,6 +59,7 @@ impl ProxyError {
             ErrorKind::Authentication => StatusCode::UNAUTHORIZED,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
@@ -70,6 +73,7 @@ impl ProxyError {
             ErrorKind::Authentication => ("authentication_error", "invalid_api_key"),
             ErrorKind::NotFound => ("invalid_request_error", "not_found"),
             ErrorKind::TooLarge => ("invalid_request_error", "request_too_large"),
+            ErrorKind::RequestTimeout => ("invalid_request_error", "request_timeout"),
             ErrorKind::RateLimited => ("rate_limit_error", "rate_limit_exceeded"),
             ErrorKind::Unavailable => ("service_unavailable", "no_available_key"),
             ErrorKind::BadGateway => ("api_error", "upstream_error"),
@@ -83,6 +87,7 @@ impl ProxyError {
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::NotFound => "not_found_error",
             ErrorKind::TooLarge => "request_too_large",
+            ErrorKind::RequestTimeout => "invalid_request_error",
             ErrorKind::RateLimited => "rate_limit_error",
             ErrorKind::Unavailable => "overloaded_error",
             ErrorKind::BadGateway | ErrorKind::Timeout => "api_error",
@@ -103,6 +108,10 @@ impl ProxyError {
 
     pub fn response(&self, dialect: Dialect) -> HttpResponse {
         let mut builder = HttpResponse::build(self.status());
+        if matches!(self.kind, ErrorKind::TooLarge | ErrorKind::RequestTimeout) {
+            // The rest of the body is not read: the connection cannot be reused.
+            builder.force_close();
+        }
         if let Some(secs) = self.retry_after_secs {
             builder.insert_header(("Retry-After", secs.to_string()));
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
@@ -74,41 +74,8 @@ pub struct Probe<'a> {
     pub uri: Option<Cow<'a, str>>,
 }
 
-/// Reads the request body, up to `limit` bytes. A body that arrives in one
-/// piece (most chat requests) is kept as it came, without a copy.
-pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, ProxyError> {
-    let Some(first) = payload.next().await.transpose().map_err(read_error)? else {
-        return Ok(Bytes::new());
-    };
-    if first.len() > limit {
-        return Err(too_large(limit));
-    }
-    let Some(second) = payload.next().await.transpose().map_err(read_error)? else {
-        return Ok(first);
-    };
-    let mut buf = BytesMut::with_capacity(first.len() + second.len());
-    buf.extend_from_slice(&first);
-    let mut next = Some(second);
-    while let Some(chunk) = next {
-        if buf.len() + chunk.len() > limit {
-            return Err(too_large(limit));
-        }
-        buf.extend_from_slice(&chunk);
-        next = payload.next().await.transpose().map_err(read_error)?;
-    }
-    Ok(buf.freeze())
-}
-
-fn read_error(e: actix_web::error::PayloadError) -> ProxyError {
-    ProxyError::bad_request(format!("could not read the request body: {e}"))
-}
-
-fn too_large(limit: usize) -> ProxyError {
-    ProxyError::new(
-        ErrorKind::TooLarge,
-        format!("request body is larger than the limit of {limit} bytes (MAX_BODY_BYTES)"),
-    )
-}
+pub use super::body::read_body;
+use super::body::{read_error, too_large, IdleLimited, UploadError};
 
 /// The longest `model` accepted. SiliconFlow's names are under 100 bytes;
 /// the name is stored in every log row and the stats' keys, so a client must
@@ -147,7 +114,7 @@ pub enum OutBody {
     Bytes(Bytes),
     /// Streamed once: no failover is possible.
     Stream {
-        payload: web::Payload,
+        payload: IdleLimited<web::Payload>,
         first: Option<Bytes>,
         length: u64,
     },
@@ -218,11 +185,11 @@ pub async fn read_route_body(
     state: &AppState,
     kind: BodyKind,
 ) -> Result<(OutBody, String, bool), ProxyError> {
-    let limit = state.config.max_body_bytes;
+    let (limit, idle) = (state.config.max_body_bytes, state.config.body_read_timeout);
     match kind {
         BodyKind::Empty => Ok((OutBody::Empty, String::new(), false)),
         BodyKind::Json { model_required } => {
-            let body = read_body(payload, limit).await?;
+            let body = read_body(payload, limit, idle).await?;
             let p = probe(&body, model_required)?;
             let model = p.model.as_deref().unwrap_or("").to_string();
             let stream = p.stream.unwrap_or(false);
@@ -233,14 +200,18 @@ pub async fn read_route_body(
                 Some(len) if len > limit as u64 => Err(too_large(limit)),
                 Some(len) if len > state.config.failover_buffer_bytes as u64 => {
                     // Big upload: stream it through, peeking at the first chunk for `model`.
-                    let first = payload.next().await.transpose().map_err(read_error)?;
+                    let first = match actix_rt::time::timeout(idle, payload.next()).await {
+                        Ok(next) => next.transpose().map_err(read_error)?,
+                        Err(_) => return Err(super::body::timed_out(idle)),
+                    };
                     let model =
                         first.as_deref().and_then(|b| multipart_field(b, "model")).unwrap_or_default();
                     check_model(&model)?;
+                    let payload = IdleLimited::new(payload, idle);
                     Ok((OutBody::Stream { payload, first, length: len }, model, false))
                 }
                 _ => {
-                    let body = read_body(payload, limit).await?;
+                    let body = read_body(payload, limit, idle).await?;
                     let model = multipart_field(&body, "model")
                         .or_else(|| {
                             serde_json::from_slice::<Probe>(&body)
@@ -339,7 +310,7 @@ pub async fn dispatch(
                 r
             }
             OutBody::Stream { payload, first, length } => {
-                let head = futures_util::stream::iter(first.map(Ok::<Bytes, actix_web::error::PayloadError>));
+                let head = futures_util::stream::iter(first.map(Ok::<Bytes, UploadError>));
                 up.send_body(SizedStream::new(length, head.chain(payload))).await
             }
         };
@@ -632,7 +603,10 @@ where
 
 /// The error for a request body that broke while it was streamed upstream.
 fn body_send_error(e: &(dyn std::error::Error + 'static)) -> ProxyError {
-    ProxyError::bad_request(format!("could not read the request body: {e}"))
+    match e.downcast_ref::<UploadError>() {
+        Some(upload) => upload.to_proxy_error(),
+        None => ProxyError::bad_request(format!("could not read the request body: {e}")),
+    }
 }
 
 /// Streams the upstream answer back as it arrives, reading usage on the way.

@@ -4,6 +4,7 @@
 
 pub mod affinity;
 pub mod auth;
+pub mod body;
 pub mod errors;
 pub mod failover;
 pub mod forward;

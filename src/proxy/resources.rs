@@ -28,7 +28,7 @@ async fn json_call(
     call: JsonCall,
 ) -> HttpResponse {
     let pending = Pending::new(&state.log, req.path());
-    let body = match read_body(payload, state.config.max_body_bytes).await {
+    let body = match read_body(payload, state.config.max_body_bytes, state.config.body_read_timeout).await {
         Ok(b) => b,
         Err(e) => return reject(pending, e, Dialect::OpenAi),
     };
@@ -144,7 +144,7 @@ async fn batch_call(
         Err(e) => return reject(pending, e, Dialect::OpenAi),
     };
     let body = if cancel {
-        match read_body(payload, state.config.max_body_bytes).await {
+        match read_body(payload, state.config.max_body_bytes, state.config.body_read_timeout).await {
             Ok(b) => OutBody::Bytes(b),
             Err(e) => return reject(pending, e, Dialect::OpenAi),
         }

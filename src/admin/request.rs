@@ -1,0 +1,168 @@
+//! What every admin request meets before its handler reads a byte of its
+//! body: a state change from a browser on another site is refused, and a
+//! declared body over the admin limit is refused. Handlers then authenticate
+//! from the headers, and only then read the body: bounded, and timed.
+
+use std::time::Duration;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use super::session::mutating;
+use crate::state::AppState;
+
+/// A login form is two short fields; nobody needs more to log in.
+pub const LOGIN_BODY_BYTES: usize = 4096;
+
+/// Whether a request comes from a browser page on another site: by the
+/// browser's own `Sec-Fetch-Site` where it sends one, else by an `Origin`
+/// that is not this server. Scripts (curl, SDKs) send neither.
+pub fn cross_site(req: &HttpRequest, state: &AppState) -> bool {
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return matches!(site.trim().to_ascii_lowercase().as_str(), "cross-site" | "same-site");
+    }
+    let Some(origin) = headers.get("origin") else { return false };
+    let Ok(origin) = origin.to_str() else { return true };
+    // "null" (sandboxed frames, file: pages) is never this server.
+    let Some(authority) = origin.split_once("://").map(|(_, rest)| rest.trim_end_matches('/')) else {
+        return true;
+    };
+    match crate::net::requested_host(req, &state.config.trusted_proxies) {
+        Some(host) => !authority.eq_ignore_ascii_case(&host),
+        None => true,
+    }
+}
+
+/// Pages get a short HTML answer, the JSON routes `{"error": ...}`.
+fn wants_html(req: &HttpRequest) -> bool {
+    let p = req.path();
+    p == "/" || p == "/login" || p == "/logout" || p.starts_with("/admin")
+}
+
+pub fn refusal(req: &HttpRequest, status: StatusCode, message: &str) -> HttpResponse {
+    let mut b = HttpResponse::build(status);
+    if status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body is not read: the connection cannot be reused.
+        b.force_close();
+    }
+    if wants_html(req) {
+        let page = maud::html! {
+            (maud::DOCTYPE)
+            html lang="en" { head { meta charset="utf-8"; title { (status.as_u16()) } }
+                body { h1 { (status.canonical_reason().unwrap_or("Error")) } p { (message) } p { a href="/admin" { "Back to the admin" } } } }
+        };
+        b.content_type("text/html; charset=utf-8").body(page.into_string())
+    } else {
+        b.json(json!({ "error": message }))
+    }
+}
+
+fn body_limit(path: &str, state: &AppState) -> usize {
+    if path == "/login" {
+        LOGIN_BODY_BYTES
+    } else {
+        state.config.admin_body_bytes
+    }
+}
+
+/// The admin routes' gate (see the module's comment).
+pub async fn gate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if let Some(state) = req.app_data::<web::Data<AppState>>().cloned() {
+        if mutating(req.method()) && cross_site(req.request(), &state) {
+            log::warn!("admin: refused a cross-site {} {}", req.method(), req.path());
+            let resp = refusal(
+                req.request(),
+                StatusCode::FORBIDDEN,
+                "refused: this request came from a page on another site",
+            );
+            return Ok(req.into_response(resp));
+        }
+        let limit = body_limit(req.path(), &state);
+        if crate::proxy::headers::content_length(req.headers()).is_some_and(|len| len > limit as u64) {
+            let resp = refusal(
+                req.request(),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "the request body is larger than this route takes ({limit} bytes; ADMIN_BODY_BYTES)"
+                ),
+            );
+            return Ok(req.into_response(resp));
+        }
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+#[derive(Debug, PartialEq)]
+pub enum BodyError {
+    TooLarge(usize),
+    /// The client stopped sending before the body was complete.
+    Timeout(Duration),
+    Read(String),
+}
+
+impl BodyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Read(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            BodyError::TooLarge(limit) => {
+                format!("the request body is larger than this route takes ({limit} bytes)")
+            }
+            BodyError::Timeout(t) => {
+                format!("the request body did not arrive within {} s (BODY_READ_TIMEOUT)", t.as_secs())
+            }
+            BodyError::Read(e) => format!("could not read the request body: {e}"),
+        }
+    }
+
+    pub fn response(&self, req: &HttpRequest) -> HttpResponse {
+        refusal(req, self.status(), &self.message())
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes within `deadline`.
+pub async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Bytes, BodyError> {
+    let read = async {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
+            if buf.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    };
+    actix_rt::time::timeout(deadline, read).await.unwrap_or(Err(BodyError::Timeout(deadline)))
+}
+
+/// An admin route's body, read after its caller was authenticated.
+pub async fn admin_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Bytes, HttpResponse> {
+    read_body(payload, body_limit(req.path(), state), state.config.body_read_timeout)
+        .await
+        .map_err(|e| e.response(req))
+}
