@@ -98,7 +98,7 @@ async fn sigterm_flushes_every_buffered_log_row() {
 }
 
 /// Peak resident memory of a process, in KiB (VmHWM).
-fn peak_rss_kib(pid: u32) -> u64 {
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
