@@ -99,7 +99,13 @@ pub async fn gate(
             return Ok(req.into_response(resp));
         }
     }
-    Ok(next.call(req).await?.map_into_boxed_body())
+    let body = crate::proxy::auth::has_body(req.request());
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    if body && matches!(res.status().as_u16(), 401 | 403 | 429) {
+        // Refused before its body was read: close rather than drain it for a stranger.
+        res.response_mut().head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    Ok(res)
 }
 
 #[derive(Debug, PartialEq)]

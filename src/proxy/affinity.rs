@@ -44,11 +44,14 @@ pub fn created_id(kind: ResourceKind, body: &[u8]) -> Option<String> {
         ResourceKind::Video => v.get("requestId"),
         ResourceKind::Voice => v.get("uri"),
     }?;
-    match found {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    let id = match found {
+        Value::String(s) if !s.is_empty() => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    // Stored for later lookups: bounded like every stored text (voice uris
+    // hold a name, so they may be longer than the ids of the other kinds).
+    (id.len() <= 1024).then_some(id)
 }
 
 /// Ids that go into upstream paths or lookups: no slashes, dots, white space

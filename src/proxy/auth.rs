@@ -31,6 +31,12 @@ pub fn key_matches(presented: &str, allowed: &[String]) -> bool {
     ok.into()
 }
 
+/// Whether a request declares a body (a length above zero, or chunks).
+pub fn has_body(req: &HttpRequest) -> bool {
+    let h = req.headers();
+    h.contains_key("transfer-encoding") || super::headers::content_length(h).is_some_and(|len| len > 0)
+}
+
 pub async fn require_client_key(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -48,7 +54,11 @@ pub async fn require_client_key(
             } else {
                 "Invalid API key"
             };
-            let resp = ProxyError::new(ErrorKind::Authentication, message).response(dialect);
+            let mut resp = ProxyError::new(ErrorKind::Authentication, message).response(dialect);
+            if has_body(req.request()) {
+                // Its body will not be read: close rather than drain it for a stranger.
+                resp.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+            }
             return Ok(req.into_response(resp));
         }
     }
