@@ -29,6 +29,7 @@ pub struct PoolActor {
     trial_queue: BTreeSet<(i64, i64)>,
     /// The keys offered for a trial now (what the request path sees).
     offered: Vec<Arc<PoolKey>>,
+    publish_pending: bool,
 }
 
 /// How soon a trial that told nothing (a 429, a 5xx, the client gone) is offered again.
@@ -66,6 +67,7 @@ impl PoolActor {
             retry_interval,
             trial_queue: BTreeSet::new(),
             offered: Vec::new(),
+            publish_pending: false,
         };
         for row in rows {
             let acc = row.account_key();
@@ -158,7 +160,19 @@ impl PoolActor {
     }
 
     fn publish(&self) {
-        self.shared.publish(PoolSnapshot { keys: self.keys.values().cloned().collect() });
+        self.shared.publish(PoolSnapshot::new(self.keys.values().cloned().collect(), self.shared.strategy));
+    }
+
+    /// Republishes soon (a request changed a key's state): a burst of such
+    /// changes costs one rebuild, not one each.
+    fn publish_soon(&mut self, ctx: &mut Context<Self>) {
+        if !self.publish_pending {
+            self.publish_pending = true;
+            ctx.run_later(Duration::from_millis(20), |act, _| {
+                act.publish_pending = false;
+                act.publish();
+            });
+        }
     }
 
     /// Moves a key to another account (its first successful check tells which),
@@ -204,6 +218,10 @@ impl Actor for PoolActor {
         if self.retry_interval.is_some() {
             ctx.run_interval(Duration::from_millis(500), |act, _| act.offer_due_trials(now_ms()));
         }
+        if self.shared.strategy == super::Strategy::LeastUsed {
+            // Its order is the keys' call counts, which every request moves.
+            ctx.run_interval(Duration::from_secs(1), |act, _| act.publish());
+        }
     }
 }
 
@@ -236,8 +254,12 @@ pub struct KeyEvent {
 impl Handler<KeyEvent> for PoolActor {
     type Result = ();
 
-    fn handle(&mut self, msg: KeyEvent, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: KeyEvent, ctx: &mut Context<Self>) {
         let Some(key) = self.keys.get(&msg.key_id).cloned() else { return };
+        if !matches!(msg.kind, KeyEventKind::RateLimited { .. } | KeyEventKind::Error(_)) {
+            // A state changed: the selection's list of active keys follows.
+            self.publish_soon(ctx);
+        }
         let now = now_ms();
         let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from)) else { return };
         let demote = |conn: &mut diesel::SqliteConnection, state: KeyState, reason: &str| {
@@ -299,6 +321,8 @@ impl Handler<KeyEvent> for PoolActor {
                             .cloned(),
                     );
                 }
+                // Back in the selection now, not after the usual short delay.
+                self.publish();
                 for k in back {
                     log::info!("key {} serves again: its trial call succeeded", k.masked);
                     if k.state() == KeyState::Active {
@@ -536,7 +560,6 @@ impl Handler<ApplyChecks> for PoolActor {
             return MessageResult(summary);
         };
         let manual = msg.manual;
-        let mut rehomed = false;
         for (id, outcome) in msg.outcomes {
             let Some(key) = self.keys.get(&id).cloned() else {
                 continue;
@@ -591,13 +614,11 @@ impl Handler<ApplyChecks> for PoolActor {
             if let Some((account_id, _)) = account {
                 if key.account.id != account_id {
                     self.rehome(id, &account_id);
-                    rehomed = true;
                 }
             }
         }
-        if rehomed {
-            self.publish();
-        }
+        // States and balances changed: the selection is rebuilt.
+        self.publish();
         self.note_next_trial();
         MessageResult(summary)
     }
@@ -662,6 +683,7 @@ impl Handler<KeyCommand> for PoolActor {
                 };
                 keys::set_state(&mut conn, id, state.as_str(), None, now).map_err(|e| e.to_string())?;
                 key.set_state(state);
+                self.publish();
                 Ok(())
             }
             KeyCommand::Delete(id) => {

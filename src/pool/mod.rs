@@ -5,6 +5,7 @@
 pub mod actor;
 pub mod check;
 pub mod cooldown;
+pub mod fast;
 pub mod refresher;
 pub mod select;
 pub mod totals;
@@ -269,14 +270,24 @@ impl PoolKey {
     }
 }
 
+/// The pool as the request path reads it: every key (by id), an index, and
+/// what the strategy needs to pick in constant time.
 #[derive(Debug, Default)]
 pub struct PoolSnapshot {
     pub keys: Vec<Arc<PoolKey>>,
+    index: std::collections::HashMap<i64, usize>,
+    pub selection: fast::Selection,
 }
 
 impl PoolSnapshot {
+    pub fn new(keys: Vec<Arc<PoolKey>>, strategy: Strategy) -> Self {
+        let index = keys.iter().enumerate().map(|(i, k)| (k.id, i)).collect();
+        let selection = fast::Selection::build(&keys, strategy);
+        PoolSnapshot { keys, index, selection }
+    }
+
     pub fn get(&self, id: i64) -> Option<&Arc<PoolKey>> {
-        self.keys.iter().find(|k| k.id == id)
+        self.index.get(&id).and_then(|i| self.keys.get(*i))
     }
 }
 
@@ -391,8 +402,7 @@ impl PoolShared {
             }
         }
         let snap = self.snapshot.load();
-        let counters = select::Counters { cursor: &self.cursor, pick_seq: &self.pick_seq };
-        match select::pick(&snap.keys, model, exclude, now_ms, self.strategy, &counters) {
+        match snap.selection.pick(model, exclude, now_ms) {
             Ok(key) => Ok(Picked { key, trial: false }),
             Err(NoKey::NoneActive { exhausted, invalid, disabled, .. }) => {
                 let next = self.next_trial_ms.load(Ordering::Relaxed);

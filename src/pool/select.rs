@@ -174,8 +174,11 @@ pub fn pick(
             }
         }
         Strategy::Weighted => {
+            // The median of the active keys' known balances (cooling or not:
+            // the pool's, not this request's).
             let unknown = if candidates().any(|k| k.balance().is_none()) {
-                median(candidates().filter_map(|k| k.balance()).filter(|b| *b > 0.0).collect()).unwrap_or(1.0)
+                let known = keys.iter().filter(|k| k.state() == KeyState::Active).filter_map(|k| k.balance());
+                median(known.filter(|b| *b > 0.0).collect()).unwrap_or(1.0)
             } else {
                 0.0
             };

@@ -1,0 +1,492 @@
+//! Key selection whose cost does not grow with the pool: what each strategy
+//! needs is precomputed when the pool actor publishes a snapshot (the active
+//! keys in the strategy's order, runs of equal balances with a turn each,
+//! the weights' running sums), so a pick looks at a handful of keys, not all.
+//!
+//! `select::pick` is the plain linear definition of every strategy; the tests
+//! below pin this module's picks to it (same pick, or same distribution).
+//!
+//! Keys change state between publishes (a request demotes a key at once, the
+//! actor republishes moments later): picks skip a key that is no longer
+//! active. Cooling accounts are skipped too, and the balance strategy
+//! remembers, per model, how many of its best runs are cooling (until the
+//! first of them cools down), so that the richest accounts' rate limits are
+//! not walked past on every request.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::select::{median, NoKey, Strategy};
+use super::{KeyState, PoolKey};
+
+/// Picks so far (balance strategy), for each key's `last_pick`.
+static PICKS: AtomicU64 = AtomicU64::new(1);
+
+/// A run of keys of equal rank (balance strategy), taken in turn.
+#[derive(Debug)]
+struct Run {
+    start: usize,
+    end: usize,
+    turn: AtomicUsize,
+}
+
+/// Where the balance strategy may start looking for `model`: the runs before
+/// are all cooling for it until `until_ms`.
+#[derive(Debug, Clone, Copy)]
+struct Hint {
+    run: usize,
+    until_ms: i64,
+}
+
+#[derive(Debug)]
+pub struct Selection {
+    strategy: Strategy,
+    /// The keys active when published, in the strategy's order.
+    active: Vec<Arc<PoolKey>>,
+    /// Balance: runs of equal rank in `active`, best first.
+    runs: Vec<Run>,
+    /// Weighted: running sums of the weights of `active` (`prefix[i]` = sum of 0..=i).
+    prefix: Vec<f64>,
+    cursor: AtomicUsize,
+    hints: ArcSwap<HashMap<Box<str>, Hint>>,
+    /// Keys that were not active when published: exhausted, invalid, disabled.
+    down: (usize, usize, usize),
+    total: usize,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Selection::build(&[], Strategy::Balance)
+    }
+}
+
+/// The balance strategy's rank: a known positive balance first (richest
+/// first), then unknown, then a known balance of zero or less.
+fn rank(k: &PoolKey) -> (u8, f64) {
+    match k.balance() {
+        Some(b) if b > 0.0 => (0, -b),
+        None => (1, 0.0),
+        Some(_) => (2, 0.0),
+    }
+}
+
+fn usable(k: &PoolKey, model: &str, exclude: &[i64], now_ms: i64) -> bool {
+    k.state() == KeyState::Active
+        && !exclude.contains(&k.id)
+        && k.account.cooling_until(model, now_ms).is_none()
+}
+
+impl Selection {
+    pub fn build(keys: &[Arc<PoolKey>], strategy: Strategy) -> Self {
+        let mut active: Vec<Arc<PoolKey>> =
+            keys.iter().filter(|k| k.state() == KeyState::Active).cloned().collect();
+        let count = |s| keys.iter().filter(|k| k.state() == s).count();
+        let down = (count(KeyState::Exhausted), count(KeyState::Invalid), count(KeyState::Disabled));
+        let mut runs = Vec::new();
+        let mut prefix = Vec::new();
+        match strategy {
+            Strategy::Balance => {
+                // Stable: equal ranks keep their id order, and within a run the
+                // key picked longest ago comes first.
+                active.sort_by(|a, b| {
+                    let ((ta, va), (tb, vb)) = (rank(a), rank(b));
+                    ta.cmp(&tb)
+                        .then(va.total_cmp(&vb))
+                        .then(a.last_pick.load(Ordering::Relaxed).cmp(&b.last_pick.load(Ordering::Relaxed)))
+                });
+                let mut start = 0;
+                for i in 1..=active.len() {
+                    if i == active.len() || rank(&active[i]) != rank(&active[start]) {
+                        runs.push(Run { start, end: i, turn: AtomicUsize::new(0) });
+                        start = i;
+                    }
+                }
+            }
+            Strategy::Weighted => {
+                let known = active.iter().filter_map(|k| k.balance()).filter(|b| *b > 0.0).collect();
+                let unknown = median(known).unwrap_or(1.0);
+                let mut sum = 0.0;
+                for k in &active {
+                    sum += k.balance().map(|b| b.max(0.0)).unwrap_or(unknown);
+                    prefix.push(sum);
+                }
+            }
+            Strategy::RoundRobin | Strategy::Random | Strategy::LeastUsed => {}
+        }
+        Selection {
+            strategy,
+            active,
+            runs,
+            prefix,
+            cursor: AtomicUsize::new(0),
+            hints: ArcSwap::from_pointee(HashMap::new()),
+            down,
+            total: keys.len(),
+        }
+    }
+
+    /// Picks a key for `model`, skipping the ones in `exclude`.
+    pub fn pick(&self, model: &str, exclude: &[i64], now_ms: i64) -> Result<Arc<PoolKey>, NoKey> {
+        let chosen = match self.strategy {
+            Strategy::Balance => return self.pick_balance(model, exclude, now_ms).cloned(),
+            Strategy::RoundRobin => {
+                take_turn(&self.active, &self.cursor, |k| usable(k, model, exclude, now_ms))
+            }
+            // The least used of the active keys: still a scan of them (its
+            // order moves with every call; see the issue on pool size).
+            Strategy::LeastUsed => self
+                .active
+                .iter()
+                .filter(|k| usable(k, model, exclude, now_ms))
+                .min_by_key(|k| k.usage_count.load(Ordering::Relaxed)),
+            Strategy::Random => self.pick_random(model, exclude, now_ms, |n| rand::random_range(0..n)),
+            Strategy::Weighted => self.pick_weighted(model, exclude, now_ms),
+        };
+        chosen.cloned().ok_or_else(|| self.why_none(model, exclude, now_ms))
+    }
+
+    fn pick_balance(&self, model: &str, exclude: &[i64], now_ms: i64) -> Result<&Arc<PoolKey>, NoKey> {
+        let hint = self.hints.load().get(model).copied().filter(|h| h.until_ms > now_ms);
+        let first = hint.map(|h| h.run).unwrap_or(0).min(self.runs.len());
+        if let (Some(h), true) = (hint, first == self.runs.len() && !self.runs.is_empty()) {
+            // Every run is cooling for this model: known without looking.
+            return Err(NoKey::AllCooling { until_ms: h.until_ms });
+        }
+        // Runs passed over only because they are cooling for this model (or no
+        // longer active), in an unbroken stretch from `first`, and the
+        // earliest end of those cooldowns.
+        let (mut cooling_runs, mut cooling_until, mut unbroken) = (0, i64::MAX, true);
+        for run in &self.runs[first..] {
+            let keys = &self.active[run.start..run.end];
+            if let Some(k) = take_turn(keys, &run.turn, |k| usable(k, model, exclude, now_ms)) {
+                // The next publish orders each run by this: least recently picked first.
+                k.last_pick.store(PICKS.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+                if cooling_runs > 0 && cooling_until < i64::MAX {
+                    self.remember(model, Hint { run: first + cooling_runs, until_ms: cooling_until });
+                }
+                return Ok(k);
+            }
+            if unbroken {
+                match run_blocked_until(keys, model, now_ms) {
+                    Some(until) => {
+                        cooling_runs += 1;
+                        cooling_until = cooling_until.min(until);
+                    }
+                    None => unbroken = false,
+                }
+            }
+        }
+        // (Runs of keys demoted since the publish are not "cooling": the
+        // republish that follows the demotion says what they are.)
+        if unbroken && cooling_runs > 0 && cooling_until < i64::MAX && first + cooling_runs == self.runs.len()
+        {
+            self.remember(model, Hint { run: self.runs.len(), until_ms: cooling_until });
+        }
+        Err(self.why_none(model, exclude, now_ms))
+    }
+
+    fn remember(&self, model: &str, hint: Hint) {
+        self.hints.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            // Bounded: models are many, but only the cooling ones are kept.
+            if m.len() >= 4096 {
+                m.clear();
+            }
+            m.insert(model.into(), hint);
+            m
+        });
+    }
+
+    fn pick_random(
+        &self,
+        model: &str,
+        exclude: &[i64],
+        now_ms: i64,
+        mut draw: impl FnMut(usize) -> usize,
+    ) -> Option<&Arc<PoolKey>> {
+        let n = self.active.len();
+        if n == 0 {
+            return None;
+        }
+        // Draws with rejection keep the choice uniform over usable keys; only
+        // when most keys are unusable does it fall back to walking on.
+        for _ in 0..8 {
+            let k = &self.active[draw(n)];
+            if usable(k, model, exclude, now_ms) {
+                return Some(k);
+            }
+        }
+        let start = draw(n);
+        (0..n).map(|j| &self.active[(start + j) % n]).find(|k| usable(k, model, exclude, now_ms))
+    }
+
+    fn pick_weighted(&self, model: &str, exclude: &[i64], now_ms: i64) -> Option<&Arc<PoolKey>> {
+        let total = self.prefix.last().copied().unwrap_or(0.0);
+        if total <= 0.0 {
+            return self.pick_random(model, exclude, now_ms, |n| rand::random_range(0..n));
+        }
+        for _ in 0..8 {
+            let point = rand::random::<f64>() * total;
+            let i = self.prefix.partition_point(|s| *s <= point).min(self.active.len() - 1);
+            let k = &self.active[i];
+            if usable(k, model, exclude, now_ms) {
+                return Some(k);
+            }
+        }
+        // Mostly unusable: the usable ones, by weight, the slow way.
+        let weight = |i: usize| self.prefix[i] - if i == 0 { 0.0 } else { self.prefix[i - 1] };
+        let usable_total: f64 = (0..self.active.len())
+            .filter(|i| usable(&self.active[*i], model, exclude, now_ms))
+            .map(weight)
+            .sum();
+        if usable_total <= 0.0 {
+            return self.pick_random(model, exclude, now_ms, |n| rand::random_range(0..n));
+        }
+        let mut point = rand::random::<f64>() * usable_total;
+        let mut last = None;
+        for i in (0..self.active.len()).filter(|i| usable(&self.active[*i], model, exclude, now_ms)) {
+            last = Some(&self.active[i]);
+            point -= weight(i);
+            if point < 0.0 {
+                break;
+            }
+        }
+        last
+    }
+
+    /// Why nothing can serve. Runs only when a pick found nothing.
+    fn why_none(&self, model: &str, exclude: &[i64], now_ms: i64) -> NoKey {
+        if self.total == 0 {
+            return NoKey::NoneImported;
+        }
+        let live = || self.active.iter().filter(|k| k.state() == KeyState::Active);
+        if live().next().is_none() {
+            // Keys demoted since the publish count by their state now.
+            let (mut exhausted, mut invalid, mut disabled) = self.down;
+            for k in &self.active {
+                match k.state() {
+                    KeyState::Exhausted => exhausted += 1,
+                    KeyState::Invalid => invalid += 1,
+                    KeyState::Disabled => disabled += 1,
+                    KeyState::Active => {}
+                }
+            }
+            return NoKey::NoneActive { exhausted, invalid, disabled, next_trial_ms: None };
+        }
+        let cooling = live()
+            .filter(|k| !exclude.contains(&k.id))
+            .map(|k| k.account.cooling_until(model, now_ms))
+            .collect::<Option<Vec<i64>>>();
+        match cooling {
+            Some(untils) if !untils.is_empty() => {
+                NoKey::AllCooling { until_ms: untils.into_iter().min().unwrap_or(now_ms) }
+            }
+            _ => NoKey::AllTried,
+        }
+    }
+}
+
+/// When every key of a run is cooling for `model` (or no longer active), the
+/// earliest end of those cooldowns; `None` if some key is not cooling.
+fn run_blocked_until(keys: &[Arc<PoolKey>], model: &str, now_ms: i64) -> Option<i64> {
+    let mut until = i64::MAX;
+    for k in keys {
+        if k.state() != KeyState::Active {
+            continue;
+        }
+        until = until.min(k.account.cooling_until(model, now_ms)?);
+    }
+    Some(until)
+}
+
+/// The next usable key of `keys` in turn. Keys passed over are skipped for
+/// the turns after too (the turn jumps past them), so a stretch of cooling
+/// keys costs once per round, not once per pick.
+fn take_turn<'a>(
+    keys: &'a [Arc<PoolKey>],
+    turn: &AtomicUsize,
+    ok: impl Fn(&PoolKey) -> bool,
+) -> Option<&'a Arc<PoolKey>> {
+    let n = keys.len();
+    if n == 0 {
+        return None;
+    }
+    let start = turn.fetch_add(1, Ordering::Relaxed);
+    for j in 0..n {
+        let k = &keys[(start.wrapping_add(j)) % n];
+        if ok(k) {
+            if j > 0 {
+                turn.fetch_add(j, Ordering::Relaxed);
+            }
+            return Some(k);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap as Map;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::super::select::{self, Counters};
+    use super::super::{cooldown, Account};
+    use super::*;
+
+    /// A random pool, built twice (fresh atomics each) from one description:
+    /// states, balances with ties and unknowns, shared accounts, cooldowns.
+    #[derive(Clone, Debug)]
+    struct Spec {
+        keys: Vec<(i64, KeyState, Option<f64>, usize)>,
+        cooling_accounts: Vec<usize>,
+        exclude: Vec<i64>,
+    }
+
+    fn spec(rng: &mut StdRng) -> Spec {
+        let n = rng.random_range(1..40);
+        let accounts = rng.random_range(1..=n);
+        let keys = (0..n)
+            .map(|i| {
+                let state = match rng.random_range(0..10) {
+                    0 => KeyState::Exhausted,
+                    1 => KeyState::Invalid,
+                    2 => KeyState::Disabled,
+                    _ => KeyState::Active,
+                };
+                let balance = match rng.random_range(0..5) {
+                    0 => None,
+                    1 => Some(0.0),
+                    2 => Some(14.0), // ties
+                    _ => Some(f64::from(rng.random_range(1..50u32)) / 4.0),
+                };
+                (i as i64 + 1, state, balance, rng.random_range(0..accounts))
+            })
+            .collect();
+        let cooling_accounts = (0..accounts).filter(|_| rng.random_bool(0.2)).collect();
+        let exclude = (1..=n as i64).filter(|_| rng.random_bool(0.1)).collect();
+        Spec { keys, cooling_accounts, exclude }
+    }
+
+    fn build(s: &Spec) -> Vec<Arc<PoolKey>> {
+        let accounts: Vec<Arc<Account>> =
+            (0..s.keys.len()).map(|i| Arc::new(Account::new(format!("a{i}"), vec![]))).collect();
+        let policy = cooldown::Policy { base: Duration::from_secs(30), max: Duration::from_secs(3600) };
+        for a in &s.cooling_accounts {
+            accounts[*a].apply_rate_limit("m", 0, &policy, &cooldown::Hint::default());
+        }
+        s.keys
+            .iter()
+            .map(|(id, state, balance, acct)| {
+                Arc::new(PoolKey::new(
+                    *id,
+                    format!("sk-{id}-xxxxxxxxxx"),
+                    "http://x".into(),
+                    accounts[*acct].clone(),
+                    *state,
+                    *balance,
+                    0,
+                    None,
+                    None,
+                ))
+            })
+            .collect()
+    }
+
+    type Picks = Vec<Result<i64, NoKey>>;
+
+    /// Both ways, `n` picks each on its own copy of the pool.
+    fn both(s: &Spec, strategy: Strategy, n: usize) -> (Picks, Picks) {
+        let linear_keys = build(s);
+        let (cursor, seq) = (AtomicUsize::new(0), AtomicU64::new(1));
+        let linear = (0..n)
+            .map(|_| {
+                let c = Counters { cursor: &cursor, pick_seq: &seq };
+                select::pick(&linear_keys, "m", &s.exclude, 1, strategy, &c).map(|k| k.id)
+            })
+            .collect();
+        let fast_keys = build(s);
+        let sel = Selection::build(&fast_keys, strategy);
+        let fast = (0..n).map(|_| sel.pick("m", &s.exclude, 1).map(|k| k.id)).collect();
+        (linear, fast)
+    }
+
+    #[test]
+    fn balance_round_robin_and_least_used_pick_what_the_linear_definition_picks() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..500 {
+            let s = spec(&mut rng);
+            for strategy in [Strategy::Balance, Strategy::RoundRobin, Strategy::LeastUsed] {
+                let (linear, fast) = both(&s, strategy, 3 * s.keys.len());
+                assert_eq!(linear, fast, "{strategy:?} on {s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn random_and_weighted_follow_the_linear_distribution() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for _ in 0..40 {
+            let s = spec(&mut rng);
+            for strategy in [Strategy::Random, Strategy::Weighted] {
+                let (linear, fast) = both(&s, strategy, 6000);
+                let freq = |v: &[Result<i64, NoKey>]| {
+                    let mut m: Map<Option<i64>, f64> = Map::new();
+                    for x in v {
+                        *m.entry(x.as_ref().ok().copied()).or_default() += 1.0 / v.len() as f64;
+                    }
+                    m
+                };
+                let (fl, ff) = (freq(&linear), freq(&fast));
+                let keys: std::collections::HashSet<_> = fl.keys().chain(ff.keys()).cloned().collect();
+                for k in keys {
+                    let (a, b) = (fl.get(&k).copied().unwrap_or(0.0), ff.get(&k).copied().unwrap_or(0.0));
+                    assert!((a - b).abs() < 0.04, "{strategy:?}: {k:?} linear {a:.3} fast {b:.3} on {s:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn many_cooling_accounts_are_walked_past_once_not_on_every_pick() {
+        // 1,000 keys of equal balance; the 900 richest of another 1,000 cool for "m".
+        let policy = cooldown::Policy { base: Duration::from_secs(30), max: Duration::from_secs(3600) };
+        let keys: Vec<Arc<PoolKey>> = (0..2000)
+            .map(|i| {
+                let a = Arc::new(Account::new(format!("a{i}"), vec![]));
+                // The 900 cooling accounts are the richest.
+                let balance = if i < 1000 { 100.0 + (999 - i) as f64 } else { 1.0 };
+                if i < 900 {
+                    a.apply_rate_limit("m", 0, &policy, &cooldown::Hint::default());
+                }
+                Arc::new(PoolKey::new(
+                    i,
+                    format!("sk-{i}-xxxxxxxx"),
+                    "x".into(),
+                    a,
+                    KeyState::Active,
+                    Some(balance),
+                    0,
+                    None,
+                    None,
+                ))
+            })
+            .collect();
+        let sel = Selection::build(&keys, Strategy::Balance);
+        let first = sel.pick("m", &[], 1).unwrap();
+        assert_eq!(first.id, 900, "the richest key that is not cooling");
+        // The 900 cooling runs are remembered: the next pick starts past them.
+        let hint = sel.hints.load().get("m").copied().unwrap();
+        assert_eq!((hint.run, hint.until_ms), (900, 30_000));
+        assert_eq!(sel.pick("m", &[], 2).unwrap().id, 900);
+        assert_eq!(sel.pick("other", &[], 2).unwrap().id, 0, "another model is not cooling");
+        // After the cooldowns end, the richest serves again.
+        assert_eq!(sel.pick("m", &[], 30_001).unwrap().id, 0);
+    }
+}
