@@ -218,10 +218,6 @@ impl Actor for PoolActor {
         if self.retry_interval.is_some() {
             ctx.run_interval(Duration::from_millis(500), |act, _| act.offer_due_trials(now_ms()));
         }
-        if self.shared.strategy == super::Strategy::LeastUsed {
-            // Its order is the keys' call counts, which every request moves.
-            ctx.run_interval(Duration::from_secs(1), |act, _| act.publish());
-        }
     }
 }
 

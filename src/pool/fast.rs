@@ -50,6 +50,8 @@ pub struct Selection {
     runs: Vec<Run>,
     /// Weighted: running sums of the weights of `active` (`prefix[i]` = sum of 0..=i).
     prefix: Vec<f64>,
+    /// Least used: the calls of `active`'s keys, in a tree of minimums.
+    uses: MinTree,
     cursor: AtomicUsize,
     hints: ArcSwap<HashMap<Box<str>, Hint>>,
     /// Keys that were not active when published: exhausted, invalid, disabled.
@@ -87,6 +89,7 @@ impl Selection {
         let down = (count(KeyState::Exhausted), count(KeyState::Invalid), count(KeyState::Disabled));
         let mut runs = Vec::new();
         let mut prefix = Vec::new();
+        let mut uses = MinTree::default();
         match strategy {
             Strategy::Balance => {
                 // Stable: equal ranks keep their id order, and within a run the
@@ -114,13 +117,18 @@ impl Selection {
                     prefix.push(sum);
                 }
             }
-            Strategy::RoundRobin | Strategy::Random | Strategy::LeastUsed => {}
+            Strategy::LeastUsed => {
+                let counts: Vec<u64> = active.iter().map(|k| k.usage_count.load(Ordering::Relaxed)).collect();
+                uses = MinTree::new(&counts);
+            }
+            Strategy::RoundRobin | Strategy::Random => {}
         }
         Selection {
             strategy,
             active,
             runs,
             prefix,
+            uses,
             cursor: AtomicUsize::new(0),
             hints: ArcSwap::from_pointee(HashMap::new()),
             down,
@@ -135,13 +143,10 @@ impl Selection {
             Strategy::RoundRobin => {
                 take_turn(&self.active, &self.cursor, |k| usable(k, model, exclude, now_ms))
             }
-            // The least used of the active keys: still a scan of them (its
-            // order moves with every call; see the issue on pool size).
-            Strategy::LeastUsed => self
-                .active
-                .iter()
-                .filter(|k| usable(k, model, exclude, now_ms))
-                .min_by_key(|k| k.usage_count.load(Ordering::Relaxed)),
+            Strategy::LeastUsed => {
+                let i = self.uses.take_least(|i| usable(&self.active[i], model, exclude, now_ms));
+                i.map(|i| &self.active[i])
+            }
             Strategy::Random => self.pick_random(model, exclude, now_ms, |n| rand::random_range(0..n)),
             Strategy::Weighted => self.pick_weighted(model, exclude, now_ms),
         };
@@ -289,6 +294,85 @@ impl Selection {
     }
 }
 
+/// Minimums over a list of counts, for "the least used key" in O(log n): a
+/// binary tree whose every node holds the smallest count below it. A pick
+/// counts at once (before its call ends), so concurrent picks spread too.
+/// Updates race benignly: a node may briefly hold a stale minimum, which the
+/// next update on its path corrects.
+#[derive(Debug, Default)]
+struct MinTree {
+    /// Leaves start here (a power of two); `nodes[1]` is the root.
+    cap: usize,
+    len: usize,
+    nodes: Vec<AtomicU64>,
+}
+
+impl MinTree {
+    fn new(counts: &[u64]) -> Self {
+        let cap = counts.len().next_power_of_two().max(1);
+        let nodes: Vec<AtomicU64> = (0..2 * cap).map(|_| AtomicU64::new(u64::MAX)).collect();
+        for (i, c) in counts.iter().enumerate() {
+            nodes[cap + i].store(*c, Ordering::Relaxed);
+        }
+        for p in (1..cap).rev() {
+            let m = nodes[2 * p].load(Ordering::Relaxed).min(nodes[2 * p + 1].load(Ordering::Relaxed));
+            nodes[p].store(m, Ordering::Relaxed);
+        }
+        MinTree { cap, len: counts.len(), nodes }
+    }
+
+    fn value(&self, node: usize) -> u64 {
+        self.nodes[node].load(Ordering::Relaxed)
+    }
+
+    /// The first leaf below `node` (ties go to the lower index, as a linear
+    /// scan's would).
+    fn leftmost(&self, mut node: usize) -> usize {
+        while node < self.cap {
+            node *= 2;
+        }
+        node - self.cap
+    }
+
+    /// The index of the least count that `ok` accepts (lowest index among
+    /// equals), counted as used. Unacceptable leaves cost a step each.
+    fn take_least(&self, ok: impl Fn(usize) -> bool) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        use std::cmp::Reverse;
+        let mut frontier = std::collections::BinaryHeap::new();
+        frontier.push(Reverse((self.value(1), self.leftmost(1), 1usize)));
+        while let Some(Reverse((value, _, node))) = frontier.pop() {
+            if value == u64::MAX {
+                break;
+            }
+            if node >= self.cap {
+                let i = node - self.cap;
+                if i < self.len && ok(i) {
+                    self.bump(node);
+                    return Some(i);
+                }
+                continue;
+            }
+            for child in [2 * node, 2 * node + 1] {
+                frontier.push(Reverse((self.value(child), self.leftmost(child), child)));
+            }
+        }
+        None
+    }
+
+    fn bump(&self, leaf: usize) {
+        self.nodes[leaf].fetch_add(1, Ordering::Relaxed);
+        let mut p = leaf / 2;
+        while p >= 1 {
+            let m = self.value(2 * p).min(self.value(2 * p + 1));
+            self.nodes[p].store(m, Ordering::Relaxed);
+            p /= 2;
+        }
+    }
+}
+
 /// When every key of a run is cooling for `model` (or no longer active), the
 /// earliest end of those cooldowns; `None` if some key is not cooling.
 fn run_blocked_until(keys: &[Arc<PoolKey>], model: &str, now_ms: i64) -> Option<i64> {
@@ -375,6 +459,7 @@ mod tests {
     }
 
     fn build(s: &Spec) -> Vec<Arc<PoolKey>> {
+        let uses = |id: i64| (id as u64 * 7) % 5; // uneven call counts to start from
         let accounts: Vec<Arc<Account>> =
             (0..s.keys.len()).map(|i| Arc::new(Account::new(format!("a{i}"), vec![]))).collect();
         let policy = cooldown::Policy { base: Duration::from_secs(30), max: Duration::from_secs(3600) };
@@ -391,7 +476,7 @@ mod tests {
                     accounts[*acct].clone(),
                     *state,
                     *balance,
-                    0,
+                    uses(*id),
                     None,
                     None,
                 ))
@@ -405,15 +490,24 @@ mod tests {
     fn both(s: &Spec, strategy: Strategy, n: usize) -> (Picks, Picks) {
         let linear_keys = build(s);
         let (cursor, seq) = (AtomicUsize::new(0), AtomicU64::new(1));
+        // Each call finishes before the next pick (its use is counted).
         let linear = (0..n)
             .map(|_| {
                 let c = Counters { cursor: &cursor, pick_seq: &seq };
-                select::pick(&linear_keys, "m", &s.exclude, 1, strategy, &c).map(|k| k.id)
+                let k = select::pick(&linear_keys, "m", &s.exclude, 1, strategy, &c)?;
+                k.note_use(1);
+                Ok(k.id)
             })
             .collect();
         let fast_keys = build(s);
         let sel = Selection::build(&fast_keys, strategy);
-        let fast = (0..n).map(|_| sel.pick("m", &s.exclude, 1).map(|k| k.id)).collect();
+        let fast = (0..n)
+            .map(|_| {
+                let k = sel.pick("m", &s.exclude, 1)?;
+                k.note_use(1);
+                Ok(k.id)
+            })
+            .collect();
         (linear, fast)
     }
 
@@ -451,6 +545,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_tree_of_minimums_gives_the_least_count_lowest_index_first() {
+        let t = MinTree::new(&[3, 1, 4, 1, 5]);
+        assert_eq!(t.take_least(|_| true), Some(1));
+        assert_eq!(t.take_least(|_| true), Some(3));
+        assert_eq!(t.take_least(|i| i != 1), Some(3), "1 and 3 at 2 now; 1 refused");
+        assert_eq!(t.take_least(|_| true), Some(1));
+        assert_eq!(t.take_least(|i| i == 4), Some(4));
+        assert_eq!(t.take_least(|_| false), None);
+        assert_eq!(MinTree::new(&[]).take_least(|_| true), None);
     }
 
     #[test]
