@@ -157,30 +157,28 @@ pub mod logs {
         conn.transaction::<_, DbError, _>(|conn| {
             // Fixed-size statements that diesel prepares once (see log_insert).
             super::super::log_insert::insert_all(conn, rows)?;
-            let mut per_key: Vec<(i64, i64, i64)> = Vec::new();
+            // Calls and last use per key: a map (a batch may touch thousands
+            // of keys), then one statement per key.
+            let mut per_key: std::collections::HashMap<i64, (i64, i64)> = std::collections::HashMap::new();
             for r in rows {
                 if let Some(id) = r.key_id {
-                    match per_key.iter_mut().find(|(k, _, _)| *k == id) {
-                        Some(e) => {
-                            e.1 += 1;
-                            e.2 = e.2.max(r.created_at);
-                        }
-                        None => per_key.push((id, 1, r.created_at)),
-                    }
+                    let e = per_key.entry(id).or_insert((0, r.created_at));
+                    e.0 += 1;
+                    e.1 = e.1.max(r.created_at);
                 }
             }
             rollup(conn, rows)?;
-            for (id, n, last) in per_key {
+            for (id, (n, last)) in per_key {
+                // SQLite's two-argument max(): last_used only moves forward.
+                let last_used = diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                    &format!("max(coalesce(last_used, 0), {last})"),
+                );
                 diesel::update(api_keys::table.find(id))
-                    .set(api_keys::usage_count.eq(api_keys::usage_count + n))
+                    .set((
+                        api_keys::usage_count.eq(api_keys::usage_count + n),
+                        api_keys::last_used.eq(last_used),
+                    ))
                     .execute(conn)?;
-                diesel::update(
-                    api_keys::table
-                        .find(id)
-                        .filter(api_keys::last_used.is_null().or(api_keys::last_used.lt(last))),
-                )
-                .set(api_keys::last_used.eq(last))
-                .execute(conn)?;
             }
             Ok(())
         })

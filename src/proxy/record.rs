@@ -51,15 +51,21 @@ impl LogSink {
 
     fn push(&self, row: NewLog) {
         let sink = &*self.0;
+        // Counted before it is sent: the writer subtracts what it takes, and
+        // must never see the queue below zero (it could take the row first).
+        let queued = sink.queued.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
         match sink.tx.send(row) {
             Ok(()) => {
                 // Wake the writer once per batch; the timer takes the rest.
-                if (sink.queued.fetch_add(1, Ordering::AcqRel) + 1).is_multiple_of(sink.batch) {
+                if queued.is_multiple_of(sink.batch) {
                     sink.writer.do_send(Wake);
                 }
             }
             // Only after the writer is gone (a shutdown cut short): say so.
-            Err(e) => log::error!("request log row lost: the log writer has stopped ({e})"),
+            Err(e) => {
+                sink.queued.fetch_sub(1, Ordering::AcqRel);
+                log::error!("request log row lost: the log writer has stopped ({e})")
+            }
         }
     }
 
