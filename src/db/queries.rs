@@ -72,6 +72,26 @@ pub mod keys {
         Ok(())
     }
 
+    /// Adds calls to keys' counts and moves their last use forward, in one
+    /// transaction: `(id, calls since the last write, last use)`.
+    pub fn add_usage(conn: &mut Conn, usage: &[(i64, i64, i64)]) -> Result<(), DbError> {
+        conn.transaction::<_, DbError, _>(|conn| {
+            for (id, calls, last) in usage {
+                // SQLite's two-argument max(): last_used only moves forward.
+                let last_used = diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                    &format!("max(coalesce(last_used, 0), {last})"),
+                );
+                diesel::update(api_keys::table.find(*id))
+                    .set((
+                        api_keys::usage_count.eq(api_keys::usage_count + *calls),
+                        api_keys::last_used.eq(last_used),
+                    ))
+                    .execute(conn)?;
+            }
+            Ok(())
+        })
+    }
+
     pub fn set_label(conn: &mut Conn, id: i64, label: Option<&str>) -> Result<bool, DbError> {
         Ok(diesel::update(api_keys::table.find(id)).set(api_keys::account_label.eq(label)).execute(conn)? > 0)
     }
@@ -157,29 +177,10 @@ pub mod logs {
         conn.transaction::<_, DbError, _>(|conn| {
             // Fixed-size statements that diesel prepares once (see log_insert).
             super::super::log_insert::insert_all(conn, rows)?;
-            // Calls and last use per key: a map (a batch may touch thousands
-            // of keys), then one statement per key.
-            let mut per_key: std::collections::HashMap<i64, (i64, i64)> = std::collections::HashMap::new();
-            for r in rows {
-                if let Some(id) = r.key_id {
-                    let e = per_key.entry(id).or_insert((0, r.created_at));
-                    e.0 += 1;
-                    e.1 = e.1.max(r.created_at);
-                }
-            }
+            // (Each key's call count and last use are written by the pool
+            // actor from its counters, not here: a batch over a large pool
+            // would touch thousands of keys.)
             rollup(conn, rows)?;
-            for (id, (n, last)) in per_key {
-                // SQLite's two-argument max(): last_used only moves forward.
-                let last_used = diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
-                    &format!("max(coalesce(last_used, 0), {last})"),
-                );
-                diesel::update(api_keys::table.find(id))
-                    .set((
-                        api_keys::usage_count.eq(api_keys::usage_count + n),
-                        api_keys::last_used.eq(last_used),
-                    ))
-                    .execute(conn)?;
-            }
             Ok(())
         })
     }

@@ -32,6 +32,9 @@ pub struct PoolActor {
     publish_pending: bool,
 }
 
+/// How often keys' call counts and last use are written to the database.
+const USAGE_WRITE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How soon a trial that told nothing (a 429, a 5xx, the client gone) is offered again.
 const INCONCLUSIVE_TRIAL_RETRY: Duration = Duration::from_secs(60);
 
@@ -197,7 +200,36 @@ impl PoolActor {
             Some(old.last_checked.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t > 0),
         );
         key.last_pick.store(old.last_pick.load(Ordering::Relaxed), Ordering::Relaxed);
+        key.persisted_uses.store(old.persisted_uses.load(Ordering::Relaxed), Ordering::Relaxed);
         self.keys.insert(id, Arc::new(key));
+    }
+
+    /// Writes the calls made since the last write, for the keys that had any.
+    fn persist_usage(&self) {
+        let mut changed = Vec::new();
+        for k in self.keys.values() {
+            let now = k.usage_count.load(Ordering::Relaxed);
+            let before = k.persisted_uses.load(Ordering::Relaxed);
+            if now > before {
+                changed.push((k.clone(), now, (now - before) as i64, k.last_used.load(Ordering::Relaxed)));
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        let rows: Vec<(i64, i64, i64)> =
+            changed.iter().map(|(k, _, delta, last)| (k.id, *delta, *last)).collect();
+        let written =
+            self.db.get().map_err(DbError::from).and_then(|mut conn| keys::add_usage(&mut conn, &rows));
+        match written {
+            Ok(()) => {
+                for (k, now, _, _) in changed {
+                    k.persisted_uses.store(now, Ordering::Relaxed);
+                }
+            }
+            // Kept in the counters: the next write carries it.
+            Err(e) => log::error!("pool: persist key usage: {e}"),
+        }
     }
 
     fn log_db<T>(what: &str, r: Result<T, DbError>) -> Option<T> {
@@ -215,6 +247,7 @@ impl Actor for PoolActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(USAGE_WRITE_INTERVAL, |act, _| act.persist_usage());
         if self.retry_interval.is_some() {
             ctx.run_interval(Duration::from_millis(500), |act, _| act.offer_due_trials(now_ms()));
         }
@@ -771,5 +804,8 @@ pub struct Drain;
 impl Handler<Drain> for PoolActor {
     type Result = ();
 
-    fn handle(&mut self, _: Drain, _: &mut Context<Self>) {}
+    /// (Shutdown: the calls counted since the last write are written now.)
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
+        self.persist_usage();
+    }
 }

@@ -141,6 +141,9 @@ pub struct PoolKey {
     /// The trial of an exhausted key: `TRIAL_IDLE`, `TRIAL_DUE` (the pool
     /// actor offered it), `TRIAL_RUNNING` (a request claimed it).
     trial: AtomicU8,
+    /// `usage_count` as last written to the database (the pool actor writes
+    /// the difference now and then, not the log writer per batch).
+    pub persisted_uses: AtomicU64,
 }
 
 pub const TRIAL_IDLE: u8 = 0;
@@ -189,6 +192,7 @@ impl PoolKey {
             last_checked: AtomicI64::new(last_checked.unwrap_or(0)),
             last_pick: AtomicU64::new(0),
             trial: AtomicU8::new(TRIAL_IDLE),
+            persisted_uses: AtomicU64::new(usage_count),
         }
     }
 

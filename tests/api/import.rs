@@ -223,3 +223,27 @@ async fn per_key_enable_disable_refresh_and_delete() {
     let r = app.admin_get("/api/keys?q=acct-1").await.json();
     assert_eq!(r["total"], 1);
 }
+
+#[actix_web::test]
+async fn calls_per_key_reach_the_database_from_the_pool_actor() {
+    use diesel::prelude::*;
+    use siliconflow_proxy::db::schema::api_keys;
+    let app = spawn_app().await;
+    app.fake.add_key(KA, "acct-1", "5", Mode::Ok);
+    app.import(&[KA]).await;
+    for _ in 0..3 {
+        assert_eq!(app.chat("m").await.status, 200);
+    }
+    app.flush_logs().await;
+    // What a stop does: the actor writes the counts it holds.
+    app.state.pool_actor.send(siliconflow_proxy::pool::actor::Drain).await.unwrap();
+    let mut conn = app.state.db.get().unwrap();
+    let (uses, last): (i64, Option<i64>) =
+        api_keys::table.select((api_keys::usage_count, api_keys::last_used)).first(&mut conn).unwrap();
+    assert_eq!(uses, 3);
+    assert!(last.is_some_and(|t| t > 0));
+    // Written once: a second write adds nothing.
+    app.state.pool_actor.send(siliconflow_proxy::pool::actor::Drain).await.unwrap();
+    let uses: i64 = api_keys::table.select(api_keys::usage_count).first(&mut conn).unwrap();
+    assert_eq!(uses, 3);
+}
