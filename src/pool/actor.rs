@@ -469,86 +469,107 @@ impl Handler<AddKeys> for PoolActor {
                 return MessageResult(failed.collect());
             }
         };
-        for CheckedKey { secret, outcome, base_url } in msg.keys {
-            let masked = mask_key(&secret);
-            match keys::find_by_key(&mut conn, &secret) {
-                Ok(Some(_)) => {
-                    results.push(AddResult::without_key(masked, AddStatus::Duplicate, None));
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    results.push(AddResult::without_key(masked, AddStatus::Failed, Some(e.to_string())));
-                    continue;
-                }
-            }
-            let (state, balance, account, error, status) = match &outcome {
-                CheckOutcome::Valid { balance, account_id, account_name, .. } => {
-                    // Unknown is not zero: a key whose balance cannot be read serves.
-                    let state = match balance {
-                        Some(b) if *b <= 0.0 => KeyState::Exhausted,
-                        _ => KeyState::Active,
-                    };
-                    (
-                        state,
-                        *balance,
-                        account_id.clone().map(|a| (a, account_name.clone())),
-                        None,
-                        AddStatus::Added,
-                    )
-                }
-                CheckOutcome::Invalid { reason } => {
-                    (KeyState::Invalid, None, None, Some(reason.clone()), AddStatus::Invalid)
-                }
-                CheckOutcome::Exhausted { reason } => {
-                    (KeyState::Exhausted, None, None, Some(reason.clone()), AddStatus::Added)
-                }
-                CheckOutcome::Transient { reason } => {
-                    (KeyState::Active, None, None, Some(reason.clone()), AddStatus::Failed)
-                }
-            };
-            let row = NewKey {
-                key: secret.clone(),
-                state: state.as_str().to_string(),
-                balance,
-                account_id: account.as_ref().map(|a| a.0.clone()),
-                account_name: account.as_ref().and_then(|a| a.1.clone()),
-                base_url,
-                gift_balance: match &outcome {
-                    CheckOutcome::Valid { gift, .. } => *gift,
-                    _ => None,
-                },
-                charge_balance: match &outcome {
-                    CheckOutcome::Valid { charge, .. } => *charge,
-                    _ => None,
-                },
-                account_label: msg.label.clone(),
-                last_checked: (!matches!(outcome, CheckOutcome::Transient { .. })).then_some(now),
-                last_error: error.clone(),
-                state_changed_at: Some(now),
-                created_at: now,
-            };
-            match keys::insert(&mut conn, &row) {
-                Ok(inserted) => {
-                    let account = self.account(&inserted.account_key());
-                    let key = Arc::new(self.key_from_row(&inserted, account));
-                    if key.needs_trial() {
-                        self.queue_trial_from(key.id, now);
+        // One transaction for the whole import (10,000 keys: one commit, not
+        // 10,000); the pool learns of the keys once it has committed.
+        let label = msg.label;
+        let mut stored: Vec<KeyRow> = Vec::new();
+        let committed = diesel::Connection::transaction::<_, DbError, _>(&mut *conn, |conn| {
+            for CheckedKey { secret, outcome, base_url } in msg.keys {
+                let masked = mask_key(&secret);
+                match keys::find_by_key(conn, &secret) {
+                    Ok(Some(_)) => {
+                        results.push(AddResult::without_key(masked, AddStatus::Duplicate, None));
+                        continue;
                     }
-                    self.keys.insert(inserted.id, key);
-                    results.push(AddResult {
-                        key: masked,
-                        status,
-                        id: Some(inserted.id),
-                        state: Some(state.as_str()),
-                        balance,
-                        message: error,
-                    });
+                    Ok(None) => {}
+                    Err(e) => {
+                        results.push(AddResult::without_key(masked, AddStatus::Failed, Some(e.to_string())));
+                        continue;
+                    }
                 }
-                Err(e) => {
-                    results.push(AddResult::without_key(masked, AddStatus::Failed, Some(e.to_string())))
+                let (state, balance, account, error, status) = match &outcome {
+                    CheckOutcome::Valid { balance, account_id, account_name, .. } => {
+                        // Unknown is not zero: a key whose balance cannot be read serves.
+                        let state = match balance {
+                            Some(b) if *b <= 0.0 => KeyState::Exhausted,
+                            _ => KeyState::Active,
+                        };
+                        (
+                            state,
+                            *balance,
+                            account_id.clone().map(|a| (a, account_name.clone())),
+                            None,
+                            AddStatus::Added,
+                        )
+                    }
+                    CheckOutcome::Invalid { reason } => {
+                        (KeyState::Invalid, None, None, Some(reason.clone()), AddStatus::Invalid)
+                    }
+                    CheckOutcome::Exhausted { reason } => {
+                        (KeyState::Exhausted, None, None, Some(reason.clone()), AddStatus::Added)
+                    }
+                    CheckOutcome::Transient { reason } => {
+                        (KeyState::Active, None, None, Some(reason.clone()), AddStatus::Failed)
+                    }
+                };
+                let row = NewKey {
+                    key: secret.clone(),
+                    state: state.as_str().to_string(),
+                    balance,
+                    account_id: account.as_ref().map(|a| a.0.clone()),
+                    account_name: account.as_ref().and_then(|a| a.1.clone()),
+                    base_url,
+                    gift_balance: match &outcome {
+                        CheckOutcome::Valid { gift, .. } => *gift,
+                        _ => None,
+                    },
+                    charge_balance: match &outcome {
+                        CheckOutcome::Valid { charge, .. } => *charge,
+                        _ => None,
+                    },
+                    account_label: label.clone(),
+                    last_checked: (!matches!(outcome, CheckOutcome::Transient { .. })).then_some(now),
+                    last_error: error.clone(),
+                    state_changed_at: Some(now),
+                    created_at: now,
+                };
+                match keys::insert(conn, &row) {
+                    Ok(inserted) => {
+                        stored.push(inserted.clone());
+                        results.push(AddResult {
+                            key: masked,
+                            status,
+                            id: Some(inserted.id),
+                            state: Some(state.as_str()),
+                            balance,
+                            message: error,
+                        });
+                    }
+                    Err(e) => {
+                        results.push(AddResult::without_key(masked, AddStatus::Failed, Some(e.to_string())))
+                    }
                 }
             }
+            Ok(())
+        });
+        if let Err(e) = committed {
+            log::error!("pool: import: {e}");
+            for r in results.iter_mut().filter(|r| r.status != AddStatus::Duplicate) {
+                *r = AddResult::without_key(
+                    r.key.clone(),
+                    AddStatus::Failed,
+                    Some(format!("not stored: {e}")),
+                );
+            }
+            stored.clear();
+        }
+        for inserted in stored {
+            let account = self.account(&inserted.account_key());
+            let key = Arc::new(self.key_from_row(&inserted, account));
+            if key.needs_trial() {
+                self.queue_trial_from(key.id, now);
+            }
+            self.keys.insert(inserted.id, key);
         }
         self.publish();
         self.note_next_trial();
