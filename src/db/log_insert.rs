@@ -14,7 +14,7 @@ use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel::{Column, QueryResult, RunQueryDsl};
 
-use super::models::NewLog;
+use super::models::{NewLog, UsageRow};
 use super::schema::request_logs;
 
 /// `INSERT INTO request_logs (...) VALUES (...), ...` for exactly `N` rows.
@@ -113,6 +113,85 @@ pub fn insert_all(conn: &mut SqliteConnection, rows: &[NewLog]) -> QueryResult<(
     Ok(())
 }
 
+/// The hourly rollup's upsert, `N` groups at a time, prepared once like the
+/// insert above: a batch over a large pool has as many groups as keys it
+/// touched (thousands), and diesel's generic upsert rendered and hashed its
+/// SQL for every one of them.
+pub struct UpsertUsage<'a, const N: usize>(pub &'a [UsageRow; N]);
+
+pub struct UpsertUsageId<const N: usize>;
+
+impl<const N: usize> QueryId for UpsertUsage<'_, N> {
+    type QueryId = UpsertUsageId<N>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<const N: usize> RunQueryDsl<SqliteConnection> for UpsertUsage<'_, N> {}
+
+impl<const N: usize> QueryFragment<Sqlite> for UpsertUsage<'_, N> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        use super::schema::usage_hourly as u;
+        let keys = [<u::hour as Column>::NAME, <u::model as Column>::NAME, <u::key_id as Column>::NAME];
+        let sums = [
+            <u::calls as Column>::NAME,
+            <u::errors as Column>::NAME,
+            <u::input_tokens as Column>::NAME,
+            <u::output_tokens as Column>::NAME,
+            <u::latency_ms as Column>::NAME,
+        ];
+        out.push_sql("INSERT INTO ");
+        u::table.walk_ast(out.reborrow())?;
+        for (i, name) in keys.iter().chain(sums.iter()).enumerate() {
+            out.push_sql(if i == 0 { " (" } else { ", " });
+            out.push_identifier(name)?;
+        }
+        out.push_sql(") VALUES ");
+        for (i, g) in self.0.iter().enumerate() {
+            let UsageRow { hour, model, key_id, calls, errors, input_tokens, output_tokens, latency_ms } = g;
+            out.push_sql(if i == 0 { "(" } else { ", (" });
+            out.push_bind_param::<SqlTypeOf<u::hour>, _>(hour)?;
+            out.push_sql(", ");
+            out.push_bind_param::<SqlTypeOf<u::model>, _>(model)?;
+            out.push_sql(", ");
+            out.push_bind_param::<SqlTypeOf<u::key_id>, _>(key_id)?;
+            for v in [calls, errors, input_tokens, output_tokens, latency_ms] {
+                out.push_sql(", ");
+                out.push_bind_param::<diesel::sql_types::Integer, _>(v)?;
+            }
+            out.push_sql(")");
+        }
+        // Added to what the hour already holds (several batches, or instances).
+        for (i, key) in keys.iter().enumerate() {
+            out.push_sql(if i == 0 { " ON CONFLICT (" } else { ", " });
+            out.push_identifier(key)?;
+        }
+        out.push_sql(") DO UPDATE SET ");
+        for (i, name) in sums.iter().enumerate() {
+            if i > 0 {
+                out.push_sql(", ");
+            }
+            out.push_identifier(name)?;
+            out.push_sql(" = ");
+            out.push_identifier(name)?;
+            out.push_sql(" + excluded.");
+            out.push_identifier(name)?;
+        }
+        Ok(())
+    }
+}
+
+/// Upserts `groups` with the two cached statements (`CHUNK` groups, and one).
+pub fn upsert_usage(conn: &mut SqliteConnection, groups: &[UsageRow]) -> QueryResult<()> {
+    let (chunks, rest) = groups.as_chunks::<CHUNK>();
+    for chunk in chunks {
+        UpsertUsage(chunk).execute(conn)?;
+    }
+    for g in rest {
+        UpsertUsage(std::array::from_ref(g)).execute(conn)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use diesel::prelude::*;
@@ -173,5 +252,39 @@ mod tests {
         }
         assert_eq!(got[0].key_id, None);
         assert_eq!(got[3].error.as_deref(), Some("upstream said \"no\" (3); 'quotes' ok"));
+    }
+
+    #[test]
+    fn the_prepared_rollup_upsert_adds_up_like_the_generic_one() {
+        use crate::db::schema::usage_hourly;
+        let mut conn = memory_db();
+        let group = |k: i64, calls: i32| UsageRow {
+            hour: 7,
+            model: format!("m{}", k % 3),
+            key_id: k,
+            calls,
+            errors: 1,
+            input_tokens: 10,
+            output_tokens: 20,
+            latency_ms: 30,
+        };
+        let first: Vec<UsageRow> = (0..150).map(|k| group(k, 2)).collect();
+        upsert_usage(&mut conn, &first).unwrap();
+        let again: Vec<UsageRow> = (100..200).map(|k| group(k, 3)).collect();
+        upsert_usage(&mut conn, &again).unwrap();
+        let rows: Vec<(i64, i32, i32, i32)> = usage_hourly::table
+            .order(usage_hourly::key_id)
+            .select((
+                usage_hourly::key_id,
+                usage_hourly::calls,
+                usage_hourly::errors,
+                usage_hourly::latency_ms,
+            ))
+            .load(&mut conn)
+            .unwrap();
+        assert_eq!(rows.len(), 200);
+        assert_eq!(rows[0], (0, 2, 1, 30));
+        assert_eq!(rows[120], (120, 5, 2, 60), "existing groups are added to");
+        assert_eq!(rows[199], (199, 3, 1, 30));
     }
 }

@@ -187,7 +187,6 @@ pub mod logs {
 
     /// Adds a batch to the hourly rollup: one upsert per (hour, model, key).
     fn rollup(conn: &mut Conn, rows: &[NewLog]) -> Result<(), DbError> {
-        use diesel::upsert::excluded;
         use std::collections::HashMap;
         let mut groups: HashMap<(i64, &str, i64), UsageRow> = HashMap::new();
         for r in rows {
@@ -205,23 +204,8 @@ pub mod logs {
             g.output_tokens = g.output_tokens.saturating_add(r.output_tokens.min(i32::MAX as i64) as i32);
             g.latency_ms = g.latency_ms.saturating_add(r.latency_ms.min(i32::MAX as i64) as i32);
         }
-        for g in groups.values() {
-            diesel::insert_into(usage_hourly::table)
-                .values(g)
-                .on_conflict((usage_hourly::hour, usage_hourly::model, usage_hourly::key_id))
-                .do_update()
-                .set((
-                    usage_hourly::calls.eq(usage_hourly::calls + excluded(usage_hourly::calls)),
-                    usage_hourly::errors.eq(usage_hourly::errors + excluded(usage_hourly::errors)),
-                    usage_hourly::input_tokens
-                        .eq(usage_hourly::input_tokens + excluded(usage_hourly::input_tokens)),
-                    usage_hourly::output_tokens
-                        .eq(usage_hourly::output_tokens + excluded(usage_hourly::output_tokens)),
-                    usage_hourly::latency_ms
-                        .eq(usage_hourly::latency_ms + excluded(usage_hourly::latency_ms)),
-                ))
-                .execute(conn)?;
-        }
+        let groups: Vec<UsageRow> = groups.into_values().collect();
+        super::super::log_insert::upsert_usage(conn, &groups)?;
         Ok(())
     }
 
