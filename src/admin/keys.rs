@@ -11,12 +11,13 @@ use serde_json::json;
 use super::request::admin_body;
 use super::session::{authenticate, require_admin};
 use super::{error, iso};
+use crate::db::models::KeyRow;
 use crate::db::now_ms;
 use crate::db::queries::keys as kq;
 use crate::pool::actor::{parse_label, AddKeys, AddResult, AddStatus, CheckedKey, KeyCommand};
 use crate::pool::check::{check_key, checked_in_order, CheckOutcome};
-use crate::pool::mask_key;
 use crate::pool::refresher::RefreshNow;
+use crate::pool::{mask_key, PoolKey};
 use crate::state::{AppState, Upstream};
 
 /// Most keys one import takes.
@@ -362,8 +363,38 @@ pub struct KeyView {
     secret_for_search: String,
 }
 
-/// All keys as the owner sees them: database rows with the live counters and
-/// cooldowns of the running pool laid over them.
+/// A key as the owner sees it: its database row with the live counters and
+/// cooldowns of the running pool laid over it.
+fn view(r: KeyRow, live: Option<&PoolKey>, now: i64) -> KeyView {
+    let (display, until) = live
+        .map(|k| k.display_state(now))
+        .unwrap_or((crate::pool::KeyState::parse(&r.state).map(|s| s.as_str()).unwrap_or("active"), None));
+    let usage = live.map(|k| k.usage_count.load(Ordering::Relaxed) as i64).unwrap_or(0).max(r.usage_count);
+    let last_used =
+        live.map(|k| k.last_used.load(Ordering::Relaxed)).unwrap_or(0).max(r.last_used.unwrap_or(0));
+    let last_checked =
+        live.map(|k| k.last_checked.load(Ordering::Relaxed)).unwrap_or(0).max(r.last_checked.unwrap_or(0));
+    KeyView {
+        id: r.id,
+        key: mask_key(&r.key),
+        state: display,
+        cooling_until: iso(until),
+        balance: live.and_then(|k| k.balance()).or(r.balance),
+        usage_count: usage,
+        last_used: iso(Some(last_used)),
+        last_checked: iso(Some(last_checked)),
+        last_error: r.last_error,
+        account_id: r.account_id,
+        account_name: r.account_name,
+        account_label: r.account_label,
+        created_at: iso(Some(r.created_at)),
+        state_changed_at: iso(r.state_changed_at),
+        sort_last_used: last_used,
+        secret_for_search: r.key,
+    }
+}
+
+/// All keys as the owner sees them (for a text search, which needs every row).
 pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, String> {
     let rows = crate::db::run(&state.db, kq::all).await?;
     let snapshot = state.pool.snapshot();
@@ -371,43 +402,65 @@ pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, String> {
     Ok(rows
         .into_iter()
         .map(|r| {
-            let live = snapshot.get(r.id);
-            let (display, until) = live.map(|k| k.display_state(now)).unwrap_or((
-                crate::pool::KeyState::parse(&r.state).map(|s| s.as_str()).unwrap_or("active"),
-                None,
-            ));
-            let usage =
-                live.map(|k| k.usage_count.load(Ordering::Relaxed) as i64).unwrap_or(0).max(r.usage_count);
-            let last_used =
-                live.map(|k| k.last_used.load(Ordering::Relaxed)).unwrap_or(0).max(r.last_used.unwrap_or(0));
-            let last_checked = live
-                .map(|k| k.last_checked.load(Ordering::Relaxed))
-                .unwrap_or(0)
-                .max(r.last_checked.unwrap_or(0));
-            KeyView {
-                id: r.id,
-                key: mask_key(&r.key),
-                state: display,
-                cooling_until: iso(until),
-                balance: live.and_then(|k| k.balance()).or(r.balance),
-                usage_count: usage,
-                last_used: iso(Some(last_used)),
-                last_checked: iso(Some(last_checked)),
-                last_error: r.last_error,
-                account_id: r.account_id,
-                account_name: r.account_name,
-                account_label: r.account_label,
-                created_at: iso(Some(r.created_at)),
-                state_changed_at: iso(r.state_changed_at),
-                sort_last_used: last_used,
-                secret_for_search: r.key,
-            }
+            let live = snapshot.get(r.id).map(|k| &**k);
+            view(r, live, now)
         })
         .collect())
 }
 
+/// The keys with these ids, in this order, as the owner sees them.
+async fn views_of(state: &AppState, ids: Vec<i64>) -> Result<Vec<KeyView>, String> {
+    let wanted = ids.clone();
+    let rows = crate::db::run(&state.db, move |conn| kq::by_ids(conn, &wanted)).await?;
+    let mut rows: std::collections::HashMap<i64, KeyRow> = rows.into_iter().map(|r| (r.id, r)).collect();
+    let snapshot = state.pool.snapshot();
+    let now = now_ms();
+    Ok(ids
+        .iter()
+        .filter_map(|id| rows.remove(id).map(|r| view(r, snapshot.get(*id).map(|k| &**k), now)))
+        .collect())
+}
+
 async fn key_json(state: &AppState, id: i64) -> Option<KeyView> {
-    key_views(state).await.ok()?.into_iter().find(|k| k.id == id)
+    views_of(state, vec![id]).await.ok()?.into_iter().next()
+}
+
+/// One page of keys: `(keys, total, page, page_size)`. Without a text search
+/// the page is chosen from the running pool's snapshot (live states,
+/// balances, counters: no database read) and only its rows are read, so a
+/// page costs the same with 100 keys or 100,000.
+pub async fn key_page(
+    state: &AppState,
+    q: &ListQuery,
+) -> Result<(Vec<KeyView>, usize, usize, usize), String> {
+    if q.q.as_deref().is_some_and(|t| !t.trim().is_empty()) {
+        return Ok(filter_sort_page(key_views(state).await?, q));
+    }
+    let snapshot = state.pool.snapshot();
+    let now = now_ms();
+    let mut keys: Vec<(&PoolKey, &'static str)> =
+        snapshot.keys.iter().map(|k| (&**k, k.display_state(now).0)).collect();
+    if let Some(s) = q.state.as_deref().filter(|s| !s.is_empty()) {
+        keys.retain(|(_, display)| *display == s);
+    }
+    // (The snapshot is in id order; the sorts are stable, as the search path's.)
+    match q.sort.as_deref().unwrap_or("id") {
+        "balance" => keys
+            .sort_by(|a, b| a.0.balance().unwrap_or(f64::MIN).total_cmp(&b.0.balance().unwrap_or(f64::MIN))),
+        "usage_count" | "usage" => keys.sort_by_key(|(k, _)| k.usage_count.load(Ordering::Relaxed)),
+        "last_used" => keys.sort_by_key(|(k, _)| k.last_used.load(Ordering::Relaxed)),
+        "state" => keys.sort_by_key(|(_, display)| *display),
+        _ => {}
+    }
+    if q.order.as_deref().is_some_and(|o| o.eq_ignore_ascii_case("desc")) {
+        keys.reverse();
+    }
+    let total = keys.len();
+    let page_size = q.page_size.unwrap_or(50).clamp(1, 1000);
+    let page = q.page.unwrap_or(1).max(1);
+    let ids: Vec<i64> =
+        keys.iter().skip((page - 1).saturating_mul(page_size)).take(page_size).map(|(k, _)| k.id).collect();
+    Ok((views_of(state, ids).await?, total, page, page_size))
 }
 
 #[derive(Deserialize, Default)]
@@ -463,12 +516,9 @@ pub async fn list(
     if let Err(resp) = require_admin(&req, &state, None).await {
         return resp;
     }
-    match key_views(&state).await {
-        Ok(views) => {
-            let (keys, total, page, page_size) = filter_sort_page(views, &query);
-            HttpResponse::Ok()
-                .json(json!({"keys": keys, "total": total, "page": page, "page_size": page_size}))
-        }
+    match key_page(&state, &query).await {
+        Ok((keys, total, page, page_size)) => HttpResponse::Ok()
+            .json(json!({"keys": keys, "total": total, "page": page, "page_size": page_size})),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
@@ -488,13 +538,11 @@ pub async fn export(
         return resp;
     }
     let all = matches!(query.all.as_deref(), Some("1" | "true" | "yes"));
-    let rows = match crate::db::run(&state.db, kq::all).await {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
-    };
-    let mut out = String::new();
-    for r in rows.iter().filter(|r| all || r.state != "invalid") {
-        out.push_str(&r.key);
+    // From the running pool (every key, with its live state): no database read.
+    let snapshot = state.pool.snapshot();
+    let mut out = String::with_capacity(snapshot.keys.len() * 64);
+    for k in snapshot.keys.iter().filter(|k| all || k.state() != crate::pool::KeyState::Invalid) {
+        out.push_str(&k.secret);
         out.push('\n');
     }
     HttpResponse::Ok()

@@ -8,7 +8,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::auth::Verified;
-use super::keys::{filter_sort_page, import_keys, key_views, parse_key_list, ListQuery, MAX_IMPORT};
+use super::keys::{import_keys, key_page, parse_key_list, ListQuery, MAX_IMPORT};
 use super::logs::{filter_from, LogQuery};
 use super::request::{admin_body, read_body, LOGIN_BODY_BYTES};
 use super::session::{self, client_ip, csrf_ok, Session};
@@ -331,13 +331,12 @@ async fn render_keys(
         q: q.q.clone(),
         state: q.state.clone(),
     };
-    let views = match key_views(state).await {
+    let (rows, total, page_no, page_size) = match key_page(state, &list).await {
         Ok(v) => v,
         Err(e) => {
             return page(StatusCode::SERVICE_UNAVAILABLE, html! { p { "The database is unavailable: " (e) } })
         }
     };
-    let (rows, total, page_no, page_size) = filter_sort_page(views, &list);
     let query: Vec<(&str, String)> = vec![
         ("q", q.q.clone().unwrap_or_default()),
         ("state", q.state.clone().unwrap_or_default()),

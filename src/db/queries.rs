@@ -141,6 +141,11 @@ pub mod keys {
         Ok(diesel::delete(api_keys::table.find(id)).execute(conn)? > 0)
     }
 
+    /// The rows of these keys (a page of them), in no particular order.
+    pub fn by_ids(conn: &mut Conn, ids: &[i64]) -> Result<Vec<KeyRow>, DbError> {
+        Ok(api_keys::table.filter(api_keys::id.eq_any(ids)).select(KeyRow::as_select()).load(conn)?)
+    }
+
     pub fn find(conn: &mut Conn, id: i64) -> Result<Option<KeyRow>, DbError> {
         Ok(api_keys::table.find(id).select(KeyRow::as_select()).first(conn).optional()?)
     }
