@@ -48,11 +48,14 @@ sample_queue() {
 # CPU time (ns) a process has used so far, all threads.
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
 
-# nginx answering /v1/user/info and the canned ~500-byte completion on $1.
+# nginx answering /v1/user/info, /v1/models and the canned ~500-byte completion on $1;
+# with $2 = gone, /v1/user/info answers 410 as SiliconFlow China's does (keys are then
+# checked with /v1/models and each is its own account).
 start_nginx() {
-  local completion userinfo
+  local completion userinfo status=200
   completion=$(sed -n 's/^pub const COMPLETION: &str = r#"\(.*\)"#;$/\1/p' examples/bench_upstream.rs)
   userinfo='{"code":20000,"message":"OK","status":true,"data":{"id":"bench-account","name":"bench","balance":"0.00","chargeBalance":"1000.00","totalBalance":"1000.00"}}'
+  if [ "${2:-}" = gone ]; then status=410; userinfo='{"code":20410,"message":"This API has been deprecated","data":null}'; fi
   cat > "$DIR/nginx.conf" <<NGINX
 worker_processes 1;
 pid $DIR/nginx.pid;
@@ -63,13 +66,14 @@ http {
   keepalive_requests 1000000;
   server {
     listen 127.0.0.1:$1 backlog=4096;
-    location = /v1/user/info { default_type application/json; return 200 '$userinfo'; }
+    location = /v1/user/info { default_type application/json; return $status '$userinfo'; }
+    location = /v1/models { default_type application/json; return 200 '{"object":"list","data":[]}'; }
     location = /v1/chat/completions { default_type application/json; return 200 '$completion'; }
   }
 }
 NGINX
   "$NGINX" -c "$DIR/nginx.conf" -p "$DIR" -e "$DIR/nginx-error.log"
-  wait_up "http://127.0.0.1:$1/v1/user/info"
+  wait_up "http://127.0.0.1:$1/v1/models"
 }
 
 # The proxy ($BIN) on port $1 in front of upstream $2, database $3, one key

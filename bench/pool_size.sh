@@ -22,25 +22,7 @@ build_release bench_upstream
 
 # nginx without /v1/user/info (410, as SiliconFlow China), with /v1/models for the key checks.
 NPORT=$(port)
-completion=$(sed -n 's/^pub const COMPLETION: &str = r#"\(.*\)"#;$/\1/p' examples/bench_upstream.rs)
-cat > "$DIR/nginx.conf" <<NGINX
-worker_processes 1;
-pid $DIR/nginx.pid;
-error_log $DIR/nginx-error.log;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$NPORT backlog=4096;
-    location = /v1/user/info { default_type application/json; return 410 '{"code":20410,"message":"This API has been deprecated","data":null}'; }
-    location = /v1/models { default_type application/json; return 200 '{"object":"list","data":[]}'; }
-    location = /v1/chat/completions { default_type application/json; return 200 '$completion'; }
-  }
-}
-NGINX
-"$NGINX" -c "$DIR/nginx.conf" -p "$DIR" -e "$DIR/nginx-error.log"
-wait_up "http://127.0.0.1:$NPORT/v1/models"
+start_nginx "$NPORT" gone
 UP="http://127.0.0.1:$NPORT"
 
 # Starts the proxy on a database; sets LAST (pid) and PPORT.
@@ -72,7 +54,8 @@ echo "pool-size benchmark: 1, $MID, $KEYS keys; ${ROUNDS} rounds of ${DUR}s per 
 make_pool "$DIR/k1.db" 1
 make_pool "$DIR/kmid.db" "$MID"
 make_pool "$DIR/kmax.db" "$KEYS"
-cp "$DIR/kmax.db" "$DIR/kcool.db"
+# A consistent copy (the database is in WAL mode: the -wal file holds recent pages).
+sqlite3 "$DIR/kmax.db" ".backup '$DIR/kcool.db'"
 UNTIL=$(( ($(date +%s) + 7200) * 1000 ))
 sqlite3 "$DIR/kcool.db" "INSERT INTO cooldowns (account, model, until_ms, strikes, reason)
   SELECT 'key:' || id, '$MODEL', $UNTIL, 1, 'bench: cooling' FROM api_keys WHERE id % 10 = 0"

@@ -52,8 +52,8 @@ pub mod keys {
         Ok(())
     }
 
-    /// The end of a trial or of the owner's "enable": the key's state, with
-    /// its error cleared (`None`) or set, and the time it was tried.
+    /// The end of a trial: the key's state, its error set or cleared, the
+    /// time it was tried (a check that read nothing else).
     pub fn set_state_checked(
         conn: &mut Conn,
         id: i64,
@@ -62,14 +62,7 @@ pub mod keys {
         error: Option<&str>,
         now: i64,
     ) -> Result<(), DbError> {
-        let target = api_keys::table.find(id);
-        diesel::update(target)
-            .set((api_keys::state.eq(state), api_keys::last_error.eq(error), api_keys::last_checked.eq(now)))
-            .execute(conn)?;
-        if state_changed {
-            diesel::update(target).set(api_keys::state_changed_at.eq(now)).execute(conn)?;
-        }
-        Ok(())
+        record_check(conn, id, state, state_changed, None, None, None, error, now)
     }
 
     /// Adds calls to keys' counts and moves their last use forward, in one

@@ -281,16 +281,7 @@ impl Selection {
             }
             return NoKey::NoneActive { exhausted, invalid, disabled, next_trial_ms: None };
         }
-        let cooling = live()
-            .filter(|k| !exclude.contains(&k.id))
-            .map(|k| k.account.cooling_until(model, now_ms))
-            .collect::<Option<Vec<i64>>>();
-        match cooling {
-            Some(untils) if !untils.is_empty() => {
-                NoKey::AllCooling { until_ms: untils.into_iter().min().unwrap_or(now_ms) }
-            }
-            _ => NoKey::AllTried,
-        }
+        super::select::cooling_or_tried(live(), model, exclude, now_ms)
     }
 }
 

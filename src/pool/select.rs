@@ -222,8 +222,18 @@ fn why_none(keys: &[Arc<PoolKey>], model: &str, exclude: &[i64], now_ms: i64) ->
             next_trial_ms: None,
         };
     }
+    cooling_or_tried(active.into_iter(), model, exclude, now_ms)
+}
+
+/// With some key active: every one not yet tried is cooling for `model`
+/// (until the first of them cools down), or every one was tried.
+pub fn cooling_or_tried<'a>(
+    active: impl Iterator<Item = &'a Arc<PoolKey>>,
+    model: &str,
+    exclude: &[i64],
+    now_ms: i64,
+) -> NoKey {
     let cooling = active
-        .iter()
         .filter(|k| !exclude.contains(&k.id))
         .map(|k| k.account.cooling_until(model, now_ms))
         .collect::<Option<Vec<i64>>>();
