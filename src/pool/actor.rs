@@ -19,7 +19,7 @@ use crate::db::{now_ms, DbError, DbPool};
 pub struct PoolActor {
     db: DbPool,
     shared: Arc<PoolShared>,
-    default_base_url: String,
+    default_base_url: Arc<str>,
     keys: BTreeMap<i64, Arc<PoolKey>>,
     accounts: HashMap<String, Arc<Account>>,
     /// Seconds before an exhausted key whose balance cannot be read gets one
@@ -64,7 +64,7 @@ impl PoolActor {
         let mut actor = PoolActor {
             db,
             shared,
-            default_base_url,
+            default_base_url: Arc::from(default_base_url),
             keys: BTreeMap::new(),
             accounts: HashMap::new(),
             retry_interval,
@@ -75,8 +75,7 @@ impl PoolActor {
         for row in rows {
             let acc = row.account_key();
             let cds = cooling.remove(&acc).unwrap_or_default();
-            let account =
-                actor.accounts.entry(acc.clone()).or_insert_with(|| Arc::new(Account::new(acc, cds))).clone();
+            let account = actor.account_with(acc, cds);
             let key = Arc::new(actor.key_from_row(&row, account));
             if key.needs_trial() {
                 // The last word on the key (its exhaustion or its last trial) starts the wait.
@@ -145,7 +144,10 @@ impl PoolActor {
         PoolKey::new(
             row.id,
             row.key.clone(),
-            row.base_url.clone().unwrap_or_else(|| self.default_base_url.clone()),
+            match &row.base_url {
+                Some(b) if **b != *self.default_base_url => Arc::from(b.as_str()),
+                _ => self.default_base_url.clone(),
+            },
             account,
             KeyState::parse(&row.state).unwrap_or(KeyState::Active),
             row.balance,
@@ -156,10 +158,17 @@ impl PoolActor {
     }
 
     fn account(&mut self, id: &str) -> Arc<Account> {
-        self.accounts
-            .entry(id.to_string())
-            .or_insert_with(|| Arc::new(Account::new(id.to_string(), Vec::new())))
-            .clone()
+        self.account_with(id.to_string(), Vec::new())
+    }
+
+    /// The account `id` (made with these cooldowns if new). A key that is its
+    /// own account (`key:<id>`) shares it with nobody: it is not kept in the
+    /// map, which then holds only accounts that several keys may share.
+    fn account_with(&mut self, id: String, cooldowns: Vec<Cooldown>) -> Arc<Account> {
+        if id.starts_with("key:") {
+            return Arc::new(Account::new(id, cooldowns));
+        }
+        self.accounts.entry(id.clone()).or_insert_with(|| Arc::new(Account::new(id, cooldowns))).clone()
     }
 
     fn publish(&self) {

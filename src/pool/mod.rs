@@ -84,7 +84,14 @@ pub struct Account {
 
 impl Account {
     pub fn new(id: String, cooldowns: Vec<Cooldown>) -> Self {
-        Account { id, cooldowns: ArcSwap::from_pointee(cooldowns) }
+        // Most accounts never cool: they share one empty list until one does.
+        static NONE: std::sync::OnceLock<Arc<Vec<Cooldown>>> = std::sync::OnceLock::new();
+        let list = if cooldowns.is_empty() {
+            NONE.get_or_init(|| Arc::new(Vec::new())).clone()
+        } else {
+            Arc::new(cooldowns)
+        };
+        Account { id, cooldowns: ArcSwap::new(list) }
     }
 
     /// When `model` is usable again on this account, if it is cooling now.
@@ -127,7 +134,8 @@ pub struct PoolKey {
     /// `Bearer <secret>`, built once (marked sensitive, so it is never
     /// printed in a header dump), instead of formatted on every request.
     pub bearer: actix_web::http::header::HeaderValue,
-    pub base_url: String,
+    /// The upstream origin: one shared string for all keys of an origin.
+    pub base_url: Arc<str>,
     pub account: Arc<Account>,
     state: AtomicU8,
     /// f64 bits; NaN = unknown.
@@ -167,7 +175,7 @@ impl PoolKey {
     pub fn new(
         id: i64,
         secret: String,
-        base_url: String,
+        base_url: Arc<str>,
         account: Arc<Account>,
         state: KeyState,
         balance: Option<f64>,

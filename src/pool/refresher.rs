@@ -87,7 +87,7 @@ impl Refresher {
                 }
                 due
             })
-            .map(|k| (k.id, k.secret.clone(), k.base_url.clone()))
+            .map(|k| (k.id, k.secret.clone(), k.base_url.to_string()))
             .collect();
         let client = self.client.clone();
         let pool = self.pool.clone();
