@@ -619,62 +619,69 @@ impl Handler<ApplyChecks> for PoolActor {
             return MessageResult(summary);
         };
         let manual = msg.manual;
-        for (id, outcome) in msg.outcomes {
-            let Some(key) = self.keys.get(&id).cloned() else {
-                continue;
-            };
-            summary.checked += 1;
-            key.last_checked.store(now, std::sync::atomic::Ordering::Relaxed);
-            let old = key.state();
-            // `Some(b)`: the balance to store (`Some(None)` forgets a stale one).
-            let (balance, account, error) = match &outcome {
-                CheckOutcome::Valid { balance, account_id, account_name, .. } => {
-                    (Some(*balance), account_id.as_ref().map(|a| (a.clone(), account_name.clone())), None)
+        // One transaction for the whole refresh (100,000 keys: one commit).
+        let written = diesel::Connection::transaction::<_, DbError, _>(&mut *conn, |conn| {
+            for (id, outcome) in msg.outcomes {
+                let Some(key) = self.keys.get(&id).cloned() else {
+                    continue;
+                };
+                summary.checked += 1;
+                key.last_checked.store(now, std::sync::atomic::Ordering::Relaxed);
+                let old = key.state();
+                // `Some(b)`: the balance to store (`Some(None)` forgets a stale one).
+                let (balance, account, error) = match &outcome {
+                    CheckOutcome::Valid { balance, account_id, account_name, .. } => {
+                        (Some(*balance), account_id.as_ref().map(|a| (a.clone(), account_name.clone())), None)
+                    }
+                    CheckOutcome::Invalid { reason } | CheckOutcome::Transient { reason } => {
+                        (None, None, Some(reason.clone()))
+                    }
+                    CheckOutcome::Exhausted { reason } => {
+                        (key.balance().map(|_| Some(0.0)), None, Some(reason.clone()))
+                    }
+                };
+                match (&outcome, state_after_check(KeyState::Active, &outcome, manual)) {
+                    (CheckOutcome::Transient { .. }, _) => summary.unchanged += 1,
+                    (_, KeyState::Active) => summary.active += 1,
+                    (_, KeyState::Exhausted) => summary.exhausted += 1,
+                    (_, KeyState::Invalid) => summary.invalid += 1,
+                    _ => {}
                 }
-                CheckOutcome::Invalid { reason } | CheckOutcome::Transient { reason } => {
-                    (None, None, Some(reason.clone()))
+                let new_state = state_after_check(old, &outcome, manual);
+                if let Some(b) = balance {
+                    key.set_balance(b);
                 }
-                CheckOutcome::Exhausted { reason } => {
-                    (key.balance().map(|_| Some(0.0)), None, Some(reason.clone()))
+                key.set_state(new_state);
+                if key.needs_trial() && old != KeyState::Exhausted {
+                    self.queue_trial_from(id, now);
                 }
-            };
-            match (&outcome, state_after_check(KeyState::Active, &outcome, manual)) {
-                (CheckOutcome::Transient { .. }, _) => summary.unchanged += 1,
-                (_, KeyState::Active) => summary.active += 1,
-                (_, KeyState::Exhausted) => summary.exhausted += 1,
-                (_, KeyState::Invalid) => summary.invalid += 1,
-                _ => {}
-            }
-            let new_state = state_after_check(old, &outcome, manual);
-            if let Some(b) = balance {
-                key.set_balance(b);
-            }
-            key.set_state(new_state);
-            if key.needs_trial() && old != KeyState::Exhausted {
-                self.queue_trial_from(id, now);
-            }
-            Self::log_db(
-                "record check",
-                keys::record_check(
-                    &mut conn,
-                    id,
-                    new_state.as_str(),
-                    new_state != old,
-                    balance,
-                    match &outcome {
-                        CheckOutcome::Valid { gift, charge, .. } => Some((*gift, *charge)),
-                        _ => None,
-                    },
-                    account.as_ref().map(|(a, n)| (a.as_str(), n.as_deref())),
-                    error.as_deref(),
-                    now,
-                ),
-            );
-            if let Some((account_id, _)) = account {
-                if key.account.id != account_id {
-                    self.rehome(id, &account_id);
+                Self::log_db(
+                    "record check",
+                    keys::record_check(
+                        conn,
+                        id,
+                        new_state.as_str(),
+                        new_state != old,
+                        balance,
+                        match &outcome {
+                            CheckOutcome::Valid { gift, charge, .. } => Some((*gift, *charge)),
+                            _ => None,
+                        },
+                        account.as_ref().map(|(a, n)| (a.as_str(), n.as_deref())),
+                        error.as_deref(),
+                        now,
+                    ),
+                );
+                if let Some((account_id, _)) = account {
+                    if key.account.id != account_id {
+                        self.rehome(id, &account_id);
+                    }
                 }
             }
+            Ok(())
+        });
+        if let Err(e) = written {
+            log::error!("pool: record checks: {e}");
         }
         // States and balances changed: the selection is rebuilt.
         self.publish();
