@@ -19,6 +19,8 @@ def main():
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as EC
+        from selenium.webdriver.support.ui import WebDriverWait
     except ImportError:
         webdriver = None
     if not (chromium and driver_path and webdriver):
@@ -44,14 +46,16 @@ def main():
             browser.find_element(By.NAME, "username").send_keys(ADMIN[0])
             browser.find_element(By.NAME, "password").send_keys(ADMIN[1])
             browser.find_element(By.CSS_SELECTOR, "form.login button").click()
-            assert browser.current_url.rstrip("/").endswith("/admin"), browser.current_url
+            # A click returns before the next page has loaded: wait for it.
+            WebDriverWait(browser, 15).until(EC.url_matches(r"/admin/?$"))
             assert "Dashboard" in browser.find_element(By.TAG_NAME, "h1").text
 
         def import_key():
             browser.get(base + "/admin/keys")
             browser.find_element(By.NAME, "keys").send_keys(GOOD)
             browser.find_element(By.CSS_SELECTOR, "form[action='/admin/keys/import'] button").click()
-            status = browser.find_element(By.CSS_SELECTOR, ".banner.info").text
+            status = WebDriverWait(browser, 15).until(
+                EC.presence_of_element_located((By.CSS_SELECTOR, ".banner.info"))).text
             assert "1 added" in status, status
             rows = browser.find_element(By.CSS_SELECTOR, "table tbody").text
             assert "sk-e2e-...0001" in rows and "active" in rows, rows
@@ -82,6 +86,7 @@ def main():
 
         def logout():
             browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
+            WebDriverWait(browser, 15).until(EC.presence_of_element_located((By.NAME, "password")))
             browser.get(base + "/admin")
             assert browser.find_elements(By.NAME, "password"), "still logged in after logout"
 
