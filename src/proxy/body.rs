@@ -15,7 +15,7 @@ use super::errors::{ErrorKind, ProxyError};
 
 /// The next piece of a body, or an error once `idle` passes without one. A
 /// piece already there (most bodies arrive whole) arms no timer.
-async fn next_within(payload: &mut web::Payload, idle: Duration) -> Result<Option<Bytes>, ProxyError> {
+pub async fn next_within(payload: &mut web::Payload, idle: Duration) -> Result<Option<Bytes>, ProxyError> {
     let next = match payload.next().now_or_never() {
         Some(next) => next,
         None => actix_rt::time::timeout(idle, payload.next()).await.map_err(|_| timed_out(idle))?,
@@ -49,7 +49,7 @@ pub async fn read_body(mut payload: web::Payload, limit: usize, idle: Duration) 
     Ok(buf.freeze())
 }
 
-pub fn read_error(e: PayloadError) -> ProxyError {
+pub fn read_error(e: impl std::fmt::Display) -> ProxyError {
     ProxyError::bad_request(format!("could not read the request body: {e}"))
 }
 
@@ -91,9 +91,7 @@ impl UploadError {
     pub fn to_proxy_error(&self) -> ProxyError {
         match self {
             UploadError::Stalled(d) => timed_out(*d),
-            UploadError::Payload(e) => {
-                ProxyError::bad_request(format!("could not read the request body: {e}"))
-            }
+            UploadError::Payload(e) => read_error(e),
         }
     }
 }

@@ -75,7 +75,7 @@ pub struct Probe<'a> {
 }
 
 pub use super::body::read_body;
-use super::body::{read_error, too_large, IdleLimited, UploadError};
+use super::body::{next_within, read_error, too_large, IdleLimited, UploadError};
 
 /// The longest `model` accepted. SiliconFlow's names are under 100 bytes;
 /// the name is stored in every log row and the stats' keys, so a client must
@@ -200,10 +200,7 @@ pub async fn read_route_body(
                 Some(len) if len > limit as u64 => Err(too_large(limit)),
                 Some(len) if len > state.config.failover_buffer_bytes as u64 => {
                     // Big upload: stream it through, peeking at the first chunk for `model`.
-                    let first = match actix_rt::time::timeout(idle, payload.next()).await {
-                        Ok(next) => next.transpose().map_err(read_error)?,
-                        Err(_) => return Err(super::body::timed_out(idle)),
-                    };
+                    let first = next_within(&mut payload, idle).await?;
                     let model =
                         first.as_deref().and_then(|b| multipart_field(b, "model")).unwrap_or_default();
                     check_model(&model)?;
@@ -605,7 +602,7 @@ where
 fn body_send_error(e: &(dyn std::error::Error + 'static)) -> ProxyError {
     match e.downcast_ref::<UploadError>() {
         Some(upload) => upload.to_proxy_error(),
-        None => ProxyError::bad_request(format!("could not read the request body: {e}")),
+        None => read_error(e),
     }
 }
 
