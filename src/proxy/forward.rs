@@ -442,14 +442,7 @@ pub async fn dispatch(
     }
 
     match failure {
-        Some(Failure::Upstream { status, headers, body }) => {
-            pending.status = status.as_u16();
-            pending.error = Some(format!("{}: {}", status.as_u16(), snippet(&body)));
-            pending.finish(Usage::default(), false);
-            let mut builder = HttpResponse::build(status);
-            copy_headers(&mut builder, &headers);
-            builder.body(body)
-        }
+        Some(Failure::Upstream { status, headers, body }) => pass_error(pending, status, &headers, body),
         Some(Failure::KeyProblem(reason)) => {
             let e = ProxyError::new(
                 ErrorKind::Unavailable,
@@ -572,7 +565,7 @@ where
 /// read whole (errors are small), with any pool key it quotes masked.
 async fn error_back<S>(
     mut resp: awc::ClientResponse<S>,
-    mut pending: Pending,
+    pending: Pending,
     key: &PoolKey,
     dialect: Dialect,
 ) -> HttpResponse
@@ -580,7 +573,6 @@ where
     S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
 {
     let status = resp.status();
-    pending.status = status.as_u16();
     let body = match resp.body().limit(4 << 20).await {
         Ok(b) => redact(b, &key.secret, &key.masked),
         Err(e) => {
@@ -591,10 +583,22 @@ where
             return reject(pending, e, dialect);
         }
     };
+    pass_error(pending, status, resp.headers(), body)
+}
+
+/// Hands an upstream error answer (its key masked already) to the client as
+/// it came, and logs it with its status and an excerpt.
+fn pass_error(
+    mut pending: Pending,
+    status: StatusCode,
+    headers: &awc::http::header::HeaderMap,
+    body: Bytes,
+) -> HttpResponse {
+    pending.status = status.as_u16();
     pending.error = Some(format!("{}: {}", status.as_u16(), snippet(&body)));
     pending.finish(Usage::default(), false);
     let mut builder = HttpResponse::build(status);
-    copy_headers(&mut builder, resp.headers());
+    copy_headers(&mut builder, headers);
     builder.body(body)
 }
 
@@ -606,7 +610,8 @@ fn body_send_error(e: &(dyn std::error::Error + 'static)) -> ProxyError {
     }
 }
 
-/// Streams the upstream answer back as it arrives, reading usage on the way.
+/// Streams a successful upstream answer back as it arrives, reading usage on
+/// the way (error answers go through `error_back`).
 fn stream_back<S>(resp: awc::ClientResponse<S>, mut pending: Pending, state: &AppState) -> HttpResponse
 where
     S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
@@ -616,9 +621,6 @@ where
         resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     if content_type.starts_with("text/event-stream") {
         pending.stream = true;
-    }
-    if !resp.status().is_success() {
-        pending.error = Some(format!("upstream answered {}", resp.status().as_u16()));
     }
     let length = content_length(resp.headers());
     let mut builder = HttpResponse::build(resp.status());
