@@ -40,9 +40,23 @@ impl KeyRow {
 pub fn account_key(account_id: Option<&str>, label: Option<&str>, key_id: i64) -> String {
     match (account_id, label) {
         (Some(a), _) if !a.is_empty() => a.to_string(),
-        (_, Some(l)) if !l.is_empty() => format!("label:{l}"),
-        _ => format!("key:{key_id}"),
+        (_, Some(l)) if !l.is_empty() => format!("{LABEL_PREFIX}{l}"),
+        _ => format!("{OWN_PREFIX}{key_id}"),
     }
+}
+
+const LABEL_PREFIX: &str = "label:";
+const OWN_PREFIX: &str = "key:";
+
+/// Whether an account (as `account_key` names it) is a key on its own: no
+/// other key shares its cooldowns, resources or funds.
+pub fn is_own_account(account: &str) -> bool {
+    account.starts_with(OWN_PREFIX)
+}
+
+/// Whether an account is the upstream's (not a key alone, nor the owner's label).
+pub fn is_upstream_account(account: &str) -> bool {
+    !is_own_account(account) && !account.starts_with(LABEL_PREFIX)
 }
 
 #[derive(Clone, Insertable)]

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::check::CheckOutcome;
 use super::{mask_key, Account, Cooldown, KeyState, PoolKey, PoolShared, PoolSnapshot, TRIAL_DUE};
-use crate::db::models::{account_key, CooldownRow, KeyRow, NewKey};
+use crate::db::models::{account_key, is_own_account, is_upstream_account, CooldownRow, KeyRow, NewKey};
 use crate::db::queries::{cooldowns_q, keys};
 use crate::db::{now_ms, DbError, DbPool};
 
@@ -165,7 +165,7 @@ impl PoolActor {
     /// own account (`key:<id>`) shares it with nobody: it is not kept in the
     /// map, which then holds only accounts that several keys may share.
     fn account_with(&mut self, id: String, cooldowns: Vec<Cooldown>) -> Arc<Account> {
-        if id.starts_with("key:") {
+        if is_own_account(&id) {
             return Arc::new(Account::new(id, cooldowns));
         }
         self.accounts.entry(id.clone()).or_insert_with(|| Arc::new(Account::new(id, cooldowns))).clone()
@@ -350,7 +350,7 @@ impl Handler<KeyEvent> for PoolActor {
             KeyEventKind::TrialSucceeded => {
                 key.end_trial();
                 let mut back = vec![key.clone()];
-                if !key.account.id.starts_with("key:") {
+                if !is_own_account(&key.account.id) {
                     // The account has funds again: so do its other keys.
                     back.extend(
                         self.keys
@@ -765,9 +765,7 @@ impl Handler<KeyCommand> for PoolActor {
                 if !keys::set_label(&mut conn, id, label.as_deref()).map_err(|e| e.to_string())? {
                     return Err(format!("no key with id {id}"));
                 }
-                let upstream_named =
-                    !key.account.id.starts_with("key:") && !key.account.id.starts_with("label:");
-                if !upstream_named {
+                if !is_upstream_account(&key.account.id) {
                     self.rehome(id, &account_key(None, label.as_deref(), id));
                     self.publish();
                 }

@@ -114,7 +114,7 @@ pub async fn owner(state: &AppState, kind: ResourceKind, id: &str) -> Result<Arc
         return Ok(k.clone());
     }
     // Real account ids only: "key:N" accounts have exactly one key.
-    if let Some(account) = row.account.as_deref().filter(|a| !a.starts_with("key:")) {
+    if let Some(account) = row.account.as_deref().filter(|a| !crate::db::models::is_own_account(a)) {
         if let Some(k) = snapshot.keys.iter().find(|k| k.account.id == account && can_manage(k)) {
             return Ok(k.clone());
         }

@@ -488,7 +488,7 @@ impl Drop for TrialGuard {
 
 /// The other keys of a key's account (none for keys with no known account).
 fn same_account(state: &AppState, key: &PoolKey) -> Vec<Arc<PoolKey>> {
-    if key.account.id.starts_with("key:") {
+    if crate::db::models::is_own_account(&key.account.id) {
         return Vec::new();
     }
     state
