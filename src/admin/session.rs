@@ -253,17 +253,6 @@ impl Throttle {
         Ok(Attempt { throttle: self, ip })
     }
 
-    /// `Err(seconds to wait)` when this address has used up its attempts.
-    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
-        let map = self.map();
-        match map.get(&ip) {
-            Some(e) if e.failures >= self.max && e.since.elapsed() < self.window => {
-                Err(self.window.saturating_sub(e.since.elapsed()).as_secs().max(1))
-            }
-            _ => Ok(()),
-        }
-    }
-
     fn settle(&self, ip: IpAddr, outcome: Option<bool>) {
         let mut map = self.map();
         let Some(e) = map.get_mut(&ip) else { return };
@@ -292,16 +281,17 @@ mod tests {
         let t = Throttle::new(3);
         let ip = IpAddr::from([10, 0, 0, 1]);
         for _ in 0..3 {
-            assert!(t.check(ip).is_ok());
             t.begin(ip).unwrap().fail();
         }
-        let wait = t.check(ip).unwrap_err();
+        let wait = t.begin(ip).err().unwrap();
         assert!((1..=60).contains(&wait));
-        assert!(t.begin(ip).is_err());
-        assert!(t.check(IpAddr::from([10, 0, 0, 2])).is_ok(), "per address");
+        assert!(t.begin(IpAddr::from([10, 0, 0, 2])).is_ok(), "per address");
         t.map().get_mut(&ip).unwrap().failures = 2;
         t.begin(ip).unwrap().succeed();
-        assert!(t.check(ip).is_ok(), "a success wipes the slate");
+        for _ in 0..3 {
+            t.begin(ip).unwrap().fail();
+        }
+        assert!(t.begin(ip).is_err(), "a success wiped the slate: three more failures were allowed");
     }
 
     #[test]

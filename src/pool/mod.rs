@@ -10,7 +10,7 @@ pub mod refresher;
 pub mod select;
 pub mod totals;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -314,13 +314,11 @@ pub struct StateCounts {
     pub disabled: usize,
 }
 
-/// What the request path shares: the snapshot, the round-robin cursor, the
-/// pick sequence and the exhausted keys offered for a trial.
+/// What the request path shares: the snapshot (with the selection's own
+/// turns and counters) and the exhausted keys offered for a trial.
 pub struct PoolShared {
     snapshot: ArcSwap<PoolSnapshot>,
     pub strategy: Strategy,
-    pub cursor: AtomicUsize,
-    pub pick_seq: AtomicU64,
     pub cooldown_policy: cooldown::Policy,
     /// Exhausted keys whose trial is due (published by the pool actor; almost
     /// always empty, so the request path pays one load for it).
@@ -344,8 +342,6 @@ impl PoolShared {
         PoolShared {
             snapshot: ArcSwap::from_pointee(PoolSnapshot::default()),
             strategy,
-            cursor: AtomicUsize::new(0),
-            pick_seq: AtomicU64::new(1),
             cooldown_policy,
             trials: ArcSwap::from_pointee(Vec::new()),
             next_trial_ms: AtomicI64::new(0),
