@@ -488,10 +488,10 @@ pub async fn keys_page(
     }
 }
 
+/// The import form's fields (its CSRF token is checked by `posted_form`).
 #[derive(Deserialize, Default)]
 struct ImportForm {
     keys: Option<String>,
-    csrf: Option<String>,
     account: Option<String>,
 }
 
@@ -501,18 +501,11 @@ pub async fn keys_import(
     state: web::Data<AppState>,
     upstream: web::Data<Upstream>,
 ) -> HttpResponse {
-    let s = match page_session(&req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let body = match admin_body(&req, payload, &state).await {
-        Ok(b) => b,
+    let (s, body) = match posted_form(&req, payload, &state).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let form = serde_urlencoded::from_bytes::<ImportForm>(&body).unwrap_or_default();
-    if let Err(r) = check_csrf(&s, form.csrf.as_deref()) {
-        return r;
-    }
     let keys = parse_key_list(form.keys.as_deref().unwrap_or(""));
     let label = parse_label(form.account.as_deref());
     let summary = if keys.is_empty() {

@@ -12,7 +12,8 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use serde_json::json;
+
+use super::views::{layout, page, Chrome};
 
 use super::session::mutating;
 use crate::state::AppState;
@@ -47,21 +48,24 @@ fn wants_html(req: &HttpRequest) -> bool {
 }
 
 pub fn refusal(req: &HttpRequest, status: StatusCode, message: &str) -> HttpResponse {
-    let mut b = HttpResponse::build(status);
+    let mut resp = if wants_html(req) {
+        let title = status.canonical_reason().unwrap_or("Error");
+        let chrome = Chrome { title, nav: "", csrf: None, warnings: vec![], notice: None };
+        page(
+            status,
+            layout(
+                chrome,
+                maud::html! { div.banner.error { (message) } p { a href="/admin" { "Back to the admin" } } },
+            ),
+        )
+    } else {
+        super::error(status, message)
+    };
     if status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::REQUEST_TIMEOUT {
         // The rest of the body is not read: the connection cannot be reused.
-        b.force_close();
+        resp.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
     }
-    if wants_html(req) {
-        let page = maud::html! {
-            (maud::DOCTYPE)
-            html lang="en" { head { meta charset="utf-8"; title { (status.as_u16()) } }
-                body { h1 { (status.canonical_reason().unwrap_or("Error")) } p { (message) } p { a href="/admin" { "Back to the admin" } } } }
-        };
-        b.content_type("text/html; charset=utf-8").body(page.into_string())
-    } else {
-        b.json(json!({ "error": message }))
-    }
+    resp
 }
 
 fn body_limit(path: &str, state: &AppState) -> usize {
