@@ -85,21 +85,26 @@ impl PoolActor {
             actor.keys.insert(row.id, key);
         }
         actor.publish();
-        actor.note_next_trial();
         Ok(actor)
     }
 
     /// Plans a trial `retry_interval` after `since`.
     fn queue_trial_from(&mut self, id: i64, since: i64) {
         if let Some(interval) = self.retry_interval {
-            self.trial_queue.insert((since + interval.as_millis() as i64, id));
+            self.queue_trial_at(id, since + interval.as_millis() as i64);
         }
     }
 
+    /// Plans a trial `wait` from now (trials must be on at all).
     fn queue_trial_in(&mut self, id: i64, wait: Duration, now: i64) {
         if self.retry_interval.is_some() {
-            self.trial_queue.insert((now + wait.as_millis() as i64, id));
+            self.queue_trial_at(id, now + wait.as_millis() as i64);
         }
+    }
+
+    fn queue_trial_at(&mut self, id: i64, due: i64) {
+        self.trial_queue.insert((due, id));
+        self.note_next_trial();
     }
 
     fn note_next_trial(&self) {
@@ -324,7 +329,6 @@ impl Handler<KeyEvent> for PoolActor {
                 }
                 if key.needs_trial() {
                     self.queue_trial_from(key.id, now);
-                    self.note_next_trial();
                 }
             }
             KeyEventKind::RateLimited { cooldown, reason } => {
@@ -394,7 +398,6 @@ impl Handler<KeyEvent> for PoolActor {
                 );
                 if key.needs_trial() {
                     self.queue_trial_from(key.id, now);
-                    self.note_next_trial();
                 }
             }
             KeyEventKind::TrialInconclusive => {
@@ -402,7 +405,6 @@ impl Handler<KeyEvent> for PoolActor {
                 if key.needs_trial() {
                     let wait = self.retry_interval.unwrap_or_default().min(INCONCLUSIVE_TRIAL_RETRY);
                     self.queue_trial_in(key.id, wait, now);
-                    self.note_next_trial();
                 }
             }
         }
@@ -581,7 +583,6 @@ impl Handler<AddKeys> for PoolActor {
             self.keys.insert(inserted.id, key);
         }
         self.publish();
-        self.note_next_trial();
         MessageResult(results)
     }
 }
@@ -685,7 +686,6 @@ impl Handler<ApplyChecks> for PoolActor {
         }
         // States and balances changed: the selection is rebuilt.
         self.publish();
-        self.note_next_trial();
         MessageResult(summary)
     }
 }
