@@ -3,9 +3,10 @@
 # into the database before the start), nginx as the upstream (410 on user info,
 # 200 on the model list, the canned completion). Measures serial p50 and
 # 64-connection throughput through the proxy without a refresh, then while
-# POST /refresh re-checks every key (REFRESH_CONCURRENCY at a time).
+# POST /refresh re-checks every key (REFRESH_RATE checks/s, REFRESH_CONCURRENCY
+# at a time).
 #
-#   bench/refresh_load.sh            (KEYS=100000, DURATION=8)
+#   bench/refresh_load.sh            (KEYS=100000, DURATION=8, ROUNDS=3, REFRESH_RATE=50)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEYS=${KEYS:-100000}; DUR=${DURATION:-8}
@@ -16,7 +17,7 @@ start_nginx "$NPORT" gone
 DB="$DIR/refresh.db"
 start() {
   HOST=127.0.0.1 PORT=$PPORT SILICONFLOW_BASE_URL="http://127.0.0.1:$NPORT" DATABASE_URL="sqlite://$DB" \
-    API_KEY=bench-client-key ADMIN_PASSWORD=bench AUTO_REFRESH_INTERVAL=0 RUST_LOG=warn "$BIN" >>"$DB.log" 2>&1 &
+    API_KEY=bench-client-key ADMIN_PASSWORD=bench AUTO_REFRESH_INTERVAL=0 REFRESH_RATE=${REFRESH_RATE:-50} RUST_LOG=warn "$BIN" >>"$DB.log" 2>&1 &
   PIDS+=($!); LAST=$!
   wait_up "http://127.0.0.1:$PPORT/health"
 }
@@ -31,26 +32,39 @@ PY
 start; P=$LAST
 URL="http://127.0.0.1:$PPORT/v1/chat/completions"
 echo "$KEYS keys; idle RSS $(( $(rss_kb "$P") / 1024 )) MB"
-# Refreshes back to back for as long as the load runs, so every measured
-# request meets one; quiet and busy rounds alternate (ROUNDS, default 3).
-refreshes() { local n=0; while [ ! -e "$DIR/stop" ]; do curl -fs -u admin:bench -X POST "http://127.0.0.1:$PPORT/refresh" > "$DIR/refresh.json"; n=$((n + 1)); done; echo "$n" > "$DIR/refreshes"; }
+# Quiet rounds first, then the same rounds while a refresh of every key runs
+# (paced at REFRESH_RATE checks/s, default 50; REFRESH_RATE=0 checks as fast as
+# REFRESH_CONCURRENCY allows, and is restarted whenever it ends). A paced
+# refresh of 100,000 keys outlasts the busy rounds, so the rounds cannot
+# alternate: the quiet ones come first (ROUNDS each, default 3).
+refreshes() { while [ ! -e "$DIR/stop" ]; do curl -fs -m 400 -u admin:bench -X POST "http://127.0.0.1:$PPORT/refresh?wait=300" > "$DIR/refresh.json" || true; done; }
+progress() { curl -fs "http://127.0.0.1:$PPORT/health" | python3 -c 'import json,sys; r=json.load(sys.stdin)["auto_refresh"]; print((r["running"] or {}).get("checked", "done"), r["last_run"])'; }
 Q=""; B=""
 for _ in $(seq "${ROUNDS:-3}"); do
   Q+="$(wrk_json -t1 -c1 -d"${DUR}s" --latency "$URL")|$(wrk_json -t2 -c64 -d"${DUR}s" --latency "$URL");"
-  rm -f "$DIR/stop"; t0=$(date +%s.%N); refreshes & R=$!
-  B+="$(wrk_json -t1 -c1 -d"${DUR}s" --latency "$URL")|$(wrk_json -t2 -c64 -d"${DUR}s" --latency "$URL");"
-  touch "$DIR/stop"; wait $R; t1=$(date +%s.%N)
-  echo "  $(cat "$DIR/refreshes") refreshes of $KEYS keys in $(python3 -c "print(f'{$t1 - $t0:.1f}')") s: $(cat "$DIR/refresh.json")"
 done
-python3 - "$Q" "$B" <<'PY'
+# What the refresh costs on its own: the proxy's CPU over 10 s with no traffic,
+# before and after it starts (after a pause for the log writer to catch up).
+share() { python3 -c "print(f'{($2 - $1) / 1e10 * 100:.1f}')"; }
+sleep 3; c0=$(cpu_ns "$P"); sleep 10; c1=$(cpu_ns "$P")
+rm -f "$DIR/stop"; refreshes & R=$!
+sleep 1; echo "  refresh started: checked/last_run $(progress)"
+c2=$(cpu_ns "$P"); sleep 10; c3=$(cpu_ns "$P")
+echo "  proxy CPU with no traffic: $(share "$c0" "$c1")% of one core before the refresh, $(share "$c2" "$c3")% while it runs"
+for _ in $(seq "${ROUNDS:-3}"); do
+  B+="$(wrk_json -t1 -c1 -d"${DUR}s" --latency "$URL")|$(wrk_json -t2 -c64 -d"${DUR}s" --latency "$URL");"
+done
+echo "  after the busy rounds: checked/last_run $(progress) (REFRESH_RATE=${REFRESH_RATE:-50})"
+touch "$DIR/stop"; kill "$R" 2>/dev/null || true
+python3 - "$Q" "$B" <<'PY2'
 import json, sys
 rounds = lambda t: [tuple(json.loads(x) for x in r.split("|")) for r in t.split(";") if r.strip()]
 q, b = rounds(sys.argv[1]), rounds(sys.argv[2])
 rps = lambda r: r["requests"] / (r["duration_us"] / 1e6)
 med = lambda xs: sorted(xs)[len(xs) // 2]
-d50 = med([bs["p50_us"] - qs["p50_us"] for (qs, _), (bs, _) in zip(q, b)])
-ratio = med([rps(bt) / rps(qt) for (_, qt), (_, bt) in zip(q, b)])
-print("serial p50 quiet/busy per round (µs): " + ", ".join(f'{qs["p50_us"]}/{bs["p50_us"]}' for (qs, _), (bs, _) in zip(q, b)))
-print("64-conn rps quiet/busy per round: " + ", ".join(f'{rps(qt):,.0f}/{rps(bt):,.0f}' for (_, qt), (_, bt) in zip(q, b)))
+d50 = med([bs["p50_us"] for bs, _ in b]) - med([qs["p50_us"] for qs, _ in q])
+ratio = med([rps(bt) for _, bt in b]) / med([rps(qt) for _, qt in q])
+print("serial p50 quiet rounds / busy rounds (µs): " + ", ".join(str(qs["p50_us"]) for qs, _ in q) + " / " + ", ".join(str(bs["p50_us"]) for bs, _ in b))
+print("64-conn rps quiet rounds / busy rounds: " + ", ".join(f'{rps(qt):,.0f}' for _, qt in q) + " / " + ", ".join(f'{rps(bt):,.0f}' for _, bt in b))
 print(f"median: serial p50 {d50:+d} µs, throughput {ratio - 1:+.1%} while refreshing; errors {sum(bt['socket_errors'] + bt['non2xx'] for _, bt in b)}")
-PY
+PY2

@@ -26,6 +26,8 @@ pub struct Config {
     /// real call is tried with it; `None` (0) = never.
     pub exhausted_retry_interval: Option<Duration>,
     pub refresh_concurrency: usize,
+    /// Checks per second in a refresh of every key; `None`: unpaced.
+    pub refresh_rate: Option<f64>,
     pub strategy: Strategy,
     pub max_attempts: u32,
     pub connect_timeout: Duration,
@@ -170,6 +172,10 @@ impl Config {
                 secs => Some(Duration::from_secs(secs)),
             },
             refresh_concurrency: positive("REFRESH_CONCURRENCY", 8)? as usize,
+            refresh_rate: match num("REFRESH_RATE", 50)? {
+                0 => None,
+                r => Some(r as f64),
+            },
             strategy,
             max_attempts,
             connect_timeout: Duration::from_secs(positive("UPSTREAM_CONNECT_TIMEOUT", 10)?),

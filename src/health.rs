@@ -42,6 +42,13 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "last_run": crate::admin::iso(refresh.last_run),
             "next_run": crate::admin::iso(refresh.next_run),
             "last_error": refresh.last_error,
+            // A refresh of every key under way (paced at REFRESH_RATE).
+            "running": refresh.running.as_ref().map(|r| json!({
+                "started": crate::admin::iso(Some(r.started)),
+                "manual": r.manual,
+                "total": r.total,
+                "checked": r.checked,
+            })),
         },
     });
     if db_ok {

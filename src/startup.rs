@@ -93,6 +93,7 @@ impl Application {
                     invalid_recheck: cfg.invalid_recheck_interval,
                     concurrency: cfg.refresh_concurrency,
                     timeout: cfg.check_timeout,
+                    rate: cfg.refresh_rate,
                 };
                 Refresher::new(build_client(&cfg), pool, shared, status, settings)
             })

@@ -14,9 +14,10 @@ use super::{error, iso};
 use crate::db::models::KeyRow;
 use crate::db::now_ms;
 use crate::db::queries::keys as kq;
+use crate::pool::actor::CheckSummary;
 use crate::pool::actor::{parse_label, AddKeys, AddResult, AddStatus, CheckedKey, KeyCommand};
 use crate::pool::check::{check_key, checked_in_order, CheckOutcome};
-use crate::pool::refresher::RefreshNow;
+use crate::pool::refresher::{RefreshNow, Running};
 use crate::pool::{mask_key, PoolKey};
 use crate::state::{AppState, Upstream};
 
@@ -223,13 +224,49 @@ pub async fn import_keys(
     }
 }
 
-pub async fn refresh_all(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+#[derive(Deserialize)]
+pub struct RefreshQuery {
+    /// Seconds to wait for the summary (default 30, at most 300); a refresh
+    /// still running then answers 202 with its progress and goes on.
+    wait: Option<u64>,
+}
+
+/// How a refresh of every key went, or how far it is.
+pub enum RefreshAnswer {
+    Done(CheckSummary),
+    Running(Option<Running>),
+    Unavailable(String),
+}
+
+pub async fn refresh_every_key(state: &AppState, wait: std::time::Duration) -> RefreshAnswer {
+    let started = match state.refresher.send(RefreshNow(None)).await {
+        Ok(started) => started,
+        Err(e) => return RefreshAnswer::Unavailable(format!("refresher unavailable: {e}")),
+    };
+    let progress = started.progress.clone();
+    match actix_rt::time::timeout(wait, started.summary()).await {
+        Ok(summary) => RefreshAnswer::Done(summary),
+        // Where it is now, or where it was when it started.
+        Err(_) => RefreshAnswer::Running(state.refresh_status.load().running.clone().or(progress)),
+    }
+}
+
+pub async fn refresh_all(
+    req: HttpRequest,
+    query: web::Query<RefreshQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     if let Err(resp) = require_admin(&req, &state, None).await {
         return resp;
     }
-    match state.refresher.send(RefreshNow(None)).await {
-        Ok(summary) => HttpResponse::Ok().json(summary),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("refresher unavailable: {e}")),
+    let wait = std::time::Duration::from_secs(query.wait.unwrap_or(30).min(300));
+    match refresh_every_key(&state, wait).await {
+        RefreshAnswer::Done(summary) => HttpResponse::Ok().json(summary),
+        RefreshAnswer::Running(progress) => HttpResponse::Accepted().json(json!({
+            "running": progress,
+            "message": "the refresh goes on; GET /health shows its progress (auto_refresh.running) and its end (last_run)",
+        })),
+        RefreshAnswer::Unavailable(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 
@@ -245,7 +282,8 @@ pub async fn refresh_one(
         return not_found(&path);
     };
     match state.refresher.send(RefreshNow(Some(vec![id]))).await {
-        Ok(summary) => {
+        Ok(started) => {
+            let summary = started.summary().await;
             HttpResponse::Ok().json(json!({"id": id, "result": summary, "key": key_json(&state, id).await}))
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("refresher unavailable: {e}")),

@@ -8,7 +8,9 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::auth::Verified;
-use super::keys::{import_keys, key_page, parse_key_list, ListQuery, MAX_IMPORT};
+use super::keys::{
+    import_keys, key_page, parse_key_list, refresh_every_key, ListQuery, RefreshAnswer, MAX_IMPORT,
+};
 use super::logs::{filter_from, LogQuery};
 use super::request::{admin_body, read_body, LOGIN_BODY_BYTES};
 use super::session::{self, client_ip, csrf_ok, Session};
@@ -395,6 +397,9 @@ async fn render_keys(
             a.button.secondary href="/export_keys" { "Export" }
             a.button.secondary href="/export_keys?all=1" title="including invalid keys" { "Export all" }
         }
+        @if let Some(r) = &state.refresh_status.load().running {
+            div.banner.info { "A refresh of every key is running: " (r.checked) " of " (r.total) " checked (reload to follow it)." }
+        }
         @if rows.iter().any(|k| k.balance.is_none() && k.state != "invalid") {
             p.muted { "Balance \"unknown\": " (UNKNOWN_BALANCE_HINT) " An exhausted key gets one real call as a trial every " (retry_text(state)) "; it serves again when that call succeeds, or when you refresh or enable it." }
         }
@@ -539,12 +544,16 @@ pub async fn keys_refresh(
     if let Err(r) = posted_form(&req, payload, &state).await {
         return r;
     }
-    let notice = match state.refresher.send(RefreshNow(None)).await {
-        Ok(r) => format!(
+    let notice = match refresh_every_key(&state, std::time::Duration::from_secs(20)).await {
+        RefreshAnswer::Done(r) => format!(
             "Refreshed {} keys: {} active, {} exhausted, {} invalid, {} unchanged (the check failed for a passing reason).",
             r.checked, r.active, r.exhausted, r.invalid, r.unchanged
         ),
-        Err(e) => format!("Refresh failed: {e}"),
+        RefreshAnswer::Running(p) => match p {
+            Some(p) => format!("The refresh goes on in the background: {} of {} keys checked so far.", p.checked, p.total),
+            None => "The refresh goes on in the background.".to_string(),
+        },
+        RefreshAnswer::Unavailable(e) => format!("Refresh failed: {e}"),
     };
     see_other(&with_notice("/admin/keys", &notice))
 }
@@ -565,10 +574,10 @@ pub async fn key_action(
     };
     let notice = match action.as_str() {
         "refresh" => match state.refresher.send(RefreshNow(Some(vec![id]))).await {
-            Ok(r) if r.unchanged > 0 => {
-                format!("Key #{id}: the check failed for a passing reason; the key was left as it was.")
-            }
-            Ok(_) => format!("Key #{id} refreshed."),
+            Ok(started) => match started.summary().await.unchanged {
+                0 => format!("Key #{id} refreshed."),
+                _ => format!("Key #{id}: the check failed for a passing reason; the key was left as it was."),
+            },
             Err(e) => format!("Refresh failed: {e}"),
         },
         "enable" | "disable" | "delete" | "account" => {

@@ -598,6 +598,17 @@ pub struct CheckSummary {
     pub skipped: usize,
 }
 
+impl CheckSummary {
+    pub fn add(&mut self, o: &CheckSummary) {
+        self.checked += o.checked;
+        self.active += o.active;
+        self.exhausted += o.exhausted;
+        self.invalid += o.invalid;
+        self.unchanged += o.unchanged;
+        self.skipped += o.skipped;
+    }
+}
+
 /// Applies refresh results. Only a 401 makes a key invalid; timeouts, 5xx and
 /// 429 change nothing but `last_error`.
 #[derive(Message)]

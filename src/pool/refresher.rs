@@ -3,11 +3,12 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use serde::Serialize;
+use tokio::sync::oneshot;
 
 use super::actor::{ApplyChecks, CheckSummary, PoolActor};
 use super::check::{check_key, checked_in_order};
@@ -21,6 +22,17 @@ pub struct RefreshStatus {
     pub last_run: Option<i64>,
     pub next_run: Option<i64>,
     pub last_error: Option<String>,
+    /// A refresh of every key in progress.
+    pub running: Option<Running>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Running {
+    pub started: i64,
+    /// Asked by the owner (not the schedule).
+    pub manual: bool,
+    pub total: usize,
+    pub checked: usize,
 }
 
 pub struct Refresher {
@@ -32,6 +44,9 @@ pub struct Refresher {
     invalid_recheck: Duration,
     concurrency: usize,
     timeout: Duration,
+    rate: Option<f64>,
+    /// While a refresh of every key runs: who waits for its summary.
+    full_run: Option<Vec<oneshot::Sender<CheckSummary>>>,
 }
 
 pub struct RefresherSettings {
@@ -39,7 +54,14 @@ pub struct RefresherSettings {
     pub invalid_recheck: Duration,
     pub concurrency: usize,
     pub timeout: Duration,
+    /// Checks started per second in a refresh of every key (`None`: as fast
+    /// as `concurrency` allows).
+    pub rate: Option<f64>,
 }
+
+/// Outcomes are written (and the pool republished) this many at a time, so a
+/// long refresh shows its progress and no transaction holds 100,000 rows.
+const CHUNK: usize = 500;
 
 impl Refresher {
     pub fn new(
@@ -65,14 +87,25 @@ impl Refresher {
             invalid_recheck: settings.invalid_recheck,
             concurrency: settings.concurrency,
             timeout: settings.timeout,
+            rate: settings.rate,
+            full_run: None,
         }
     }
 
+    fn update_status(status: &ArcSwap<RefreshStatus>, f: impl FnOnce(&mut RefreshStatus)) {
+        let mut s = RefreshStatus::clone(&status.load());
+        f(&mut s);
+        status.store(Arc::new(s));
+    }
+
+    /// Checks `only` (a few keys the owner named: at once), or every key
+    /// (paced at `rate`, written in chunks, with its progress in the status).
     fn run(&mut self, only: Option<Vec<i64>>, scheduled: bool) -> ResponseActFuture<Self, CheckSummary> {
         let now = now_ms();
         let snapshot = self.shared.snapshot();
         let recheck_ms = self.invalid_recheck.as_millis() as i64;
         let mut skipped = 0;
+        let full = only.is_none();
         let targets: Vec<(i64, String, String)> = snapshot
             .keys
             .iter()
@@ -89,33 +122,58 @@ impl Refresher {
             })
             .map(|k| (k.id, k.secret.clone(), k.base_url.to_string()))
             .collect();
+        drop(snapshot);
+        if full {
+            let total = targets.len();
+            Self::update_status(&self.status, |s| {
+                s.running = Some(Running { started: now, manual: !scheduled, total, checked: 0 })
+            });
+        }
         let client = self.client.clone();
         let pool = self.pool.clone();
         let shared = self.shared.clone();
+        let status = self.status.clone();
         let (concurrency, timeout) = (self.concurrency, self.timeout);
+        let pacer = Pacer::new(if full { self.rate } else { None });
         let work = async move {
             let endpoints = &shared.user_info;
-            let outcomes = checked_in_order(
-                targets,
-                |t| t.2.clone(),
-                concurrency,
-                |(id, secret, base)| {
-                    let client = &client;
-                    async move { (id, check_key(client, &base, &secret, timeout, endpoints).await) }
-                },
-            )
-            .await;
-            pool.send(ApplyChecks { outcomes, manual: !scheduled }).await
+            let mut summary = CheckSummary { skipped, ..Default::default() };
+            for chunk in targets.chunks(CHUNK) {
+                let outcomes = checked_in_order(
+                    chunk.to_vec(),
+                    |t| t.2.clone(),
+                    concurrency,
+                    |(id, secret, base)| {
+                        let (client, pacer) = (&client, &pacer);
+                        async move {
+                            pacer.wait().await;
+                            (id, check_key(client, &base, &secret, timeout, endpoints).await)
+                        }
+                    },
+                )
+                .await;
+                summary.add(&pool.send(ApplyChecks { outcomes, manual: !scheduled }).await?);
+                if full {
+                    Self::update_status(&status, |s| {
+                        if let Some(r) = &mut s.running {
+                            r.checked += chunk.len();
+                        }
+                    });
+                }
+            }
+            Ok::<_, actix::MailboxError>(summary)
         };
         Box::pin(work.into_actor(self).map(move |result, act, _| {
-            let mut status = (**act.status.load()).clone();
+            let mut status = RefreshStatus::clone(&act.status.load());
             status.last_run = Some(now_ms());
+            if full {
+                status.running = None;
+            }
             if scheduled {
                 status.next_run = act.interval.map(|i| now_ms() + i.as_millis() as i64);
             }
             let summary = match result {
-                Ok(mut s) => {
-                    s.skipped = skipped;
+                Ok(s) => {
                     status.last_error = (s.unchanged > 0).then(|| {
                         format!(
                             "{} of {} checks failed for a passing reason; those keys were left as they were",
@@ -133,6 +191,52 @@ impl Refresher {
             summary
         }))
     }
+
+    /// Starts a refresh of every key, or joins the one running: two never run
+    /// at once, and whoever asked gets the summary when it ends.
+    fn full(
+        &mut self,
+        waiter: Option<oneshot::Sender<CheckSummary>>,
+        scheduled: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(waiters) = &mut self.full_run {
+            if scheduled {
+                log::info!("scheduled refresh: the previous one is still running; skipped");
+            }
+            waiters.extend(waiter);
+            return;
+        }
+        self.full_run = Some(waiter.into_iter().collect());
+        ctx.spawn(self.run(None, scheduled).map(move |summary, act, _| {
+            if scheduled {
+                log::info!("scheduled refresh: {summary:?}");
+            }
+            for w in act.full_run.take().unwrap_or_default() {
+                let _ = w.send(summary.clone());
+            }
+        }));
+    }
+}
+
+/// Spaces the starts of checks `1/rate` apart (a pause does not earn a burst).
+struct Pacer {
+    gap: Option<Duration>,
+    next: std::cell::Cell<Instant>,
+}
+
+impl Pacer {
+    fn new(rate: Option<f64>) -> Self {
+        let gap = rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r));
+        Pacer { gap, next: std::cell::Cell::new(Instant::now()) }
+    }
+
+    async fn wait(&self) {
+        let Some(gap) = self.gap else { return };
+        let slot = self.next.get().max(Instant::now());
+        self.next.set(slot + gap);
+        actix_rt::time::sleep_until(slot.into()).await;
+    }
 }
 
 impl Actor for Refresher {
@@ -142,23 +246,44 @@ impl Actor for Refresher {
         if let Some(interval) = self.interval {
             ctx.run_interval(interval, |act, ctx| {
                 log::info!("refreshing keys (scheduled)");
-                ctx.spawn(act.run(None, true).map(|summary, _, _| {
-                    log::info!("scheduled refresh: {summary:?}");
-                }));
+                act.full(None, true, ctx);
             });
         }
     }
 }
 
-/// Re-check keys now: all of them, or the ones listed.
+/// Re-check keys now: all of them, or the ones listed. Answers at once with
+/// the progress of the refresh of every key (which this request started or
+/// joined); the summary follows on `done` when the checks end, whether or not
+/// anyone still waits for it.
 #[derive(Message)]
-#[rtype(result = "CheckSummary")]
+#[rtype(result = "Started")]
 pub struct RefreshNow(pub Option<Vec<i64>>);
 
-impl Handler<RefreshNow> for Refresher {
-    type Result = ResponseActFuture<Self, CheckSummary>;
+pub struct Started {
+    pub progress: Option<Running>,
+    pub done: oneshot::Receiver<CheckSummary>,
+}
 
-    fn handle(&mut self, msg: RefreshNow, _: &mut Context<Self>) -> Self::Result {
-        self.run(msg.0, false)
+impl Started {
+    pub async fn summary(self) -> CheckSummary {
+        self.done.await.unwrap_or_default()
+    }
+}
+
+impl Handler<RefreshNow> for Refresher {
+    type Result = MessageResult<RefreshNow>;
+
+    fn handle(&mut self, msg: RefreshNow, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, done) = oneshot::channel();
+        match msg.0 {
+            None => self.full(Some(tx), false, ctx),
+            Some(ids) => {
+                ctx.spawn(self.run(Some(ids), false).map(move |summary, _, _| {
+                    let _ = tx.send(summary);
+                }));
+            }
+        }
+        MessageResult(Started { progress: self.status.load().running.clone(), done })
     }
 }

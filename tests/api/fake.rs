@@ -52,6 +52,7 @@ pub struct Seen {
     pub key: String,
     pub headers: HashMap<String, String>,
     pub body: Bytes,
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -349,6 +350,7 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
     let key = bearer(&req);
     let path = req.path().to_string();
     state.seen.lock().unwrap().push(Seen {
+        at: std::time::Instant::now(),
         method: req.method().to_string(),
         path: path.clone(),
         query: req.query_string().to_string(),

@@ -281,3 +281,40 @@ async fn a_page_chosen_from_the_pool_matches_the_page_a_search_over_every_row_gi
         }
     }
 }
+
+#[actix_web::test]
+async fn a_refresh_of_every_key_is_paced_runs_once_and_answers_202_while_it_runs() {
+    // REFRESH_RATE=20: the checks of a refresh of every key start 50 ms apart.
+    let fake = crate::fake::Fake::start();
+    let keys: Vec<String> = (0..12).map(|i| format!("sk-pace{i:02}-0000000000000000")).collect();
+    for k in &keys {
+        fake.add_key(k, k, "5", Mode::Ok);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base_env(&fake, &dir);
+    env.insert("REFRESH_RATE".into(), "20".into());
+    let app = start_with_env(fake, dir, env).await;
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    assert_eq!(app.import(&refs).await["added"], 12);
+    app.fake.clear_seen();
+
+    // wait=0: the answer does not wait for the checks; it says how far they are.
+    let r = app.admin_post("/refresh?wait=0", json!({})).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["running"]["total"], 12, "{}", r.json());
+    let health: serde_json::Value = app.send(app.client.get(app.url("/health")), None).await.json();
+    assert_eq!(health["auto_refresh"]["running"]["total"], 12, "{health}");
+    // A second request joins the run under way and gets its summary.
+    let r = app.admin_post("/refresh", json!({})).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["checked"], 12, "{}", r.json());
+
+    let checks: Vec<_> = app.fake.seen().into_iter().filter(|s| s.path == "/v1/user/info").collect();
+    let distinct: std::collections::HashSet<_> = checks.iter().map(|s| s.key.clone()).collect();
+    assert_eq!((checks.len(), distinct.len()), (12, 12), "each key checked once, not once per request");
+    let span = checks[11].at.duration_since(checks[0].at);
+    assert!(span >= Duration::from_millis(500), "12 checks at 20/s take 550 ms, took {span:?}");
+    let health: serde_json::Value = app.send(app.client.get(app.url("/health")), None).await.json();
+    assert!(health["auto_refresh"]["running"].is_null(), "{health}");
+    assert!(health["auto_refresh"]["last_run"].is_string(), "{health}");
+}
