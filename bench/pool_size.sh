@@ -8,7 +8,8 @@
 #   KEYS=10000 bench/run.sh        (or bench/pool_size.sh; KEYS defaults to 10000)
 #   bench/pool_size.sh --smoke     a quick check that it works
 #
-# Env: KEYS (10000), DURATION (s per wrk run, 5), ROUNDS (3), BIN.
+# Env: KEYS (10000), DURATION (s per wrk run, 5), ROUNDS (3), BIN, KEY_STRATEGY
+# (balance), COOL_EVERY (10: every tenth account cools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
@@ -29,7 +30,7 @@ UP="http://127.0.0.1:$NPORT"
 run_proxy() {
   PPORT=$(port)
   HOST=127.0.0.1 PORT=$PPORT SILICONFLOW_BASE_URL=$UP DATABASE_URL="sqlite://$1" API_KEY=bench-client-key \
-    ADMIN_PASSWORD=bench AUTO_REFRESH_INTERVAL=0 REFRESH_CONCURRENCY=32 RUST_LOG=${RUST_LOG:-warn} "$BIN" >>"$1.log" 2>&1 &
+    ADMIN_PASSWORD=bench AUTO_REFRESH_INTERVAL=0 REFRESH_CONCURRENCY=32 KEY_STRATEGY=${KEY_STRATEGY:-balance} RUST_LOG=${RUST_LOG:-warn} "$BIN" >>"$1.log" 2>&1 &
   PIDS+=($!); LAST=$!
   wait_up "http://127.0.0.1:$PPORT/health"
 }
@@ -50,7 +51,7 @@ PY
   kill -TERM "$LAST"; wait "$LAST" 2>/dev/null || true
 }
 
-echo "pool-size benchmark: 1, $MID, $KEYS keys; ${ROUNDS} rounds of ${DUR}s per measurement"
+echo "pool-size benchmark: 1, $MID, $KEYS keys; ${ROUNDS} rounds of ${DUR}s per measurement; KEY_STRATEGY=${KEY_STRATEGY:-balance}"
 make_pool "$DIR/k1.db" 1
 make_pool "$DIR/kmid.db" "$MID"
 make_pool "$DIR/kmax.db" "$KEYS"
@@ -58,7 +59,7 @@ make_pool "$DIR/kmax.db" "$KEYS"
 sqlite3 "$DIR/kmax.db" ".backup '$DIR/kcool.db'"
 UNTIL=$(( ($(date +%s) + 7200) * 1000 ))
 sqlite3 "$DIR/kcool.db" "INSERT INTO cooldowns (account, model, until_ms, strikes, reason)
-  SELECT 'key:' || id, '$MODEL', $UNTIL, 1, 'bench: cooling' FROM api_keys WHERE id % 10 = 0"
+  SELECT 'key:' || id, '$MODEL', $UNTIL, 1, 'bench: cooling' FROM api_keys WHERE id % ${COOL_EVERY:-10} = 0"
 COOLING=$(sqlite3 "$DIR/kcool.db" "select count(*) from cooldowns")
 
 RESULTS=""

@@ -33,6 +33,17 @@ struct Run {
     turn: AtomicUsize,
 }
 
+/// The keys not cooling for one model, valid until the first of the others
+/// cools down (keys that cool later are skipped as usual).
+#[derive(Debug)]
+struct View {
+    sel: Selection,
+    until_ms: i64,
+}
+
+/// A pick that looks at more keys than this builds a view for its model.
+const VIEW_AFTER: usize = 64;
+
 /// Where the balance strategy may start looking for `model`: the runs before
 /// are all cooling for it until `until_ms`.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +65,9 @@ pub struct Selection {
     uses: MinTree,
     cursor: AtomicUsize,
     hints: ArcSwap<HashMap<Box<str>, Hint>>,
+    /// The other strategies: per model for which many keys cool, a selection
+    /// of the keys that do not (built by the pick that first walked past many).
+    views: ArcSwap<HashMap<Box<str>, Arc<View>>>,
     /// Keys that were not active when published: exhausted, invalid, disabled.
     down: (usize, usize, usize),
     total: usize,
@@ -131,6 +145,7 @@ impl Selection {
             uses,
             cursor: AtomicUsize::new(0),
             hints: ArcSwap::from_pointee(HashMap::new()),
+            views: ArcSwap::from_pointee(HashMap::new()),
             down,
             total: keys.len(),
         }
@@ -138,19 +153,97 @@ impl Selection {
 
     /// Picks a key for `model`, skipping the ones in `exclude`.
     pub fn pick(&self, model: &str, exclude: &[i64], now_ms: i64) -> Result<Arc<PoolKey>, NoKey> {
-        let chosen = match self.strategy {
-            Strategy::Balance => return self.pick_balance(model, exclude, now_ms).cloned(),
-            Strategy::RoundRobin => {
-                take_turn(&self.active, &self.cursor, |k| usable(k, model, exclude, now_ms))
+        if self.strategy == Strategy::Balance {
+            // Its runs and cooling hints do this job for the balance strategy.
+            return self.pick_balance(model, exclude, now_ms).cloned();
+        }
+        let views = self.views.load();
+        if let Some(view) = views.get(model).filter(|v| v.until_ms > now_ms) {
+            if view.sel.active.is_empty() {
+                // Every key cools for this model until then: known without looking.
+                return Err(NoKey::AllCooling { until_ms: view.until_ms });
             }
+            let visits = std::cell::Cell::new(0);
+            if let Some(k) = view.sel.pick_other(model, exclude, now_ms, &visits) {
+                if visits.get() > VIEW_AFTER {
+                    // More keys cooled since the view was made: a fresh one.
+                    self.make_view(model, now_ms, Some(k));
+                }
+                return Ok(k.clone());
+            }
+            // The view's keys are all tried, demoted or cooling: the slow way.
+        }
+        drop(views);
+        let visits = std::cell::Cell::new(0);
+        let chosen = self.pick_other(model, exclude, now_ms, &visits).cloned();
+        if visits.get() > VIEW_AFTER {
+            self.make_view(model, now_ms, chosen.as_ref());
+        }
+        chosen.ok_or_else(|| self.why_none(model, exclude, now_ms))
+    }
+
+    /// Round robin, least used, random and weighted, counting the keys looked at.
+    fn pick_other(
+        &self,
+        model: &str,
+        exclude: &[i64],
+        now_ms: i64,
+        visits: &std::cell::Cell<usize>,
+    ) -> Option<&Arc<PoolKey>> {
+        let ok = |k: &PoolKey| {
+            visits.set(visits.get() + 1);
+            usable(k, model, exclude, now_ms)
+        };
+        match self.strategy {
+            Strategy::RoundRobin => take_turn(&self.active, &self.cursor, ok),
             Strategy::LeastUsed => {
-                let i = self.uses.take_least(|i| usable(&self.active[i], model, exclude, now_ms));
+                let i = self.uses.take_least(
+                    |i| ok(&self.active[i]),
+                    |i| self.active[i].usage_count.load(Ordering::Relaxed),
+                );
                 i.map(|i| &self.active[i])
             }
-            Strategy::Random => self.pick_random(model, exclude, now_ms, |n| rand::random_range(0..n)),
-            Strategy::Weighted => self.pick_weighted(model, exclude, now_ms),
-        };
-        chosen.cloned().ok_or_else(|| self.why_none(model, exclude, now_ms))
+            Strategy::Random => self.pick_random(ok, |n| rand::random_range(0..n)),
+            Strategy::Weighted => self.pick_weighted(ok),
+            Strategy::Balance => None,
+        }
+    }
+
+    /// Builds and keeps the view of the keys not cooling for `model`; its
+    /// turn comes after `picked`, the key just picked.
+    fn make_view(&self, model: &str, now_ms: i64, picked: Option<&Arc<PoolKey>>) {
+        let mut until_ms = i64::MAX;
+        let keys: Vec<Arc<PoolKey>> = self
+            .active
+            .iter()
+            .filter(|k| k.state() == KeyState::Active)
+            .filter(|k| match k.account.cooling_until(model, now_ms) {
+                Some(until) => {
+                    until_ms = until_ms.min(until);
+                    false
+                }
+                None => true,
+            })
+            .cloned()
+            .collect();
+        if until_ms == i64::MAX {
+            // Nothing cools: the keys looked at were tried or demoted.
+            return;
+        }
+        let sel = Selection::build(&keys, self.strategy);
+        if let Some(at) = picked.and_then(|p| sel.active.iter().position(|k| k.id == p.id)) {
+            sel.cursor.store(at + 1, Ordering::Relaxed);
+        }
+        let view = Arc::new(View { sel, until_ms });
+        self.views.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.retain(|_, v| v.until_ms > now_ms);
+            if m.len() >= 256 {
+                m.clear();
+            }
+            m.insert(model.into(), view.clone());
+            m
+        });
     }
 
     fn pick_balance(&self, model: &str, exclude: &[i64], now_ms: i64) -> Result<&Arc<PoolKey>, NoKey> {
@@ -207,9 +300,7 @@ impl Selection {
 
     fn pick_random(
         &self,
-        model: &str,
-        exclude: &[i64],
-        now_ms: i64,
+        ok: impl Fn(&PoolKey) -> bool,
         mut draw: impl FnMut(usize) -> usize,
     ) -> Option<&Arc<PoolKey>> {
         let n = self.active.len();
@@ -220,39 +311,38 @@ impl Selection {
         // when most keys are unusable does it fall back to walking on.
         for _ in 0..8 {
             let k = &self.active[draw(n)];
-            if usable(k, model, exclude, now_ms) {
+            if ok(k) {
                 return Some(k);
             }
         }
         let start = draw(n);
-        (0..n).map(|j| &self.active[(start + j) % n]).find(|k| usable(k, model, exclude, now_ms))
+        (0..n).map(|j| &self.active[(start + j) % n]).find(|k| ok(k))
     }
 
-    fn pick_weighted(&self, model: &str, exclude: &[i64], now_ms: i64) -> Option<&Arc<PoolKey>> {
+    fn pick_weighted(&self, ok: impl Fn(&PoolKey) -> bool) -> Option<&Arc<PoolKey>> {
         let total = self.prefix.last().copied().unwrap_or(0.0);
         if total <= 0.0 {
-            return self.pick_random(model, exclude, now_ms, |n| rand::random_range(0..n));
+            return self.pick_random(ok, |n| rand::random_range(0..n));
         }
         for _ in 0..8 {
             let point = rand::random::<f64>() * total;
             let i = self.prefix.partition_point(|s| *s <= point).min(self.active.len() - 1);
             let k = &self.active[i];
-            if usable(k, model, exclude, now_ms) {
+            if ok(k) {
                 return Some(k);
             }
         }
         // Mostly unusable: the usable ones, by weight, the slow way.
         let weight = |i: usize| self.prefix[i] - if i == 0 { 0.0 } else { self.prefix[i - 1] };
-        let usable_total: f64 = (0..self.active.len())
-            .filter(|i| usable(&self.active[*i], model, exclude, now_ms))
-            .map(weight)
-            .sum();
+        let usable: Vec<usize> = (0..self.active.len()).filter(|i| ok(&self.active[*i])).collect();
+        let usable_total: f64 = usable.iter().map(|i| weight(*i)).sum();
         if usable_total <= 0.0 {
-            return self.pick_random(model, exclude, now_ms, |n| rand::random_range(0..n));
+            let n = usable.len();
+            return (n > 0).then(|| &self.active[usable[rand::random_range(0..n)]]);
         }
         let mut point = rand::random::<f64>() * usable_total;
         let mut last = None;
-        for i in (0..self.active.len()).filter(|i| usable(&self.active[*i], model, exclude, now_ms)) {
+        for i in usable {
             last = Some(&self.active[i]);
             point -= weight(i);
             if point < 0.0 {
@@ -327,7 +417,10 @@ impl MinTree {
 
     /// The index of the least count that `ok` accepts (lowest index among
     /// equals), counted as used. Unacceptable leaves cost a step each.
-    fn take_least(&self, ok: impl Fn(usize) -> bool) -> Option<usize> {
+    /// `current` is a leaf's count as it is now: calls counted elsewhere
+    /// (through a view, or before this tree was built) raise a leaf found
+    /// lower than it, so the tree's values stay lower bounds that it corrects.
+    fn take_least(&self, ok: impl Fn(usize) -> bool, current: impl Fn(usize) -> u64) -> Option<usize> {
         if self.len == 0 {
             return None;
         }
@@ -340,8 +433,17 @@ impl MinTree {
             }
             if node >= self.cap {
                 let i = node - self.cap;
-                if i < self.len && ok(i) {
-                    self.bump(node);
+                if i >= self.len {
+                    continue;
+                }
+                let now = current(i);
+                if now > value {
+                    self.raise(node, now);
+                    frontier.push(Reverse((now, i, node)));
+                    continue;
+                }
+                if ok(i) {
+                    self.raise(node, value + 1);
                     return Some(i);
                 }
                 continue;
@@ -353,8 +455,8 @@ impl MinTree {
         None
     }
 
-    fn bump(&self, leaf: usize) {
-        self.nodes[leaf].fetch_add(1, Ordering::Relaxed);
+    fn raise(&self, leaf: usize, to: u64) {
+        self.nodes[leaf].fetch_max(to, Ordering::Relaxed);
         let mut p = leaf / 2;
         while p >= 1 {
             let m = self.value(2 * p).min(self.value(2 * p + 1));
@@ -541,13 +643,22 @@ mod tests {
     #[test]
     fn a_tree_of_minimums_gives_the_least_count_lowest_index_first() {
         let t = MinTree::new(&[3, 1, 4, 1, 5]);
-        assert_eq!(t.take_least(|_| true), Some(1));
-        assert_eq!(t.take_least(|_| true), Some(3));
-        assert_eq!(t.take_least(|i| i != 1), Some(3), "1 and 3 at 2 now; 1 refused");
-        assert_eq!(t.take_least(|_| true), Some(1));
-        assert_eq!(t.take_least(|i| i == 4), Some(4));
-        assert_eq!(t.take_least(|_| false), None);
-        assert_eq!(MinTree::new(&[]).take_least(|_| true), None);
+        let none = |_| 0;
+        assert_eq!(t.take_least(|_| true, none), Some(1));
+        assert_eq!(t.take_least(|_| true, none), Some(3));
+        assert_eq!(t.take_least(|i| i != 1, none), Some(3), "1 and 3 at 2 now; 1 refused");
+        assert_eq!(t.take_least(|_| true, none), Some(1));
+        assert_eq!(t.take_least(|i| i == 4, none), Some(4));
+        assert_eq!(t.take_least(|_| false, none), None);
+        assert_eq!(MinTree::new(&[]).take_least(|_| true, none), None);
+        // Counts raised elsewhere (1 and 3 are at 3 now, not 3 and 3): the tree
+        // corrects its stale values when it meets them.
+        let t = MinTree::new(&[3, 1, 4, 1, 5]);
+        let now = |i| [3, 9, 4, 9, 5][i];
+        assert_eq!(t.take_least(|_| true, now), Some(0));
+        assert_eq!(t.take_least(|_| true, now), Some(0), "0 (picked) and 2 at 4: the lower index");
+        assert_eq!(t.take_least(|_| true, now), Some(2));
+        assert_eq!(t.value(1), 5, "the root holds a true minimum again, not 1");
     }
 
     #[test]
@@ -585,5 +696,61 @@ mod tests {
         assert_eq!(sel.pick("other", &[], 2).unwrap().id, 0, "another model is not cooling");
         // After the cooldowns end, the richest serves again.
         assert_eq!(sel.pick("m", &[], 30_001).unwrap().id, 0);
+    }
+
+    #[test]
+    fn the_other_strategies_pick_among_the_keys_not_cooling_through_a_view() {
+        // 3,000 keys, each its own account; the first 2,900 cool for "m" until 30 s.
+        let s = Spec {
+            keys: (0..3000)
+                .map(|i| (i as i64 + 1, KeyState::Active, Some(1.0 + (i % 7) as f64), i))
+                .collect(),
+            cooling_accounts: (0..2900).collect(),
+            exclude: vec![],
+        };
+        let usable = |id: &i64| *id > 2900;
+        // Least used: the very picks of the linear definition.
+        let (linear, fast) = both(&s, Strategy::LeastUsed, 600);
+        assert_eq!(linear, fast);
+        for strategy in [Strategy::RoundRobin, Strategy::LeastUsed, Strategy::Random, Strategy::Weighted] {
+            let keys = build(&s);
+            let sel = Selection::build(&keys, strategy);
+            let mut counts: Map<i64, usize> = Map::new();
+            for _ in 0..300 {
+                let k = sel.pick("m", &[], 1).unwrap();
+                k.note_use(1);
+                *counts.entry(k.id).or_default() += 1;
+            }
+            assert!(counts.keys().all(usable), "{strategy:?} picked a cooling key");
+            let view = sel.views.load().get("m").cloned().expect("a view for m");
+            assert_eq!((view.sel.active.len(), view.until_ms), (100, 30_000), "{strategy:?}");
+            if strategy == Strategy::RoundRobin {
+                assert!(counts.values().all(|c| *c == 3), "{strategy:?}: each usable key thrice: {counts:?}");
+            }
+            if strategy == Strategy::LeastUsed {
+                // From uneven starts (0-4 calls), to calls within one of each other.
+                let calls: Vec<u64> = keys
+                    .iter()
+                    .filter(|k| usable(&k.id))
+                    .map(|k| k.usage_count.load(Ordering::Relaxed))
+                    .collect();
+                let (lo, hi) = (calls.iter().min(), calls.iter().max());
+                assert!(hi.zip(lo).is_some_and(|(h, l)| h - l <= 1), "{calls:?}");
+            }
+            assert!(sel.views.load().get("other").is_none(), "no view for a model that does not cool");
+            let after: std::collections::HashSet<i64> =
+                (0..300).map(|_| sel.pick("m", &[], 30_001).unwrap().id).collect();
+            assert!(after.iter().any(|id| !usable(id)), "{strategy:?}: cooled-down keys serve again");
+        }
+        // Every key cooling: the answer comes from the empty view, with the time.
+        let all = Spec { cooling_accounts: (0..3000).collect(), ..s };
+        let keys = build(&all);
+        for strategy in [Strategy::RoundRobin, Strategy::LeastUsed, Strategy::Random, Strategy::Weighted] {
+            let sel = Selection::build(&keys, strategy);
+            for _ in 0..3 {
+                assert_eq!(sel.pick("m", &[], 1).unwrap_err(), NoKey::AllCooling { until_ms: 30_000 });
+            }
+            assert!(sel.views.load().get("m").is_some_and(|v| v.sel.active.is_empty()), "{strategy:?}");
+        }
     }
 }
