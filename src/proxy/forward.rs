@@ -13,13 +13,12 @@ use serde::Deserialize;
 
 use super::affinity::{self, ResourceKind};
 use super::errors::{snippet, Dialect, ErrorKind, ProxyError};
-use super::failover::{classify, may_fail_over, Verdict};
+use super::failover::{after_failure, may_fail_over, LastAnswer};
 use super::headers::{content_length, downstream_headers, upstream_headers};
 use super::record::{Pending, TeeBody};
 use super::usage::{Usage, UsageMeter};
 use crate::db::now_ms;
 use crate::pool::actor::{KeyEvent, KeyEventKind};
-use crate::pool::cooldown::Hint;
 use crate::pool::{KeyState, NoKey, Picked, PoolKey};
 use crate::state::{AppState, Upstream};
 use crate::upstream::redact;
@@ -379,57 +378,48 @@ pub async fn dispatch(
         let err_body = redact(resp.body().limit(1 << 20).await.unwrap_or_default(), &key.secret, &key.masked);
         let reason = format!("{code}: {}", snippet(&err_body));
         let now = now_ms();
-        let upstream_failure = |resp: &awc::ClientResponse<_>, body: Bytes| Failure::Upstream {
-            status,
-            headers: resp.headers().clone(),
-            body,
-        };
-        let (kind, fail) = match classify(code, &err_body) {
-            Verdict::KeyInvalid => {
+        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok());
+        let decided = after_failure(code, &err_body, retry_after, trial.is_some());
+        let mut kind = Some(KeyEventKind::Error(reason.clone()));
+        match decided.key_state {
+            Some(KeyState::Invalid) => {
                 // (A trial key is exhausted, not active: it is moved from there.)
                 key.demote(KeyState::Invalid);
                 key.transition(KeyState::Exhausted, KeyState::Invalid);
-                (
-                    Some(KeyEventKind::Invalid(reason.clone())),
-                    Failure::KeyProblem(format!("key {} is invalid ({reason})", key.masked)),
-                )
+                kind = Some(KeyEventKind::Invalid(reason.clone()));
             }
-            Verdict::KeyExhausted => {
-                // The balance is the account's: its other keys are broke too.
-                for k in same_account(state, &key) {
-                    if k.demote(KeyState::Exhausted) {
-                        state.pool_actor.do_send(KeyEvent {
-                            key_id: k.id,
-                            kind: KeyEventKind::Exhausted(reason.clone()),
-                        });
-                    }
-                }
+            Some(KeyState::Exhausted) => {
                 key.demote(KeyState::Exhausted);
-                let event = match trial.take() {
-                    Some(t) => {
-                        t.finish(KeyEventKind::TrialFailed(reason.clone()));
-                        None
-                    }
-                    None => Some(KeyEventKind::Exhausted(reason.clone())),
-                };
-                (event, Failure::KeyProblem(format!("key {} has no balance ({reason})", key.masked)))
+                kind = Some(KeyEventKind::Exhausted(reason.clone()));
             }
-            verdict @ (Verdict::RateLimited | Verdict::ModelForbidden) => {
-                let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok());
-                let hint = if verdict == Verdict::RateLimited {
-                    Hint::from_response(retry_after, &err_body)
-                } else {
-                    Hint::default()
-                };
-                let cooldown = key.account.apply_rate_limit(&model, now, &state.pool.cooldown_policy, &hint);
-                (
-                    Some(KeyEventKind::RateLimited { cooldown, reason: reason.clone() }),
-                    upstream_failure(&resp, err_body),
-                )
+            _ => {}
+        }
+        if decided.account_exhausted {
+            for k in same_account(state, &key) {
+                if k.id != key.id && k.demote(KeyState::Exhausted) {
+                    let kind = KeyEventKind::Exhausted(reason.clone());
+                    state.pool_actor.do_send(KeyEvent { key_id: k.id, kind });
+                }
             }
-            Verdict::Transient => {
-                (Some(KeyEventKind::Error(reason.clone())), upstream_failure(&resp, err_body))
+        }
+        if decided.trial_failed {
+            if let Some(t) = trial.take() {
+                t.finish(KeyEventKind::TrialFailed(reason.clone()));
+                kind = None;
             }
+        }
+        if let Some(hint) = &decided.cooldown {
+            let cooldown = key.account.apply_rate_limit(&model, now, &state.pool.cooldown_policy, hint);
+            kind = Some(KeyEventKind::RateLimited { cooldown, reason: reason.clone() });
+        }
+        let fail = match decided.answer {
+            LastAnswer::Upstream => {
+                Failure::Upstream { status, headers: resp.headers().clone(), body: err_body }
+            }
+            LastAnswer::NoUsableKey => Failure::KeyProblem(match decided.key_state {
+                Some(KeyState::Exhausted) => format!("key {} has no balance ({reason})", key.masked),
+                _ => format!("key {} is invalid ({reason})", key.masked),
+            }),
         };
         log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
         if let Some(kind) = kind {
