@@ -39,12 +39,12 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "auto_refresh": {
             "enabled": refresh.enabled,
             "interval_secs": refresh.interval_secs,
-            "last_run": crate::admin::iso(refresh.last_run),
-            "next_run": crate::admin::iso(refresh.next_run),
+            "last_run": crate::db::iso(refresh.last_run),
+            "next_run": crate::db::iso(refresh.next_run),
             "last_error": refresh.last_error,
             // A refresh of every key under way (paced at REFRESH_RATE).
             "running": refresh.running.as_ref().map(|r| json!({
-                "started": crate::admin::iso(Some(r.started)),
+                "started": crate::db::iso(Some(r.started)),
                 "manual": r.manual,
                 "total": r.total,
                 "checked": r.checked,

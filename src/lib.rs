@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod credentials;
 pub mod db;
 pub mod health;
 pub mod net;

@@ -146,6 +146,17 @@ pub fn requested_host(req: &HttpRequest, proxies: &[IpNet]) -> Option<String> {
         .map(|h| h.to_ascii_lowercase())
 }
 
+/// The `Content-Length` a request or answer declares, if it is a number.
+pub fn content_length(headers: &actix_web::http::header::HeaderMap) -> Option<u64> {
+    headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Whether a request declares a body (a length above zero, or chunks).
+pub fn has_body(req: &HttpRequest) -> bool {
+    let h = req.headers();
+    h.contains_key("transfer-encoding") || content_length(h).is_some_and(|len| len > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

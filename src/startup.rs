@@ -9,15 +9,15 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use arc_swap::ArcSwap;
 
-use crate::admin::auth::AdminCredentials;
 use crate::config::Config;
+use crate::credentials::{AdminCredentials, Throttle};
+use crate::db::log_writer::LogSink;
 use crate::db::log_writer::{Flush, LogWriter};
 use crate::db::{self, DbError};
 use crate::pool::actor::PoolActor;
 use crate::pool::cooldown::Policy;
 use crate::pool::refresher::{RefreshStatus, Refresher, RefresherSettings};
 use crate::pool::PoolShared;
-use crate::proxy::record::LogSink;
 use crate::state::{build_client, AppState, Upstream};
 
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,7 @@ impl Application {
             log_writer,
             db,
             admin,
-            login_throttle: crate::admin::session::Throttle::new(config.login_max_failures),
+            login_throttle: Throttle::new(config.login_max_failures),
         });
         let port = listener.local_addr()?.port();
         let server_state = state.clone();

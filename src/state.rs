@@ -5,14 +5,14 @@ use std::sync::Arc;
 use actix::Addr;
 use arc_swap::ArcSwap;
 
-use crate::admin::auth::AdminCredentials;
 use crate::config::Config;
+use crate::credentials::{AdminCredentials, Throttle};
+use crate::db::log_writer::LogSink;
 use crate::db::log_writer::LogWriter;
 use crate::db::DbPool;
 use crate::pool::actor::PoolActor;
 use crate::pool::refresher::{RefreshStatus, Refresher};
 use crate::pool::PoolShared;
-use crate::proxy::record::LogSink;
 
 pub struct AppState {
     pub config: Arc<Config>,
@@ -24,7 +24,7 @@ pub struct AppState {
     pub log: LogSink,
     pub db: DbPool,
     pub admin: AdminCredentials,
-    pub login_throttle: crate::admin::session::Throttle,
+    pub login_throttle: Throttle,
 }
 
 /// The upstream HTTP client. awc clients are not `Send`, so each worker

@@ -8,9 +8,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::error;
 use super::request::admin_body;
 use super::session::{authenticate, require_admin};
-use super::{error, iso};
+use crate::db::iso;
 use crate::db::models::KeyRow;
 use crate::db::now_ms;
 use crate::db::queries::keys as kq;

@@ -5,8 +5,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::error;
 use super::session::require_admin;
-use super::{error, iso};
+use crate::db::iso;
 use crate::db::queries::logs::{self as lq, LogFilter};
 
 /// Every field a string, parsed leniently: a bad `page` is page 1, not a 400.

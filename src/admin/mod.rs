@@ -1,7 +1,6 @@
 //! The owner's side: credentials, and the JSON endpoints for keys and logs.
 //! (Pages come with the web UI.)
 
-pub mod auth;
 pub mod keys;
 pub mod logs;
 pub mod pages;
@@ -55,5 +54,3 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/logs/clear", web::post().to(pages::logs_clear));
     cfg.service(scope);
 }
-
-pub use crate::db::iso;

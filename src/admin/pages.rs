@@ -7,7 +7,6 @@ use chrono::FixedOffset;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::auth::Verified;
 use super::keys::{
     import_keys, key_page, parse_key_list, refresh_every_key, ListQuery, RefreshAnswer, MAX_IMPORT,
 };
@@ -17,6 +16,7 @@ use super::session::{self, client_ip, csrf_ok, Session};
 use super::stats;
 use super::views::charts::{bar_chart, compact, hbar_chart, BarSeries};
 use super::views::{badge, card, csrf_field, layout, link_with, page, pager, when, Chrome, CSS};
+use crate::credentials::Verified;
 use crate::db::queries::logs as lq;
 use crate::pool::actor::{parse_label, KeyCommand};
 use crate::pool::refresher::RefreshNow;
@@ -797,7 +797,7 @@ pub async fn logs_csv(
     for r in rows {
         let fields = [
             r.id.to_string(),
-            crate::admin::iso(Some(r.created_at)).unwrap_or_default(),
+            crate::db::iso(Some(r.created_at)).unwrap_or_default(),
             r.key_masked,
             r.model,
             r.endpoint,

@@ -92,7 +92,7 @@ pub async fn gate(
             return Ok(req.into_response(resp));
         }
         let limit = body_limit(req.path(), &state);
-        if crate::proxy::headers::content_length(req.headers()).is_some_and(|len| len > limit as u64) {
+        if crate::net::content_length(req.headers()).is_some_and(|len| len > limit as u64) {
             let resp = refusal(
                 req.request(),
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -103,7 +103,7 @@ pub async fn gate(
             return Ok(req.into_response(resp));
         }
     }
-    let body = crate::proxy::auth::has_body(req.request());
+    let body = crate::net::has_body(req.request());
     let mut res = next.call(req).await?.map_into_boxed_body();
     if body && matches!(res.status().as_u16(), 401 | 403 | 429) {
         // Refused before its body was read: close rather than drain it for a stranger.

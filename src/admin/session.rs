@@ -5,10 +5,8 @@
 //! restart like a signed cookie would, and unlike one, logout deletes the row,
 //! so a copied cookie stops working at once.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::{Method, StatusCode};
@@ -18,7 +16,7 @@ use blake2::{Blake2b512, Digest};
 use rand::RngCore;
 use serde_json::json;
 
-use super::auth::Verified;
+use crate::credentials::Verified;
 use crate::db::now_ms;
 use crate::db::queries::sessions_q;
 use crate::state::AppState;
@@ -143,7 +141,7 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identit
     if let Some(session) = current(state, req).await {
         return Ok(Identity::Session(session));
     }
-    if let Some((user, pass)) = super::auth::basic_credentials(req) {
+    if let Some((user, pass)) = crate::credentials::basic_credentials(req) {
         let ip = client_ip(req, state);
         // Reserved before the (slow) check: concurrent guesses cannot all slip
         // past a limit that is only counted afterwards.
@@ -184,131 +182,9 @@ pub fn client_ip(req: &HttpRequest, state: &AppState) -> IpAddr {
     crate::net::client_ip(req, &state.config.trusted_proxies)
 }
 
-/// Failed logins per client address in a sliding minute. A password check
-/// reserves its place before it runs, so the limit holds for guesses that
-/// arrive at once: at most `max` checks per address per window, counting the
-/// ones still running.
-pub struct Throttle {
-    max: u32,
-    window: Duration,
-    entries: Mutex<HashMap<IpAddr, Entry>>,
-}
-
-#[derive(Debug)]
-struct Entry {
-    failures: u32,
-    running: u32,
-    since: Instant,
-}
-
-/// One password check's place in the throttle. Ends as a failure (counted),
-/// a success (the address's slate wiped), or unfinished (not counted).
-pub struct Attempt<'a> {
-    throttle: &'a Throttle,
-    ip: IpAddr,
-}
-
-impl Attempt<'_> {
-    pub fn fail(self) {
-        self.throttle.settle(self.ip, Some(false));
-        std::mem::forget(self);
-    }
-
-    pub fn succeed(self) {
-        self.throttle.settle(self.ip, Some(true));
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Attempt<'_> {
-    fn drop(&mut self) {
-        self.throttle.settle(self.ip, None);
-    }
-}
-
-impl Throttle {
-    pub fn new(max: u32) -> Self {
-        Throttle { max, window: Duration::from_secs(60), entries: Mutex::new(HashMap::new()) }
-    }
-
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A place for one password check, or `Err(seconds to wait)`.
-    pub fn begin(&self, ip: IpAddr) -> Result<Attempt<'_>, u64> {
-        let mut map = self.map();
-        if map.len() > 10_000 {
-            let window = self.window;
-            map.retain(|_, e| e.running > 0 || e.since.elapsed() < window);
-        }
-        let e = map.entry(ip).or_insert(Entry { failures: 0, running: 0, since: Instant::now() });
-        if e.since.elapsed() >= self.window && e.running == 0 {
-            *e = Entry { failures: 0, running: 0, since: Instant::now() };
-        }
-        if e.failures + e.running >= self.max {
-            return Err(self.window.saturating_sub(e.since.elapsed()).as_secs().max(1));
-        }
-        e.running += 1;
-        Ok(Attempt { throttle: self, ip })
-    }
-
-    fn settle(&self, ip: IpAddr, outcome: Option<bool>) {
-        let mut map = self.map();
-        let Some(e) = map.get_mut(&ip) else { return };
-        e.running = e.running.saturating_sub(1);
-        match outcome {
-            Some(true) => {
-                map.remove(&ip);
-            }
-            Some(false) => {
-                if e.failures == 0 {
-                    e.since = Instant::now();
-                }
-                e.failures += 1;
-            }
-            None => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn throttle_allows_max_failures_a_minute() {
-        let t = Throttle::new(3);
-        let ip = IpAddr::from([10, 0, 0, 1]);
-        for _ in 0..3 {
-            t.begin(ip).unwrap().fail();
-        }
-        let wait = t.begin(ip).err().unwrap();
-        assert!((1..=60).contains(&wait));
-        assert!(t.begin(IpAddr::from([10, 0, 0, 2])).is_ok(), "per address");
-        t.map().get_mut(&ip).unwrap().failures = 2;
-        t.begin(ip).unwrap().succeed();
-        for _ in 0..3 {
-            t.begin(ip).unwrap().fail();
-        }
-        assert!(t.begin(ip).is_err(), "a success wiped the slate: three more failures were allowed");
-    }
-
-    #[test]
-    fn checks_running_at_once_count_against_the_limit() {
-        let t = Throttle::new(3);
-        let ip = IpAddr::from([10, 0, 0, 1]);
-        let running: Vec<_> = (0..3).map(|_| t.begin(ip).unwrap()).collect();
-        assert!(t.begin(ip).is_err(), "a fourth check while three run");
-        drop(running); // unfinished: not counted as failures
-        let a = t.begin(ip).unwrap();
-        let b = t.begin(ip).unwrap();
-        a.fail();
-        b.fail();
-        let third = t.begin(ip).unwrap();
-        assert!(t.begin(ip).is_err(), "two failures and one running use up three");
-        drop(third);
-    }
 
     #[test]
     fn tokens_are_random_and_hashes_stable() {

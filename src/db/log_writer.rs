@@ -4,7 +4,7 @@
 //! momentary database error; `Flush` (sent at shutdown) writes everything.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,72 @@ use actix::prelude::*;
 use super::models::NewLog;
 use super::queries::logs;
 use super::DbPool;
+
+/// Where log rows go, and how many requests are still open (shutdown waits
+/// for them, so that no row arrives after the final flush). A handle: every
+/// request holds one, and cloning it is one reference count.
+#[derive(Clone)]
+pub struct LogSink(Arc<SinkInner>);
+
+struct SinkInner {
+    writer: Addr<LogWriter>,
+    /// Lock-free hand-over: sending wakes nobody, so a request costs no
+    /// cross-thread wake-up (a syscall and a context switch each).
+    tx: Sender<NewLog>,
+    queued: Arc<AtomicUsize>,
+    batch: usize,
+    open: Arc<AtomicUsize>,
+}
+
+impl LogSink {
+    /// The sink, and the receiving end for the log writer.
+    pub fn new(
+        writer: Addr<LogWriter>,
+        tx: Sender<NewLog>,
+        queued: Arc<AtomicUsize>,
+        open: Arc<AtomicUsize>,
+        batch: usize,
+    ) -> Self {
+        LogSink(Arc::new(SinkInner { writer, tx, queued, batch: batch.max(1), open }))
+    }
+
+    pub fn push(&self, row: NewLog) {
+        let sink = &*self.0;
+        // Counted before it is sent: the writer subtracts what it takes, and
+        // must never see the queue below zero (it could take the row first).
+        let queued = sink.queued.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+        match sink.tx.send(row) {
+            Ok(()) => {
+                // Wake the writer once per batch; the timer takes the rest.
+                if queued.is_multiple_of(sink.batch) {
+                    sink.writer.do_send(Wake);
+                }
+            }
+            // Only after the writer is gone (a shutdown cut short): say so.
+            Err(e) => {
+                sink.queued.fetch_sub(1, Ordering::AcqRel);
+                log::error!("request log row lost: the log writer has stopped ({e})")
+            }
+        }
+    }
+
+    pub fn open_requests(&self) -> usize {
+        self.0.open.load(Ordering::Acquire)
+    }
+
+    /// Rows handed over and not yet taken by the log writer.
+    pub fn queued(&self) -> usize {
+        self.0.queued.load(Ordering::Acquire)
+    }
+
+    pub fn opened(&self) {
+        self.0.open.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn closed(&self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Past this many unwritten rows (the database has been down for a long
 /// time), the oldest are dropped with an error in the log, to bound memory.

@@ -31,11 +31,7 @@ pub fn key_matches(presented: &str, allowed: &[String]) -> bool {
     ok.into()
 }
 
-/// Whether a request declares a body (a length above zero, or chunks).
-pub fn has_body(req: &HttpRequest) -> bool {
-    let h = req.headers();
-    h.contains_key("transfer-encoding") || super::headers::content_length(h).is_some_and(|len| len > 0)
-}
+use crate::net::has_body;
 
 pub async fn require_client_key(
     req: ServiceRequest,

@@ -3,9 +3,7 @@
 use actix_web::http::header::{HeaderMap, HeaderName};
 
 /// The `Content-Length` a message declares, if it declares a valid one.
-pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
-}
+pub use crate::net::content_length;
 
 /// Never forwarded to the upstream: hop-by-hop headers, the client's own
 /// credentials, and what the proxy sets itself.

@@ -5,87 +5,18 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use actix::Addr;
 use bytes::Bytes;
 use futures_util::Stream;
 
 use super::usage::{Usage, UsageMeter};
-use crate::db::log_writer::{LogWriter, Wake};
+use crate::db::log_writer::LogSink;
 use crate::db::models::NewLog;
 use crate::db::now_ms;
 use crate::pool::PoolKey;
-
-/// Where log rows go, and how many requests are still open (shutdown waits
-/// for them, so that no row arrives after the final flush). A handle: every
-/// request holds one, and cloning it is one reference count.
-#[derive(Clone)]
-pub struct LogSink(Arc<SinkInner>);
-
-struct SinkInner {
-    writer: Addr<LogWriter>,
-    /// Lock-free hand-over: sending wakes nobody, so a request costs no
-    /// cross-thread wake-up (a syscall and a context switch each).
-    tx: Sender<NewLog>,
-    queued: Arc<AtomicUsize>,
-    batch: usize,
-    open: Arc<AtomicUsize>,
-}
-
-impl LogSink {
-    /// The sink, and the receiving end for the log writer.
-    pub fn new(
-        writer: Addr<LogWriter>,
-        tx: Sender<NewLog>,
-        queued: Arc<AtomicUsize>,
-        open: Arc<AtomicUsize>,
-        batch: usize,
-    ) -> Self {
-        LogSink(Arc::new(SinkInner { writer, tx, queued, batch: batch.max(1), open }))
-    }
-
-    fn push(&self, row: NewLog) {
-        let sink = &*self.0;
-        // Counted before it is sent: the writer subtracts what it takes, and
-        // must never see the queue below zero (it could take the row first).
-        let queued = sink.queued.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
-        match sink.tx.send(row) {
-            Ok(()) => {
-                // Wake the writer once per batch; the timer takes the rest.
-                if queued.is_multiple_of(sink.batch) {
-                    sink.writer.do_send(Wake);
-                }
-            }
-            // Only after the writer is gone (a shutdown cut short): say so.
-            Err(e) => {
-                sink.queued.fetch_sub(1, Ordering::AcqRel);
-                log::error!("request log row lost: the log writer has stopped ({e})")
-            }
-        }
-    }
-
-    pub fn open_requests(&self) -> usize {
-        self.0.open.load(Ordering::Acquire)
-    }
-
-    /// Rows handed over and not yet taken by the log writer.
-    pub fn queued(&self) -> usize {
-        self.0.queued.load(Ordering::Acquire)
-    }
-
-    fn opened(&self) {
-        self.0.open.fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn closed(&self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// One request's log row, sent exactly once: by `finish`, or, if the request
 /// is dropped first (client gone, handler cancelled at shutdown), by `Drop`,

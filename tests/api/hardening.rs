@@ -353,7 +353,7 @@ async fn logging_out_is_a_post_with_the_csrf_token() {
 
 #[actix_web::test]
 async fn sixty_wrong_passwords_at_once_get_at_most_the_allowed_checks() {
-    let hash = siliconflow_proxy::admin::auth::hash_password("the-right-one").unwrap();
+    let hash = siliconflow_proxy::credentials::hash_password("the-right-one").unwrap();
     let app = spawn_app_with(&[("ADMIN_PASSWORD", &hash), ("LOGIN_MAX_FAILURES", "5")]).await;
     let logins = (0..60).map(|i| {
         let req = app

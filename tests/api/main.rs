@@ -10,6 +10,7 @@ mod hardening;
 mod health;
 mod helpers;
 mod import;
+mod layers;
 mod no_balance;
 mod shutdown;
 mod streaming;

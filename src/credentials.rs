@@ -1,9 +1,15 @@
-//! Admin credentials: ADMIN_PASSWORD in plaintext or as an argon2 PHC string;
-//! when unset, a random password generated at first start, printed once, and
-//! kept as an argon2 hash in the database.
+//! The admin's credentials and the guard on guessing them, below the admin
+//! pages that use them: ADMIN_PASSWORD in plaintext or as an argon2 PHC
+//! string (when unset, a random password generated at first start, printed
+//! once, and kept as an argon2 hash in the database), at most two argon2
+//! checks at once, and failed logins throttled per client address.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use argon2::password_hash::rand_core::OsRng;
@@ -151,6 +157,94 @@ pub fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     Some((user.to_string(), pass.to_string()))
 }
 
+/// Failed logins per client address in a sliding minute. A password check
+/// reserves its place before it runs, so the limit holds for guesses that
+/// arrive at once: at most `max` checks per address per window, counting the
+/// ones still running.
+pub struct Throttle {
+    max: u32,
+    window: Duration,
+    entries: Mutex<HashMap<IpAddr, Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    failures: u32,
+    running: u32,
+    since: Instant,
+}
+
+/// One password check's place in the throttle. Ends as a failure (counted),
+/// a success (the address's slate wiped), or unfinished (not counted).
+pub struct Attempt<'a> {
+    throttle: &'a Throttle,
+    ip: IpAddr,
+}
+
+impl Attempt<'_> {
+    pub fn fail(self) {
+        self.throttle.settle(self.ip, Some(false));
+        std::mem::forget(self);
+    }
+
+    pub fn succeed(self) {
+        self.throttle.settle(self.ip, Some(true));
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.throttle.settle(self.ip, None);
+    }
+}
+
+impl Throttle {
+    pub fn new(max: u32) -> Self {
+        Throttle { max, window: Duration::from_secs(60), entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for one password check, or `Err(seconds to wait)`.
+    pub fn begin(&self, ip: IpAddr) -> Result<Attempt<'_>, u64> {
+        let mut map = self.map();
+        if map.len() > 10_000 {
+            let window = self.window;
+            map.retain(|_, e| e.running > 0 || e.since.elapsed() < window);
+        }
+        let e = map.entry(ip).or_insert(Entry { failures: 0, running: 0, since: Instant::now() });
+        if e.since.elapsed() >= self.window && e.running == 0 {
+            *e = Entry { failures: 0, running: 0, since: Instant::now() };
+        }
+        if e.failures + e.running >= self.max {
+            return Err(self.window.saturating_sub(e.since.elapsed()).as_secs().max(1));
+        }
+        e.running += 1;
+        Ok(Attempt { throttle: self, ip })
+    }
+
+    fn settle(&self, ip: IpAddr, outcome: Option<bool>) {
+        let mut map = self.map();
+        let Some(e) = map.get_mut(&ip) else { return };
+        e.running = e.running.saturating_sub(1);
+        match outcome {
+            Some(true) => {
+                map.remove(&ip);
+            }
+            Some(false) => {
+                if e.failures == 0 {
+                    e.since = Instant::now();
+                }
+                e.failures += 1;
+            }
+            None => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +279,39 @@ mod tests {
         drop(a);
         assert!(HashSlot::take(&counter).is_some());
         drop(b);
+    }
+
+    #[test]
+    fn throttle_allows_max_failures_a_minute() {
+        let t = Throttle::new(3);
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        for _ in 0..3 {
+            t.begin(ip).unwrap().fail();
+        }
+        let wait = t.begin(ip).err().unwrap();
+        assert!((1..=60).contains(&wait));
+        assert!(t.begin(IpAddr::from([10, 0, 0, 2])).is_ok(), "per address");
+        t.map().get_mut(&ip).unwrap().failures = 2;
+        t.begin(ip).unwrap().succeed();
+        for _ in 0..3 {
+            t.begin(ip).unwrap().fail();
+        }
+        assert!(t.begin(ip).is_err(), "a success wiped the slate: three more failures were allowed");
+    }
+
+    #[test]
+    fn checks_running_at_once_count_against_the_limit() {
+        let t = Throttle::new(3);
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let running: Vec<_> = (0..3).map(|_| t.begin(ip).unwrap()).collect();
+        assert!(t.begin(ip).is_err(), "a fourth check while three run");
+        drop(running); // unfinished: not counted as failures
+        let a = t.begin(ip).unwrap();
+        let b = t.begin(ip).unwrap();
+        a.fail();
+        b.fail();
+        let third = t.begin(ip).unwrap();
+        assert!(t.begin(ip).is_err(), "two failures and one running use up three");
+        drop(third);
     }
 }
