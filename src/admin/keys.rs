@@ -5,18 +5,20 @@ use std::sync::atomic::Ordering;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::FixedOffset;
+use maud::{html, Markup};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error;
+use super::page::{confirm_page, page_session, posted_form, see_other, warnings, with_notice, Confirm};
 use super::request::admin_body;
-use super::session::{authenticate, require_admin};
-use crate::db::iso;
+use super::session::{authenticate, require_admin, Session};
+use super::views::{badge, csrf_field, layout, link_with, page, pager, when, Chrome};
 use crate::db::models::KeyRow;
-use crate::db::now_ms;
 use crate::db::queries::keys as kq;
-use crate::pool::actor::CheckSummary;
-use crate::pool::actor::{parse_label, AddKeys, AddResult, AddStatus, CheckedKey, KeyCommand};
+use crate::db::{iso, now_ms};
+use crate::pool::actor::{parse_label, AddKeys, AddResult, AddStatus, CheckSummary, CheckedKey, KeyCommand};
 use crate::pool::check::{check_key, checked_in_order, CheckOutcome};
 use crate::pool::refresher::{RefreshNow, Running};
 use crate::pool::{mask_key, PoolKey};
@@ -589,6 +591,351 @@ pub async fn export(
         .insert_header(("Content-Disposition", "attachment; filename=\"siliconflow-keys.txt\""))
         .insert_header(("Cache-Control", "no-store"))
         .body(out)
+}
+
+// ------------------------------------------------------------ the page
+
+/// Why a balance shows as unknown.
+const UNKNOWN_BALANCE_HINT: &str = "SiliconFlow does not report this key's balance (its /v1/user/info is gone): the key was validated with /v1/models, and it is marked exhausted when a call answers \"insufficient balance\" (code 30001).";
+
+#[derive(Deserialize, Default)]
+pub struct KeysPageQuery {
+    page: Option<String>,
+    page_size: Option<String>,
+    sort: Option<String>,
+    order: Option<String>,
+    q: Option<String>,
+    state: Option<String>,
+    notice: Option<String>,
+}
+
+fn local_iso(iso: &Option<String>, tz: &FixedOffset) -> String {
+    let ms = iso
+        .as_deref()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.timestamp_millis());
+    when(ms, tz)
+}
+
+async fn render_keys(
+    state: &AppState,
+    s: &Session,
+    q: KeysPageQuery,
+    import: Option<Markup>,
+) -> HttpResponse {
+    let tz = state.config.timezone;
+    let list = ListQuery {
+        page: q.page.as_deref().and_then(|p| p.parse().ok()),
+        page_size: q.page_size.as_deref().and_then(|p| p.parse().ok()),
+        sort: q.sort.clone(),
+        order: q.order.clone(),
+        q: q.q.clone(),
+        state: q.state.clone(),
+    };
+    let (rows, total, page_no, page_size) = match key_page(state, &list).await {
+        Ok(v) => v,
+        Err(e) => {
+            return page(StatusCode::SERVICE_UNAVAILABLE, html! { p { "The database is unavailable: " (e) } })
+        }
+    };
+    let query: Vec<(&str, String)> = vec![
+        ("q", q.q.clone().unwrap_or_default()),
+        ("state", q.state.clone().unwrap_or_default()),
+        ("sort", q.sort.clone().unwrap_or_default()),
+        ("order", q.order.clone().unwrap_or_default()),
+        ("page_size", q.page_size.clone().unwrap_or_default()),
+    ];
+    let sort_link = |col: &str| {
+        let desc = q.sort.as_deref() == Some(col) && q.order.as_deref() != Some("desc");
+        link_with(
+            "/admin/keys",
+            &query,
+            &[
+                ("sort", col.to_string()),
+                ("order", if desc { "desc".into() } else { "asc".into() }),
+                ("page", String::new()),
+            ],
+        )
+    };
+    let csrf = s.csrf.as_str();
+    let content = html! {
+        h1 { "Keys" }
+        @if let Some(i) = import { (i) }
+        div.panel {
+            form method="post" action="/admin/keys/import" {
+                (csrf_field(csrf))
+                label for="keys" { strong { "Import keys" } span.muted { " — one per line, or separated by commas or spaces. Each is checked against SiliconFlow." } }
+                textarea #keys name="keys" placeholder="sk-...\nsk-..." required {}
+                div.toolbar {
+                    label { "Account " span.muted { "(optional: keys of one account share its rate limits; only used where SiliconFlow names no account)" }
+                        input name="account" maxlength="64" placeholder="e.g. team-a"; }
+                    button type="submit" { "Import" }
+                }
+            }
+        }
+        div.toolbar {
+            form.filters method="get" action="/admin/keys" {
+                label { "Search" input name="q" value=[q.q.as_deref()] placeholder="key, account, error"; }
+                label { "State"
+                    select name="state" {
+                        option value="" { "any" }
+                        @for st in ["active", "cooling", "exhausted", "invalid", "disabled"] {
+                            option value=(st) selected[q.state.as_deref() == Some(st)] { (st) }
+                        }
+                    }
+                }
+                @if let Some(sort) = &q.sort { input type="hidden" name="sort" value=(sort); }
+                @if let Some(order) = &q.order { input type="hidden" name="order" value=(order); }
+                button.secondary type="submit" { "Filter" }
+            }
+            span.spacer {}
+            form.inline method="post" action="/admin/keys/refresh" {
+                (csrf_field(csrf))
+                button type="submit" { "Refresh all" }
+            }
+            a.button.secondary href="/export_keys" { "Export" }
+            a.button.secondary href="/export_keys?all=1" title="including invalid keys" { "Export all" }
+        }
+        @if let Some(r) = &state.refresh_status.load().running {
+            div.banner.info { "A refresh of every key is running: " (r.checked) " of " (r.total) " checked (reload to follow it)." }
+        }
+        @if rows.iter().any(|k| k.balance.is_none() && k.state != "invalid") {
+            p.muted { "Balance \"unknown\": " (UNKNOWN_BALANCE_HINT) " An exhausted key gets one real call as a trial every " (retry_text(state)) "; it serves again when that call succeeds, or when you refresh or enable it." }
+        }
+        table {
+            thead { tr {
+                th { a href=(sort_link("id")) { "#" } }
+                th { "Key" }
+                th { a href=(sort_link("state")) { "State" } }
+                th.num { a href=(sort_link("balance")) { "Balance" } }
+                th.num { a href=(sort_link("usage_count")) { "Calls" } }
+                th { a href=(sort_link("last_used")) { "Last used" } }
+                th { "Last checked" }
+                th { "Account" }
+                th { "Last error" }
+                th { "" }
+            } }
+            tbody {
+                @if rows.is_empty() { tr { td colspan="10" .muted { "No keys" @if total == 0 && q.q.is_none() { " yet: import some above." } } } }
+                @for k in &rows {
+                    @let reason = match (k.state, &k.cooling_until, &k.last_error) {
+                        ("cooling", Some(_), e) => Some(format!("cooling until {}{}", local_iso(&k.cooling_until, &tz), e.as_ref().map(|e| format!(" — {e}")).unwrap_or_default())),
+                        ("active", _, _) => None,
+                        (_, _, e) => Some(format!("since {}{}", local_iso(&k.state_changed_at, &tz), e.as_ref().map(|e| format!(" — {e}")).unwrap_or_default())),
+                    };
+                    tr {
+                        td.num { (k.id) }
+                        td.mono { (k.key) }
+                        td { (badge(k.state, reason.clone()))
+                            @if k.state == "cooling" { div.muted { "until " (local_iso(&k.cooling_until, &tz)) } } }
+                        td.num {
+                            @if let Some(b) = k.balance { (format!("{b:.2}")) }
+                            @else if k.state == "invalid" { span.muted { "—" } }
+                            @else { span.muted title=(UNKNOWN_BALANCE_HINT) { "unknown" } }
+                        }
+                        td.num { (k.usage_count) }
+                        td { (local_iso(&k.last_used, &tz)) }
+                        td { (local_iso(&k.last_checked, &tz)) }
+                        td.mono {
+                            @if let Some(named) = k.account_name.clone().or(k.account_id.clone()) { (named) }
+                            @else {
+                                form.account method="post" action=(format!("/admin/keys/{}/account", k.id)) title="Keys with the same account share its rate limits and resources" {
+                                    (csrf_field(csrf))
+                                    input.small name="account" maxlength="64" size="8" value=[k.account_label.as_deref()] placeholder="account" aria-label="account";
+                                    button.small.secondary type="submit" { "Set" }
+                                }
+                            }
+                        }
+                        td.err title=[k.last_error.clone()] { (k.last_error.clone().unwrap_or_default()) }
+                        td { div.actions {
+                            form.inline method="post" action=(format!("/admin/keys/{}/refresh", k.id)) { (csrf_field(csrf)) button.small.secondary type="submit" { "Refresh" } }
+                            @if k.state == "disabled" {
+                                form.inline method="post" action=(format!("/admin/keys/{}/enable", k.id)) { (csrf_field(csrf)) button.small.secondary type="submit" { "Enable" } }
+                            } @else {
+                                form.inline method="post" action=(format!("/admin/keys/{}/disable", k.id)) { (csrf_field(csrf)) button.small.secondary type="submit" { "Disable" } }
+                            }
+                            a.button.small.secondary href=(format!("/admin/keys/{}/delete", k.id)) { "Delete" }
+                        } }
+                    }
+                }
+            }
+        }
+        (pager("/admin/keys", &query, page_no, page_size, total))
+    };
+    let chrome = Chrome {
+        title: "Keys",
+        nav: "keys",
+        csrf: Some(csrf),
+        warnings: warnings(state),
+        notice: q.notice.clone(),
+    };
+    page(StatusCode::OK, layout(chrome, content))
+}
+
+fn retry_text(state: &AppState) -> String {
+    match state.config.exhausted_retry_interval {
+        None => "— never (EXHAUSTED_RETRY_INTERVAL=0)".into(),
+        Some(d) if d.as_secs() % 3600 == 0 => format!("{} h (EXHAUSTED_RETRY_INTERVAL)", d.as_secs() / 3600),
+        Some(d) if d.as_secs() % 60 == 0 => format!("{} min (EXHAUSTED_RETRY_INTERVAL)", d.as_secs() / 60),
+        Some(d) => format!("{} s (EXHAUSTED_RETRY_INTERVAL)", d.as_secs()),
+    }
+}
+
+pub async fn keys_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<KeysPageQuery>,
+) -> HttpResponse {
+    match page_session(&req, &state).await {
+        Ok(s) => render_keys(&state, &s, query.into_inner(), None).await,
+        Err(r) => r,
+    }
+}
+
+/// The import form's fields (its CSRF token is checked by `posted_form`).
+#[derive(Deserialize, Default)]
+struct ImportForm {
+    keys: Option<String>,
+    account: Option<String>,
+}
+
+pub async fn keys_import(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
+) -> HttpResponse {
+    let (s, body) = match posted_form(&req, payload, &state).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let form = serde_urlencoded::from_bytes::<ImportForm>(&body).unwrap_or_default();
+    let keys = parse_key_list(form.keys.as_deref().unwrap_or(""));
+    let label = parse_label(form.account.as_deref());
+    let summary = if keys.is_empty() {
+        html! { div.banner.error { "No keys given." } }
+    } else if keys.len() > MAX_IMPORT {
+        html! { div.banner.error { "At most " (MAX_IMPORT) " keys per import." } }
+    } else if let Err(e) = &label {
+        html! { div.banner.error { "Account: " (e) } }
+    } else {
+        let r = import_keys(keys, label.unwrap_or_default(), &state, &upstream.client).await;
+        html! {
+            div.banner.info role="status" {
+                strong { "Import: " (r.added) " added, " (r.duplicates) " duplicate" @if r.duplicates != 1 { "s" } ", " (r.invalid) " invalid, " (r.failed) " not checked (stored; the next refresh will check them)." }
+                ul.results {
+                    @for k in &r.results {
+                        li { span.mono { (k.key) } " — " (format!("{:?}", k.status).to_lowercase())
+                            @if let Some(m) = &k.message { span.muted { " (" (m) ")" } } }
+                    }
+                }
+            }
+        }
+    };
+    render_keys(&state, &s, KeysPageQuery::default(), Some(summary)).await
+}
+
+pub async fn keys_refresh(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(r) = posted_form(&req, payload, &state).await {
+        return r;
+    }
+    let notice = match refresh_every_key(&state, std::time::Duration::from_secs(20)).await {
+        RefreshAnswer::Done(r) => format!(
+            "Refreshed {} keys: {} active, {} exhausted, {} invalid, {} unchanged (the check failed for a passing reason).",
+            r.checked, r.active, r.exhausted, r.invalid, r.unchanged
+        ),
+        RefreshAnswer::Running(p) => match p {
+            Some(p) => format!("The refresh goes on in the background: {} of {} keys checked so far.", p.checked, p.total),
+            None => "The refresh goes on in the background.".to_string(),
+        },
+        RefreshAnswer::Unavailable(e) => format!("Refresh failed: {e}"),
+    };
+    see_other(&with_notice("/admin/keys", &notice))
+}
+
+pub async fn key_action(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let body = match posted_form(&req, payload, &state).await {
+        Ok((_, body)) => body,
+        Err(r) => return r,
+    };
+    let (id, action) = path.into_inner();
+    let Some(id) = id.parse::<i64>().ok().filter(|id| state.pool.snapshot().get(*id).is_some()) else {
+        return see_other(&with_notice("/admin/keys", "No such key."));
+    };
+    let notice = match action.as_str() {
+        "refresh" => match state.refresher.send(RefreshNow(Some(vec![id]))).await {
+            Ok(started) => match started.summary().await.unchanged {
+                0 => format!("Key #{id} refreshed."),
+                _ => format!("Key #{id}: the check failed for a passing reason; the key was left as it was."),
+            },
+            Err(e) => format!("Refresh failed: {e}"),
+        },
+        "enable" | "disable" | "delete" | "account" => {
+            #[derive(Deserialize, Default)]
+            struct AccountForm {
+                account: Option<String>,
+            }
+            let cmd = match action.as_str() {
+                "enable" => KeyCommand::Enable(id),
+                "disable" => KeyCommand::Disable(id),
+                "account" => {
+                    let form = serde_urlencoded::from_bytes::<AccountForm>(&body).unwrap_or_default();
+                    match parse_label(form.account.as_deref()) {
+                        Ok(label) => KeyCommand::SetAccount(id, label),
+                        Err(e) => return see_other(&with_notice("/admin/keys", &format!("Key #{id}: {e}"))),
+                    }
+                }
+                _ => KeyCommand::Delete(id),
+            };
+            let done = match action.as_str() {
+                "account" => "account set".to_string(),
+                a => format!("{a}d"),
+            };
+            match state.pool_actor.send(cmd).await {
+                Ok(Ok(())) => format!("Key #{id}: {done}."),
+                Ok(Err(e)) => e,
+                Err(e) => format!("Failed: {e}"),
+            }
+        }
+        _ => "Unknown action.".into(),
+    };
+    see_other(&with_notice("/admin/keys", &notice))
+}
+
+pub async fn key_delete_confirm(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let s = match page_session(&req, &state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let snapshot = state.pool.snapshot();
+    let Some(key) = path.parse::<i64>().ok().and_then(|id| snapshot.get(id)) else {
+        return see_other(&with_notice("/admin/keys", "No such key."));
+    };
+    let message = html! {
+        "Delete " span.mono { (key.masked) } " from the pool? Its request log rows stay. Files, batches, videos and voices it created can then only be reached through another key of the same account."
+    };
+    let confirm = Confirm {
+        title: "Delete key",
+        nav: "keys",
+        heading: format!("Delete key #{}?", key.id),
+        action: format!("/admin/keys/{}/delete", key.id),
+        button: "Delete",
+        cancel: "/admin/keys",
+    };
+    confirm_page(&s, confirm, message)
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! The owner's side: credentials, and the JSON endpoints for keys and logs.
 //! (Pages come with the web UI.)
 
+pub mod dashboard;
 pub mod keys;
+pub mod login;
 pub mod logs;
-pub mod pages;
+pub mod page;
 pub mod request;
 pub mod session;
-pub mod stats;
 pub mod views;
 
 use actix_web::{web, HttpResponse};
@@ -32,25 +33,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/keys/{id}", web::patch().to(keys::patch))
         .route("/logs", web::get().to(logs::list))
         .route("/clear_logs", web::post().to(logs::clear))
-        .route("/api/stats/overview", web::get().to(stats::overview_json))
-        .route("/api/stats/daily", web::get().to(stats::daily_json))
-        .route("/api/stats/monthly", web::get().to(stats::monthly_json))
+        .route("/api/stats/overview", web::get().to(dashboard::overview_json))
+        .route("/api/stats/daily", web::get().to(dashboard::daily_json))
+        .route("/api/stats/monthly", web::get().to(dashboard::monthly_json))
         // Pages
-        .route("/", web::get().to(pages::root))
-        .route("/login", web::get().to(pages::root))
-        .route("/login", web::post().to(pages::login))
-        .route("/logout", web::get().to(pages::logout_page))
-        .route("/logout", web::post().to(pages::logout))
-        .route("/static/admin.css", web::get().to(pages::css))
-        .route("/admin", web::get().to(pages::dashboard))
-        .route("/admin/keys", web::get().to(pages::keys_page))
-        .route("/admin/keys/import", web::post().to(pages::keys_import))
-        .route("/admin/keys/refresh", web::post().to(pages::keys_refresh))
-        .route("/admin/keys/{id}/delete", web::get().to(pages::key_delete_confirm))
-        .route("/admin/keys/{id}/{action}", web::post().to(pages::key_action))
-        .route("/admin/logs", web::get().to(pages::logs_page))
-        .route("/admin/logs.csv", web::get().to(pages::logs_csv))
-        .route("/admin/logs/clear", web::get().to(pages::logs_clear_confirm))
-        .route("/admin/logs/clear", web::post().to(pages::logs_clear));
+        .route("/", web::get().to(login::root))
+        .route("/login", web::get().to(login::root))
+        .route("/login", web::post().to(login::login))
+        .route("/logout", web::get().to(login::logout_page))
+        .route("/logout", web::post().to(login::logout))
+        .route("/static/admin.css", web::get().to(page::css))
+        .route("/admin", web::get().to(dashboard::dashboard))
+        .route("/admin/keys", web::get().to(keys::keys_page))
+        .route("/admin/keys/import", web::post().to(keys::keys_import))
+        .route("/admin/keys/refresh", web::post().to(keys::keys_refresh))
+        .route("/admin/keys/{id}/delete", web::get().to(keys::key_delete_confirm))
+        .route("/admin/keys/{id}/{action}", web::post().to(keys::key_action))
+        .route("/admin/logs", web::get().to(logs::logs_page))
+        .route("/admin/logs.csv", web::get().to(logs::logs_csv))
+        .route("/admin/logs/clear", web::get().to(logs::logs_clear_confirm))
+        .route("/admin/logs/clear", web::post().to(logs::logs_clear));
     cfg.service(scope);
 }

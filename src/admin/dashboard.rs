@@ -1,4 +1,4 @@
-//! Usage statistics from the hourly rollup: today by hour, this month by day,
+//! The dashboard, its page and its JSON. Usage statistics from the hourly rollup: today by hour, this month by day,
 //! tokens by model, calls by key, all in the one configured time zone.
 
 use std::collections::HashMap;
@@ -6,10 +6,14 @@ use std::collections::HashMap;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Utc};
+use maud::{html, Markup};
 use serde::Serialize;
 
 use super::error;
+use super::page::{page_session, warnings};
 use super::session::require_admin;
+use super::views::charts::{bar_chart, compact, hbar_chart, BarSeries};
+use super::views::{card, layout, page, Chrome};
 use crate::db::queries::keys;
 use crate::db::queries::stats::{self as sq, Agg};
 use crate::db::{self, now_ms};
@@ -264,6 +268,84 @@ pub async fn monthly_json(req: HttpRequest, state: web::Data<AppState>) -> HttpR
     match monthly_series(&state).await {
         Ok(s) => HttpResponse::Ok().json(s),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+// ------------------------------------------------------------ the page
+
+pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let s = match page_session(&req, &state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (o, day, month) =
+        match (overview(&state).await, daily_series(&state).await, monthly_series(&state).await) {
+            (Ok(o), Ok(d), Ok(m)) => (o, d, m),
+            _ => {
+                return page(StatusCode::SERVICE_UNAVAILABLE, html! { p { "The database is unavailable." } })
+            }
+        };
+    let k = &o.keys;
+    let content = html! {
+        h1 { "Dashboard" }
+        div.cards {
+            (card("Keys", o.key_count.to_string(), Some(format!("{} active · {} cooling · {} exhausted · {} invalid · {} disabled", k.active, k.cooling, k.exhausted, k.invalid, k.disabled))))
+            (balance_card(&o))
+            (card("Calls today", compact(o.calls_today), Some(format!("{} tokens", compact(o.tokens_today)))))
+            (card("Calls this month", compact(o.calls_month), Some(format!("{} tokens", compact(o.tokens_month)))))
+            (card("Success rate", format!("{:.1}%", o.success_rate * 100.0), Some(format!("{} errors this month", o.errors_month))))
+            (card("Mean latency", format!("{:.0} ms", o.mean_latency_ms), Some("this month".into())))
+        }
+        div.charts {
+            (bar_chart("Calls by hour, today", "calls", &day.labels, &[BarSeries { name: "calls", values: &day.calls, class: "bar1" }]))
+            (bar_chart("Tokens by hour, today", "tokens", &day.labels, &[
+                BarSeries { name: "input", values: &day.input_tokens, class: "bar1" },
+                BarSeries { name: "output", values: &day.output_tokens, class: "bar2" },
+            ]))
+            (bar_chart("Calls by day, this month", "calls", &month.labels, &[BarSeries { name: "calls", values: &month.calls, class: "bar1" }]))
+            (bar_chart("Tokens by day, this month", "tokens", &month.labels, &[
+                BarSeries { name: "input", values: &month.input_tokens, class: "bar1" },
+                BarSeries { name: "output", values: &month.output_tokens, class: "bar2" },
+            ]))
+            (hbar_chart("Tokens by model, this month (top 10)", "tokens",
+                &month.model_labels.iter().cloned().zip(month.model_tokens.iter().copied()).collect::<Vec<_>>()))
+            (hbar_chart("Calls by key, this month", "calls",
+                &o.calls_by_key.iter().take(15).map(|c| (c.key.clone(), c.calls)).collect::<Vec<_>>()))
+        }
+        p.muted { "Times in " (o.timezone) " (TIMEZONE). All-time: " (compact(o.total_calls)) " calls, " (compact(o.total_tokens)) " tokens." }
+    };
+    let chrome = Chrome {
+        title: "Dashboard",
+        nav: "dashboard",
+        csrf: Some(&s.csrf),
+        warnings: warnings(&state),
+        notice: None,
+    };
+    page(StatusCode::OK, layout(chrome, content))
+}
+
+/// The pool's balance: what is known, and how much is not.
+fn balance_card(o: &Overview) -> Markup {
+    let (known, unknown) = (o.balance_known_accounts, o.balance_unknown_accounts);
+    match o.total_balance {
+        None if unknown == 0 => card("Total balance", "—".into(), Some("no usable key".into())),
+        None => card(
+            "Total balance",
+            "unknown".into(),
+            Some(if unknown == 1 {
+                "SiliconFlow does not report this account's balance; exhaustion is learned from calls".into()
+            } else {
+                format!("SiliconFlow does not report balances of these {unknown} accounts; exhaustion is learned from calls")
+            }),
+        ),
+        Some(t) if unknown == 0 => {
+            card("Total balance", format!("¥{t:.2}"), Some("each account counted once".into()))
+        }
+        Some(t) => card(
+            "Known balance",
+            format!("¥{t:.2}"),
+            Some(format!("{known} of {} accounts; {unknown} unknown (not counted)", known + unknown)),
+        ),
     }
 }
 
