@@ -77,6 +77,33 @@ pub fn snippet(body: &[u8]) -> String {
     text.trim().replace(['\n', '\r'], " ")
 }
 
+/// The endpoints the proxy serves (SiliconFlow's, and the aliases it takes),
+/// for the log's endpoint filter. A filter on one also takes the paths below
+/// it (`/v1/batches` takes `/v1/batches/b1/cancel`).
+pub const ENDPOINTS: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/messages",
+    "/v1/embeddings",
+    "/v1/rerank",
+    "/v1/images/generations",
+    "/v1/image/generations",
+    "/v1/audio/speech",
+    "/v1/audio/transcriptions",
+    "/v1/audio/reference",
+    "/v1/uploads/audio/voice",
+    "/v1/audio/voice/list",
+    "/v1/audio/voice/deletions",
+    "/v1/video/generations",
+    "/v1/video/submit",
+    "/v1/video/status",
+    "/v1/files",
+    "/v1/batches",
+    "/v1/models",
+    "/v1/user/models",
+    "/v1/user/info",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,14 +9,14 @@ use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Utc};
 use maud::{html, Markup};
 use serde::Serialize;
 
-use super::error;
+use super::error::AdminError;
 use super::page::{page_session, warnings};
-use super::session::require_admin;
+use super::session::Admin;
 use super::views::charts::{bar_chart, compact, hbar_chart, BarSeries};
 use super::views::{card, layout, page, Chrome};
 use crate::db::queries::keys;
 use crate::db::queries::stats::{self as sq, Agg};
-use crate::db::{self, now_ms};
+use crate::db::{self, now_ms, DbError};
 use crate::pool::StateCounts;
 use crate::state::AppState;
 
@@ -136,7 +136,7 @@ pub fn series(b: &Buckets, hours: &[(i64, Agg)], models: &[(String, Agg)], tz: &
     s
 }
 
-async fn load_series(state: &AppState, b: Buckets) -> Result<Series, String> {
+async fn load_series(state: &AppState, b: Buckets) -> Result<Series, DbError> {
     let tz = state.config.timezone;
     let (from, to) = b.hours();
     db::run(&state.db, move |conn| {
@@ -147,11 +147,11 @@ async fn load_series(state: &AppState, b: Buckets) -> Result<Series, String> {
     .await
 }
 
-pub async fn daily_series(state: &AppState) -> Result<Series, String> {
+pub async fn daily_series(state: &AppState) -> Result<Series, DbError> {
     load_series(state, Buckets::today(&state.config.timezone, now_ms())).await
 }
 
-pub async fn monthly_series(state: &AppState) -> Result<Series, String> {
+pub async fn monthly_series(state: &AppState) -> Result<Series, DbError> {
     load_series(state, Buckets::this_month(&state.config.timezone, now_ms())).await
 }
 
@@ -188,7 +188,7 @@ pub struct KeyCalls {
     pub tokens: i64,
 }
 
-pub async fn overview(state: &AppState) -> Result<Overview, String> {
+pub async fn overview(state: &AppState) -> Result<Overview, DbError> {
     let tz = state.config.timezone;
     let now = now_ms();
     let today = Buckets::today(&tz, now).hours();
@@ -241,34 +241,16 @@ pub async fn overview(state: &AppState) -> Result<Overview, String> {
     })
 }
 
-pub async fn overview_json(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(resp) = require_admin(&req, &state, None).await {
-        return resp;
-    }
-    match overview(&state).await {
-        Ok(o) => HttpResponse::Ok().json(o),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
+pub async fn overview_json(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, AdminError> {
+    Ok(HttpResponse::Ok().json(overview(&state).await?))
 }
 
-pub async fn daily_json(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(resp) = require_admin(&req, &state, None).await {
-        return resp;
-    }
-    match daily_series(&state).await {
-        Ok(s) => HttpResponse::Ok().json(s),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
+pub async fn daily_json(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, AdminError> {
+    Ok(HttpResponse::Ok().json(daily_series(&state).await?))
 }
 
-pub async fn monthly_json(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(resp) = require_admin(&req, &state, None).await {
-        return resp;
-    }
-    match monthly_series(&state).await {
-        Ok(s) => HttpResponse::Ok().json(s),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
+pub async fn monthly_json(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, AdminError> {
+    Ok(HttpResponse::Ok().json(monthly_series(&state).await?))
 }
 
 // ------------------------------------------------------------ the page
@@ -276,7 +258,7 @@ pub async fn monthly_json(req: HttpRequest, state: web::Data<AppState>) -> HttpR
 pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let s = match page_session(&req, &state).await {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return e.page(),
     };
     let (o, day, month) =
         match (overview(&state).await, daily_series(&state).await, monthly_series(&state).await) {

@@ -6,22 +6,25 @@ use std::sync::atomic::Ordering;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::FixedOffset;
-use maud::{html, Markup};
+use maud::html;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::error;
-use super::page::{confirm_page, page_session, posted_form, see_other, warnings, with_notice, Confirm};
+use super::error::AdminError;
+use super::error::PageError;
+use super::page::{confirm_page, page_session, posted_form, see_other, warnings, Confirm, Notice};
 use super::request::admin_body;
-use super::session::{authenticate, require_admin, Session};
+use super::session::{Admin, AdminWithBody, Session};
 use super::views::{badge, csrf_field, layout, link_with, page, pager, when, Chrome};
 use crate::db::models::KeyRow;
 use crate::db::queries::keys as kq;
-use crate::db::{iso, now_ms};
-use crate::pool::actor::{parse_label, AddKeys, AddResult, AddStatus, CheckSummary, CheckedKey, KeyCommand};
+use crate::db::{iso, now_ms, DbError};
+use crate::pool::actor::{
+    parse_label, AddKeys, AddResult, AddStatus, CheckSummary, CheckedKey, DeleteInState, KeyCommand,
+};
 use crate::pool::check::{check_key, checked_in_order, CheckOutcome};
 use crate::pool::refresher::{RefreshNow, Running};
-use crate::pool::{mask_key, PoolKey};
+use crate::pool::{mask_key, KeyState, PoolKey};
 use crate::state::{AppState, Upstream};
 
 /// Most keys one import takes.
@@ -57,20 +60,14 @@ fn looks_like_key(k: &str) -> bool {
 }
 
 pub async fn import(
+    who: AdminWithBody,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
     upstream: web::Data<Upstream>,
-) -> HttpResponse {
-    // Who asks is settled from the headers before a byte of the body is read.
-    let who = match authenticate(&req, &state).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let body = match admin_body(&req, payload, &state).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+) -> Result<HttpResponse, AdminError> {
+    // Who asks was settled from the headers before a byte of the body is read.
+    let body = admin_body(&req, payload, &state).await?;
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
     let form = content_type.starts_with("application/x-www-form-urlencoded");
     #[derive(Deserialize)]
@@ -84,38 +81,36 @@ pub async fn import(
         Some(Ok(f)) => f.csrf.clone(),
         _ => None,
     };
-    if let Err(resp) = who.check_csrf(&req, form_csrf.as_deref()) {
-        return resp;
-    }
+    who.0.check_csrf(&req, form_csrf.as_deref())?;
     let (text, account) = match parsed_form {
         Some(Ok(Form { keys: Some(k), account, .. })) => (k, account),
-        Some(_) => return error(StatusCode::BAD_REQUEST, "expected a form field `keys`"),
+        Some(_) => return Err(AdminError::BadRequest("expected a form field `keys`".into())),
         None => match serde_json::from_slice::<ImportBody>(&body) {
             Ok(ImportBody { keys: KeysField::Text(t), account }) => (t, account),
             Ok(ImportBody { keys: KeysField::List(l), account }) => (l.join("\n"), account),
             Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
+                return Err(AdminError::BadRequest(format!(
                     "expected JSON {{\"keys\": \"sk-a\\nsk-b\"}} or {{\"keys\": [\"sk-a\", \"sk-b\"]}}: {e}"
-                ),
-                )
+                )))
             }
         },
     };
-    let label = match parse_label(account.as_deref()) {
-        Ok(l) => l,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("`account`: {e}")),
-    };
-    let candidates = parse_key_list(&text);
+    let label =
+        parse_label(account.as_deref()).map_err(|e| AdminError::BadRequest(format!("`account`: {e}")))?;
+    let candidates = checked_candidates(&text)?;
+    Ok(HttpResponse::Ok().json(import_keys(candidates, label, &state, &upstream.client).await))
+}
+
+/// The keys of an import's text, or why there are none to take.
+pub fn checked_candidates(text: &str) -> Result<Vec<String>, AdminError> {
+    let candidates = parse_key_list(text);
     if candidates.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "no keys given");
+        return Err(AdminError::BadRequest("no keys given".into()));
     }
     if candidates.len() > MAX_IMPORT {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("at most {MAX_IMPORT} keys per import"));
+        return Err(AdminError::TooLarge(format!("at most {MAX_IMPORT} keys per import")));
     }
-    let report = import_keys(candidates, label, &state, &upstream.client).await;
-    HttpResponse::Ok().json(report)
+    Ok(candidates)
 }
 
 /// SiliconFlow's two official hosts; keys of one answer 401 on the other.
@@ -255,130 +250,135 @@ pub async fn refresh_every_key(state: &AppState, wait: std::time::Duration) -> R
 }
 
 pub async fn refresh_all(
-    req: HttpRequest,
+    _: Admin,
     query: web::Query<RefreshQuery>,
     state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Err(resp) = require_admin(&req, &state, None).await {
-        return resp;
-    }
+) -> Result<HttpResponse, AdminError> {
     let wait = std::time::Duration::from_secs(query.wait.unwrap_or(30).min(300));
-    match refresh_every_key(&state, wait).await {
+    Ok(match refresh_every_key(&state, wait).await {
         RefreshAnswer::Done(summary) => HttpResponse::Ok().json(summary),
         RefreshAnswer::Running(progress) => HttpResponse::Accepted().json(json!({
             "running": progress,
             "message": "the refresh goes on; GET /health shows its progress (auto_refresh.running) and its end (last_run)",
         })),
-        RefreshAnswer::Unavailable(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
+        RefreshAnswer::Unavailable(e) => return Err(AdminError::Unavailable(e)),
+    })
 }
 
 pub async fn refresh_one(
-    req: HttpRequest,
+    _: Admin,
     path: web::Path<String>,
     state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Err(resp) = require_admin(&req, &state, None).await {
-        return resp;
-    }
-    let Some(id) = known_id(&path, &state) else {
-        return not_found(&path);
-    };
-    match state.refresher.send(RefreshNow(Some(vec![id]))).await {
-        Ok(started) => {
-            let summary = started.summary().await;
-            HttpResponse::Ok().json(json!({"id": id, "result": summary, "key": key_json(&state, id).await}))
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("refresher unavailable: {e}")),
-    }
+) -> Result<HttpResponse, AdminError> {
+    let id = known_id(&path, &state)?;
+    let summary = state.refresher.send(RefreshNow(Some(vec![id]))).await?.summary().await;
+    Ok(HttpResponse::Ok().json(json!({"id": id, "result": summary, "key": key_json(&state, id).await?})))
 }
 
-fn known_id(path: &str, state: &AppState) -> Option<i64> {
-    let id = path.parse::<i64>().ok()?;
-    state.pool.snapshot().get(id).map(|k| k.id)
-}
-
-fn not_found(path: &str) -> HttpResponse {
-    error(StatusCode::NOT_FOUND, format!("no key with id {path:?}"))
+/// A key of the pool by the id in a path, or 404.
+pub fn known_id(path: &str, state: &AppState) -> Result<i64, AdminError> {
+    path.parse::<i64>()
+        .ok()
+        .and_then(|id| state.pool.snapshot().get(id).map(|k| k.id))
+        .ok_or_else(|| AdminError::NotFound(format!("no key with id {path:?}")))
 }
 
 async fn command(
-    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
     make: fn(i64) -> KeyCommand,
-) -> HttpResponse {
-    if let Err(resp) = require_admin(&req, &state, None).await {
-        return resp;
-    }
-    let Some(id) = known_id(&path, &state) else {
-        return not_found(&path);
-    };
-    match state.pool_actor.send(make(id)).await {
-        Ok(Ok(())) => {
-            HttpResponse::Ok().json(json!({"id": id, "ok": true, "key": key_json(&state, id).await}))
+) -> Result<HttpResponse, AdminError> {
+    let id = known_id(&path, &state)?;
+    state.pool_actor.send(make(id)).await??;
+    Ok(HttpResponse::Ok().json(json!({"id": id, "ok": true, "key": key_json(&state, id).await?})))
+}
+
+pub async fn enable(
+    _: Admin,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    command(path, state, KeyCommand::Enable).await
+}
+
+pub async fn disable(
+    _: Admin,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    command(path, state, KeyCommand::Disable).await
+}
+
+pub async fn delete(
+    _: Admin,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    command(path, state, KeyCommand::Delete).await
+}
+
+#[derive(Deserialize)]
+pub struct StateQuery {
+    state: Option<String>,
+}
+
+/// Deletes every key in a state the owner would clear out: invalid,
+/// exhausted or disabled. Answers how many.
+pub async fn delete_in_state(state: &AppState, which: Option<&str>) -> Result<usize, AdminError> {
+    let which = match which.map(str::trim) {
+        Some("invalid") => KeyState::Invalid,
+        Some("exhausted") => KeyState::Exhausted,
+        Some("disabled") => KeyState::Disabled,
+        Some(other) if !other.is_empty() => {
+            return Err(AdminError::BadRequest(format!(
+                "state={other:?}: keys can be deleted in bulk by state invalid, exhausted or disabled"
+            )))
         }
-        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("pool unavailable: {e}")),
-    }
+        _ => {
+            return Err(AdminError::BadRequest(
+                "say which keys: ?state=invalid, exhausted or disabled (one key: DELETE /api/keys/{id})"
+                    .into(),
+            ))
+        }
+    };
+    Ok(state.pool_actor.send(DeleteInState(which)).await??)
 }
 
-pub async fn enable(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
-    command(req, path, state, KeyCommand::Enable).await
-}
-
-pub async fn disable(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
-    command(req, path, state, KeyCommand::Disable).await
-}
-
-pub async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
-    command(req, path, state, KeyCommand::Delete).await
+/// `DELETE /api/keys?state=invalid`: `{"deleted": n, "state": "invalid"}`.
+pub async fn delete_many(
+    _: Admin,
+    query: web::Query<StateQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    let n = delete_in_state(&state, query.state.as_deref()).await?;
+    Ok(HttpResponse::Ok().json(json!({"deleted": n, "state": query.state})))
 }
 
 /// `PATCH /api/keys/{id}` with `{"account": "team-a"}` (or `null` / `""` to
 /// take the key out): the account of a key whose upstream names none.
 pub async fn patch(
+    _: Admin,
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Err(resp) = require_admin(&req, &state, None).await {
-        return resp;
-    }
-    let body = match admin_body(&req, payload, &state).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let Some(id) = known_id(&path, &state) else {
-        return not_found(&path);
-    };
+) -> Result<HttpResponse, AdminError> {
+    // JSON only: a session's CSRF token comes in its header (checked by `Admin`).
+    let body = admin_body(&req, payload, &state).await?;
+    let id = known_id(&path, &state)?;
+    let bad = |m: &str| AdminError::BadRequest(m.to_string());
     let account = match serde_json::from_slice::<serde_json::Value>(&body) {
         Ok(serde_json::Value::Object(m)) => match m.get("account") {
             Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(s)) => Some(s.clone()),
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "expected {\"account\": \"name\"} or {\"account\": null}",
-                )
-            }
+            _ => return Err(bad("expected {\"account\": \"name\"} or {\"account\": null}")),
         },
-        _ => {
-            return error(StatusCode::BAD_REQUEST, "expected a JSON object such as {\"account\": \"team-a\"}")
-        }
+        _ => return Err(bad("expected a JSON object such as {\"account\": \"team-a\"}")),
     };
-    let label = match parse_label(account.as_deref()) {
-        Ok(l) => l,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("`account`: {e}")),
-    };
-    match state.pool_actor.send(KeyCommand::SetAccount(id, label)).await {
-        Ok(Ok(())) => {
-            HttpResponse::Ok().json(json!({"id": id, "ok": true, "key": key_json(&state, id).await}))
-        }
-        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("pool unavailable: {e}")),
-    }
+    let label =
+        parse_label(account.as_deref()).map_err(|e| AdminError::BadRequest(format!("`account`: {e}")))?;
+    state.pool_actor.send(KeyCommand::SetAccount(id, label)).await??;
+    Ok(HttpResponse::Ok().json(json!({"id": id, "ok": true, "key": key_json(&state, id).await?})))
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -436,7 +436,7 @@ fn view(r: KeyRow, live: Option<&PoolKey>, now: i64) -> KeyView {
 }
 
 /// All keys as the owner sees them (for a text search, which needs every row).
-pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, String> {
+pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, DbError> {
     let rows = crate::db::run(&state.db, kq::all).await?;
     let snapshot = state.pool.snapshot();
     let now = now_ms();
@@ -450,7 +450,7 @@ pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, String> {
 }
 
 /// The keys with these ids, in this order, as the owner sees them.
-async fn views_of(state: &AppState, ids: Vec<i64>) -> Result<Vec<KeyView>, String> {
+async fn views_of(state: &AppState, ids: Vec<i64>) -> Result<Vec<KeyView>, DbError> {
     let wanted = ids.clone();
     let rows = crate::db::run(&state.db, move |conn| kq::by_ids(conn, &wanted)).await?;
     let mut rows: std::collections::HashMap<i64, KeyRow> = rows.into_iter().map(|r| (r.id, r)).collect();
@@ -462,8 +462,8 @@ async fn views_of(state: &AppState, ids: Vec<i64>) -> Result<Vec<KeyView>, Strin
         .collect())
 }
 
-async fn key_json(state: &AppState, id: i64) -> Option<KeyView> {
-    views_of(state, vec![id]).await.ok()?.into_iter().next()
+async fn key_json(state: &AppState, id: i64) -> Result<Option<KeyView>, DbError> {
+    Ok(views_of(state, vec![id]).await?.into_iter().next())
 }
 
 /// One page of keys: `(keys, total, page, page_size)`. Without a text search
@@ -473,7 +473,7 @@ async fn key_json(state: &AppState, id: i64) -> Option<KeyView> {
 pub async fn key_page(
     state: &AppState,
     q: &ListQuery,
-) -> Result<(Vec<KeyView>, usize, usize, usize), String> {
+) -> Result<(Vec<KeyView>, usize, usize, usize), DbError> {
     if q.q.as_deref().is_some_and(|t| !t.trim().is_empty()) {
         return Ok(filter_sort_page(key_views(state).await?, q));
     }
@@ -550,18 +550,12 @@ pub fn filter_sort_page(mut views: Vec<KeyView>, q: &ListQuery) -> (Vec<KeyView>
 }
 
 pub async fn list(
-    req: HttpRequest,
+    _: Admin,
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Err(resp) = require_admin(&req, &state, None).await {
-        return resp;
-    }
-    match key_page(&state, &query).await {
-        Ok((keys, total, page, page_size)) => HttpResponse::Ok()
-            .json(json!({"keys": keys, "total": total, "page": page, "page_size": page_size})),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
+) -> Result<HttpResponse, AdminError> {
+    let (keys, total, page, page_size) = key_page(&state, &query).await?;
+    Ok(HttpResponse::Ok().json(json!({"keys": keys, "total": total, "page": page, "page_size": page_size})))
 }
 
 #[derive(Deserialize)]
@@ -570,19 +564,12 @@ pub struct ExportQuery {
 }
 
 /// The one place full keys leave the proxy: the owner's export.
-pub async fn export(
-    req: HttpRequest,
-    query: web::Query<ExportQuery>,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Err(resp) = require_admin(&req, &state, None).await {
-        return resp;
-    }
+pub async fn export(_: Admin, query: web::Query<ExportQuery>, state: web::Data<AppState>) -> HttpResponse {
     let all = matches!(query.all.as_deref(), Some("1" | "true" | "yes"));
     // From the running pool (every key, with its live state): no database read.
     let snapshot = state.pool.snapshot();
     let mut out = String::with_capacity(snapshot.keys.len() * 64);
-    for k in snapshot.keys.iter().filter(|k| all || k.state() != crate::pool::KeyState::Invalid) {
+    for k in snapshot.keys.iter().filter(|k| all || k.state() != KeyState::Invalid) {
         out.push_str(&k.secret);
         out.push('\n');
     }
@@ -607,6 +594,9 @@ pub struct KeysPageQuery {
     q: Option<String>,
     state: Option<String>,
     notice: Option<String>,
+    n: Option<String>,
+    /// An import's results to show (post/redirect/get).
+    import: Option<String>,
 }
 
 fn local_iso(iso: &Option<String>, tz: &FixedOffset) -> String {
@@ -617,12 +607,8 @@ fn local_iso(iso: &Option<String>, tz: &FixedOffset) -> String {
     when(ms, tz)
 }
 
-async fn render_keys(
-    state: &AppState,
-    s: &Session,
-    q: KeysPageQuery,
-    import: Option<Markup>,
-) -> HttpResponse {
+async fn render_keys(state: &AppState, s: &Session, q: KeysPageQuery) -> Result<HttpResponse, PageError> {
+    let import = q.import.as_deref().and_then(|t| imports::render(t, &s.csrf));
     let tz = state.config.timezone;
     let list = ListQuery {
         page: q.page.as_deref().and_then(|p| p.parse().ok()),
@@ -632,12 +618,21 @@ async fn render_keys(
         q: q.q.clone(),
         state: q.state.clone(),
     };
-    let (rows, total, page_no, page_size) = match key_page(state, &list).await {
-        Ok(v) => v,
-        Err(e) => {
-            return page(StatusCode::SERVICE_UNAVAILABLE, html! { p { "The database is unavailable: " (e) } })
+    let (rows, total, page_no, page_size) = key_page(state, &list).await?;
+    let (known_total, unknown) = {
+        let snapshot = state.pool.snapshot();
+        let live =
+            snapshot.keys.iter().filter(|k| !matches!(k.state(), KeyState::Invalid | KeyState::Disabled));
+        let (mut sum, mut unknown) = (0.0, 0usize);
+        for k in live {
+            match k.balance() {
+                Some(b) => sum += b.max(0.0),
+                None => unknown += 1,
+            }
         }
+        (sum, unknown)
     };
+    let counts = state.pool.counts(now_ms());
     let query: Vec<(&str, String)> = vec![
         ("q", q.q.clone().unwrap_or_default()),
         ("state", q.state.clone().unwrap_or_default()),
@@ -656,6 +651,11 @@ async fn render_keys(
                 ("page", String::new()),
             ],
         )
+    };
+    let arrow = |col: &str| match (q.sort.as_deref() == Some(col), q.order.as_deref() == Some("desc")) {
+        (true, true) => " ▼",
+        (true, false) => " ▲",
+        _ => "",
     };
     let csrf = s.csrf.as_str();
     let content = html! {
@@ -693,8 +693,22 @@ async fn render_keys(
                 (csrf_field(csrf))
                 button type="submit" { "Refresh all" }
             }
+            @if counts.exhausted > 0 {
+                form.inline method="post" action="/admin/keys/bulk/recheck-exhausted" {
+                    (csrf_field(csrf))
+                    button.secondary type="submit" title="check every exhausted key against SiliconFlow now" { "Re-check " (counts.exhausted) " exhausted" }
+                }
+            }
+            @if counts.invalid > 0 {
+                a.button.danger href="/admin/keys/bulk/delete-invalid" { "Delete " (counts.invalid) " invalid" }
+            }
             a.button.secondary href="/export_keys" { "Export" }
             a.button.secondary href="/export_keys?all=1" title="including invalid keys" { "Export all" }
+        }
+        p.muted {
+            "Balance of the keys that can serve: " strong { (format!("{known_total:.2}")) } " (known balances)"
+            @if unknown > 0 { "; " (unknown) " " (if unknown == 1 { "key's" } else { "keys'" }) " balance unknown (SiliconFlow does not report it)" }
+            "."
         }
         @if let Some(r) = &state.refresh_status.load().running {
             div.banner.info { "A refresh of every key is running: " (r.checked) " of " (r.total) " checked (reload to follow it)." }
@@ -704,12 +718,12 @@ async fn render_keys(
         }
         table {
             thead { tr {
-                th { a href=(sort_link("id")) { "#" } }
+                th { a href=(sort_link("id")) { "#" (arrow("id")) } }
                 th { "Key" }
-                th { a href=(sort_link("state")) { "State" } }
-                th.num { a href=(sort_link("balance")) { "Balance" } }
-                th.num { a href=(sort_link("usage_count")) { "Calls" } }
-                th { a href=(sort_link("last_used")) { "Last used" } }
+                th { a href=(sort_link("state")) { "State" (arrow("state")) } }
+                th.num { a href=(sort_link("balance")) { "Balance" (arrow("balance")) } }
+                th.num { a href=(sort_link("usage_count")) { "Calls" (arrow("usage_count")) } }
+                th { a href=(sort_link("last_used")) { "Last used" (arrow("last_used")) } }
                 th { "Last checked" }
                 th { "Account" }
                 th { "Last error" }
@@ -748,10 +762,14 @@ async fn render_keys(
                         }
                         td.err title=[k.last_error.clone()] { (k.last_error.clone().unwrap_or_default()) }
                         td { div.actions {
-                            form.inline method="post" action=(format!("/admin/keys/{}/refresh", k.id)) { (csrf_field(csrf)) button.small.secondary type="submit" { "Refresh" } }
-                            @if k.state == "disabled" {
+                            // What makes sense in each state: a disabled key is
+                            // enabled, an exhausted one enabled or re-checked, an
+                            // invalid one re-checked or deleted (not disabled).
+                            form.inline method="post" action=(format!("/admin/keys/{}/refresh", k.id)) { (csrf_field(csrf)) button.small.secondary type="submit" { "Re-check" } }
+                            @if matches!(k.state, "disabled" | "exhausted") {
                                 form.inline method="post" action=(format!("/admin/keys/{}/enable", k.id)) { (csrf_field(csrf)) button.small.secondary type="submit" { "Enable" } }
-                            } @else {
+                            }
+                            @if matches!(k.state, "active" | "cooling" | "exhausted") {
                                 form.inline method="post" action=(format!("/admin/keys/{}/disable", k.id)) { (csrf_field(csrf)) button.small.secondary type="submit" { "Disable" } }
                             }
                             a.button.small.secondary href=(format!("/admin/keys/{}/delete", k.id)) { "Delete" }
@@ -767,9 +785,9 @@ async fn render_keys(
         nav: "keys",
         csrf: Some(csrf),
         warnings: warnings(state),
-        notice: q.notice.clone(),
+        notice: Notice::parse(q.notice.as_deref(), q.n.as_deref()).map(|n| n.text()),
     };
-    page(StatusCode::OK, layout(chrome, content))
+    Ok(page(StatusCode::OK, layout(chrome, content)))
 }
 
 fn retry_text(state: &AppState) -> String {
@@ -785,11 +803,9 @@ pub async fn keys_page(
     req: HttpRequest,
     state: web::Data<AppState>,
     query: web::Query<KeysPageQuery>,
-) -> HttpResponse {
-    match page_session(&req, &state).await {
-        Ok(s) => render_keys(&state, &s, query.into_inner(), None).await,
-        Err(r) => r,
-    }
+) -> Result<HttpResponse, PageError> {
+    let s = page_session(&req, &state).await?;
+    render_keys(&state, &s, query.into_inner()).await
 }
 
 /// The import form's fields (its CSRF token is checked by `posted_form`).
@@ -799,28 +815,42 @@ struct ImportForm {
     account: Option<String>,
 }
 
-pub async fn keys_import(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    upstream: web::Data<Upstream>,
-) -> HttpResponse {
-    let (s, body) = match posted_form(&req, payload, &state).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let form = serde_urlencoded::from_bytes::<ImportForm>(&body).unwrap_or_default();
-    let keys = parse_key_list(form.keys.as_deref().unwrap_or(""));
-    let label = parse_label(form.account.as_deref());
-    let summary = if keys.is_empty() {
-        html! { div.banner.error { "No keys given." } }
-    } else if keys.len() > MAX_IMPORT {
-        html! { div.banner.error { "At most " (MAX_IMPORT) " keys per import." } }
-    } else if let Err(e) = &label {
-        html! { div.banner.error { "Account: " (e) } }
-    } else {
-        let r = import_keys(keys, label.unwrap_or_default(), &state, &upstream.client).await;
-        html! {
+/// Imports' results kept for the page the browser is sent to after the
+/// import (post/redirect/get: a reload does not import again), for the
+/// session that made them, for ten minutes.
+mod imports {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use maud::{html, Markup};
+
+    use super::ImportReport;
+
+    type Kept = HashMap<String, (Instant, String, ImportReport)>;
+    static KEPT: Mutex<Option<Kept>> = Mutex::new(None);
+    const TTL: Duration = Duration::from_secs(600);
+
+    /// Keeps a report for the session with this CSRF token; the token to show it.
+    pub fn keep(report: ImportReport, session_csrf: &str) -> String {
+        let token = super::random_token();
+        let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+        let map = kept.get_or_insert_with(HashMap::new);
+        map.retain(|_, (at, _, _)| at.elapsed() < TTL);
+        if map.len() >= 256 {
+            map.clear();
+        }
+        map.insert(token.clone(), (Instant::now(), session_csrf.to_string(), report));
+        token
+    }
+
+    pub fn render(token: &str, session_csrf: &str) -> Option<Markup> {
+        let kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, owner, r) = kept.as_ref()?.get(token)?;
+        if at.elapsed() >= TTL || owner != session_csrf {
+            return None;
+        }
+        Some(html! {
             div.banner.info role="status" {
                 strong { "Import: " (r.added) " added, " (r.duplicates) " duplicate" @if r.duplicates != 1 { "s" } ", " (r.invalid) " invalid, " (r.failed) " not checked (stored; the next refresh will check them)." }
                 ul.results {
@@ -830,31 +860,52 @@ pub async fn keys_import(
                     }
                 }
             }
-        }
-    };
-    render_keys(&state, &s, KeysPageQuery::default(), Some(summary)).await
+        })
+    }
+}
+
+fn random_token() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 24)
+}
+
+pub async fn keys_import(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
+) -> Result<HttpResponse, PageError> {
+    let (s, body) = posted_form(&req, payload, &state).await?;
+    let form = serde_urlencoded::from_bytes::<ImportForm>(&body).unwrap_or_default();
+    let keys = checked_candidates(form.keys.as_deref().unwrap_or(""))?;
+    let label =
+        parse_label(form.account.as_deref()).map_err(|e| AdminError::BadRequest(format!("Account: {e}")))?;
+    let report = import_keys(keys, label, &state, &upstream.client).await;
+    let token = imports::keep(report, &s.csrf);
+    Ok(see_other(&link_with("/admin/keys", &[], &[("import", token)])))
 }
 
 pub async fn keys_refresh(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Err(r) = posted_form(&req, payload, &state).await {
-        return r;
-    }
+) -> Result<HttpResponse, PageError> {
+    posted_form(&req, payload, &state).await?;
     let notice = match refresh_every_key(&state, std::time::Duration::from_secs(20)).await {
-        RefreshAnswer::Done(r) => format!(
-            "Refreshed {} keys: {} active, {} exhausted, {} invalid, {} unchanged (the check failed for a passing reason).",
-            r.checked, r.active, r.exhausted, r.invalid, r.unchanged
+        RefreshAnswer::Done(r) => Notice::Refreshed(
+            r.checked as u64,
+            r.active as u64,
+            r.exhausted as u64,
+            r.invalid as u64,
+            r.unchanged as u64,
         ),
-        RefreshAnswer::Running(p) => match p {
-            Some(p) => format!("The refresh goes on in the background: {} of {} keys checked so far.", p.checked, p.total),
-            None => "The refresh goes on in the background.".to_string(),
-        },
-        RefreshAnswer::Unavailable(e) => format!("Refresh failed: {e}"),
+        RefreshAnswer::Running(p) => {
+            let p = p.unwrap_or(Running { started: 0, manual: true, total: 0, checked: 0 });
+            Notice::RefreshRunning(p.checked as u64, p.total as u64)
+        }
+        RefreshAnswer::Unavailable(e) => return Err(AdminError::Unavailable(e).into()),
     };
-    see_other(&with_notice("/admin/keys", &notice))
+    Ok(see_other(&notice.link("/admin/keys")))
 }
 
 pub async fn key_action(
@@ -862,67 +913,57 @@ pub async fn key_action(
     path: web::Path<(String, String)>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> HttpResponse {
-    let body = match posted_form(&req, payload, &state).await {
-        Ok((_, body)) => body,
-        Err(r) => return r,
-    };
+) -> Result<HttpResponse, PageError> {
+    let (_, body) = posted_form(&req, payload, &state).await?;
     let (id, action) = path.into_inner();
-    let Some(id) = id.parse::<i64>().ok().filter(|id| state.pool.snapshot().get(*id).is_some()) else {
-        return see_other(&with_notice("/admin/keys", "No such key."));
-    };
+    let id = known_id(&id, &state)?;
+    let key = id as u64;
     let notice = match action.as_str() {
-        "refresh" => match state.refresher.send(RefreshNow(Some(vec![id]))).await {
-            Ok(started) => match started.summary().await.unchanged {
-                0 => format!("Key #{id} refreshed."),
-                _ => format!("Key #{id}: the check failed for a passing reason; the key was left as it was."),
-            },
-            Err(e) => format!("Refresh failed: {e}"),
-        },
-        "enable" | "disable" | "delete" | "account" => {
+        "refresh" => {
+            let summary = state.refresher.send(RefreshNow(Some(vec![id]))).await?.summary().await;
+            match summary.unchanged {
+                0 => Notice::KeyRefreshed(key),
+                _ => Notice::KeyUnchanged(key),
+            }
+        }
+        "enable" => {
+            state.pool_actor.send(KeyCommand::Enable(id)).await??;
+            Notice::KeyEnabled(key)
+        }
+        "disable" => {
+            state.pool_actor.send(KeyCommand::Disable(id)).await??;
+            Notice::KeyDisabled(key)
+        }
+        "delete" => {
+            state.pool_actor.send(KeyCommand::Delete(id)).await??;
+            Notice::KeyDeleted(key)
+        }
+        "account" => {
             #[derive(Deserialize, Default)]
             struct AccountForm {
                 account: Option<String>,
             }
-            let cmd = match action.as_str() {
-                "enable" => KeyCommand::Enable(id),
-                "disable" => KeyCommand::Disable(id),
-                "account" => {
-                    let form = serde_urlencoded::from_bytes::<AccountForm>(&body).unwrap_or_default();
-                    match parse_label(form.account.as_deref()) {
-                        Ok(label) => KeyCommand::SetAccount(id, label),
-                        Err(e) => return see_other(&with_notice("/admin/keys", &format!("Key #{id}: {e}"))),
-                    }
-                }
-                _ => KeyCommand::Delete(id),
-            };
-            let done = match action.as_str() {
-                "account" => "account set".to_string(),
-                a => format!("{a}d"),
-            };
-            match state.pool_actor.send(cmd).await {
-                Ok(Ok(())) => format!("Key #{id}: {done}."),
-                Ok(Err(e)) => e,
-                Err(e) => format!("Failed: {e}"),
-            }
+            let form = serde_urlencoded::from_bytes::<AccountForm>(&body).unwrap_or_default();
+            let label = parse_label(form.account.as_deref())
+                .map_err(|e| AdminError::BadRequest(format!("Key #{id}: {e}")))?;
+            state.pool_actor.send(KeyCommand::SetAccount(id, label)).await??;
+            Notice::KeyAccountSet(key)
         }
-        _ => "Unknown action.".into(),
+        other => return Err(AdminError::NotFound(format!("no key action {other:?}")).into()),
     };
-    see_other(&with_notice("/admin/keys", &notice))
+    Ok(see_other(&notice.link("/admin/keys")))
 }
 
 pub async fn key_delete_confirm(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
-) -> HttpResponse {
-    let s = match page_session(&req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+) -> Result<HttpResponse, PageError> {
+    let s = page_session(&req, &state).await?;
+    let id = known_id(&path, &state)?;
     let snapshot = state.pool.snapshot();
-    let Some(key) = path.parse::<i64>().ok().and_then(|id| snapshot.get(id)) else {
-        return see_other(&with_notice("/admin/keys", "No such key."));
+    let Some(key) = snapshot.get(id) else {
+        return Err(AdminError::NotFound(format!("no key with id {id}")).into());
     };
     let message = html! {
         "Delete " span.mono { (key.masked) } " from the pool? Its request log rows stay. Files, batches, videos and voices it created can then only be reached through another key of the same account."
@@ -935,7 +976,60 @@ pub async fn key_delete_confirm(
         button: "Delete",
         cancel: "/admin/keys",
     };
-    confirm_page(&s, confirm, message)
+    Ok(confirm_page(&s, confirm, message))
+}
+
+/// "Delete all invalid": asked first.
+pub async fn delete_invalid_confirm(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let s = page_session(&req, &state).await?;
+    let n = state.pool.counts(now_ms()).invalid;
+    let message = html! {
+        "Delete the " (n) " invalid " (if n == 1 { "key" } else { "keys" }) " (SiliconFlow answered 401 for them) from the pool? Their request log rows stay. Export them first (Export all) if you may want them back."
+    };
+    let confirm = Confirm {
+        title: "Delete invalid keys",
+        nav: "keys",
+        heading: format!("Delete {n} invalid keys?"),
+        action: "/admin/keys/bulk/delete-invalid".into(),
+        button: "Delete",
+        cancel: "/admin/keys",
+    };
+    Ok(confirm_page(&s, confirm, message))
+}
+
+pub async fn delete_invalid(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    posted_form(&req, payload, &state).await?;
+    let n = delete_in_state(&state, Some("invalid")).await?;
+    Ok(see_other(&Notice::BulkDeleted(n as u64, 0).link("/admin/keys")))
+}
+
+/// "Re-check all exhausted": every exhausted key checked now (as the owner's
+/// refresh: a valid key of unknown balance is given back its place).
+pub async fn recheck_exhausted(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    posted_form(&req, payload, &state).await?;
+    let ids: Vec<i64> = state
+        .pool
+        .snapshot()
+        .keys
+        .iter()
+        .filter(|k| k.state() == KeyState::Exhausted)
+        .map(|k| k.id)
+        .collect();
+    let n = ids.len() as u64;
+    let summary = state.refresher.send(RefreshNow(Some(ids))).await?.summary().await;
+    let active = summary.active as u64;
+    Ok(see_other(&Notice::ExhaustedRechecked(n, active, summary.exhausted as u64).link("/admin/keys")))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use maud::html;
 use serde::Deserialize;
 
+use super::error::AdminError;
 use super::page::{page_session, posted_form, see_other};
 use super::request::{read_body, LOGIN_BODY_BYTES};
 use super::session::{self, client_ip};
@@ -12,7 +13,9 @@ use super::views::{csrf_field, layout, page, Chrome};
 use crate::credentials::Verified;
 use crate::state::AppState;
 
-fn login_page(error: Option<&str>, status: StatusCode, open: bool) -> HttpResponse {
+/// The login form; after a failed attempt, with its error and the username
+/// as typed (never the password).
+fn login_page(error: Option<&str>, status: StatusCode, open: bool, username: &str) -> HttpResponse {
     let body = layout(
         Chrome { title: "Log in", nav: "", csrf: None, warnings: vec![], notice: None },
         html! {
@@ -22,9 +25,17 @@ fn login_page(error: Option<&str>, status: StatusCode, open: bool) -> HttpRespon
                 @if let Some(e) = error { div.banner.error role="alert" { (e) } }
                 @if open { div.banner.warn { "API_KEY is not set: the proxy is open." } }
                 label for="username" { "Username" }
-                input #username name="username" autocomplete="username" required autofocus;
+                @if username.is_empty() {
+                    input #username name="username" autocomplete="username" required autofocus;
+                } @else {
+                    input #username name="username" autocomplete="username" required value=(username);
+                }
                 label for="password" { "Password" }
-                input #password name="password" type="password" autocomplete="current-password" required;
+                @if username.is_empty() {
+                    input #password name="password" type="password" autocomplete="current-password" required;
+                } @else {
+                    input #password name="password" type="password" autocomplete="current-password" required autofocus;
+                }
                 button type="submit" { "Log in" }
             }
         },
@@ -36,7 +47,7 @@ pub async fn root(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     if session::current(&state, &req).await.is_some() {
         return see_other("/admin");
     }
-    login_page(None, StatusCode::OK, state.config.is_open())
+    login_page(None, StatusCode::OK, state.config.is_open(), "")
 }
 
 #[derive(Deserialize)]
@@ -63,20 +74,22 @@ pub async fn login(req: HttpRequest, payload: web::Payload, state: web::Data<App
                 Some(&format!("Too many failed logins from your address. Try again in {wait} s.")),
                 StatusCode::TOO_MANY_REQUESTS,
                 false,
+                "",
             );
             return retry_after(r, wait);
         }
     };
     let body = match read_body(payload, LOGIN_BODY_BYTES, state.config.body_read_timeout).await {
         Ok(b) => b,
-        Err(e) => return e.response(&req),
+        Err(e) => return AdminError::from(e).page(),
     };
     let form = serde_urlencoded::from_bytes::<LoginForm>(&body).ok();
     let (user, pass) = match form {
         Some(LoginForm { username: Some(u), password: Some(p) }) => (u, p),
-        _ => return login_page(Some("Enter a username and a password."), StatusCode::BAD_REQUEST, false),
+        _ => return login_page(Some("Enter a username and a password."), StatusCode::BAD_REQUEST, false, ""),
     };
     let user_for_log = user.chars().take(64).collect::<String>();
+    let typed = user.chars().take(128).collect::<String>();
     match state.admin.verify_off_thread(user, pass).await {
         Verified::Yes => attempt.succeed(),
         Verified::Busy => {
@@ -84,6 +97,7 @@ pub async fn login(req: HttpRequest, payload: web::Payload, state: web::Data<App
                 Some("Too many logins are being checked right now. Try again in a moment."),
                 StatusCode::TOO_MANY_REQUESTS,
                 false,
+                &typed,
             );
             return retry_after(r, 1);
         }
@@ -91,7 +105,7 @@ pub async fn login(req: HttpRequest, payload: web::Payload, state: web::Data<App
             attempt.fail();
             // Never the password; the username only as typed, cut short.
             log::warn!("admin: failed login for {user_for_log:?} from {ip}");
-            return login_page(Some("Wrong username or password."), StatusCode::UNAUTHORIZED, false);
+            return login_page(Some("Wrong username or password."), StatusCode::UNAUTHORIZED, false, &typed);
         }
     }
     match session::create(&state, &req).await {
@@ -105,6 +119,7 @@ pub async fn login(req: HttpRequest, payload: web::Payload, state: web::Data<App
                 Some("The database is unavailable; try again."),
                 StatusCode::SERVICE_UNAVAILABLE,
                 false,
+                &typed,
             )
         }
     }
@@ -114,7 +129,7 @@ pub async fn login(req: HttpRequest, payload: web::Payload, state: web::Data<App
 pub async fn logout_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let s = match page_session(&req, &state).await {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return e.page(),
     };
     let body = layout(
         Chrome { title: "Log out", nav: "", csrf: Some(&s.csrf), warnings: vec![], notice: None },
@@ -128,8 +143,8 @@ pub async fn logout_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
 
 /// `POST /logout` with the session's CSRF token: ends the session for good.
 pub async fn logout(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(r) = posted_form(&req, payload, &state).await {
-        return r;
+    if let Err(e) = posted_form(&req, payload, &state).await {
+        return e.page();
     }
     let cookie = session::destroy(&state, &req).await;
     HttpResponse::SeeOther().insert_header(("Location", "/")).cookie(cookie).finish()

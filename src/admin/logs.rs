@@ -6,13 +6,15 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error;
-use super::page::{confirm_page, page_session, posted_form, see_other, warnings, with_notice, Confirm};
-use super::session::require_admin;
+use super::error::AdminError;
+use super::error::PageError;
+use super::page::{confirm_page, page_session, posted_form, see_other, warnings, Confirm, Notice};
+use super::session::Admin;
 use super::views::{layout, link_with, page, pager, when, Chrome};
-use crate::db::iso;
-use crate::db::queries::logs::{self as lq, LogFilter};
+use crate::db::queries::logs::{self as lq, LogFilter, StatusFilter};
+use crate::db::{iso, DbError};
 use crate::state::AppState;
+use crate::upstream::ENDPOINTS;
 
 /// Every field a string, parsed leniently: a bad `page` is page 1, not a 400.
 #[derive(Deserialize, Default)]
@@ -58,6 +60,17 @@ pub fn parse_time(s: &str, tz: &chrono::FixedOffset) -> Option<i64> {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).and_then(local)
 }
 
+/// `429`, `2xx`..`5xx`, or `error` (4xx, 5xx and no answer, as the
+/// statistics count errors).
+pub fn parse_status(s: &str) -> Option<StatusFilter> {
+    let s = s.trim().to_ascii_lowercase();
+    match s.as_str() {
+        "error" | "errors" => Some(StatusFilter::Error),
+        "1xx" | "2xx" | "3xx" | "4xx" | "5xx" => s[..1].parse().ok().map(StatusFilter::Class),
+        _ => s.parse::<i32>().ok().filter(|c| (0..1000).contains(c)).map(StatusFilter::Exact),
+    }
+}
+
 pub fn filter_from(q: &LogQuery, tz: &chrono::FixedOffset) -> Result<LogFilter, String> {
     let nonempty = |o: &Option<String>| o.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let time = |o: &Option<String>, name: &str| -> Result<Option<i64>, String> {
@@ -70,7 +83,11 @@ pub fn filter_from(q: &LogQuery, tz: &chrono::FixedOffset) -> Result<LogFilter, 
     };
     let status = match nonempty(&q.status) {
         None => None,
-        Some(s) => Some(s.parse::<i32>().map_err(|_| "`status` must be an HTTP status code".to_string())?),
+        Some(s) => Some(parse_status(&s).ok_or_else(|| {
+            format!(
+                "`status` must be a status code (e.g. 429), a class (2xx, 4xx, 5xx) or `error`, not {s:?}"
+            )
+        })?),
     };
     Ok(LogFilter {
         model: nonempty(&q.model),
@@ -84,67 +101,49 @@ pub fn filter_from(q: &LogQuery, tz: &chrono::FixedOffset) -> Result<LogFilter, 
 }
 
 pub async fn list(
-    req: HttpRequest,
+    _: Admin,
     query: web::Query<LogQuery>,
-    state: web::Data<crate::state::AppState>,
-) -> HttpResponse {
-    if let Err(resp) = require_admin(&req, &state, None).await {
-        return resp;
-    }
-    let filter = match filter_from(&query, &state.config.timezone) {
-        Ok(f) => f,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    let filter = filter_from(&query, &state.config.timezone).map_err(AdminError::BadRequest)?;
     let (page, page_size) = (query.page(), query.page_size());
-    let result = crate::db::run(&state.db, move |conn| {
+    let (rows, total) = crate::db::run(&state.db, move |conn| {
         lq::page(conn, &filter, (page - 1).saturating_mul(page_size), page_size)
     })
-    .await;
-    match result {
-        Ok((rows, total)) => {
-            let logs: Vec<_> = rows
-                .into_iter()
-                .map(|r| {
-                    json!({
-                        "id": r.id,
-                        "created_at": iso(Some(r.created_at)),
-                        "key": r.key_masked,
-                        "key_id": r.key_id,
-                        "model": r.model,
-                        "endpoint": r.endpoint,
-                        "status": r.status,
-                        "input_tokens": r.input_tokens,
-                        "output_tokens": r.output_tokens,
-                        "total_tokens": r.total_tokens,
-                        "latency_ms": r.latency_ms,
-                        "ttfb_ms": r.ttfb_ms,
-                        "stream": r.stream,
-                        "aborted": r.aborted,
-                        "attempts": r.attempts,
-                        "error": r.error,
-                    })
-                })
-                .collect();
-            HttpResponse::Ok()
-                .json(json!({"logs": logs, "total": total, "page": page, "page_size": page_size}))
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
+    .await?;
+    let logs: Vec<_> = rows
+        .into_iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "created_at": iso(Some(r.created_at)),
+                "key": r.key_masked,
+                "key_id": r.key_id,
+                "model": r.model,
+                "endpoint": r.endpoint,
+                "status": r.status,
+                "input_tokens": r.input_tokens,
+                "output_tokens": r.output_tokens,
+                "total_tokens": r.total_tokens,
+                "latency_ms": r.latency_ms,
+                "ttfb_ms": r.ttfb_ms,
+                "stream": r.stream,
+                "aborted": r.aborted,
+                "attempts": r.attempts,
+                "error": r.error,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"logs": logs, "total": total, "page": page, "page_size": page_size})))
 }
 
 /// Deletes the whole request log and the statistics built from it.
-pub async fn clear_all(state: &crate::state::AppState) -> Result<usize, String> {
+pub async fn clear_all(state: &AppState) -> Result<usize, DbError> {
     crate::db::run(&state.db, lq::clear).await
 }
 
-pub async fn clear(req: HttpRequest, state: web::Data<crate::state::AppState>) -> HttpResponse {
-    if let Err(resp) = require_admin(&req, &state, None).await {
-        return resp;
-    }
-    match clear_all(&state).await {
-        Ok(n) => HttpResponse::Ok().json(json!({"deleted": n})),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
+pub async fn clear(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, AdminError> {
+    Ok(HttpResponse::Ok().json(json!({"deleted": clear_all(&state).await?})))
 }
 
 // ------------------------------------------------------------ the page
@@ -154,10 +153,11 @@ pub struct LogsPageQuery {
     #[serde(flatten)]
     filter: LogQuery,
     notice: Option<String>,
+    n: Option<String>,
 }
 
 fn log_query_pairs(q: &LogQuery) -> Vec<(&'static str, String)> {
-    let v = |o: &Option<String>| o.clone().unwrap_or_default();
+    let v = |o: &Option<String>| o.as_deref().map(str::trim).unwrap_or_default().to_string();
     vec![
         ("model", v(&q.model)),
         ("key", v(&q.key)),
@@ -165,47 +165,78 @@ fn log_query_pairs(q: &LogQuery) -> Vec<(&'static str, String)> {
         ("endpoint", v(&q.endpoint)),
         ("since", v(&q.since)),
         ("until", v(&q.until)),
-        ("page_size", q.page_size.clone().unwrap_or_default()),
+        ("page_size", v(&q.page_size)),
     ]
 }
+
+/// A query with empty fields (a GET form sends every field) as the same
+/// link without them; `None` if it has none.
+pub fn without_empty(req: &HttpRequest) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).ok()?;
+    if !pairs.iter().any(|(_, v)| v.trim().is_empty()) {
+        return None;
+    }
+    let kept: Vec<&(String, String)> = pairs.iter().filter(|(_, v)| !v.trim().is_empty()).collect();
+    let q = serde_urlencoded::to_string(&kept).unwrap_or_default();
+    Some(if q.is_empty() { req.path().to_string() } else { format!("{}?{q}", req.path()) })
+}
+
+const PAGE_SIZES: [i64; 4] = [25, 50, 100, 200];
 
 pub async fn logs_page(
     req: HttpRequest,
     state: web::Data<AppState>,
     query: web::Query<LogsPageQuery>,
-) -> HttpResponse {
-    let s = match page_session(&req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let LogsPageQuery { filter: q, notice } = query.into_inner();
+) -> Result<HttpResponse, PageError> {
+    let s = page_session(&req, &state).await?;
+    if let Some(clean) = without_empty(&req) {
+        return Ok(see_other(&clean));
+    }
+    let LogsPageQuery { filter: q, notice, n } = query.into_inner();
     let tz = state.config.timezone;
-    let (filter, filter_error) = match filter_from(&q, &tz) {
-        Ok(f) => (f, None),
-        Err(e) => (Default::default(), Some(e)),
-    };
     let (page_no, page_size) = (q.page(), q.page_size());
-    let result = crate::db::run(&state.db, move |conn| {
-        lq::page(conn, &filter, (page_no - 1).saturating_mul(page_size), page_size)
-    })
-    .await;
-    let (rows, total) = match result {
-        Ok(r) => r,
-        _ => return page(StatusCode::SERVICE_UNAVAILABLE, html! { p { "The database is unavailable." } }),
+    // A bad filter shows why, and no rows (not every row, as if unfiltered).
+    let (rows, total, filter_error) = match filter_from(&q, &tz) {
+        Ok(filter) => {
+            let (rows, total) = crate::db::run(&state.db, move |conn| {
+                lq::page(conn, &filter, (page_no - 1).saturating_mul(page_size), page_size)
+            })
+            .await?;
+            (rows, total, None)
+        }
+        Err(e) => (Vec::new(), 0, Some(e)),
     };
     let pairs = log_query_pairs(&q);
-    let csv = link_with("/admin/logs.csv", &pairs, &[]);
+    let csv = link_with("/admin/logs.csv", &pairs, &[("page_size", String::new())]);
+    let endpoint = q.endpoint.as_deref().map(str::trim).unwrap_or_default();
+    let status = q.status.as_deref().map(str::trim).unwrap_or_default();
     let content = html! {
         h1 { "Request log" }
-        @if let Some(e) = filter_error { div.banner.error { (e) } }
+        @if let Some(e) = &filter_error { div.banner.error role="alert" { (e) } }
         div.toolbar {
             form.filters method="get" action="/admin/logs" {
                 label { "Model" input name="model" value=[q.model.as_deref()] placeholder="any part"; }
-                label { "Key" input name="key" value=[q.key.as_deref()] placeholder="sk-abcd"; }
-                label { "Status" input name="status" value=[q.status.as_deref()] size="4" placeholder="200"; }
-                label { "Endpoint" input name="endpoint" value=[q.endpoint.as_deref()] placeholder="/v1/chat/completions"; }
+                label { "Key" input name="key" value=[q.key.as_deref()] placeholder="sk-abcd" size="10"; }
+                label { "Status"
+                    input name="status" value=(status) list="statuses" size="5" placeholder="any" title="a code (429), a class (2xx, 4xx, 5xx) or error";
+                    datalist #statuses { @for c in ["2xx", "4xx", "5xx", "error", "429"] { option value=(c) {} } }
+                }
+                label { "Endpoint"
+                    select name="endpoint" {
+                        option value="" { "any" }
+                        @for e in ENDPOINTS { option value=(e) selected[*e == endpoint] { (e) } }
+                        @if !endpoint.is_empty() && !ENDPOINTS.contains(&endpoint) {
+                            option value=(endpoint) selected { (endpoint) }
+                        }
+                    }
+                }
                 label { "Since" input type="datetime-local" name="since" value=[q.since.as_deref()]; }
                 label { "Until" input type="datetime-local" name="until" value=[q.until.as_deref()]; }
+                label { "Rows"
+                    select name="page_size" {
+                        @for n in PAGE_SIZES { option value=(n) selected[n == page_size] { (n) } }
+                    }
+                }
                 button.secondary type="submit" { "Filter" }
                 a href="/admin/logs" { "Reset" }
             }
@@ -213,17 +244,21 @@ pub async fn logs_page(
             a.button.secondary href=(csv) { "Export CSV" }
             a.button.secondary href="/admin/logs/clear" { "Clear logs…" }
         }
-        table {
+        div.scroll { table.logs {
             thead { tr {
                 th { "Time (" (tz.to_string()) ")" } th { "Key" } th { "Model" } th { "Endpoint" } th { "Status" }
                 th.num { "In" } th.num { "Out" } th.num { "Total" } th.num { "Latency" } th.num { "TTFB" } th { "Error" }
             } }
             tbody {
-                @if rows.is_empty() { tr { td colspan="11" .muted { "No requests match." } } }
+                @if rows.is_empty() {
+                    tr { td colspan="11" .muted {
+                        @if filter_error.is_some() { "Fix the filter to see rows." } @else { "No requests match." }
+                    } }
+                }
                 @for r in &rows {
                     tr {
-                        td { (when(Some(r.created_at), &tz)) }
-                        td.mono { (r.key_masked) }
+                        td.nowrap { (when(Some(r.created_at), &tz)) }
+                        td.mono.nowrap { (r.key_masked) }
                         td { (r.model)
                             @if r.stream { span.mark title="streamed" { "stream" } }
                             @if r.aborted { span.mark.aborted title="the answer did not complete" { "aborted" } }
@@ -231,18 +266,20 @@ pub async fn logs_page(
                         td.mono { (r.endpoint) }
                         td { span class=(format!("badge s{}", r.status / 100)) { (r.status) } }
                         td.num { (r.input_tokens) } td.num { (r.output_tokens) } td.num { (r.total_tokens) }
-                        td.num { (r.latency_ms) " ms" }
-                        td.num { @if let Some(t) = r.ttfb_ms { (t) " ms" } }
+                        td.num.nowrap { (r.latency_ms) " ms" }
+                        td.num.nowrap { @if let Some(t) = r.ttfb_ms { (t) " ms" } }
                         td.err title=[r.error.clone()] { (r.error.clone().unwrap_or_default()) }
                     }
                 }
             }
-        }
+        } }
         (pager("/admin/logs", &pairs, page_no as usize, page_size as usize, total as usize))
     };
+    let notice = Notice::parse(notice.as_deref(), n.as_deref()).map(|n| n.text());
     let chrome =
         Chrome { title: "Logs", nav: "logs", csrf: Some(&s.csrf), warnings: warnings(&state), notice };
-    page(StatusCode::OK, layout(chrome, content))
+    let status = if filter_error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    Ok(page(status, layout(chrome, content)))
 }
 
 /// One CSV field: quoted when needed, and defused against spreadsheet formulas.
@@ -260,24 +297,17 @@ pub async fn logs_csv(
     req: HttpRequest,
     state: web::Data<AppState>,
     query: web::Query<LogQuery>,
-) -> HttpResponse {
-    if let Err(r) = page_session(&req, &state).await {
-        return r;
-    }
+) -> Result<HttpResponse, PageError> {
+    page_session(&req, &state).await?;
     let tz = state.config.timezone;
-    let filter = match filter_from(&query, &tz) {
-        Ok(f) => f,
-        Err(e) => return HttpResponse::BadRequest().body(e),
-    };
-    let rows = match crate::db::run(&state.db, move |conn| lq::export(conn, &filter, 1_000_000)).await {
-        Ok(r) => r,
-        _ => return HttpResponse::ServiceUnavailable().body("database unavailable"),
-    };
+    let filter = filter_from(&query, &tz).map_err(AdminError::BadRequest)?;
+    let rows = crate::db::run(&state.db, move |conn| lq::export(conn, &filter, 1_000_000)).await?;
     let mut out = String::from("id,time,key,model,endpoint,status,input_tokens,output_tokens,total_tokens,latency_ms,ttfb_ms,stream,aborted,attempts,error\n");
     for r in rows {
         let fields = [
             r.id.to_string(),
-            crate::db::iso(Some(r.created_at)).unwrap_or_default(),
+            // In the page's time zone, with its offset, as the page shows it.
+            local_time(r.created_at, &tz),
             r.key_masked,
             r.model,
             r.endpoint,
@@ -295,18 +325,25 @@ pub async fn logs_csv(
         out.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
         out.push('\n');
     }
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header(("Content-Disposition", "attachment; filename=\"request-log.csv\""))
         .insert_header(("Cache-Control", "no-store"))
-        .body(out)
+        .body(out))
 }
 
-pub async fn logs_clear_confirm(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let s = match page_session(&req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+/// Epoch milliseconds as RFC 3339 in the configured zone (`2026-12-02T17:05:09+08:00`).
+fn local_time(ms: i64, tz: &chrono::FixedOffset) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.with_timezone(tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
+        .unwrap_or_default()
+}
+
+pub async fn logs_clear_confirm(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let s = page_session(&req, &state).await?;
     let message = html! {
         "This deletes every request log row and the statistics built from them. Keys are not touched. It cannot be undone; export a CSV first if you need the history."
     };
@@ -318,18 +355,17 @@ pub async fn logs_clear_confirm(req: HttpRequest, state: web::Data<AppState>) ->
         button: "Clear the log",
         cancel: "/admin/logs",
     };
-    confirm_page(&s, confirm, message)
+    Ok(confirm_page(&s, confirm, message))
 }
 
-pub async fn logs_clear(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(r) = posted_form(&req, payload, &state).await {
-        return r;
-    }
-    let notice = match super::logs::clear_all(&state).await {
-        Ok(n) => format!("Deleted {n} log rows."),
-        Err(e) => format!("Clearing failed: {e}"),
-    };
-    see_other(&with_notice("/admin/logs", &notice))
+pub async fn logs_clear(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    posted_form(&req, payload, &state).await?;
+    let n = clear_all(&state).await?;
+    Ok(see_other(&Notice::LogsCleared(n as u64).link("/admin/logs")))
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
-//! The owner's side: credentials, and the JSON endpoints for keys and logs.
-//! (Pages come with the web UI.)
+//! The owner's side, by feature: `login`, `dashboard`, `keys`, `logs` (each
+//! its JSON endpoints and its pages); `page` (what every page shares),
+//! `session` (sessions, the `Admin` extractor), `request` (the gate every
+//! admin request passes), `error` (one `AdminError`, as JSON or as a page).
 
 pub mod dashboard;
+pub mod error;
 pub mod keys;
 pub mod login;
 pub mod logs;
@@ -10,13 +13,7 @@ pub mod request;
 pub mod session;
 pub mod views;
 
-use actix_web::{web, HttpResponse};
-use serde_json::json;
-
-/// An admin JSON error: `{"error": "..."}`.
-pub fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status).json(json!({"error": message.into()}))
-}
+use actix_web::web;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Every admin route passes the gate (cross-site refusal, body cap) first.
@@ -26,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/refresh", web::post().to(keys::refresh_all))
         .route("/export_keys", web::get().to(keys::export))
         .route("/api/keys", web::get().to(keys::list))
+        .route("/api/keys", web::delete().to(keys::delete_many))
         .route("/api/keys/{id}/refresh", web::post().to(keys::refresh_one))
         .route("/api/keys/{id}/enable", web::post().to(keys::enable))
         .route("/api/keys/{id}/disable", web::post().to(keys::disable))
@@ -47,6 +45,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/keys", web::get().to(keys::keys_page))
         .route("/admin/keys/import", web::post().to(keys::keys_import))
         .route("/admin/keys/refresh", web::post().to(keys::keys_refresh))
+        .route("/admin/keys/bulk/delete-invalid", web::get().to(keys::delete_invalid_confirm))
+        .route("/admin/keys/bulk/delete-invalid", web::post().to(keys::delete_invalid))
+        .route("/admin/keys/bulk/recheck-exhausted", web::post().to(keys::recheck_exhausted))
         .route("/admin/keys/{id}/delete", web::get().to(keys::key_delete_confirm))
         .route("/admin/keys/{id}/{action}", web::post().to(keys::key_action))
         .route("/admin/logs", web::get().to(logs::logs_page))

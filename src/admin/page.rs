@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup};
 use serde::Deserialize;
 
+use super::error::AdminError;
 use super::request::admin_body;
 use super::session::{self, csrf_ok, Session};
 use super::views::{csrf_field, layout, link_with, page, Chrome, CSS};
@@ -15,8 +16,102 @@ pub fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther().insert_header(("Location", location)).finish()
 }
 
-pub fn with_notice(path: &str, notice: &str) -> String {
-    link_with(path, &[], &[("notice", notice.to_string())])
+/// What a redirect after a form tells the next page. Only these, with
+/// numbers: the text is the server's own, never a string from the query
+/// (a link could otherwise put any words into a trusted-looking banner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    KeyEnabled(u64),
+    KeyDisabled(u64),
+    KeyDeleted(u64),
+    KeyAccountSet(u64),
+    KeyRefreshed(u64),
+    /// The key's check failed for a passing reason.
+    KeyUnchanged(u64),
+    /// checked, active, exhausted, invalid, unchanged
+    Refreshed(u64, u64, u64, u64, u64),
+    /// checked, total
+    RefreshRunning(u64, u64),
+    /// how many, of which state (0 invalid, 1 exhausted, 2 disabled)
+    BulkDeleted(u64, u64),
+    /// exhausted keys given a check
+    ExhaustedRechecked(u64, u64, u64),
+    LogsCleared(u64),
+}
+
+impl Notice {
+    fn parts(&self) -> (&'static str, Vec<u64>) {
+        match *self {
+            Notice::KeyEnabled(id) => ("enabled", vec![id]),
+            Notice::KeyDisabled(id) => ("disabled", vec![id]),
+            Notice::KeyDeleted(id) => ("deleted", vec![id]),
+            Notice::KeyAccountSet(id) => ("account", vec![id]),
+            Notice::KeyRefreshed(id) => ("refreshed", vec![id]),
+            Notice::KeyUnchanged(id) => ("unchanged", vec![id]),
+            Notice::Refreshed(a, b, c, d, e) => ("refreshed_all", vec![a, b, c, d, e]),
+            Notice::RefreshRunning(a, b) => ("refresh_running", vec![a, b]),
+            Notice::BulkDeleted(n, s) => ("bulk_deleted", vec![n, s]),
+            Notice::ExhaustedRechecked(n, a, e) => ("rechecked", vec![n, a, e]),
+            Notice::LogsCleared(n) => ("logs_cleared", vec![n]),
+        }
+    }
+
+    /// The page to go to, with this notice.
+    pub fn link(&self, path: &str) -> String {
+        let (code, n) = self.parts();
+        let n = n.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        link_with(path, &[], &[("notice", code.to_string()), ("n", n)])
+    }
+
+    /// The notice a page's query names, if it is one of ours.
+    pub fn parse(code: Option<&str>, n: Option<&str>) -> Option<Notice> {
+        let n: Vec<u64> =
+            n.unwrap_or("").split(',').map(|x| x.trim().parse::<u64>()).collect::<Result<_, _>>().ok()?;
+        Some(match (code?, n.as_slice()) {
+            ("enabled", [id]) => Notice::KeyEnabled(*id),
+            ("disabled", [id]) => Notice::KeyDisabled(*id),
+            ("deleted", [id]) => Notice::KeyDeleted(*id),
+            ("account", [id]) => Notice::KeyAccountSet(*id),
+            ("refreshed", [id]) => Notice::KeyRefreshed(*id),
+            ("unchanged", [id]) => Notice::KeyUnchanged(*id),
+            ("refreshed_all", [a, b, c, d, e]) => Notice::Refreshed(*a, *b, *c, *d, *e),
+            ("refresh_running", [a, b]) => Notice::RefreshRunning(*a, *b),
+            ("bulk_deleted", [n, s]) if *s <= 2 => Notice::BulkDeleted(*n, *s),
+            ("rechecked", [n, a, e]) => Notice::ExhaustedRechecked(*n, *a, *e),
+            ("logs_cleared", [n]) => Notice::LogsCleared(*n),
+            _ => return None,
+        })
+    }
+
+    pub fn text(&self) -> String {
+        let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        match *self {
+            Notice::KeyEnabled(id) => format!("Key #{id} enabled."),
+            Notice::KeyDisabled(id) => format!("Key #{id} disabled."),
+            Notice::KeyDeleted(id) => format!("Key #{id} deleted."),
+            Notice::KeyAccountSet(id) => format!("Key #{id}: account set."),
+            Notice::KeyRefreshed(id) => format!("Key #{id} refreshed."),
+            Notice::KeyUnchanged(id) => {
+                format!("Key #{id}: the check failed for a passing reason; the key was left as it was.")
+            }
+            Notice::Refreshed(checked, active, exhausted, invalid, unchanged) => format!(
+                "Refreshed {}: {active} active, {exhausted} exhausted, {invalid} invalid, {unchanged} unchanged (the check failed for a passing reason).",
+                plural(checked, "key", "keys")
+            ),
+            Notice::RefreshRunning(checked, total) => {
+                format!("The refresh goes on in the background: {checked} of {total} keys checked so far.")
+            }
+            Notice::BulkDeleted(n, s) => {
+                let state = ["invalid", "exhausted", "disabled"].get(s as usize).copied().unwrap_or("");
+                format!("Deleted {} ({state}).", plural(n, "key", "keys"))
+            }
+            Notice::ExhaustedRechecked(n, active, exhausted) => format!(
+                "Re-checked {}: {active} active again, {exhausted} still exhausted.",
+                plural(n, "exhausted key", "exhausted keys")
+            ),
+            Notice::LogsCleared(n) => format!("Deleted {}.", plural(n, "log row", "log rows")),
+        }
+    }
 }
 
 pub async fn css() -> HttpResponse {
@@ -27,17 +122,9 @@ pub async fn css() -> HttpResponse {
         .body(CSS)
 }
 
-/// The session, or a redirect to the login page.
-pub async fn page_session(req: &HttpRequest, state: &AppState) -> Result<Session, HttpResponse> {
-    session::current(state, req).await.ok_or_else(|| see_other("/"))
-}
-
-pub fn forbidden_page() -> HttpResponse {
-    let body = layout(
-        Chrome { title: "Forbidden", nav: "", csrf: None, warnings: vec![], notice: None },
-        html! { div.banner.error { "This form has expired or did not come from this site (CSRF check failed). Go back, reload the page and try again." } p { a href="/admin" { "Back to the dashboard" } } },
-    );
-    page(StatusCode::FORBIDDEN, body)
+/// The session, or (as a page) a redirect to the login page.
+pub async fn page_session(req: &HttpRequest, state: &AppState) -> Result<Session, AdminError> {
+    session::current(state, req).await.ok_or(AdminError::Unauthorized)
 }
 
 /// A posted form: the session (from the cookie, before a byte of the body
@@ -46,7 +133,7 @@ pub async fn posted_form(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-) -> Result<(Session, web::Bytes), HttpResponse> {
+) -> Result<(Session, web::Bytes), AdminError> {
     let s = page_session(req, state).await?;
     let body = admin_body(req, payload, state).await?;
     let form = serde_urlencoded::from_bytes::<CsrfForm>(&body).unwrap_or_default();
@@ -55,11 +142,13 @@ pub async fn posted_form(
 }
 
 /// Checks a posted form's CSRF token against the session.
-pub fn check_csrf(session: &Session, given: Option<&str>) -> Result<(), HttpResponse> {
+pub fn check_csrf(session: &Session, given: Option<&str>) -> Result<(), AdminError> {
     if csrf_ok(&session.csrf, given) {
         Ok(())
     } else {
-        Err(forbidden_page())
+        Err(AdminError::Forbidden(
+            "This form has expired or did not come from this site (CSRF check failed). Go back, reload the page and try again.".into(),
+        ))
     }
 }
 

@@ -7,14 +7,12 @@ use std::time::Duration;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use super::views::{layout, page, Chrome};
-
+use super::error::AdminError;
 use super::session::mutating;
 use crate::state::AppState;
 
@@ -41,33 +39,6 @@ pub fn cross_site(req: &HttpRequest, state: &AppState) -> bool {
     }
 }
 
-/// Pages get a short HTML answer, the JSON routes `{"error": ...}`.
-fn wants_html(req: &HttpRequest) -> bool {
-    let p = req.path();
-    p == "/" || p == "/login" || p == "/logout" || p.starts_with("/admin")
-}
-
-pub fn refusal(req: &HttpRequest, status: StatusCode, message: &str) -> HttpResponse {
-    let mut resp = if wants_html(req) {
-        let title = status.canonical_reason().unwrap_or("Error");
-        let chrome = Chrome { title, nav: "", csrf: None, warnings: vec![], notice: None };
-        page(
-            status,
-            layout(
-                chrome,
-                maud::html! { div.banner.error { (message) } p { a href="/admin" { "Back to the admin" } } },
-            ),
-        )
-    } else {
-        super::error(status, message)
-    };
-    if status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::REQUEST_TIMEOUT {
-        // The rest of the body is not read: the connection cannot be reused.
-        resp.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
-    }
-    resp
-}
-
 fn body_limit(path: &str, state: &AppState) -> usize {
     if path == "/login" {
         LOGIN_BODY_BYTES
@@ -84,22 +55,16 @@ pub async fn gate(
     if let Some(state) = req.app_data::<web::Data<AppState>>().cloned() {
         if mutating(req.method()) && cross_site(req.request(), &state) {
             log::warn!("admin: refused a cross-site {} {}", req.method(), req.path());
-            let resp = refusal(
-                req.request(),
-                StatusCode::FORBIDDEN,
-                "refused: this request came from a page on another site",
-            );
+            let resp = AdminError::Forbidden("refused: this request came from a page on another site".into())
+                .respond(req.request());
             return Ok(req.into_response(resp));
         }
         let limit = body_limit(req.path(), &state);
         if crate::net::content_length(req.headers()).is_some_and(|len| len > limit as u64) {
-            let resp = refusal(
-                req.request(),
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "the request body is larger than this route takes ({limit} bytes; ADMIN_BODY_BYTES)"
-                ),
-            );
+            let resp = AdminError::TooLarge(format!(
+                "the request body is larger than this route takes ({limit} bytes; ADMIN_BODY_BYTES)"
+            ))
+            .respond(req.request());
             return Ok(req.into_response(resp));
         }
     }
@@ -120,29 +85,18 @@ pub enum BodyError {
     Read(String),
 }
 
-impl BodyError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            BodyError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            BodyError::Read(_) => StatusCode::BAD_REQUEST,
+impl From<BodyError> for AdminError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge(limit) => AdminError::TooLarge(format!(
+                "the request body is larger than this route takes ({limit} bytes)"
+            )),
+            BodyError::Timeout(t) => AdminError::Timeout(format!(
+                "the request body did not arrive within {} s (BODY_READ_TIMEOUT)",
+                t.as_secs()
+            )),
+            BodyError::Read(e) => AdminError::BadRequest(format!("could not read the request body: {e}")),
         }
-    }
-
-    pub fn message(&self) -> String {
-        match self {
-            BodyError::TooLarge(limit) => {
-                format!("the request body is larger than this route takes ({limit} bytes)")
-            }
-            BodyError::Timeout(t) => {
-                format!("the request body did not arrive within {} s (BODY_READ_TIMEOUT)", t.as_secs())
-            }
-            BodyError::Read(e) => format!("could not read the request body: {e}"),
-        }
-    }
-
-    pub fn response(&self, req: &HttpRequest) -> HttpResponse {
-        refusal(req, self.status(), &self.message())
     }
 }
 
@@ -171,8 +125,6 @@ pub async fn admin_body(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-) -> Result<Bytes, HttpResponse> {
-    read_body(payload, body_limit(req.path(), state), state.config.body_read_timeout)
-        .await
-        .map_err(|e| e.response(req))
+) -> Result<Bytes, AdminError> {
+    Ok(read_body(payload, body_limit(req.path(), state), state.config.body_read_timeout).await?)
 }

@@ -9,16 +9,16 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use actix_web::cookie::{Cookie, SameSite};
-use actix_web::http::{Method, StatusCode};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::http::Method;
+use actix_web::HttpRequest;
 use base64::Engine;
 use blake2::{Blake2b512, Digest};
 use rand::RngCore;
-use serde_json::json;
 
+use super::error::AdminError;
 use crate::credentials::Verified;
-use crate::db::now_ms;
 use crate::db::queries::sessions_q;
+use crate::db::{now_ms, DbError};
 use crate::state::AppState;
 
 pub const COOKIE: &str = "sfp_session";
@@ -41,7 +41,7 @@ pub struct Session {
 }
 
 /// Starts a session: returns the cookie to set.
-pub async fn create(state: &AppState, req: &HttpRequest) -> Result<Cookie<'static>, String> {
+pub async fn create(state: &AppState, req: &HttpRequest) -> Result<Cookie<'static>, DbError> {
     let token = random_token();
     let (token_hash, csrf) = (hash(&token), random_token());
     let now = now_ms();
@@ -100,10 +100,6 @@ pub fn csrf_ok(expected: &str, given: Option<&str>) -> bool {
     given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())))
 }
 
-fn json_error(status: StatusCode, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(json!({ "error": message }))
-}
-
 /// Who an admin request comes from, decided from its headers alone (before
 /// any body is read): a session cookie, or HTTP Basic credentials (scripts).
 pub enum Identity {
@@ -115,14 +111,14 @@ impl Identity {
     /// A session (a browser) must prove each state change with its CSRF
     /// token (`X-CSRF-Token`, or the form's `csrf` field); Basic auth sends
     /// no cookie, and cross-site browser requests are refused before this.
-    pub fn check_csrf(&self, req: &HttpRequest, form_csrf: Option<&str>) -> Result<(), HttpResponse> {
+    pub fn check_csrf(&self, req: &HttpRequest, form_csrf: Option<&str>) -> Result<(), AdminError> {
         match self {
             Identity::Session(session) if mutating(req.method()) => {
                 let header = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok());
                 if csrf_ok(&session.csrf, header.or(form_csrf)) {
                     Ok(())
                 } else {
-                    Err(json_error(StatusCode::FORBIDDEN, "missing or wrong CSRF token"))
+                    Err(AdminError::Forbidden("missing or wrong CSRF token".into()))
                 }
             }
             _ => Ok(()),
@@ -130,14 +126,8 @@ impl Identity {
     }
 }
 
-fn too_many(wait: u64) -> HttpResponse {
-    HttpResponse::TooManyRequests()
-        .insert_header(("Retry-After", wait.to_string()))
-        .json(json!({"error": "too many failed logins; try again later"}))
-}
-
 /// Authenticates an admin request from its headers.
-pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identity, HttpResponse> {
+pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identity, AdminError> {
     if let Some(session) = current(state, req).await {
         return Ok(Identity::Session(session));
     }
@@ -145,16 +135,20 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identit
         let ip = client_ip(req, state);
         // Reserved before the (slow) check: concurrent guesses cannot all slip
         // past a limit that is only counted afterwards.
-        let attempt = state.login_throttle.begin(ip).map_err(too_many)?;
+        let attempt = state.login_throttle.begin(ip).map_err(|wait| AdminError::TooMany {
+            message: "too many failed logins; try again later".into(),
+            retry_after: wait,
+        })?;
         match state.admin.verify_off_thread(user, pass).await {
             Verified::Yes => {
                 attempt.succeed();
                 return Ok(Identity::Basic);
             }
             Verified::Busy => {
-                return Err(HttpResponse::TooManyRequests()
-                    .insert_header(("Retry-After", "1"))
-                    .json(json!({"error": "too many password checks at once; try again in a moment"})))
+                return Err(AdminError::TooMany {
+                    message: "too many password checks at once; try again in a moment".into(),
+                    retry_after: 1,
+                })
             }
             Verified::No => {
                 attempt.fail();
@@ -162,19 +156,51 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identit
             }
         }
     }
-    Err(HttpResponse::Unauthorized()
-        .insert_header(("WWW-Authenticate", "Basic realm=\"siliconflow-proxy admin\""))
-        .json(json!({"error": "admin login required: a session from /login, or HTTP Basic auth with ADMIN_USERNAME / ADMIN_PASSWORD"})))
+    Err(AdminError::Unauthorized)
 }
 
-/// Admin access for a route with no body to read: authenticated, and the
-/// CSRF token checked on state changes.
-pub async fn require_admin(
-    req: &HttpRequest,
-    state: &AppState,
-    form_csrf: Option<&str>,
-) -> Result<(), HttpResponse> {
-    authenticate(req, state).await?.check_csrf(req, form_csrf)
+/// The one extractor of the admin's JSON routes: the caller authenticated
+/// (a session, or HTTP Basic), and a session's state change carrying its
+/// CSRF token in `X-CSRF-Token`. Settled from the headers, before a byte of
+/// the body is read.
+pub struct Admin(pub Identity);
+
+impl actix_web::FromRequest for Admin {
+    type Error = AdminError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, AdminError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<actix_web::web::Data<AppState>>()
+                .cloned()
+                .ok_or_else(|| AdminError::Internal("the application state is missing".into()))?;
+            let who = authenticate(&req, &state).await?;
+            who.check_csrf(&req, None)?;
+            Ok(Admin(who))
+        })
+    }
+}
+
+/// An admin route that reads a body (a form may carry its CSRF token in it):
+/// authenticated only; the caller checks the token once the body is read.
+pub struct AdminWithBody(pub Identity);
+
+impl actix_web::FromRequest for AdminWithBody {
+    type Error = AdminError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, AdminError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<actix_web::web::Data<AppState>>()
+                .cloned()
+                .ok_or_else(|| AdminError::Internal("the application state is missing".into()))?;
+            Ok(AdminWithBody(authenticate(&req, &state).await?))
+        })
+    }
 }
 
 /// The client's address (a trusted proxy's forwarding headers believed).

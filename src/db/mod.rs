@@ -29,6 +29,8 @@ pub enum DbError {
     Query(#[from] diesel::result::Error),
     #[error("database setup: {0}")]
     Setup(String),
+    #[error("database work was cancelled: {0}")]
+    Blocking(String),
 }
 
 #[derive(Debug)]
@@ -77,7 +79,7 @@ pub fn connect(path: &Path) -> Result<DbPool, DbError> {
 
 /// Runs database work on actix's blocking pool (never on a request worker),
 /// with a connection from the pool; errors come back as text for the answer.
-pub async fn run<T, F>(db: &DbPool, work: F) -> Result<T, String>
+pub async fn run<T, F>(db: &DbPool, work: F) -> Result<T, DbError>
 where
     F: FnOnce(&mut SqliteConnection) -> Result<T, DbError> + Send + 'static,
     T: Send + 'static,
@@ -88,8 +90,7 @@ where
         work(&mut conn)
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    .map_err(|e| DbError::Blocking(e.to_string()))?
 }
 
 /// Epoch milliseconds as RFC 3339 (UTC), for JSON and logs.

@@ -219,9 +219,14 @@ pub mod logs {
         })
     }
 
-    /// Every row matching a filter, oldest first, for the CSV export.
+    /// Every row matching a filter, newest first (as the page lists them),
+    /// for the CSV export.
     pub fn export(conn: &mut Conn, f: &LogFilter, limit: i64) -> Result<Vec<LogRow>, DbError> {
-        Ok(filtered(f).order(request_logs::id.asc()).limit(limit).select(LogRow::as_select()).load(conn)?)
+        Ok(filtered(f)
+            .order((request_logs::created_at.desc(), request_logs::id.desc()))
+            .limit(limit)
+            .select(LogRow::as_select())
+            .load(conn)?)
     }
 
     #[derive(Debug, Default, Clone)]
@@ -229,10 +234,20 @@ pub mod logs {
         pub model: Option<String>,
         pub key: Option<String>,
         pub key_id: Option<i64>,
-        pub status: Option<i32>,
+        pub status: Option<StatusFilter>,
+        /// An endpoint and the paths below it (`/v1/batches` takes `/v1/batches/b1`).
         pub endpoint: Option<String>,
         pub since: Option<i64>,
         pub until: Option<i64>,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum StatusFilter {
+        Exact(i32),
+        /// A class: `2xx` is 200..300.
+        Class(i32),
+        /// What the statistics count as errors: 4xx, 5xx, and no answer (0).
+        Error,
     }
 
     fn filtered(f: &LogFilter) -> request_logs::BoxedQuery<'static, diesel::sqlite::Sqlite> {
@@ -247,11 +262,21 @@ pub mod logs {
         if let Some(id) = f.key_id {
             q = q.filter(request_logs::key_id.eq(id));
         }
-        if let Some(s) = f.status {
-            q = q.filter(request_logs::status.eq(s));
+        match f.status {
+            Some(StatusFilter::Exact(s)) => q = q.filter(request_logs::status.eq(s)),
+            Some(StatusFilter::Class(c)) => {
+                q = q.filter(request_logs::status.ge(c * 100).and(request_logs::status.lt(c * 100 + 100)))
+            }
+            Some(StatusFilter::Error) => {
+                q = q.filter(request_logs::status.ge(400).or(request_logs::status.eq(0)))
+            }
+            None => {}
         }
         if let Some(e) = &f.endpoint {
-            q = q.filter(request_logs::endpoint.eq(e.clone()));
+            let below = format!("{}/%", escape_like(e.trim_end_matches('/')));
+            q = q.filter(
+                request_logs::endpoint.eq(e.clone()).or(request_logs::endpoint.like(below).escape('\\')),
+            );
         }
         if let Some(s) = f.since {
             q = q.filter(request_logs::created_at.ge(s));

@@ -723,8 +723,23 @@ pub fn state_after_check(old: KeyState, outcome: &CheckOutcome, manual: bool) ->
     }
 }
 
+/// Why a key command was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("no key with id {0}")]
+    NoSuchKey(i64),
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for CommandError {
+    fn from(e: diesel::result::Error) -> Self {
+        CommandError::Database(DbError::from(e))
+    }
+}
+
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), CommandError>")]
 pub enum KeyCommand {
     Enable(i64),
     Disable(i64),
@@ -744,37 +759,37 @@ pub fn parse_label(raw: Option<&str>) -> Result<Option<String>, String> {
 }
 
 impl Handler<KeyCommand> for PoolActor {
-    type Result = Result<(), String>;
+    type Result = Result<(), CommandError>;
 
     fn handle(&mut self, msg: KeyCommand, _: &mut Context<Self>) -> Self::Result {
         let now = now_ms();
-        let mut conn = self.db.get().map_err(|e| e.to_string())?;
+        let mut conn = self.db.get().map_err(DbError::from)?;
         match msg {
             KeyCommand::Enable(id) | KeyCommand::Disable(id) => {
-                let key = self.keys.get(&id).cloned().ok_or_else(|| format!("no key with id {id}"))?;
+                let key = self.keys.get(&id).cloned().ok_or(CommandError::NoSuchKey(id))?;
                 let state = match msg {
                     KeyCommand::Disable(_) => KeyState::Disabled,
                     // The owner's word ends an exhaustion too: if the account is
                     // still broke, the next call says so and the key goes back.
                     _ => KeyState::Active,
                 };
-                keys::set_state(&mut conn, id, state.as_str(), None, now).map_err(|e| e.to_string())?;
+                keys::set_state(&mut conn, id, state.as_str(), None, now)?;
                 key.set_state(state);
                 self.publish();
                 Ok(())
             }
             KeyCommand::Delete(id) => {
-                if !keys::delete(&mut conn, id).map_err(|e| e.to_string())? {
-                    return Err(format!("no key with id {id}"));
+                if !keys::delete(&mut conn, id)? {
+                    return Err(CommandError::NoSuchKey(id));
                 }
                 self.keys.remove(&id);
                 self.publish();
                 Ok(())
             }
             KeyCommand::SetAccount(id, label) => {
-                let key = self.keys.get(&id).cloned().ok_or_else(|| format!("no key with id {id}"))?;
-                if !keys::set_label(&mut conn, id, label.as_deref()).map_err(|e| e.to_string())? {
-                    return Err(format!("no key with id {id}"));
+                let key = self.keys.get(&id).cloned().ok_or(CommandError::NoSuchKey(id))?;
+                if !keys::set_label(&mut conn, id, label.as_deref())? {
+                    return Err(CommandError::NoSuchKey(id));
                 }
                 if !is_upstream_account(&key.account.id) {
                     self.rehome(id, &account_key(None, label.as_deref(), id));
@@ -783,6 +798,34 @@ impl Handler<KeyCommand> for PoolActor {
                 Ok(())
             }
         }
+    }
+}
+
+/// Deletes every key in a state (the owner's "delete all invalid"): the count.
+#[derive(Message)]
+#[rtype(result = "Result<usize, CommandError>")]
+pub struct DeleteInState(pub KeyState);
+
+impl Handler<DeleteInState> for PoolActor {
+    type Result = Result<usize, CommandError>;
+
+    fn handle(&mut self, msg: DeleteInState, _: &mut Context<Self>) -> Self::Result {
+        let mut conn = self.db.get().map_err(DbError::from)?;
+        let ids: Vec<i64> = self.keys.values().filter(|k| k.state() == msg.0).map(|k| k.id).collect();
+        let deleted = diesel::Connection::transaction::<_, DbError, _>(&mut *conn, |conn| {
+            let mut n = 0;
+            for id in &ids {
+                if keys::delete(conn, *id)? {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })?;
+        for id in &ids {
+            self.keys.remove(id);
+        }
+        self.publish();
+        Ok(deleted)
     }
 }
 

@@ -84,7 +84,7 @@ pub async fn record(state: &AppState, kind: ResourceKind, id: &str, key: &PoolKe
         account: Some(key.account.id.clone()),
         created_at: now_ms(),
     };
-    crate::db::run(&state.db, move |conn| resources_q::upsert(conn, &row)).await
+    crate::db::run(&state.db, move |conn| resources_q::upsert(conn, &row)).await.map_err(|e| e.to_string())
 }
 
 /// Keys that may read or manage an existing resource: not invalid, not

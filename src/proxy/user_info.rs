@@ -16,7 +16,9 @@ pub async fn user_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     let mut pending = Pending::new(&state.log, req.path());
     let rows = match crate::db::run(&state.db, keys::all).await {
         Ok(r) => r,
-        Err(e) => return reject(pending, ProxyError::new(ErrorKind::Unavailable, e), Dialect::OpenAi),
+        Err(e) => {
+            return reject(pending, ProxyError::new(ErrorKind::Unavailable, e.to_string()), Dialect::OpenAi)
+        }
     };
     let t = totals(&rows);
     pending.status = 200;

@@ -375,7 +375,8 @@ async fn the_import_form_takes_an_account_and_answers_every_line() {
     let r = app
         .post_form("/admin/keys/import", &cookie, &[("csrf", &csrf), ("keys", &keys), ("account", "team")])
         .await;
-    let html = crate::admin_ui::text(&r);
+    assert_eq!(r.status, 303);
+    let html = crate::admin_ui::text(&app.page(&r.header("location").unwrap(), &cookie).await);
     assert!(html.contains("1 added, 1 duplicate, 1 invalid"), "{html}");
     assert!(html.contains("repeated in this import"), "{html}");
     assert_eq!(app.key_json("sk-aaaa").await["account_label"], "team");
