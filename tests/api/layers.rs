@@ -48,3 +48,19 @@ fn the_bottom_layers_import_nothing_from_admin_or_proxy_and_those_not_from_each_
     // The check can fail: it finds what it looks for.
     assert!(!imports("startup.rs", &["admin"]).is_empty());
 }
+
+#[test]
+fn every_proxied_route_is_in_the_log_filters_endpoint_list() {
+    let routes =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/proxy/mod.rs")).unwrap();
+    let mut seen = 0;
+    for line in routes.lines().map(str::trim).filter(|l| l.starts_with(".route(\"/")) {
+        let path = format!("/v1{}", line.split('"').nth(1).unwrap());
+        let listed = siliconflow_proxy::upstream::ENDPOINTS
+            .iter()
+            .any(|e| path == *e || path.strip_prefix(e).is_some_and(|rest| rest.starts_with('/')));
+        assert!(listed, "{path} is routed but not in upstream::ENDPOINTS");
+        seen += 1;
+    }
+    assert!(seen >= 20, "found the routes ({seen})");
+}

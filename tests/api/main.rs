@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a real socket, against a fake
 //! SiliconFlow that the tests start.
 
+mod admin_second;
 mod admin_ui;
 mod auth;
 mod endpoints;
