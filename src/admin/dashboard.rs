@@ -10,12 +10,13 @@ use maud::{html, Markup};
 use serde::Serialize;
 
 use super::error::AdminError;
+use super::error::PageError;
 use super::page::{page_session, warnings};
 use super::session::Admin;
-use super::views::charts::{bar_chart, compact, hbar_chart, BarSeries};
+use super::views::charts::{bar_chart, hbar_chart, thousands, Axis, BarSeries};
 use super::views::{card, layout, page, Chrome};
 use crate::db::queries::keys;
-use crate::db::queries::stats::{self as sq, Agg};
+use crate::db::queries::stats::{self as sq, Agg, Outcomes};
 use crate::db::{self, now_ms, DbError};
 use crate::pool::StateCounts;
 use crate::state::AppState;
@@ -34,18 +35,46 @@ fn local_now(tz: &FixedOffset, now_ms: i64) -> DateTime<FixedOffset> {
     Utc.timestamp_millis_opt(now_ms).single().unwrap_or_default().with_timezone(tz)
 }
 
-/// Time buckets of a chart: `[start, end)` in epoch ms, with labels.
+/// Time buckets of a chart: `[start, end)` in epoch ms, with labels (and
+/// longer titles, for tooltips).
 #[derive(Debug, Clone)]
 pub struct Buckets {
     pub start_ms: i64,
     pub size_ms: i64,
     pub labels: Vec<String>,
+    pub titles: Vec<String>,
 }
 
 impl Buckets {
+    /// The 24 hours up to now: the current hour last.
+    pub fn last_24_hours(tz: &FixedOffset, now_ms: i64) -> Self {
+        let start_ms = (now_ms.div_euclid(HOUR_MS) - 23) * HOUR_MS;
+        let at = |i: i64| local_now(tz, start_ms + i * HOUR_MS);
+        Buckets {
+            start_ms,
+            size_ms: HOUR_MS,
+            labels: (0..24).map(|i| at(i).format("%H").to_string()).collect(),
+            titles: (0..24).map(|i| at(i).format("%Y-%m-%d %H:00").to_string()).collect(),
+        }
+    }
+
+    /// The 30 days up to today (in the zone): today last.
+    pub fn last_30_days(tz: &FixedOffset, now_ms: i64) -> Self {
+        let today = local_now(tz, now_ms).date_naive();
+        let first = today - chrono::Duration::days(29);
+        let day = |i: i64| first + chrono::Duration::days(i);
+        Buckets {
+            start_ms: local_midnight_ms(tz, first),
+            size_ms: 24 * HOUR_MS,
+            labels: (0..30).map(|i| day(i).format("%d").to_string()).collect(),
+            titles: (0..30).map(|i| day(i).format("%Y-%m-%d").to_string()).collect(),
+        }
+    }
+
     pub fn today(tz: &FixedOffset, now_ms: i64) -> Self {
         let start_ms = local_midnight_ms(tz, local_now(tz, now_ms).date_naive());
-        Buckets { start_ms, size_ms: HOUR_MS, labels: (0..24).map(|h| format!("{h:02}")).collect() }
+        let labels: Vec<String> = (0..24).map(|h| format!("{h:02}")).collect();
+        Buckets { start_ms, size_ms: HOUR_MS, titles: labels.clone(), labels }
     }
 
     pub fn this_month(tz: &FixedOffset, now_ms: i64) -> Self {
@@ -58,10 +87,12 @@ impl Buckets {
         }
         .unwrap_or(first);
         let days = (next - first).num_days().max(1);
+        let labels: Vec<String> = (1..=days).map(|d| format!("{d:02}")).collect();
         Buckets {
             start_ms: local_midnight_ms(tz, first),
             size_ms: 24 * HOUR_MS,
-            labels: (1..=days).map(|d| format!("{d:02}")).collect(),
+            titles: labels.clone(),
+            labels,
         }
     }
 
@@ -86,6 +117,8 @@ impl Buckets {
 #[derive(Debug, Clone, Serialize)]
 pub struct Series {
     pub labels: Vec<String>,
+    #[serde(skip)]
+    pub titles: Vec<String>,
     pub calls: Vec<i64>,
     pub input_tokens: Vec<i64>,
     pub output_tokens: Vec<i64>,
@@ -103,6 +136,7 @@ pub fn series(b: &Buckets, hours: &[(i64, Agg)], models: &[(String, Agg)], tz: &
     let n = b.labels.len();
     let mut s = Series {
         labels: b.labels.clone(),
+        titles: b.titles.clone(),
         calls: vec![0; n],
         input_tokens: vec![0; n],
         output_tokens: vec![0; n],
@@ -255,46 +289,73 @@ pub async fn monthly_json(_: Admin, state: web::Data<AppState>) -> Result<HttpRe
 
 // ------------------------------------------------------------ the page
 
-pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let s = match page_session(&req, &state).await {
-        Ok(s) => s,
-        Err(e) => return e.page(),
-    };
-    let (o, day, month) =
-        match (overview(&state).await, daily_series(&state).await, monthly_series(&state).await) {
-            (Ok(o), Ok(d), Ok(m)) => (o, d, m),
-            _ => {
-                return page(StatusCode::SERVICE_UNAVAILABLE, html! { p { "The database is unavailable." } })
-            }
-        };
+/// The outcomes chart's four series, per hour of `b`.
+fn outcome_series(b: &Buckets, rows: &[Outcomes]) -> [Vec<i64>; 4] {
+    let n = b.labels.len();
+    let mut out = [vec![0; n], vec![0; n], vec![0; n], vec![0; n]];
+    for r in rows {
+        if let Some(i) = b.index_of_hour(r.hour) {
+            out[0][i] += r.ok;
+            out[1][i] += r.failed_over;
+            out[2][i] += r.client_errors;
+            out[3][i] += r.upstream_errors;
+        }
+    }
+    out
+}
+
+pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, PageError> {
+    let s = page_session(&req, &state).await?;
+    let tz = state.config.timezone;
+    let now = now_ms();
+    let (hours, days) = (Buckets::last_24_hours(&tz, now), Buckets::last_30_days(&tz, now));
+    let o = overview(&state).await?;
+    let day = load_series(&state, hours.clone()).await?;
+    let month = load_series(&state, days).await?;
+    let from = hours.start_ms;
+    let outcomes = db::run(&state.db, move |conn| sq::outcomes_by_hour(conn, from)).await?;
+    let [ok, failed_over, client, upstream] = outcome_series(&hours, &outcomes);
+    let hour_axis = Axis { labels: &day.labels, titles: &day.titles, every: 3 };
+    let day_axis = Axis { labels: &month.labels, titles: &month.titles, every: 5 };
     let k = &o.keys;
+    let none = o.calls_month == 0;
     let content = html! {
         h1 { "Dashboard" }
         div.cards {
-            (card("Keys", o.key_count.to_string(), Some(format!("{} active · {} cooling · {} exhausted · {} invalid · {} disabled", k.active, k.cooling, k.exhausted, k.invalid, k.disabled))))
+            (card("Keys", thousands(o.key_count as i64), Some(format!("{} active · {} cooling · {} exhausted · {} invalid · {} disabled", k.active, k.cooling, k.exhausted, k.invalid, k.disabled))))
             (balance_card(&o))
-            (card("Calls today", compact(o.calls_today), Some(format!("{} tokens", compact(o.tokens_today)))))
-            (card("Calls this month", compact(o.calls_month), Some(format!("{} tokens", compact(o.tokens_month)))))
-            (card("Success rate", format!("{:.1}%", o.success_rate * 100.0), Some(format!("{} errors this month", o.errors_month))))
-            (card("Mean latency", format!("{:.0} ms", o.mean_latency_ms), Some("this month".into())))
+            (card("Calls today", thousands(o.calls_today), Some(format!("{} tokens", thousands(o.tokens_today)))))
+            (card("Calls this month", thousands(o.calls_month), Some(format!("{} tokens", thousands(o.tokens_month)))))
+            @if none {
+                (card("Success rate", "—".into(), Some("no calls this month".into())))
+                (card("Mean latency", "—".into(), Some("no calls this month".into())))
+            } @else {
+                (card("Success rate", format!("{:.1}%", o.success_rate * 100.0), Some(format!("{} error{} this month", thousands(o.errors_month), if o.errors_month == 1 { "" } else { "s" }))))
+                (card("Mean latency", format!("{} ms", thousands(o.mean_latency_ms.round() as i64)), Some("this month".into())))
+            }
         }
         div.charts {
-            (bar_chart("Calls by hour, today", "calls", &day.labels, &[BarSeries { name: "calls", values: &day.calls, class: "bar1" }]))
-            (bar_chart("Tokens by hour, today", "tokens", &day.labels, &[
+            (bar_chart("Outcomes by hour, last 24 hours", "calls", &hour_axis, &[
+                BarSeries { name: "success", values: &ok, class: "bar-ok" },
+                BarSeries { name: "after failover", values: &failed_over, class: "bar-failover" },
+                BarSeries { name: "client errors", values: &client, class: "bar-client" },
+                BarSeries { name: "upstream errors", values: &upstream, class: "bar-upstream" },
+            ]))
+            (bar_chart("Tokens by hour, last 24 hours", "tokens", &hour_axis, &[
                 BarSeries { name: "input", values: &day.input_tokens, class: "bar1" },
                 BarSeries { name: "output", values: &day.output_tokens, class: "bar2" },
             ]))
-            (bar_chart("Calls by day, this month", "calls", &month.labels, &[BarSeries { name: "calls", values: &month.calls, class: "bar1" }]))
-            (bar_chart("Tokens by day, this month", "tokens", &month.labels, &[
+            (bar_chart("Calls by day, last 30 days", "calls", &day_axis, &[BarSeries { name: "calls", values: &month.calls, class: "bar1" }]))
+            (bar_chart("Tokens by day, last 30 days", "tokens", &day_axis, &[
                 BarSeries { name: "input", values: &month.input_tokens, class: "bar1" },
                 BarSeries { name: "output", values: &month.output_tokens, class: "bar2" },
             ]))
-            (hbar_chart("Tokens by model, this month (top 10)", "tokens",
+            (hbar_chart("Tokens by model, last 30 days (top 10)", "tokens",
                 &month.model_labels.iter().cloned().zip(month.model_tokens.iter().copied()).collect::<Vec<_>>()))
-            (hbar_chart("Calls by key, this month", "calls",
+            (hbar_chart("Calls by key, this month (top 15)", "calls",
                 &o.calls_by_key.iter().take(15).map(|c| (c.key.clone(), c.calls)).collect::<Vec<_>>()))
         }
-        p.muted { "Times in " (o.timezone) " (TIMEZONE). All-time: " (compact(o.total_calls)) " calls, " (compact(o.total_tokens)) " tokens." }
+        p.muted { "Times in " (o.timezone) " (TIMEZONE). All-time: " (thousands(o.total_calls)) " calls, " (thousands(o.total_tokens)) " tokens." }
     };
     let chrome = Chrome {
         title: "Dashboard",
@@ -303,7 +364,7 @@ pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
         warnings: warnings(&state),
         notice: None,
     };
-    page(StatusCode::OK, layout(chrome, content))
+    Ok(page(StatusCode::OK, layout(chrome, content)))
 }
 
 /// The pool's balance: what is known, and how much is not.
@@ -350,6 +411,44 @@ mod tests {
         assert_eq!(m.index_of_hour(now / HOUR_MS), Some(26), "the 27th");
         let utc = FixedOffset::east_opt(0).unwrap();
         assert_eq!(Buckets::today(&utc, now).index_of_hour(now / HOUR_MS), Some(20));
+    }
+
+    #[test]
+    fn rolling_windows_end_now_in_the_zone() {
+        let cst = FixedOffset::east_opt(8 * 3600).unwrap();
+        // 2026-11-26T20:30Z is 04:30 on the 27th in UTC+8.
+        let now = 1_795_723_200_000 + 1_800_000;
+        let h = Buckets::last_24_hours(&cst, now);
+        assert_eq!(h.labels.len(), 24);
+        assert_eq!(h.index_of_hour(now / HOUR_MS), Some(23), "the current hour is the last bar");
+        assert_eq!(h.index_of_hour(now / HOUR_MS - 24), None);
+        assert_eq!((h.labels[23].as_str(), h.labels[0].as_str()), ("04", "05"), "local hours");
+        assert_eq!(h.titles[0], "2026-11-26 05:00");
+        let d = Buckets::last_30_days(&cst, now);
+        assert_eq!(d.labels.len(), 30);
+        assert_eq!(d.index_of_hour(now / HOUR_MS), Some(29), "today is the last bar");
+        assert_eq!((d.titles[0].as_str(), d.titles[29].as_str()), ("2026-10-29", "2026-11-27"));
+        assert_eq!(d.start_ms, 1_795_708_800_000 - 29 * 24 * HOUR_MS, "local midnight, 29 days back");
+    }
+
+    #[test]
+    fn outcomes_fall_in_their_hours() {
+        let utc = FixedOffset::east_opt(0).unwrap();
+        let now = 1_795_723_200_000;
+        let b = Buckets::last_24_hours(&utc, now);
+        let o = |hour, ok, failed_over, client_errors, upstream_errors| Outcomes {
+            hour,
+            ok,
+            failed_over,
+            client_errors,
+            upstream_errors,
+        };
+        let h = now / HOUR_MS;
+        let [ok, fo, client, upstream] =
+            outcome_series(&b, &[o(h, 5, 1, 2, 3), o(h - 2, 1, 0, 0, 0), o(h - 40, 9, 9, 9, 9)]);
+        assert_eq!((ok[23], fo[23], client[23], upstream[23]), (5, 1, 2, 3));
+        assert_eq!(ok[21], 1);
+        assert_eq!(ok.iter().sum::<i64>(), 6, "an hour outside the window is left out");
     }
 
     #[test]

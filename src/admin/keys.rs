@@ -599,6 +599,14 @@ pub struct KeysPageQuery {
     import: Option<String>,
 }
 
+/// A local time without its date when that is today's.
+fn short_time(local: &str, today: &str) -> String {
+    match local.strip_prefix(today) {
+        Some(time) if !today.is_empty() => time.trim().to_string(),
+        _ => local.to_string(),
+    }
+}
+
 fn local_iso(iso: &Option<String>, tz: &FixedOffset) -> String {
     let ms = iso
         .as_deref()
@@ -619,20 +627,24 @@ async fn render_keys(state: &AppState, s: &Session, q: KeysPageQuery) -> Result<
         state: q.state.clone(),
     };
     let (rows, total, page_no, page_size) = key_page(state, &list).await?;
-    let (known_total, unknown) = {
+    let (known_total, known, unknown) = {
         let snapshot = state.pool.snapshot();
         let live =
             snapshot.keys.iter().filter(|k| !matches!(k.state(), KeyState::Invalid | KeyState::Disabled));
-        let (mut sum, mut unknown) = (0.0, 0usize);
+        let (mut sum, mut known, mut unknown) = (0.0, 0usize, 0usize);
         for k in live {
             match k.balance() {
-                Some(b) => sum += b.max(0.0),
+                Some(b) => {
+                    sum += b.max(0.0);
+                    known += 1
+                }
                 None => unknown += 1,
             }
         }
-        (sum, unknown)
+        (sum, known, unknown)
     };
     let counts = state.pool.counts(now_ms());
+    let today = when(Some(now_ms()), &tz).chars().take(10).collect::<String>();
     let query: Vec<(&str, String)> = vec![
         ("q", q.q.clone().unwrap_or_default()),
         ("state", q.state.clone().unwrap_or_default()),
@@ -706,9 +718,13 @@ async fn render_keys(state: &AppState, s: &Session, q: KeysPageQuery) -> Result<
             a.button.secondary href="/export_keys?all=1" title="including invalid keys" { "Export all" }
         }
         p.muted {
-            "Balance of the keys that can serve: " strong { (format!("{known_total:.2}")) } " (known balances)"
-            @if unknown > 0 { "; " (unknown) " " (if unknown == 1 { "key's" } else { "keys'" }) " balance unknown (SiliconFlow does not report it)" }
-            "."
+            @if known == 0 && unknown > 0 {
+                "Balance unknown for the " (unknown) " " (if unknown == 1 { "key" } else { "keys" }) " that can serve (SiliconFlow does not report it)."
+            } @else {
+                "Known balance of the keys that can serve: " strong { (format!("{known_total:.2}")) } " (" (known) " " (if known == 1 { "key" } else { "keys" }) ")"
+                @if unknown > 0 { "; " (unknown) " more with a balance SiliconFlow does not report" }
+                "."
+            }
         }
         @if let Some(r) = &state.refresh_status.load().running {
             div.banner.info { "A refresh of every key is running: " (r.checked) " of " (r.total) " checked (reload to follow it)." }
@@ -716,7 +732,7 @@ async fn render_keys(state: &AppState, s: &Session, q: KeysPageQuery) -> Result<
         @if rows.iter().any(|k| k.balance.is_none() && k.state != "invalid") {
             p.muted { "Balance \"unknown\": " (UNKNOWN_BALANCE_HINT) " An exhausted key gets one real call as a trial every " (retry_text(state)) "; it serves again when that call succeeds, or when you refresh or enable it." }
         }
-        table {
+        div.scroll { table {
             thead { tr {
                 th { a href=(sort_link("id")) { "#" (arrow("id")) } }
                 th { "Key" }
@@ -739,17 +755,17 @@ async fn render_keys(state: &AppState, s: &Session, q: KeysPageQuery) -> Result<
                     };
                     tr {
                         td.num { (k.id) }
-                        td.mono { (k.key) }
+                        td.mono.nowrap { (k.key) }
                         td { (badge(k.state, reason.clone()))
-                            @if k.state == "cooling" { div.muted { "until " (local_iso(&k.cooling_until, &tz)) } } }
+                            @if k.state == "cooling" { span.muted { " until " (short_time(&local_iso(&k.cooling_until, &tz), &today)) } } }
                         td.num {
                             @if let Some(b) = k.balance { (format!("{b:.2}")) }
                             @else if k.state == "invalid" { span.muted { "—" } }
                             @else { span.muted title=(UNKNOWN_BALANCE_HINT) { "unknown" } }
                         }
                         td.num { (k.usage_count) }
-                        td { (local_iso(&k.last_used, &tz)) }
-                        td { (local_iso(&k.last_checked, &tz)) }
+                        td.nowrap { (local_iso(&k.last_used, &tz)) }
+                        td.nowrap { (local_iso(&k.last_checked, &tz)) }
                         td.mono {
                             @if let Some(named) = k.account_name.clone().or(k.account_id.clone()) { (named) }
                             @else {
@@ -777,7 +793,7 @@ async fn render_keys(state: &AppState, s: &Session, q: KeysPageQuery) -> Result<
                     }
                 }
             }
-        }
+        } }
         (pager("/admin/keys", &query, page_no, page_size, total))
     };
     let chrome = Chrome {

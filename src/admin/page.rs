@@ -115,11 +115,14 @@ impl Notice {
 }
 
 pub async fn css() -> HttpResponse {
+    static SHEET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sheet =
+        SHEET.get_or_init(|| format!("{CSS}\n/* chart sizes */\n{}", super::views::charts::css_rules()));
     HttpResponse::Ok()
         .content_type("text/css; charset=utf-8")
         .insert_header(("Cache-Control", "public, max-age=3600"))
         .insert_header(("X-Content-Type-Options", "nosniff"))
-        .body(CSS)
+        .body(sheet.as_str())
 }
 
 /// The session, or (as a page) a redirect to the login page.

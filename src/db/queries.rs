@@ -409,6 +409,40 @@ pub mod stats {
             .load(conn)?;
         Ok(rows.into_iter().map(|(k, s)| (k, agg(s))).collect())
     }
+
+    /// What became of the calls of one hour.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, QueryableByName, serde::Serialize)]
+    pub struct Outcomes {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        pub hour: i64,
+        /// Answered (below 400) by the first key tried.
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        pub ok: i64,
+        /// Answered after another key had failed (failover did its job).
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        pub failed_over: i64,
+        /// 4xx: the request's fault, or a rate limit no key could get past.
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        pub client_errors: i64,
+        /// 5xx or no answer: the upstream (or the way to it) failed.
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        pub upstream_errors: i64,
+    }
+
+    /// Outcomes per hour since `from_ms`, from the log itself (the rollup does
+    /// not keep attempts); a range scan of the `created_at` index.
+    pub fn outcomes_by_hour(conn: &mut Conn, from_ms: i64) -> Result<Vec<Outcomes>, DbError> {
+        Ok(diesel::sql_query(
+            "SELECT created_at / 3600000 AS hour, \
+               SUM(CASE WHEN status > 0 AND status < 400 AND attempts <= 1 THEN 1 ELSE 0 END) AS ok, \
+               SUM(CASE WHEN status > 0 AND status < 400 AND attempts > 1 THEN 1 ELSE 0 END) AS failed_over, \
+               SUM(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END) AS client_errors, \
+               SUM(CASE WHEN status >= 500 OR status <= 0 THEN 1 ELSE 0 END) AS upstream_errors \
+             FROM request_logs WHERE created_at >= ? GROUP BY created_at / 3600000",
+        )
+        .bind::<diesel::sql_types::BigInt, _>(from_ms)
+        .load(conn)?)
+    }
 }
 
 pub mod sessions_q {

@@ -232,7 +232,7 @@ async fn the_keys_page_offers_what_each_state_allows_and_says_the_pool_total() {
     assert!(html.contains("/refresh\"") && html.contains("/delete\""));
     let html = text(&app.page("/admin/keys?state=active", &cookie).await);
     assert!(html.contains("/disable\"") && !html.contains("/enable\""));
-    assert!(html.contains("<strong>12.00</strong>"), "the pool's known balance: {html}");
+    assert!(html.contains("<strong>12.00</strong> (2 keys)"), "the pool's known balance: {html}");
     let html = text(&app.page("/admin/keys?sort=balance&order=desc", &cookie).await);
     assert!(html.contains("Balance ▼"), "sort direction shown");
 }
@@ -252,4 +252,26 @@ async fn notices_come_from_the_server_never_from_the_query_and_a_failed_login_ke
     assert_eq!(r.status, 401);
     let html = text(&r);
     assert!(html.contains(r#"value="someone-else""#) && !html.contains("wrong\""), "{html}");
+}
+
+#[actix_web::test]
+async fn the_dashboard_shows_the_outcomes_of_the_last_24_hours() {
+    let app = spawn_app().await;
+    app.fake.add_key(KA, "a", "9", Mode::RateLimited("TPM"));
+    app.fake.add_key(KB, "b", "5", Mode::Ok);
+    app.import(&[KA, KB]).await;
+    assert_eq!(app.chat("m").await.status, 200, "KA (richest) answers 429: KB serves");
+    assert_eq!(app.chat("m").await.status, 200);
+    assert_eq!(app.chat("m").await.status, 200);
+    assert_eq!(app.chat("bad-model").await.status, 400);
+    app.flush_logs().await;
+    let cookie = app.login("admin", ADMIN_PASS).await.unwrap();
+    let html = text(&app.page("/admin", &cookie).await);
+    assert!(html.contains("Outcomes by hour, last 24 hours"), "{html}");
+    // The current hour's column: its tooltip counts each outcome.
+    assert!(
+        html.contains("4 calls\nsuccess: 2\nafter failover: 1\nclient errors: 1\nupstream errors: 0"),
+        "{html}"
+    );
+    assert!(html.contains("bar-failover h"), "a bar for the failover");
 }

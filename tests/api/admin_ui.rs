@@ -85,9 +85,15 @@ async fn login_logout_and_pages_behave_like_a_site() {
         assert!(csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"), "{csp}");
         assert!(!text(&r).contains(KA), "{p} shows a full key");
     }
-    assert!(text(&app.page("/admin", &cookie).await).contains("<svg"), "charts");
+    let dash = text(&app.page("/admin", &cookie).await);
+    assert!(
+        dash.contains(r#"<figure class="chart">"#) && dash.contains("No data yet."),
+        "charts, empty: {dash}"
+    );
+    assert!(dash.contains("—"), "cards without calls say so, not 100% and 0 ms");
     let css = app.send(app.client.get(app.url("/static/admin.css")), None).await;
     assert_eq!((css.status, css.header("content-type").as_deref()), (200, Some("text/css; charset=utf-8")));
+    assert!(text(&css).contains(".h50{height:50%}"), "the charts' sizes are in the stylesheet");
 
     // Logout ends the session for real: a copied cookie stops working.
     let copied = cookie.clone();

@@ -10,6 +10,11 @@ import tempfile
 
 from harness import ADMIN, GOOD, Checks, Stack
 
+BUSY = "sk-e2e-busy-000000000000000002"
+DEAD = "sk-e2e-dead-000000000000000003"
+PAGES = ["/admin", "/admin/keys", "/admin/logs", "/admin/logs/clear", "/admin/keys/1/delete",
+         "/admin/keys/bulk/delete-invalid"]
+
 
 def main():
     checks = Checks()
@@ -62,27 +67,79 @@ def main():
             # The fake answers 410 on /v1/user/info, as SiliconFlow China does: unknown, not 0.
             assert "unknown" in rows and "0.00" not in rows, rows
             assert GOOD not in browser.page_source, "full key shown"
-            browser.save_screenshot(os.path.join(shots, "keys.png"))
+            browser.save_screenshot(os.path.join(shots, "keys-first.png"))
 
         def dashboard_chart():
             for _ in range(5):
                 stack.chat()
             stack.chat(model="deepseek-ai/DeepSeek-V3", stream=True)
             browser.get(base + "/admin")
-            charts = browser.find_elements(By.CSS_SELECTOR, "figure.chart svg")
+            charts = browser.find_elements(By.CSS_SELECTOR, "figure.chart")
             assert len(charts) >= 4, len(charts)
-            bars = browser.find_elements(By.CSS_SELECTOR, "figure.chart svg rect.bar1")
+            bars = browser.find_elements(By.CSS_SELECTOR, "figure.chart .col i")
             assert bars, "no bars drawn"
             assert GOOD not in browser.page_source
             cards = browser.find_element(By.CSS_SELECTOR, ".cards").text
             assert "unknown" in cards and "¥0.00" not in cards, cards
-            browser.save_screenshot(os.path.join(shots, "dashboard.png"))
+            browser.save_screenshot(os.path.join(shots, "dashboard-first.png"))
 
         def logs_page():
             browser.get(base + "/admin/logs")
             text = browser.find_element(By.CSS_SELECTOR, "table tbody").text
             assert "Qwen/Qwen3-8B" in text and "stream" in text, text
+
+        def more_traffic():
+            # A rate-limited key (calls fail over from it), a dead one, a bad model.
+            stack.admin("POST", "/import_keys", {"keys": [BUSY, DEAD]})
+            for i in range(12):
+                stack.chat(stream=i % 4 == 0)
+            try:
+                stack.chat(model="no-such-model")
+            except Exception:
+                pass
+
+        def viewport(width, height=900):
+            browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+
+        def fits(width):
+            viewport(width)
+            for path in PAGES:
+                browser.get(base + path)
+                scroll, inner = browser.execute_script(
+                    "return [document.documentElement.scrollWidth, window.innerWidth]")
+                assert scroll <= inner, f"{path} at {width} px: the page is {scroll} px wide"
+                header = browser.execute_script("return document.querySelector('header.top').offsetHeight")
+                assert header < 60, f"{path} at {width} px: the header wraps ({header} px)"
+            browser.save_screenshot(os.path.join(shots, f"bulk-{width}.png"))
+
+        def phone():
+            fits(390)
+            viewport(390, 1600)
+            for name in ["dashboard", "keys", "logs"]:
+                browser.get(base + ("/admin" if name == "dashboard" else "/admin/" + name))
+                browser.save_screenshot(os.path.join(shots, f"{name}-390.png"))
+
+        def laptop():
+            fits(1400)
+            viewport(1400, 1000)
+            browser.get(base + "/admin/logs")
+            heights = browser.execute_script(
+                "return [...document.querySelectorAll('table.logs tbody tr')].map(r => r.offsetHeight)")
+            assert heights and max(heights) <= 40, f"log rows wrap at 1400 px: {heights}"
+            cells = browser.execute_script(
+                "return [...document.querySelectorAll('td.nowrap')].map(c => c.getClientRects().length)")
+            assert cells and all(n == 1 for n in cells), cells
             browser.save_screenshot(os.path.join(shots, "logs.png"))
+            browser.get(base + "/admin/keys")
+            browser.save_screenshot(os.path.join(shots, "keys.png"))
+            browser.get(base + "/admin")
+            legend = browser.find_element(By.CSS_SELECTOR, "figure.chart .legend").text
+            assert "after failover" in legend and "upstream errors" in legend, legend
+            size = browser.execute_script(
+                "return parseFloat(getComputedStyle(document.querySelector('.yaxis span')).fontSize)")
+            assert size >= 12, f"chart text is {size} px"
+            browser.save_screenshot(os.path.join(shots, "dashboard.png"))
 
         def logout():
             browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
@@ -91,7 +148,10 @@ def main():
             assert browser.find_elements(By.NAME, "password"), "still logged in after logout"
 
         for name, fn in [("log in", login), ("import a key and see it", import_key),
-                         ("dashboard shows charts", dashboard_chart), ("logs page", logs_page), ("log out", logout)]:
+                         ("dashboard shows charts", dashboard_chart), ("logs page", logs_page),
+                         ("more traffic: failover, errors", more_traffic),
+                         ("every page fits a 390 px phone, header on one line", phone),
+                         ("1400 px: rows on one line, charts readable", laptop), ("log out", logout)]:
             checks.run(name, fn)
         print(f"screenshots in {shots}")
     finally:

@@ -12,7 +12,10 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-KEYS = {"sk-e2e-good-000000000000000001": ("acct-e2e", "12.34")}
+KEYS = {"sk-e2e-good-000000000000000001": ("acct-e2e", "12.34"),
+        "sk-e2e-busy-000000000000000002": ("acct-busy", "5.00")}
+# Keys whose account is rate-limited on chat calls (429, as SiliconFlow words it).
+BUSY = {"sk-e2e-busy-000000000000000002"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -83,6 +86,10 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
             return
         model = req.get("model", "")
+        if self.path == "/v1/chat/completions" and self.key() in BUSY:
+            return self.send_json(429, {"code": 50603, "message": "Request was rejected due to rate limiting. Details: TPM limit reached.", "data": None})
+        if model == "no-such-model":
+            return self.send_json(400, {"code": 20012, "message": "Model does not exist. Please check it carefully.", "data": None})
         if self.path == "/v1/chat/completions":
             if req.get("stream"):
                 events = []
