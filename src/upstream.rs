@@ -77,6 +77,28 @@ pub fn snippet(body: &[u8]) -> String {
     text.trim().replace(['\n', '\r'], " ")
 }
 
+/// SiliconFlow's two official hosts (China and international); keys of one
+/// answer 401 on the other.
+pub fn other_region(base: &str) -> Option<&'static str> {
+    match base.trim_end_matches('/') {
+        "https://api.siliconflow.cn" => Some("https://api.siliconflow.com"),
+        "https://api.siliconflow.com" => Some("https://api.siliconflow.cn"),
+        _ => None,
+    }
+}
+
+/// What a 429 says about waiting: its `Retry-After` (seconds), and whether
+/// the limit is a daily one (RPD, TPD, IPD, named in SiliconFlow's message,
+/// e.g. "Request was rejected due to rate limiting. Details:RPD limit
+/// reached."), after which nothing helps before the next day.
+pub fn rate_limit_hint(retry_after: Option<&str>, body: &[u8]) -> (Option<std::time::Duration>, bool) {
+    let retry_after =
+        retry_after.and_then(|v| v.trim().parse::<u64>().ok()).map(std::time::Duration::from_secs);
+    let daily =
+        [&b"RPD"[..], b"TPD", b"IPD"].iter().any(|needle| memchr::memmem::find(body, needle).is_some());
+    (retry_after, daily)
+}
+
 /// The endpoints the proxy serves (SiliconFlow's, and the aliases it takes),
 /// for the log's endpoint filter. A filter on one also takes the paths below
 /// it (`/v1/batches` takes `/v1/batches/b1/cancel`).

@@ -26,6 +26,7 @@ use crate::pool::check::{check_key, checked_in_order, CheckOutcome};
 use crate::pool::refresher::{RefreshNow, Running};
 use crate::pool::{mask_key, KeyState, PoolKey};
 use crate::state::{AppState, Upstream};
+use crate::upstream::other_region;
 
 /// Most keys one import takes.
 pub const MAX_IMPORT: usize = 10_000;
@@ -111,15 +112,6 @@ pub fn checked_candidates(text: &str) -> Result<Vec<String>, AdminError> {
         return Err(AdminError::TooLarge(format!("at most {MAX_IMPORT} keys per import")));
     }
     Ok(candidates)
-}
-
-/// SiliconFlow's two official hosts; keys of one answer 401 on the other.
-fn other_region(base: &str) -> Option<&'static str> {
-    match base {
-        "https://api.siliconflow.cn" => Some("https://api.siliconflow.com"),
-        "https://api.siliconflow.com" => Some("https://api.siliconflow.cn"),
-        _ => None,
-    }
 }
 
 #[derive(Debug, Serialize)]

@@ -29,12 +29,9 @@ pub struct Hint {
 }
 
 impl Hint {
-    /// Reads `Retry-After` (seconds) and the limit named in SiliconFlow's message,
-    /// e.g. "Request was rejected due to rate limiting. Details:RPD limit reached."
+    /// What a 429 answer says (`upstream::rate_limit_hint`).
     pub fn from_response(retry_after: Option<&str>, body: &[u8]) -> Hint {
-        let retry_after = retry_after.and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
-        let daily =
-            [&b"RPD"[..], b"TPD", b"IPD"].iter().any(|needle| memchr::memmem::find(body, needle).is_some());
+        let (retry_after, daily) = crate::upstream::rate_limit_hint(retry_after, body);
         Hint { retry_after, daily }
     }
 }
