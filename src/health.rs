@@ -43,12 +43,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "next_run": crate::db::iso(refresh.next_run),
             "last_error": refresh.last_error,
             // A refresh of every key under way (paced at REFRESH_RATE).
-            "running": refresh.running.as_ref().map(|r| json!({
-                "started": crate::db::iso(Some(r.started)),
-                "manual": r.manual,
-                "total": r.total,
-                "checked": r.checked,
-            })),
+            "running": refresh.running,
         },
     });
     if db_ok {

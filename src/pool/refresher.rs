@@ -28,6 +28,8 @@ pub struct RefreshStatus {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Running {
+    /// Epoch ms; shown as RFC 3339 like every other time of the API.
+    #[serde(serialize_with = "as_iso")]
     pub started: i64,
     /// Asked by the owner (not the schedule).
     pub manual: bool,
@@ -57,6 +59,10 @@ pub struct RefresherSettings {
     /// Checks started per second in a refresh of every key (`None`: as fast
     /// as `concurrency` allows).
     pub rate: Option<f64>,
+}
+
+fn as_iso<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::db::iso(Some(*ms)).unwrap_or_default())
 }
 
 /// Outcomes are written (and the pool republished) this many at a time, so a

@@ -302,6 +302,7 @@ async fn a_refresh_of_every_key_is_paced_runs_once_and_answers_202_while_it_runs
     let r = app.admin_post("/refresh?wait=0", json!({})).await;
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["running"]["total"], 12, "{}", r.json());
+    assert!(r.json()["running"]["started"].as_str().is_some_and(|t| t.ends_with('Z')), "an RFC 3339 time");
     let health: serde_json::Value = app.send(app.client.get(app.url("/health")), None).await.json();
     assert_eq!(health["auto_refresh"]["running"]["total"], 12, "{health}");
     // A second request joins the run under way and gets its summary.
