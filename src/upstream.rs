@@ -87,6 +87,24 @@ pub fn other_region(base: &str) -> Option<&'static str> {
     }
 }
 
+/// The currency of an upstream's balances: USD on the international host,
+/// CNY elsewhere (SiliconFlow China, the default).
+pub fn currency(base: &str) -> &'static str {
+    if base.trim_end_matches('/').ends_with("api.siliconflow.com") {
+        "USD"
+    } else {
+        "CNY"
+    }
+}
+
+/// A balance with its currency's sign: `¥12.34`, `$5.00`.
+pub fn money(currency: &str, amount: f64) -> String {
+    match currency {
+        "USD" => format!("${amount:.2}"),
+        _ => format!("¥{amount:.2}"),
+    }
+}
+
 /// What a 429 says about waiting: its `Retry-After` (seconds), and whether
 /// the limit is a daily one (RPD, TPD, IPD, named in SiliconFlow's message,
 /// e.g. "Request was rejected due to rate limiting. Details:RPD limit

@@ -388,6 +388,8 @@ pub struct KeyView {
     pub account_name: Option<String>,
     /// The account the owner named, for keys whose upstream names none.
     pub account_label: Option<String>,
+    /// The balance's currency: CNY on SiliconFlow China, USD on the international host.
+    pub currency: &'static str,
     pub created_at: Option<String>,
     pub state_changed_at: Option<String>,
     #[serde(skip)]
@@ -423,6 +425,9 @@ fn view(r: KeyRow, live: Option<&PoolKey>, now: i64) -> KeyView {
         created_at: iso(Some(r.created_at)),
         state_changed_at: iso(r.state_changed_at),
         sort_last_used: last_used,
+        currency: crate::upstream::currency(
+            live.map(|k| &*k.base_url).or(r.base_url.as_deref()).unwrap_or_default(),
+        ),
         secret_for_search: r.key,
     }
 }
@@ -751,7 +756,7 @@ async fn render_keys(state: &AppState, s: &Session, q: KeysPageQuery) -> Result<
                         td { (badge(k.state, reason.clone()))
                             @if k.state == "cooling" { span.muted { " until " (short_time(&local_iso(&k.cooling_until, &tz), &today)) } } }
                         td.num {
-                            @if let Some(b) = k.balance { (format!("{b:.2}")) }
+                            @if let Some(b) = k.balance { (crate::upstream::money(k.currency, b)) }
                             @else if k.state == "invalid" { span.muted { "—" } }
                             @else { span.muted title=(UNKNOWN_BALANCE_HINT) { "unknown" } }
                         }

@@ -233,6 +233,9 @@ async fn the_keys_page_offers_what_each_state_allows_and_says_the_pool_total() {
     let html = text(&app.page("/admin/keys?state=active", &cookie).await);
     assert!(html.contains("/disable\"") && !html.contains("/enable\""));
     assert!(html.contains("<strong>12.00</strong> (2 keys)"), "the pool's known balance: {html}");
+    assert!(html.contains("¥7.00") && html.contains("¥5.00"), "balances with their currency");
+    let keys = app.keys_json().await;
+    assert!(keys.iter().all(|k| k["currency"] == "CNY"), "{keys:?}");
     let html = text(&app.page("/admin/keys?sort=balance&order=desc", &cookie).await);
     assert!(html.contains("Balance ▼"), "sort direction shown");
 }
