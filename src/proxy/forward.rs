@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::affinity::{self, ResourceKind};
 use super::errors::{snippet, Dialect, ErrorKind, ProxyError};
-use super::failover::{after_failure, may_fail_over, LastAnswer};
+use super::failover::{after_failure, may_fail_over, Failed, LastAnswer};
 use super::headers::{content_length, downstream_headers, upstream_headers};
 use super::record::{Pending, TeeBody};
 use super::usage::{Usage, UsageMeter};
@@ -251,7 +251,6 @@ pub async fn dispatch(
     // Cooldowns are per model; calls without one (model lists, batch reads)
     // cool down per endpoint, so they never block every model of an account.
     let model = if out.model.is_empty() { out.path.clone() } else { out.model };
-    let query = req.query_string();
     let mut body = out.body;
     let single = matches!(body, OutBody::Stream { .. }) || matches!(out.target, Target::Pinned(_));
     let mut max_attempts = if single { 1 } else { state.config.max_attempts };
@@ -287,72 +286,24 @@ pub async fn dispatch(
         pending.attempts += 1;
         pending.key = Some(key.clone());
 
-        let url = if query.is_empty() {
-            format!("{}{}", key.base_url, out.path)
-        } else {
-            format!("{}{}?{}", key.base_url, out.path, query)
-        };
-        let mut up = upstream.client.request(req.method().clone(), url);
-        for (name, value) in upstream_headers(req.headers()) {
-            up = up.append_header((name.clone(), value.clone()));
-        }
-        up = up.insert_header((actix_web::http::header::AUTHORIZATION, key.bearer.clone()));
-        let sent = match std::mem::replace(&mut body, OutBody::Empty) {
-            OutBody::Empty if req.method() == Method::GET || req.method() == Method::HEAD => up.send().await,
-            OutBody::Empty => up.send_body(Bytes::new()).await,
-            OutBody::Bytes(b) => {
-                let r = up.send_body(b.clone()).await;
-                body = OutBody::Bytes(b);
-                r
-            }
-            OutBody::Stream { payload, first, length } => {
-                let head = futures_util::stream::iter(first.map(Ok::<Bytes, UploadError>));
-                up.send_body(SizedStream::new(length, head.chain(payload))).await
-            }
-        };
-        let mut resp = match sent {
+        let mut resp = match send(req, &out.path, &key, &mut body, upstream).await {
             Ok(r) => r,
-            // The upstream may be working on it: trying another key could run
-            // (and bill) the same request twice.
-            Err(awc::error::SendRequestError::Timeout) => {
-                let e = ProxyError::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "the upstream sent no answer within {} s (UPSTREAM_TIMEOUT)",
-                        state.config.response_timeout.as_secs()
-                    ),
-                );
-                return reject(pending, e, dialect);
-            }
-            // Nothing of the request can have reached the upstream (no
-            // connection, refused, TLS failed): another key may try. (awc
-            // says "disconnected" when the connection closed after the
-            // request was written: that one is not retried.)
-            Err(awc::error::SendRequestError::Connect(e))
-                if !matches!(e, awc::error::ConnectError::Disconnected) =>
-            {
-                let reason = format!("upstream unreachable: {e}");
-                log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
-                state
-                    .pool_actor
-                    .do_send(KeyEvent { key_id: key.id, kind: KeyEventKind::Error(reason.clone()) });
-                failure = Some(Failure::Connect(reason));
-                continue;
-            }
-            // The request body (the client's upload) failed on the way.
-            Err(awc::error::SendRequestError::Body(e)) => {
-                return reject(pending, body_send_error(&*e), dialect);
-            }
-            // The connection failed after the request was (perhaps) written:
-            // the model may be running it, so no other key tries it again.
-            Err(e) => {
-                let reason = format!("the upstream connection failed after the request was sent: {e}");
-                log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
-                state
-                    .pool_actor
-                    .do_send(KeyEvent { key_id: key.id, kind: KeyEventKind::Error(reason.clone()) });
-                return reject(pending, ProxyError::new(ErrorKind::BadGateway, reason), dialect);
-            }
+            Err(e) => match after_send_error(e, state.config.response_timeout) {
+                SendFailed::TryAnother(reason) => {
+                    log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
+                    let kind = KeyEventKind::Error(reason.clone());
+                    state.pool_actor.do_send(KeyEvent { key_id: key.id, kind });
+                    failure = Some(Failure::Connect(reason));
+                    continue;
+                }
+                SendFailed::KeyAnswer(reason) => {
+                    log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
+                    let kind = KeyEventKind::Error(reason.clone());
+                    state.pool_actor.do_send(KeyEvent { key_id: key.id, kind });
+                    return reject(pending, ProxyError::new(ErrorKind::BadGateway, reason), dialect);
+                }
+                SendFailed::Answer(e) => return reject(pending, e, dialect),
+            },
         };
         let status = resp.status();
         let code = status.as_u16();
@@ -377,41 +328,9 @@ pub async fn dispatch(
         // if this was the last attempt.
         let err_body = redact(resp.body().limit(1 << 20).await.unwrap_or_default(), &key.secret, &key.masked);
         let reason = format!("{code}: {}", snippet(&err_body));
-        let now = now_ms();
         let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok());
         let decided = after_failure(code, &err_body, retry_after, trial.is_some());
-        let mut kind = Some(KeyEventKind::Error(reason.clone()));
-        match decided.key_state {
-            Some(KeyState::Invalid) => {
-                // (A trial key is exhausted, not active: it is moved from there.)
-                key.demote(KeyState::Invalid);
-                key.transition(KeyState::Exhausted, KeyState::Invalid);
-                kind = Some(KeyEventKind::Invalid(reason.clone()));
-            }
-            Some(KeyState::Exhausted) => {
-                key.demote(KeyState::Exhausted);
-                kind = Some(KeyEventKind::Exhausted(reason.clone()));
-            }
-            _ => {}
-        }
-        if decided.account_exhausted {
-            for k in same_account(state, &key) {
-                if k.id != key.id && k.demote(KeyState::Exhausted) {
-                    let kind = KeyEventKind::Exhausted(reason.clone());
-                    state.pool_actor.do_send(KeyEvent { key_id: k.id, kind });
-                }
-            }
-        }
-        if decided.trial_failed {
-            if let Some(t) = trial.take() {
-                t.finish(KeyEventKind::TrialFailed(reason.clone()));
-                kind = None;
-            }
-        }
-        if let Some(hint) = &decided.cooldown {
-            let cooldown = key.account.apply_rate_limit(&model, now, &state.pool.cooldown_policy, hint);
-            kind = Some(KeyEventKind::RateLimited { cooldown, reason: reason.clone() });
-        }
+        let kind = carry_out(&decided, &key, &mut trial, &model, &reason, state);
         let fail = match decided.answer {
             LastAnswer::Upstream => {
                 Failure::Upstream { status, headers: resp.headers().clone(), body: err_body }
@@ -445,6 +364,123 @@ pub async fn dispatch(
         }
         None => reject(pending, ProxyError::new(ErrorKind::Unavailable, NoKey::AllTried.message()), dialect),
     }
+}
+
+/// Sends one attempt with `key`: the client's method, path, query and
+/// headers (minus its own credentials), the key's bearer, and the body (kept
+/// for another attempt when it is in memory).
+async fn send(
+    req: &HttpRequest,
+    path: &str,
+    key: &PoolKey,
+    body: &mut OutBody,
+    upstream: &Upstream,
+) -> Result<
+    awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, actix_web::error::PayloadError>>>,
+    awc::error::SendRequestError,
+> {
+    let query = req.query_string();
+    let url = if query.is_empty() {
+        format!("{}{}", key.base_url, path)
+    } else {
+        format!("{}{}?{}", key.base_url, path, query)
+    };
+    let mut up = upstream.client.request(req.method().clone(), url);
+    for (name, value) in upstream_headers(req.headers()) {
+        up = up.append_header((name.clone(), value.clone()));
+    }
+    up = up.insert_header((actix_web::http::header::AUTHORIZATION, key.bearer.clone()));
+    match std::mem::replace(body, OutBody::Empty) {
+        OutBody::Empty if req.method() == Method::GET || req.method() == Method::HEAD => up.send().await,
+        OutBody::Empty => up.send_body(Bytes::new()).await,
+        OutBody::Bytes(b) => {
+            let r = up.send_body(b.clone()).await;
+            *body = OutBody::Bytes(b);
+            r
+        }
+        OutBody::Stream { payload, first, length } => {
+            let head = futures_util::stream::iter(first.map(Ok::<Bytes, UploadError>));
+            up.send_body(SizedStream::new(length, head.chain(payload))).await
+        }
+    }
+}
+
+/// What a failed send means for the request.
+enum SendFailed {
+    /// Nothing of it can have reached the upstream: another key may try.
+    TryAnother(String),
+    /// The connection failed after the request was (perhaps) written: the
+    /// model may be running it, so no other key tries it again; the key's
+    /// record notes the error.
+    KeyAnswer(String),
+    /// The answer to give, the key not at fault.
+    Answer(ProxyError),
+}
+
+fn after_send_error(e: awc::error::SendRequestError, timeout: std::time::Duration) -> SendFailed {
+    use awc::error::{ConnectError, SendRequestError};
+    match e {
+        // The upstream may be working on it: trying another key could run
+        // (and bill) the same request twice.
+        SendRequestError::Timeout => SendFailed::Answer(ProxyError::new(
+            ErrorKind::Timeout,
+            format!("the upstream sent no answer within {} s (UPSTREAM_TIMEOUT)", timeout.as_secs()),
+        )),
+        // No connection, refused, TLS failed. (awc says "disconnected" when
+        // the connection closed after the request was written: not retried.)
+        SendRequestError::Connect(e) if !matches!(e, ConnectError::Disconnected) => {
+            SendFailed::TryAnother(format!("upstream unreachable: {e}"))
+        }
+        // The request body (the client's upload) failed on the way.
+        SendRequestError::Body(e) => SendFailed::Answer(body_send_error(&*e)),
+        e => SendFailed::KeyAnswer(format!("the upstream connection failed after the request was sent: {e}")),
+    }
+}
+
+/// Carries out what `after_failure` decided: the key's new state (at once,
+/// for the next pick), its account's other keys, a trial's end, the
+/// cooldown. Returns what the pool actor is to record for the key.
+fn carry_out(
+    decided: &Failed,
+    key: &Arc<PoolKey>,
+    trial: &mut Option<TrialGuard>,
+    model: &str,
+    reason: &str,
+    state: &AppState,
+) -> Option<KeyEventKind> {
+    let mut kind = Some(KeyEventKind::Error(reason.to_string()));
+    match decided.key_state {
+        Some(KeyState::Invalid) => {
+            // (A trial key is exhausted, not active: it is moved from there.)
+            key.demote(KeyState::Invalid);
+            key.transition(KeyState::Exhausted, KeyState::Invalid);
+            kind = Some(KeyEventKind::Invalid(reason.to_string()));
+        }
+        Some(KeyState::Exhausted) => {
+            key.demote(KeyState::Exhausted);
+            kind = Some(KeyEventKind::Exhausted(reason.to_string()));
+        }
+        _ => {}
+    }
+    if decided.account_exhausted {
+        for k in same_account(state, key) {
+            if k.id != key.id && k.demote(KeyState::Exhausted) {
+                let kind = KeyEventKind::Exhausted(reason.to_string());
+                state.pool_actor.do_send(KeyEvent { key_id: k.id, kind });
+            }
+        }
+    }
+    if decided.trial_failed {
+        if let Some(t) = trial.take() {
+            t.finish(KeyEventKind::TrialFailed(reason.to_string()));
+            kind = None;
+        }
+    }
+    if let Some(hint) = &decided.cooldown {
+        let cooldown = key.account.apply_rate_limit(model, now_ms(), &state.pool.cooldown_policy, hint);
+        kind = Some(KeyEventKind::RateLimited { cooldown, reason: reason.to_string() });
+    }
+    kind
 }
 
 /// An exhausted key's trial call in flight. Ends with what it showed; if it
@@ -626,6 +662,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_send_is_retried_only_when_nothing_can_have_reached_the_upstream() {
+        use awc::error::{ConnectError, SendRequestError};
+        let t = std::time::Duration::from_secs(600);
+        let unreachable = SendRequestError::Connect(ConnectError::Timeout);
+        assert!(
+            matches!(after_send_error(unreachable, t), SendFailed::TryAnother(r) if r.starts_with("upstream unreachable"))
+        );
+        // Closed after the request was written: the model may be running it.
+        let closed = SendRequestError::Connect(ConnectError::Disconnected);
+        assert!(matches!(after_send_error(closed, t), SendFailed::KeyAnswer(_)));
+        match after_send_error(SendRequestError::Timeout, t) {
+            SendFailed::Answer(e) => {
+                assert!(
+                    matches!(e.kind, ErrorKind::Timeout) && e.message.contains("600 s (UPSTREAM_TIMEOUT)")
+                )
+            }
+            _ => panic!("a timeout is answered, not retried"),
+        }
+    }
 
     #[test]
     fn finds_multipart_text_fields() {
