@@ -165,41 +165,45 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identit
 /// the body is read.
 pub struct Admin(pub Identity);
 
-impl actix_web::FromRequest for Admin {
-    type Error = AdminError;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, AdminError>>>>;
-
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let state = req
-                .app_data::<actix_web::web::Data<AppState>>()
-                .cloned()
-                .ok_or_else(|| AdminError::Internal("the application state is missing".into()))?;
-            let who = authenticate(&req, &state).await?;
-            who.check_csrf(&req, None)?;
-            Ok(Admin(who))
-        })
-    }
-}
-
 /// An admin route that reads a body (a form may carry its CSRF token in it):
 /// authenticated only; the caller checks the token once the body is read.
 pub struct AdminWithBody(pub Identity);
 
-impl actix_web::FromRequest for AdminWithBody {
+type Extracting<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, AdminError>>>>;
+
+/// Who asks, from the headers; with `csrf`, a session's change must carry its token.
+fn identify(req: &HttpRequest, csrf: bool) -> Extracting<Identity> {
+    let req = req.clone();
+    Box::pin(async move {
+        let state = req
+            .app_data::<actix_web::web::Data<AppState>>()
+            .cloned()
+            .ok_or_else(|| AdminError::Internal("the application state is missing".into()))?;
+        let who = authenticate(&req, &state).await?;
+        if csrf {
+            who.check_csrf(&req, None)?;
+        }
+        Ok(who)
+    })
+}
+
+impl actix_web::FromRequest for Admin {
     type Error = AdminError;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, AdminError>>>>;
+    type Future = Extracting<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let state = req
-                .app_data::<actix_web::web::Data<AppState>>()
-                .cloned()
-                .ok_or_else(|| AdminError::Internal("the application state is missing".into()))?;
-            Ok(AdminWithBody(authenticate(&req, &state).await?))
-        })
+        let who = identify(req, true);
+        Box::pin(async move { Ok(Admin(who.await?)) })
+    }
+}
+
+impl actix_web::FromRequest for AdminWithBody {
+    type Error = AdminError;
+    type Future = Extracting<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let who = identify(req, false);
+        Box::pin(async move { Ok(AdminWithBody(who.await?)) })
     }
 }
 
