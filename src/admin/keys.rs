@@ -818,6 +818,9 @@ pub async fn keys_page(
     query: web::Query<KeysPageQuery>,
 ) -> Result<HttpResponse, PageError> {
     let s = page_session(&req, &state).await?;
+    if let Some(clean) = super::logs::without_empty(&req) {
+        return Ok(see_other(&clean));
+    }
     render_keys(&state, &s, query.into_inner()).await
 }
 

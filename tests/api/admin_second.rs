@@ -238,6 +238,8 @@ async fn the_keys_page_offers_what_each_state_allows_and_says_the_pool_total() {
     assert!(keys.iter().all(|k| k["currency"] == "CNY"), "{keys:?}");
     let html = text(&app.page("/admin/keys?sort=balance&order=desc", &cookie).await);
     assert!(html.contains("Balance ▼"), "sort direction shown");
+    let r = app.page("/admin/keys?q=&state=invalid", &cookie).await;
+    assert_eq!(r.header("location").as_deref(), Some("/admin/keys?state=invalid"), "empty fields dropped");
 }
 
 #[actix_web::test]
