@@ -9,10 +9,14 @@
 //! binds 15 values per row. It is still diesel's query builder, with the
 //! column names and SQL types taken from `schema.rs`.
 
+use diesel::backend::Backend;
 use diesel::helper_types::SqlTypeOf;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sqlite::{Sqlite, SqliteConnection};
-use diesel::{Column, QueryResult, RunQueryDsl};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{BigInt, Bool, HasSqlType, Integer, Text};
+use diesel::{Column, Connection, QueryResult, RunQueryDsl};
+
+use super::conn::AnyConn;
 
 use super::models::{NewLog, UsageRow};
 use super::schema::request_logs;
@@ -29,13 +33,42 @@ impl<const N: usize> QueryId for InsertLogs<'_, N> {
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl<const N: usize> RunQueryDsl<SqliteConnection> for InsertLogs<'_, N> {}
+impl<C, const N: usize> RunQueryDsl<C> for InsertLogs<'_, N> {}
+
+/// A backend that can take the log's columns (SQLite and PostgreSQL). The
+/// statements are run on the inner connection, not through the multi-backend
+/// one, which would render their SQL again on every run.
+pub trait LogBackend:
+    Backend + HasSqlType<BigInt> + HasSqlType<Text> + HasSqlType<Integer> + HasSqlType<Bool>
+where
+    i64: ToSql<BigInt, Self>,
+    i32: ToSql<Integer, Self>,
+    bool: ToSql<Bool, Self>,
+    String: ToSql<Text, Self>,
+{
+}
+
+impl<DB> LogBackend for DB
+where
+    DB: Backend + HasSqlType<BigInt> + HasSqlType<Text> + HasSqlType<Integer> + HasSqlType<Bool>,
+    i64: ToSql<BigInt, DB>,
+    i32: ToSql<Integer, DB>,
+    bool: ToSql<Bool, DB>,
+    String: ToSql<Text, DB>,
+{
+}
 
 /// Lists every column of `NewLog` once: the exhaustive destructuring makes a
 /// new field that is not inserted here a compile error.
 macro_rules! columns_and_binds {
     ($($col:ident),+ $(,)?) => {
-        fn push_columns(out: &mut AstPass<'_, '_, Sqlite>) -> QueryResult<()> {
+        fn push_columns<DB: LogBackend>(out: &mut AstPass<'_, '_, DB>) -> QueryResult<()>
+        where
+            i64: ToSql<BigInt, DB>,
+            i32: ToSql<Integer, DB>,
+            bool: ToSql<Bool, DB>,
+            String: ToSql<Text, DB>,
+        {
             let mut sep = "(";
             $(
                 out.push_sql(sep);
@@ -47,7 +80,13 @@ macro_rules! columns_and_binds {
             Ok(())
         }
 
-        fn push_row<'b>(out: &mut AstPass<'_, 'b, Sqlite>, row: &'b NewLog) -> QueryResult<()> {
+        fn push_row<'b, DB: LogBackend>(out: &mut AstPass<'_, 'b, DB>, row: &'b NewLog) -> QueryResult<()>
+        where
+            i64: ToSql<BigInt, DB>,
+            i32: ToSql<Integer, DB>,
+            bool: ToSql<Bool, DB>,
+            String: ToSql<Text, DB>,
+        {
             let NewLog { $($col),+ } = row;
             let mut sep = "(";
             $(
@@ -80,8 +119,14 @@ columns_and_binds!(
     error,
 );
 
-impl<const N: usize> QueryFragment<Sqlite> for InsertLogs<'_, N> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+impl<DB: LogBackend, const N: usize> QueryFragment<DB> for InsertLogs<'_, N>
+where
+    i64: ToSql<BigInt, DB>,
+    i32: ToSql<Integer, DB>,
+    bool: ToSql<Bool, DB>,
+    String: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         out.push_sql("INSERT INTO ");
         request_logs::table.walk_ast(out.reborrow())?;
         out.push_sql(" ");
@@ -102,7 +147,18 @@ impl<const N: usize> QueryFragment<Sqlite> for InsertLogs<'_, N> {
 pub const CHUNK: usize = 64;
 
 /// Inserts `rows` with the two cached statements (`CHUNK` rows, and one row).
-pub fn insert_all(conn: &mut SqliteConnection, rows: &[NewLog]) -> QueryResult<()> {
+pub fn insert_all(conn: &mut AnyConn, rows: &[NewLog]) -> QueryResult<()> {
+    crate::per_backend!(conn, |c| insert_on(c, rows))
+}
+
+fn insert_on<C: Connection>(conn: &mut C, rows: &[NewLog]) -> QueryResult<()>
+where
+    C::Backend: LogBackend,
+    i64: ToSql<BigInt, C::Backend>,
+    i32: ToSql<Integer, C::Backend>,
+    bool: ToSql<Bool, C::Backend>,
+    String: ToSql<Text, C::Backend>,
+{
     let (chunks, rest) = rows.as_chunks::<CHUNK>();
     for chunk in chunks {
         InsertLogs(chunk).execute(conn)?;
@@ -126,10 +182,16 @@ impl<const N: usize> QueryId for UpsertUsage<'_, N> {
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl<const N: usize> RunQueryDsl<SqliteConnection> for UpsertUsage<'_, N> {}
+impl<C, const N: usize> RunQueryDsl<C> for UpsertUsage<'_, N> {}
 
-impl<const N: usize> QueryFragment<Sqlite> for UpsertUsage<'_, N> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+impl<DB: LogBackend, const N: usize> QueryFragment<DB> for UpsertUsage<'_, N>
+where
+    i64: ToSql<BigInt, DB>,
+    i32: ToSql<Integer, DB>,
+    bool: ToSql<Bool, DB>,
+    String: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         use super::schema::usage_hourly as u;
         let keys = [<u::hour as Column>::NAME, <u::model as Column>::NAME, <u::key_id as Column>::NAME];
         let sums = [
@@ -181,7 +243,18 @@ impl<const N: usize> QueryFragment<Sqlite> for UpsertUsage<'_, N> {
 }
 
 /// Upserts `groups` with the two cached statements (`CHUNK` groups, and one).
-pub fn upsert_usage(conn: &mut SqliteConnection, groups: &[UsageRow]) -> QueryResult<()> {
+pub fn upsert_usage(conn: &mut AnyConn, groups: &[UsageRow]) -> QueryResult<()> {
+    crate::per_backend!(conn, |c| upsert_on(c, groups))
+}
+
+fn upsert_on<C: Connection>(conn: &mut C, groups: &[UsageRow]) -> QueryResult<()>
+where
+    C::Backend: LogBackend,
+    i64: ToSql<BigInt, C::Backend>,
+    i32: ToSql<Integer, C::Backend>,
+    bool: ToSql<Bool, C::Backend>,
+    String: ToSql<Text, C::Backend>,
+{
     let (chunks, rest) = groups.as_chunks::<CHUNK>();
     for chunk in chunks {
         UpsertUsage(chunk).execute(conn)?;
@@ -200,8 +273,8 @@ mod tests {
     use super::*;
     use crate::db::models::LogRow;
 
-    fn memory_db() -> SqliteConnection {
-        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+    fn memory_db() -> AnyConn {
+        let mut conn = AnyConn::Sqlite(diesel::SqliteConnection::establish(":memory:").unwrap());
         conn.run_pending_migrations(crate::db::MIGRATIONS).unwrap();
         conn
     }
@@ -226,7 +299,7 @@ mod tests {
         }
     }
 
-    fn stored(conn: &mut SqliteConnection) -> Vec<LogRow> {
+    fn stored(conn: &mut AnyConn) -> Vec<LogRow> {
         request_logs::table.order(request_logs::id.asc()).select(LogRow::as_select()).load(conn).unwrap()
     }
 
@@ -242,8 +315,10 @@ mod tests {
         insert_all(&mut fast, &[]).unwrap();
 
         let mut reference = memory_db();
-        diesel::insert_into(request_logs::table).values(&rows).execute(&mut reference).unwrap();
-        diesel::insert_into(request_logs::table).values(&small).execute(&mut reference).unwrap();
+        // Diesel's own batch insert, on the inner SQLite connection.
+        let AnyConn::Sqlite(inner) = &mut reference else { panic!("a SQLite test database") };
+        diesel::insert_into(request_logs::table).values(&rows).execute(inner).unwrap();
+        diesel::insert_into(request_logs::table).values(&small).execute(inner).unwrap();
 
         let (got, want) = (stored(&mut fast), stored(&mut reference));
         assert_eq!(got.len(), rows.len() + small.len());

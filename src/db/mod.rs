@@ -2,6 +2,7 @@
 //! pool, the schema, row types, queries and the log writer. A second backend
 //! (PostgreSQL) is then a change to this module alone.
 
+pub mod conn;
 pub mod log_insert;
 pub mod log_writer;
 pub mod models;
@@ -12,14 +13,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::r2d2::{CustomizeConnection, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
+
+pub use conn::AnyConn;
+use conn::AnyManager;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-pub type DbPool = Pool<ConnectionManager<SqliteConnection>>;
-pub type DbConn = PooledConnection<ConnectionManager<SqliteConnection>>;
+pub type DbPool = Pool<AnyManager>;
+pub type DbConn = PooledConnection<AnyManager>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -36,8 +40,9 @@ pub enum DbError {
 #[derive(Debug)]
 struct Pragmas;
 
-impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
-    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+impl CustomizeConnection<AnyConn, diesel::r2d2::Error> for Pragmas {
+    fn on_acquire(&self, conn: &mut AnyConn) -> Result<(), diesel::r2d2::Error> {
+        let AnyConn::Sqlite(conn) = conn else { return Ok(()) };
         // WAL lets the admin read while the log writer writes; busy_timeout turns
         // a momentary lock into a short wait instead of an error.
         // busy_timeout first, so that the rest waits instead of failing while
@@ -65,7 +70,7 @@ pub fn connect(path: &Path) -> Result<DbPool, DbError> {
         conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;")
             .map_err(|e| DbError::Setup(format!("cannot set WAL mode on {}: {e}", path.display())))?;
     }
-    let manager = ConnectionManager::<SqliteConnection>::new(url);
+    let manager = AnyManager::sqlite(&url);
     let pool = Pool::builder()
         .max_size(8)
         .connection_timeout(Duration::from_secs(10))
@@ -81,7 +86,7 @@ pub fn connect(path: &Path) -> Result<DbPool, DbError> {
 /// with a connection from the pool; errors come back as text for the answer.
 pub async fn run<T, F>(db: &DbPool, work: F) -> Result<T, DbError>
 where
-    F: FnOnce(&mut SqliteConnection) -> Result<T, DbError> + Send + 'static,
+    F: FnOnce(&mut AnyConn) -> Result<T, DbError> + Send + 'static,
     T: Send + 'static,
 {
     let db = db.clone();

@@ -1,12 +1,13 @@
 //! Every query the application runs, in diesel's DSL.
 
 use diesel::prelude::*;
+use diesel::upsert::excluded;
 
 use super::models::{CooldownRow, KeyRow, LogRow, NewKey, NewLog, ResourceRow, UsageRow};
 use super::schema::{api_keys, cooldowns, request_logs, resources, sessions, settings, usage_hourly};
 use super::DbError;
 
-type Conn = diesel::sqlite::SqliteConnection;
+type Conn = super::AnyConn;
 
 pub mod keys {
     use super::*;
@@ -24,10 +25,12 @@ pub mod keys {
     }
 
     pub fn insert(conn: &mut Conn, row: &NewKey) -> Result<KeyRow, DbError> {
-        Ok(diesel::insert_into(api_keys::table)
+        // RETURNING on the inner connection: through the multi-backend one its
+        // select clause is typed for neither backend.
+        Ok(crate::per_backend!(conn, |c| diesel::insert_into(api_keys::table)
             .values(row)
             .returning(KeyRow::as_returning())
-            .get_result(conn)?)
+            .get_result(c))?)
     }
 
     pub fn set_state(
@@ -70,10 +73,12 @@ pub mod keys {
     pub fn add_usage(conn: &mut Conn, usage: &[(i64, i64, i64)]) -> Result<(), DbError> {
         conn.transaction::<_, DbError, _>(|conn| {
             for (id, calls, last) in usage {
-                // SQLite's two-argument max(): last_used only moves forward.
-                let last_used = diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
-                    &format!("max(coalesce(last_used, 0), {last})"),
-                );
+                // last_used only moves forward (a CASE, as SQLite's max() and
+                // PostgreSQL's greatest() are not the same function).
+                let last_used =
+                    diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(&format!(
+                        "CASE WHEN last_used IS NULL OR last_used < {last} THEN {last} ELSE last_used END"
+                    ));
                 diesel::update(api_keys::table.find(*id))
                     .set((
                         api_keys::usage_count.eq(api_keys::usage_count + *calls),
@@ -152,7 +157,16 @@ pub mod cooldowns_q {
     }
 
     pub fn upsert(conn: &mut Conn, row: &CooldownRow) -> Result<(), DbError> {
-        diesel::replace_into(cooldowns::table).values(row).execute(conn)?;
+        crate::per_backend!(conn, |c| diesel::insert_into(cooldowns::table)
+            .values(row)
+            .on_conflict((cooldowns::account, cooldowns::model))
+            .do_update()
+            .set((
+                cooldowns::until_ms.eq(excluded(cooldowns::until_ms)),
+                cooldowns::strikes.eq(excluded(cooldowns::strikes)),
+                cooldowns::reason.eq(excluded(cooldowns::reason)),
+            ))
+            .execute(c))?;
         Ok(())
     }
 
@@ -250,7 +264,7 @@ pub mod logs {
         Error,
     }
 
-    fn filtered(f: &LogFilter) -> request_logs::BoxedQuery<'static, diesel::sqlite::Sqlite> {
+    fn filtered(f: &LogFilter) -> request_logs::BoxedQuery<'static, crate::db::conn::MultiBackend> {
         let mut q = request_logs::table.into_boxed();
         if let Some(m) = &f.model {
             // SQLite's LIKE ignores ASCII case.
@@ -324,7 +338,16 @@ pub mod resources_q {
     use super::*;
 
     pub fn upsert(conn: &mut Conn, row: &ResourceRow) -> Result<(), DbError> {
-        diesel::replace_into(resources::table).values(row).execute(conn)?;
+        crate::per_backend!(conn, |c| diesel::insert_into(resources::table)
+            .values(row)
+            .on_conflict((resources::kind, resources::resource_id))
+            .do_update()
+            .set((
+                resources::key_id.eq(excluded(resources::key_id)),
+                resources::account.eq(excluded(resources::account)),
+                resources::created_at.eq(excluded(resources::created_at)),
+            ))
+            .execute(c))?;
         Ok(())
     }
 
@@ -411,37 +434,51 @@ pub mod stats {
     }
 
     /// What became of the calls of one hour.
-    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, QueryableByName, serde::Serialize)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
     pub struct Outcomes {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
         pub hour: i64,
         /// Answered (below 400) by the first key tried.
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
         pub ok: i64,
         /// Answered after another key had failed (failover did its job).
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
         pub failed_over: i64,
         /// 4xx: the request's fault, or a rate limit no key could get past.
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
         pub client_errors: i64,
         /// 5xx or no answer: the upstream (or the way to it) failed.
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
         pub upstream_errors: i64,
     }
 
     /// Outcomes per hour since `from_ms`, from the log itself (the rollup does
     /// not keep attempts); a range scan of the `created_at` index.
     pub fn outcomes_by_hour(conn: &mut Conn, from_ms: i64) -> Result<Vec<Outcomes>, DbError> {
-        Ok(diesel::sql_query(
-            "SELECT created_at / 3600000 AS hour, \
-               SUM(CASE WHEN status > 0 AND status < 400 AND attempts <= 1 THEN 1 ELSE 0 END) AS ok, \
-               SUM(CASE WHEN status > 0 AND status < 400 AND attempts > 1 THEN 1 ELSE 0 END) AS failed_over, \
-               SUM(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END) AS client_errors, \
-               SUM(CASE WHEN status >= 500 OR status <= 0 THEN 1 ELSE 0 END) AS upstream_errors \
-             FROM request_logs WHERE created_at >= ? GROUP BY created_at / 3600000",
-        )
-        .bind::<diesel::sql_types::BigInt, _>(from_ms)
-        .load(conn)?)
+        use diesel::dsl::sql;
+        use diesel::sql_types::{BigInt, Nullable};
+        // The same text in SELECT and GROUP BY, with no parameter in it.
+        const HOUR: &str = "created_at / 3600000";
+        let count = |cond: &str| {
+            sql::<Nullable<BigInt>>(&format!("CAST(SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS BIGINT)"))
+        };
+        type Row = (i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+        let rows: Vec<Row> = request_logs::table
+            .filter(request_logs::created_at.ge(from_ms))
+            .group_by(sql::<BigInt>(HOUR))
+            .select((
+                sql::<BigInt>(HOUR),
+                count("status > 0 AND status < 400 AND attempts <= 1"),
+                count("status > 0 AND status < 400 AND attempts > 1"),
+                count("status >= 400 AND status < 500"),
+                count("status >= 500 OR status <= 0"),
+            ))
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(hour, ok, failed_over, client_errors, upstream_errors)| Outcomes {
+                hour,
+                ok: ok.unwrap_or(0),
+                failed_over: failed_over.unwrap_or(0),
+                client_errors: client_errors.unwrap_or(0),
+                upstream_errors: upstream_errors.unwrap_or(0),
+            })
+            .collect())
     }
 }
 
@@ -493,9 +530,12 @@ pub mod settings_q {
     }
 
     pub fn set(conn: &mut Conn, name: &str, value: &str) -> Result<(), DbError> {
-        diesel::replace_into(settings::table)
+        crate::per_backend!(conn, |c| diesel::insert_into(settings::table)
             .values((settings::name.eq(name), settings::value.eq(value)))
-            .execute(conn)?;
+            .on_conflict(settings::name)
+            .do_update()
+            .set(settings::value.eq(value))
+            .execute(c))?;
         Ok(())
     }
 }

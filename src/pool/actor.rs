@@ -305,7 +305,7 @@ impl Handler<KeyEvent> for PoolActor {
         }
         let now = now_ms();
         let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from)) else { return };
-        let demote = |conn: &mut diesel::SqliteConnection, state: KeyState, reason: &str| {
+        let demote = |conn: &mut crate::db::AnyConn, state: KeyState, reason: &str| {
             // The live key (which may be a newer Arc than the request held) gets
             // the state too; a key the owner disabled stays disabled.
             key.demote(state);
