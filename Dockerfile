@@ -1,6 +1,9 @@
 # syntax=docker/dockerfile:1
 # Build stage: the toolchain matches the one CI uses (Rust 1.95 on Debian bookworm).
 FROM rust:1.95.0-slim-bookworm AS build
+# libpq for the PostgreSQL backend (diesel's postgres feature links it).
+RUN apt-get update && apt-get install -y --no-install-recommends libpq-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so that source edits reuse the cached layer.
 COPY Cargo.toml Cargo.lock ./
@@ -15,9 +18,11 @@ COPY templates ./templates
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
     && strip target/release/siliconflow-proxy
 
-# Runtime stage: glibc only (SQLite is bundled, TLS is rustls with built-in roots).
+# Runtime stage: glibc and libpq (SQLite is bundled, TLS is rustls with built-in roots).
 FROM debian:bookworm-20241111-slim
-RUN useradd --system --uid 10001 --home /app proxy \
+RUN apt-get update && apt-get install -y --no-install-recommends libpq5 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home /app proxy \
     && mkdir -p /app/data && chown -R proxy /app
 WORKDIR /app
 COPY --from=build /src/target/release/siliconflow-proxy /usr/local/bin/siliconflow-proxy
