@@ -13,7 +13,7 @@ use crate::pool::Strategy;
 pub struct Config {
     pub host: String,
     pub port: u16,
-    pub database_path: PathBuf,
+    pub database: Database,
     pub upstream_base_url: String,
     /// Client access keys; empty means the proxy is open.
     pub client_api_keys: Vec<String>,
@@ -112,10 +112,10 @@ impl Config {
             })?,
         };
 
-        let database_path = match (get("DATABASE_URL"), get("DB_PATH")) {
+        let database = match (get("DATABASE_URL"), get("DB_PATH")) {
             (Some(url), _) => parse_database_url(&url)?,
-            (None, Some(path)) => PathBuf::from(path),
-            (None, None) => PathBuf::from("data/api_keys.db"),
+            (None, Some(path)) => Database::Sqlite(PathBuf::from(path)),
+            (None, None) => Database::Sqlite(PathBuf::from("data/api_keys.db")),
         };
 
         let upstream_base_url =
@@ -160,7 +160,7 @@ impl Config {
         Ok(Config {
             host: get("HOST").unwrap_or_else(|| "0.0.0.0".to_string()),
             port,
-            database_path,
+            database,
             upstream_base_url,
             client_api_keys,
             admin_username: get("ADMIN_USERNAME").unwrap_or_else(|| "admin".to_string()),
@@ -263,21 +263,56 @@ pub fn parse_offset(s: &str) -> Option<chrono::FixedOffset> {
     chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60))
 }
 
-/// Accepts `sqlite://path`, `sqlite:path`, `file:path` or a bare path.
-fn parse_database_url(url: &str) -> Result<PathBuf, ConfigError> {
+/// Where the data lives: an SQLite file (one instance), or a PostgreSQL
+/// database (several instances may share it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Database {
+    /// For logs and errors: the path, or the URL without its password.
+    pub fn display(&self) -> String {
+        match self {
+            Database::Sqlite(p) => p.display().to_string(),
+            Database::Postgres(url) => without_password(url),
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(parts) => parts,
+        None => return url.to_string(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// Accepts `postgres://...` / `postgresql://...`, or for SQLite
+/// `sqlite://path`, `sqlite:path`, `file:path` or a bare path.
+fn parse_database_url(url: &str) -> Result<Database, ConfigError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Database::Postgres(url.to_string()));
+    }
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .or_else(|| url.strip_prefix("file:"))
         .unwrap_or(url);
-    if path.is_empty() || url.starts_with("postgres") || url.starts_with("mysql") {
+    if path.is_empty() || url.contains("://") && !url.starts_with("sqlite://") {
         return Err(ConfigError {
             var: "DATABASE_URL",
-            value: url.to_string(),
-            reason: "expected sqlite://path/to/file.db (only SQLite is supported)".into(),
+            value: without_password(url),
+            reason: "expected postgres://user:password@host:5432/db or sqlite://path/to/file.db".into(),
         });
     }
-    Ok(PathBuf::from(path))
+    Ok(Database::Sqlite(PathBuf::from(path)))
 }
 
 /// `https://api.siliconflow.cn/v1/` -> `https://api.siliconflow.cn`.
@@ -307,7 +342,7 @@ mod tests {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.host, "0.0.0.0");
         assert_eq!(c.port, 7898);
-        assert_eq!(c.database_path, PathBuf::from("data/api_keys.db"));
+        assert_eq!(c.database, Database::Sqlite(PathBuf::from("data/api_keys.db")));
         assert_eq!(c.upstream_base_url, "https://api.siliconflow.cn");
         assert!(c.is_open());
         assert_eq!(c.admin_username, "admin");
@@ -323,7 +358,7 @@ mod tests {
         assert_eq!(cfg(&[("KEY_STRATEGY", "fastest")]).unwrap_err().var, "KEY_STRATEGY");
         assert_eq!(cfg(&[("MAX_ATTEMPTS", "0")]).unwrap_err().var, "MAX_ATTEMPTS");
         assert_eq!(cfg(&[("SILICONFLOW_BASE_URL", "ftp://x")]).unwrap_err().var, "SILICONFLOW_BASE_URL");
-        assert_eq!(cfg(&[("DATABASE_URL", "postgres://x")]).unwrap_err().var, "DATABASE_URL");
+        assert_eq!(cfg(&[("DATABASE_URL", "mysql://x")]).unwrap_err().var, "DATABASE_URL");
         let msg = cfg(&[("PORT", "abc")]).unwrap_err().to_string();
         assert!(msg.contains("PORT") && msg.contains("abc"), "{msg}");
     }
@@ -353,11 +388,17 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.client_api_keys, vec!["a", "b", "c"]);
-        assert_eq!(c.database_path, PathBuf::from("/tmp/x.db"));
+        assert_eq!(c.database, Database::Sqlite(PathBuf::from("/tmp/x.db")));
         assert_eq!(c.upstream_base_url, "http://127.0.0.1:9");
         assert_eq!(c.auto_refresh_interval, None);
         let c = cfg(&[("DB_PATH", "/tmp/y.db"), ("API_KEY", "")]).unwrap();
-        assert_eq!(c.database_path, PathBuf::from("/tmp/y.db"));
+        assert_eq!(c.database, Database::Sqlite(PathBuf::from("/tmp/y.db")));
         assert!(c.is_open());
+        let pg = "postgresql://proxy:s3cret@db:5432/proxy";
+        let c = cfg(&[("DATABASE_URL", pg)]).unwrap();
+        assert_eq!(c.database, Database::Postgres(pg.into()));
+        assert_eq!(c.database.display(), "postgresql://proxy:***@db:5432/proxy", "no password in logs");
+        let e = cfg(&[("DATABASE_URL", "mysql://root:pw@h/db")]).unwrap_err();
+        assert_eq!((e.var, e.value.as_str()), ("DATABASE_URL", "mysql://root:***@h/db"));
     }
 }

@@ -43,8 +43,8 @@ impl Application {
 
     pub async fn build_with_listener(config: Config, listener: TcpListener) -> Result<Self, StartupError> {
         let config = Arc::new(config);
-        let db = db::connect(&config.database_path)?;
-        log::info!("database: {}", config.database_path.display());
+        let db = db::open(&config.database)?;
+        log::info!("database: {}", config.database.display());
         let admin = AdminCredentials::init(&config, &db)?;
 
         let policy = Policy { base: config.cooldown_base, max: config.cooldown_max };

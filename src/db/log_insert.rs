@@ -233,7 +233,10 @@ where
                 out.push_sql(", ");
             }
             out.push_identifier(name)?;
+            // Qualified: PostgreSQL finds a bare column here ambiguous.
             out.push_sql(" = ");
+            u::table.walk_ast(out.reborrow())?;
+            out.push_sql(".");
             out.push_identifier(name)?;
             out.push_sql(" + excluded.");
             out.push_identifier(name)?;

@@ -21,6 +21,7 @@ use conn::AnyManager;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 pub type DbPool = Pool<AnyManager>;
 pub type DbConn = PooledConnection<AnyManager>;
@@ -54,7 +55,40 @@ impl CustomizeConnection<AnyConn, diesel::r2d2::Error> for Pragmas {
     }
 }
 
-/// Opens (creating the file and its folder) and migrates the database.
+/// Opens and migrates the database the configuration names.
+pub fn open(database: &crate::config::Database) -> Result<DbPool, DbError> {
+    match database {
+        crate::config::Database::Sqlite(path) => connect(path),
+        crate::config::Database::Postgres(url) => connect_pg(url),
+    }
+}
+
+/// Any number of instances may start at once: the migrations run under a
+/// session advisory lock, one instance after the other.
+const MIGRATION_LOCK: i64 = 0x5346_5000_0001;
+
+/// Opens and migrates a PostgreSQL database. Errors name the URL without its
+/// password.
+pub fn connect_pg(url: &str) -> Result<DbPool, DbError> {
+    use diesel::{Connection, PgConnection, RunQueryDsl};
+    let shown = crate::config::without_password(url);
+    let mut conn = PgConnection::establish(url)
+        .map_err(|e| DbError::Setup(format!("cannot connect to {shown}: {e}")))?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(&mut conn)?;
+    let migrated = conn.run_pending_migrations(PG_MIGRATIONS).map(drop);
+    let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(&mut conn);
+    migrated.map_err(|e| DbError::Setup(format!("migrations failed on {shown}: {e}")))?;
+    // Connections open when needed (none are held while idle): a database
+    // server's connections are shared by every instance.
+    Pool::builder()
+        .max_size(8)
+        .min_idle(Some(0))
+        .connection_timeout(Duration::from_secs(10))
+        .build(AnyManager::postgres(url))
+        .map_err(|e| DbError::Setup(format!("cannot open {shown}: {e}")))
+}
+
+/// Opens (creating the file and its folder) and migrates an SQLite database.
 pub fn connect(path: &Path) -> Result<DbPool, DbError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)

@@ -9,6 +9,8 @@ use super::DbError;
 
 type Conn = super::AnyConn;
 
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
 pub mod keys {
     use super::*;
 
@@ -266,12 +268,14 @@ pub mod logs {
 
     fn filtered(f: &LogFilter) -> request_logs::BoxedQuery<'static, crate::db::conn::MultiBackend> {
         let mut q = request_logs::table.into_boxed();
+        // Any part, ignoring case (PostgreSQL's LIKE minds case; SQLite's does not).
         if let Some(m) = &f.model {
-            // SQLite's LIKE ignores ASCII case.
-            q = q.filter(request_logs::model.like(format!("%{}%", escape_like(m))).escape('\\'));
+            let pattern = format!("%{}%", escape_like(&m.to_lowercase()));
+            q = q.filter(lower(request_logs::model).like(pattern).escape('\\'));
         }
         if let Some(k) = &f.key {
-            q = q.filter(request_logs::key_masked.like(format!("%{}%", escape_like(k))).escape('\\'));
+            let pattern = format!("%{}%", escape_like(&k.to_lowercase()));
+            q = q.filter(lower(request_logs::key_masked).like(pattern).escape('\\'));
         }
         if let Some(id) = f.key_id {
             q = q.filter(request_logs::key_id.eq(id));

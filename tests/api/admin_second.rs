@@ -153,11 +153,10 @@ async fn key_actions_answer_404_for_a_missing_key_and_500_for_a_database_failure
     assert_eq!(app.page("/admin/keys/999/delete", &cookie).await.status, 404);
 
     // The database fails under a key that exists: 500 with the reason, not 404.
-    let db = app.dir.path().join("test.db");
-    let mut conn = <diesel::SqliteConnection as diesel::Connection>::establish(db.to_str().unwrap()).unwrap();
+    let mut conn = app.state.db.get().unwrap();
     diesel::RunQueryDsl::execute(
         diesel::sql_query("ALTER TABLE api_keys RENAME TO api_keys_gone"),
-        &mut conn,
+        &mut *conn,
     )
     .unwrap();
     let r = app.admin_post("/api/keys/1/disable", json!({})).await;
@@ -167,7 +166,7 @@ async fn key_actions_answer_404_for_a_missing_key_and_500_for_a_database_failure
     assert_eq!(r.status, 500);
     diesel::RunQueryDsl::execute(
         diesel::sql_query("ALTER TABLE api_keys_gone RENAME TO api_keys"),
-        &mut conn,
+        &mut *conn,
     )
     .unwrap();
     assert_eq!(app.admin_post("/api/keys/1/disable", json!({})).await.status, 200);

@@ -69,3 +69,20 @@ async fn health_shows_the_request_log_queue_so_a_writer_that_falls_behind_is_vis
     assert_eq!(queue().await, (Some(0), Some(0)));
     assert_eq!(app.logs().await.len(), 3);
 }
+
+#[actix_web::test]
+async fn an_unreachable_postgresql_stops_the_start_with_its_url_but_not_its_password() {
+    let fake = crate::fake::Fake::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = crate::helpers::base_env(&fake, &dir);
+    // Port 1: nothing listens there.
+    env.insert("DATABASE_URL".into(), "postgres://proxy:s3cret-pw@127.0.0.1:1/proxy".into());
+    let config = siliconflow_proxy::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let Err(e) = siliconflow_proxy::startup::Application::build_with_listener(config, listener).await else {
+        panic!("started without its database");
+    };
+    let text = e.to_string();
+    assert!(text.contains("postgres://proxy:***@127.0.0.1:1/proxy"), "{text}");
+    assert!(!text.contains("s3cret-pw"), "{text}");
+}

@@ -25,6 +25,10 @@ pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASS: &str = "admin-test-password";
 
 pub struct TestApp {
+    /// With PostgreSQL: ends this app's connections when the test is done
+    /// (the app's threads outlive the test, and the server has 100 slots).
+    #[allow(dead_code)] // held for its Drop
+    pub pg: Option<PgSessions>,
     pub address: String,
     pub state: web::Data<AppState>,
     pub fake: Fake,
@@ -33,9 +37,60 @@ pub struct TestApp {
     pub handle: actix_web::dev::ServerHandle,
 }
 
+/// A fresh database for one test: an SQLite file in its folder, or, with
+/// `TEST_POSTGRES=postgres://user@host:port` set, a new PostgreSQL database
+/// on that server (`.ci/run` runs the suite both ways).
+pub fn test_database_url(dir: &tempfile::TempDir) -> String {
+    match std::env::var("TEST_POSTGRES") {
+        Ok(base) if !base.is_empty() => {
+            // One database per test folder: a restart in the test finds it again.
+            let marker = dir.path().join("pg-database");
+            if let Ok(name) = std::fs::read_to_string(&marker) {
+                return format!("{base}/{name}");
+            }
+            use rand::distr::{Alphanumeric, SampleString};
+            let name =
+                format!("sfp_test_{}", Alphanumeric.sample_string(&mut rand::rng(), 12).to_lowercase());
+            let mut admin = diesel::PgConnection::establish(&format!("{base}/postgres"))
+                .expect("PostgreSQL for the tests");
+            diesel::sql_query(format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .expect("a test database");
+            std::fs::write(&marker, &name).expect("the test folder");
+            format!("{base}/{name}")
+        }
+        _ => format!("sqlite://{}", dir.path().join("test.db").display()),
+    }
+}
+
+pub struct PgSessions {
+    server: String,
+    database: String,
+}
+
+impl PgSessions {
+    fn of(url: &str) -> Option<Self> {
+        let base = std::env::var("TEST_POSTGRES").ok().filter(|b| !b.is_empty())?;
+        let database = url.strip_prefix(&format!("{base}/"))?.to_string();
+        Some(PgSessions { server: base, database })
+    }
+}
+
+impl Drop for PgSessions {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = diesel::PgConnection::establish(&format!("{}/postgres", self.server)) {
+            let _ = diesel::sql_query(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+                self.database
+            ))
+            .execute(&mut admin);
+        }
+    }
+}
+
 pub fn base_env(fake: &Fake, dir: &tempfile::TempDir) -> HashMap<String, String> {
     let mut env = HashMap::new();
-    env.insert("DATABASE_URL".into(), format!("sqlite://{}", dir.path().join("test.db").display()));
+    env.insert("DATABASE_URL".into(), test_database_url(dir));
     env.insert("SILICONFLOW_BASE_URL".into(), fake.url.clone());
     env.insert("API_KEY".into(), CLIENT_KEY.into());
     env.insert("ADMIN_USERNAME".into(), ADMIN_USER.into());
@@ -71,7 +126,8 @@ pub async fn start_with_env(fake: Fake, dir: tempfile::TempDir, env: HashMap<Str
     let handle = app.server_handle();
     actix_rt::spawn(app.run_until_stopped());
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).disable_redirects().finish();
-    TestApp { address, state, fake, client, dir, handle }
+    let pg = env.get("DATABASE_URL").and_then(|u| PgSessions::of(u));
+    TestApp { pg, address, state, fake, client, dir, handle }
 }
 
 pub fn basic(user: &str, pass: &str) -> String {
