@@ -14,7 +14,7 @@ use diesel::helper_types::SqlTypeOf;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, Bool, HasSqlType, Integer, Text};
-use diesel::{Column, Connection, QueryResult, RunQueryDsl};
+use diesel::{Column, QueryResult, RunQueryDsl};
 
 use super::conn::AnyConn;
 
@@ -148,25 +148,16 @@ pub const CHUNK: usize = 64;
 
 /// Inserts `rows` with the two cached statements (`CHUNK` rows, and one row).
 pub fn insert_all(conn: &mut AnyConn, rows: &[NewLog]) -> QueryResult<()> {
-    crate::per_backend!(conn, |c| insert_on(c, rows))
-}
-
-fn insert_on<C: Connection>(conn: &mut C, rows: &[NewLog]) -> QueryResult<()>
-where
-    C::Backend: LogBackend,
-    i64: ToSql<BigInt, C::Backend>,
-    i32: ToSql<Integer, C::Backend>,
-    bool: ToSql<Bool, C::Backend>,
-    String: ToSql<Text, C::Backend>,
-{
     let (chunks, rest) = rows.as_chunks::<CHUNK>();
-    for chunk in chunks {
-        InsertLogs(chunk).execute(conn)?;
-    }
-    for row in rest {
-        InsertLogs(std::array::from_ref(row)).execute(conn)?;
-    }
-    Ok(())
+    crate::per_backend!(conn, |c| {
+        for chunk in chunks {
+            InsertLogs(chunk).execute(c)?;
+        }
+        for row in rest {
+            InsertLogs(std::array::from_ref(row)).execute(c)?;
+        }
+        Ok(())
+    })
 }
 
 /// The hourly rollup's upsert, `N` groups at a time, prepared once like the
@@ -247,25 +238,16 @@ where
 
 /// Upserts `groups` with the two cached statements (`CHUNK` groups, and one).
 pub fn upsert_usage(conn: &mut AnyConn, groups: &[UsageRow]) -> QueryResult<()> {
-    crate::per_backend!(conn, |c| upsert_on(c, groups))
-}
-
-fn upsert_on<C: Connection>(conn: &mut C, groups: &[UsageRow]) -> QueryResult<()>
-where
-    C::Backend: LogBackend,
-    i64: ToSql<BigInt, C::Backend>,
-    i32: ToSql<Integer, C::Backend>,
-    bool: ToSql<Bool, C::Backend>,
-    String: ToSql<Text, C::Backend>,
-{
     let (chunks, rest) = groups.as_chunks::<CHUNK>();
-    for chunk in chunks {
-        UpsertUsage(chunk).execute(conn)?;
-    }
-    for g in rest {
-        UpsertUsage(std::array::from_ref(g)).execute(conn)?;
-    }
-    Ok(())
+    crate::per_backend!(conn, |c| {
+        for chunk in chunks {
+            UpsertUsage(chunk).execute(c)?;
+        }
+        for g in rest {
+            UpsertUsage(std::array::from_ref(g)).execute(c)?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
