@@ -6,12 +6,14 @@
 #   bench/run.sh --smoke    seconds-long run that only checks that everything works
 #   KEYS=10000 bench/run.sh cost against pool size instead: 1, 1,000 and 10,000 keys
 #                           (bench/pool_size.sh)
+#   DATABASE=postgres bench/run.sh  SQLite against PostgreSQL, same run (bench/pg.sh)
 #
 # Env: DURATION (s per wrk run, 10), ROUNDS (5), STREAMS (serial streams, 20),
 #      CONCURRENT_STREAMS (1000), BIN (proxy binary; default: release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${KEYS:-}" ]; then exec bash bench/pool_size.sh "$@"; fi
+if [ "${DATABASE:-}" = postgres ]; then exec bash bench/pg.sh "$@"; fi
 SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
 DUR=${DURATION:-10}; STREAMS=${STREAMS:-20}; CONC=${CONCURRENT_STREAMS:-1000}; ROUNDS=${ROUNDS:-5}
 if [ "$SMOKE" = 1 ]; then DUR=1; STREAMS=3; CONC=50; ROUNDS=1; fi

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# SQLite against PostgreSQL: the same plain-completion benchmark through two
+# proxies, one on an SQLite file and one on a fresh PostgreSQL database, in
+# front of the same nginx; direct, SQLite and PostgreSQL rounds alternate.
+# The request path touches no database either way, so the two should match;
+# and every request must be a row in PostgreSQL after the 64-connection runs.
+#
+#   DATABASE=postgres bench/run.sh      (or bench/pg.sh)
+#   bench/pg.sh --smoke                 a quick check that it works
+#
+# Env: PG (postgres://postgres@127.0.0.1:5432), DURATION (5), ROUNDS (3), BIN.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
+DUR=${DURATION:-5}; ROUNDS=${ROUNDS:-3}
+if [ "$SMOKE" = 1 ]; then DUR=1; ROUNDS=1; fi
+PG=${PG:-postgres://postgres@127.0.0.1:5432}
+source bench/common.sh
+build_release bench_upstream
+NPORT=$(port)
+start_nginx "$NPORT"
+UP="http://127.0.0.1:$NPORT"
+PGDB="sfp_bench_$$"
+psql "$PG/postgres" -qc "CREATE DATABASE $PGDB"
+drop_pg() { psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $PGDB WITH (FORCE)" >/dev/null 2>&1 || true; }
+trap 'cleanup; drop_pg' EXIT
+
+# The proxy on $2 (a DATABASE_URL); sets LAST (pid) and the port in $1's variable name.
+run_proxy() {
+  local p; p=$(port)
+  HOST=127.0.0.1 PORT=$p SILICONFLOW_BASE_URL=$UP DATABASE_URL="$2" API_KEY=bench-client-key \
+    ADMIN_PASSWORD=bench AUTO_REFRESH_INTERVAL=0 RUST_LOG=${RUST_LOG:-warn} "$BIN" >>"$DIR/$1.log" 2>&1 &
+  PIDS+=($!); LAST=$!
+  wait_up "http://127.0.0.1:$p/health"
+  curl -fs -u admin:bench -H 'Content-Type: application/json' -d '{"keys":"sk-bench-000000000000000000000001"}' \
+    "http://127.0.0.1:$p/import_keys" | grep -q '"added":1' || { echo "import failed ($1)"; exit 1; }
+  printf -v "$1" '%s' "$p"
+}
+run_proxy SQ "sqlite://$DIR/bench.db"; SQ_PID=$LAST
+run_proxy PGP "$PG/$PGDB"; PG_PID=$LAST
+echo "SQLite vs PostgreSQL: ${ROUNDS} rounds of ${DUR}s per measurement"
+
+S_D=""; S_S=""; S_P=""; T_D=""; T_S=""; T_P=""; SENT_PG=0
+for _ in $(seq "$ROUNDS"); do
+  S_D+="$(wrk_json -t1 -c1 -d"${DUR}s" --latency "$UP/v1/chat/completions");"
+  S_S+="$(wrk_json -t1 -c1 -d"${DUR}s" --latency "http://127.0.0.1:$SQ/v1/chat/completions");"
+  S_P+="$(wrk_json -t1 -c1 -d"${DUR}s" --latency "http://127.0.0.1:$PGP/v1/chat/completions");"
+  T_D+="$(wrk_json -t2 -c64 -d"${DUR}s" --latency "$UP/v1/chat/completions");"
+  T_S+="$(wrk_json -t2 -c64 -d"${DUR}s" --latency "http://127.0.0.1:$SQ/v1/chat/completions");"
+  T_P+="$(wrk_json -t2 -c64 -d"${DUR}s" --latency "http://127.0.0.1:$PGP/v1/chat/completions");"
+done
+# Every request to the PostgreSQL proxy is a row once it has shut down (SIGTERM flushes).
+kill -TERM "$PG_PID"; wait "$PG_PID" 2>/dev/null || true
+ROWS=$(psql "$PG/$PGDB" -Atc "select count(*) from request_logs")
+kill -TERM "$SQ_PID"; wait "$SQ_PID" 2>/dev/null || true
+python3 - "$S_D" "$S_S" "$S_P" "$T_D" "$T_S" "$T_P" "$ROWS" <<'PY'
+import json, sys
+runs = lambda t: [json.loads(x) for x in t.split(";") if x.strip()]
+sd, ss, sp, td, ts, tp = (runs(a) for a in sys.argv[1:7])
+rows = int(sys.argv[7])
+med = lambda xs: sorted(xs)[len(xs) // 2]
+rps = lambda r: r["requests"] / (r["duration_us"] / 1e6)
+add_s = med([s["p50_us"] - d["p50_us"] for d, s in zip(sd, ss)])
+add_p = med([p["p50_us"] - d["p50_us"] for d, p in zip(sd, sp)])
+ratio_s = med([rps(s) / rps(d) for d, s in zip(td, ts)])
+ratio_p = med([rps(p) / rps(d) for d, p in zip(td, tp)])
+sent = sum(r["requests"] for r in sp + tp)
+errors = sum(r["socket_errors"] + r["non2xx"] for r in ss + sp + ts + tp)
+print()
+print("| database | added p50 (serial) | throughput at 64 conns vs direct | rounds: p50 µs; ratio |")
+print("|---|---|---|---|")
+print(f"| SQLite | +{add_s} µs | {ratio_s:.3f}x | " + ", ".join(f'+{s["p50_us"] - d["p50_us"]}' for d, s in zip(sd, ss)) + "; " + ", ".join(f"{rps(s) / rps(d):.3f}" for d, s in zip(td, ts)) + " |")
+print(f"| PostgreSQL | +{add_p} µs | {ratio_p:.3f}x | " + ", ".join(f'+{p["p50_us"] - d["p50_us"]}' for d, p in zip(sd, sp)) + "; " + ", ".join(f"{rps(p) / rps(d):.3f}" for d, p in zip(td, tp)) + " |")
+print(f"\nPostgreSQL against SQLite: added p50 {add_p - add_s:+d} µs, throughput {ratio_p / ratio_s - 1:+.1%}; errors {errors}")
+print(f"rows in PostgreSQL: {rows} for {sent} requests counted by wrk (more: requests in flight at wrk's stops) -> {'ok' if rows >= sent else 'MISSING ROWS'}")
+PY
