@@ -3,6 +3,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
 use actix_web::dev::Server;
@@ -49,12 +50,21 @@ impl Application {
 
         let policy = Policy { base: config.cooldown_base, max: config.cooldown_max };
         let shared = Arc::new(PoolShared::new(config.strategy, policy));
-        let pool_actor = PoolActor::load(
+        let mut pool_actor = PoolActor::load(
             db.clone(),
             shared.clone(),
             config.upstream_base_url.clone(),
             config.exhausted_retry_interval,
         )?;
+        // Several instances may share a PostgreSQL database: each names itself
+        // in the notifications it sends after a change.
+        let instance = {
+            use rand::distr::{Alphanumeric, SampleString};
+            Alphanumeric.sample_string(&mut rand::rng(), 16)
+        };
+        if matches!(config.database, crate::config::Database::Postgres(_)) {
+            pool_actor = pool_actor.with_instance(instance.clone());
+        }
         let counts = shared.counts(db::now_ms());
         log::info!(
             "key pool: {} keys ({} active, {} exhausted, {} invalid, {} disabled), strategy {}",
@@ -74,6 +84,19 @@ impl Application {
         log_arbiter.spawn_fn(|| name_thread(c"log-writer"));
         let pool_addr: Addr<PoolActor> =
             PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| pool_actor);
+        if let crate::config::Database::Postgres(url) = &config.database {
+            // Other instances' changes: reload within a poll (100 ms), and every
+            // 30 s whatever was heard; the listener ends with the pool actor.
+            let (alive, changed) = (pool_addr.clone(), pool_addr.clone());
+            crate::db::notify::listen(
+                url.clone(),
+                instance,
+                Duration::from_millis(100),
+                Duration::from_secs(30),
+                move || alive.connected(),
+                move || changed.do_send(crate::pool::actor::Reload),
+            )?;
+        }
         let (log_db, batch, interval, keep) =
             (db.clone(), config.log_batch_size, config.log_flush_interval, config.log_retention);
         let (log_tx, log_rx) = std::sync::mpsc::channel();
@@ -169,6 +192,12 @@ impl Application {
 
     pub fn state(&self) -> web::Data<AppState> {
         self.state.clone()
+    }
+
+    /// The threads of the pool actor, refresher and log writer, for a host
+    /// (a test) that ends the application without `run_until_stopped`.
+    pub fn background(&self) -> Vec<actix_rt::ArbiterHandle> {
+        self.arbiters.iter().map(|a| a.handle()).collect()
     }
 
     pub fn server_handle(&self) -> actix_web::dev::ServerHandle {

@@ -6,6 +6,7 @@ pub mod conn;
 pub mod log_insert;
 pub mod log_writer;
 pub mod models;
+pub mod notify;
 pub mod queries;
 pub mod schema;
 

@@ -30,6 +30,9 @@ pub struct PoolActor {
     /// The keys offered for a trial now (what the request path sees).
     offered: Vec<Arc<PoolKey>>,
     publish_pending: bool,
+    /// With PostgreSQL: this instance's name in the notifications it sends
+    /// after each change, so that the others reload (and it ignores its own).
+    instance: Option<String>,
 }
 
 /// How often keys' call counts and last use are written to the database.
@@ -71,6 +74,7 @@ impl PoolActor {
             trial_queue: BTreeSet::new(),
             offered: Vec::new(),
             publish_pending: false,
+            instance: None,
         };
         for row in rows {
             let acc = row.account_key();
@@ -174,6 +178,23 @@ impl PoolActor {
             return Arc::new(Account::new(id, cooldowns));
         }
         self.accounts.entry(id.clone()).or_insert_with(|| Arc::new(Account::new(id, cooldowns))).clone()
+    }
+
+    /// Sends this instance's changes to the others (PostgreSQL).
+    pub fn with_instance(mut self, instance: String) -> Self {
+        self.instance = Some(instance);
+        self
+    }
+
+    /// Tells the other instances that the pool changed (after a write).
+    fn notify_others(&self) {
+        let Some(instance) = &self.instance else { return };
+        let sent = self
+            .db
+            .get()
+            .map_err(DbError::from)
+            .and_then(|mut c| crate::db::notify::notify(&mut c, instance).map_err(DbError::from));
+        Self::log_db("notify the other instances", sent);
     }
 
     fn publish(&self) {
@@ -298,6 +319,17 @@ impl Handler<KeyEvent> for PoolActor {
     type Result = ();
 
     fn handle(&mut self, msg: KeyEvent, ctx: &mut Context<Self>) {
+        // What the other instances must see: states and cooldowns, not an error text.
+        let tell = !matches!(msg.kind, KeyEventKind::Error(_) | KeyEventKind::TrialInconclusive);
+        self.apply_event(msg, ctx);
+        if tell {
+            self.notify_others();
+        }
+    }
+}
+
+impl PoolActor {
+    fn apply_event(&mut self, msg: KeyEvent, ctx: &mut Context<Self>) {
         let Some(key) = self.keys.get(&msg.key_id).cloned() else { return };
         if !matches!(msg.kind, KeyEventKind::RateLimited { .. } | KeyEventKind::Error(_)) {
             // A state changed: the selection's list of active keys follows.
@@ -583,6 +615,7 @@ impl Handler<AddKeys> for PoolActor {
             self.keys.insert(inserted.id, key);
         }
         self.publish();
+        self.notify_others();
         MessageResult(results)
     }
 }
@@ -697,6 +730,7 @@ impl Handler<ApplyChecks> for PoolActor {
         }
         // States and balances changed: the selection is rebuilt.
         self.publish();
+        self.notify_others();
         MessageResult(summary)
     }
 }
@@ -762,6 +796,14 @@ impl Handler<KeyCommand> for PoolActor {
     type Result = Result<(), CommandError>;
 
     fn handle(&mut self, msg: KeyCommand, _: &mut Context<Self>) -> Self::Result {
+        self.command(msg)?;
+        self.notify_others();
+        Ok(())
+    }
+}
+
+impl PoolActor {
+    fn command(&mut self, msg: KeyCommand) -> Result<(), CommandError> {
         let now = now_ms();
         let mut conn = self.db.get().map_err(DbError::from)?;
         match msg {
@@ -825,6 +867,7 @@ impl Handler<DeleteInState> for PoolActor {
             self.keys.remove(id);
         }
         self.publish();
+        self.notify_others();
         Ok(deleted)
     }
 }
@@ -886,6 +929,73 @@ mod tests {
 }
 
 /// Answers once every message queued before it has been handled.
+/// Another instance changed the shared database: take its keys (new,
+/// deleted, states, balances, accounts) and cooldowns, keeping this
+/// instance's live counters. Answers how many keys changed.
+#[derive(Message)]
+#[rtype(result = "Result<usize, DbError>")]
+pub struct Reload;
+
+impl Handler<Reload> for PoolActor {
+    type Result = Result<usize, DbError>;
+
+    fn handle(&mut self, _: Reload, _: &mut Context<Self>) -> Self::Result {
+        let mut conn = self.db.get()?;
+        let rows = keys::all(&mut conn)?;
+        let cooldowns = cooldowns_q::all(&mut conn)?;
+        drop(conn);
+        let now = now_ms();
+        let mut changed = 0;
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        for row in &rows {
+            seen.insert(row.id);
+            let state = KeyState::parse(&row.state).unwrap_or(KeyState::Active);
+            match self.keys.get(&row.id).cloned() {
+                Some(key) => {
+                    let mut differs = false;
+                    if key.state() != state {
+                        key.set_state(state);
+                        differs = true;
+                    }
+                    if key.balance() != row.balance {
+                        key.set_balance(row.balance);
+                        differs = true;
+                    }
+                    let account = row.account_key();
+                    if key.account.id != account {
+                        self.rehome(row.id, &account);
+                        differs = true;
+                    }
+                    changed += usize::from(differs);
+                }
+                None => {
+                    let account = self.account(&row.account_key());
+                    let key = Arc::new(self.key_from_row(row, account));
+                    if key.needs_trial() {
+                        let since = row.state_changed_at.unwrap_or(0).max(row.last_checked.unwrap_or(0));
+                        self.queue_trial_from(key.id, since);
+                    }
+                    self.keys.insert(row.id, key);
+                    changed += 1;
+                }
+            }
+        }
+        let before = self.keys.len();
+        self.keys.retain(|id, _| seen.contains(id));
+        changed += before - self.keys.len();
+        let by_account: HashMap<&str, &Arc<Account>> =
+            self.keys.values().map(|k| (k.account.id.as_str(), &k.account)).collect();
+        for c in cooldowns.iter().filter(|c| c.until_ms > now) {
+            if let Some(account) = by_account.get(c.account.as_str()) {
+                let strikes = c.strikes.max(1) as u32;
+                account.merge(&Cooldown { model: c.model.clone(), until_ms: c.until_ms, strikes });
+            }
+        }
+        self.publish();
+        Ok(changed)
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain;

@@ -104,6 +104,20 @@ impl Account {
         self.cooldowns.load().iter().filter(|c| c.until_ms > now_ms).map(|c| c.until_ms).max()
     }
 
+    /// Takes a cooldown another instance recorded (from the shared database):
+    /// kept if it ends later than what this account knows for its model.
+    pub fn merge(&self, c: &Cooldown) {
+        let known = self.cooldowns.load().iter().any(|k| k.model == c.model && k.until_ms >= c.until_ms);
+        if known {
+            return;
+        }
+        self.cooldowns.rcu(|current| {
+            let mut next: Vec<Cooldown> = current.iter().filter(|k| k.model != c.model).cloned().collect();
+            next.push(c.clone());
+            next
+        });
+    }
+
     /// Records a rate limit and returns the cooldown applied. Lock-free: a
     /// compare-and-swap loop over a small vector.
     pub fn apply_rate_limit(

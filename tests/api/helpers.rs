@@ -25,6 +25,10 @@ pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASS: &str = "admin-test-password";
 
 pub struct TestApp {
+    /// Stops the app's own threads when the test is done with it (a test's
+    /// runtime ends, but threads would run on, each holding its database).
+    #[allow(dead_code)] // held for its Drop
+    pub background: Background,
     /// With PostgreSQL: ends this app's connections when the test is done
     /// (the app's threads outlive the test, and the server has 100 slots).
     #[allow(dead_code)] // held for its Drop
@@ -60,6 +64,16 @@ pub fn test_database_url(dir: &tempfile::TempDir) -> String {
             format!("{base}/{name}")
         }
         _ => format!("sqlite://{}", dir.path().join("test.db").display()),
+    }
+}
+
+pub struct Background(Vec<actix_rt::ArbiterHandle>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for a in &self.0 {
+            a.stop();
+        }
     }
 }
 
@@ -124,10 +138,11 @@ pub async fn start_with_env(fake: Fake, dir: tempfile::TempDir, env: HashMap<Str
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
     let handle = app.server_handle();
+    let background = Background(app.background());
     actix_rt::spawn(app.run_until_stopped());
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).disable_redirects().finish();
     let pg = env.get("DATABASE_URL").and_then(|u| PgSessions::of(u));
-    TestApp { pg, address, state, fake, client, dir, handle }
+    TestApp { background, pg, address, state, fake, client, dir, handle }
 }
 
 pub fn basic(user: &str, pass: &str) -> String {

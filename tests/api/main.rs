@@ -11,6 +11,7 @@ mod hardening;
 mod health;
 mod helpers;
 mod import;
+mod instances;
 mod layers;
 mod no_balance;
 mod shutdown;

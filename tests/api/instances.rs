@@ -1,0 +1,96 @@
+//! Two instances of the proxy on one PostgreSQL database (run with
+//! `TEST_POSTGRES` set; on SQLite there is one instance per file and these
+//! tests say so and pass).
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::fake::{Fake, Mode};
+use crate::helpers::{base_env, poll, start_with_env, TestApp, ADMIN_PASS};
+use crate::{KA, KB};
+
+/// A and B: two applications, each with its own fake upstream (knowing the
+/// same keys), sharing A's database.
+async fn two_instances() -> Option<(TestApp, TestApp)> {
+    if std::env::var("TEST_POSTGRES").map_or(true, |v| v.is_empty()) {
+        eprintln!("skipped: two instances share a PostgreSQL database (set TEST_POSTGRES)");
+        return None;
+    }
+    let (fake_a, fake_b) = (Fake::start(), Fake::start());
+    for fake in [&fake_a, &fake_b] {
+        fake.add_key(KA, "acct-a", "20", Mode::Ok);
+        fake.add_key(KB, "acct-b", "10", Mode::Ok);
+    }
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let env_a = base_env(&fake_a, &dir_a);
+    let mut env_b = base_env(&fake_b, &dir_b);
+    env_b.insert("DATABASE_URL".into(), env_a["DATABASE_URL"].clone());
+    let a = start_with_env(fake_a, dir_a, env_a).await;
+    let b = start_with_env(fake_b, dir_b, env_b).await;
+    Some((a, b))
+}
+
+#[actix_web::test]
+async fn a_key_imported_disabled_or_cooled_on_one_instance_is_seen_by_the_other() {
+    let Some((a, b)) = two_instances().await else { return };
+    assert_eq!(b.chat("m").await.status, 503, "B has no key yet");
+
+    // Imported on A: B serves with it.
+    a.import(&[KA, KB]).await;
+    let t = Instant::now();
+    poll(Duration::from_secs(5), || async { (b.chat("m").await.status == 200).then_some(()) }).await;
+    let seen = t.elapsed();
+    assert!(seen < Duration::from_secs(2), "B served the imported key after {seen:?}");
+    assert_eq!(b.fake.keys_for("/v1/chat/completions").last().map(String::as_str), Some(KA), "the richest");
+
+    // A 429 on A cools that account for the model on B too.
+    a.fake.set_mode(KA, Mode::RateLimited("TPM"));
+    assert_eq!(a.chat("m").await.status, 200, "A fails over to KB");
+    poll(Duration::from_secs(5), || async { (b.key_state("sk-aaaa").await == "cooling").then_some(()) })
+        .await;
+    b.fake.clear_seen();
+    assert_eq!(b.chat("m").await.status, 200);
+    assert_eq!(b.fake.keys_for("/v1/chat/completions"), vec![KB.to_string()], "B skips the cooling account");
+    assert_eq!(b.chat("other-model").await.status, 200);
+    assert_eq!(
+        b.fake.keys_for("/v1/chat/completions").last().map(String::as_str),
+        Some(KA),
+        "only that model cools"
+    );
+
+    // Disabled on A: B stops using it; deleted on A: B forgets it.
+    let id_b =
+        a.keys_json().await.iter().find(|k| k["key"].as_str().unwrap().starts_with("sk-bbbb")).unwrap()["id"]
+            .as_i64()
+            .unwrap();
+    assert_eq!(a.admin_post(&format!("/api/keys/{id_b}/disable"), json!({})).await.status, 200);
+    poll(Duration::from_secs(5), || async { (b.key_state("sk-bbbb").await == "disabled").then_some(()) })
+        .await;
+    let r = a
+        .send(
+            a.client
+                .delete(a.url(&format!("/api/keys/{id_b}")))
+                .insert_header(("Authorization", crate::helpers::basic("admin", ADMIN_PASS))),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    poll(Duration::from_secs(5), || async { (b.keys_json().await.len() == 1).then_some(()) }).await;
+}
+
+#[actix_web::test]
+async fn a_session_made_on_one_instance_works_on_the_other_and_stats_count_both() {
+    let Some((a, b)) = two_instances().await else { return };
+    let cookie = a.login("admin", ADMIN_PASS).await.unwrap();
+    assert_eq!(b.page("/admin", &cookie).await.status, 200, "the session is in the shared database");
+    a.import(&[KA]).await;
+    poll(Duration::from_secs(5), || async { (b.chat("m").await.status == 200).then_some(()) }).await;
+    assert_eq!(a.chat("m").await.status, 200);
+    a.flush_logs().await;
+    b.flush_logs().await;
+    let on_a = a.admin_get("/api/stats/overview").await.json()["total_calls"].as_i64().unwrap();
+    let on_b = b.admin_get("/api/stats/overview").await.json()["total_calls"].as_i64().unwrap();
+    assert_eq!(on_a, on_b, "the stats are the rows of both instances");
+    assert!(on_a >= 2, "{on_a}");
+}
