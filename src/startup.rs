@@ -107,6 +107,16 @@ impl Application {
             LogWriter::new(log_db, log_rx, writer_queued, writer_open, batch, interval, keep)
         });
         let refresh_status = Arc::new(ArcSwap::from_pointee(RefreshStatus::default()));
+        // One instance of those sharing a PostgreSQL database runs the scheduled jobs.
+        let leadership = match &config.database {
+            crate::config::Database::Postgres(url) => {
+                let alive = pool_addr.clone();
+                crate::db::leader::Leadership::contend(url.clone(), Duration::from_secs(2), move || {
+                    alive.connected()
+                })?
+            }
+            crate::config::Database::Sqlite(_) => crate::db::leader::Leadership::alone(),
+        };
         let refresher = {
             let (cfg, pool, shared, status) =
                 (config.clone(), pool_addr.clone(), shared.clone(), refresh_status.clone());
@@ -117,6 +127,7 @@ impl Application {
                     concurrency: cfg.refresh_concurrency,
                     timeout: cfg.check_timeout,
                     rate: cfg.refresh_rate,
+                    leadership,
                 };
                 Refresher::new(build_client(&cfg), pool, shared, status, settings)
             })

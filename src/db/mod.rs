@@ -3,6 +3,7 @@
 //! (PostgreSQL) is then a change to this module alone.
 
 pub mod conn;
+pub mod leader;
 pub mod log_insert;
 pub mod log_writer;
 pub mod models;

@@ -38,6 +38,7 @@ pub fn listen(
     std::thread::Builder::new().name("pg-listener".into()).spawn(move || {
         let shown = crate::config::without_password(&url);
         let mut backoff = Duration::from_millis(200);
+        let mut connected_before = false;
         while alive() {
             let mut conn = match PgConnection::establish(&url).and_then(|mut c| {
                 diesel::sql_query(format!("LISTEN {CHANNEL}"))
@@ -54,8 +55,12 @@ pub fn listen(
                 }
             };
             backoff = Duration::from_millis(200);
-            // What was missed while not listening.
-            changed();
+            // What was missed while not listening (not at the first
+            // connection: the pool was just loaded).
+            if connected_before {
+                changed();
+            }
+            connected_before = true;
             let mut last_reload = Instant::now();
             'listening: while alive() {
                 let mut heard = false;

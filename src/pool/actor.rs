@@ -988,10 +988,15 @@ impl Handler<Reload> for PoolActor {
         for c in cooldowns.iter().filter(|c| c.until_ms > now) {
             if let Some(account) = by_account.get(c.account.as_str()) {
                 let strikes = c.strikes.max(1) as u32;
-                account.merge(&Cooldown { model: c.model.clone(), until_ms: c.until_ms, strikes });
+                if account.merge(&Cooldown { model: c.model.clone(), until_ms: c.until_ms, strikes }) {
+                    changed += 1;
+                }
             }
         }
-        self.publish();
+        // A new snapshot only for a change: it restarts the strategies' turns.
+        if changed > 0 {
+            self.publish();
+        }
         Ok(changed)
     }
 }

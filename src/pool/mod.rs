@@ -106,16 +106,18 @@ impl Account {
 
     /// Takes a cooldown another instance recorded (from the shared database):
     /// kept if it ends later than what this account knows for its model.
-    pub fn merge(&self, c: &Cooldown) {
+    /// Says whether it was new.
+    pub fn merge(&self, c: &Cooldown) -> bool {
         let known = self.cooldowns.load().iter().any(|k| k.model == c.model && k.until_ms >= c.until_ms);
         if known {
-            return;
+            return false;
         }
         self.cooldowns.rcu(|current| {
             let mut next: Vec<Cooldown> = current.iter().filter(|k| k.model != c.model).cloned().collect();
             next.push(c.clone());
             next
         });
+        true
     }
 
     /// Records a rate limit and returns the cooldown applied. Lock-free: a

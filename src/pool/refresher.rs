@@ -47,6 +47,9 @@ pub struct Refresher {
     concurrency: usize,
     timeout: Duration,
     rate: Option<f64>,
+    /// The scheduled refresh runs only where this says so (one instance of
+    /// several on one database).
+    leadership: crate::db::leader::Leadership,
     /// While a refresh of every key runs: who waits for its summary.
     full_run: Option<Vec<oneshot::Sender<CheckSummary>>>,
 }
@@ -59,6 +62,7 @@ pub struct RefresherSettings {
     /// Checks started per second in a refresh of every key (`None`: as fast
     /// as `concurrency` allows).
     pub rate: Option<f64>,
+    pub leadership: crate::db::leader::Leadership,
 }
 
 fn as_iso<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
@@ -94,6 +98,7 @@ impl Refresher {
             concurrency: settings.concurrency,
             timeout: settings.timeout,
             rate: settings.rate,
+            leadership: settings.leadership,
             full_run: None,
         }
     }
@@ -251,6 +256,10 @@ impl Actor for Refresher {
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(interval) = self.interval {
             ctx.run_interval(interval, |act, ctx| {
+                if !act.leadership.leads() {
+                    log::debug!("scheduled refresh: another instance runs it");
+                    return;
+                }
                 log::info!("refreshing keys (scheduled)");
                 act.full(None, true, ctx);
             });

@@ -162,9 +162,14 @@ async fn failover_past_429_503_and_401_keys_then_skips_them() {
     assert_eq!(app.fake.keys_for("/v1/chat/completions"), vec![KB, KA]);
     assert_eq!(app.key_state("sk-dddd").await, "invalid");
     assert_eq!(app.key_state("sk-cccc").await, "cooling");
-    let keys = app.keys_json().await;
-    let c = keys.iter().find(|k| k["key"].as_str().unwrap().starts_with("sk-cccc")).unwrap();
-    assert!(c["cooling_until"].is_string() && c["last_error"].as_str().unwrap().contains("TPM"));
+    // The error text is written by the pool actor, after the answer: poll for it.
+    let c = crate::helpers::poll(Duration::from_secs(5), || async {
+        let keys = app.keys_json().await;
+        keys.into_iter()
+            .find(|k| k["key"].as_str().unwrap().starts_with("sk-cccc") && k["last_error"].as_str().is_some())
+    })
+    .await;
+    assert!(c["cooling_until"].is_string() && c["last_error"].as_str().unwrap().contains("TPM"), "{c}");
     // Another model is not rate-limited on that account.
     app.fake.set_mode(KC, Mode::Ok);
     app.fake.clear_seen();

@@ -13,6 +13,10 @@ use crate::{KA, KB};
 /// A and B: two applications, each with its own fake upstream (knowing the
 /// same keys), sharing A's database.
 async fn two_instances() -> Option<(TestApp, TestApp)> {
+    two_instances_with(&[]).await
+}
+
+async fn two_instances_with(overrides: &[(&str, &str)]) -> Option<(TestApp, TestApp)> {
     if std::env::var("TEST_POSTGRES").map_or(true, |v| v.is_empty()) {
         eprintln!("skipped: two instances share a PostgreSQL database (set TEST_POSTGRES)");
         return None;
@@ -23,8 +27,12 @@ async fn two_instances() -> Option<(TestApp, TestApp)> {
         fake.add_key(KB, "acct-b", "10", Mode::Ok);
     }
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let env_a = base_env(&fake_a, &dir_a);
+    let mut env_a = base_env(&fake_a, &dir_a);
     let mut env_b = base_env(&fake_b, &dir_b);
+    for (k, v) in overrides {
+        env_a.insert(k.to_string(), v.to_string());
+        env_b.insert(k.to_string(), v.to_string());
+    }
     env_b.insert("DATABASE_URL".into(), env_a["DATABASE_URL"].clone());
     let a = start_with_env(fake_a, dir_a, env_a).await;
     let b = start_with_env(fake_b, dir_b, env_b).await;
@@ -93,4 +101,28 @@ async fn a_session_made_on_one_instance_works_on_the_other_and_stats_count_both(
     let on_b = b.admin_get("/api/stats/overview").await.json()["total_calls"].as_i64().unwrap();
     assert_eq!(on_a, on_b, "the stats are the rows of both instances");
     assert!(on_a >= 2, "{on_a}");
+}
+
+/// Key checks a fake upstream has seen (the scheduled refresh's calls).
+fn checks(app: &TestApp) -> usize {
+    app.fake.count("/v1/user/info")
+}
+
+#[actix_web::test]
+async fn one_instance_runs_the_scheduled_refresh_and_another_takes_over_when_it_is_gone() {
+    let Some((a, b)) = two_instances_with(&[("AUTO_REFRESH_INTERVAL", "1")]).await else { return };
+    a.import(&[KA]).await;
+    a.fake.clear_seen();
+    b.fake.clear_seen();
+    // Refreshes every second, on one instance only.
+    poll(Duration::from_secs(10), || async { (checks(&a) + checks(&b) >= 3).then_some(()) }).await;
+    let (on_a, on_b) = (checks(&a), checks(&b));
+    assert!(on_a == 0 || on_b == 0, "one refresh per interval, not two: A {on_a}, B {on_b}");
+    let (leader, other) = if on_a > 0 { (a, b) } else { (b, a) };
+    // The leader's threads end (as when it is killed): its lock goes with its
+    // connection, and the other instance takes the jobs over.
+    let TestApp { background, fake: _leader_fake, .. } = leader;
+    drop(background);
+    other.fake.clear_seen();
+    poll(Duration::from_secs(15), || async { (checks(&other) >= 1).then_some(()) }).await;
 }

@@ -251,7 +251,12 @@ async fn refresh_or_enable_by_the_owner_ends_an_exhaustion_and_a_readable_balanc
     app.fake.set_mode(KA, Mode::Broke);
     app.fake.set_balance(KA, "0.00");
     chats(&app, "m", 1).await;
-    let a = app.key_json("sk-aaaa").await;
+    // The known balance drops to zero in the pool actor, after the answer: poll for it.
+    let a = crate::helpers::poll(Duration::from_secs(5), || async {
+        let a = app.key_json("sk-aaaa").await;
+        (a["balance"] == json!(0.0)).then_some(a)
+    })
+    .await;
     assert_eq!((a["state"].as_str(), &a["balance"]), (Some("exhausted"), &json!(0.0)), "{a}");
     assert_eq!(
         app.state.pool.next_trial_ms.load(std::sync::atomic::Ordering::Relaxed),

@@ -1,0 +1,86 @@
+//! Which instance runs the jobs that must run once (the scheduled refresh):
+//! the one holding a PostgreSQL advisory lock, on a connection of its own.
+//! If that instance dies, its connection closes, the lock is released, and
+//! another takes it at its next try. With SQLite there is one instance: it
+//! always leads.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+
+/// The advisory lock's key ("SFP" and 2: the migrations hold 1).
+const LEADER_LOCK: i64 = 0x5346_5000_0002;
+
+#[derive(diesel::QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
+}
+
+/// Whether this instance leads now (read by the jobs before they run).
+#[derive(Clone, Debug)]
+pub struct Leadership(Arc<AtomicBool>);
+
+impl Leadership {
+    /// One instance alone (SQLite): it always leads.
+    pub fn alone() -> Self {
+        Leadership(Arc::new(AtomicBool::new(true)))
+    }
+
+    pub fn leads(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Tries for the lock every `retry`, holds it while `alive()`, and lets
+    /// it go (closing its connection) when the application is gone.
+    pub fn contend(
+        url: String,
+        retry: Duration,
+        alive: impl Fn() -> bool + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let leads = flag.clone();
+        std::thread::Builder::new().name("pg-leader".into()).spawn(move || {
+            let shown = crate::config::without_password(&url);
+            let mut conn: Option<PgConnection> = None;
+            while alive() {
+                let held = leads.load(Ordering::Acquire);
+                let c = match conn.as_mut() {
+                    Some(c) => c,
+                    None => match PgConnection::establish(&url) {
+                        Ok(c) => conn.insert(c),
+                        Err(e) => {
+                            log::warn!("jobs: cannot reach {shown} to take the lead: {e}");
+                            std::thread::sleep(retry);
+                            continue;
+                        }
+                    },
+                };
+                let now_held = if held {
+                    // Still holding it as long as the session lives.
+                    diesel::sql_query("SELECT 1").execute(c).is_ok()
+                } else {
+                    diesel::sql_query(format!("SELECT pg_try_advisory_lock({LEADER_LOCK}) AS locked"))
+                        .get_result::<Locked>(c)
+                        .map(|l| l.locked)
+                        .unwrap_or(false)
+                };
+                if now_held != held {
+                    log::info!(
+                        "jobs: this instance {} the scheduled jobs",
+                        if now_held { "now runs" } else { "no longer runs" }
+                    );
+                    leads.store(now_held, Ordering::Release);
+                }
+                if held && !now_held {
+                    conn = None;
+                }
+                std::thread::sleep(retry);
+            }
+            leads.store(false, Ordering::Release);
+        })?;
+        Ok(Leadership(flag))
+    }
+}
