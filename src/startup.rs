@@ -117,6 +117,7 @@ impl Application {
             }
             crate::config::Database::Sqlite(_) => crate::db::leader::Leadership::alone(),
         };
+        pool_addr.do_send(crate::pool::actor::SetLeadership(leadership.clone()));
         let refresher = {
             let (cfg, pool, shared, status) =
                 (config.clone(), pool_addr.clone(), shared.clone(), refresh_status.clone());

@@ -33,6 +33,9 @@ pub struct PoolActor {
     /// With PostgreSQL: this instance's name in the notifications it sends
     /// after each change, so that the others reload (and it ignores its own).
     instance: Option<String>,
+    /// With several instances on one database, only the one that leads
+    /// offers trials, so two never trial the same key at once.
+    leadership: Option<crate::db::leader::Leadership>,
 }
 
 /// How often keys' call counts and last use are written to the database.
@@ -75,6 +78,7 @@ impl PoolActor {
             offered: Vec::new(),
             publish_pending: false,
             instance: None,
+            leadership: None,
         };
         for row in rows {
             let acc = row.account_key();
@@ -119,6 +123,10 @@ impl PoolActor {
     /// Offers the trials that fell due and withdraws the ones that no longer
     /// apply; publishes the list the request path claims from.
     fn offer_due_trials(&mut self, now: i64) {
+        if self.leadership.as_ref().is_some_and(|l| !l.leads()) {
+            // Another instance offers them (and says how they went).
+            return;
+        }
         let before = self.offered.len();
         let mut added = false;
         while let Some(&(due, id)) = self.trial_queue.first() {
@@ -929,6 +937,19 @@ mod tests {
 }
 
 /// Answers once every message queued before it has been handled.
+/// Who leads among the instances on one database (see `offer_due_trials`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetLeadership(pub crate::db::leader::Leadership);
+
+impl Handler<SetLeadership> for PoolActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetLeadership, _: &mut Context<Self>) {
+        self.leadership = Some(msg.0);
+    }
+}
+
 /// Another instance changed the shared database: take its keys (new,
 /// deleted, states, balances, accounts) and cooldowns, keeping this
 /// instance's live counters. Answers how many keys changed.

@@ -13,10 +13,13 @@ use crate::{KA, KB};
 /// A and B: two applications, each with its own fake upstream (knowing the
 /// same keys), sharing A's database.
 async fn two_instances() -> Option<(TestApp, TestApp)> {
-    two_instances_with(&[]).await
+    two_instances_with(&[]).await.map(|(a, b, _)| (a, b))
 }
 
-async fn two_instances_with(overrides: &[(&str, &str)]) -> Option<(TestApp, TestApp)> {
+type Env = std::collections::HashMap<String, String>;
+
+/// As `two_instances`, with settings for both, and B's settings (to restart it).
+async fn two_instances_with(overrides: &[(&str, &str)]) -> Option<(TestApp, TestApp, Env)> {
     if std::env::var("TEST_POSTGRES").map_or(true, |v| v.is_empty()) {
         eprintln!("skipped: two instances share a PostgreSQL database (set TEST_POSTGRES)");
         return None;
@@ -35,8 +38,8 @@ async fn two_instances_with(overrides: &[(&str, &str)]) -> Option<(TestApp, Test
     }
     env_b.insert("DATABASE_URL".into(), env_a["DATABASE_URL"].clone());
     let a = start_with_env(fake_a, dir_a, env_a).await;
-    let b = start_with_env(fake_b, dir_b, env_b).await;
-    Some((a, b))
+    let b = start_with_env(fake_b, dir_b, env_b.clone()).await;
+    Some((a, b, env_b))
 }
 
 #[actix_web::test]
@@ -110,7 +113,7 @@ fn checks(app: &TestApp) -> usize {
 
 #[actix_web::test]
 async fn one_instance_runs_the_scheduled_refresh_and_another_takes_over_when_it_is_gone() {
-    let Some((a, b)) = two_instances_with(&[("AUTO_REFRESH_INTERVAL", "1")]).await else { return };
+    let Some((a, b, _)) = two_instances_with(&[("AUTO_REFRESH_INTERVAL", "1")]).await else { return };
     a.import(&[KA]).await;
     a.fake.clear_seen();
     b.fake.clear_seen();
@@ -125,4 +128,41 @@ async fn one_instance_runs_the_scheduled_refresh_and_another_takes_over_when_it_
     drop(background);
     other.fake.clear_seen();
     poll(Duration::from_secs(15), || async { (checks(&other) >= 1).then_some(()) }).await;
+}
+
+#[actix_web::test]
+async fn an_exhausted_keys_trial_is_given_by_one_instance_only() {
+    let overrides = [("EXHAUSTED_RETRY_INTERVAL", "1")];
+    let Some((a, b, env_b)) = two_instances_with(&overrides).await else { return };
+    for app in [&a, &b] {
+        // No readable balance: an exhausted key waits for a trial call.
+        app.fake.set_info_gone(true);
+        app.fake.set_mode(KA, Mode::Broke);
+    }
+    a.import(&[KA, KB]).await;
+    poll(Duration::from_secs(5), || async {
+        assert_eq!(a.chat("m").await.status, 200);
+        (a.key_state("sk-aaaa").await == "exhausted").then_some(())
+    })
+    .await;
+    // B starts (again) with the key exhausted in the database: both plan its trial.
+    let TestApp { fake, dir, background, handle, .. } = b;
+    drop(background);
+    handle.stop(false).await;
+    let b = start_with_env(fake, dir, env_b).await;
+    assert_eq!(b.key_state("sk-aaaa").await, "exhausted");
+    a.fake.clear_seen();
+    b.fake.clear_seen();
+    // Traffic on both for 4 s: the trials (one a second) come from one instance.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        assert_eq!(a.chat("m").await.status, 200);
+        assert_eq!(b.chat("m").await.status, 200);
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let trials =
+        |app: &TestApp| app.fake.keys_for("/v1/chat/completions").iter().filter(|k| *k == KA).count();
+    let (on_a, on_b) = (trials(&a), trials(&b));
+    assert!(on_a + on_b >= 2, "trials were given: A {on_a}, B {on_b}");
+    assert!(on_a == 0 || on_b == 0, "by one instance: A {on_a}, B {on_b}");
 }
