@@ -58,13 +58,15 @@ impl Application {
         )?;
         // Several instances may share a PostgreSQL database: each names itself
         // in the notifications it sends after a change.
-        let instance = {
-            use rand::distr::{Alphanumeric, SampleString};
-            Alphanumeric.sample_string(&mut rand::rng(), 16)
+        let shared_db = match &config.database {
+            crate::config::Database::Postgres(url) => {
+                use rand::distr::{Alphanumeric, SampleString};
+                let instance = Alphanumeric.sample_string(&mut rand::rng(), 16);
+                pool_actor = pool_actor.with_instance(instance.clone());
+                Some((url.clone(), instance))
+            }
+            crate::config::Database::Sqlite(_) => None,
         };
-        if matches!(config.database, crate::config::Database::Postgres(_)) {
-            pool_actor = pool_actor.with_instance(instance.clone());
-        }
         let counts = shared.counts(db::now_ms());
         log::info!(
             "key pool: {} keys ({} active, {} exhausted, {} invalid, {} disabled), strategy {}",
@@ -84,13 +86,13 @@ impl Application {
         log_arbiter.spawn_fn(|| name_thread(c"log-writer"));
         let pool_addr: Addr<PoolActor> =
             PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| pool_actor);
-        if let crate::config::Database::Postgres(url) = &config.database {
+        if let Some((url, instance)) = &shared_db {
             // Other instances' changes: reload within a poll (100 ms), and every
             // 30 s whatever was heard; the listener ends with the pool actor.
             let (alive, changed) = (pool_addr.clone(), pool_addr.clone());
             crate::db::notify::listen(
                 url.clone(),
-                instance,
+                instance.clone(),
                 Duration::from_millis(100),
                 Duration::from_secs(30),
                 move || alive.connected(),
@@ -108,14 +110,14 @@ impl Application {
         });
         let refresh_status = Arc::new(ArcSwap::from_pointee(RefreshStatus::default()));
         // One instance of those sharing a PostgreSQL database runs the scheduled jobs.
-        let leadership = match &config.database {
-            crate::config::Database::Postgres(url) => {
+        let leadership = match &shared_db {
+            Some((url, _)) => {
                 let alive = pool_addr.clone();
                 crate::db::leader::Leadership::contend(url.clone(), Duration::from_secs(2), move || {
                     alive.connected()
                 })?
             }
-            crate::config::Database::Sqlite(_) => crate::db::leader::Leadership::alone(),
+            None => crate::db::leader::Leadership::alone(),
         };
         pool_addr.do_send(crate::pool::actor::SetLeadership(leadership.clone()));
         let refresher = {

@@ -12,7 +12,9 @@ use serde_json::json;
 
 use super::error::AdminError;
 use super::error::PageError;
-use super::page::{confirm_page, page_session, posted_form, see_other, warnings, Confirm, Notice};
+use super::page::{
+    confirm_page, page_session, posted_form, see_other, warnings, without_empty, Confirm, Notice,
+};
 use super::request::admin_body;
 use super::session::{Admin, AdminWithBody, Session};
 use super::views::{badge, csrf_field, layout, link_with, page, pager, when, Chrome};
@@ -818,7 +820,7 @@ pub async fn keys_page(
     query: web::Query<KeysPageQuery>,
 ) -> Result<HttpResponse, PageError> {
     let s = page_session(&req, &state).await?;
-    if let Some(clean) = super::logs::without_empty(&req) {
+    if let Some(clean) = without_empty(&req) {
         return Ok(see_other(&clean));
     }
     render_keys(&state, &s, query.into_inner()).await

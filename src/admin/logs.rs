@@ -8,7 +8,9 @@ use serde_json::json;
 
 use super::error::AdminError;
 use super::error::PageError;
-use super::page::{confirm_page, page_session, posted_form, see_other, warnings, Confirm, Notice};
+use super::page::{
+    confirm_page, page_session, posted_form, see_other, warnings, without_empty, Confirm, Notice,
+};
 use super::session::Admin;
 use super::views::{layout, link_with, page, pager, when, Chrome};
 use crate::db::queries::logs::{self as lq, LogFilter, StatusFilter};
@@ -167,18 +169,6 @@ fn log_query_pairs(q: &LogQuery) -> Vec<(&'static str, String)> {
         ("until", v(&q.until)),
         ("page_size", v(&q.page_size)),
     ]
-}
-
-/// A query with empty fields (a GET form sends every field) as the same
-/// link without them; `None` if it has none.
-pub fn without_empty(req: &HttpRequest) -> Option<String> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).ok()?;
-    if !pairs.iter().any(|(_, v)| v.trim().is_empty()) {
-        return None;
-    }
-    let kept: Vec<&(String, String)> = pairs.iter().filter(|(_, v)| !v.trim().is_empty()).collect();
-    let q = serde_urlencoded::to_string(&kept).unwrap_or_default();
-    Some(if q.is_empty() { req.path().to_string() } else { format!("{}?{q}", req.path()) })
 }
 
 const PAGE_SIZES: [i64; 4] = [25, 50, 100, 200];

@@ -125,6 +125,18 @@ pub async fn css() -> HttpResponse {
         .body(sheet.as_str())
 }
 
+/// A query with empty fields (a GET form sends every field) as the same
+/// link without them; `None` if it has none.
+pub fn without_empty(req: &HttpRequest) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).ok()?;
+    if !pairs.iter().any(|(_, v)| v.trim().is_empty()) {
+        return None;
+    }
+    let kept: Vec<&(String, String)> = pairs.iter().filter(|(_, v)| !v.trim().is_empty()).collect();
+    let q = serde_urlencoded::to_string(&kept).unwrap_or_default();
+    Some(if q.is_empty() { req.path().to_string() } else { format!("{}?{q}", req.path()) })
+}
+
 /// The session, or (as a page) a redirect to the login page.
 pub async fn page_session(req: &HttpRequest, state: &AppState) -> Result<Session, AdminError> {
     session::current(state, req).await.ok_or(AdminError::Unauthorized)

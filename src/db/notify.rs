@@ -26,7 +26,8 @@ pub fn notify(conn: &mut AnyConn, instance: &str) -> diesel::QueryResult<()> {
 /// Listens for other instances' changes on a connection of its own, on a
 /// thread of its own, until `alive()` says the application is gone. Calls
 /// `changed()` (at most once per `poll`) when one arrives, after each
-/// (re)connection, and every `safety` interval.
+/// reconnection (not the first connection: the pool was just loaded), and
+/// every `safety` interval.
 pub fn listen(
     url: String,
     instance: String,

@@ -774,12 +774,6 @@ pub enum CommandError {
     Database(#[from] DbError),
 }
 
-impl From<diesel::result::Error> for CommandError {
-    fn from(e: diesel::result::Error) -> Self {
-        CommandError::Database(DbError::from(e))
-    }
-}
-
 #[derive(Message)]
 #[rtype(result = "Result<(), CommandError>")]
 pub enum KeyCommand {

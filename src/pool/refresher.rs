@@ -175,30 +175,29 @@ impl Refresher {
             Ok::<_, actix::MailboxError>(summary)
         };
         Box::pin(work.into_actor(self).map(move |result, act, _| {
-            let mut status = RefreshStatus::clone(&act.status.load());
-            status.last_run = Some(now_ms());
-            if full {
-                status.running = None;
-            }
-            if scheduled {
-                status.next_run = act.interval.map(|i| now_ms() + i.as_millis() as i64);
-            }
-            let summary = match result {
+            let (summary, last_error) = match result {
                 Ok(s) => {
-                    status.last_error = (s.unchanged > 0).then(|| {
+                    let passing = (s.unchanged > 0).then(|| {
                         format!(
                             "{} of {} checks failed for a passing reason; those keys were left as they were",
                             s.unchanged, s.checked
                         )
                     });
-                    s
+                    (s, passing)
                 }
-                Err(e) => {
-                    status.last_error = Some(format!("pool actor unavailable: {e}"));
-                    CheckSummary::default()
-                }
+                Err(e) => (CheckSummary::default(), Some(format!("pool actor unavailable: {e}"))),
             };
-            act.status.store(Arc::new(status));
+            let next_run = act.interval.filter(|_| scheduled).map(|i| now_ms() + i.as_millis() as i64);
+            Self::update_status(&act.status, |status| {
+                status.last_run = Some(now_ms());
+                status.last_error = last_error;
+                if full {
+                    status.running = None;
+                }
+                if scheduled {
+                    status.next_run = next_run;
+                }
+            });
             summary
         }))
     }
