@@ -42,6 +42,9 @@ pub struct Config {
     pub cooldown_max: Duration,
     pub log_batch_size: usize,
     pub log_flush_interval: Duration,
+    /// The most request log rows that wait for the database (while it is
+    /// down); rows beyond are counted as dropped.
+    pub log_queue_max: usize,
     pub workers: usize,
     pub upstream_pool_size: usize,
     /// How long a stop waits for answers in flight before cutting them (their
@@ -188,6 +191,7 @@ impl Config {
             cooldown_max: Duration::from_secs(cooldown_max),
             log_batch_size: positive("LOG_BATCH_SIZE", 2048)? as usize,
             log_flush_interval: Duration::from_millis(positive("LOG_FLUSH_MS", 1000)?),
+            log_queue_max: positive("LOG_QUEUE_MAX", 200_000)?.min(usize::MAX as u64) as usize,
             workers: positive("WORKERS", default_workers as u64)? as usize,
             upstream_pool_size: positive("UPSTREAM_POOL_SIZE", 1024)? as usize,
             shutdown_timeout: Duration::from_secs(num("SHUTDOWN_TIMEOUT", 8)?),

@@ -20,7 +20,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
-use crate::db::queries::settings_q;
+use crate::db::queries::{login_q, settings_q};
 use crate::db::{DbError, DbPool};
 
 const GENERATED_HASH: &str = "admin_password_hash";
@@ -241,6 +241,85 @@ impl Throttle {
                 e.failures += 1;
             }
             None => {}
+        }
+    }
+}
+
+/// One password check's places: in this instance's throttle, and in the
+/// count that every instance on the database shares (wrong passwords on one
+/// instance count on the others). Settled like `Attempt`: a failure stays
+/// counted, a success wipes the address's slate, and a check not made (the
+/// request dropped, a bad form, too busy) is taken back.
+pub struct LoginAttempt<'a> {
+    local: Option<Attempt<'a>>,
+    shared: Option<(DbPool, String)>,
+}
+
+impl Throttle {
+    /// A place for one password check from `ip`, here and in the shared
+    /// count, or `Err(seconds to wait)`. With the database out of reach the
+    /// instance's own count still holds.
+    pub async fn begin_shared(&self, db: &DbPool, ip: IpAddr) -> Result<LoginAttempt<'_>, u64> {
+        let local = self.begin(ip)?;
+        let (address, now, window) = (ip.to_string(), crate::db::now_ms(), self.window.as_millis() as i64);
+        let max = self.max;
+        let counted = {
+            let address = address.clone();
+            crate::db::run(db, move |c| login_q::reserve(c, &address, now, window)).await
+        };
+        match counted {
+            Ok((n, start)) if n.max(0) as u32 > max => {
+                release(db.clone(), address);
+                Err(((start + window - now) / 1000).max(1) as u64)
+            }
+            Ok(_) => Ok(LoginAttempt { local: Some(local), shared: Some((db.clone(), address)) }),
+            Err(e) => {
+                log::warn!(
+                    "login throttle: the shared count is out of reach ({e}); this instance's count holds"
+                );
+                Ok(LoginAttempt { local: Some(local), shared: None })
+            }
+        }
+    }
+}
+
+/// Takes back a reserved check, off the caller's thread.
+fn release(db: DbPool, address: String) {
+    let spawned = std::thread::Builder::new().name("login-release".into()).spawn(move || {
+        if let Err(e) = db.get().map_err(DbError::from).and_then(|mut c| login_q::release(&mut c, &address)) {
+            log::warn!("login throttle: cannot take back a check not made: {e}");
+        }
+    });
+    if let Err(e) = spawned {
+        log::warn!("login throttle: cannot take back a check not made: {e}");
+    }
+}
+
+impl LoginAttempt<'_> {
+    pub async fn fail(mut self) {
+        if let Some(a) = self.local.take() {
+            a.fail();
+        }
+        // Stays counted in the shared table.
+        self.shared = None;
+    }
+
+    pub async fn succeed(mut self) {
+        if let Some(a) = self.local.take() {
+            a.succeed();
+        }
+        if let Some((db, address)) = self.shared.take() {
+            if let Err(e) = crate::db::run(&db, move |c| login_q::clear(c, &address)).await {
+                log::warn!("login throttle: cannot clear the shared count: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for LoginAttempt<'_> {
+    fn drop(&mut self) {
+        if let Some((db, address)) = self.shared.take() {
+            release(db, address);
         }
     }
 }

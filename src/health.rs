@@ -1,39 +1,81 @@
 //! `GET /health`: no auth, no secrets.
+//!
+//! `healthy`: the database answers, rows are written and some key can serve.
+//! `degraded` (still 200): up and serving from the snapshot, with the
+//! reasons why not everything is well (no active key; on PostgreSQL, the
+//! database unreachable while log rows wait in memory). `unhealthy` (503):
+//! the SQLite file cannot be used, which on one instance is a broken
+//! installation rather than a passing outage. On PostgreSQL an outage does
+//! not take the instances out of a load balancer's rotation: every one of
+//! them would go at once, while each can still serve every call.
+
+use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use crate::config::Database;
 use crate::db::now_ms;
 use crate::db::queries::ping;
 use crate::state::AppState;
 
+/// How long the check waits for a database connection.
+const DB_WAIT: Duration = Duration::from_secs(2);
+
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let database = match crate::db::run(&state.db, ping).await {
-        Ok(()) => "connected".to_string(),
+    let db = state.db.clone();
+    let checked = web::block(move || -> Result<(), String> {
+        let mut conn = db.get_timeout(DB_WAIT).map_err(|e| e.to_string())?;
+        ping(&mut conn).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    let shared = matches!(state.config.database, Database::Postgres(_));
+    let mut reasons = Vec::new();
+    let database = match &checked {
+        Ok(()) => "connected",
         Err(e) => {
             log::error!("health: database check failed: {e}");
-            "unreachable".to_string()
+            reasons.push(format!("database unreachable: {e}"));
+            "unreachable"
         }
     };
     let keys = state.pool.counts(now_ms());
+    if keys.active == 0 {
+        reasons.push("no active key: every call would be refused".to_string());
+    }
+    let log = state.log.counters();
+    let failing = log.failing();
+    if let Some((since, error)) = &failing {
+        reasons.push(format!(
+            "request log: {} rows wait for the database (at most {}), failing since {}: {error}",
+            log.queued(),
+            log.max(),
+            crate::db::iso(Some(*since)).unwrap_or_default()
+        ));
+    }
     let refresh = state.refresh_status.load_full();
-    let db_ok = database == "connected";
-    let status = if !db_ok {
+    let unhealthy = checked.is_err() && !shared;
+    let status = if unhealthy {
         "unhealthy"
-    } else if keys.active == 0 {
-        // Up, but nothing can be served right now.
-        "degraded"
-    } else {
+    } else if reasons.is_empty() {
         "healthy"
+    } else {
+        "degraded"
     };
     let body = json!({
         "status": status,
+        "reasons": reasons,
         "database": database,
         "keys": keys,
-        // Rows on their way to the database, and requests still open: a
-        // queue that keeps growing means the log writer cannot keep up.
+        // Rows not yet written, rows dropped (the queue was full), requests
+        // open: a queue that keeps growing means the database cannot keep up.
         "request_log": {
-            "queued": state.log.queued(),
+            "queued": log.queued(),
+            "max_queued": log.max(),
+            "dropped": log.dropped(),
+            "failing_since": crate::db::iso(failing.as_ref().map(|f| f.0)),
             "open_requests": state.log.open_requests(),
         },
         "auto_refresh": {
@@ -46,9 +88,6 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "running": refresh.running,
         },
     });
-    if db_ok {
-        HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().insert_header(("Cache-Control", "no-store")).json(body)
-    }
+    let mut answer = if unhealthy { HttpResponse::ServiceUnavailable() } else { HttpResponse::Ok() };
+    answer.insert_header(("Cache-Control", "no-store")).json(body)
 }

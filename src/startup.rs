@@ -99,16 +99,6 @@ impl Application {
                 move || changed.do_send(crate::pool::actor::Reload),
             )?;
         }
-        let (log_db, batch, interval, keep) =
-            (db.clone(), config.log_batch_size, config.log_flush_interval, config.log_retention);
-        let (log_tx, log_rx) = std::sync::mpsc::channel();
-        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (writer_queued, writer_open) = (queued.clone(), open.clone());
-        let log_writer = LogWriter::start_in_arbiter(&log_arbiter.handle(), move |_| {
-            LogWriter::new(log_db, log_rx, writer_queued, writer_open, batch, interval, keep)
-        });
-        let refresh_status = Arc::new(ArcSwap::from_pointee(RefreshStatus::default()));
         // One instance of those sharing a PostgreSQL database runs the scheduled jobs.
         let leadership = match &shared_db {
             Some((url, _)) => {
@@ -119,6 +109,20 @@ impl Application {
             }
             None => crate::db::leader::Leadership::alone(),
         };
+        let (log_db, batch, interval, keep, jobs) = (
+            db.clone(),
+            config.log_batch_size,
+            config.log_flush_interval,
+            config.log_retention,
+            leadership.clone(),
+        );
+        let (log_tx, log_rx) = std::sync::mpsc::channel();
+        let log_counters = crate::db::log_writer::LogCounters::new(config.log_queue_max);
+        let writer_counters = log_counters.clone();
+        let log_writer = LogWriter::start_in_arbiter(&log_arbiter.handle(), move |_| {
+            LogWriter::new(log_db, log_rx, writer_counters, batch, interval, keep, jobs)
+        });
+        let refresh_status = Arc::new(ArcSwap::from_pointee(RefreshStatus::default()));
         pool_addr.do_send(crate::pool::actor::SetLeadership(leadership.clone()));
         let refresher = {
             let (cfg, pool, shared, status) =
@@ -146,7 +150,7 @@ impl Application {
             pool_actor: pool_addr,
             refresher,
             refresh_status,
-            log: LogSink::new(log_writer.clone(), log_tx, queued, open, config.log_batch_size),
+            log: LogSink::new(log_writer.clone(), log_tx, log_counters, config.log_batch_size),
             log_writer,
             db,
             admin,

@@ -67,7 +67,7 @@ pub async fn login(req: HttpRequest, payload: web::Payload, state: web::Data<App
     let ip = client_ip(&req, &state);
     // The place in the throttle is taken before anything else, so guesses
     // sent at once cannot all pass a limit counted only after their checks.
-    let attempt = match state.login_throttle.begin(ip) {
+    let attempt = match state.login_throttle.begin_shared(&state.db, ip).await {
         Ok(a) => a,
         Err(wait) => {
             let r = login_page(
@@ -91,7 +91,7 @@ pub async fn login(req: HttpRequest, payload: web::Payload, state: web::Data<App
     let user_for_log = user.chars().take(64).collect::<String>();
     let typed = user.chars().take(128).collect::<String>();
     match state.admin.verify_off_thread(user, pass).await {
-        Verified::Yes => attempt.succeed(),
+        Verified::Yes => attempt.succeed().await,
         Verified::Busy => {
             let r = login_page(
                 Some("Too many logins are being checked right now. Try again in a moment."),
@@ -102,7 +102,7 @@ pub async fn login(req: HttpRequest, payload: web::Payload, state: web::Data<App
             return retry_after(r, 1);
         }
         Verified::No => {
-            attempt.fail();
+            attempt.fail().await;
             // Never the password; the username only as typed, cut short.
             log::warn!("admin: failed login for {user_for_log:?} from {ip}");
             return login_page(Some("Wrong username or password."), StatusCode::UNAUTHORIZED, false, &typed);

@@ -135,13 +135,14 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identit
         let ip = client_ip(req, state);
         // Reserved before the (slow) check: concurrent guesses cannot all slip
         // past a limit that is only counted afterwards.
-        let attempt = state.login_throttle.begin(ip).map_err(|wait| AdminError::TooMany {
-            message: "too many failed logins; try again later".into(),
-            retry_after: wait,
-        })?;
+        let attempt =
+            state.login_throttle.begin_shared(&state.db, ip).await.map_err(|wait| AdminError::TooMany {
+                message: "too many failed logins; try again later".into(),
+                retry_after: wait,
+            })?;
         match state.admin.verify_off_thread(user, pass).await {
             Verified::Yes => {
-                attempt.succeed();
+                attempt.succeed().await;
                 return Ok(Identity::Basic);
             }
             Verified::Busy => {
@@ -151,7 +152,7 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identit
                 })
             }
             Verified::No => {
-                attempt.fail();
+                attempt.fail().await;
                 log::warn!("admin: wrong credentials (HTTP Basic) from {ip}");
             }
         }

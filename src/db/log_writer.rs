@@ -3,16 +3,73 @@
 //! failed write keeps the rows and tries again, so no row is lost to a
 //! momentary database error; `Flush` (sent at shutdown) writes everything.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use super::models::NewLog;
 use super::queries::logs;
 use super::DbPool;
+
+/// What the request path, the log writer and `/health` share about the log:
+/// rows not yet written, rows dropped, requests open, and whether writes fail.
+#[derive(Debug, Default)]
+pub struct LogCounters {
+    /// Rows handed over and not yet written (in the channel, or kept by the
+    /// writer after a failed write).
+    queued: AtomicUsize,
+    /// Rows refused because `max` were already waiting (the database has
+    /// been down a long time): counted, never silently lost.
+    dropped: AtomicU64,
+    /// The most rows that may wait (`LOG_QUEUE_MAX`).
+    max: usize,
+    /// Requests in flight (shutdown waits for them).
+    open: AtomicUsize,
+    /// Epoch ms of the first failed write of the current run of failures; 0
+    /// while writes succeed.
+    failing_since: AtomicI64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl LogCounters {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(LogCounters { max: max.max(1), ..Default::default() })
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Acquire)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Since when (epoch ms), and why, rows cannot be written; `None` while
+    /// the last write succeeded.
+    pub fn failing(&self) -> Option<(i64, String)> {
+        let since = self.failing_since.load(Ordering::Acquire);
+        (since > 0).then(|| {
+            let e = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            (since, e.unwrap_or_default())
+        })
+    }
+
+    fn failed(&self, error: &str) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+        let _ = self.failing_since.compare_exchange(0, super::now_ms(), Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    fn succeeded(&self) {
+        self.failing_since.store(0, Ordering::Release);
+    }
+}
 
 /// Where log rows go, and how many requests are still open (shutdown waits
 /// for them, so that no row arrives after the final flush). A handle: every
@@ -25,81 +82,99 @@ struct SinkInner {
     /// Lock-free hand-over: sending wakes nobody, so a request costs no
     /// cross-thread wake-up (a syscall and a context switch each).
     tx: Sender<NewLog>,
-    queued: Arc<AtomicUsize>,
+    counters: Arc<LogCounters>,
     batch: usize,
-    open: Arc<AtomicUsize>,
 }
 
 impl LogSink {
-    /// The sink, and the receiving end for the log writer.
+    /// The sink; the log writer holds the receiving end and the same counters.
     pub fn new(
         writer: Addr<LogWriter>,
         tx: Sender<NewLog>,
-        queued: Arc<AtomicUsize>,
-        open: Arc<AtomicUsize>,
+        counters: Arc<LogCounters>,
         batch: usize,
     ) -> Self {
-        LogSink(Arc::new(SinkInner { writer, tx, queued, batch: batch.max(1), open }))
+        LogSink(Arc::new(SinkInner { writer, tx, counters, batch: batch.max(1) }))
     }
 
     pub fn push(&self, row: NewLog) {
         let sink = &*self.0;
-        // Counted before it is sent: the writer subtracts what it takes, and
-        // must never see the queue below zero (it could take the row first).
-        let queued = sink.queued.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+        let c = &sink.counters;
+        // Counted before it is sent: the writer subtracts what it writes, and
+        // must never see the count below zero.
+        let before = c.queued.fetch_add(1, Ordering::AcqRel);
+        if before >= c.max {
+            // The queue is full: the database has refused rows for a long
+            // time. Counted (the writer says so in the log, /health shows it).
+            c.queued.fetch_sub(1, Ordering::AcqRel);
+            c.dropped.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
         match sink.tx.send(row) {
             Ok(()) => {
                 // Wake the writer once per batch; the timer takes the rest.
-                if queued.is_multiple_of(sink.batch) {
+                if (before + 1).is_multiple_of(sink.batch) {
                     sink.writer.do_send(Wake);
                 }
             }
             // Only after the writer is gone (a shutdown cut short): say so.
             Err(e) => {
-                sink.queued.fetch_sub(1, Ordering::AcqRel);
+                c.queued.fetch_sub(1, Ordering::AcqRel);
+                c.dropped.fetch_add(1, Ordering::AcqRel);
                 log::error!("request log row lost: the log writer has stopped ({e})")
             }
         }
     }
 
-    pub fn open_requests(&self) -> usize {
-        self.0.open.load(Ordering::Acquire)
+    pub fn counters(&self) -> &LogCounters {
+        &self.0.counters
     }
 
-    /// Rows handed over and not yet taken by the log writer.
+    pub fn open_requests(&self) -> usize {
+        self.0.counters.open.load(Ordering::Acquire)
+    }
+
+    /// Rows handed over and not yet written.
     pub fn queued(&self) -> usize {
-        self.0.queued.load(Ordering::Acquire)
+        self.0.counters.queued()
     }
 
     pub fn opened(&self) {
-        self.0.open.fetch_add(1, Ordering::AcqRel);
+        self.0.counters.open.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn closed(&self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.counters.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// Past this many unwritten rows (the database has been down for a long
-/// time), the oldest are dropped with an error in the log, to bound memory.
-const MAX_BUFFERED: usize = 1_000_000;
+/// How long the writer waits for a database connection before it keeps its
+/// rows for the next try (it must not sit on a dead database for long: the
+/// queue's count and /health's state come from its tries).
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
 
 pub struct LogWriter {
     db: DbPool,
     /// Rows from the request path arrive here without waking this thread;
     /// they are drained on the timer, or when a batch's worth is queued.
     rx: Receiver<NewLog>,
-    queued: Arc<AtomicUsize>,
-    /// Requests in flight (the sink's counter), for `trim_memory`.
-    open: Arc<AtomicUsize>,
+    counters: Arc<LogCounters>,
     buffer: Vec<NewLog>,
     batch_size: usize,
     interval: Duration,
     written: u64,
     retention: Option<Duration>,
+    /// Retention and session clean-up run on the instance that leads (one of
+    /// those sharing a PostgreSQL database; always, with SQLite).
+    leadership: super::leader::Leadership,
+    /// Dropped rows already reported in the log.
+    reported_dropped: u64,
+    /// After a failed write, no new try before this (a burst of wake-ups
+    /// must not each wait for a dead database).
+    retry_at: Option<Instant>,
     /// The most open requests seen at a check since memory was last trimmed.
     peak_open: usize,
-    last_trim: std::time::Instant,
+    last_trim: Instant,
 }
 
 /// How often retention and session clean-up run.
@@ -118,24 +193,26 @@ impl LogWriter {
     pub fn new(
         db: DbPool,
         queue: Receiver<NewLog>,
-        queued: Arc<AtomicUsize>,
-        open: Arc<AtomicUsize>,
+        counters: Arc<LogCounters>,
         batch_size: usize,
         interval: Duration,
         retention: Option<Duration>,
+        leadership: super::leader::Leadership,
     ) -> Self {
         LogWriter {
             db,
             rx: queue,
-            queued,
-            open,
+            counters,
             buffer: Vec::with_capacity(batch_size),
             batch_size,
             interval,
             written: 0,
             retention,
+            leadership,
+            reported_dropped: 0,
+            retry_at: None,
             peak_open: 0,
-            last_trim: std::time::Instant::now(),
+            last_trim: Instant::now(),
         }
     }
 
@@ -146,7 +223,7 @@ impl LogWriter {
     /// holds each arena's lock while it works, so it is not run on every
     /// tick under steady traffic.
     fn trim_memory(&mut self) {
-        let open = self.open.load(Ordering::Acquire);
+        let open = self.counters.open.load(Ordering::Acquire);
         self.peak_open = self.peak_open.max(open);
         let after_burst = self.peak_open > BURST_OPEN;
         if open <= QUIET_OPEN && (after_burst || self.last_trim.elapsed() >= TRIM_AT_LEAST_EVERY) {
@@ -156,23 +233,35 @@ impl LogWriter {
                 libc::malloc_trim(0);
             }
             self.peak_open = open;
-            self.last_trim = std::time::Instant::now();
+            self.last_trim = Instant::now();
         }
     }
 
     fn drain(&mut self) {
-        let before = self.buffer.len();
         self.buffer.extend(self.rx.try_iter());
-        self.queued.fetch_sub(self.buffer.len() - before, Ordering::AcqRel);
+        let dropped = self.counters.dropped();
+        if dropped > self.reported_dropped {
+            log::error!(
+                "request log: {} rows dropped ({dropped} since start): {} rows were already waiting for the database (LOG_QUEUE_MAX)",
+                dropped - self.reported_dropped,
+                self.counters.max
+            );
+            self.reported_dropped = dropped;
+        }
     }
 
     /// Deletes log rows (and their rollup) past the retention age, and
     /// expired admin sessions. Answers how many log rows went.
     fn maintain(&mut self) -> Result<usize, String> {
         let _ = self.flush();
+        if !self.leadership.leads() {
+            return Ok(0);
+        }
         let mut conn = self.db.get().map_err(|e| e.to_string())?;
         let now = super::now_ms();
         let _ = super::queries::sessions_q::delete_expired(&mut conn, now);
+        // Failed-login counts whose window ended long ago.
+        let _ = super::queries::login_q::prune(&mut conn, now - 3_600_000);
         let Some(keep) = self.retention else { return Ok(0) };
         let cutoff = now - keep.as_millis().min(i64::MAX as u128) as i64;
         let n = logs::delete_before(&mut conn, cutoff).map_err(|e| e.to_string())?;
@@ -187,9 +276,12 @@ impl LogWriter {
         if self.buffer.is_empty() {
             return Ok(0);
         }
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return Err("waiting before the next try".into());
+        }
         let result = self
             .db
-            .get()
+            .get_timeout(CONNECT_WAIT)
             .map_err(|e| e.to_string())
             .and_then(|mut conn| logs::insert_batch(&mut conn, &self.buffer).map_err(|e| e.to_string()));
         match result {
@@ -197,15 +289,26 @@ impl LogWriter {
                 let n = self.buffer.len();
                 self.written += n as u64;
                 self.buffer.clear();
+                self.counters.queued.fetch_sub(n, Ordering::AcqRel);
+                if let Some((since, _)) = self.counters.failing() {
+                    log::info!(
+                        "request log: the database takes rows again ({n} written, {} s after the first failure)",
+                        (super::now_ms() - since) / 1000
+                    );
+                }
+                self.counters.succeeded();
+                self.retry_at = None;
                 Ok(n)
             }
             Err(e) => {
-                log::error!("log writer: {} rows not written yet: {e}", self.buffer.len());
-                if self.buffer.len() > MAX_BUFFERED {
-                    let excess = self.buffer.len() - MAX_BUFFERED;
-                    log::error!("log writer: dropping the {excess} oldest rows");
-                    self.buffer.drain(..excess);
+                if self.counters.failing().is_none() {
+                    log::error!(
+                        "request log: {} rows not written yet, kept for the next try: {e}",
+                        self.buffer.len()
+                    );
                 }
+                self.counters.failed(&e);
+                self.retry_at = Some(Instant::now() + self.interval.min(CONNECT_WAIT));
                 Err(e)
             }
         }
@@ -230,6 +333,7 @@ impl Actor for LogWriter {
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        self.retry_at = None;
         let _ = self.flush();
         Running::Stop
     }
@@ -243,6 +347,7 @@ impl Handler<Record> for LogWriter {
     type Result = ();
 
     fn handle(&mut self, msg: Record, _: &mut Context<Self>) {
+        self.counters.queued.fetch_add(1, Ordering::AcqRel);
         self.buffer.push(msg.0);
         if self.buffer.len() >= self.batch_size {
             let _ = self.flush();
@@ -272,6 +377,8 @@ impl Handler<Flush> for LogWriter {
     type Result = Result<u64, String>;
 
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
+        // Asked for (shutdown, tests): tried now, whatever the last failure.
+        self.retry_at = None;
         self.flush()?;
         Ok(self.written)
     }

@@ -4,7 +4,9 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 
 use super::models::{CooldownRow, KeyRow, LogRow, NewKey, NewLog, ResourceRow, UsageRow};
-use super::schema::{api_keys, cooldowns, request_logs, resources, sessions, settings, usage_hourly};
+use super::schema::{
+    api_keys, cooldowns, login_failures, request_logs, resources, sessions, settings, usage_hourly,
+};
 use super::DbError;
 
 type Conn = super::AnyConn;
@@ -523,6 +525,99 @@ pub mod sessions_q {
 
     pub fn delete_expired(conn: &mut Conn, now: i64) -> Result<usize, DbError> {
         Ok(diesel::delete(sessions::table.filter(sessions::expires_at.le(now))).execute(conn)?)
+    }
+}
+
+/// Failed admin logins per address, shared by the instances on the database.
+pub mod login_q {
+    use super::*;
+    use diesel::sql_types::{BigInt, Integer, Text};
+
+    #[derive(QueryableByName)]
+    struct Counted {
+        #[diesel(sql_type = Integer)]
+        failures: i32,
+        #[diesel(sql_type = BigInt)]
+        window_start: i64,
+    }
+
+    const RESERVE: &str = "INSERT INTO login_failures (address, failures, window_start) VALUES (?, 1, ?) \
+        ON CONFLICT (address) DO UPDATE SET \
+        failures = CASE WHEN login_failures.window_start <= ? THEN 1 ELSE login_failures.failures + 1 END, \
+        window_start = CASE WHEN login_failures.window_start <= ? THEN ? ELSE login_failures.window_start END \
+        RETURNING failures, window_start";
+
+    /// Counts one more check for `address` (a window older than `window_ms`
+    /// starts again at one), in one statement, so that instances checking at
+    /// once each see their own count. Answers the count and when its window
+    /// started.
+    pub fn reserve(conn: &mut Conn, address: &str, now: i64, window_ms: i64) -> Result<(i32, i64), DbError> {
+        let cutoff = now - window_ms;
+        let counted: Counted = crate::per_backend!(conn, |c| {
+            let sql = placeholders(RESERVE, matches_pg(c));
+            diesel::sql_query(sql)
+                .bind::<Text, _>(address)
+                .bind::<BigInt, _>(now)
+                .bind::<BigInt, _>(cutoff)
+                .bind::<BigInt, _>(cutoff)
+                .bind::<BigInt, _>(now)
+                .get_result(c)
+        })?;
+        Ok((counted.failures, counted.window_start))
+    }
+
+    /// Takes back a check that was not made (refused, or not run).
+    pub fn release(conn: &mut Conn, address: &str) -> Result<(), DbError> {
+        diesel::update(login_failures::table.find(address).filter(login_failures::failures.gt(0)))
+            .set(login_failures::failures.eq(login_failures::failures - 1))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    /// A right password wipes the address's slate.
+    pub fn clear(conn: &mut Conn, address: &str) -> Result<(), DbError> {
+        diesel::delete(login_failures::table.find(address)).execute(conn)?;
+        Ok(())
+    }
+
+    pub fn prune(conn: &mut Conn, before: i64) -> Result<usize, DbError> {
+        Ok(diesel::delete(login_failures::table.filter(login_failures::window_start.lt(before)))
+            .execute(conn)?)
+    }
+
+    trait Backend {
+        fn is_pg(&self) -> bool;
+    }
+    impl Backend for diesel::PgConnection {
+        fn is_pg(&self) -> bool {
+            true
+        }
+    }
+    impl Backend for diesel::SqliteConnection {
+        fn is_pg(&self) -> bool {
+            false
+        }
+    }
+    fn matches_pg(c: &impl Backend) -> bool {
+        c.is_pg()
+    }
+
+    /// `?` placeholders as PostgreSQL writes them (`$1`, `$2`, ...).
+    fn placeholders(sql: &str, pg: bool) -> String {
+        if !pg {
+            return sql.to_string();
+        }
+        let mut n = 0;
+        sql.chars()
+            .map(|ch| {
+                if ch == '?' {
+                    n += 1;
+                    format!("${n}")
+                } else {
+                    ch.to_string()
+                }
+            })
+            .collect()
     }
 }
 

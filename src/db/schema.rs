@@ -70,6 +70,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    login_failures (address) {
+        address -> Text,
+        failures -> Integer,
+        window_start -> BigInt,
+    }
+}
+
+diesel::table! {
     sessions (token_hash) {
         token_hash -> Text,
         csrf -> Text,
@@ -94,6 +102,7 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     cooldowns,
+    login_failures,
     request_logs,
     resources,
     sessions,

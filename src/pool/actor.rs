@@ -36,7 +36,23 @@ pub struct PoolActor {
     /// With several instances on one database, only the one that leads
     /// offers trials, so two never trial the same key at once.
     leadership: Option<crate::db::leader::Leadership>,
+    /// States learned from calls that the database could not take (it was
+    /// down): kept here, written at the next tick, and not overwritten by a
+    /// reload of the older rows meanwhile.
+    unsaved: BTreeMap<i64, Unsaved>,
 }
+
+/// A key's state that is not in the database yet.
+#[derive(Debug, Clone)]
+struct Unsaved {
+    state: KeyState,
+    reason: String,
+    at: i64,
+}
+
+/// How long the actor waits for a database connection before it keeps a
+/// write for later (it must not sit for long on a database that is down).
+const DB_WAIT: Duration = Duration::from_secs(2);
 
 /// How often keys' call counts and last use are written to the database.
 const USAGE_WRITE_INTERVAL: Duration = Duration::from_secs(10);
@@ -79,6 +95,7 @@ impl PoolActor {
             publish_pending: false,
             instance: None,
             leadership: None,
+            unsaved: BTreeMap::new(),
         };
         for row in rows {
             let acc = row.account_key();
@@ -262,8 +279,11 @@ impl PoolActor {
         }
         let rows: Vec<(i64, i64, i64)> =
             changed.iter().map(|(k, _, delta, last)| (k.id, *delta, *last)).collect();
-        let written =
-            self.db.get().map_err(DbError::from).and_then(|mut conn| keys::add_usage(&mut conn, &rows));
+        let written = self
+            .db
+            .get_timeout(DB_WAIT)
+            .map_err(DbError::from)
+            .and_then(|mut conn| keys::add_usage(&mut conn, &rows));
         match written {
             Ok(()) => {
                 for (k, now, _, _) in changed {
@@ -273,6 +293,26 @@ impl PoolActor {
             // Kept in the counters: the next write carries it.
             Err(e) => log::error!("pool: persist key usage: {e}"),
         }
+    }
+
+    /// Writes the states the database could not take before; answers
+    /// whether any was written (the other instances are then told).
+    fn persist_unsaved(&mut self) -> bool {
+        if self.unsaved.is_empty() {
+            return false;
+        }
+        let Ok(mut conn) = self.db.get_timeout(DB_WAIT) else { return false };
+        let before = self.unsaved.len();
+        self.unsaved.retain(|id, u| {
+            keys::set_state(&mut conn, *id, u.state.as_str(), Some(&u.reason), u.at)
+                .inspect_err(|e| log::error!("pool: persist a kept key state: {e}"))
+                .is_err()
+        });
+        let written = before - self.unsaved.len();
+        if written > 0 {
+            log::info!("pool: {written} key states kept while the database was down are written");
+        }
+        written > 0
     }
 
     fn log_db<T>(what: &str, r: Result<T, DbError>) -> Option<T> {
@@ -290,7 +330,12 @@ impl Actor for PoolActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(USAGE_WRITE_INTERVAL, |act, _| act.persist_usage());
+        ctx.run_interval(USAGE_WRITE_INTERVAL, |act, _| {
+            act.persist_usage();
+            if act.persist_unsaved() {
+                act.notify_others();
+            }
+        });
         if self.retry_interval.is_some() {
             ctx.run_interval(Duration::from_millis(500), |act, _| act.offer_due_trials(now_ms()));
         }
@@ -344,24 +389,55 @@ impl PoolActor {
             self.publish_soon(ctx);
         }
         let now = now_ms();
-        let Some(mut conn) = Self::log_db("connection", self.db.get().map_err(DbError::from)) else { return };
-        let demote = |conn: &mut crate::db::AnyConn, state: KeyState, reason: &str| {
+        let demote = |conn: Option<&mut crate::db::AnyConn>,
+                      unsaved: &mut BTreeMap<i64, Unsaved>,
+                      state: KeyState,
+                      reason: &str| {
             // The live key (which may be a newer Arc than the request held) gets
             // the state too; a key the owner disabled stays disabled.
             key.demote(state);
             if key.state() == KeyState::Disabled {
                 return;
             }
-            Self::log_db("persist state", keys::set_state(conn, key.id, state.as_str(), Some(reason), now));
+            let written = conn.map(|c| keys::set_state(c, key.id, state.as_str(), Some(reason), now));
+            if Self::log_db("persist state", written.unwrap_or(Err(DbError::Setup("no connection".into()))))
+                .is_none()
+            {
+                unsaved.insert(key.id, Unsaved { state, reason: reason.to_string(), at: now });
+            }
+        };
+        let mut conn = match self.db.get_timeout(DB_WAIT) {
+            Ok(conn) => conn,
+            Err(e) => {
+                // The database is down: what must not be lost (a key found
+                // invalid or broke) waits in memory for the next tick.
+                log::error!("pool: no database connection, the key's state is kept for later: {e}");
+                match msg.kind {
+                    KeyEventKind::Invalid(reason) => {
+                        demote(None, &mut self.unsaved, KeyState::Invalid, &reason)
+                    }
+                    KeyEventKind::Exhausted(reason) => {
+                        demote(None, &mut self.unsaved, KeyState::Exhausted, &reason);
+                        if key.needs_trial() {
+                            self.queue_trial_from(key.id, now);
+                        }
+                    }
+                    KeyEventKind::TrialSucceeded
+                    | KeyEventKind::TrialFailed(_)
+                    | KeyEventKind::TrialInconclusive => key.end_trial(),
+                    KeyEventKind::RateLimited { .. } | KeyEventKind::Error(_) => {}
+                }
+                return;
+            }
         };
         match msg.kind {
             KeyEventKind::Invalid(reason) => {
                 log::warn!("key {} is invalid: {reason}", key.masked);
-                demote(&mut conn, KeyState::Invalid, &reason);
+                demote(Some(&mut conn), &mut self.unsaved, KeyState::Invalid, &reason);
             }
             KeyEventKind::Exhausted(reason) => {
                 log::warn!("key {} has no balance: {reason}", key.masked);
-                demote(&mut conn, KeyState::Exhausted, &reason);
+                demote(Some(&mut conn), &mut self.unsaved, KeyState::Exhausted, &reason);
                 if key.balance().is_some() {
                     // A balance that can be read is zero now; an unknown one stays unknown.
                     key.set_balance(Some(0.0));
@@ -955,7 +1031,12 @@ impl Handler<Reload> for PoolActor {
     type Result = Result<usize, DbError>;
 
     fn handle(&mut self, _: Reload, _: &mut Context<Self>) -> Self::Result {
-        let mut conn = self.db.get()?;
+        // The database is back (a reload follows each reconnection): what it
+        // could not take before goes first, so that the rows read are current.
+        if self.persist_unsaved() {
+            self.notify_others();
+        }
+        let mut conn = self.db.get_timeout(DB_WAIT)?;
         let rows = keys::all(&mut conn)?;
         let cooldowns = cooldowns_q::all(&mut conn)?;
         drop(conn);
@@ -968,7 +1049,7 @@ impl Handler<Reload> for PoolActor {
             match self.keys.get(&row.id).cloned() {
                 Some(key) => {
                     let mut differs = false;
-                    if key.state() != state {
+                    if key.state() != state && !self.unsaved.contains_key(&row.id) {
                         key.set_state(state);
                         differs = true;
                     }

@@ -86,3 +86,63 @@ async fn an_unreachable_postgresql_stops_the_start_with_its_url_but_not_its_pass
     assert!(text.contains("postgres://proxy:***@127.0.0.1:1/proxy"), "{text}");
     assert!(!text.contains("s3cret-pw"), "{text}");
 }
+
+/// The database refuses log rows (here: the table is renamed away under the
+/// running server): calls are served, the rows wait in a bounded queue, the
+/// ones beyond it are counted as dropped, /health says `degraded` with the
+/// reason, and once the database takes rows again every queued row is
+/// written. (On PostgreSQL an outage of the server itself is tested in
+/// `instances.rs`.)
+#[actix_web::test]
+async fn rows_the_database_refuses_wait_in_a_bounded_queue_and_are_written_when_it_is_back() {
+    if std::env::var("TEST_POSTGRES").is_ok_and(|v| !v.is_empty()) {
+        eprintln!("skipped on PostgreSQL: its outage is tested with two instances");
+        return;
+    }
+    let app = crate::helpers::spawn_app_with(&[("LOG_QUEUE_MAX", "5"), ("LOG_BATCH_SIZE", "2")]).await;
+    app.fake.add_key(KA, "a1", "5", Mode::Ok);
+    app.import(&[KA]).await;
+    assert_eq!(app.chat("m").await.status, 200);
+    assert_eq!(app.logs().await.len(), 1);
+    let health = || async { app.send(app.client.get(app.url("/health")), None).await };
+    assert_eq!(health().await.json()["status"], "healthy");
+
+    let rename = |from: &str, to: &str| {
+        let mut conn = app.state.db.get().unwrap();
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query(format!("ALTER TABLE {from} RENAME TO {to}")),
+            &mut *conn,
+        )
+        .unwrap();
+    };
+    rename("request_logs", "request_logs_away");
+    for i in 0..8 {
+        assert_eq!(app.chat("m").await.status, 200, "call {i} is served while rows cannot be written");
+    }
+    let h = crate::helpers::poll(Duration::from_secs(10), || async {
+        let h = health().await;
+        (h.json()["request_log"]["failing_since"].is_string()).then_some(h)
+    })
+    .await;
+    assert_eq!(h.status, 200);
+    let j = h.json();
+    assert_eq!(j["status"], "degraded", "{j}");
+    assert_eq!(j["request_log"]["queued"], 5, "{j}");
+    assert_eq!(j["request_log"]["max_queued"], 5);
+    assert_eq!(j["request_log"]["dropped"], 3, "the three beyond the queue are counted: {j}");
+    let reasons = j["reasons"].to_string();
+    assert!(reasons.contains("request log: 5 rows wait for the database"), "{reasons}");
+    assert!(reasons.contains("no such table"), "the database's own error: {reasons}");
+
+    rename("request_logs_away", "request_logs");
+    crate::helpers::poll(Duration::from_secs(10), || async {
+        (health().await.json()["status"] == "healthy").then_some(())
+    })
+    .await;
+    let rows = app.logs().await;
+    assert_eq!(rows.len(), 6, "the first row and the five queued ones");
+    let j = health().await.json();
+    assert_eq!(j["request_log"]["queued"], 0);
+    assert_eq!(j["request_log"]["dropped"], 3, "dropped rows stay counted");
+    assert_eq!(j["reasons"], json!([]));
+}

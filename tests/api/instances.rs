@@ -106,6 +106,24 @@ async fn a_session_made_on_one_instance_works_on_the_other_and_stats_count_both(
     assert!(on_a >= 2, "{on_a}");
 }
 
+#[actix_web::test]
+async fn wrong_passwords_count_across_instances() {
+    let Some((a, b, _)) = two_instances_with(&[("LOGIN_MAX_FAILURES", "4")]).await else { return };
+    for _ in 0..2 {
+        assert_eq!(a.login("admin", "nope").await.unwrap_err().status, 401);
+        assert_eq!(b.login("admin", "nope").await.unwrap_err().status, 401);
+    }
+    // Two wrong guesses on each: the fifth, on either, waits.
+    for app in [&a, &b] {
+        let r = app.login("admin", ADMIN_PASS).await.unwrap_err();
+        assert_eq!(r.status, 429, "the address used its guesses across the two instances");
+        let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+    }
+    // HTTP Basic shares the count.
+    assert_eq!(b.admin_get("/api/keys").await.status, 429);
+}
+
 /// Key checks a fake upstream has seen (the scheduled refresh's calls).
 fn checks(app: &TestApp) -> usize {
     app.fake.count("/v1/user/info")
