@@ -87,6 +87,9 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             // A refresh of every key under way (paced at REFRESH_RATE).
             "running": refresh.running,
         },
+        // Of the instances sharing a PostgreSQL database, the one that runs
+        // the scheduled refresh, retention and trials (with SQLite, this one).
+        "scheduled_jobs": {"runs_here": state.leadership.leads()},
     });
     let mut answer = if unhealthy { HttpResponse::ServiceUnavailable() } else { HttpResponse::Ok() };
     answer.insert_header(("Cache-Control", "no-store")).json(body)

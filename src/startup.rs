@@ -125,8 +125,13 @@ impl Application {
         let refresh_status = Arc::new(ArcSwap::from_pointee(RefreshStatus::default()));
         pool_addr.do_send(crate::pool::actor::SetLeadership(leadership.clone()));
         let refresher = {
-            let (cfg, pool, shared, status) =
-                (config.clone(), pool_addr.clone(), shared.clone(), refresh_status.clone());
+            let (cfg, pool, shared, status, leadership) = (
+                config.clone(),
+                pool_addr.clone(),
+                shared.clone(),
+                refresh_status.clone(),
+                leadership.clone(),
+            );
             Refresher::start_in_arbiter(&pool_arbiter.handle(), move |_| {
                 let settings = RefresherSettings {
                     interval: cfg.auto_refresh_interval,
@@ -155,6 +160,7 @@ impl Application {
             db,
             admin,
             login_throttle: Throttle::new(config.login_max_failures),
+            leadership,
         });
         let port = listener.local_addr()?.port();
         let server_state = state.clone();

@@ -25,6 +25,8 @@ pub struct AppState {
     pub db: DbPool,
     pub admin: AdminCredentials,
     pub login_throttle: Throttle,
+    /// Whether this instance runs the scheduled jobs (always, with SQLite).
+    pub leadership: crate::db::leader::Leadership,
 }
 
 /// The upstream HTTP client. awc clients are not `Send`, so each worker

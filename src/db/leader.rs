@@ -45,14 +45,21 @@ impl Leadership {
         std::thread::Builder::new().name("pg-leader".into()).spawn(move || {
             let shown = crate::config::without_password(&url);
             let mut conn: Option<PgConnection> = None;
+            let mut failing = false;
             while alive() {
                 let held = leads.load(Ordering::Acquire);
                 let c = match conn.as_mut() {
                     Some(c) => c,
                     None => match PgConnection::establish(&url) {
-                        Ok(c) => conn.insert(c),
+                        Ok(c) => {
+                            failing = false;
+                            conn.insert(c)
+                        }
                         Err(e) => {
-                            log::warn!("jobs: cannot reach {shown} to take the lead: {e}");
+                            if !failing {
+                                log::warn!("jobs: cannot reach {shown} to take the lead: {e}");
+                                failing = true;
+                            }
                             std::thread::sleep(retry);
                             continue;
                         }

@@ -57,6 +57,22 @@ impl CustomizeConnection<AnyConn, diesel::r2d2::Error> for Pragmas {
     }
 }
 
+/// The pool's failed connection attempts, said at most every 10 s: while
+/// the database is down the pool tries several times a second, and the
+/// callers say what they could not do.
+#[derive(Debug, Default)]
+struct QuietErrors(std::sync::Mutex<Option<std::time::Instant>>);
+
+impl diesel::r2d2::HandleError<diesel::r2d2::Error> for QuietErrors {
+    fn handle_error(&self, error: diesel::r2d2::Error) {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            log::error!("database connection: {error}");
+            *last = Some(std::time::Instant::now());
+        }
+    }
+}
+
 /// Opens and migrates the database the configuration names.
 pub fn open(database: &crate::config::Database) -> Result<DbPool, DbError> {
     match database {
@@ -86,6 +102,7 @@ pub fn connect_pg(url: &str) -> Result<DbPool, DbError> {
         .max_size(8)
         .min_idle(Some(0))
         .connection_timeout(Duration::from_secs(10))
+        .error_handler(Box::new(QuietErrors::default()))
         .build(AnyManager::postgres(url))
         .map_err(|e| DbError::Setup(format!("cannot open {shown}: {e}")))
 }

@@ -40,6 +40,8 @@ pub fn listen(
         let shown = crate::config::without_password(&url);
         let mut backoff = Duration::from_millis(200);
         let mut connected_before = false;
+        // Said once per outage, not at every try.
+        let mut failing = false;
         while alive() {
             let mut conn = match PgConnection::establish(&url).and_then(|mut c| {
                 diesel::sql_query(format!("LISTEN {CHANNEL}"))
@@ -49,12 +51,21 @@ pub fn listen(
             }) {
                 Ok(c) => c,
                 Err(e) => {
-                    log::warn!("pool changes: cannot listen on {shown}: {e}; again in {backoff:?}");
+                    if !failing {
+                        log::warn!(
+                            "pool changes: cannot listen on {shown}: {e}; trying again every 2 s at most"
+                        );
+                        failing = true;
+                    }
                     std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
                 }
             };
+            if failing {
+                log::info!("pool changes: listening again on {shown}");
+                failing = false;
+            }
             backoff = Duration::from_millis(200);
             // What was missed while not listening (not at the first
             // connection: the pool was just loaded).

@@ -14,6 +14,7 @@ mod import;
 mod instances;
 mod layers;
 mod no_balance;
+mod processes;
 mod shutdown;
 mod streaming;
 

@@ -1,0 +1,491 @@
+//! Two real instances: processes of the proxy's binary on one PostgreSQL
+//! database, behind the same fake SiliconFlow (run with `TEST_POSTGRES`; on
+//! SQLite these tests say they are skipped). Also PostgreSQL going away for
+//! 10 s under traffic, through a gate the test opens and closes.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use diesel::prelude::*;
+use serde_json::{json, Value};
+
+use crate::fake::{multipart, Fake, Mode};
+use crate::helpers::{base_env, basic, poll, Resp, ADMIN_PASS, ADMIN_USER, CLIENT_KEY};
+use crate::{KA, KB};
+
+fn postgres() -> Option<String> {
+    let base = std::env::var("TEST_POSTGRES").ok().filter(|v| !v.is_empty());
+    if base.is_none() {
+        eprintln!("skipped: instances sharing a PostgreSQL database (set TEST_POSTGRES)");
+    }
+    base
+}
+
+/// One process of the proxy's binary, killed when dropped.
+struct Instance {
+    child: Child,
+    address: String,
+    client: awc::Client,
+    log: PathBuf,
+}
+
+impl Instance {
+    async fn start(env: &HashMap<String, String>, dir: &Path, name: &str) -> Instance {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_siliconflow-proxy"))
+            .current_dir(dir)
+            .env_clear()
+            .envs(env)
+            .env("PORT", port.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("the proxy's binary");
+        let client = awc::Client::builder().timeout(Duration::from_secs(30)).disable_redirects().finish();
+        let me = Instance { child, address: format!("http://127.0.0.1:{port}"), client, log };
+        poll(Duration::from_secs(30), || async { me.try_health().await.map(drop) }).await;
+        me
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn send(&self, req: awc::ClientRequest, body: Option<Bytes>) -> Resp {
+        let sent = match body {
+            Some(b) => req.send_body(b).await,
+            None => req.send().await,
+        };
+        let mut resp = sent.unwrap_or_else(|e| panic!("{}: {e}\n{}", self.address, self.log_text()));
+        let body = resp.body().limit(64 << 20).await.expect("a body");
+        Resp { status: resp.status().as_u16(), headers: resp.headers().clone(), body }
+    }
+
+    async fn try_health(&self) -> Option<Value> {
+        let mut r = self.client.get(self.url("/health")).send().await.ok()?;
+        serde_json::from_slice(&r.body().await.ok()?).ok()
+    }
+
+    async fn health(&self) -> Value {
+        self.send(self.client.get(self.url("/health")), None).await.json()
+    }
+
+    async fn admin_get(&self, path: &str) -> Resp {
+        let req =
+            self.client.get(self.url(path)).insert_header(("Authorization", basic(ADMIN_USER, ADMIN_PASS)));
+        self.send(req, None).await
+    }
+
+    async fn import(&self, keys: &[&str]) {
+        let req = self
+            .client
+            .post(self.url("/import_keys"))
+            .insert_header(("Authorization", basic(ADMIN_USER, ADMIN_PASS)))
+            .insert_header(("Content-Type", "application/json"));
+        let r = self.send(req, Some(Bytes::from(json!({ "keys": keys }).to_string()))).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+
+    async fn call(&self, path: &str, body: Value) -> Resp {
+        let req = self
+            .client
+            .post(self.url(path))
+            .insert_header(("Authorization", format!("Bearer {CLIENT_KEY}")))
+            .insert_header(("Content-Type", "application/json"));
+        self.send(req, Some(Bytes::from(body.to_string()))).await
+    }
+
+    async fn chat(&self, model: &str) -> Resp {
+        self.call(
+            "/v1/chat/completions",
+            json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await
+    }
+
+    async fn key_state(&self, prefix: &str) -> String {
+        let keys = self.admin_get("/api/keys?page_size=100").await.json();
+        keys["keys"]
+            .as_array()
+            .and_then(|ks| ks.iter().find(|k| k["key"].as_str().is_some_and(|m| m.starts_with(prefix))))
+            .map(|k| k["state"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    }
+
+    /// Logs in through the form: the session cookie.
+    async fn login(&self) -> String {
+        let form = serde_urlencoded::to_string([("username", ADMIN_USER), ("password", ADMIN_PASS)]).unwrap();
+        let req = self
+            .client
+            .post(self.url("/login"))
+            .insert_header(("Content-Type", "application/x-www-form-urlencoded"));
+        let r = self.send(req, Some(Bytes::from(form))).await;
+        assert_eq!(r.status, 303);
+        r.header("set-cookie").unwrap().split(';').next().unwrap().to_string()
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn total_calls(stats: &Resp) -> i64 {
+    stats.json()["total_calls"].as_i64().unwrap_or(-1)
+}
+
+/// Rows in the request log, read from the database itself (either backend).
+fn rows_in(url: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let q = diesel::sql_query("SELECT count(*) AS n FROM request_logs");
+    match url.strip_prefix("sqlite://") {
+        Some(path) => q.get_result::<N>(&mut SqliteConnection::establish(path).unwrap()).unwrap().n,
+        None => q.get_result::<N>(&mut PgConnection::establish(url).unwrap()).unwrap().n,
+    }
+}
+
+/// Clients calling without pause until stopped: (answered with 200, failed).
+struct Traffic {
+    answered: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    clients: Vec<actix_rt::task::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(address: &str, clients: usize) -> Traffic {
+        let (answered, failed, stop) =
+            (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let clients = (0..clients)
+            .map(|_| {
+                let (address, answered, failed, stop) =
+                    (address.to_string(), answered.clone(), failed.clone(), stop.clone());
+                actix_rt::spawn(async move {
+                    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+                    let body =
+                        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+                    while !stop.load(Ordering::Acquire) {
+                        let sent = client
+                            .post(format!("{address}/v1/chat/completions"))
+                            .insert_header(("Authorization", format!("Bearer {CLIENT_KEY}")))
+                            .insert_header(("Content-Type", "application/json"))
+                            .send_body(body.clone())
+                            .await;
+                        let ok = match sent {
+                            Ok(mut r) => r.status() == 200 && r.body().await.is_ok(),
+                            Err(_) => false,
+                        };
+                        let counter = if ok { &answered } else { &failed };
+                        counter.fetch_add(1, Ordering::AcqRel);
+                        if !ok {
+                            // The server is gone (the kill tests): no busy loop.
+                            actix_rt::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Traffic { answered, failed, stop, clients }
+    }
+
+    fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Acquire)
+    }
+
+    /// Stops the clients: (answered, failed).
+    async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Release);
+        for c in self.clients {
+            c.await.unwrap();
+        }
+        (self.answered.load(Ordering::Acquire), self.failed.load(Ordering::Acquire))
+    }
+}
+
+/// SIGTERM under traffic loses no row; SIGKILL loses at most the rows of the
+/// last flush interval (LOG_FLUSH_MS, 1 s by default), measured here.
+#[actix_web::test]
+async fn sigterm_under_traffic_loses_no_row_and_sigkill_at_most_one_flush_interval() {
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGKILL, "SIGKILL")] {
+        let fake = Fake::start();
+        fake.add_key(KA, "acct-a", "20", Mode::Ok);
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = base_env(&fake, &dir);
+        env.insert("LOG_FLUSH_MS".into(), "1000".into());
+        let url = env["DATABASE_URL"].clone();
+        let a = Instance::start(&env, dir.path(), "a").await;
+        a.import(&[KA]).await;
+        let started = Instant::now();
+        let traffic = Traffic::start(&a.address, 4);
+        // Past a few flushes, and between two of them.
+        poll(Duration::from_secs(20), || async {
+            (started.elapsed() >= Duration::from_millis(2500) && traffic.answered() >= 300).then_some(())
+        })
+        .await;
+        let rate = traffic.answered() as f64 / started.elapsed().as_secs_f64();
+        unsafe { libc::kill(a.pid(), signal) };
+        let mut a = a;
+        let exited = a.child.wait().unwrap();
+        let (answered, _) = traffic.stop().await;
+        let rows = rows_in(&url) as u64;
+        let lost = answered.saturating_sub(rows);
+        eprintln!(
+            "{name}: {answered} calls answered ({rate:.0}/s), {rows} rows written, {lost} lost = {:.2} s of traffic ({exited})",
+            lost as f64 / rate
+        );
+        assert!(rows <= answered, "no row twice");
+        if signal == libc::SIGTERM {
+            assert_eq!(rows, answered, "SIGTERM: every answered call has its row\n{}", a.log_text());
+        } else {
+            // At most the rows of one flush interval (1 s) at this rate, and some slack.
+            assert!((lost as f64) <= rate * 1.5 + 10.0, "SIGKILL lost {lost} rows at {rate:.0} calls/s");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn two_processes_on_one_database_share_keys_cooldowns_sessions_files_stats_and_jobs() {
+    let Some(_) = postgres() else { return };
+    let fake = Fake::start();
+    fake.add_key(KA, "acct-a", "20", Mode::Ok);
+    fake.add_key(KB, "acct-b", "10", Mode::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base_env(&fake, &dir);
+    env.insert("AUTO_REFRESH_INTERVAL".into(), "1".into());
+    let a = Instance::start(&env, dir.path(), "a").await;
+    let b = Instance::start(&env, dir.path(), "b").await;
+
+    // A key imported on A is served by B.
+    assert_eq!(b.chat("m").await.status, 503, "B has no key yet");
+    a.import(&[KA, KB]).await;
+    let t = Instant::now();
+    poll(Duration::from_secs(5), || async { (b.chat("m").await.status == 200).then_some(()) }).await;
+    assert!(t.elapsed() < Duration::from_secs(1), "B served A's key after {:?}", t.elapsed());
+
+    // A 429 on A cools that account for that model on B.
+    fake.set_mode(KA, Mode::RateLimited("TPM"));
+    assert_eq!(a.chat("m").await.status, 200, "A fails over to KB");
+    fake.set_mode(KA, Mode::Ok);
+    let t = Instant::now();
+    poll(Duration::from_secs(5), || async { (b.key_state("sk-aaaa").await == "cooling").then_some(()) })
+        .await;
+    assert!(t.elapsed() < Duration::from_secs(1), "B saw the cooldown after {:?}", t.elapsed());
+    fake.clear_seen();
+    assert_eq!(b.chat("m").await.status, 200);
+    assert_eq!(fake.keys_for("/v1/chat/completions"), vec![KB.to_string()], "B skips the cooling account");
+
+    // A session made on A works on B.
+    let cookie = a.login().await;
+    let r = b.send(b.client.get(b.url("/admin")).insert_header(("Cookie", cookie)), None).await;
+    assert_eq!(r.status, 200);
+
+    // A file uploaded through A is used by a batch created through B (and
+    // so sent with a key of the file's account).
+    let jsonl = br#"{"custom_id":"1","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}"#;
+    let req = a
+        .client
+        .post(a.url("/v1/files"))
+        .insert_header(("Authorization", format!("Bearer {CLIENT_KEY}")))
+        .insert_header(("Content-Type", "multipart/form-data; boundary=fb"));
+    let body = multipart("fb", &[("purpose", "batch")], ("file", "batch.jsonl", jsonl));
+    let r = a.send(req, Some(Bytes::from(body))).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let file = r.json()["data"]["id"].as_str().unwrap().to_string();
+    let uploader = fake.keys_for("/v1/files").last().cloned().unwrap();
+    let r = b
+        .call(
+            "/v1/batches",
+            json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(fake.keys_for("/v1/batches"), vec![uploader], "the batch went with the file's account");
+
+    // The stats on B count A's calls (and the other way round).
+    poll(Duration::from_secs(5), || async {
+        let (on_a, on_b) = (
+            total_calls(&a.admin_get("/api/stats/overview").await),
+            total_calls(&b.admin_get("/api/stats/overview").await),
+        );
+        (on_a == on_b && on_a >= 6).then_some(())
+    })
+    .await;
+
+    // One instance runs the scheduled refresh: the other has never run it.
+    let leads = |h: &Value| h["scheduled_jobs"]["runs_here"] == true;
+    let (ha, hb) = poll(Duration::from_secs(10), || async {
+        let (ha, hb) = (a.health().await, b.health().await);
+        (leads(&ha) != leads(&hb)
+            && (ha["auto_refresh"]["last_run"].is_string() || hb["auto_refresh"]["last_run"].is_string()))
+        .then_some((ha, hb))
+    })
+    .await;
+    let (leader, other, other_health) = if leads(&ha) { (a, b, hb) } else { (b, a, ha) };
+    assert!(
+        other_health["auto_refresh"]["last_run"].is_null(),
+        "one refresh per interval, not two: {other_health}"
+    );
+
+    // kill -9 of the instance holding the jobs: the other takes them over.
+    let killed = Instant::now();
+    unsafe { libc::kill(leader.pid(), libc::SIGKILL) };
+    drop(leader);
+    poll(Duration::from_secs(10), || async {
+        let h = other.health().await;
+        (leads(&h) && h["auto_refresh"]["last_run"].is_string()).then_some(())
+    })
+    .await;
+    eprintln!("the jobs moved {:?} after kill -9", killed.elapsed());
+    assert!(killed.elapsed() < Duration::from_secs(5), "within the 2 s retry and one refresh interval");
+}
+
+/// A TCP gate between the instances and PostgreSQL: open, it forwards; shut,
+/// it cuts every connection and refuses new ones (the server gone, as far as
+/// the proxy can tell), without stopping the machine's PostgreSQL.
+struct Gate {
+    port: u16,
+    open: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Gate {
+    fn start(target: &str) -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (is_open, all, target) = (open.clone(), streams.clone(), target.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !is_open.load(Ordering::Acquire) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else { continue };
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                let mut held = all.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Gate { port, open, streams }
+    }
+
+    fn shut(&self) {
+        self.open.store(false, Ordering::Release);
+        for s in self.streams.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn reopen(&self) {
+        self.open.store(true, Ordering::Release);
+    }
+}
+
+#[actix_web::test]
+async fn postgresql_gone_for_10_s_under_traffic_every_call_is_answered_and_every_row_written() {
+    let Some(base) = postgres() else { return };
+    let fake = Fake::start();
+    fake.add_key(KA, "acct-a", "20", Mode::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base_env(&fake, &dir);
+    let direct = env["DATABASE_URL"].clone();
+    let server = base.rsplit('@').next().unwrap().trim_end_matches('/').to_string();
+    let gate = Gate::start(&server);
+    let through_gate = direct.replace(&server, &format!("127.0.0.1:{}", gate.port));
+    env.insert("DATABASE_URL".into(), through_gate);
+    let a = Instance::start(&env, dir.path(), "a").await;
+    a.import(&[KA]).await;
+    assert_eq!(a.health().await["status"], "healthy");
+
+    // Four clients call without pause while the database goes away for 10 s.
+    let traffic = Traffic::start(&a.address, 4);
+    poll(Duration::from_secs(10), || async { (traffic.answered() >= 20).then_some(()) }).await;
+    gate.shut();
+    let shut_at = Instant::now();
+    let during = poll(Duration::from_secs(8), || async {
+        let h = a.health().await;
+        (h["database"] == "unreachable" && h["request_log"]["queued"].as_u64() > Some(0)).then_some(h)
+    })
+    .await;
+    assert_eq!(during["status"], "degraded", "{during}");
+    let before_back = traffic.answered();
+    while shut_at.elapsed() < Duration::from_secs(10) {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served_while_down = traffic.answered() - before_back;
+    gate.reopen();
+    let back = traffic.answered();
+    poll(Duration::from_secs(5), || async { (traffic.answered() > back + 20).then_some(()) }).await;
+    let (answered, failed) = traffic.stop().await;
+    assert_eq!(failed, 0, "every call answered while the database was gone");
+    assert!(served_while_down > 50, "calls kept coming while the database was gone: {served_while_down}");
+    let rows = poll(Duration::from_secs(20), || async {
+        let rows = rows_in(&direct);
+        (rows as u64 >= answered).then_some(rows)
+    })
+    .await;
+    // The import's checks are not logged; the calls are, once each.
+    assert_eq!(rows as u64, answered, "every row written once it was back, none twice");
+    let h = poll(Duration::from_secs(10), || async {
+        let h = a.health().await;
+        (h["status"] == "healthy").then_some(h)
+    })
+    .await;
+    assert_eq!(h["request_log"]["dropped"], 0);
+    assert_eq!(h["request_log"]["queued"], 0);
+    eprintln!(
+        "{answered} calls ({served_while_down} while the database was gone), {rows} rows; max queued seen {}",
+        during["request_log"]["queued"]
+    );
+    let log = a.log_text();
+    assert!(log.contains("the database takes rows again"), "{log}");
+    // Said, not shouted: a few lines a second at most while it was gone.
+    let errors = log.lines().filter(|l| l.contains("ERROR") || l.contains("WARN")).count();
+    eprintln!(
+        "{errors} error and warning lines in the instance's log:\n{}",
+        log.lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(errors < 20, "{errors} error lines for a 10 s outage");
+}
