@@ -4,6 +4,8 @@
 # front of the same nginx; direct, SQLite and PostgreSQL rounds alternate.
 # The request path touches no database either way, so the two should match;
 # and every request must be a row in PostgreSQL after the 64-connection runs.
+# Then two instances on one new database take 64 connections between them
+# (32 each, at once): the rows must be the requests of both, none lost.
 #
 #   DATABASE=postgres bench/run.sh      (or bench/pg.sh)
 #   bench/pg.sh --smoke                 a quick check that it works
@@ -20,19 +22,23 @@ build_release bench_upstream
 NPORT=$(port)
 start_nginx "$NPORT"
 UP="http://127.0.0.1:$NPORT"
-PGDB="sfp_bench_$$"
+PGDB="sfp_bench_$$"; PGDB2="sfp_bench_two_$$"
 psql "$PG/postgres" -qc "CREATE DATABASE $PGDB"
-drop_pg() { psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $PGDB WITH (FORCE)" >/dev/null 2>&1 || true; }
+psql "$PG/postgres" -qc "CREATE DATABASE $PGDB2"
+drop_pg() {
+  for d in "$PGDB" "$PGDB2"; do psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 || true; done
+}
 trap 'cleanup; drop_pg' EXIT
 
-# The proxy on $2 (a DATABASE_URL); sets LAST (pid) and the port in $1's variable name.
+# The proxy on $2 (a DATABASE_URL); sets LAST (pid) and the port in $1's variable name;
+# imports the bench key unless $3 is "noimport".
 run_proxy() {
   local p; p=$(port)
   HOST=127.0.0.1 PORT=$p SILICONFLOW_BASE_URL=$UP DATABASE_URL="$2" API_KEY=bench-client-key \
     ADMIN_PASSWORD=bench AUTO_REFRESH_INTERVAL=0 RUST_LOG=${RUST_LOG:-warn} "$BIN" >>"$DIR/$1.log" 2>&1 &
   PIDS+=($!); LAST=$!
   wait_up "http://127.0.0.1:$p/health"
-  curl -fs -u admin:bench -H 'Content-Type: application/json' -d '{"keys":"sk-bench-000000000000000000000001"}' \
+  [ "${3:-}" = noimport ] || curl -fs -u admin:bench -H 'Content-Type: application/json' -d '{"keys":"sk-bench-000000000000000000000001"}' \
     "http://127.0.0.1:$p/import_keys" | grep -q '"added":1' || { echo "import failed ($1)"; exit 1; }
   printf -v "$1" '%s' "$p"
 }
@@ -53,7 +59,29 @@ done
 kill -TERM "$PG_PID"; wait "$PG_PID" 2>/dev/null || true
 ROWS=$(psql "$PG/$PGDB" -Atc "select count(*) from request_logs")
 kill -TERM "$SQ_PID"; wait "$SQ_PID" 2>/dev/null || true
-python3 - "$S_D" "$S_S" "$S_P" "$T_D" "$T_S" "$T_P" "$ROWS" <<'PY'
+
+# Two instances on one database, 32 connections each at once.
+run_proxy TA "$PG/$PGDB2"; TA_PID=$LAST
+run_proxy TB "$PG/$PGDB2" noimport; TB_PID=$LAST
+# B learns A's key by NOTIFY: wait until it serves.
+for _ in $(seq 100); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer bench-client-key' -H 'Content-Type: application/json' \
+    -d '{"model":"m","messages":[]}' "http://127.0.0.1:$TB/v1/chat/completions")
+  [ "$code" = 200 ] && break; sleep 0.05
+done
+[ "$code" = 200 ] || { echo "instance B never served A's key"; exit 1; }
+TWO_A=""; TWO_B=""
+for _ in $(seq "$ROUNDS"); do
+  wrk_json -t1 -c32 -d"${DUR}s" "http://127.0.0.1:$TA/v1/chat/completions" >"$DIR/two_a.json" &
+  WA=$!
+  wrk_json -t1 -c32 -d"${DUR}s" "http://127.0.0.1:$TB/v1/chat/completions" >"$DIR/two_b.json"
+  wait "$WA"
+  TWO_A+="$(cat "$DIR/two_a.json");"; TWO_B+="$(cat "$DIR/two_b.json");"
+done
+kill -TERM "$TA_PID" "$TB_PID"; wait "$TA_PID" "$TB_PID" 2>/dev/null || true
+ROWS2=$(psql "$PG/$PGDB2" -Atc "select count(*) from request_logs")
+
+python3 - "$S_D" "$S_S" "$S_P" "$T_D" "$T_S" "$T_P" "$ROWS" "$TWO_A" "$TWO_B" "$ROWS2" "$ROUNDS" <<'PY'
 import json, sys
 runs = lambda t: [json.loads(x) for x in t.split(";") if x.strip()]
 sd, ss, sp, td, ts, tp = (runs(a) for a in sys.argv[1:7])
@@ -73,4 +101,13 @@ print(f"| SQLite | +{add_s} µs | {ratio_s:.3f}x | " + ", ".join(f'+{s["p50_us"]
 print(f"| PostgreSQL | +{add_p} µs | {ratio_p:.3f}x | " + ", ".join(f'+{p["p50_us"] - d["p50_us"]}' for d, p in zip(sd, sp)) + "; " + ", ".join(f"{rps(p) / rps(d):.3f}" for d, p in zip(td, tp)) + " |")
 print(f"\nPostgreSQL against SQLite: added p50 {add_p - add_s:+d} µs, throughput {ratio_p / ratio_s - 1:+.1%}; errors {errors}")
 print(f"rows in PostgreSQL: {rows} for {sent} requests counted by wrk (more: requests in flight at wrk's stops) -> {'ok' if rows >= sent else 'MISSING ROWS'}")
+ta, tb, rows2, rounds = runs(sys.argv[8]), runs(sys.argv[9]), int(sys.argv[10]), int(sys.argv[11])
+sent_a, sent_b = sum(r["requests"] for r in ta), sum(r["requests"] for r in tb)
+errors2 = sum(r["socket_errors"] + r["non2xx"] for r in ta + tb)
+extra = rows2 - (sent_a + sent_b)
+ok = 0 <= extra <= 64 * rounds and errors2 == 0
+print(f"two instances, one database, 32+32 connections at once: A {sent_a} + B {sent_b} = {sent_a + sent_b} requests counted by wrk, "
+      f"{rows2} rows (+{extra} in flight at wrk's stops, at most 64 a round), errors {errors2} -> {'ok' if ok else 'ROWS DO NOT MATCH'}")
+if not ok:
+    sys.exit(1)
 PY
