@@ -96,7 +96,7 @@ impl Application {
                 Duration::from_millis(100),
                 Duration::from_secs(30),
                 move || alive.connected(),
-                move || changed.do_send(crate::pool::actor::Reload),
+                move |what| changed.do_send(crate::pool::actor::Reload(what)),
             )?;
         }
         // One instance of those sharing a PostgreSQL database runs the scheduled jobs.

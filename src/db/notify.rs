@@ -4,6 +4,7 @@
 //! Notifications are lost while a listener is disconnected, so it reloads
 //! after every reconnect and every `safety` interval as well.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
@@ -12,12 +13,77 @@ use super::conn::AnyConn;
 
 pub const CHANNEL: &str = "sfp_pool";
 
-/// Tells the other instances that the pool changed (PostgreSQL only; an
+/// What changed, as the other instances are told: some keys (their rows are
+/// read again), the cooldowns (a small table), or everything. A reload then
+/// costs what changed, not the size of the pool.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub all: bool,
+    pub cooldowns: bool,
+    pub keys: BTreeSet<i64>,
+}
+
+/// Past this many key ids a notification says "everything" (PostgreSQL
+/// takes payloads up to 8,000 bytes).
+const MAX_IDS: usize = 500;
+
+impl Changed {
+    pub fn all() -> Self {
+        Changed { all: true, ..Default::default() }
+    }
+
+    pub fn cooldowns() -> Self {
+        Changed { cooldowns: true, ..Default::default() }
+    }
+
+    pub fn keys(ids: impl IntoIterator<Item = i64>) -> Self {
+        Changed { keys: ids.into_iter().collect(), ..Default::default() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.all && !self.cooldowns && self.keys.is_empty()
+    }
+
+    pub fn merge(&mut self, other: Changed) {
+        self.all |= other.all;
+        self.cooldowns |= other.cooldowns;
+        self.keys.extend(other.keys);
+    }
+
+    /// `instance|flags|ids`: flags `a` (all) and `c` (cooldowns), ids by commas.
+    fn payload(&self, instance: &str) -> String {
+        if self.all || self.keys.len() > MAX_IDS {
+            return format!("{instance}|a|");
+        }
+        let ids: Vec<String> = self.keys.iter().map(i64::to_string).collect();
+        format!("{instance}|{}|{}", if self.cooldowns { "c" } else { "" }, ids.join(","))
+    }
+
+    /// The sender and what changed. Anything else (an older instance's bare
+    /// name during a rolling upgrade) means "everything".
+    fn parse(payload: &str) -> (&str, Changed) {
+        let mut parts = payload.splitn(3, '|');
+        let instance = parts.next().unwrap_or("");
+        let (Some(flags), Some(ids)) = (parts.next(), parts.next()) else {
+            return (instance, Changed::all());
+        };
+        let keys: Option<BTreeSet<i64>> =
+            ids.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().ok()).collect();
+        match keys {
+            Some(keys) => {
+                (instance, Changed { all: flags.contains('a'), cooldowns: flags.contains('c'), keys })
+            }
+            None => (instance, Changed::all()),
+        }
+    }
+}
+
+/// Tells the other instances what changed in the pool (PostgreSQL only; an
 /// SQLite database has one instance). `instance` lets each ignore its own.
-pub fn notify(conn: &mut AnyConn, instance: &str) -> diesel::QueryResult<()> {
+pub fn notify(conn: &mut AnyConn, instance: &str, change: &Changed) -> diesel::QueryResult<()> {
     if let AnyConn::Pg(c) = conn {
         diesel::sql_query(format!("SELECT pg_notify('{CHANNEL}', $1)"))
-            .bind::<diesel::sql_types::Text, _>(instance)
+            .bind::<diesel::sql_types::Text, _>(change.payload(instance))
             .execute(c)?;
     }
     Ok(())
@@ -25,16 +91,17 @@ pub fn notify(conn: &mut AnyConn, instance: &str) -> diesel::QueryResult<()> {
 
 /// Listens for other instances' changes on a connection of its own, on a
 /// thread of its own, until `alive()` says the application is gone. Calls
-/// `changed()` (at most once per `poll`) when one arrives, after each
-/// reconnection (not the first connection: the pool was just loaded), and
-/// every `safety` interval.
+/// `changed()` (at most once per `poll`, with what the notifications
+/// named) when one arrives, and with "everything" after each reconnection
+/// (not the first connection: the pool was just loaded) and every `safety`
+/// interval.
 pub fn listen(
     url: String,
     instance: String,
     poll: Duration,
     safety: Duration,
     alive: impl Fn() -> bool + Send + 'static,
-    changed: impl Fn() + Send + 'static,
+    changed: impl Fn(Changed) + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("pg-listener".into()).spawn(move || {
         let shown = crate::config::without_password(&url);
@@ -70,32 +137,63 @@ pub fn listen(
             // What was missed while not listening (not at the first
             // connection: the pool was just loaded).
             if connected_before {
-                changed();
+                changed(Changed::all());
             }
             connected_before = true;
             let mut last_reload = Instant::now();
             'listening: while alive() {
-                let mut heard = false;
+                let mut heard = Changed::default();
                 for n in conn.notifications_iter() {
                     match n {
-                        Ok(n) if n.payload != instance => heard = true,
-                        Ok(_) => {}
+                        Ok(n) => {
+                            let (sender, change) = Changed::parse(&n.payload);
+                            if sender != instance {
+                                heard.merge(change);
+                            }
+                        }
                         Err(e) => {
                             log::warn!("pool changes: the listening connection failed: {e}");
                             break 'listening;
                         }
                     }
                 }
-                if heard || last_reload.elapsed() >= safety {
+                if last_reload.elapsed() >= safety {
                     // The safety reload also proves the connection alive.
-                    if !heard && diesel::sql_query("SELECT 1").execute(&mut conn).is_err() {
+                    if diesel::sql_query("SELECT 1").execute(&mut conn).is_err() {
                         break 'listening;
                     }
-                    changed();
-                    last_reload = Instant::now();
+                    heard = Changed::all();
+                }
+                if !heard.is_empty() {
+                    if heard.all {
+                        last_reload = Instant::now();
+                    }
+                    changed(heard);
                 }
                 std::thread::sleep(poll);
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_name_what_changed_and_anything_unknown_means_everything() {
+        let mut c = Changed::keys([3, 1]);
+        c.merge(Changed::cooldowns());
+        let p = c.payload("me");
+        assert_eq!(p, "me|c|1,3");
+        assert_eq!(Changed::parse(&p), ("me", c));
+        assert_eq!(Changed::parse(&Changed::cooldowns().payload("x")), ("x", Changed::cooldowns()));
+        assert_eq!(Changed::parse(&Changed::all().payload("x")), ("x", Changed::all()));
+        // Too many ids for a payload: everything.
+        assert_eq!(Changed::keys(0..1000).payload("x"), "x|a|");
+        // An older instance's bare name, or garbage: everything.
+        assert_eq!(Changed::parse("oldinstance"), ("oldinstance", Changed::all()));
+        assert_eq!(Changed::parse("x||1,zz"), ("x", Changed::all()));
+        assert!(Changed::default().is_empty() && !Changed::keys([1]).is_empty());
+    }
 }

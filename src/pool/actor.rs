@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::check::CheckOutcome;
 use super::{mask_key, Account, Cooldown, KeyState, PoolKey, PoolShared, PoolSnapshot, TRIAL_DUE};
 use crate::db::models::{account_key, is_own_account, is_upstream_account, CooldownRow, KeyRow, NewKey};
+use crate::db::notify::Changed;
 use crate::db::queries::{cooldowns_q, keys};
 use crate::db::{now_ms, DbError, DbPool};
 
@@ -211,14 +212,16 @@ impl PoolActor {
         self
     }
 
-    /// Tells the other instances that the pool changed (after a write).
-    fn notify_others(&self) {
+    /// Tells the other instances what changed in the pool (after a write).
+    fn notify_others(&self, change: Changed) {
         let Some(instance) = &self.instance else { return };
-        let sent = self
-            .db
-            .get()
-            .map_err(DbError::from)
-            .and_then(|mut c| crate::db::notify::notify(&mut c, instance).map_err(DbError::from));
+        if change.is_empty() {
+            return;
+        }
+        let sent =
+            self.db.get_timeout(DB_WAIT).map_err(DbError::from).and_then(|mut c| {
+                crate::db::notify::notify(&mut c, instance, &change).map_err(DbError::from)
+            });
         Self::log_db("notify the other instances", sent);
     }
 
@@ -296,23 +299,26 @@ impl PoolActor {
     }
 
     /// Writes the states the database could not take before; answers
-    /// whether any was written (the other instances are then told).
-    fn persist_unsaved(&mut self) -> bool {
+    /// which keys' were written (the other instances are then told).
+    fn persist_unsaved(&mut self) -> Changed {
+        let mut written = Vec::new();
         if self.unsaved.is_empty() {
-            return false;
+            return Changed::default();
         }
-        let Ok(mut conn) = self.db.get_timeout(DB_WAIT) else { return false };
-        let before = self.unsaved.len();
+        let Ok(mut conn) = self.db.get_timeout(DB_WAIT) else { return Changed::default() };
         self.unsaved.retain(|id, u| {
-            keys::set_state(&mut conn, *id, u.state.as_str(), Some(&u.reason), u.at)
+            let kept = keys::set_state(&mut conn, *id, u.state.as_str(), Some(&u.reason), u.at)
                 .inspect_err(|e| log::error!("pool: persist a kept key state: {e}"))
-                .is_err()
+                .is_err();
+            if !kept {
+                written.push(*id);
+            }
+            kept
         });
-        let written = before - self.unsaved.len();
-        if written > 0 {
-            log::info!("pool: {written} key states kept while the database was down are written");
+        if !written.is_empty() {
+            log::info!("pool: {} key states kept while the database was down are written", written.len());
         }
-        written > 0
+        Changed::keys(written)
     }
 
     fn log_db<T>(what: &str, r: Result<T, DbError>) -> Option<T> {
@@ -332,9 +338,8 @@ impl Actor for PoolActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(USAGE_WRITE_INTERVAL, |act, _| {
             act.persist_usage();
-            if act.persist_unsaved() {
-                act.notify_others();
-            }
+            let written = act.persist_unsaved();
+            act.notify_others(written);
         });
         if self.retry_interval.is_some() {
             ctx.run_interval(Duration::from_millis(500), |act, _| act.offer_due_trials(now_ms()));
@@ -373,11 +378,20 @@ impl Handler<KeyEvent> for PoolActor {
 
     fn handle(&mut self, msg: KeyEvent, ctx: &mut Context<Self>) {
         // What the other instances must see: states and cooldowns, not an error text.
-        let tell = !matches!(msg.kind, KeyEventKind::Error(_) | KeyEventKind::TrialInconclusive);
+        let change = match &msg.kind {
+            KeyEventKind::Error(_) | KeyEventKind::TrialInconclusive => Changed::default(),
+            KeyEventKind::RateLimited { .. } => Changed::cooldowns(),
+            // The account's other keys are back too.
+            KeyEventKind::TrialSucceeded => match self.keys.get(&msg.key_id) {
+                Some(k) if !is_own_account(&k.account.id) => {
+                    Changed::keys(self.keys.values().filter(|o| o.account.id == k.account.id).map(|o| o.id))
+                }
+                _ => Changed::keys([msg.key_id]),
+            },
+            _ => Changed::keys([msg.key_id]),
+        };
         self.apply_event(msg, ctx);
-        if tell {
-            self.notify_others();
-        }
+        self.notify_others(change);
     }
 }
 
@@ -690,6 +704,7 @@ impl Handler<AddKeys> for PoolActor {
             }
             stored.clear();
         }
+        let added = Changed::keys(stored.iter().map(|k| k.id));
         for inserted in stored {
             let account = self.account(&inserted.account_key());
             let key = Arc::new(self.key_from_row(&inserted, account));
@@ -699,7 +714,7 @@ impl Handler<AddKeys> for PoolActor {
             self.keys.insert(inserted.id, key);
         }
         self.publish();
-        self.notify_others();
+        self.notify_others(added);
         MessageResult(results)
     }
 }
@@ -748,6 +763,7 @@ impl Handler<ApplyChecks> for PoolActor {
             return MessageResult(summary);
         };
         let manual = msg.manual;
+        let checked = Changed::keys(msg.outcomes.iter().map(|(id, _)| *id));
         // One transaction for the whole refresh (100,000 keys: one commit).
         let written = diesel::Connection::transaction::<_, DbError, _>(&mut *conn, |conn| {
             for (id, outcome) in msg.outcomes {
@@ -814,7 +830,7 @@ impl Handler<ApplyChecks> for PoolActor {
         }
         // States and balances changed: the selection is rebuilt.
         self.publish();
-        self.notify_others();
+        self.notify_others(checked);
         MessageResult(summary)
     }
 }
@@ -874,8 +890,12 @@ impl Handler<KeyCommand> for PoolActor {
     type Result = Result<(), CommandError>;
 
     fn handle(&mut self, msg: KeyCommand, _: &mut Context<Self>) -> Self::Result {
+        let id = match &msg {
+            KeyCommand::Enable(id) | KeyCommand::Disable(id) | KeyCommand::Delete(id) => *id,
+            KeyCommand::SetAccount(id, _) => *id,
+        };
         self.command(msg)?;
-        self.notify_others();
+        self.notify_others(Changed::keys([id]));
         Ok(())
     }
 }
@@ -945,7 +965,7 @@ impl Handler<DeleteInState> for PoolActor {
             self.keys.remove(id);
         }
         self.publish();
-        self.notify_others();
+        self.notify_others(Changed::keys(ids));
         Ok(deleted)
     }
 }
@@ -1020,72 +1040,60 @@ impl Handler<SetLeadership> for PoolActor {
     }
 }
 
-/// Another instance changed the shared database: take its keys (new,
-/// deleted, states, balances, accounts) and cooldowns, keeping this
-/// instance's live counters. Answers how many keys changed.
+/// Another instance changed the shared database: take what it names (keys
+/// new, deleted, their states, balances and accounts; the cooldowns; or
+/// everything), keeping this instance's live counters. Answers how many
+/// keys and cooldowns changed.
 #[derive(Message)]
 #[rtype(result = "Result<usize, DbError>")]
-pub struct Reload;
+pub struct Reload(pub Changed);
 
 impl Handler<Reload> for PoolActor {
     type Result = Result<usize, DbError>;
 
-    fn handle(&mut self, _: Reload, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Reload, _: &mut Context<Self>) -> Self::Result {
         // The database is back (a reload follows each reconnection): what it
         // could not take before goes first, so that the rows read are current.
-        if self.persist_unsaved() {
-            self.notify_others();
-        }
+        let written = self.persist_unsaved();
+        self.notify_others(written);
+        let change = msg.0;
         let mut conn = self.db.get_timeout(DB_WAIT)?;
-        let rows = keys::all(&mut conn)?;
-        let cooldowns = cooldowns_q::all(&mut conn)?;
+        let rows = if change.all {
+            keys::all(&mut conn)?
+        } else if change.keys.is_empty() {
+            Vec::new()
+        } else {
+            keys::by_ids(&mut conn, &change.keys.iter().copied().collect::<Vec<_>>())?
+        };
+        let cooldowns =
+            if change.all || change.cooldowns { cooldowns_q::all(&mut conn)? } else { Vec::new() };
         drop(conn);
         let now = now_ms();
         let mut changed = 0;
         let mut seen = std::collections::HashSet::with_capacity(rows.len());
         for row in &rows {
             seen.insert(row.id);
-            let state = KeyState::parse(&row.state).unwrap_or(KeyState::Active);
-            match self.keys.get(&row.id).cloned() {
-                Some(key) => {
-                    let mut differs = false;
-                    if key.state() != state && !self.unsaved.contains_key(&row.id) {
-                        key.set_state(state);
-                        differs = true;
-                    }
-                    if key.balance() != row.balance {
-                        key.set_balance(row.balance);
-                        differs = true;
-                    }
-                    let account = row.account_key();
-                    if key.account.id != account {
-                        self.rehome(row.id, &account);
-                        differs = true;
-                    }
-                    changed += usize::from(differs);
-                }
-                None => {
-                    let account = self.account(&row.account_key());
-                    let key = Arc::new(self.key_from_row(row, account));
-                    if key.needs_trial() {
-                        let since = row.state_changed_at.unwrap_or(0).max(row.last_checked.unwrap_or(0));
-                        self.queue_trial_from(key.id, since);
-                    }
-                    self.keys.insert(row.id, key);
-                    changed += 1;
-                }
-            }
+            changed += usize::from(self.take_row(row));
         }
         let before = self.keys.len();
-        self.keys.retain(|id, _| seen.contains(id));
+        if change.all {
+            self.keys.retain(|id, _| seen.contains(id));
+        } else {
+            // Named and not found: deleted on the other instance.
+            for id in change.keys.iter().filter(|id| !seen.contains(id)) {
+                self.keys.remove(id);
+            }
+        }
         changed += before - self.keys.len();
-        let by_account: HashMap<&str, &Arc<Account>> =
-            self.keys.values().map(|k| (k.account.id.as_str(), &k.account)).collect();
-        for c in cooldowns.iter().filter(|c| c.until_ms > now) {
-            if let Some(account) = by_account.get(c.account.as_str()) {
-                let strikes = c.strikes.max(1) as u32;
-                if account.merge(&Cooldown { model: c.model.clone(), until_ms: c.until_ms, strikes }) {
-                    changed += 1;
+        if !cooldowns.is_empty() {
+            let by_account: HashMap<&str, &Arc<Account>> =
+                self.keys.values().map(|k| (k.account.id.as_str(), &k.account)).collect();
+            for c in cooldowns.iter().filter(|c| c.until_ms > now) {
+                if let Some(account) = by_account.get(c.account.as_str()) {
+                    let strikes = c.strikes.max(1) as u32;
+                    if account.merge(&Cooldown { model: c.model.clone(), until_ms: c.until_ms, strikes }) {
+                        changed += 1;
+                    }
                 }
             }
         }
@@ -1094,6 +1102,43 @@ impl Handler<Reload> for PoolActor {
             self.publish();
         }
         Ok(changed)
+    }
+}
+
+impl PoolActor {
+    /// Takes a key's row as another instance wrote it; answers whether
+    /// anything changed.
+    fn take_row(&mut self, row: &KeyRow) -> bool {
+        let state = KeyState::parse(&row.state).unwrap_or(KeyState::Active);
+        match self.keys.get(&row.id).cloned() {
+            Some(key) => {
+                let mut differs = false;
+                if key.state() != state && !self.unsaved.contains_key(&row.id) {
+                    key.set_state(state);
+                    differs = true;
+                }
+                if key.balance() != row.balance {
+                    key.set_balance(row.balance);
+                    differs = true;
+                }
+                let account = row.account_key();
+                if key.account.id != account {
+                    self.rehome(row.id, &account);
+                    differs = true;
+                }
+                differs
+            }
+            None => {
+                let account = self.account(&row.account_key());
+                let key = Arc::new(self.key_from_row(row, account));
+                if key.needs_trial() {
+                    let since = row.state_changed_at.unwrap_or(0).max(row.last_checked.unwrap_or(0));
+                    self.queue_trial_from(key.id, since);
+                }
+                self.keys.insert(row.id, key);
+                true
+            }
+        }
     }
 }
 

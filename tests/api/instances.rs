@@ -106,6 +106,36 @@ async fn a_session_made_on_one_instance_works_on_the_other_and_stats_count_both(
     assert!(on_a >= 2, "{on_a}");
 }
 
+/// A notification names what changed, and the other instance reads only
+/// that: a row changed behind both instances' backs (no notification) stays
+/// as B last read it while B takes A's change to another key. (A reload of
+/// everything would take both; it comes every 30 s as a safety net.)
+#[actix_web::test]
+async fn an_instance_rereads_only_the_keys_a_notification_names() {
+    let Some((a, b)) = two_instances().await else { return };
+    a.import(&[KA, KB]).await;
+    poll(Duration::from_secs(5), || async { (b.keys_json().await.len() == 2).then_some(()) }).await;
+    let id_of = |keys: &[serde_json::Value], prefix: &str| {
+        keys.iter().find(|k| k["key"].as_str().unwrap().starts_with(prefix)).unwrap()["id"].as_i64().unwrap()
+    };
+    let keys = a.keys_json().await;
+    let (id_a, id_b) = (id_of(&keys, "sk-aaaa"), id_of(&keys, "sk-bbbb"));
+    // Behind everyone's back: KA disabled in the database, nobody told.
+    let mut conn = a.state.db.get().unwrap();
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query(format!("UPDATE api_keys SET state = 'disabled' WHERE id = {id_a}")),
+        &mut *conn,
+    )
+    .unwrap();
+    drop(conn);
+    // KB disabled through A: B is told about KB.
+    assert_eq!(a.admin_post(&format!("/api/keys/{id_b}/disable"), json!({})).await.status, 200);
+    poll(Duration::from_secs(5), || async { (b.key_state("sk-bbbb").await == "disabled").then_some(()) })
+        .await;
+    assert_eq!(b.key_state("sk-aaaa").await, "active", "B read KB's row, not every row");
+    assert_eq!(b.chat("m").await.status, 200, "B still serves with KA");
+}
+
 #[actix_web::test]
 async fn wrong_passwords_count_across_instances() {
     let Some((a, b, _)) = two_instances_with(&[("LOGIN_MAX_FAILURES", "4")]).await else { return };
