@@ -615,7 +615,10 @@ fn local_iso(iso: &Option<String>, tz: &FixedOffset) -> String {
 }
 
 async fn render_keys(state: &AppState, s: &Session, q: KeysPageQuery) -> Result<HttpResponse, PageError> {
-    let import = q.import.as_deref().and_then(|t| imports::render(t, &s.csrf));
+    let import = match q.import.as_deref() {
+        Some(t) => imports::load(state, t, &s.csrf).await,
+        None => None,
+    };
     let tz = state.config.timezone;
     let list = ListQuery {
         page: q.page.as_deref().and_then(|p| p.parse().ok()),
@@ -835,40 +838,53 @@ struct ImportForm {
 
 /// Imports' results kept for the page the browser is sent to after the
 /// import (post/redirect/get: a reload does not import again), for the
-/// session that made them, for ten minutes.
+/// session that made them, for ten minutes. Kept in the database: with
+/// several instances, the redirected request may reach another one.
 mod imports {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    use std::time::{Duration, Instant};
-
-    use maud::{html, Markup};
+    use maud::{html, Markup, PreEscaped};
 
     use super::ImportReport;
+    use crate::db::now_ms;
+    use crate::db::queries::import_reports_q;
+    use crate::state::AppState;
 
-    type Kept = HashMap<String, (Instant, String, ImportReport)>;
-    static KEPT: Mutex<Option<Kept>> = Mutex::new(None);
-    const TTL: Duration = Duration::from_secs(600);
+    const TTL_MS: i64 = 600_000;
 
     /// Keeps a report for the session with this CSRF token; the token to show it.
-    pub fn keep(report: ImportReport, session_csrf: &str) -> String {
+    pub async fn keep(
+        state: &AppState,
+        report: &ImportReport,
+        session_csrf: &str,
+    ) -> Result<String, crate::db::DbError> {
         let token = super::random_token();
-        let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-        let map = kept.get_or_insert_with(HashMap::new);
-        map.retain(|_, (at, _, _)| at.elapsed() < TTL);
-        if map.len() >= 256 {
-            map.clear();
-        }
-        map.insert(token.clone(), (Instant::now(), session_csrf.to_string(), report));
-        token
+        let (t, owner, html) = (token.clone(), session_csrf.to_string(), render(report).into_string());
+        crate::db::run(&state.db, move |c| {
+            let now = now_ms();
+            import_reports_q::prune(c, now - TTL_MS)?;
+            import_reports_q::insert(c, &t, &owner, now, &html)
+        })
+        .await?;
+        Ok(token)
     }
 
-    pub fn render(token: &str, session_csrf: &str) -> Option<Markup> {
-        let kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-        let (at, owner, r) = kept.as_ref()?.get(token)?;
-        if at.elapsed() >= TTL || owner != session_csrf {
-            return None;
+    /// The kept report, for the session that made it, while it is fresh.
+    pub async fn load(state: &AppState, token: &str, session_csrf: &str) -> Option<Markup> {
+        let (t, owner) = (token.to_string(), session_csrf.to_string());
+        let found =
+            crate::db::run(&state.db, move |c| import_reports_q::find(c, &t, &owner, now_ms() - TTL_MS))
+                .await;
+        match found {
+            // Written by `render` below: already escaped.
+            Ok(html) => html.map(PreEscaped),
+            Err(e) => {
+                log::error!("admin: cannot read an import's results: {e}");
+                None
+            }
         }
-        Some(html! {
+    }
+
+    fn render(r: &ImportReport) -> Markup {
+        html! {
             div.banner.info role="status" {
                 strong { "Import: " (r.added) " added, " (r.duplicates) " duplicate" @if r.duplicates != 1 { "s" } ", " (r.invalid) " invalid, " (r.failed) " not checked (stored; the next refresh will check them)." }
                 ul.results {
@@ -878,7 +894,7 @@ mod imports {
                     }
                 }
             }
-        })
+        }
     }
 }
 
@@ -899,7 +915,7 @@ pub async fn keys_import(
     let label =
         parse_label(form.account.as_deref()).map_err(|e| AdminError::BadRequest(format!("Account: {e}")))?;
     let report = import_keys(keys, label, &state, &upstream.client).await;
-    let token = imports::keep(report, &s.csrf);
+    let token = imports::keep(&state, &report, &s.csrf).await.map_err(AdminError::from)?;
     Ok(see_other(&link_with("/admin/keys", &[], &[("import", token)])))
 }
 

@@ -5,7 +5,8 @@ use diesel::upsert::excluded;
 
 use super::models::{CooldownRow, KeyRow, LogRow, NewKey, NewLog, ResourceRow, UsageRow};
 use super::schema::{
-    api_keys, cooldowns, login_failures, request_logs, resources, sessions, settings, usage_hourly,
+    api_keys, cooldowns, import_reports, login_failures, request_logs, resources, sessions, settings,
+    usage_hourly,
 };
 use super::DbError;
 
@@ -618,6 +619,39 @@ pub mod login_q {
                 }
             })
             .collect()
+    }
+}
+
+/// Imports' results kept for the page after the import (any instance may serve it).
+pub mod import_reports_q {
+    use super::*;
+
+    pub fn insert(conn: &mut Conn, token: &str, owner: &str, now: i64, html: &str) -> Result<(), DbError> {
+        diesel::insert_into(import_reports::table)
+            .values((
+                import_reports::token.eq(token),
+                import_reports::owner.eq(owner),
+                import_reports::created_at.eq(now),
+                import_reports::html.eq(html),
+            ))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    /// The report's HTML, if `owner` made it after `since`.
+    pub fn find(conn: &mut Conn, token: &str, owner: &str, since: i64) -> Result<Option<String>, DbError> {
+        Ok(import_reports::table
+            .filter(import_reports::token.eq(token))
+            .filter(import_reports::owner.eq(owner))
+            .filter(import_reports::created_at.gt(since))
+            .select(import_reports::html)
+            .first(conn)
+            .optional()?)
+    }
+
+    pub fn prune(conn: &mut Conn, before: i64) -> Result<usize, DbError> {
+        Ok(diesel::delete(import_reports::table.filter(import_reports::created_at.le(before)))
+            .execute(conn)?)
     }
 }
 

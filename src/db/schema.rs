@@ -70,6 +70,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    import_reports (token) {
+        token -> Text,
+        owner -> Text,
+        created_at -> BigInt,
+        html -> Text,
+    }
+}
+
+diesel::table! {
     login_failures (address) {
         address -> Text,
         failures -> Integer,
@@ -102,6 +111,7 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     cooldowns,
+    import_reports,
     login_failures,
     request_logs,
     resources,

@@ -136,6 +136,26 @@ async fn an_instance_rereads_only_the_keys_a_notification_names() {
     assert_eq!(b.chat("m").await.status, 200, "B still serves with KA");
 }
 
+/// An import through A's page redirects to the keys page, which a load
+/// balancer may send to B: B shows the results (to that session only).
+#[actix_web::test]
+async fn an_imports_results_page_can_be_served_by_the_other_instance() {
+    let Some((a, b)) = two_instances().await else { return };
+    let cookie = a.login("admin", ADMIN_PASS).await.unwrap();
+    let csrf = crate::admin_ui::csrf_of(&a.page("/admin/keys", &cookie).await);
+    let r = a
+        .post_form("/admin/keys/import", &cookie, &[("csrf", &csrf), ("keys", &format!("{KA}\n{KB}"))])
+        .await;
+    assert_eq!(r.status, 303);
+    let location = r.header("location").unwrap();
+    let page = crate::admin_ui::text(&b.page(&location, &cookie).await);
+    assert!(page.contains("Import: 2 added"), "{page}");
+    assert!(page.contains("sk-aaaa") && !page.contains(KA), "masked keys only");
+    let other = b.login("admin", ADMIN_PASS).await.unwrap();
+    let page = crate::admin_ui::text(&b.page(&location, &other).await);
+    assert!(!page.contains("Import: 2 added"), "another session does not see them");
+}
+
 #[actix_web::test]
 async fn wrong_passwords_count_across_instances() {
     let Some((a, b, _)) = two_instances_with(&[("LOGIN_MAX_FAILURES", "4")]).await else { return };

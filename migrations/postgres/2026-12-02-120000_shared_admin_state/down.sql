@@ -1,1 +1,2 @@
+DROP TABLE import_reports;
 DROP TABLE login_failures;
