@@ -46,14 +46,21 @@ run_proxy SQ "sqlite://$DIR/bench.db"; SQ_PID=$LAST
 run_proxy PGP "$PG/$PGDB"; PG_PID=$LAST
 echo "SQLite vs PostgreSQL: ${ROUNDS} rounds of ${DUR}s per measurement"
 
-S_D=""; S_S=""; S_P=""; T_D=""; T_S=""; T_P=""; SENT_PG=0
+# CPU time (ns) of every PostgreSQL server process: on this machine the database server
+# competes with the proxy, nginx and wrk for the same cores.
+pg_cpu_ns() { for p in $(pgrep -x postgres; pgrep -f '^postgres:'); do cpu_ns "$p"; done | awk '{s += $1} END {printf "%.0f\n", s}'; }
+S_D=""; S_S=""; S_P=""; T_D=""; T_S=""; T_P=""; SENT_PG=0; CPU_S=0; CPU_P=0; CPU_DB=0
 for _ in $(seq "$ROUNDS"); do
   S_D+="$(wrk_json -t1 -c1 -d"${DUR}s" --latency "$UP/v1/chat/completions");"
   S_S+="$(wrk_json -t1 -c1 -d"${DUR}s" --latency "http://127.0.0.1:$SQ/v1/chat/completions");"
   S_P+="$(wrk_json -t1 -c1 -d"${DUR}s" --latency "http://127.0.0.1:$PGP/v1/chat/completions");"
   T_D+="$(wrk_json -t2 -c64 -d"${DUR}s" --latency "$UP/v1/chat/completions");"
+  c0=$(cpu_ns "$SQ_PID")
   T_S+="$(wrk_json -t2 -c64 -d"${DUR}s" --latency "http://127.0.0.1:$SQ/v1/chat/completions");"
+  CPU_S=$(( CPU_S + $(cpu_ns "$SQ_PID") - c0 ))
+  c0=$(cpu_ns "$PG_PID"); d0=$(pg_cpu_ns)
   T_P+="$(wrk_json -t2 -c64 -d"${DUR}s" --latency "http://127.0.0.1:$PGP/v1/chat/completions");"
+  CPU_P=$(( CPU_P + $(cpu_ns "$PG_PID") - c0 )); CPU_DB=$(( CPU_DB + $(pg_cpu_ns) - d0 ))
 done
 # Every request to the PostgreSQL proxy is a row once it has shut down (SIGTERM flushes).
 kill -TERM "$PG_PID"; wait "$PG_PID" 2>/dev/null || true
@@ -81,7 +88,7 @@ done
 kill -TERM "$TA_PID" "$TB_PID"; wait "$TA_PID" "$TB_PID" 2>/dev/null || true
 ROWS2=$(psql "$PG/$PGDB2" -Atc "select count(*) from request_logs")
 
-python3 - "$S_D" "$S_S" "$S_P" "$T_D" "$T_S" "$T_P" "$ROWS" "$TWO_A" "$TWO_B" "$ROWS2" "$ROUNDS" <<'PY'
+python3 - "$S_D" "$S_S" "$S_P" "$T_D" "$T_S" "$T_P" "$ROWS" "$TWO_A" "$TWO_B" "$ROWS2" "$ROUNDS" "$CPU_S" "$CPU_P" "$CPU_DB" <<'PY'
 import json, sys
 runs = lambda t: [json.loads(x) for x in t.split(";") if x.strip()]
 sd, ss, sp, td, ts, tp = (runs(a) for a in sys.argv[1:7])
@@ -101,6 +108,10 @@ print(f"| SQLite | +{add_s} µs | {ratio_s:.3f}x | " + ", ".join(f'+{s["p50_us"]
 print(f"| PostgreSQL | +{add_p} µs | {ratio_p:.3f}x | " + ", ".join(f'+{p["p50_us"] - d["p50_us"]}' for d, p in zip(sd, sp)) + "; " + ", ".join(f"{rps(p) / rps(d):.3f}" for d, p in zip(td, tp)) + " |")
 print(f"\nPostgreSQL against SQLite: added p50 {add_p - add_s:+d} µs, throughput {ratio_p / ratio_s - 1:+.1%}; errors {errors}")
 print(f"rows in PostgreSQL: {rows} for {sent} requests counted by wrk (more: requests in flight at wrk's stops) -> {'ok' if rows >= sent else 'MISSING ROWS'}")
+cpu_s, cpu_p, cpu_db = (int(x) for x in sys.argv[12:15])
+req_s, req_p = sum(r["requests"] for r in ts), sum(r["requests"] for r in tp)
+print(f"proxy CPU per request at 64 conns: SQLite {cpu_s / req_s / 1000:.1f} µs, PostgreSQL {cpu_p / req_p / 1000:.1f} µs "
+      f"({cpu_p / req_p / (cpu_s / req_s) - 1:+.1%}); the PostgreSQL server on the same cores: {cpu_db / req_p / 1000:.1f} µs per request")
 ta, tb, rows2, rounds = runs(sys.argv[8]), runs(sys.argv[9]), int(sys.argv[10]), int(sys.argv[11])
 sent_a, sent_b = sum(r["requests"] for r in ta), sum(r["requests"] for r in tb)
 errors2 = sum(r["socket_errors"] + r["non2xx"] for r in ta + tb)
