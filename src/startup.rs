@@ -47,6 +47,7 @@ impl Application {
         let db = db::open(&config.database)?;
         log::info!("database: {}", config.database.display());
         let admin = AdminCredentials::init(&config, &db)?;
+        let clients = Arc::new(crate::clients::ClientKeys::load(&db, config.timezone, db::now_ms())?);
 
         let policy = Policy { base: config.cooldown_base, max: config.cooldown_max };
         let shared = Arc::new(PoolShared::new(config.strategy, policy));
@@ -90,13 +91,21 @@ impl Application {
             // Other instances' changes: reload within a poll (100 ms), and every
             // 30 s whatever was heard; the listener ends with the pool actor.
             let (alive, changed) = (pool_addr.clone(), pool_addr.clone());
+            let (client_keys, client_db) = (clients.clone(), db.clone());
             crate::db::notify::listen(
                 url.clone(),
                 instance.clone(),
                 Duration::from_millis(100),
                 Duration::from_secs(30),
                 move || alive.connected(),
-                move |what| changed.do_send(crate::pool::actor::Reload(what)),
+                move |what| {
+                    if what.all || what.clients {
+                        if let Err(e) = client_keys.reload(&client_db) {
+                            log::error!("client keys: reload after another instance's change: {e}");
+                        }
+                    }
+                    changed.do_send(crate::pool::actor::Reload(what))
+                },
             )?;
         }
         // One instance of those sharing a PostgreSQL database runs the scheduled jobs.
@@ -145,7 +154,7 @@ impl Application {
             })
         };
 
-        if config.is_open() {
+        if config.is_open() && clients.snapshot().is_empty() {
             log::warn!("API_KEY is not set: the proxy is OPEN, anyone who can reach it can spend your keys' balance. Set API_KEY to require a client key.");
         }
 
@@ -160,6 +169,7 @@ impl Application {
             db,
             admin,
             login_throttle: Throttle::new(config.login_max_failures),
+            clients,
             leadership,
         });
         let port = listener.local_addr()?.port();

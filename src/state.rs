@@ -25,6 +25,8 @@ pub struct AppState {
     pub db: DbPool,
     pub admin: AdminCredentials,
     pub login_throttle: Throttle,
+    /// Client keys: who may call `/v1`, and how much.
+    pub clients: Arc<crate::clients::ClientKeys>,
     /// Whether this instance runs the scheduled jobs (always, with SQLite).
     pub leadership: crate::db::leader::Leadership,
 }

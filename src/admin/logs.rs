@@ -27,6 +27,7 @@ pub struct LogQuery {
     pub key: Option<String>,
     pub status: Option<String>,
     pub endpoint: Option<String>,
+    pub client: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
 }
@@ -97,6 +98,7 @@ pub fn filter_from(q: &LogQuery, tz: &chrono::FixedOffset) -> Result<LogFilter, 
         key_id: None,
         status,
         endpoint: nonempty(&q.endpoint),
+        client: nonempty(&q.client),
         since: time(&q.since, "since")?,
         until: time(&q.until, "until")?,
     })
@@ -133,6 +135,7 @@ pub async fn list(
                 "aborted": r.aborted,
                 "attempts": r.attempts,
                 "error": r.error,
+                "client": r.client,
             })
         })
         .collect();

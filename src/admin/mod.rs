@@ -3,6 +3,7 @@
 //! `session` (sessions, the `Admin` extractor), `request` (the gate every
 //! admin request passes), `error` (one `AdminError`, as JSON or as a page).
 
+pub mod clients;
 pub mod dashboard;
 pub mod error;
 pub mod keys;
@@ -29,6 +30,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/keys/{id}/disable", web::post().to(keys::disable))
         .route("/api/keys/{id}", web::delete().to(keys::delete))
         .route("/api/keys/{id}", web::patch().to(keys::patch))
+        .route("/api/clients", web::post().to(clients::create))
+        .route("/api/clients", web::get().to(clients::list))
+        .route("/api/clients/{id}", web::patch().to(clients::patch))
+        .route("/api/clients/{id}", web::delete().to(clients::delete))
+        .route("/api/clients/{id}/rotate", web::post().to(clients::rotate))
         .route("/logs", web::get().to(logs::list))
         .route("/clear_logs", web::post().to(logs::clear))
         .route("/api/stats/overview", web::get().to(dashboard::overview_json))

@@ -117,6 +117,7 @@ columns_and_binds!(
     aborted,
     attempts,
     error,
+    client,
 );
 
 impl<DB: LogBackend, const N: usize> QueryFragment<DB> for InsertLogs<'_, N>
@@ -281,6 +282,7 @@ mod tests {
             aborted: i % 7 == 0,
             attempts: (i % 3) as i32 + 1,
             error: (i % 4 == 3).then(|| format!("upstream said \"no\" ({i}); 'quotes' ok")),
+            client: (i % 2 == 0).then(|| format!("client-{i}")),
         }
     }
 

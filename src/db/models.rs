@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 use serde::Serialize;
 
-use super::schema::{api_keys, cooldowns, request_logs, resources, usage_hourly};
+use super::schema::{api_keys, clients, cooldowns, request_logs, resources, usage_hourly};
 
 #[derive(Clone, Queryable, Selectable)]
 #[diesel(table_name = api_keys)]
@@ -106,6 +106,7 @@ pub struct LogRow {
     pub aborted: bool,
     pub attempts: i32,
     pub error: Option<String>,
+    pub client: Option<String>,
 }
 
 #[derive(Debug, Clone, Insertable, PartialEq)]
@@ -126,6 +127,7 @@ pub struct NewLog {
     pub aborted: bool,
     pub attempts: i32,
     pub error: Option<String>,
+    pub client: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -162,4 +164,33 @@ pub struct UsageRow {
     pub input_tokens: i32,
     pub output_tokens: i32,
     pub latency_ms: i32,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = clients)]
+pub struct ClientRow {
+    pub id: i64,
+    pub name: String,
+    pub key_hash: String,
+    pub key_hint: String,
+    /// A JSON array of model names and `prefix/*` patterns; NULL = every model.
+    pub models: Option<String>,
+    pub rpm: Option<i32>,
+    pub daily_requests: Option<i64>,
+    pub daily_tokens: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub enabled: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Insertable, AsChangeset)]
+#[diesel(table_name = clients, treat_none_as_null = true)]
+pub struct ClientFields {
+    pub name: String,
+    pub models: Option<String>,
+    pub rpm: Option<i32>,
+    pub daily_requests: Option<i64>,
+    pub daily_tokens: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub enabled: bool,
 }

@@ -20,6 +20,8 @@ pub const CHANNEL: &str = "sfp_pool";
 pub struct Changed {
     pub all: bool,
     pub cooldowns: bool,
+    /// The client keys (a small table, read whole).
+    pub clients: bool,
     pub keys: BTreeSet<i64>,
 }
 
@@ -36,27 +38,35 @@ impl Changed {
         Changed { cooldowns: true, ..Default::default() }
     }
 
+    pub fn clients() -> Self {
+        Changed { clients: true, ..Default::default() }
+    }
+
     pub fn keys(ids: impl IntoIterator<Item = i64>) -> Self {
         Changed { keys: ids.into_iter().collect(), ..Default::default() }
     }
 
     pub fn is_empty(&self) -> bool {
-        !self.all && !self.cooldowns && self.keys.is_empty()
+        !self.all && !self.cooldowns && !self.clients && self.keys.is_empty()
     }
 
     pub fn merge(&mut self, other: Changed) {
         self.all |= other.all;
         self.cooldowns |= other.cooldowns;
+        self.clients |= other.clients;
         self.keys.extend(other.keys);
     }
 
-    /// `instance|flags|ids`: flags `a` (all) and `c` (cooldowns), ids by commas.
+    /// `instance|flags|ids`: flags `a` (all), `c` (cooldowns) and `l` (client
+    /// keys), ids by commas.
     fn payload(&self, instance: &str) -> String {
         if self.all || self.keys.len() > MAX_IDS {
             return format!("{instance}|a|");
         }
         let ids: Vec<String> = self.keys.iter().map(i64::to_string).collect();
-        format!("{instance}|{}|{}", if self.cooldowns { "c" } else { "" }, ids.join(","))
+        let flags =
+            format!("{}{}", if self.cooldowns { "c" } else { "" }, if self.clients { "l" } else { "" });
+        format!("{instance}|{flags}|{}", ids.join(","))
     }
 
     /// The sender and what changed. Anything else (an older instance's bare
@@ -70,9 +80,15 @@ impl Changed {
         let keys: Option<BTreeSet<i64>> =
             ids.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().ok()).collect();
         match keys {
-            Some(keys) => {
-                (instance, Changed { all: flags.contains('a'), cooldowns: flags.contains('c'), keys })
-            }
+            Some(keys) => (
+                instance,
+                Changed {
+                    all: flags.contains('a'),
+                    cooldowns: flags.contains('c'),
+                    clients: flags.contains('l'),
+                    keys,
+                },
+            ),
             None => (instance, Changed::all()),
         }
     }
@@ -188,6 +204,8 @@ mod tests {
         assert_eq!(p, "me|c|1,3");
         assert_eq!(Changed::parse(&p), ("me", c));
         assert_eq!(Changed::parse(&Changed::cooldowns().payload("x")), ("x", Changed::cooldowns()));
+        assert_eq!(Changed::clients().payload("x"), "x|l|");
+        assert_eq!(Changed::parse("x|l|"), ("x", Changed::clients()));
         assert_eq!(Changed::parse(&Changed::all().payload("x")), ("x", Changed::all()));
         // Too many ids for a payload: everything.
         assert_eq!(Changed::keys(0..1000).payload("x"), "x|a|");

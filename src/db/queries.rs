@@ -3,10 +3,12 @@
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
-use super::models::{CooldownRow, KeyRow, LogRow, NewKey, NewLog, ResourceRow, UsageRow};
+use super::models::{
+    ClientFields, ClientRow, CooldownRow, KeyRow, LogRow, NewKey, NewLog, ResourceRow, UsageRow,
+};
 use super::schema::{
-    api_keys, cooldowns, import_reports, login_failures, request_logs, resources, sessions, settings,
-    usage_hourly,
+    api_keys, clients, cooldowns, import_reports, login_failures, request_logs, resources, sessions,
+    settings, usage_hourly,
 };
 use super::DbError;
 
@@ -256,6 +258,8 @@ pub mod logs {
         pub status: Option<StatusFilter>,
         /// An endpoint and the paths below it (`/v1/batches` takes `/v1/batches/b1`).
         pub endpoint: Option<String>,
+        /// A client's name, exactly.
+        pub client: Option<String>,
         pub since: Option<i64>,
         pub until: Option<i64>,
     }
@@ -282,6 +286,9 @@ pub mod logs {
         }
         if let Some(id) = f.key_id {
             q = q.filter(request_logs::key_id.eq(id));
+        }
+        if let Some(c) = &f.client {
+            q = q.filter(request_logs::client.eq(c.clone()));
         }
         match f.status {
             Some(StatusFilter::Exact(s)) => q = q.filter(request_logs::status.eq(s)),
@@ -619,6 +626,86 @@ pub mod login_q {
                 }
             })
             .collect()
+    }
+}
+
+/// Client keys.
+pub mod clients_q {
+    use super::*;
+    use std::collections::HashMap;
+
+    pub fn all(conn: &mut Conn) -> Result<Vec<ClientRow>, DbError> {
+        Ok(clients::table.order(clients::id.asc()).select(ClientRow::as_select()).load(conn)?)
+    }
+
+    pub fn find(conn: &mut Conn, id: i64) -> Result<Option<ClientRow>, DbError> {
+        Ok(clients::table.find(id).select(ClientRow::as_select()).first(conn).optional()?)
+    }
+
+    pub fn name_taken(conn: &mut Conn, name: &str, other_than: Option<i64>) -> Result<bool, DbError> {
+        let n: i64 = clients::table
+            .filter(clients::name.eq(name))
+            .filter(clients::id.ne(other_than.unwrap_or(-1)))
+            .count()
+            .get_result(conn)?;
+        Ok(n > 0)
+    }
+
+    pub fn insert(
+        conn: &mut Conn,
+        fields: &ClientFields,
+        key_hash: &str,
+        key_hint: &str,
+        now: i64,
+    ) -> Result<i64, DbError> {
+        diesel::insert_into(clients::table)
+            .values((
+                fields,
+                clients::key_hash.eq(key_hash),
+                clients::key_hint.eq(key_hint),
+                clients::created_at.eq(now),
+            ))
+            .execute(conn)?;
+        Ok(clients::table.filter(clients::key_hash.eq(key_hash)).select(clients::id).first(conn)?)
+    }
+
+    /// Answers whether the client exists.
+    pub fn update(conn: &mut Conn, id: i64, fields: &ClientFields) -> Result<bool, DbError> {
+        Ok(diesel::update(clients::table.find(id)).set(fields).execute(conn)? > 0)
+    }
+
+    pub fn set_key(conn: &mut Conn, id: i64, key_hash: &str, key_hint: &str) -> Result<bool, DbError> {
+        Ok(diesel::update(clients::table.find(id))
+            .set((clients::key_hash.eq(key_hash), clients::key_hint.eq(key_hint)))
+            .execute(conn)?
+            > 0)
+    }
+
+    pub fn delete(conn: &mut Conn, id: i64) -> Result<bool, DbError> {
+        Ok(diesel::delete(clients::table.find(id)).execute(conn)? > 0)
+    }
+
+    /// (calls, tokens) per client name in the request log since `since`.
+    pub fn usage_since(conn: &mut Conn, since: i64) -> Result<HashMap<String, (u64, u64)>, DbError> {
+        let rows: Vec<(Option<String>, i64, Option<i64>)> = request_logs::table
+            .filter(request_logs::created_at.ge(since))
+            .filter(request_logs::client.is_not_null())
+            .group_by(request_logs::client)
+            .select((
+                request_logs::client,
+                diesel::dsl::count_star(),
+                // Cast: PostgreSQL sums BIGINTs as NUMERIC.
+                diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                    "CAST(SUM(total_tokens) AS BIGINT)",
+                ),
+            ))
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, calls, tokens)| {
+                Some((name?, (calls.max(0) as u64, tokens.unwrap_or(0).max(0) as u64)))
+            })
+            .collect())
     }
 }
 

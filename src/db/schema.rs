@@ -49,6 +49,7 @@ diesel::table! {
         aborted -> Bool,
         attempts -> Integer,
         error -> Nullable<Text>,
+        client -> Nullable<Text>,
     }
 }
 
@@ -65,6 +66,22 @@ diesel::table! {
         resource_id -> Text,
         key_id -> BigInt,
         account -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    clients (id) {
+        id -> BigInt,
+        name -> Text,
+        key_hash -> Text,
+        key_hint -> Text,
+        models -> Nullable<Text>,
+        rpm -> Nullable<Integer>,
+        daily_requests -> Nullable<BigInt>,
+        daily_tokens -> Nullable<BigInt>,
+        expires_at -> Nullable<BigInt>,
+        enabled -> Bool,
         created_at -> BigInt,
     }
 }
@@ -110,6 +127,7 @@ diesel::table! {
 
 diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
+    clients,
     cooldowns,
     import_reports,
     login_failures,

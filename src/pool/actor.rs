@@ -1142,6 +1142,19 @@ impl PoolActor {
     }
 }
 
+/// Tells the other instances about a change made outside the pool (client keys).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TellOthers(pub Changed);
+
+impl Handler<TellOthers> for PoolActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: TellOthers, _: &mut Context<Self>) {
+        self.notify_others(msg.0);
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain;

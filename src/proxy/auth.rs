@@ -31,26 +31,70 @@ pub fn key_matches(presented: &str, allowed: &[String]) -> bool {
     ok.into()
 }
 
+use std::sync::Arc;
+
+use actix_web::HttpMessage;
+
+use crate::clients::{Client, Refusal};
 use crate::net::has_body;
+
+/// The caller, as the auth middleware found it.
+#[derive(Clone)]
+struct Caller(Arc<Client>);
+
+/// Who is calling: the client the key belongs to (`API_KEY`: the client
+/// `env`), or `None` on an open proxy.
+pub fn caller(req: &HttpRequest) -> Option<Arc<Client>> {
+    req.extensions().get::<Caller>().map(|c| c.0.clone())
+}
+
+/// Which client a presented key is: `API_KEY` (compared in constant time),
+/// or a client key (a hash looked up in the snapshot). `Ok(None)`: the proxy
+/// is open (no `API_KEY`, no client key exists).
+fn identify(req: &HttpRequest, state: &AppState) -> Result<Option<Arc<Client>>, ProxyError> {
+    let allowed = state.config.client_api_keys.as_slice();
+    let clients = state.clients.snapshot();
+    if allowed.is_empty() && clients.is_empty() {
+        return Ok(None);
+    }
+    let Some(presented) = presented_key(req) else {
+        return Err(ProxyError::new(
+            ErrorKind::Authentication,
+            "Missing API key: send Authorization: Bearer <key> or x-api-key: <key>",
+        ));
+    };
+    if !allowed.is_empty() && key_matches(presented, allowed) {
+        return Ok(Some(state.clients.env.clone()));
+    }
+    drop(clients);
+    let Some(client) = state.clients.find(presented) else {
+        return Err(ProxyError::new(ErrorKind::Authentication, "Invalid API key"));
+    };
+    match client.usable(crate::db::now_ms()) {
+        Ok(()) => Ok(Some(client)),
+        Err(Refusal::Unauthorized(why)) => {
+            Err(ProxyError::new(ErrorKind::Authentication, format!("Invalid API key: {why}")))
+        }
+        Err(_) => Err(ProxyError::new(ErrorKind::Authentication, "Invalid API key")),
+    }
+}
 
 pub async fn require_client_key(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     // A reference count, not a copy of the key list, per request.
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let allowed = state.as_ref().map_or(&[][..], |s| s.config.client_api_keys.as_slice());
-    if !allowed.is_empty() {
-        let ok = presented_key(req.request()).is_some_and(|k| key_matches(k, allowed));
-        if !ok {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    match identify(req.request(), &state) {
+        Ok(Some(client)) => {
+            req.extensions_mut().insert(Caller(client));
+        }
+        Ok(None) => {}
+        Err(e) => {
             let dialect = Dialect::for_path(req.path());
-            let missing = presented_key(req.request()).is_none();
-            let message = if missing {
-                "Missing API key: send Authorization: Bearer <key> or x-api-key: <key>"
-            } else {
-                "Invalid API key"
-            };
-            let mut resp = ProxyError::new(ErrorKind::Authentication, message).response(dialect);
+            let mut resp = e.response(dialect);
             if has_body(req.request()) {
                 // Its body will not be read: close rather than drain it for a stranger.
                 resp.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
@@ -59,6 +103,28 @@ pub async fn require_client_key(
         }
     }
     Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// The caller's own rules for one call naming `model` (empty: none): its
+/// model list (403), then its daily quotas and rate (429 with Retry-After).
+/// An admitted call is counted.
+pub fn admit(client: Option<&Arc<Client>>, model: &str, tz: &chrono::FixedOffset) -> Result<(), ProxyError> {
+    let Some(client) = client else { return Ok(()) };
+    client.admit(model, crate::db::now_ms(), tz).map_err(|r| match r {
+        Refusal::Unauthorized(why) => {
+            ProxyError::new(ErrorKind::Authentication, format!("Invalid API key: {why}"))
+        }
+        Refusal::Model(message) => {
+            log::info!("client {:?} refused: {message}", &*client.name);
+            ProxyError::new(ErrorKind::Forbidden, message)
+        }
+        Refusal::Limit { message, retry_after_secs } => {
+            log::debug!("client {:?} refused: {message}", &*client.name);
+            let mut e = ProxyError::new(ErrorKind::RateLimited, message);
+            e.retry_after_secs = Some(retry_after_secs);
+            e
+        }
+    })
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ impl Dialect {
 pub enum ErrorKind {
     InvalidRequest,
     Authentication,
+    /// The caller's key may not do this (a model outside its list).
+    Forbidden,
     NotFound,
     TooLarge,
     /// The client stopped sending its request body.
@@ -57,6 +59,7 @@ impl ProxyError {
         match self.kind {
             ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Authentication => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -71,6 +74,7 @@ impl ProxyError {
         match self.kind {
             ErrorKind::InvalidRequest => ("invalid_request_error", "invalid_request"),
             ErrorKind::Authentication => ("authentication_error", "invalid_api_key"),
+            ErrorKind::Forbidden => ("permission_error", "model_not_allowed"),
             ErrorKind::NotFound => ("invalid_request_error", "not_found"),
             ErrorKind::TooLarge => ("invalid_request_error", "request_too_large"),
             ErrorKind::RequestTimeout => ("invalid_request_error", "request_timeout"),
@@ -85,6 +89,7 @@ impl ProxyError {
         match self.kind {
             ErrorKind::InvalidRequest => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
+            ErrorKind::Forbidden => "permission_error",
             ErrorKind::NotFound => "not_found_error",
             ErrorKind::TooLarge => "request_too_large",
             ErrorKind::RequestTimeout => "invalid_request_error",

@@ -159,7 +159,7 @@ pub async fn forward(
     upstream: web::Data<Upstream>,
     route: Route,
 ) -> HttpResponse {
-    let pending = Pending::new(&state.log, req.path());
+    let pending = Pending::new(&state, &req);
     let dialect = route.dialect;
     let (body, model, stream) = match read_route_body(&req, payload, &state, route.body).await {
         Ok(v) => v,
@@ -245,9 +245,14 @@ pub async fn dispatch(
     state: &AppState,
     upstream: &Upstream,
 ) -> HttpResponse {
+    let dialect = out.dialect;
+    // The caller's own rules first: a refused call goes nowhere and costs nothing.
+    if let Err(e) = super::auth::admit(pending.client.as_ref(), &out.model, &state.config.timezone) {
+        pending.discard();
+        return e.response(dialect);
+    }
     pending.model = out.model.clone();
     pending.stream = out.stream;
-    let dialect = out.dialect;
     // Cooldowns are per model; calls without one (model lists, batch reads)
     // cool down per endpoint, so they never block every model of an account.
     let model = if out.model.is_empty() { out.path.clone() } else { out.model };

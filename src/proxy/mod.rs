@@ -64,7 +64,50 @@ forwarder!(images, Route::json("/v1/images/generations"));
 forwarder!(transcriptions, upload("/v1/audio/transcriptions", None));
 forwarder!(voice_upload, upload("/v1/uploads/audio/voice", Some(ResourceKind::Voice)));
 forwarder!(file_upload, upload("/v1/files", Some(ResourceKind::File)));
-forwarder!(models, Route { body: BodyKind::Empty, ..Route::json("/v1/models") });
+forwarder!(all_models, Route { body: BodyKind::Empty, ..Route::json("/v1/models") });
+
+/// `GET /v1/models`: a client with a model list sees only its models.
+async fn models(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<crate::state::AppState>,
+    upstream: web::Data<crate::state::Upstream>,
+) -> HttpResponse {
+    let Some(client) = auth::caller(&req).filter(|c| c.models.is_some()) else {
+        return all_models(req, payload, state, upstream).await;
+    };
+    let resp = all_models(req, payload, state, upstream).await;
+    if resp.status() != actix_web::http::StatusCode::OK {
+        return resp;
+    }
+    let mut answer = HttpResponse::build(resp.status());
+    for (name, value) in resp.headers() {
+        if name != actix_web::http::header::CONTENT_LENGTH
+            && name != actix_web::http::header::TRANSFER_ENCODING
+        {
+            answer.append_header((name.clone(), value.clone()));
+        }
+    }
+    let body = match actix_web::body::to_bytes(resp.into_body()).await {
+        Ok(b) => b,
+        Err(e) => {
+            let e = ProxyError::new(ErrorKind::BadGateway, format!("the model list could not be read: {e}"));
+            return e.response(Dialect::OpenAi);
+        }
+    };
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(mut list) => {
+            if let Some(data) = list.get_mut("data").and_then(|d| d.as_array_mut()) {
+                data.retain(|m| {
+                    m.get("id").and_then(|id| id.as_str()).is_some_and(|id| client.allows_model(id))
+                });
+            }
+            answer.json(list)
+        }
+        // Not the list we know: nothing is shown rather than every model.
+        Err(_) => answer.json(serde_json::json!({"object": "list", "data": []})),
+    }
+}
 lister!(voice_list, ListKind::Voices, "/v1/audio/voice/list");
 lister!(file_list, ListKind::Files, "/v1/files");
 lister!(batch_list, ListKind::Batches, "/v1/batches");

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::usage::{Usage, UsageMeter};
+use crate::clients::Client;
 use crate::db::log_writer::LogSink;
 use crate::db::models::NewLog;
 use crate::db::now_ms;
@@ -34,17 +35,23 @@ pub struct Pending {
     pub status: u16,
     pub ttfb: Option<Duration>,
     pub error: Option<String>,
+    /// Who called (`None`: an open proxy), and the day's time zone for its usage.
+    pub client: Option<Arc<Client>>,
+    tz: chrono::FixedOffset,
 }
 
 impl Pending {
-    pub fn new(sink: &LogSink, endpoint: &str) -> Self {
+    pub fn new(state: &crate::state::AppState, req: &actix_web::HttpRequest) -> Self {
+        let sink = &state.log;
         sink.opened();
         Pending {
+            client: super::auth::caller(req),
+            tz: state.config.timezone,
             sink: sink.clone(),
             sent: false,
             started: Instant::now(),
             created_at: now_ms(),
-            endpoint: endpoint.to_string(),
+            endpoint: req.path().to_string(),
             model: String::new(),
             stream: false,
             key: None,
@@ -59,6 +66,13 @@ impl Pending {
         self.send(usage, aborted);
     }
 
+    /// A call refused before it went anywhere (the client's own rules): no
+    /// row, since nothing was used; the metrics and the log say it.
+    pub fn discard(mut self) {
+        self.sent = true;
+        self.sink.closed();
+    }
+
     fn send(&mut self, usage: Usage, aborted: bool) {
         if self.sent {
             return;
@@ -67,6 +81,9 @@ impl Pending {
         let (input, output, total) = usage.totals();
         if let Some(k) = &self.key {
             k.note_use(self.created_at);
+        }
+        if let Some(c) = &self.client {
+            c.add_tokens(total.max(0) as u64, self.created_at, &self.tz);
         }
         let row = NewLog {
             created_at: self.created_at,
@@ -86,6 +103,7 @@ impl Pending {
             aborted,
             attempts: self.attempts as i32,
             error: self.error.take().map(|e| bounded(e, 1000)),
+            client: self.client.as_ref().map(|c| c.name.to_string()),
         };
         self.sink.push(row);
         self.sink.closed();

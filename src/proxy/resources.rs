@@ -27,7 +27,7 @@ async fn json_call(
     upstream: web::Data<Upstream>,
     call: JsonCall,
 ) -> HttpResponse {
-    let pending = Pending::new(&state.log, req.path());
+    let pending = Pending::new(&state, &req);
     let body = match read_body(payload, state.config.max_body_bytes, state.config.body_read_timeout).await {
         Ok(b) => b,
         Err(e) => return reject(pending, e, Dialect::OpenAi),
@@ -138,7 +138,7 @@ async fn batch_call(
     id: String,
     cancel: bool,
 ) -> HttpResponse {
-    let pending = Pending::new(&state.log, req.path());
+    let pending = Pending::new(&state, &req);
     let key = match affinity::owner(&state, ResourceKind::Batch, &id).await {
         Ok(k) => k,
         Err(e) => return reject(pending, e, Dialect::OpenAi),

@@ -320,6 +320,7 @@ async fn retention_deletes_old_rows_and_their_stats_together() {
             aborted: false,
             attempts: 1,
             error: None,
+            client: None,
         }));
     }
     app.flush_logs().await;

@@ -503,7 +503,8 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
         "/v1/rerank" => ok.json(json!({"id":"rerank-fake","results":[{"index":0,"relevance_score":0.9}],
             "tokens":{"input_tokens":9,"output_tokens":0}})),
         "/v1/models" => ok.json(json!({"object":"list","query":req.query_string(),
-            "data":[{"id":"Qwen/Qwen3-8B","object":"model","created":0,"owned_by":""}]})),
+            "data":[{"id":"Qwen/Qwen3-8B","object":"model","created":0,"owned_by":""},
+                    {"id":"deepseek-ai/DeepSeek-V3","object":"model","created":0,"owned_by":""}]})),
         _ => HttpResponse::NotFound().body("404 page not found"),
     }
 }

@@ -156,6 +156,39 @@ async fn an_imports_results_page_can_be_served_by_the_other_instance() {
     assert!(!page.contains("Import: 2 added"), "another session does not see them");
 }
 
+async fn chat_as(app: &TestApp, key: String) -> u16 {
+    let req = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .insert_header(("Authorization", format!("Bearer {key}")))
+        .insert_header(("Content-Type", "application/json"));
+    app.send(req, Some(bytes::Bytes::from(json!({"model": "m", "messages": []}).to_string()))).await.status
+}
+
+/// A client key made on A works on B within a poll; rotated on A, its old
+/// secret stops on B too.
+#[actix_web::test]
+async fn client_keys_made_or_rotated_on_one_instance_hold_on_the_other() {
+    let Some((a, b)) = two_instances().await else { return };
+    a.import(&[KA]).await;
+    let r = a.admin_post("/api/clients", json!({"name": "shared"})).await;
+    assert_eq!(r.status, 201);
+    let (id, secret) = (r.json()["id"].as_i64().unwrap(), r.json()["key"].as_str().unwrap().to_string());
+    let t = Instant::now();
+    poll(Duration::from_secs(5), || async { (chat_as(&b, secret.clone()).await == 200).then_some(()) }).await;
+    assert!(t.elapsed() < Duration::from_secs(1), "B took the new client after {:?}", t.elapsed());
+    let r = a
+        .send(
+            a.client
+                .post(a.url(&format!("/api/clients/{id}/rotate")))
+                .insert_header(("Authorization", crate::helpers::basic("admin", ADMIN_PASS))),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    poll(Duration::from_secs(5), || async { (chat_as(&b, secret.clone()).await == 401).then_some(()) }).await;
+}
+
 #[actix_web::test]
 async fn wrong_passwords_count_across_instances() {
     let Some((a, b, _)) = two_instances_with(&[("LOGIN_MAX_FAILURES", "4")]).await else { return };

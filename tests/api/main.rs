@@ -4,6 +4,7 @@
 mod admin_second;
 mod admin_ui;
 mod auth;
+mod clients;
 mod endpoints;
 mod fake;
 mod forwarding;

@@ -1,0 +1,2 @@
+ALTER TABLE request_logs DROP COLUMN client;
+DROP TABLE clients;
