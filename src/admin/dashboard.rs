@@ -213,6 +213,16 @@ pub struct Overview {
     pub timezone: String,
     /// Calls this month by key: (masked key, calls, tokens), most first.
     pub calls_by_key: Vec<KeyCalls>,
+    /// Calls and tokens this month by client, most calls first (`env` is
+    /// API_KEY's client).
+    pub calls_by_client: Vec<ClientCalls>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientCalls {
+    pub client: String,
+    pub calls: i64,
+    pub tokens: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -227,13 +237,14 @@ pub async fn overview(state: &AppState) -> Result<Overview, DbError> {
     let now = now_ms();
     let today = Buckets::today(&tz, now).hours();
     let month = Buckets::this_month(&tz, now).hours();
-    let (all, t, m, by_key, rows) = db::run(&state.db, move |conn| {
+    let (all, t, m, by_key, rows, by_client) = db::run(&state.db, move |conn| {
         let all = sq::totals(conn, None, None)?;
         let t = sq::totals(conn, Some(today.0), Some(today.1))?;
         let m = sq::totals(conn, Some(month.0), Some(month.1))?;
         let by_key = sq::by_key(conn, month.0, month.1)?;
         let rows = keys::all(conn)?;
-        Ok((all, t, m, by_key, rows))
+        let by_client = crate::db::queries::logs::by_client(conn, month.0, month.1)?;
+        Ok((all, t, m, by_key, rows, by_client))
     })
     .await?;
     let snapshot = state.pool.snapshot();
@@ -272,6 +283,10 @@ pub async fn overview(state: &AppState) -> Result<Overview, DbError> {
         generated_admin_password: state.admin.generated,
         timezone: tz.to_string(),
         calls_by_key,
+        calls_by_client: by_client
+            .into_iter()
+            .map(|(client, calls, tokens)| ClientCalls { client, calls, tokens })
+            .collect(),
     })
 }
 
@@ -354,6 +369,14 @@ pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> Result<H
                 &month.model_labels.iter().cloned().zip(month.model_tokens.iter().copied()).collect::<Vec<_>>()))
             (hbar_chart("Calls by key, this month (top 15)", "calls",
                 &o.calls_by_key.iter().take(15).map(|c| (c.key.clone(), c.calls)).collect::<Vec<_>>()))
+            (hbar_chart("Calls by client, this month (top 10)", "calls",
+                &o.calls_by_client.iter().take(10).map(|c| (c.client.clone(), c.calls)).collect::<Vec<_>>()))
+            (hbar_chart("Tokens by client, this month (top 10)", "tokens", &{
+                let mut by_tokens: Vec<(String, i64)> = o.calls_by_client.iter().map(|c| (c.client.clone(), c.tokens)).collect();
+                by_tokens.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                by_tokens.truncate(10);
+                by_tokens
+            }))
         }
         p.muted { "Times in " (o.timezone) " (TIMEZONE). All-time: " (thousands(o.total_calls)) " calls, " (thousands(o.total_tokens)) " tokens." }
     };

@@ -166,6 +166,7 @@ fn log_query_pairs(q: &LogQuery) -> Vec<(&'static str, String)> {
     vec![
         ("model", v(&q.model)),
         ("key", v(&q.key)),
+        ("client", v(&q.client)),
         ("status", v(&q.status)),
         ("endpoint", v(&q.endpoint)),
         ("since", v(&q.since)),
@@ -210,6 +211,7 @@ pub async fn logs_page(
             form.filters method="get" action="/admin/logs" {
                 label { "Model" input name="model" value=[q.model.as_deref()] placeholder="any part"; }
                 label { "Key" input name="key" value=[q.key.as_deref()] placeholder="sk-abcd" size="10"; }
+                label { "Client" input name="client" value=[q.client.as_deref()] placeholder="name" size="8"; }
                 label { "Status"
                     input name="status" value=(status) list="statuses" size="5" placeholder="any" title="a code (429), a class (2xx, 4xx, 5xx) or error";
                     datalist #statuses { @for c in ["2xx", "4xx", "5xx", "error", "429"] { option value=(c) {} } }
@@ -239,12 +241,12 @@ pub async fn logs_page(
         }
         div.scroll { table.logs {
             thead { tr {
-                th { "Time (" (tz.to_string()) ")" } th { "Key" } th { "Model" } th { "Endpoint" } th { "Status" }
+                th { "Time (" (tz.to_string()) ")" } th { "Key" } th { "Client" } th { "Model" } th { "Endpoint" } th { "Status" }
                 th.num { "In" } th.num { "Out" } th.num { "Total" } th.num { "Latency" } th.num { "TTFB" } th { "Error" }
             } }
             tbody {
                 @if rows.is_empty() {
-                    tr { td colspan="11" .muted {
+                    tr { td colspan="12" .muted {
                         @if filter_error.is_some() { "Fix the filter to see rows." } @else { "No requests match." }
                     } }
                 }
@@ -252,6 +254,7 @@ pub async fn logs_page(
                     tr {
                         td.nowrap { (when(Some(r.created_at), &tz)) }
                         td.mono.nowrap { (r.key_masked) }
+                        td.nowrap { (r.client.as_deref().unwrap_or("")) }
                         td { (r.model)
                             @if r.stream { span.mark title="streamed" { "stream" } }
                             @if r.aborted { span.mark.aborted title="the answer did not complete" { "aborted" } }
@@ -295,7 +298,7 @@ pub async fn logs_csv(
     let tz = state.config.timezone;
     let filter = filter_from(&query, &tz).map_err(AdminError::BadRequest)?;
     let rows = crate::db::run(&state.db, move |conn| lq::export(conn, &filter, 1_000_000)).await?;
-    let mut out = String::from("id,time,key,model,endpoint,status,input_tokens,output_tokens,total_tokens,latency_ms,ttfb_ms,stream,aborted,attempts,error\n");
+    let mut out = String::from("id,time,key,model,endpoint,status,input_tokens,output_tokens,total_tokens,latency_ms,ttfb_ms,stream,aborted,attempts,error,client\n");
     for r in rows {
         let fields = [
             r.id.to_string(),
@@ -314,6 +317,7 @@ pub async fn logs_csv(
             r.aborted.to_string(),
             r.attempts.to_string(),
             r.error.unwrap_or_default(),
+            r.client.unwrap_or_default(),
         ];
         out.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
         out.push('\n');

@@ -37,6 +37,10 @@ pub enum Notice {
     /// exhausted keys given a check
     ExhaustedRechecked(u64, u64, u64),
     LogsCleared(u64),
+    ClientSaved(u64),
+    ClientEnabled(u64),
+    ClientDisabled(u64),
+    ClientDeleted(u64),
 }
 
 impl Notice {
@@ -53,6 +57,10 @@ impl Notice {
             Notice::BulkDeleted(n, s) => ("bulk_deleted", vec![n, s]),
             Notice::ExhaustedRechecked(n, a, e) => ("rechecked", vec![n, a, e]),
             Notice::LogsCleared(n) => ("logs_cleared", vec![n]),
+            Notice::ClientSaved(id) => ("client_saved", vec![id]),
+            Notice::ClientEnabled(id) => ("client_enabled", vec![id]),
+            Notice::ClientDisabled(id) => ("client_disabled", vec![id]),
+            Notice::ClientDeleted(id) => ("client_deleted", vec![id]),
         }
     }
 
@@ -79,6 +87,10 @@ impl Notice {
             ("bulk_deleted", [n, s]) if *s <= 2 => Notice::BulkDeleted(*n, *s),
             ("rechecked", [n, a, e]) => Notice::ExhaustedRechecked(*n, *a, *e),
             ("logs_cleared", [n]) => Notice::LogsCleared(*n),
+            ("client_saved", [id]) => Notice::ClientSaved(*id),
+            ("client_enabled", [id]) => Notice::ClientEnabled(*id),
+            ("client_disabled", [id]) => Notice::ClientDisabled(*id),
+            ("client_deleted", [id]) => Notice::ClientDeleted(*id),
             _ => return None,
         })
     }
@@ -110,6 +122,10 @@ impl Notice {
                 plural(n, "exhausted key", "exhausted keys")
             ),
             Notice::LogsCleared(n) => format!("Deleted {}.", plural(n, "log row", "log rows")),
+            Notice::ClientSaved(id) => format!("Client #{id} saved."),
+            Notice::ClientEnabled(id) => format!("Client #{id} enabled: its key works again."),
+            Notice::ClientDisabled(id) => format!("Client #{id} disabled: its key is refused until enabled."),
+            Notice::ClientDeleted(id) => format!("Client #{id} deleted: its key no longer works."),
         }
     }
 }

@@ -252,7 +252,7 @@ pub fn upsert_usage(conn: &mut AnyConn, groups: &[UsageRow]) -> QueryResult<()> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use diesel::prelude::*;
     use diesel_migrations::MigrationHarness;
 
@@ -265,7 +265,7 @@ mod tests {
         conn
     }
 
-    fn row(i: i64) -> NewLog {
+    pub(crate) fn row(i: i64) -> NewLog {
         NewLog {
             created_at: 1_764_000_000_000 + i,
             key_id: (i % 3 != 0).then_some(i % 5),

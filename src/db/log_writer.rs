@@ -172,6 +172,12 @@ pub struct LogWriter {
     /// After a failed write, no new try before this (a burst of wake-ups
     /// must not each wait for a dead database).
     retry_at: Option<Instant>,
+    /// This writer's name in the batch markers, and its next batch's number.
+    name: String,
+    seq: i64,
+    /// A write that failed with its outcome unknown: (its batch, the rows it
+    /// held, at the front of the buffer). Looked up before the next write.
+    uncertain: Option<(i64, usize)>,
     /// The most open requests seen at a check since memory was last trimmed.
     peak_open: usize,
     last_trim: Instant,
@@ -211,6 +217,12 @@ impl LogWriter {
             leadership,
             reported_dropped: 0,
             retry_at: None,
+            name: {
+                use rand::distr::{Alphanumeric, SampleString};
+                Alphanumeric.sample_string(&mut rand::rng(), 16)
+            },
+            seq: 0,
+            uncertain: None,
             peak_open: 0,
             last_trim: Instant::now(),
         }
@@ -262,6 +274,8 @@ impl LogWriter {
         let _ = super::queries::sessions_q::delete_expired(&mut conn, now);
         // Failed-login counts whose window ended long ago.
         let _ = super::queries::login_q::prune(&mut conn, now - 3_600_000);
+        // Batch markers a day old: a writer asks after its last one only.
+        let _ = logs::prune_batches(&mut conn, now - 86_400_000);
         let Some(keep) = self.retention else { return Ok(0) };
         let cutoff = now - keep.as_millis().min(i64::MAX as u128) as i64;
         let n = logs::delete_before(&mut conn, cutoff).map_err(|e| e.to_string())?;
@@ -279,11 +293,36 @@ impl LogWriter {
         if self.retry_at.is_some_and(|t| Instant::now() < t) {
             return Err("waiting before the next try".into());
         }
-        let result = self
-            .db
-            .get_timeout(CONNECT_WAIT)
-            .map_err(|e| e.to_string())
-            .and_then(|mut conn| logs::insert_batch(&mut conn, &self.buffer).map_err(|e| e.to_string()));
+        let seq = self.seq;
+        let (name, uncertain) = (self.name.clone(), self.uncertain);
+        let (mut settled, mut checked) = (0, false);
+        let result = self.db.get_timeout(CONNECT_WAIT).map_err(|e| e.to_string()).and_then(|mut conn| {
+            // The last write failed with its outcome unknown (the connection
+            // was cut while it committed): were its rows written after all?
+            if let Some((last, n)) = uncertain {
+                if logs::batch_written(&mut conn, &name, last).map_err(|e| e.to_string())? {
+                    settled = n;
+                }
+                checked = true;
+            }
+            let rows = &self.buffer[settled..];
+            if rows.is_empty() {
+                return Ok(());
+            }
+            logs::insert_batch(&mut conn, rows, &name, seq).map_err(|e| e.to_string())
+        });
+        if checked {
+            // Settled: written before (dropped here), or not (in this write,
+            // whose own outcome the next write looks up if it failed).
+            if settled > 0 {
+                log::info!("request log: {settled} rows of a write that seemed to fail had been written");
+                self.buffer.drain(..settled);
+                self.written += settled as u64;
+                self.counters.queued.fetch_sub(settled, Ordering::AcqRel);
+            }
+            self.uncertain = None;
+        }
+        self.seq += 1;
         match result {
             Ok(()) => {
                 let n = self.buffer.len();
@@ -309,6 +348,10 @@ impl LogWriter {
                 }
                 self.counters.failed(&e);
                 self.retry_at = Some(Instant::now() + self.interval.min(CONNECT_WAIT));
+                if self.uncertain.is_none() {
+                    // Perhaps written: looked up (batch `seq`) before the next write.
+                    self.uncertain = Some((seq, self.buffer.len()));
+                }
                 Err(e)
             }
         }
@@ -394,5 +437,66 @@ impl Handler<Maintain> for LogWriter {
 
     fn handle(&mut self, _: Maintain, _: &mut Context<Self>) -> Self::Result {
         self.maintain()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::log_insert::tests::row;
+
+    fn writer(dir: &tempfile::TempDir) -> (LogWriter, Sender<NewLog>, DbPool) {
+        let db = crate::db::connect(&dir.path().join("w.db")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let counters = LogCounters::new(1000);
+        let w = LogWriter::new(
+            db.clone(),
+            rx,
+            counters,
+            100,
+            Duration::from_millis(10),
+            None,
+            crate::db::leader::Leadership::alone(),
+        );
+        (w, tx, db)
+    }
+
+    fn count(db: &DbPool) -> i64 {
+        use diesel::prelude::*;
+        let mut c = db.get().unwrap();
+        crate::db::schema::request_logs::table.count().get_result(&mut *c).unwrap()
+    }
+
+    /// A write whose commit went through though the writer saw an error (the
+    /// connection cut while committing) is found by its marker: its rows are
+    /// not written twice; one that did not go through is written again.
+    #[test]
+    fn a_write_of_unknown_outcome_is_looked_up_before_writing_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, tx, db) = writer(&dir);
+        for i in 0..5 {
+            w.counters.queued.fetch_add(1, Ordering::AcqRel);
+            tx.send(row(i)).unwrap();
+        }
+        w.drain();
+        // Committed, and reported failed: the marker is there.
+        let name = w.name.clone();
+        logs::insert_batch(&mut db.get().unwrap(), &w.buffer[..3], &name, 7).unwrap();
+        w.uncertain = Some((7, 3));
+        w.seq = 8;
+        assert_eq!(w.flush(), Ok(2), "only the two rows the lost write did not hold");
+        assert_eq!(count(&db), 5, "none twice");
+        assert_eq!(w.counters.queued(), 0);
+        assert!(w.uncertain.is_none());
+
+        // Reported failed and not committed: written again.
+        for i in 5..9 {
+            w.counters.queued.fetch_add(1, Ordering::AcqRel);
+            tx.send(row(i)).unwrap();
+        }
+        w.drain();
+        w.uncertain = Some((42, 4));
+        assert_eq!(w.flush(), Ok(4));
+        assert_eq!(count(&db), 9, "none lost");
     }
 }

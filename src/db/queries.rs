@@ -7,8 +7,8 @@ use super::models::{
     ClientFields, ClientRow, CooldownRow, KeyRow, LogRow, NewKey, NewLog, ResourceRow, UsageRow,
 };
 use super::schema::{
-    api_keys, clients, cooldowns, import_reports, login_failures, request_logs, resources, sessions,
-    settings, usage_hourly,
+    api_keys, clients, cooldowns, import_reports, log_batches, login_failures, request_logs, resources,
+    sessions, settings, usage_clients, usage_hourly,
 };
 use super::DbError;
 
@@ -192,8 +192,17 @@ pub mod logs {
 
     /// Inserts a batch of log rows and bumps each key's usage, in one
     /// transaction: either all of it lands or none (and the caller retries).
-    pub fn insert_batch(conn: &mut Conn, rows: &[NewLog]) -> Result<(), DbError> {
+    /// Writes a batch of rows, their rollups, and the batch's marker
+    /// (`writer`, `seq`), in one transaction.
+    pub fn insert_batch(conn: &mut Conn, rows: &[NewLog], writer: &str, seq: i64) -> Result<(), DbError> {
         conn.transaction::<_, DbError, _>(|conn| {
+            diesel::insert_into(log_batches::table)
+                .values((
+                    log_batches::writer.eq(writer),
+                    log_batches::seq.eq(seq),
+                    log_batches::written_at.eq(crate::db::now_ms()),
+                ))
+                .execute(conn)?;
             // Fixed-size statements that diesel prepares once (see log_insert).
             super::super::log_insert::insert_all(conn, rows)?;
             // (Each key's call count and last use are written by the pool
@@ -225,7 +234,77 @@ pub mod logs {
         }
         let groups: Vec<UsageRow> = groups.into_values().collect();
         super::super::log_insert::upsert_usage(conn, &groups)?;
+        rollup_clients(conn, rows)
+    }
+
+    /// Adds a batch to the clients' hourly rollup: one upsert per (hour,
+    /// client), additive, so that instances writing at once lose nothing.
+    fn rollup_clients(conn: &mut Conn, rows: &[NewLog]) -> Result<(), DbError> {
+        use std::collections::HashMap;
+        let mut groups: HashMap<(i64, &str), (i64, i64)> = HashMap::new();
+        for r in rows {
+            let Some(client) = r.client.as_deref() else { continue };
+            let g = groups.entry((r.created_at.div_euclid(3_600_000), client)).or_default();
+            g.0 += 1;
+            g.1 = g.1.saturating_add(r.total_tokens.max(0));
+        }
+        for ((hour, client), (calls, tokens)) in groups {
+            let row = (
+                usage_clients::hour.eq(hour),
+                usage_clients::client.eq(client),
+                usage_clients::calls.eq(calls),
+                usage_clients::tokens.eq(tokens),
+            );
+            crate::per_backend!(conn, |c| diesel::insert_into(usage_clients::table)
+                .values(row)
+                .on_conflict((usage_clients::hour, usage_clients::client))
+                .do_update()
+                .set((
+                    usage_clients::calls.eq(usage_clients::calls + excluded(usage_clients::calls)),
+                    usage_clients::tokens.eq(usage_clients::tokens + excluded(usage_clients::tokens)),
+                ))
+                .execute(c))?;
+        }
         Ok(())
+    }
+
+    /// Calls and tokens per client over `[from_hour, to_hour)`, most calls first.
+    pub fn by_client(
+        conn: &mut Conn,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<Vec<(String, i64, i64)>, DbError> {
+        let rows: Vec<(String, Option<i64>, Option<i64>)> = usage_clients::table
+            .filter(usage_clients::hour.ge(from_hour).and(usage_clients::hour.lt(to_hour)))
+            .group_by(usage_clients::client)
+            .select((
+                usage_clients::client,
+                diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                    "CAST(SUM(calls) AS BIGINT)",
+                ),
+                diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                    "CAST(SUM(tokens) AS BIGINT)",
+                ),
+            ))
+            .load(conn)?;
+        let mut out: Vec<(String, i64, i64)> =
+            rows.into_iter().map(|(c, calls, tokens)| (c, calls.unwrap_or(0), tokens.unwrap_or(0))).collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Whether the batch (`writer`, `seq`) was committed.
+    pub fn batch_written(conn: &mut Conn, writer: &str, seq: i64) -> Result<bool, DbError> {
+        let n: i64 = log_batches::table
+            .filter(log_batches::writer.eq(writer).and(log_batches::seq.eq(seq)))
+            .count()
+            .get_result(conn)?;
+        Ok(n > 0)
+    }
+
+    /// Batch markers older than `before` (epoch ms): no writer asks after them.
+    pub fn prune_batches(conn: &mut Conn, before: i64) -> Result<usize, DbError> {
+        Ok(diesel::delete(log_batches::table.filter(log_batches::written_at.lt(before))).execute(conn)?)
     }
 
     /// Retention: deletes rows older than the hour that contains `cutoff_ms`,
@@ -236,6 +315,7 @@ pub mod logs {
             let n = diesel::delete(request_logs::table.filter(request_logs::created_at.lt(hour * 3_600_000)))
                 .execute(conn)?;
             diesel::delete(usage_hourly::table.filter(usage_hourly::hour.lt(hour))).execute(conn)?;
+            diesel::delete(usage_clients::table.filter(usage_clients::hour.lt(hour))).execute(conn)?;
             Ok(n)
         })
     }
@@ -339,6 +419,7 @@ pub mod logs {
         conn.transaction::<_, DbError, _>(|conn| {
             let n = diesel::delete(request_logs::table).execute(conn)?;
             diesel::delete(usage_hourly::table).execute(conn)?;
+            diesel::delete(usage_clients::table).execute(conn)?;
             Ok(n)
         })
     }

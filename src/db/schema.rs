@@ -96,6 +96,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    log_batches (writer, seq) {
+        writer -> Text,
+        seq -> BigInt,
+        written_at -> BigInt,
+    }
+}
+
+diesel::table! {
     login_failures (address) {
         address -> Text,
         failures -> Integer,
@@ -109,6 +117,15 @@ diesel::table! {
         csrf -> Text,
         created_at -> BigInt,
         expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    usage_clients (hour, client) {
+        hour -> BigInt,
+        client -> Text,
+        calls -> BigInt,
+        tokens -> BigInt,
     }
 }
 
@@ -130,10 +147,12 @@ diesel::allow_tables_to_appear_in_same_query!(
     clients,
     cooldowns,
     import_reports,
+    log_batches,
     login_failures,
     request_logs,
     resources,
     sessions,
     settings,
+    usage_clients,
     usage_hourly
 );

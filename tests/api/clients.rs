@@ -307,3 +307,124 @@ async fn with_client_keys_and_no_api_key_the_proxy_is_no_longer_open_and_usage_s
     assert_eq!(r.status, 429, "the third of the day was the last");
     poll(Duration::from_secs(5), || async { (app.logs().await.len() == 4).then_some(()) }).await;
 }
+
+/// The secret shown in a page's banner.
+fn secret_in(page: &str) -> String {
+    let at = page.find("<code class=\"secret\">").expect("a key shown") + "<code class=\"secret\">".len();
+    page[at..at + 51].to_string()
+}
+
+#[actix_web::test]
+async fn the_clients_page_creates_edits_rotates_disables_and_deletes() {
+    use crate::admin_ui::{csrf_of, text as page_text};
+    let app = app_with_key().await;
+    let cookie = app.login("admin", crate::helpers::ADMIN_PASS).await.unwrap();
+    let page = app.page("/admin/clients", &cookie).await;
+    assert_eq!(page.status, 200);
+    assert!(page_text(&page).contains("No client keys yet"));
+    let csrf = csrf_of(&page);
+
+    // Without the CSRF token: refused.
+    let r = app.post_form("/admin/clients", &cookie, &[("name", "x")]).await;
+    assert_eq!(r.status, 403);
+
+    let r = app
+        .post_form(
+            "/admin/clients",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("name", "alice"),
+                ("models", "Qwen/*\ndeepseek-ai/DeepSeek-V3"),
+                ("rpm", "30"),
+                ("daily_requests", ""),
+                ("daily_tokens", "1,000"),
+                ("expires_at", ""),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", page_text(&r));
+    let html = page_text(&r);
+    let secret = secret_in(&html);
+    assert!(secret.starts_with("sk-"));
+    assert!(html.contains("not shown again"));
+    assert_eq!(app.chat_as(&secret, "Qwen/Qwen3-8B").await.status, 200);
+    let listed = app.clients().await;
+    assert_eq!(
+        (listed[0]["rpm"].clone(), listed[0]["daily_requests"].clone(), listed[0]["daily_tokens"].clone()),
+        (json!(30), Value::Null, json!(1000))
+    );
+    let list_page = page_text(&app.page("/admin/clients", &cookie).await);
+    assert!(!list_page.contains(&secret), "shown once");
+    assert!(list_page.contains(&secret[..7]) && list_page.contains("1 calls"));
+
+    // Bad input keeps the form and says why; a taken name is a conflict.
+    let r =
+        app.post_form("/admin/clients", &cookie, &[("csrf", &csrf), ("name", "bob"), ("rpm", "lots")]).await;
+    assert_eq!(r.status, 400);
+    assert!(page_text(&r).contains("is not a whole number") && page_text(&r).contains("value=\"bob\""));
+    let r = app.post_form("/admin/clients", &cookie, &[("csrf", &csrf), ("name", "alice")]).await;
+    assert_eq!(r.status, 409);
+
+    // Edit: the form comes filled in; saving sets what it shows.
+    let id = listed[0]["id"].as_i64().unwrap();
+    let edit = page_text(&app.page(&format!("/admin/clients/{id}/edit"), &cookie).await);
+    assert!(edit.contains("value=\"30\"") && edit.contains("deepseek-ai/DeepSeek-V3"), "{edit}");
+    let r = app
+        .post_form(
+            &format!("/admin/clients/{id}/edit"),
+            &cookie,
+            &[("csrf", &csrf), ("name", "alice"), ("models", ""), ("rpm", ""), ("daily_tokens", "")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let c = &app.clients().await[0];
+    assert_eq!(
+        (c["models"].clone(), c["rpm"].clone(), c["daily_tokens"].clone()),
+        (Value::Null, Value::Null, Value::Null)
+    );
+    assert!(page_text(&app.page(&r.header("location").unwrap(), &cookie).await)
+        .contains(&format!("Client #{id} saved.")));
+
+    // Disable, enable, rotate, delete.
+    assert_eq!(
+        app.post_form(&format!("/admin/clients/{id}/disable"), &cookie, &[("csrf", &csrf)]).await.status,
+        303
+    );
+    assert_eq!(app.chat_as(&secret, "m").await.status, 401);
+    assert_eq!(
+        app.post_form(&format!("/admin/clients/{id}/enable"), &cookie, &[("csrf", &csrf)]).await.status,
+        303
+    );
+    assert_eq!(app.chat_as(&secret, "m").await.status, 200);
+    let r = app.post_form(&format!("/admin/clients/{id}/rotate"), &cookie, &[("csrf", &csrf)]).await;
+    let rotated = secret_in(&page_text(&r));
+    assert_ne!(rotated, secret);
+    assert_eq!(app.chat_as(&secret, "m").await.status, 401);
+    assert_eq!(app.chat_as(&rotated, "m").await.status, 200);
+    let confirm = page_text(&app.page(&format!("/admin/clients/{id}/delete"), &cookie).await);
+    assert!(confirm.contains("alice"));
+    assert_eq!(
+        app.post_form(&format!("/admin/clients/{id}/delete"), &cookie, &[("csrf", &csrf)]).await.status,
+        303
+    );
+    assert_eq!(app.chat_as(&rotated, "m").await.status, 401);
+    assert!(app.clients().await.is_empty());
+
+    // The logs page filters by client; the CSV has the column; the dashboard ranks clients.
+    let logs = page_text(&app.page("/admin/logs?client=alice", &cookie).await);
+    assert!(logs.contains("<td class=\"nowrap\">alice</td>"), "{logs}");
+    app.flush_logs().await;
+    let csv = page_text(&app.page("/admin/logs.csv?client=alice", &cookie).await);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].ends_with(",client"));
+    assert_eq!(lines.len(), 1 + 3, "the three calls alice was let make: {csv}");
+    assert!(lines[1..].iter().all(|l| l.ends_with(",alice")));
+    let overview = app.admin_get("/api/stats/overview").await.json();
+    assert_eq!(
+        overview["calls_by_client"][0],
+        json!({"client": "alice", "calls": 3, "tokens": 3 * CHAT_USAGE.2})
+    );
+    let dashboard = page_text(&app.page("/admin", &cookie).await);
+    assert!(dashboard.contains("Calls by client, this month"));
+}

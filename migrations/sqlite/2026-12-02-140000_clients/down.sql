@@ -1,2 +1,3 @@
+DROP TABLE usage_clients;
 ALTER TABLE request_logs DROP COLUMN client;
 DROP TABLE clients;

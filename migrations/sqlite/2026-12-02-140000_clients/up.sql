@@ -15,3 +15,12 @@ CREATE TABLE clients (
 );
 -- The client (its name) that made each call; NULL before client keys existed.
 ALTER TABLE request_logs ADD COLUMN client TEXT;
+-- Calls and tokens per client and hour, upserted additively with each batch of log rows
+-- (by every instance), for the dashboard's ranking of clients.
+CREATE TABLE usage_clients (
+    hour BIGINT NOT NULL,
+    client TEXT NOT NULL,
+    calls BIGINT NOT NULL,
+    tokens BIGINT NOT NULL,
+    PRIMARY KEY (hour, client)
+);

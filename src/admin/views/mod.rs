@@ -54,6 +54,7 @@ pub fn layout(c: Chrome, content: Markup) -> Markup {
                             a href="/admin" class=[(c.nav == "dashboard").then_some("current")] { "Dashboard" }
                             a href="/admin/keys" class=[(c.nav == "keys").then_some("current")] { "Keys" }
                             a href="/admin/logs" class=[(c.nav == "logs").then_some("current")] { "Logs" }
+                            a href="/admin/clients" class=[(c.nav == "clients").then_some("current")] { "Clients" }
                         }
                         form.logout method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(csrf);
