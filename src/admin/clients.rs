@@ -441,7 +441,7 @@ async fn render(
                             None => span.muted { "never" },
                             Some(t) => (when(chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp_millis()), &tz)),
                         } }
-                        td.num.nowrap { (c.requests_today) " calls · " (c.tokens_today) " tokens" }
+                        td.num.nowrap { (c.requests_today) (if c.requests_today == 1 { " call · " } else { " calls · " }) (c.tokens_today) (if c.tokens_today == 1 { " token" } else { " tokens" }) }
                         td { @if !c.enabled { (badge("disabled", None)) } @else if c.expired { (badge("expired", None)) } @else { (badge("active", None)) } }
                         td { div.actions {
                             a.button.secondary href=(format!("/admin/clients/{}/edit", c.id)) { "Edit" }

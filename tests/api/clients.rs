@@ -356,7 +356,7 @@ async fn the_clients_page_creates_edits_rotates_disables_and_deletes() {
     );
     let list_page = page_text(&app.page("/admin/clients", &cookie).await);
     assert!(!list_page.contains(&secret), "shown once");
-    assert!(list_page.contains(&secret[..7]) && list_page.contains("1 calls"));
+    assert!(list_page.contains(&secret[..7]) && list_page.contains("1 call ·"));
 
     // Bad input keeps the form and says why; a taken name is a conflict.
     let r =

@@ -3,17 +3,19 @@ driven by selenium): log in, import a key, see it on the keys page, see a
 chart on the dashboard. Usage: python3 browser_e2e.py PATH_TO_BINARY [SHOT_DIR]
 Skips, saying why, only when Chromium or its driver is not installed.
 """
+import json
 import os
 import shutil
 import sys
 import tempfile
+import urllib.request
 
 from harness import ADMIN, GOOD, Checks, Stack
 
 BUSY = "sk-e2e-busy-000000000000000002"
 DEAD = "sk-e2e-dead-000000000000000003"
 PAGES = ["/admin", "/admin/keys", "/admin/logs", "/admin/logs/clear", "/admin/keys/1/delete",
-         "/admin/keys/bulk/delete-invalid"]
+         "/admin/keys/bulk/delete-invalid", "/admin/clients"]
 
 
 def main():
@@ -98,6 +100,25 @@ def main():
             except Exception:
                 pass
 
+        def clients_page():
+            browser.get(base + "/admin/clients")
+            browser.find_element(By.NAME, "name").send_keys("browser-team")
+            browser.find_element(By.NAME, "rpm").send_keys("60")
+            models = browser.find_element(By.NAME, "models")
+            models.send_keys("Qwen/*")
+            models.find_element(By.XPATH, "./ancestor::form").submit()
+            WebDriverWait(browser, 15).until(EC.presence_of_element_located((By.CSS_SELECTOR, "code.secret")))
+            key = browser.find_element(By.CSS_SELECTOR, "code.secret").text
+            assert key.startswith("sk-") and len(key) == 51, key
+            req = urllib.request.Request(base + "/v1/models", headers={"Authorization": "Bearer " + key})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                ids = [m["id"] for m in json.loads(r.read())["data"]]
+            assert ids == ["Qwen/Qwen3-8B"], ids
+            browser.get(base + "/admin/clients")
+            assert key not in browser.page_source, "the key is shown once"
+            assert "browser-team" in browser.page_source
+            browser.save_screenshot(os.path.join(shots, "clients.png"))
+
         def viewport(width, height=900):
             browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
                 "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
@@ -111,12 +132,17 @@ def main():
                 assert scroll <= inner, f"{path} at {width} px: the page is {scroll} px wide"
                 header = browser.execute_script("return document.querySelector('header.top').offsetHeight")
                 assert header < 60, f"{path} at {width} px: the header wraps ({header} px)"
+                overlap = browser.execute_script(
+                    "const out = document.querySelector('form.logout').getBoundingClientRect().left;"
+                    "return [...document.querySelectorAll('header.top nav a')]"
+                    ".filter(a => a.getBoundingClientRect().right > out + 0.5).map(a => a.textContent)")
+                assert not overlap, f"{path} at {width} px: {overlap} run into Log out"
             browser.save_screenshot(os.path.join(shots, f"bulk-{width}.png"))
 
         def phone():
             fits(390)
             viewport(390, 1600)
-            for name in ["dashboard", "keys", "logs"]:
+            for name in ["dashboard", "keys", "logs", "clients"]:
                 browser.get(base + ("/admin" if name == "dashboard" else "/admin/" + name))
                 browser.save_screenshot(os.path.join(shots, f"{name}-390.png"))
 
@@ -150,6 +176,7 @@ def main():
         for name, fn in [("log in", login), ("import a key and see it", import_key),
                          ("dashboard shows charts", dashboard_chart), ("logs page", logs_page),
                          ("more traffic: failover, errors", more_traffic),
+                         ("clients page: create one, its key shown once, its models only", clients_page),
                          ("every page fits a 390 px phone, header on one line", phone),
                          ("1400 px: rows on one line, charts readable", laptop), ("log out", logout)]:
             checks.run(name, fn)

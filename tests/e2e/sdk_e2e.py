@@ -109,13 +109,63 @@ def main():
             assert by[("/v1/completions", True, 200)]["total_tokens"] == 17, "last running total"
             assert all(GOOD not in json.dumps(r) for r in rows), "no full key in logs"
 
+        def client_keys():
+            made = stack.admin("POST", "/api/clients", {"name": "sdk-team", "models": ["Qwen/*"], "rpm": 3})
+            key = made["key"]
+            c_oai = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+            c_ant = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0)
+            r = c_oai.chat.completions.create(model="Qwen/Qwen3-8B", messages=[{"role": "user", "content": "hi"}])
+            assert r.choices[0].message.content == "Hello from the fake", r
+            assert [m.id for m in c_oai.models.list()] == ["Qwen/Qwen3-8B"]
+            try:
+                c_oai.chat.completions.create(model="deepseek-ai/DeepSeek-V3", messages=[{"role": "user", "content": "hi"}])
+                raise AssertionError("no 403")
+            except openai.PermissionDeniedError as e:
+                assert e.status_code == 403 and "Qwen/*" in str(e), e
+            try:
+                c_ant.messages.create(model="claude-3-5-sonnet", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+                raise AssertionError("no 403")
+            except anthropic.PermissionDeniedError as e:
+                assert e.status_code == 403, e
+            m = c_ant.messages.create(model="Qwen/Qwen3-8B", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+            assert m.content[0].text, m
+            # rpm 3: the chat, the model list and the message went through; the fourth waits.
+            try:
+                c_oai.chat.completions.create(model="Qwen/Qwen3-8B", messages=[{"role": "user", "content": "hi"}])
+                raise AssertionError("no 429")
+            except openai.RateLimitError as e:
+                assert e.status_code == 429 and "rpm" in str(e), e
+                assert int(e.response.headers["retry-after"]) >= 1
+            listed = [c for c in stack.admin("GET", "/api/clients")["clients"] if c["name"] == "sdk-team"][0]
+            assert key not in json.dumps(listed), "masked"
+            assert listed["requests_today"] == 3, listed
+            deadline = time.time() + 10
+            while stack.admin("GET", "/logs?client=sdk-team")["total"] < 3 and time.time() < deadline:
+                time.sleep(0.1)
+            rows = stack.admin("GET", "/logs?client=sdk-team")["logs"]
+            assert len(rows) == 3, rows
+            assert sum(r["total_tokens"] for r in rows) == listed["tokens_today"], (rows, listed)
+            rotated = stack.admin("POST", f"/api/clients/{made['id']}/rotate")["key"]
+            try:
+                c_oai.models.list()
+                raise AssertionError("the old key still works")
+            except openai.AuthenticationError as e:
+                assert e.status_code == 401
+            stack.admin("DELETE", f"/api/clients/{made['id']}")
+            try:
+                openai.OpenAI(base_url=base + "/v1", api_key=rotated, max_retries=0).models.list()
+                raise AssertionError("a deleted client's key still works")
+            except openai.AuthenticationError:
+                pass
+
         for name, fn in [("openai chat", openai_plain), ("openai stream", openai_stream), ("openai models", openai_models),
                          ("openai wrong key -> 401", openai_wrong_key), ("openai missing model -> 400", openai_bad_request),
                          ("anthropic messages", anthropic_plain), ("anthropic stream", anthropic_stream),
                          ("openai speech (binary)", openai_speech), ("openai transcription (multipart)", openai_transcription),
                          ("openai FIM completion", openai_fim), ("openai FIM stream", openai_fim_stream),
                          ("pooled user info: balance unknown, not 0", pooled_balance_unknown),
-                         ("request log matches", logs_match)]:
+                         ("request log matches", logs_match),
+                         ("client keys: models, rpm, usage, rotate, delete (openai + anthropic SDKs)", client_keys)]:
             checks.run(name, fn)
     finally:
         stack.stop()
