@@ -224,6 +224,46 @@ pub async fn store(
     }
 }
 
+/// Creates a client: its id and its secret (to show once).
+pub async fn create_client(state: &AppState, fields: ClientFields) -> Result<(i64, String), AdminError> {
+    let secret = new_secret();
+    let id = store(state, None, fields, Some(&secret)).await?;
+    changed(state).await?;
+    log::info!("admin: client #{id} created");
+    Ok((id, secret))
+}
+
+/// A new secret for a client (the old one stops at once): the new one, to show once.
+pub async fn rotate_client(state: &AppState, id: i64) -> Result<String, AdminError> {
+    let secret = new_secret();
+    let (hash, hint) = (key_hash_hex(&secret), mask_key(&secret));
+    let found = crate::db::run(&state.db, move |c| clients_q::set_key(c, id, &hash, &hint)).await?;
+    if !found {
+        return Err(AdminError::NotFound(format!("no client with id {id}")));
+    }
+    changed(state).await?;
+    log::info!("admin: client #{id} has a new key");
+    Ok(secret)
+}
+
+pub async fn delete_client(state: &AppState, id: i64) -> Result<(), AdminError> {
+    let found = crate::db::run(&state.db, move |c| clients_q::delete(c, id)).await?;
+    if !found {
+        return Err(AdminError::NotFound(format!("no client with id {id}")));
+    }
+    changed(state).await?;
+    log::info!("admin: client #{id} deleted");
+    Ok(())
+}
+
+/// A client's view with its secret in `key` (just created or rotated).
+async fn with_secret(state: &AppState, id: i64, secret: String) -> Result<serde_json::Value, AdminError> {
+    let mut answer = serde_json::to_value(view(row(state, id).await?, state))
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    answer["key"] = json!(secret);
+    Ok(answer)
+}
+
 /// `POST /api/clients`: the new client, with its secret in `key`, shown only here.
 pub async fn create(
     _: Admin,
@@ -233,14 +273,8 @@ pub async fn create(
 ) -> Result<HttpResponse, AdminError> {
     let body = admin_body(&req, payload, &state).await?;
     let fields = ClientInput::parse(&body)?.apply(None)?;
-    let secret = new_secret();
-    let id = store(&state, None, fields, Some(&secret)).await?;
-    changed(&state).await?;
-    let mut answer = serde_json::to_value(view(row(&state, id).await?, &state))
-        .map_err(|e| AdminError::Internal(e.to_string()))?;
-    answer["key"] = json!(secret);
-    log::info!("admin: client #{id} created");
-    Ok(HttpResponse::Created().json(answer))
+    let (id, secret) = create_client(&state, fields).await?;
+    Ok(HttpResponse::Created().json(with_secret(&state, id, secret).await?))
 }
 
 /// `GET /api/clients`: `{"clients": [...]}`, secrets masked, with today's use.
@@ -273,18 +307,8 @@ pub async fn rotate(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
     let id = client_id(&path)?;
-    let secret = new_secret();
-    let (hash, hint) = (key_hash_hex(&secret), mask_key(&secret));
-    let found = crate::db::run(&state.db, move |c| clients_q::set_key(c, id, &hash, &hint)).await?;
-    if !found {
-        return Err(AdminError::NotFound(format!("no client with id {id}")));
-    }
-    changed(&state).await?;
-    let mut answer = serde_json::to_value(view(row(&state, id).await?, &state))
-        .map_err(|e| AdminError::Internal(e.to_string()))?;
-    answer["key"] = json!(secret);
-    log::info!("admin: client #{id} has a new key");
-    Ok(HttpResponse::Ok().json(answer))
+    let secret = rotate_client(&state, id).await?;
+    Ok(HttpResponse::Ok().json(with_secret(&state, id, secret).await?))
 }
 
 /// `DELETE /api/clients/{id}`.
@@ -294,12 +318,7 @@ pub async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
     let id = client_id(&path)?;
-    let found = crate::db::run(&state.db, move |c| clients_q::delete(c, id)).await?;
-    if !found {
-        return Err(AdminError::NotFound(format!("no client with id {id}")));
-    }
-    changed(&state).await?;
-    log::info!("admin: client #{id} deleted");
+    delete_client(&state, id).await?;
     Ok(HttpResponse::Ok().json(json!({"id": id, "deleted": true})))
 }
 
@@ -496,9 +515,7 @@ pub async fn clients_create(
     let created = async {
         let fields = form.input(&state.config.timezone)?.apply(None)?;
         let name = fields.name.clone();
-        let secret = new_secret();
-        store(&state, None, fields, Some(&secret)).await?;
-        changed(&state).await?;
+        let (_, secret) = create_client(&state, fields).await?;
         Ok::<_, AdminError>((name, secret))
     }
     .await;
@@ -598,11 +615,7 @@ pub async fn client_action(
     let set_enabled = |on: bool| ClientInput { enabled: Some(on), ..Default::default() };
     let notice = match action.as_str() {
         "rotate" => {
-            let secret = new_secret();
-            let (hash, hint) = (key_hash_hex(&secret), mask_key(&secret));
-            crate::db::run(&state.db, move |c| clients_q::set_key(c, id, &hash, &hint)).await?;
-            changed(&state).await?;
-            let shown = Some((old.name.clone(), secret));
+            let shown = Some((old.name.clone(), rotate_client(&state, id).await?));
             return render(&state, &s, StatusCode::OK, None, shown, ClientForm::default(), None).await;
         }
         "enable" | "disable" => {
@@ -616,8 +629,7 @@ pub async fn client_action(
             }
         }
         "delete" => {
-            crate::db::run(&state.db, move |c| clients_q::delete(c, id)).await?;
-            changed(&state).await?;
+            delete_client(&state, id).await?;
             Notice::ClientDeleted(id as u64)
         }
         other => return Err(AdminError::NotFound(format!("no client action {other:?}")).into()),
