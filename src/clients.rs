@@ -102,6 +102,9 @@ pub struct Usage {
     /// GCRA's theoretical arrival time, in µs since the epoch.
     tat_us: AtomicI64,
     day: Mutex<DayUsage>,
+    /// With several instances: what the others counted today (as of their
+    /// last publication, at most a second old).
+    others: Mutex<DayUsage>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -204,11 +207,13 @@ impl Client {
         }
         let today = day_of(now_ms, tz);
         let next_day = || secs_to_next_day(now_ms, tz);
+        let (other_requests, other_tokens) = self.others(today);
         let mut day = self.usage.day.lock().unwrap_or_else(|e| e.into_inner());
         if day.day != today {
             *day = DayUsage { day: today, requests: 0, tokens: 0 };
         }
-        if let Some(max) = self.daily_requests.filter(|max| day.requests >= *max) {
+        let (requests, tokens) = (day.requests + other_requests, day.tokens + other_tokens);
+        if let Some(max) = self.daily_requests.filter(|max| requests >= *max) {
             return Err(Refusal::Limit {
                 message: format!(
                     "client {:?} has used its {max} requests for today (daily_requests); the day ends in {} s",
@@ -218,12 +223,12 @@ impl Client {
                 retry_after_secs: next_day(),
             });
         }
-        if let Some(max) = self.daily_tokens.filter(|max| day.tokens >= *max) {
+        if let Some(max) = self.daily_tokens.filter(|max| tokens >= *max) {
             return Err(Refusal::Limit {
                 message: format!(
                     "client {:?} has used its {max} tokens for today (daily_tokens: {} used); the day ends in {} s",
                     &*self.name,
-                    day.tokens,
+                    tokens,
                     next_day()
                 ),
                 retry_after_secs: next_day(),
@@ -280,14 +285,31 @@ impl Client {
         day.tokens += tokens;
     }
 
-    /// (requests, tokens) today.
-    pub fn today(&self, now_ms: i64, tz: &FixedOffset) -> (u64, u64) {
+    /// What the other instances counted on `today`.
+    fn others(&self, today: i64) -> (u64, u64) {
+        let o = self.usage.others.lock().unwrap_or_else(|e| e.into_inner());
+        if o.day == today {
+            (o.requests, o.tokens)
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// This instance's own count of today: (requests, tokens).
+    fn own(&self, today: i64) -> (u64, u64) {
         let day = self.usage.day.lock().unwrap_or_else(|e| e.into_inner());
-        if day.day == day_of(now_ms, tz) {
+        if day.day == today {
             (day.requests, day.tokens)
         } else {
             (0, 0)
         }
+    }
+
+    /// (requests, tokens) today, on every instance.
+    pub fn today(&self, now_ms: i64, tz: &FixedOffset) -> (u64, u64) {
+        let today = day_of(now_ms, tz);
+        let ((r, t), (or, ot)) = (self.own(today), self.others(today));
+        (r + or, t + ot)
     }
 }
 
@@ -319,8 +341,10 @@ pub struct ClientKeys {
 }
 
 impl ClientKeys {
-    /// Loads the clients and what each used today (from the request log).
-    pub fn load(db: &DbPool, tz: FixedOffset, now_ms: i64) -> Result<ClientKeys, DbError> {
+    /// Loads the clients and what each used today: from the request log when
+    /// this instance is alone; with several (`shared`), every instance's
+    /// count comes from `client_usage` instead (`sync_usage`).
+    pub fn load(db: &DbPool, tz: FixedOffset, now_ms: i64, shared: bool) -> Result<ClientKeys, DbError> {
         let keys = ClientKeys {
             snapshot: ArcSwap::from_pointee(ClientSnapshot::default()),
             usage: Mutex::new(HashMap::new()),
@@ -329,6 +353,9 @@ impl ClientKeys {
         };
         let mut conn = db.get()?;
         keys.reload_from(&mut conn)?;
+        if shared {
+            return Ok(keys);
+        }
         let start = day_of(now_ms, &tz) * DAY_MS - i64::from(tz.local_minus_utc()) * 1000;
         let used = clients_q::usage_since(&mut conn, start)?;
         let snapshot = keys.snapshot.load();
@@ -352,6 +379,34 @@ impl ClientKeys {
             return None;
         }
         snapshot.by_hash.get(&key_hash(secret)).cloned()
+    }
+
+    /// With several instances: publishes this instance's counts of today and
+    /// takes the others' (run every second, so a limit holds across the
+    /// instances to within a second of traffic on each).
+    pub fn sync_usage(
+        &self,
+        conn: &mut crate::db::AnyConn,
+        instance: &str,
+        now_ms: i64,
+    ) -> Result<(), DbError> {
+        let today = day_of(now_ms, &self.tz);
+        let snapshot = self.snapshot.load();
+        let mine: Vec<(i64, i64, i64)> = snapshot
+            .by_id
+            .values()
+            .map(|c| (c.id, c.own(today)))
+            .filter(|(_, (r, t))| *r > 0 || *t > 0)
+            .map(|(id, (r, t))| (id, r as i64, t as i64))
+            .collect();
+        clients_q::publish_usage(conn, instance, today, &mine, now_ms)?;
+        let others = clients_q::others_usage(conn, instance, today)?;
+        for c in snapshot.by_id.values() {
+            let (requests, tokens) = others.get(&c.id).copied().unwrap_or((0, 0));
+            *c.usage.others.lock().unwrap_or_else(|e| e.into_inner()) =
+                DayUsage { day: today, requests, tokens };
+        }
+        Ok(())
     }
 
     /// Reads every client again (after a change).

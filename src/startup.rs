@@ -47,7 +47,9 @@ impl Application {
         let db = db::open(&config.database)?;
         log::info!("database: {}", config.database.display());
         let admin = AdminCredentials::init(&config, &db)?;
-        let clients = Arc::new(crate::clients::ClientKeys::load(&db, config.timezone, db::now_ms())?);
+        let shared_database = matches!(config.database, crate::config::Database::Postgres(_));
+        let clients =
+            Arc::new(crate::clients::ClientKeys::load(&db, config.timezone, db::now_ms(), shared_database)?);
 
         let policy = Policy { base: config.cooldown_base, max: config.cooldown_max };
         let shared = Arc::new(PoolShared::new(config.strategy, policy));
@@ -107,6 +109,37 @@ impl Application {
                     changed.do_send(crate::pool::actor::Reload(what))
                 },
             )?;
+            // Client limits across instances: each publishes its counts of
+            // today every second and takes the others'.
+            let (alive, keys, usage_db, me) =
+                (pool_addr.clone(), clients.clone(), db.clone(), instance.clone());
+            std::thread::Builder::new().name("client-usage".into()).spawn(move || {
+                let mut failing = false;
+                loop {
+                    let last = !alive.connected();
+                    let synced = usage_db
+                        .get_timeout(Duration::from_secs(2))
+                        .map_err(db::DbError::from)
+                        .and_then(|mut conn| keys.sync_usage(&mut conn, &me, db::now_ms()));
+                    match synced {
+                        Ok(()) if failing => {
+                            log::info!("client usage: shared with the other instances again");
+                            failing = false;
+                        }
+                        Ok(()) => {}
+                        Err(e) if !failing => {
+                            log::warn!("client usage: cannot share with the other instances ({e}); each counts its own until the database is back");
+                            failing = true;
+                        }
+                        Err(_) => {}
+                    }
+                    // One last publication after the pool has stopped (a shutdown).
+                    if last {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })?;
         }
         // One instance of those sharing a PostgreSQL database runs the scheduled jobs.
         let leadership = match &shared_db {

@@ -274,6 +274,8 @@ impl LogWriter {
         let _ = super::queries::sessions_q::delete_expired(&mut conn, now);
         // Failed-login counts whose window ended long ago.
         let _ = super::queries::login_q::prune(&mut conn, now - 3_600_000);
+        // Client usage of days long past (kept two days for any time zone).
+        let _ = super::queries::clients_q::prune_usage(&mut conn, now.div_euclid(86_400_000) - 2);
         // Batch markers a day old: a writer asks after its last one only.
         let _ = logs::prune_batches(&mut conn, now - 86_400_000);
         let Some(keep) = self.retention else { return Ok(0) };

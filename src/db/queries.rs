@@ -7,8 +7,8 @@ use super::models::{
     ClientFields, ClientRow, CooldownRow, KeyRow, LogRow, NewKey, NewLog, ResourceRow, UsageRow,
 };
 use super::schema::{
-    api_keys, clients, cooldowns, import_reports, log_batches, login_failures, request_logs, resources,
-    sessions, settings, usage_clients, usage_hourly,
+    api_keys, client_usage, clients, cooldowns, import_reports, log_batches, login_failures, request_logs,
+    resources, sessions, settings, usage_clients, usage_hourly,
 };
 use super::DbError;
 
@@ -764,6 +764,66 @@ pub mod clients_q {
 
     pub fn delete(conn: &mut Conn, id: i64) -> Result<bool, DbError> {
         Ok(diesel::delete(clients::table.find(id)).execute(conn)? > 0)
+    }
+
+    /// Publishes this instance's counts of `day` (client id, requests, tokens).
+    pub fn publish_usage(
+        conn: &mut Conn,
+        instance: &str,
+        day: i64,
+        counts: &[(i64, i64, i64)],
+        now: i64,
+    ) -> Result<(), DbError> {
+        for (client, requests, tokens) in counts {
+            let row = (
+                client_usage::instance.eq(instance),
+                client_usage::client_id.eq(*client),
+                client_usage::day.eq(day),
+                client_usage::requests.eq(*requests),
+                client_usage::tokens.eq(*tokens),
+                client_usage::updated_at.eq(now),
+            );
+            crate::per_backend!(conn, |c| diesel::insert_into(client_usage::table)
+                .values(row)
+                .on_conflict((client_usage::instance, client_usage::client_id, client_usage::day))
+                .do_update()
+                .set((
+                    client_usage::requests.eq(excluded(client_usage::requests)),
+                    client_usage::tokens.eq(excluded(client_usage::tokens)),
+                    client_usage::updated_at.eq(excluded(client_usage::updated_at)),
+                ))
+                .execute(c))?;
+        }
+        Ok(())
+    }
+
+    /// What the other instances counted on `day`: client id -> (requests, tokens).
+    pub fn others_usage(
+        conn: &mut Conn,
+        instance: &str,
+        day: i64,
+    ) -> Result<HashMap<i64, (u64, u64)>, DbError> {
+        let rows: Vec<(i64, Option<i64>, Option<i64>)> = client_usage::table
+            .filter(client_usage::day.eq(day).and(client_usage::instance.ne(instance)))
+            .group_by(client_usage::client_id)
+            .select((
+                client_usage::client_id,
+                diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                    "CAST(SUM(requests) AS BIGINT)",
+                ),
+                diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                    "CAST(SUM(tokens) AS BIGINT)",
+                ),
+            ))
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, r, t)| (id, (r.unwrap_or(0).max(0) as u64, t.unwrap_or(0).max(0) as u64)))
+            .collect())
+    }
+
+    pub fn prune_usage(conn: &mut Conn, before_day: i64) -> Result<usize, DbError> {
+        Ok(diesel::delete(client_usage::table.filter(client_usage::day.lt(before_day))).execute(conn)?)
     }
 
     /// (calls, tokens) per client name in the request log since `since`.

@@ -71,6 +71,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    client_usage (instance, client_id, day) {
+        instance -> Text,
+        client_id -> BigInt,
+        day -> BigInt,
+        requests -> BigInt,
+        tokens -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
     clients (id) {
         id -> BigInt,
         name -> Text,
@@ -144,6 +155,7 @@ diesel::table! {
 
 diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
+    client_usage,
     clients,
     cooldowns,
     import_reports,

@@ -189,6 +189,32 @@ async fn client_keys_made_or_rotated_on_one_instance_hold_on_the_other() {
     poll(Duration::from_secs(5), || async { (chat_as(&b, secret.clone()).await == 401).then_some(()) }).await;
 }
 
+async fn today(app: &TestApp) -> i64 {
+    let r = app.admin_get("/api/clients").await;
+    r.json()["clients"][0]["requests_today"].as_i64().unwrap()
+}
+
+/// A client's daily limit holds across instances: each publishes its count
+/// every second and counts the others'.
+#[actix_web::test]
+async fn a_clients_daily_limit_counts_the_calls_of_every_instance() {
+    let Some((a, b)) = two_instances().await else { return };
+    a.import(&[KA]).await;
+    let r = a.admin_post("/api/clients", json!({"name": "limited", "daily_requests": 4})).await;
+    let secret = r.json()["key"].as_str().unwrap().to_string();
+    poll(Duration::from_secs(5), || async { (chat_as(&b, secret.clone()).await == 200).then_some(()) }).await;
+    for _ in 0..2 {
+        assert_eq!(chat_as(&a, secret.clone()).await, 200);
+    }
+    // Within about a second, B knows of A's two calls (and A of B's one).
+    poll(Duration::from_secs(5), || async { (today(&b).await == 3 && today(&a).await == 3).then_some(()) })
+        .await;
+    assert_eq!(chat_as(&b, secret.clone()).await, 200, "the fourth");
+    assert_eq!(chat_as(&b, secret.clone()).await, 429, "the fifth, on B, counting A's calls");
+    poll(Duration::from_secs(5), || async { (today(&a).await == 4).then_some(()) }).await;
+    assert_eq!(chat_as(&a, secret.clone()).await, 429, "and on A, counting B's");
+}
+
 #[actix_web::test]
 async fn wrong_passwords_count_across_instances() {
     let Some((a, b, _)) = two_instances_with(&[("LOGIN_MAX_FAILURES", "4")]).await else { return };

@@ -24,3 +24,15 @@ CREATE TABLE usage_clients (
     tokens BIGINT NOT NULL,
     PRIMARY KEY (hour, client)
 );
+-- With several instances on one database: each instance's count of today's calls and tokens
+-- per client, published every second, so that every instance holds a client to its limits
+-- with the others' calls counted too.
+CREATE TABLE client_usage (
+    instance TEXT NOT NULL,
+    client_id BIGINT NOT NULL,
+    day BIGINT NOT NULL,
+    requests BIGINT NOT NULL,
+    tokens BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (instance, client_id, day)
+);
