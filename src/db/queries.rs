@@ -620,39 +620,26 @@ pub mod sessions_q {
 /// Failed admin logins per address, shared by the instances on the database.
 pub mod login_q {
     use super::*;
-    use diesel::sql_types::{BigInt, Integer, Text};
-
-    #[derive(QueryableByName)]
-    struct Counted {
-        #[diesel(sql_type = Integer)]
-        failures: i32,
-        #[diesel(sql_type = BigInt)]
-        window_start: i64,
-    }
-
-    const RESERVE: &str = "INSERT INTO login_failures (address, failures, window_start) VALUES (?, 1, ?) \
-        ON CONFLICT (address) DO UPDATE SET \
-        failures = CASE WHEN login_failures.window_start <= ? THEN 1 ELSE login_failures.failures + 1 END, \
-        window_start = CASE WHEN login_failures.window_start <= ? THEN ? ELSE login_failures.window_start END \
-        RETURNING failures, window_start";
+    use diesel::dsl::case_when;
+    use diesel::sql_types::{BigInt, Integer};
 
     /// Counts one more check for `address` (a window older than `window_ms`
     /// starts again at one), in one statement, so that instances checking at
     /// once each see their own count. Answers the count and when its window
     /// started.
     pub fn reserve(conn: &mut Conn, address: &str, now: i64, window_ms: i64) -> Result<(i32, i64), DbError> {
-        let cutoff = now - window_ms;
-        let counted: Counted = crate::per_backend!(conn, |c| {
-            let sql = placeholders(RESERVE, matches_pg(c));
-            diesel::sql_query(sql)
-                .bind::<Text, _>(address)
-                .bind::<BigInt, _>(now)
-                .bind::<BigInt, _>(cutoff)
-                .bind::<BigInt, _>(cutoff)
-                .bind::<BigInt, _>(now)
-                .get_result(c)
-        })?;
-        Ok((counted.failures, counted.window_start))
+        use login_failures::dsl as lf;
+        let expired = lf::window_start.le(now - window_ms);
+        Ok(crate::per_backend!(conn, |c| diesel::insert_into(lf::login_failures)
+            .values((lf::address.eq(address), lf::failures.eq(1), lf::window_start.eq(now)))
+            .on_conflict(lf::address)
+            .do_update()
+            .set((
+                lf::failures.eq(case_when::<_, _, Integer>(expired, 1).otherwise(lf::failures + 1)),
+                lf::window_start.eq(case_when::<_, _, BigInt>(expired, now).otherwise(lf::window_start)),
+            ))
+            .returning((lf::failures, lf::window_start))
+            .get_result::<(i32, i64)>(c))?)
     }
 
     /// Takes back a check that was not made (refused, or not run).
@@ -672,41 +659,6 @@ pub mod login_q {
     pub fn prune(conn: &mut Conn, before: i64) -> Result<usize, DbError> {
         Ok(diesel::delete(login_failures::table.filter(login_failures::window_start.lt(before)))
             .execute(conn)?)
-    }
-
-    trait Backend {
-        fn is_pg(&self) -> bool;
-    }
-    impl Backend for diesel::PgConnection {
-        fn is_pg(&self) -> bool {
-            true
-        }
-    }
-    impl Backend for diesel::SqliteConnection {
-        fn is_pg(&self) -> bool {
-            false
-        }
-    }
-    fn matches_pg(c: &impl Backend) -> bool {
-        c.is_pg()
-    }
-
-    /// `?` placeholders as PostgreSQL writes them (`$1`, `$2`, ...).
-    fn placeholders(sql: &str, pg: bool) -> String {
-        if !pg {
-            return sql.to_string();
-        }
-        let mut n = 0;
-        sql.chars()
-            .map(|ch| {
-                if ch == '?' {
-                    n += 1;
-                    format!("${n}")
-                } else {
-                    ch.to_string()
-                }
-            })
-            .collect()
     }
 }
 
