@@ -9,8 +9,6 @@
 //! not take the instances out of a load balancer's rotation: every one of
 //! them would go at once, while each can still serve every call.
 
-use std::time::Duration;
-
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
@@ -19,18 +17,8 @@ use crate::db::now_ms;
 use crate::db::queries::ping;
 use crate::state::AppState;
 
-/// How long the check waits for a database connection.
-const DB_WAIT: Duration = Duration::from_secs(2);
-
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let db = state.db.clone();
-    let checked = web::block(move || -> Result<(), String> {
-        let mut conn = db.get_timeout(DB_WAIT).map_err(|e| e.to_string())?;
-        ping(&mut conn).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r);
+    let checked = crate::db::run_quick(&state.db, ping).await;
     let shared = matches!(state.config.database, Database::Postgres(_));
     let mut reasons = Vec::new();
     let database = match &checked {

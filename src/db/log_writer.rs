@@ -148,11 +148,6 @@ impl LogSink {
     }
 }
 
-/// How long the writer waits for a database connection before it keeps its
-/// rows for the next try (it must not sit on a dead database for long: the
-/// queue's count and /health's state come from its tries).
-const CONNECT_WAIT: Duration = Duration::from_secs(2);
-
 pub struct LogWriter {
     db: DbPool,
     /// Rows from the request path arrive here without waking this thread;
@@ -298,21 +293,22 @@ impl LogWriter {
         let seq = self.seq;
         let (name, uncertain) = (self.name.clone(), self.uncertain);
         let (mut settled, mut checked) = (0, false);
-        let result = self.db.get_timeout(CONNECT_WAIT).map_err(|e| e.to_string()).and_then(|mut conn| {
-            // The last write failed with its outcome unknown (the connection
-            // was cut while it committed): were its rows written after all?
-            if let Some((last, n)) = uncertain {
-                if logs::batch_written(&mut conn, &name, last).map_err(|e| e.to_string())? {
-                    settled = n;
+        let result =
+            self.db.get_timeout(super::CONNECT_WAIT).map_err(|e| e.to_string()).and_then(|mut conn| {
+                // The last write failed with its outcome unknown (the connection
+                // was cut while it committed): were its rows written after all?
+                if let Some((last, n)) = uncertain {
+                    if logs::batch_written(&mut conn, &name, last).map_err(|e| e.to_string())? {
+                        settled = n;
+                    }
+                    checked = true;
                 }
-                checked = true;
-            }
-            let rows = &self.buffer[settled..];
-            if rows.is_empty() {
-                return Ok(());
-            }
-            logs::insert_batch(&mut conn, rows, &name, seq).map_err(|e| e.to_string())
-        });
+                let rows = &self.buffer[settled..];
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                logs::insert_batch(&mut conn, rows, &name, seq).map_err(|e| e.to_string())
+            });
         if checked {
             // Settled: written before (dropped here), or not (in this write,
             // whose own outcome the next write looks up if it failed).
@@ -349,7 +345,7 @@ impl LogWriter {
                     );
                 }
                 self.counters.failed(&e);
-                self.retry_at = Some(Instant::now() + self.interval.min(CONNECT_WAIT));
+                self.retry_at = Some(Instant::now() + self.interval.min(super::CONNECT_WAIT));
                 if self.uncertain.is_none() {
                     // Perhaps written: looked up (batch `seq`) before the next write.
                     self.uncertain = Some((seq, self.buffer.len()));

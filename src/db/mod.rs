@@ -135,6 +135,11 @@ pub fn connect(path: &Path) -> Result<DbPool, DbError> {
     Ok(pool)
 }
 
+/// How long background work (the actors, the listener's helpers) and
+/// `/health` wait for a database connection before they give up for now:
+/// they must not sit on a database that is down.
+pub const CONNECT_WAIT: Duration = Duration::from_secs(2);
+
 /// Runs database work on actix's blocking pool (never on a request worker),
 /// with a connection from the pool; errors come back as text for the answer.
 pub async fn run<T, F>(db: &DbPool, work: F) -> Result<T, DbError>
@@ -142,9 +147,29 @@ where
     F: FnOnce(&mut AnyConn) -> Result<T, DbError> + Send + 'static,
     T: Send + 'static,
 {
+    run_waiting(db, None, work).await
+}
+
+/// As `run`, giving up after `CONNECT_WAIT` without a connection.
+pub async fn run_quick<T, F>(db: &DbPool, work: F) -> Result<T, DbError>
+where
+    F: FnOnce(&mut AnyConn) -> Result<T, DbError> + Send + 'static,
+    T: Send + 'static,
+{
+    run_waiting(db, Some(CONNECT_WAIT), work).await
+}
+
+async fn run_waiting<T, F>(db: &DbPool, wait: Option<Duration>, work: F) -> Result<T, DbError>
+where
+    F: FnOnce(&mut AnyConn) -> Result<T, DbError> + Send + 'static,
+    T: Send + 'static,
+{
     let db = db.clone();
     actix_web::web::block(move || -> Result<T, DbError> {
-        let mut conn = db.get()?;
+        let mut conn = match wait {
+            Some(wait) => db.get_timeout(wait)?,
+            None => db.get()?,
+        };
         work(&mut conn)
     })
     .await

@@ -15,7 +15,7 @@ use super::{mask_key, Account, Cooldown, KeyState, PoolKey, PoolShared, PoolSnap
 use crate::db::models::{account_key, is_own_account, is_upstream_account, CooldownRow, KeyRow, NewKey};
 use crate::db::notify::Changed;
 use crate::db::queries::{cooldowns_q, keys};
-use crate::db::{now_ms, DbError, DbPool};
+use crate::db::{now_ms, DbConn, DbError, DbPool, CONNECT_WAIT};
 
 pub struct PoolActor {
     db: DbPool,
@@ -50,10 +50,6 @@ struct Unsaved {
     reason: String,
     at: i64,
 }
-
-/// How long the actor waits for a database connection before it keeps a
-/// write for later (it must not sit for long on a database that is down).
-const DB_WAIT: Duration = Duration::from_secs(2);
 
 /// How often keys' call counts and last use are written to the database.
 const USAGE_WRITE_INTERVAL: Duration = Duration::from_secs(10);
@@ -219,7 +215,7 @@ impl PoolActor {
             return;
         }
         let sent =
-            self.db.get_timeout(DB_WAIT).map_err(DbError::from).and_then(|mut c| {
+            self.db.get_timeout(CONNECT_WAIT).map_err(DbError::from).and_then(|mut c| {
                 crate::db::notify::notify(&mut c, instance, &change).map_err(DbError::from)
             });
         Self::log_db("notify the other instances", sent);
@@ -284,7 +280,7 @@ impl PoolActor {
             changed.iter().map(|(k, _, delta, last)| (k.id, *delta, *last)).collect();
         let written = self
             .db
-            .get_timeout(DB_WAIT)
+            .get_timeout(CONNECT_WAIT)
             .map_err(DbError::from)
             .and_then(|mut conn| keys::add_usage(&mut conn, &rows));
         match written {
@@ -305,7 +301,7 @@ impl PoolActor {
         if self.unsaved.is_empty() {
             return Changed::default();
         }
-        let Ok(mut conn) = self.db.get_timeout(DB_WAIT) else { return Changed::default() };
+        let Ok(mut conn) = self.db.get_timeout(CONNECT_WAIT) else { return Changed::default() };
         self.unsaved.retain(|id, u| {
             let kept = keys::set_state(&mut conn, *id, u.state.as_str(), Some(&u.reason), u.at)
                 .inspect_err(|e| log::error!("pool: persist a kept key state: {e}"))
@@ -319,6 +315,16 @@ impl PoolActor {
             log::info!("pool: {} key states kept while the database was down are written", written.len());
         }
         Changed::keys(written)
+    }
+
+    /// A write on a key event's connection, if it has one (its absence was
+    /// said once, when the connection could not be had).
+    fn write<T>(
+        conn: &mut Option<DbConn>,
+        what: &str,
+        work: impl FnOnce(&mut crate::db::AnyConn) -> Result<T, DbError>,
+    ) -> Option<T> {
+        Self::log_db(what, work(conn.as_deref_mut()?))
     }
 
     fn log_db<T>(what: &str, r: Result<T, DbError>) -> Option<T> {
@@ -403,7 +409,15 @@ impl PoolActor {
             self.publish_soon(ctx);
         }
         let now = now_ms();
-        let demote = |conn: Option<&mut crate::db::AnyConn>,
+        // Without a connection (the database is down) the writes below are
+        // skipped; what must not be lost (a key found invalid or broke)
+        // waits in `unsaved` for the next tick.
+        let mut conn = self
+            .db
+            .get_timeout(CONNECT_WAIT)
+            .inspect_err(|e| log::error!("pool: no database connection, key states are kept for later: {e}"))
+            .ok();
+        let demote = |conn: &mut Option<DbConn>,
                       unsaved: &mut BTreeMap<i64, Unsaved>,
                       state: KeyState,
                       reason: &str| {
@@ -413,49 +427,25 @@ impl PoolActor {
             if key.state() == KeyState::Disabled {
                 return;
             }
-            let written = conn.map(|c| keys::set_state(c, key.id, state.as_str(), Some(reason), now));
-            if Self::log_db("persist state", written.unwrap_or(Err(DbError::Setup("no connection".into()))))
-                .is_none()
-            {
+            let written = Self::write(conn, "persist state", |c| {
+                keys::set_state(c, key.id, state.as_str(), Some(reason), now)
+            });
+            if written.is_none() {
                 unsaved.insert(key.id, Unsaved { state, reason: reason.to_string(), at: now });
-            }
-        };
-        let mut conn = match self.db.get_timeout(DB_WAIT) {
-            Ok(conn) => conn,
-            Err(e) => {
-                // The database is down: what must not be lost (a key found
-                // invalid or broke) waits in memory for the next tick.
-                log::error!("pool: no database connection, the key's state is kept for later: {e}");
-                match msg.kind {
-                    KeyEventKind::Invalid(reason) => {
-                        demote(None, &mut self.unsaved, KeyState::Invalid, &reason)
-                    }
-                    KeyEventKind::Exhausted(reason) => {
-                        demote(None, &mut self.unsaved, KeyState::Exhausted, &reason);
-                        if key.needs_trial() {
-                            self.queue_trial_from(key.id, now);
-                        }
-                    }
-                    KeyEventKind::TrialSucceeded
-                    | KeyEventKind::TrialFailed(_)
-                    | KeyEventKind::TrialInconclusive => key.end_trial(),
-                    KeyEventKind::RateLimited { .. } | KeyEventKind::Error(_) => {}
-                }
-                return;
             }
         };
         match msg.kind {
             KeyEventKind::Invalid(reason) => {
                 log::warn!("key {} is invalid: {reason}", key.masked);
-                demote(Some(&mut conn), &mut self.unsaved, KeyState::Invalid, &reason);
+                demote(&mut conn, &mut self.unsaved, KeyState::Invalid, &reason);
             }
             KeyEventKind::Exhausted(reason) => {
                 log::warn!("key {} has no balance: {reason}", key.masked);
-                demote(Some(&mut conn), &mut self.unsaved, KeyState::Exhausted, &reason);
+                demote(&mut conn, &mut self.unsaved, KeyState::Exhausted, &reason);
                 if key.balance().is_some() {
                     // A balance that can be read is zero now; an unknown one stays unknown.
                     key.set_balance(Some(0.0));
-                    Self::log_db("persist balance", keys::set_balance(&mut conn, key.id, 0.0));
+                    Self::write(&mut conn, "persist balance", |c| keys::set_balance(c, key.id, 0.0));
                 }
                 if key.needs_trial() {
                     self.queue_trial_from(key.id, now);
@@ -475,11 +465,11 @@ impl PoolActor {
                     strikes: cooldown.strikes.min(i32::MAX as u32) as i32,
                     reason: Some(reason.clone()),
                 };
-                Self::log_db("persist cooldown", cooldowns_q::upsert(&mut conn, &row));
-                Self::log_db("persist error", keys::set_error(&mut conn, key.id, &reason));
+                Self::write(&mut conn, "persist cooldown", |c| cooldowns_q::upsert(c, &row));
+                Self::write(&mut conn, "persist error", |c| keys::set_error(c, key.id, &reason));
             }
             KeyEventKind::Error(reason) => {
-                Self::log_db("persist error", keys::set_error(&mut conn, key.id, &reason));
+                Self::write(&mut conn, "persist error", |c| keys::set_error(c, key.id, &reason));
             }
             KeyEventKind::TrialSucceeded => {
                 key.end_trial();
@@ -498,34 +488,18 @@ impl PoolActor {
                 for k in back {
                     log::info!("key {} serves again: its trial call succeeded", k.masked);
                     if k.state() == KeyState::Active {
-                        Self::log_db(
-                            "persist revival",
-                            keys::set_state_checked(
-                                &mut conn,
-                                k.id,
-                                KeyState::Active.as_str(),
-                                true,
-                                None,
-                                now,
-                            ),
-                        );
+                        Self::write(&mut conn, "persist revival", |c| {
+                            keys::set_state_checked(c, k.id, KeyState::Active.as_str(), true, None, now)
+                        });
                     }
                 }
             }
             KeyEventKind::TrialFailed(reason) => {
                 key.end_trial();
                 log::info!("key {} still has no balance: {reason}", key.masked);
-                Self::log_db(
-                    "persist trial",
-                    keys::set_state_checked(
-                        &mut conn,
-                        key.id,
-                        key.state().as_str(),
-                        false,
-                        Some(&reason),
-                        now,
-                    ),
-                );
+                Self::write(&mut conn, "persist trial", |c| {
+                    keys::set_state_checked(c, key.id, key.state().as_str(), false, Some(&reason), now)
+                });
                 if key.needs_trial() {
                     self.queue_trial_from(key.id, now);
                 }
@@ -1026,7 +1000,6 @@ mod tests {
     }
 }
 
-/// Answers once every message queued before it has been handled.
 /// Who leads among the instances on one database (see `offer_due_trials`).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -1057,7 +1030,7 @@ impl Handler<Reload> for PoolActor {
         let written = self.persist_unsaved();
         self.notify_others(written);
         let change = msg.0;
-        let mut conn = self.db.get_timeout(DB_WAIT)?;
+        let mut conn = self.db.get_timeout(CONNECT_WAIT)?;
         let rows = if change.all {
             keys::all(&mut conn)?
         } else if change.keys.is_empty() {
@@ -1155,6 +1128,7 @@ impl Handler<TellOthers> for PoolActor {
     }
 }
 
+/// Answers once every message queued before it has been handled.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain;
