@@ -114,6 +114,25 @@ struct DayUsage {
     tokens: u64,
 }
 
+impl DayUsage {
+    /// (requests, tokens) on `today`; nothing if these counts are of another day.
+    fn of(&self, today: i64) -> (u64, u64) {
+        if self.day == today {
+            (self.requests, self.tokens)
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// The counts of `today`, started afresh if these are of another day.
+    fn on(&mut self, today: i64) -> &mut Self {
+        if self.day != today {
+            *self = DayUsage { day: today, requests: 0, tokens: 0 };
+        }
+        self
+    }
+}
+
 #[derive(Debug)]
 pub struct Client {
     pub id: i64,
@@ -196,7 +215,7 @@ impl Client {
             // log has its calls), so no lock shared by every request.
             return Ok(());
         }
-        self.usable(now_ms)?;
+        // (Disabled and expired keys were refused when the key was checked.)
         if !model.is_empty() && !self.allows_model(model) {
             return Err(Refusal::Model(format!(
                 "the model {:?} is not available to this key (client {:?}); it may use: {}",
@@ -206,32 +225,27 @@ impl Client {
             )));
         }
         let today = day_of(now_ms, tz);
-        let next_day = || secs_to_next_day(now_ms, tz);
+        let next_day = secs_to_next_day(now_ms, tz);
         let (other_requests, other_tokens) = self.others(today);
-        let mut day = self.usage.day.lock().unwrap_or_else(|e| e.into_inner());
-        if day.day != today {
-            *day = DayUsage { day: today, requests: 0, tokens: 0 };
-        }
+        let mut guard = self.usage.day.lock().unwrap_or_else(|e| e.into_inner());
+        let day = guard.on(today);
         let (requests, tokens) = (day.requests + other_requests, day.tokens + other_tokens);
         if let Some(max) = self.daily_requests.filter(|max| requests >= *max) {
             return Err(Refusal::Limit {
                 message: format!(
-                    "client {:?} has used its {max} requests for today (daily_requests); the day ends in {} s",
+                    "client {:?} has used its {max} requests for today (daily_requests); the day ends in {next_day} s",
                     &*self.name,
-                    next_day()
                 ),
-                retry_after_secs: next_day(),
+                retry_after_secs: next_day,
             });
         }
         if let Some(max) = self.daily_tokens.filter(|max| tokens >= *max) {
             return Err(Refusal::Limit {
                 message: format!(
-                    "client {:?} has used its {max} tokens for today (daily_tokens: {} used); the day ends in {} s",
+                    "client {:?} has used its {max} tokens for today (daily_tokens: {tokens} used); the day ends in {next_day} s",
                     &*self.name,
-                    tokens,
-                    next_day()
                 ),
-                retry_after_secs: next_day(),
+                retry_after_secs: next_day,
             });
         }
         if let Some(rpm) = self.rpm {
@@ -250,14 +264,13 @@ impl Client {
         loop {
             let tat = current.max(now);
             if tat - now > tolerance {
-                let wait_us = tat - now - tolerance;
+                let wait_secs = ((tat - now - tolerance + 999_999) / 1_000_000).max(1) as u64;
                 return Err(Refusal::Limit {
                     message: format!(
-                        "client {:?} is over its limit of {rpm} requests per minute (rpm); try again in {} s",
+                        "client {:?} is over its limit of {rpm} requests per minute (rpm); try again in {wait_secs} s",
                         &*self.name,
-                        (wait_us + 999_999) / 1_000_000
                     ),
-                    retry_after_secs: ((wait_us + 999_999) / 1_000_000).max(1) as u64,
+                    retry_after_secs: wait_secs,
                 });
             }
             match self.usage.tat_us.compare_exchange_weak(
@@ -277,32 +290,18 @@ impl Client {
         if tokens == 0 || self.id == 0 {
             return;
         }
-        let today = day_of(now_ms, tz);
         let mut day = self.usage.day.lock().unwrap_or_else(|e| e.into_inner());
-        if day.day != today {
-            *day = DayUsage { day: today, requests: 0, tokens: 0 };
-        }
-        day.tokens += tokens;
+        day.on(day_of(now_ms, tz)).tokens += tokens;
     }
 
     /// What the other instances counted on `today`.
     fn others(&self, today: i64) -> (u64, u64) {
-        let o = self.usage.others.lock().unwrap_or_else(|e| e.into_inner());
-        if o.day == today {
-            (o.requests, o.tokens)
-        } else {
-            (0, 0)
-        }
+        self.usage.others.lock().unwrap_or_else(|e| e.into_inner()).of(today)
     }
 
     /// This instance's own count of today: (requests, tokens).
     fn own(&self, today: i64) -> (u64, u64) {
-        let day = self.usage.day.lock().unwrap_or_else(|e| e.into_inner());
-        if day.day == today {
-            (day.requests, day.tokens)
-        } else {
-            (0, 0)
-        }
+        self.usage.day.lock().unwrap_or_else(|e| e.into_inner()).of(today)
     }
 
     /// (requests, tokens) today, on every instance.
@@ -411,7 +410,7 @@ impl ClientKeys {
 
     /// Reads every client again (after a change).
     pub fn reload(&self, db: &DbPool) -> Result<(), DbError> {
-        let mut conn = db.get_timeout(std::time::Duration::from_secs(2))?;
+        let mut conn = db.get_timeout(crate::db::CONNECT_WAIT)?;
         self.reload_from(&mut conn)
     }
 
@@ -435,6 +434,45 @@ impl ClientKeys {
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
     }
+}
+
+/// With several instances on one database: publishes this instance's counts
+/// every second (and once more when `alive()` turns false, at a shutdown)
+/// and takes the others', on a thread of its own.
+pub fn share_usage(
+    keys: Arc<ClientKeys>,
+    db: DbPool,
+    instance: String,
+    alive: impl Fn() -> bool + Send + 'static,
+) -> std::io::Result<()> {
+    std::thread::Builder::new().name("client-usage".into()).spawn(move || {
+        // Said once per outage, not every second.
+        let mut failing = false;
+        loop {
+            let last = !alive();
+            let synced = db
+                .get_timeout(crate::db::CONNECT_WAIT)
+                .map_err(DbError::from)
+                .and_then(|mut conn| keys.sync_usage(&mut conn, &instance, crate::db::now_ms()));
+            match synced {
+                Ok(()) if failing => {
+                    log::info!("client usage: shared with the other instances again");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    log::warn!("client usage: cannot share with the other instances ({e}); each counts its own until the database is back");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+            if last {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    })?;
+    Ok(())
 }
 
 /// The stored model list: a JSON array of entries.

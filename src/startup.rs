@@ -111,34 +111,9 @@ impl Application {
             )?;
             // Client limits across instances: each publishes its counts of
             // today every second and takes the others'.
-            let (alive, keys, usage_db, me) =
-                (pool_addr.clone(), clients.clone(), db.clone(), instance.clone());
-            std::thread::Builder::new().name("client-usage".into()).spawn(move || {
-                let mut failing = false;
-                loop {
-                    let last = !alive.connected();
-                    let synced = usage_db
-                        .get_timeout(Duration::from_secs(2))
-                        .map_err(db::DbError::from)
-                        .and_then(|mut conn| keys.sync_usage(&mut conn, &me, db::now_ms()));
-                    match synced {
-                        Ok(()) if failing => {
-                            log::info!("client usage: shared with the other instances again");
-                            failing = false;
-                        }
-                        Ok(()) => {}
-                        Err(e) if !failing => {
-                            log::warn!("client usage: cannot share with the other instances ({e}); each counts its own until the database is back");
-                            failing = true;
-                        }
-                        Err(_) => {}
-                    }
-                    // One last publication after the pool has stopped (a shutdown).
-                    if last {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_secs(1));
-                }
+            let alive = pool_addr.clone();
+            crate::clients::share_usage(clients.clone(), db.clone(), instance.clone(), move || {
+                alive.connected()
             })?;
         }
         // One instance of those sharing a PostgreSQL database runs the scheduled jobs.

@@ -72,10 +72,27 @@ fn identify(req: &HttpRequest, state: &AppState) -> Result<Option<Arc<Client>>, 
     };
     match client.usable(crate::db::now_ms()) {
         Ok(()) => Ok(Some(client)),
-        Err(Refusal::Unauthorized(why)) => {
-            Err(ProxyError::new(ErrorKind::Authentication, format!("Invalid API key: {why}")))
+        Err(r) => Err(refusal(&client, r)),
+    }
+}
+
+/// A client rule's refusal in the caller's terms: 401, 403, or 429 with
+/// `Retry-After`.
+fn refusal(client: &Client, r: Refusal) -> ProxyError {
+    match r {
+        Refusal::Unauthorized(why) => {
+            ProxyError::new(ErrorKind::Authentication, format!("Invalid API key: {why}"))
         }
-        Err(_) => Err(ProxyError::new(ErrorKind::Authentication, "Invalid API key")),
+        Refusal::Model(message) => {
+            log::info!("client {:?} refused: {message}", &*client.name);
+            ProxyError::new(ErrorKind::Forbidden, message)
+        }
+        Refusal::Limit { message, retry_after_secs } => {
+            log::debug!("client {:?} refused: {message}", &*client.name);
+            let mut e = ProxyError::new(ErrorKind::RateLimited, message);
+            e.retry_after_secs = Some(retry_after_secs);
+            e
+        }
     }
 }
 
@@ -110,21 +127,7 @@ pub async fn require_client_key(
 /// An admitted call is counted.
 pub fn admit(client: Option<&Arc<Client>>, model: &str, tz: &chrono::FixedOffset) -> Result<(), ProxyError> {
     let Some(client) = client else { return Ok(()) };
-    client.admit(model, crate::db::now_ms(), tz).map_err(|r| match r {
-        Refusal::Unauthorized(why) => {
-            ProxyError::new(ErrorKind::Authentication, format!("Invalid API key: {why}"))
-        }
-        Refusal::Model(message) => {
-            log::info!("client {:?} refused: {message}", &*client.name);
-            ProxyError::new(ErrorKind::Forbidden, message)
-        }
-        Refusal::Limit { message, retry_after_secs } => {
-            log::debug!("client {:?} refused: {message}", &*client.name);
-            let mut e = ProxyError::new(ErrorKind::RateLimited, message);
-            e.retry_after_secs = Some(retry_after_secs);
-            e
-        }
-    })
+    client.admit(model, crate::db::now_ms(), tz).map_err(|r| refusal(client, r))
 }
 
 #[cfg(test)]

@@ -241,16 +241,16 @@ pub fn multipart_field(body: &[u8], name: &str) -> Option<String> {
 pub async fn dispatch(
     req: &HttpRequest,
     out: Outgoing,
-    mut pending: Pending,
+    pending: Pending,
     state: &AppState,
     upstream: &Upstream,
 ) -> HttpResponse {
     let dialect = out.dialect;
     // The caller's own rules first: a refused call goes nowhere and costs nothing.
-    if let Err(e) = super::auth::admit(pending.client.as_ref(), &out.model, &state.config.timezone) {
-        pending.discard();
-        return e.response(dialect);
-    }
+    let mut pending = match pending.admit(&out.model, dialect) {
+        Ok(p) => p,
+        Err(answer) => return answer,
+    };
     pending.model = out.model.clone();
     pending.stream = out.stream;
     // Cooldowns are per model; calls without one (model lists, batch reads)

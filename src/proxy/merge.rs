@@ -78,11 +78,10 @@ pub async fn merged(
     kind: ListKind,
     upstream_path: &'static str,
 ) -> HttpResponse {
-    let mut pending = Pending::new(&state, &req);
-    if let Err(e) = super::auth::admit(pending.client.as_ref(), "", &state.config.timezone) {
-        pending.discard();
-        return e.response(Dialect::OpenAi);
-    }
+    let mut pending = match Pending::new(&state, &req).admit("", Dialect::OpenAi) {
+        Ok(p) => p,
+        Err(answer) => return answer,
+    };
     let keys = one_key_per_account(&state.pool.snapshot().keys);
     if keys.is_empty() {
         let e = ProxyError::new(ErrorKind::Unavailable, "No usable API key in the pool to list with");

@@ -73,13 +73,11 @@ async fn models(
     state: web::Data<crate::state::AppState>,
     upstream: web::Data<crate::state::Upstream>,
 ) -> HttpResponse {
-    let Some(client) = auth::caller(&req).filter(|c| c.models.is_some()) else {
-        return all_models(req, payload, state, upstream).await;
-    };
+    let client = auth::caller(&req).filter(|c| c.models.is_some());
     let resp = all_models(req, payload, state, upstream).await;
-    if resp.status() != actix_web::http::StatusCode::OK {
+    let Some(client) = client.filter(|_| resp.status() == actix_web::http::StatusCode::OK) else {
         return resp;
-    }
+    };
     let mut answer = HttpResponse::build(resp.status());
     for (name, value) in resp.headers() {
         if name != actix_web::http::header::CONTENT_LENGTH

@@ -66,11 +66,22 @@ impl Pending {
         self.send(usage, aborted);
     }
 
-    /// A call refused before it went anywhere (the client's own rules): no
-    /// row, since nothing was used; the metrics and the log say it.
-    pub fn discard(mut self) {
-        self.sent = true;
-        self.sink.closed();
+    /// The caller's own rules for this call, naming `model` (empty: none).
+    /// A refused call went nowhere and used nothing: it leaves no row, and
+    /// the answer to send comes back as the error.
+    pub fn admit(
+        mut self,
+        model: &str,
+        dialect: super::errors::Dialect,
+    ) -> Result<Self, actix_web::HttpResponse> {
+        match super::auth::admit(self.client.as_ref(), model, &self.tz) {
+            Ok(()) => Ok(self),
+            Err(e) => {
+                self.sent = true;
+                self.sink.closed();
+                Err(e.response(dialect))
+            }
+        }
     }
 
     fn send(&mut self, usage: Usage, aborted: bool) {

@@ -13,11 +13,10 @@ use crate::pool::totals::totals;
 use crate::state::AppState;
 
 pub async fn user_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let mut pending = Pending::new(&state, &req);
-    if let Err(e) = super::auth::admit(pending.client.as_ref(), "", &state.config.timezone) {
-        pending.discard();
-        return e.response(Dialect::OpenAi);
-    }
+    let mut pending = match Pending::new(&state, &req).admit("", Dialect::OpenAi) {
+        Ok(p) => p,
+        Err(answer) => return answer,
+    };
     let rows = match crate::db::run(&state.db, keys::all).await {
         Ok(r) => r,
         Err(e) => {
