@@ -19,6 +19,8 @@ pub struct Config {
     pub client_api_keys: Vec<String>,
     pub admin_username: String,
     pub admin_password: Option<String>,
+    /// When set, `/metrics` needs `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
     /// `None` disables the periodic refresh.
     pub auto_refresh_interval: Option<Duration>,
     pub invalid_recheck_interval: Duration,
@@ -168,6 +170,7 @@ impl Config {
             client_api_keys,
             admin_username: get("ADMIN_USERNAME").unwrap_or_else(|| "admin".to_string()),
             admin_password: get("ADMIN_PASSWORD"),
+            metrics_token: get("METRICS_TOKEN").map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
             auto_refresh_interval: (refresh > 0).then(|| Duration::from_secs(refresh)),
             invalid_recheck_interval: Duration::from_secs(positive("INVALID_RECHECK_INTERVAL", 86_400)?),
             exhausted_retry_interval: match num("EXHAUSTED_RETRY_INTERVAL", 3600)? {

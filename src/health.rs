@@ -82,3 +82,45 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let mut answer = if unhealthy { HttpResponse::ServiceUnavailable() } else { HttpResponse::Ok() };
     answer.insert_header(("Cache-Control", "no-store")).json(body)
 }
+
+/// `GET /metrics`: Prometheus text format. Open (it holds no secret) unless
+/// `METRICS_TOKEN` is set; then `Authorization: Bearer <token>`, compared in
+/// constant time.
+pub async fn metrics(req: actix_web::HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(token) = &state.config.metrics_token {
+        use subtle::ConstantTimeEq;
+        let presented = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        if !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+            return HttpResponse::Unauthorized()
+                .insert_header(("WWW-Authenticate", "Bearer realm=\"metrics\""))
+                .json(json!({"error": "/metrics needs Authorization: Bearer <METRICS_TOKEN>"}));
+        }
+    }
+    let now = now_ms();
+    let keys = state.pool.counts(now);
+    let gauges = crate::metrics::PoolGauges {
+        active: keys.active,
+        cooling: keys.cooling,
+        exhausted: keys.exhausted,
+        invalid: keys.invalid,
+        disabled: keys.disabled,
+        cooldowns: state.pool.active_cooldowns(now),
+        log_queue: state.log.queued(),
+    };
+    match state.metrics.render(gauges) {
+        Ok(text) => HttpResponse::Ok()
+            .insert_header(("Cache-Control", "no-store"))
+            .content_type(crate::metrics::Metrics::content_type())
+            .body(text),
+        Err(e) => {
+            log::error!("metrics: {e}");
+            HttpResponse::InternalServerError().json(json!({"error": format!("metrics: {e}")}))
+        }
+    }
+}

@@ -8,6 +8,7 @@ pub mod config;
 pub mod credentials;
 pub mod db;
 pub mod health;
+pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod proxy;

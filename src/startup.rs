@@ -27,6 +27,8 @@ pub enum StartupError {
     Db(#[from] DbError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 pub struct Application {
@@ -126,18 +128,19 @@ impl Application {
             }
             None => crate::db::leader::Leadership::alone(),
         };
-        let (log_db, batch, interval, keep, jobs) = (
-            db.clone(),
-            config.log_batch_size,
-            config.log_flush_interval,
-            config.log_retention,
-            leadership.clone(),
-        );
+        let (log_db, jobs) = (db.clone(), leadership.clone());
+        let settings = crate::db::log_writer::WriterSettings {
+            batch_size: config.log_batch_size,
+            interval: config.log_flush_interval,
+            retention: config.log_retention,
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::new(most_used_models(&db))?);
+        let writer_metrics = metrics.clone();
         let (log_tx, log_rx) = std::sync::mpsc::channel();
         let log_counters = crate::db::log_writer::LogCounters::new(config.log_queue_max);
         let writer_counters = log_counters.clone();
         let log_writer = LogWriter::start_in_arbiter(&log_arbiter.handle(), move |_| {
-            LogWriter::new(log_db, log_rx, writer_counters, batch, interval, keep, jobs)
+            LogWriter::new(log_db, log_rx, writer_counters, writer_metrics, settings, jobs)
         });
         let refresh_status = Arc::new(ArcSwap::from_pointee(RefreshStatus::default()));
         pool_addr.do_send(crate::pool::actor::SetLeadership(leadership.clone()));
@@ -172,13 +175,20 @@ impl Application {
             pool_actor: pool_addr,
             refresher,
             refresh_status,
-            log: LogSink::new(log_writer.clone(), log_tx, log_counters, config.log_batch_size),
+            log: LogSink::new(
+                log_writer.clone(),
+                log_tx,
+                log_counters,
+                config.log_batch_size,
+                metrics.clone(),
+            ),
             log_writer,
             db,
             admin,
             login_throttle: Throttle::new(config.login_max_failures),
             clients,
             leadership,
+            metrics,
         });
         let port = listener.local_addr()?.port();
         let server_state = state.clone();
@@ -207,6 +217,7 @@ impl Application {
                     .into()
                 }))
                 .route("/health", web::get().to(crate::health::health))
+                .route("/metrics", web::get().to(crate::health::metrics))
                 .configure(crate::proxy::configure)
                 .configure(crate::admin::configure)
         })
@@ -297,6 +308,25 @@ impl Application {
 }
 
 #[cfg(unix)]
+/// The models most used successfully in the last 30 days, most first: they
+/// get their own metrics label from the start. Empty if the database cannot
+/// say (the labels then fill as models are served).
+fn most_used_models(db: &db::DbPool) -> Vec<String> {
+    let Ok(mut conn) = db.get_timeout(db::CONNECT_WAIT) else { return Vec::new() };
+    let hour = db::now_ms().div_euclid(3_600_000);
+    match db::queries::stats::by_model(&mut conn, hour - 30 * 24, hour + 1) {
+        Ok(mut rows) => {
+            rows.retain(|(_, a)| a.calls > a.errors);
+            rows.sort_by_key(|(_, a)| std::cmp::Reverse(a.calls - a.errors));
+            rows.into_iter().map(|(m, _)| m).take(crate::metrics::MAX_MODELS).collect()
+        }
+        Err(e) => {
+            log::warn!("metrics: could not read the most used models: {e}");
+            Vec::new()
+        }
+    }
+}
+
 async fn wait_for_stop_signal() {
     use actix_rt::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {

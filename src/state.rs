@@ -29,6 +29,8 @@ pub struct AppState {
     pub clients: Arc<crate::clients::ClientKeys>,
     /// Whether this instance runs the scheduled jobs (always, with SQLite).
     pub leadership: crate::db::leader::Leadership,
+    /// What `/metrics` reports.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The upstream HTTP client. awc clients are not `Send`, so each worker

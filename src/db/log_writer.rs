@@ -84,6 +84,8 @@ struct SinkInner {
     tx: Sender<NewLog>,
     counters: Arc<LogCounters>,
     batch: usize,
+    /// A row the full queue drops is still a call answered.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl LogSink {
@@ -93,8 +95,9 @@ impl LogSink {
         tx: Sender<NewLog>,
         counters: Arc<LogCounters>,
         batch: usize,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
-        LogSink(Arc::new(SinkInner { writer, tx, counters, batch: batch.max(1) }))
+        LogSink(Arc::new(SinkInner { writer, tx, counters, batch: batch.max(1), metrics }))
     }
 
     pub fn push(&self, row: NewLog) {
@@ -108,6 +111,7 @@ impl LogSink {
             // time. Counted (the writer says so in the log, /health shows it).
             c.queued.fetch_sub(1, Ordering::AcqRel);
             c.dropped.fetch_add(1, Ordering::AcqRel);
+            sink.metrics.dropped(&row);
             return;
         }
         match sink.tx.send(row) {
@@ -121,6 +125,7 @@ impl LogSink {
             Err(e) => {
                 c.queued.fetch_sub(1, Ordering::AcqRel);
                 c.dropped.fetch_add(1, Ordering::AcqRel);
+                sink.metrics.dropped(&e.0);
                 log::error!("request log row lost: the log writer has stopped ({e})")
             }
         }
@@ -128,6 +133,10 @@ impl LogSink {
 
     pub fn counters(&self) -> &LogCounters {
         &self.0.counters
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.0.metrics
     }
 
     pub fn open_requests(&self) -> usize {
@@ -154,6 +163,8 @@ pub struct LogWriter {
     /// they are drained on the timer, or when a batch's worth is queued.
     rx: Receiver<NewLog>,
     counters: Arc<LogCounters>,
+    /// Each row is counted here as it comes in (off the request path).
+    metrics: Arc<crate::metrics::Metrics>,
     buffer: Vec<NewLog>,
     batch_size: usize,
     interval: Duration,
@@ -178,6 +189,15 @@ pub struct LogWriter {
     last_trim: Instant,
 }
 
+/// How the log writer writes: rows per batch, the longest a row waits, and
+/// how long rows are kept (`None`: for ever).
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    pub batch_size: usize,
+    pub interval: Duration,
+    pub retention: Option<Duration>,
+}
+
 /// How often retention and session clean-up run.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 /// How often the writer looks at the number of open requests, to hand freed
@@ -195,15 +215,16 @@ impl LogWriter {
         db: DbPool,
         queue: Receiver<NewLog>,
         counters: Arc<LogCounters>,
-        batch_size: usize,
-        interval: Duration,
-        retention: Option<Duration>,
+        metrics: Arc<crate::metrics::Metrics>,
+        settings: WriterSettings,
         leadership: super::leader::Leadership,
     ) -> Self {
+        let WriterSettings { batch_size, interval, retention } = settings;
         LogWriter {
             db,
             rx: queue,
             counters,
+            metrics,
             buffer: Vec::with_capacity(batch_size),
             batch_size,
             interval,
@@ -245,7 +266,10 @@ impl LogWriter {
     }
 
     fn drain(&mut self) {
-        self.buffer.extend(self.rx.try_iter());
+        for row in self.rx.try_iter() {
+            self.metrics.observe(&row);
+            self.buffer.push(row);
+        }
         let dropped = self.counters.dropped();
         if dropped > self.reported_dropped {
             log::error!(
@@ -388,6 +412,7 @@ impl Handler<Record> for LogWriter {
     type Result = ();
 
     fn handle(&mut self, msg: Record, _: &mut Context<Self>) {
+        self.metrics.observe(&msg.0);
         self.counters.queued.fetch_add(1, Ordering::AcqRel);
         self.buffer.push(msg.0);
         if self.buffer.len() >= self.batch_size {
@@ -451,9 +476,8 @@ mod tests {
             db.clone(),
             rx,
             counters,
-            100,
-            Duration::from_millis(10),
-            None,
+            Arc::new(crate::metrics::Metrics::new(Vec::new()).unwrap()),
+            WriterSettings { batch_size: 100, interval: Duration::from_millis(10), retention: None },
             crate::db::leader::Leadership::alone(),
         );
         (w, tx, db)

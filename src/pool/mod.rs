@@ -417,6 +417,17 @@ impl PoolShared {
         counts
     }
 
+    /// Cooldowns (an account and a model) running now, each account counted once.
+    pub fn active_cooldowns(&self, now_ms: i64) -> usize {
+        let snap = self.snapshot.load_full();
+        let mut seen = std::collections::HashSet::new();
+        snap.keys
+            .iter()
+            .filter(|k| seen.insert(Arc::as_ptr(&k.account)))
+            .map(|k| k.account.cooldowns.load().iter().filter(|c| c.until_ms > now_ms).count())
+            .sum()
+    }
+
     fn count(snap: &PoolSnapshot, now_ms: i64) -> StateCounts {
         let mut c = StateCounts { total: snap.keys.len(), ..Default::default() };
         for k in &snap.keys {

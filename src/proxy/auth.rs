@@ -110,6 +110,7 @@ pub async fn require_client_key(
         }
         Ok(None) => {}
         Err(e) => {
+            state.metrics.refused(crate::metrics::Refused::Unauthorized);
             let dialect = Dialect::for_path(req.path());
             let mut resp = e.response(dialect);
             if has_body(req.request()) {

@@ -40,6 +40,18 @@ pub fn classify(status: u16, body: &[u8]) -> Verdict {
     }
 }
 
+/// What a failed attempt (a status `may_fail_over` accepts) counts as.
+pub fn outcome(status: u16, body: &[u8]) -> crate::metrics::Outcome {
+    use crate::metrics::Outcome;
+    match classify(status, body) {
+        Verdict::KeyInvalid => Outcome::Invalid,
+        Verdict::KeyExhausted => Outcome::Exhausted,
+        Verdict::RateLimited => Outcome::RateLimited,
+        Verdict::ModelForbidden => Outcome::Forbidden,
+        Verdict::Transient => Outcome::ServerError,
+    }
+}
+
 /// What one failed attempt (a status `may_fail_over` accepts) does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failed {

@@ -13,11 +13,12 @@ use serde::Deserialize;
 
 use super::affinity::{self, ResourceKind};
 use super::errors::{snippet, Dialect, ErrorKind, ProxyError};
-use super::failover::{after_failure, may_fail_over, Failed, LastAnswer};
+use super::failover::{self, after_failure, may_fail_over, Failed, LastAnswer};
 use super::headers::{content_length, downstream_headers, upstream_headers};
 use super::record::{Pending, TeeBody};
 use super::usage::{Usage, UsageMeter};
 use crate::db::now_ms;
+use crate::metrics::Outcome;
 use crate::pool::actor::{KeyEvent, KeyEventKind};
 use crate::pool::{KeyState, NoKey, Picked, PoolKey};
 use crate::state::{AppState, Upstream};
@@ -288,31 +289,39 @@ pub async fn dispatch(
             },
         };
         tried.push(key.id);
+        if pending.attempts > 0 {
+            state.metrics.failover();
+        }
         pending.attempts += 1;
         pending.key = Some(key.clone());
 
         let mut resp = match send(req, &out.path, &key, &mut body, upstream).await {
             Ok(r) => r,
-            Err(e) => match after_send_error(e, state.config.response_timeout) {
-                SendFailed::TryAnother(reason) => {
-                    log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
-                    let kind = KeyEventKind::Error(reason.clone());
-                    state.pool_actor.do_send(KeyEvent { key_id: key.id, kind });
-                    failure = Some(Failure::Connect(reason));
-                    continue;
+            Err(e) => {
+                let failed = after_send_error(e, state.config.response_timeout);
+                state.metrics.attempt(failed.outcome());
+                match failed {
+                    SendFailed::TryAnother(reason) => {
+                        log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
+                        let kind = KeyEventKind::Error(reason.clone());
+                        state.pool_actor.do_send(KeyEvent { key_id: key.id, kind });
+                        failure = Some(Failure::Connect(reason));
+                        continue;
+                    }
+                    SendFailed::KeyAnswer(reason) => {
+                        log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
+                        let kind = KeyEventKind::Error(reason.clone());
+                        state.pool_actor.do_send(KeyEvent { key_id: key.id, kind });
+                        return reject(pending, ProxyError::new(ErrorKind::BadGateway, reason), dialect);
+                    }
+                    SendFailed::Answer(e) => return reject(pending, e, dialect),
                 }
-                SendFailed::KeyAnswer(reason) => {
-                    log::warn!("attempt {} with key {} failed: {reason}", pending.attempts, key.masked);
-                    let kind = KeyEventKind::Error(reason.clone());
-                    state.pool_actor.do_send(KeyEvent { key_id: key.id, kind });
-                    return reject(pending, ProxyError::new(ErrorKind::BadGateway, reason), dialect);
-                }
-                SendFailed::Answer(e) => return reject(pending, e, dialect),
-            },
+            }
         };
         let status = resp.status();
         let code = status.as_u16();
         if !may_fail_over(code) {
+            state.metrics.attempt(Outcome::of_status(code));
             if let Some(t) = trial.take() {
                 if status.is_success() {
                     // Back at once for the next request; the actor persists it.
@@ -334,6 +343,7 @@ pub async fn dispatch(
         let err_body = redact(resp.body().limit(1 << 20).await.unwrap_or_default(), &key.secret, &key.masked);
         let reason = format!("{code}: {}", snippet(&err_body));
         let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok());
+        state.metrics.attempt(failover::outcome(code, &err_body));
         let decided = after_failure(code, &err_body, retry_after, trial.is_some());
         let kind = carry_out(&decided, &key, &mut trial, &model, &reason, state);
         let fail = match decided.answer {
@@ -420,6 +430,17 @@ enum SendFailed {
     KeyAnswer(String),
     /// The answer to give, the key not at fault.
     Answer(ProxyError),
+}
+
+impl SendFailed {
+    fn outcome(&self) -> Outcome {
+        match self {
+            SendFailed::TryAnother(_) | SendFailed::KeyAnswer(_) => Outcome::ConnectError,
+            SendFailed::Answer(e) if e.kind == ErrorKind::Timeout => Outcome::Timeout,
+            // The client's upload failed on the way.
+            SendFailed::Answer(_) => Outcome::ClientError,
+        }
+    }
 }
 
 fn after_send_error(e: awc::error::SendRequestError, timeout: std::time::Duration) -> SendFailed {

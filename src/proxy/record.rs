@@ -77,6 +77,13 @@ impl Pending {
         match super::auth::admit(self.client.as_ref(), model, &self.tz) {
             Ok(()) => Ok(self),
             Err(e) => {
+                use crate::metrics::Refused;
+                let why = match e.kind {
+                    super::errors::ErrorKind::Forbidden => Refused::Model,
+                    super::errors::ErrorKind::RateLimited => Refused::Limit,
+                    _ => Refused::Unauthorized,
+                };
+                self.sink.metrics().refused(why);
                 self.sent = true;
                 self.sink.closed();
                 Err(e.response(dialect))

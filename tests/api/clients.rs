@@ -423,9 +423,9 @@ async fn the_clients_page_creates_edits_rotates_disables_and_deletes() {
     assert!(app.clients().await.is_empty());
 
     // The logs page filters by client; the CSV has the column; the dashboard ranks clients.
+    app.flush_logs().await;
     let logs = page_text(&app.page("/admin/logs?client=alice", &cookie).await);
     assert!(logs.contains("<td class=\"nowrap\">alice</td>"), "{logs}");
-    app.flush_logs().await;
     let csv = page_text(&app.page("/admin/logs.csv?client=alice", &cookie).await);
     let lines: Vec<&str> = csv.lines().collect();
     assert!(lines[0].ends_with(",client"));

@@ -14,6 +14,7 @@ mod helpers;
 mod import;
 mod instances;
 mod layers;
+mod metrics;
 mod no_balance;
 mod processes;
 mod shutdown;

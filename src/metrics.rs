@@ -1,0 +1,402 @@
+//! `GET /metrics`: Prometheus text format, written by the `prometheus` crate.
+//!
+//! The request path does no label lookup. Each call's families (requests,
+//! durations, tokens, clients) are counted from its log row by the log
+//! writer's thread as it takes rows in (a row the full queue drops is counted
+//! by the request that dropped it), so they run a moment (at most the log
+//! flush interval) behind. On the request path there are only fixed counters:
+//! an attempt's outcome, a failover, a refusal, each one atomic add. The
+//! pool's state is read when Prometheus scrapes.
+//!
+//! Label values are bounded: endpoints are the routed ones (`other` for
+//! anything else), statuses are HTTP's, clients are the owner's, and models
+//! are the 50 most used at start (from the usage rollups) plus the first ones
+//! served successfully after, up to 50 in all; every other model is `other`.
+//! A model enters only once the upstream has served it (a 2xx), so callers
+//! cannot fill the list with names that do not exist.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::db::models::NewLog;
+
+/// How many models get their own label value.
+pub const MAX_MODELS: usize = 50;
+/// The label value of every model, endpoint or status past the bounds.
+pub const OTHER: &str = "other";
+/// The model label of a call that names none (a list, a batch read).
+pub const NO_MODEL: &str = "none";
+
+/// What one upstream attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 2xx.
+    Ok,
+    /// A 4xx that is the caller's (bad request, unknown model), or an upload
+    /// that failed on the way.
+    ClientError,
+    /// 401: the key is dead.
+    Invalid,
+    /// 402/403 code 30001: the account has no funds.
+    Exhausted,
+    /// 429.
+    RateLimited,
+    /// 403 other than 30001: this account may not use the model.
+    Forbidden,
+    /// 5xx.
+    ServerError,
+    /// No connection, or the connection failed.
+    ConnectError,
+    /// No answer within `UPSTREAM_TIMEOUT`.
+    Timeout,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Ok,
+        Outcome::ClientError,
+        Outcome::Invalid,
+        Outcome::Exhausted,
+        Outcome::RateLimited,
+        Outcome::Forbidden,
+        Outcome::ServerError,
+        Outcome::ConnectError,
+        Outcome::Timeout,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ClientError => "client_error",
+            Outcome::Invalid => "invalid",
+            Outcome::Exhausted => "exhausted",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Forbidden => "forbidden",
+            Outcome::ServerError => "server_error",
+            Outcome::ConnectError => "connect_error",
+            Outcome::Timeout => "timeout",
+        }
+    }
+
+    /// An answer that did not fail over: 2xx, the caller's 4xx, or a 5xx.
+    pub fn of_status(status: u16) -> Outcome {
+        match status {
+            200..=299 => Outcome::Ok,
+            500.. => Outcome::ServerError,
+            _ => Outcome::ClientError,
+        }
+    }
+}
+
+/// Why a call was refused before it went anywhere (it leaves no log row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No key, an unknown key, or a disabled or expired client's (401).
+    Unauthorized,
+    /// A model outside the client's list (403).
+    Model,
+    /// Over the client's rpm or a daily limit (429).
+    Limit,
+}
+
+impl Refused {
+    const ALL: [Refused; 3] = [Refused::Unauthorized, Refused::Model, Refused::Limit];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refused::Unauthorized => "unauthorized",
+            Refused::Model => "model_not_allowed",
+            Refused::Limit => "limit",
+        }
+    }
+}
+
+/// The pool as the scrape finds it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PoolGauges {
+    pub active: usize,
+    pub cooling: usize,
+    pub exhausted: usize,
+    pub invalid: usize,
+    pub disabled: usize,
+    pub cooldowns: usize,
+    pub log_queue: usize,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    ttfb: HistogramVec,
+    /// By `Outcome` (in `Outcome::ALL` order): resolved once, so counting is
+    /// one atomic add.
+    attempts: Vec<IntCounter>,
+    failovers: IntCounter,
+    tokens: IntCounterVec,
+    keys: IntGaugeVec,
+    cooldowns: IntGauge,
+    log_queue: IntGauge,
+    log_dropped: IntCounter,
+    client_requests: IntCounterVec,
+    client_tokens: IntCounterVec,
+    refused: Vec<IntCounter>,
+    /// Models with a label of their own.
+    models: Mutex<HashSet<String>>,
+}
+
+/// Seconds: from a fast embedding to a long video submission.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+fn name(n: &str) -> String {
+    format!("siliconflow_proxy_{n}")
+}
+
+impl Metrics {
+    /// Every family, registered; `top_models` (most used first) get their
+    /// own label value from the start.
+    pub fn new(top_models: Vec<String>) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C, prometheus::Error> {
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        }
+        let counter_vec = |n: &str, help: &str, labels: &[&str]| {
+            reg(&registry, IntCounterVec::new(Opts::new(name(n), help), labels)?)
+        };
+        let histogram = |n: &str, help: &str| {
+            let opts = HistogramOpts::new(name(n), help).buckets(LATENCY_BUCKETS.to_vec());
+            reg(&registry, HistogramVec::new(opts, &["endpoint"])?)
+        };
+        let requests = counter_vec(
+            "requests_total",
+            "Calls answered (each one log row), by endpoint, model and HTTP status.",
+            &["endpoint", "model", "status"],
+        )?;
+        let duration = histogram(
+            "request_duration_seconds",
+            "Time from a call's arrival to the end of its answer (a stream's last byte), by endpoint.",
+        )?;
+        let ttfb = histogram(
+            "time_to_first_byte_seconds",
+            "Time from a call's arrival to the first byte of the upstream's answer body, by endpoint.",
+        )?;
+        let attempts_vec = counter_vec(
+            "upstream_attempts_total",
+            "Attempts sent to SiliconFlow, by what came of them.",
+            &["outcome"],
+        )?;
+        let attempts = Outcome::ALL.iter().map(|o| attempts_vec.with_label_values(&[o.label()])).collect();
+        let failovers = reg(
+            &registry,
+            IntCounter::new(
+                name("failovers_total"),
+                "Times a call moved on to another key after a failed attempt.",
+            )?,
+        )?;
+        let tokens = counter_vec(
+            "tokens_total",
+            "Tokens metered in answers, by model and direction (input, output).",
+            &["model", "direction"],
+        )?;
+        let keys =
+            reg(&registry, IntGaugeVec::new(Opts::new(name("keys"), "Pool keys by state."), &["state"])?)?;
+        let cooldowns = reg(
+            &registry,
+            IntGauge::new(name("cooldowns_active"), "Rate-limit cooldowns (account and model) running now.")?,
+        )?;
+        let log_queue = reg(
+            &registry,
+            IntGauge::new(name("log_queue_rows"), "Request log rows not yet written to the database.")?,
+        )?;
+        let log_dropped = reg(
+            &registry,
+            IntCounter::new(
+                name("log_rows_dropped_total"),
+                "Request log rows dropped because LOG_QUEUE_MAX rows were already waiting for the database.",
+            )?,
+        )?;
+        let client_requests = counter_vec(
+            "client_requests_total",
+            "Calls answered, by client (API_KEY is \"env\").",
+            &["client"],
+        )?;
+        let client_tokens = counter_vec("client_tokens_total", "Tokens metered, by client.", &["client"])?;
+        let refused_vec = counter_vec(
+            "refused_total",
+            "Calls refused before reaching the upstream by a client rule or a missing or wrong key (no log row).",
+            &["reason"],
+        )?;
+        let refused = Refused::ALL.iter().map(|r| refused_vec.with_label_values(&[r.label()])).collect();
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        let models = top_models.into_iter().filter(|m| !m.is_empty()).take(MAX_MODELS).collect();
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            ttfb,
+            attempts,
+            failovers,
+            tokens,
+            keys,
+            cooldowns,
+            log_queue,
+            log_dropped,
+            client_requests,
+            client_tokens,
+            refused,
+            models: Mutex::new(models),
+        })
+    }
+
+    pub fn attempt(&self, outcome: Outcome) {
+        if let Some(c) = Outcome::ALL.iter().position(|o| *o == outcome).and_then(|i| self.attempts.get(i)) {
+            c.inc();
+        }
+    }
+
+    pub fn failover(&self) {
+        self.failovers.inc();
+    }
+
+    pub fn refused(&self, why: Refused) {
+        if let Some(c) = Refused::ALL.iter().position(|r| *r == why).and_then(|i| self.refused.get(i)) {
+            c.inc();
+        }
+    }
+
+    /// A row the full log queue dropped: still a call answered.
+    pub fn dropped(&self, row: &NewLog) {
+        self.log_dropped.inc();
+        self.observe(row);
+    }
+
+    /// Counts one answered call from its log row.
+    pub fn observe(&self, row: &NewLog) {
+        let endpoint = endpoint_label(&row.endpoint);
+        let status = status_label(row.status);
+        let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
+        let model = if row.model.is_empty() {
+            NO_MODEL
+        } else if models.contains(row.model.as_str()) {
+            row.model.as_str()
+        } else if models.len() < MAX_MODELS && (200..300).contains(&row.status) {
+            models.insert(row.model.clone());
+            row.model.as_str()
+        } else {
+            OTHER
+        };
+        self.requests.with_label_values(&[endpoint, model, &status]).inc();
+        let (input, output) = (row.input_tokens.max(0) as u64, row.output_tokens.max(0) as u64);
+        if input > 0 {
+            self.tokens.with_label_values(&[model, "input"]).inc_by(input);
+        }
+        if output > 0 {
+            self.tokens.with_label_values(&[model, "output"]).inc_by(output);
+        }
+        drop(models);
+        self.duration.with_label_values(&[endpoint]).observe(row.latency_ms.max(0) as f64 / 1000.0);
+        if let Some(t) = row.ttfb_ms {
+            self.ttfb.with_label_values(&[endpoint]).observe(t.max(0) as f64 / 1000.0);
+        }
+        if let Some(client) = &row.client {
+            self.client_requests.with_label_values(&[client]).inc();
+            let total = row.total_tokens.max(0) as u64;
+            if total > 0 {
+                self.client_tokens.with_label_values(&[client]).inc_by(total);
+            }
+        }
+    }
+
+    /// The text Prometheus scrapes, with the pool's gauges as `pool` has them now.
+    pub fn render(&self, pool: PoolGauges) -> Result<String, prometheus::Error> {
+        for (state, n) in [
+            ("active", pool.active),
+            ("cooling", pool.cooling),
+            ("exhausted", pool.exhausted),
+            ("invalid", pool.invalid),
+            ("disabled", pool.disabled),
+        ] {
+            self.keys.with_label_values(&[state]).set(n as i64);
+        }
+        self.cooldowns.set(pool.cooldowns as i64);
+        self.log_queue.set(pool.log_queue as i64);
+        let mut out = String::with_capacity(16 * 1024);
+        TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+
+    /// The content type of `render`'s text.
+    pub fn content_type() -> String {
+        TextEncoder::new().format_type().to_string()
+    }
+}
+
+/// The route a path is served by: the routed endpoints as they are, the
+/// per-batch routes by their pattern, anything else `other`.
+pub fn endpoint_label(path: &str) -> &'static str {
+    if let Some(e) = crate::upstream::ENDPOINTS.iter().find(|e| **e == path) {
+        return e;
+    }
+    match path.strip_prefix("/v1/batches/") {
+        Some(rest) if rest.ends_with("/cancel") => "/v1/batches/{id}/cancel",
+        Some(_) => "/v1/batches/{id}",
+        None if path == "/v1/audio/reference/delete" => "/v1/audio/reference/delete",
+        None => OTHER,
+    }
+}
+
+fn status_label(status: i32) -> String {
+    if (100..=599).contains(&status) {
+        status.to_string()
+    } else {
+        // 0: the call ended before any answer (the client went away first).
+        "0".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::log_insert::tests::row;
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(endpoint_label("/v1/chat/completions"), "/v1/chat/completions");
+        assert_eq!(endpoint_label("/v1/batches/batch_abc"), "/v1/batches/{id}");
+        assert_eq!(endpoint_label("/v1/batches/batch_abc/cancel"), "/v1/batches/{id}/cancel");
+        assert_eq!(endpoint_label("/v1/whatever/sk-secret"), OTHER);
+        assert_eq!(status_label(429), "429");
+        assert_eq!(status_label(-3), "0");
+
+        let m = Metrics::new(vec!["seeded/model".into()]).unwrap();
+        // A model the upstream refused never gets a label of its own.
+        let mut r = row(1);
+        r.model = "no/such-model".into();
+        r.status = 400;
+        m.observe(&r);
+        // 49 served models join the seeded one; the 51st is "other".
+        for i in 0..50 {
+            let mut r = row(i);
+            r.model = format!("served/{i}");
+            r.status = 200;
+            m.observe(&r);
+        }
+        let text = m.render(PoolGauges::default()).unwrap();
+        assert!(text.contains(r#"model="served/48""#));
+        assert!(!text.contains(r#"model="served/49""#), "past the 50th");
+        assert!(!text.contains("no/such-model"));
+        assert!(text.contains(r#"model="other""#));
+        let models = text.lines().filter(|l| l.starts_with("siliconflow_proxy_requests_total{")).count();
+        // served/0..48 (the seeded model was not called), "other" with 400
+        // (the refused one) and "other" with 200 (the 51st).
+        assert_eq!(models, 49 + 2);
+    }
+}
