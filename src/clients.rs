@@ -10,7 +10,7 @@
 //! `env`. Days follow `TIMEZONE`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -18,7 +18,7 @@ use blake2::{Blake2b512, Digest};
 use chrono::FixedOffset;
 
 use crate::db::models::ClientRow;
-use crate::db::queries::clients_q;
+use crate::db::queries::clients_q::{self, Counts};
 use crate::db::{DbError, DbPool};
 
 /// The name of the client that `API_KEY` authenticates.
@@ -105,6 +105,40 @@ pub struct Usage {
     /// With several instances: what the others counted today (as of their
     /// last publication, at most a second old).
     others: Mutex<DayUsage>,
+    /// Calls admitted here in the last 60 s (clients with an rpm), published
+    /// for the other instances; and theirs, as last published.
+    minute: Mutex<Minute>,
+    others_minute: AtomicU64,
+}
+
+/// Calls per second over the last minute: 60 one-second buckets.
+#[derive(Debug)]
+struct Minute {
+    /// Each bucket's second (epoch), and its count.
+    buckets: [(i64, u32); 60],
+}
+
+impl Default for Minute {
+    fn default() -> Self {
+        Minute { buckets: [(i64::MIN, 0); 60] }
+    }
+}
+
+impl Minute {
+    fn add(&mut self, now_ms: i64) {
+        let sec = now_ms.div_euclid(1000);
+        let b = &mut self.buckets[sec.rem_euclid(60) as usize];
+        if b.0 != sec {
+            *b = (sec, 0);
+        }
+        b.1 = b.1.saturating_add(1);
+    }
+
+    /// Calls in the 60 s up to `now_ms`.
+    fn count(&self, now_ms: i64) -> u64 {
+        let sec = now_ms.div_euclid(1000);
+        self.buckets.iter().filter(|(s, _)| (sec - 59..=sec).contains(s)).map(|(_, n)| u64::from(*n)).sum()
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -249,22 +283,27 @@ impl Client {
             });
         }
         if let Some(rpm) = self.rpm {
-            self.take_rate(rpm, now_ms)?;
+            let others = self.usage.others_minute.load(Ordering::Acquire);
+            self.take_rate(rpm, others, now_ms)?;
+            self.usage.minute.lock().unwrap_or_else(|e| e.into_inner()).add(now_ms);
         }
         day.requests += 1;
         Ok(())
     }
 
-    /// GCRA: `rpm` calls per 60 s, any `rpm` of them at once.
-    fn take_rate(&self, rpm: u32, now_ms: i64) -> Result<(), Refusal> {
+    /// GCRA: `rpm` calls per 60 s, any `rpm` of them at once; the `others`
+    /// calls other instances made in the last 60 s fill the bucket too.
+    fn take_rate(&self, rpm: u32, others: u64, now_ms: i64) -> Result<(), Refusal> {
         let now = now_ms.saturating_mul(1000);
         let period = 60_000_000 / i64::from(rpm.max(1));
         let tolerance = 60_000_000 - period;
+        let elsewhere = i64::try_from(others).unwrap_or(i64::MAX).saturating_mul(period);
         let mut current = self.usage.tat_us.load(Ordering::Acquire);
         loop {
             let tat = current.max(now);
-            if tat - now > tolerance {
-                let wait_secs = ((tat - now - tolerance + 999_999) / 1_000_000).max(1) as u64;
+            let level = (tat - now).saturating_add(elsewhere);
+            if level > tolerance {
+                let wait_secs = ((level - tolerance).saturating_add(999_999) / 1_000_000).clamp(1, 60) as u64;
                 return Err(Refusal::Limit {
                     message: format!(
                         "client {:?} is over its limit of {rpm} requests per minute (rpm); try again in {wait_secs} s",
@@ -380,9 +419,10 @@ impl ClientKeys {
         snapshot.by_hash.get(&key_hash(secret)).cloned()
     }
 
-    /// With several instances: publishes this instance's counts of today and
-    /// takes the others' (run every second, so a limit holds across the
-    /// instances to within a second of traffic on each).
+    /// With several instances: publishes this instance's counts of today (and
+    /// of the last minute, for rpm) and takes the others' (run every second,
+    /// so a limit holds across the instances to within a second of traffic
+    /// on each).
     pub fn sync_usage(
         &self,
         conn: &mut crate::db::AnyConn,
@@ -391,19 +431,23 @@ impl ClientKeys {
     ) -> Result<(), DbError> {
         let today = day_of(now_ms, &self.tz);
         let snapshot = self.snapshot.load();
-        let mine: Vec<(i64, i64, i64)> = snapshot
+        let mine: Vec<(i64, Counts)> = snapshot
             .by_id
             .values()
-            .map(|c| (c.id, c.own(today)))
-            .filter(|(_, (r, t))| *r > 0 || *t > 0)
-            .map(|(id, (r, t))| (id, r as i64, t as i64))
+            .map(|c| {
+                let (requests, tokens) = c.own(today);
+                let recent = c.usage.minute.lock().unwrap_or_else(|e| e.into_inner()).count(now_ms);
+                (c.id, Counts { requests, tokens, recent })
+            })
+            .filter(|(_, c)| *c != Counts::default())
             .collect();
         clients_q::publish_usage(conn, instance, today, &mine, now_ms)?;
-        let others = clients_q::others_usage(conn, instance, today)?;
+        let others = clients_q::others_usage(conn, instance, today, now_ms)?;
         for c in snapshot.by_id.values() {
-            let (requests, tokens) = others.get(&c.id).copied().unwrap_or((0, 0));
+            let o = others.get(&c.id).copied().unwrap_or_default();
             *c.usage.others.lock().unwrap_or_else(|e| e.into_inner()) =
-                DayUsage { day: today, requests, tokens };
+                DayUsage { day: today, requests: o.requests, tokens: o.tokens };
+            c.usage.others_minute.store(o.recent, Ordering::Release);
         }
         Ok(())
     }
@@ -546,6 +590,30 @@ mod tests {
         assert_eq!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz), Ok(()));
         assert!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz).is_err());
         assert_eq!(c.today(t, &tz).0, 4, "refused calls are not counted");
+    }
+
+    #[test]
+    fn the_rate_counts_the_calls_other_instances_made_in_the_last_minute() {
+        let tz = FixedOffset::east_opt(0).unwrap();
+        let c = client(Some(4), None, None);
+        let t = 1_000_000_000;
+        // Three calls elsewhere in the last minute: one more here, of four.
+        c.usage.others_minute.store(3, Ordering::Release);
+        assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz), Ok(()));
+        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/Qwen3-8B", t, &tz) else {
+            panic!("the fifth call of the minute, counting the other instances'")
+        };
+        assert!(message.contains("4 requests per minute (rpm)"), "{message}");
+        assert!((1..=60).contains(&retry_after_secs));
+        // What this instance publishes: its own call, in the last 60 s only.
+        let minute = c.usage.minute.lock().unwrap();
+        assert_eq!(minute.count(t), 1);
+        assert_eq!(minute.count(t + 59_000), 1);
+        assert_eq!(minute.count(t + 60_000), 0);
+        drop(minute);
+        // The others' calls age out (their next publication says so).
+        c.usage.others_minute.store(0, Ordering::Release);
+        assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz), Ok(()));
     }
 
     #[test]

@@ -718,22 +718,36 @@ pub mod clients_q {
         Ok(diesel::delete(clients::table.find(id)).execute(conn)? > 0)
     }
 
-    /// Publishes this instance's counts of `day` (client id, requests, tokens).
+    /// One client's counts on one instance: today's requests and tokens, and
+    /// its requests in the last 60 s.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct Counts {
+        pub requests: u64,
+        pub tokens: u64,
+        pub recent: u64,
+    }
+
+    fn big(n: u64) -> i64 {
+        i64::try_from(n).unwrap_or(i64::MAX)
+    }
+
+    /// Publishes this instance's counts of `day`, by client id.
     pub fn publish_usage(
         conn: &mut Conn,
         instance: &str,
         day: i64,
-        counts: &[(i64, i64, i64)],
+        counts: &[(i64, Counts)],
         now: i64,
     ) -> Result<(), DbError> {
-        for (client, requests, tokens) in counts {
+        for (client, c) in counts {
             let row = (
                 client_usage::instance.eq(instance),
                 client_usage::client_id.eq(*client),
                 client_usage::day.eq(day),
-                client_usage::requests.eq(*requests),
-                client_usage::tokens.eq(*tokens),
+                client_usage::requests.eq(big(c.requests)),
+                client_usage::tokens.eq(big(c.tokens)),
                 client_usage::updated_at.eq(now),
+                client_usage::recent_requests.eq(big(c.recent)),
             );
             crate::per_backend!(conn, |c| diesel::insert_into(client_usage::table)
                 .values(row)
@@ -743,34 +757,42 @@ pub mod clients_q {
                     client_usage::requests.eq(excluded(client_usage::requests)),
                     client_usage::tokens.eq(excluded(client_usage::tokens)),
                     client_usage::updated_at.eq(excluded(client_usage::updated_at)),
+                    client_usage::recent_requests.eq(excluded(client_usage::recent_requests)),
                 ))
                 .execute(c))?;
         }
         Ok(())
     }
 
-    /// What the other instances counted on `day`: client id -> (requests, tokens).
+    /// What the other instances counted on `day`, by client id. Their calls
+    /// of the last 60 s count from publications less than 60 s old (an
+    /// instance that stopped a moment ago made them all the same).
     pub fn others_usage(
         conn: &mut Conn,
         instance: &str,
         day: i64,
-    ) -> Result<HashMap<i64, (u64, u64)>, DbError> {
-        let rows: Vec<(i64, Option<i64>, Option<i64>)> = client_usage::table
+        now: i64,
+    ) -> Result<HashMap<i64, Counts>, DbError> {
+        use diesel::sql_types::{BigInt, Nullable};
+        type Sums = (i64, Option<i64>, Option<i64>, Option<i64>);
+        let rows: Vec<Sums> = client_usage::table
             .filter(client_usage::day.eq(day).and(client_usage::instance.ne(instance)))
             .group_by(client_usage::client_id)
             .select((
                 client_usage::client_id,
-                diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
-                    "CAST(SUM(requests) AS BIGINT)",
-                ),
-                diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
-                    "CAST(SUM(tokens) AS BIGINT)",
-                ),
+                diesel::dsl::sql::<Nullable<BigInt>>("CAST(SUM(requests) AS BIGINT)"),
+                diesel::dsl::sql::<Nullable<BigInt>>("CAST(SUM(tokens) AS BIGINT)"),
+                // A number of ours, not input: written into the SQL as it is.
+                diesel::dsl::sql::<Nullable<BigInt>>(&format!(
+                    "CAST(SUM(CASE WHEN updated_at > {} THEN recent_requests ELSE 0 END) AS BIGINT)",
+                    now - 60_000
+                )),
             ))
             .load(conn)?;
+        let n = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
         Ok(rows
             .into_iter()
-            .map(|(id, r, t)| (id, (r.unwrap_or(0).max(0) as u64, t.unwrap_or(0).max(0) as u64)))
+            .map(|(id, r, t, m)| (id, Counts { requests: n(r), tokens: n(t), recent: n(m) }))
             .collect())
     }
 

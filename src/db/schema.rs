@@ -78,6 +78,7 @@ diesel::table! {
         requests -> BigInt,
         tokens -> BigInt,
         updated_at -> BigInt,
+        recent_requests -> BigInt,
     }
 }
 

@@ -215,6 +215,39 @@ async fn a_clients_daily_limit_counts_the_calls_of_every_instance() {
     assert_eq!(chat_as(&a, secret.clone()).await, 429, "and on A, counting B's");
 }
 
+/// A client's rpm counts the calls of every instance in the last minute
+/// (each publishes its count every second).
+#[actix_web::test]
+async fn a_clients_rpm_counts_the_calls_of_every_instance() {
+    let Some((a, b)) = two_instances().await else { return };
+    a.import(&[KA]).await;
+    let r = a.admin_post("/api/clients", json!({"name": "paced", "rpm": 4})).await;
+    let secret = r.json()["key"].as_str().unwrap().to_string();
+    poll(Duration::from_secs(5), || async { b.state.clients.find(&secret).is_some().then_some(()) }).await;
+    for _ in 0..3 {
+        assert_eq!(chat_as(&a, secret.clone()).await, 200);
+    }
+    // Within about a second, B knows of A's three calls.
+    poll(Duration::from_secs(5), || async { (today(&b).await == 3).then_some(()) }).await;
+    assert_eq!(chat_as(&b, secret.clone()).await, 200, "the fourth of the minute");
+    let r = b
+        .send(
+            b.client
+                .post(b.url("/v1/chat/completions"))
+                .insert_header(("Authorization", format!("Bearer {secret}")))
+                .insert_header(("Content-Type", "application/json")),
+            Some(json!({"model": "m", "messages": []}).to_string().into()),
+        )
+        .await;
+    assert_eq!(r.status, 429, "the fifth, on B, counting A's calls");
+    assert!(String::from_utf8_lossy(&r.body).contains("4 requests per minute (rpm)"));
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // And A, once B's call is published, is at four too.
+    poll(Duration::from_secs(5), || async { (today(&a).await == 4).then_some(()) }).await;
+    assert_eq!(chat_as(&a, secret.clone()).await, 429);
+}
+
 #[actix_web::test]
 async fn wrong_passwords_count_across_instances() {
     let Some((a, b, _)) = two_instances_with(&[("LOGIN_MAX_FAILURES", "4")]).await else { return };

@@ -5,6 +5,7 @@ Prints 'N passed, M failed' and exits non-zero on any failure.
 import json
 import sys
 import time
+import urllib.request
 
 import anthropic
 import openai
@@ -158,6 +159,64 @@ def main():
             except openai.AuthenticationError:
                 pass
 
+        def client_limits():
+            made = stack.admin("POST", "/api/clients", {"name": "sdk-quota", "daily_requests": 2})
+            c_oai = openai.OpenAI(base_url=base + "/v1", api_key=made["key"], max_retries=0)
+            c_ant = anthropic.Anthropic(base_url=base, api_key=made["key"], max_retries=0)
+            c_oai.chat.completions.create(model="Qwen/Qwen3-8B", messages=[{"role": "user", "content": "hi"}])
+            c_ant.messages.create(model="Qwen/Qwen3-8B", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+            try:
+                c_ant.messages.create(model="Qwen/Qwen3-8B", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+                raise AssertionError("no 429")
+            except anthropic.RateLimitError as e:
+                assert e.status_code == 429 and "daily_requests" in str(e), e
+                assert int(e.response.headers["retry-after"]) >= 1
+            # A token budget: the call that crosses it is let in, the next is not.
+            stack.admin("PATCH", f"/api/clients/{made['id']}", {"daily_requests": None, "daily_tokens": 1})
+            try:
+                c_oai.chat.completions.create(model="Qwen/Qwen3-8B", messages=[{"role": "user", "content": "hi"}])
+                raise AssertionError("no 429")
+            except openai.RateLimitError as e:
+                assert "daily_tokens" in str(e), e
+            # Disabled, then expired: 401 in each dialect.
+            stack.admin("PATCH", f"/api/clients/{made['id']}", {"daily_tokens": None, "enabled": False})
+            try:
+                c_ant.messages.create(model="Qwen/Qwen3-8B", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+                raise AssertionError("a disabled key works")
+            except anthropic.AuthenticationError as e:
+                assert e.status_code == 401, e
+            stack.admin("PATCH", f"/api/clients/{made['id']}",
+                        {"enabled": True, "expires_at": "2020-01-01T00:00:00Z"})
+            try:
+                c_oai.models.list()
+                raise AssertionError("an expired key works")
+            except openai.AuthenticationError as e:
+                assert e.status_code == 401, e
+            stack.admin("PATCH", f"/api/clients/{made['id']}", {"expires_at": None})
+            assert c_oai.models.list().data, "back once the expiry is lifted"
+
+        def metrics_match_log():
+            # The log's rows are the calls answered: /metrics counts the same
+            # (once the log writer has taken them in).
+            deadline = time.time() + 10
+            while True:
+                logged = stack.admin("GET", "/logs?page_size=1")["total"]
+                with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+                    text = r.read().decode()
+                served = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                             if line.startswith("siliconflow_proxy_requests_total{"))
+                if served == logged or time.time() > deadline:
+                    break
+                time.sleep(0.1)
+            assert served == logged and logged > 10, (served, logged)
+            assert GOOD not in text and CLIENT not in text, "no secret in /metrics"
+            refused = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("siliconflow_proxy_refused_total{")}
+            # The wrong keys, rotated and deleted keys; the two models off the
+            # list; rpm, daily_requests and daily_tokens.
+            assert refused["unauthorized"] >= 4 and refused["model_not_allowed"] == 2, refused
+            assert refused["limit"] == 3, refused
+
         for name, fn in [("openai chat", openai_plain), ("openai stream", openai_stream), ("openai models", openai_models),
                          ("openai wrong key -> 401", openai_wrong_key), ("openai missing model -> 400", openai_bad_request),
                          ("anthropic messages", anthropic_plain), ("anthropic stream", anthropic_stream),
@@ -165,7 +224,9 @@ def main():
                          ("openai FIM completion", openai_fim), ("openai FIM stream", openai_fim_stream),
                          ("pooled user info: balance unknown, not 0", pooled_balance_unknown),
                          ("request log matches", logs_match),
-                         ("client keys: models, rpm, usage, rotate, delete (openai + anthropic SDKs)", client_keys)]:
+                         ("client keys: models, rpm, usage, rotate, delete (openai + anthropic SDKs)", client_keys),
+                         ("client keys: daily limits, disabled, expired (openai + anthropic SDKs)", client_limits),
+                         ("/metrics counts what the log holds", metrics_match_log)]:
             checks.run(name, fn)
     finally:
         stack.stop()

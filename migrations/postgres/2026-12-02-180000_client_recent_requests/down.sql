@@ -1,0 +1,1 @@
+ALTER TABLE client_usage DROP COLUMN recent_requests;
