@@ -15,13 +15,13 @@
 //! A model enters only once the upstream has served it (a 2xx), so callers
 //! cannot fill the list with names that do not exist.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::db::models::NewLog;
@@ -275,40 +275,78 @@ impl Metrics {
     /// A row the full log queue dropped: still a call answered.
     pub fn dropped(&self, row: &NewLog) {
         self.log_dropped.inc();
-        self.observe(row);
+        self.observe(std::slice::from_ref(row));
     }
 
-    /// Counts one answered call from its log row.
-    pub fn observe(&self, row: &NewLog) {
-        let endpoint = endpoint_label(&row.endpoint);
-        let status = status_label(row.status);
-        let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
-        let model = if row.model.is_empty() {
-            NO_MODEL
-        } else if models.contains(row.model.as_str()) {
-            row.model.as_str()
-        } else if models.len() < MAX_MODELS && (200..300).contains(&row.status) {
-            models.insert(row.model.clone());
-            row.model.as_str()
-        } else {
-            OTHER
-        };
-        self.requests.with_label_values(&[endpoint, model, &status]).inc();
-        let (input, output) = (row.input_tokens.max(0) as u64, row.output_tokens.max(0) as u64);
-        if input > 0 {
-            self.tokens.with_label_values(&[model, "input"]).inc_by(input);
+    /// Counts answered calls from their log rows. A batch is summed first
+    /// (rows of one endpoint, model and status are one `inc_by`), so the
+    /// labels are looked up once per batch rather than once per row.
+    pub fn observe(&self, rows: &[NewLog]) {
+        if rows.is_empty() {
+            return;
         }
-        if output > 0 {
-            self.tokens.with_label_values(&[model, "output"]).inc_by(output);
+        type Timing = (&'static str, Histogram, Histogram);
+        let mut requests: HashMap<(&'static str, &str, i32), u64> = HashMap::new();
+        let mut tokens: HashMap<&str, (u64, u64)> = HashMap::new();
+        let mut clients: HashMap<&str, (u64, u64)> = HashMap::new();
+        let mut timings: Vec<Timing> = Vec::new();
+        let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
+        for row in rows {
+            let endpoint = endpoint_label(&row.endpoint);
+            let model = if row.model.is_empty() {
+                NO_MODEL
+            } else if models.contains(row.model.as_str()) {
+                row.model.as_str()
+            } else if models.len() < MAX_MODELS && (200..300).contains(&row.status) {
+                models.insert(row.model.clone());
+                row.model.as_str()
+            } else {
+                OTHER
+            };
+            *requests.entry((endpoint, model, row.status)).or_default() += 1;
+            let (input, output) = (row.input_tokens.max(0) as u64, row.output_tokens.max(0) as u64);
+            if input > 0 || output > 0 {
+                let t = tokens.entry(model).or_default();
+                t.0 = t.0.wrapping_add(input);
+                t.1 = t.1.wrapping_add(output);
+            }
+            if let Some(client) = &row.client {
+                let c = clients.entry(client.as_str()).or_default();
+                c.0 += 1;
+                c.1 = c.1.wrapping_add(row.total_tokens.max(0) as u64);
+            }
+            let at = match timings.iter().position(|t| t.0 == endpoint) {
+                Some(at) => at,
+                None => {
+                    let labels = [endpoint];
+                    timings.push((
+                        endpoint,
+                        self.duration.with_label_values(&labels),
+                        self.ttfb.with_label_values(&labels),
+                    ));
+                    timings.len() - 1
+                }
+            };
+            let (_, duration, ttfb) = &timings[at];
+            duration.observe(row.latency_ms.max(0) as f64 / 1000.0);
+            if let Some(t) = row.ttfb_ms {
+                ttfb.observe(t.max(0) as f64 / 1000.0);
+            }
         }
         drop(models);
-        self.duration.with_label_values(&[endpoint]).observe(row.latency_ms.max(0) as f64 / 1000.0);
-        if let Some(t) = row.ttfb_ms {
-            self.ttfb.with_label_values(&[endpoint]).observe(t.max(0) as f64 / 1000.0);
+        for ((endpoint, model, status), n) in requests {
+            self.requests.with_label_values(&[endpoint, model, &status_label(status)]).inc_by(n);
         }
-        if let Some(client) = &row.client {
-            self.client_requests.with_label_values(&[client]).inc();
-            let total = row.total_tokens.max(0) as u64;
+        for (model, (input, output)) in tokens {
+            if input > 0 {
+                self.tokens.with_label_values(&[model, "input"]).inc_by(input);
+            }
+            if output > 0 {
+                self.tokens.with_label_values(&[model, "output"]).inc_by(output);
+            }
+        }
+        for (client, (calls, total)) in clients {
+            self.client_requests.with_label_values(&[client]).inc_by(calls);
             if total > 0 {
                 self.client_tokens.with_label_values(&[client]).inc_by(total);
             }
@@ -368,6 +406,40 @@ mod tests {
     use crate::db::log_insert::tests::row;
 
     #[test]
+    fn a_batch_counts_each_row() {
+        let m = Metrics::new(Vec::new()).unwrap();
+        let rows: Vec<NewLog> = (0..8).map(row).collect();
+        m.observe(&rows);
+        m.observe(&rows[..2]);
+        let text = m.render(PoolGauges::default()).unwrap();
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok()))
+                .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        };
+        // Rows 0, 4 (and 0 again): status 200, an even row's model.
+        let ok = r#"siliconflow_proxy_requests_total{endpoint="/v1/chat/completions",model="Qwen/Qwen3-8B",status="200"}"#;
+        assert_eq!(value(ok), 3.0);
+        assert_eq!(
+            value(r#"siliconflow_proxy_request_duration_seconds_count{endpoint="/v1/chat/completions"}"#),
+            10.0
+        );
+        // Odd rows have a first byte: 1, 3, 5, 7 and 1 again.
+        assert_eq!(
+            value(r#"siliconflow_proxy_time_to_first_byte_seconds_count{endpoint="/v1/chat/completions"}"#),
+            5.0
+        );
+        // Even rows name a client of their own; row 0 twice.
+        assert_eq!(value(r#"siliconflow_proxy_client_requests_total{client="client-0"}"#), 2.0);
+        assert_eq!(value(r#"siliconflow_proxy_client_tokens_total{client="client-4"}"#), 4.0);
+        assert_eq!(
+            value(r#"siliconflow_proxy_tokens_total{direction="input",model="Qwen/Qwen3-8B"}"#),
+            // Every even row (its model has a label once row 0 was served), row 0 twice.
+            (2 + 4 + 6) as f64 * 7.0
+        );
+    }
+
+    #[test]
     fn labels_are_bounded() {
         assert_eq!(endpoint_label("/v1/chat/completions"), "/v1/chat/completions");
         assert_eq!(endpoint_label("/v1/batches/batch_abc"), "/v1/batches/{id}");
@@ -381,13 +453,13 @@ mod tests {
         let mut r = row(1);
         r.model = "no/such-model".into();
         r.status = 400;
-        m.observe(&r);
+        m.observe(std::slice::from_ref(&r));
         // 49 served models join the seeded one; the 51st is "other".
         for i in 0..50 {
             let mut r = row(i);
             r.model = format!("served/{i}");
             r.status = 200;
-            m.observe(&r);
+            m.observe(std::slice::from_ref(&r));
         }
         let text = m.render(PoolGauges::default()).unwrap();
         assert!(text.contains(r#"model="served/48""#));

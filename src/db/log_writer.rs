@@ -266,10 +266,9 @@ impl LogWriter {
     }
 
     fn drain(&mut self) {
-        for row in self.rx.try_iter() {
-            self.metrics.observe(&row);
-            self.buffer.push(row);
-        }
+        let start = self.buffer.len();
+        self.buffer.extend(self.rx.try_iter());
+        self.metrics.observe(&self.buffer[start..]);
         let dropped = self.counters.dropped();
         if dropped > self.reported_dropped {
             log::error!(
@@ -412,7 +411,7 @@ impl Handler<Record> for LogWriter {
     type Result = ();
 
     fn handle(&mut self, msg: Record, _: &mut Context<Self>) {
-        self.metrics.observe(&msg.0);
+        self.metrics.observe(std::slice::from_ref(&msg.0));
         self.counters.queued.fetch_add(1, Ordering::AcqRel);
         self.buffer.push(msg.0);
         if self.buffer.len() >= self.batch_size {
