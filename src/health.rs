@@ -103,13 +103,8 @@ pub async fn metrics(req: actix_web::HttpRequest, state: web::Data<AppState>) ->
         }
     }
     let now = now_ms();
-    let keys = state.pool.counts(now);
     let gauges = crate::metrics::PoolGauges {
-        active: keys.active,
-        cooling: keys.cooling,
-        exhausted: keys.exhausted,
-        invalid: keys.invalid,
-        disabled: keys.disabled,
+        keys: state.pool.counts(now),
         cooldowns: state.pool.active_cooldowns(now),
         log_queue: state.log.queued(),
     };

@@ -120,11 +120,7 @@ impl Refused {
 /// The pool as the scrape finds it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PoolGauges {
-    pub active: usize,
-    pub cooling: usize,
-    pub exhausted: usize,
-    pub invalid: usize,
-    pub disabled: usize,
+    pub keys: crate::pool::StateCounts,
     pub cooldowns: usize,
     pub log_queue: usize,
 }
@@ -134,8 +130,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     ttfb: HistogramVec,
-    /// By `Outcome` (in `Outcome::ALL` order): resolved once, so counting is
-    /// one atomic add.
+    /// Indexed by `Outcome` (`ALL` is in declaration order): resolved once,
+    /// so counting is one atomic add.
     attempts: Vec<IntCounter>,
     failovers: IntCounter,
     tokens: IntCounterVec,
@@ -145,6 +141,7 @@ pub struct Metrics {
     log_dropped: IntCounter,
     client_requests: IntCounterVec,
     client_tokens: IntCounterVec,
+    /// Indexed by `Refused`, likewise.
     refused: Vec<IntCounter>,
     /// Models with a label of their own.
     models: Mutex<HashSet<String>>,
@@ -170,6 +167,8 @@ impl Metrics {
         let counter_vec = |n: &str, help: &str, labels: &[&str]| {
             reg(&registry, IntCounterVec::new(Opts::new(name(n), help), labels)?)
         };
+        let counter = |n: &str, help: &str| reg(&registry, IntCounter::new(name(n), help)?);
+        let gauge = |n: &str, help: &str| reg(&registry, IntGauge::new(name(n), help)?);
         let histogram = |n: &str, help: &str| {
             let opts = HistogramOpts::new(name(n), help).buckets(LATENCY_BUCKETS.to_vec());
             reg(&registry, HistogramVec::new(opts, &["endpoint"])?)
@@ -193,13 +192,8 @@ impl Metrics {
             &["outcome"],
         )?;
         let attempts = Outcome::ALL.iter().map(|o| attempts_vec.with_label_values(&[o.label()])).collect();
-        let failovers = reg(
-            &registry,
-            IntCounter::new(
-                name("failovers_total"),
-                "Times a call moved on to another key after a failed attempt.",
-            )?,
-        )?;
+        let failovers =
+            counter("failovers_total", "Times a call moved on to another key after a failed attempt.")?;
         let tokens = counter_vec(
             "tokens_total",
             "Tokens metered in answers, by model and direction (input, output).",
@@ -207,20 +201,11 @@ impl Metrics {
         )?;
         let keys =
             reg(&registry, IntGaugeVec::new(Opts::new(name("keys"), "Pool keys by state."), &["state"])?)?;
-        let cooldowns = reg(
-            &registry,
-            IntGauge::new(name("cooldowns_active"), "Rate-limit cooldowns (account and model) running now.")?,
-        )?;
-        let log_queue = reg(
-            &registry,
-            IntGauge::new(name("log_queue_rows"), "Request log rows not yet written to the database.")?,
-        )?;
-        let log_dropped = reg(
-            &registry,
-            IntCounter::new(
-                name("log_rows_dropped_total"),
-                "Request log rows dropped because LOG_QUEUE_MAX rows were already waiting for the database.",
-            )?,
+        let cooldowns = gauge("cooldowns_active", "Rate-limit cooldowns (account and model) running now.")?;
+        let log_queue = gauge("log_queue_rows", "Request log rows not yet written to the database.")?;
+        let log_dropped = counter(
+            "log_rows_dropped_total",
+            "Request log rows dropped because LOG_QUEUE_MAX rows were already waiting for the database.",
         )?;
         let client_requests = counter_vec(
             "client_requests_total",
@@ -257,7 +242,7 @@ impl Metrics {
     }
 
     pub fn attempt(&self, outcome: Outcome) {
-        if let Some(c) = Outcome::ALL.iter().position(|o| *o == outcome).and_then(|i| self.attempts.get(i)) {
+        if let Some(c) = self.attempts.get(outcome as usize) {
             c.inc();
         }
     }
@@ -267,7 +252,7 @@ impl Metrics {
     }
 
     pub fn refused(&self, why: Refused) {
-        if let Some(c) = Refused::ALL.iter().position(|r| *r == why).and_then(|i| self.refused.get(i)) {
+        if let Some(c) = self.refused.get(why as usize) {
             c.inc();
         }
     }
@@ -355,12 +340,13 @@ impl Metrics {
 
     /// The text Prometheus scrapes, with the pool's gauges as `pool` has them now.
     pub fn render(&self, pool: PoolGauges) -> Result<String, prometheus::Error> {
+        let k = pool.keys;
         for (state, n) in [
-            ("active", pool.active),
-            ("cooling", pool.cooling),
-            ("exhausted", pool.exhausted),
-            ("invalid", pool.invalid),
-            ("disabled", pool.disabled),
+            ("active", k.active),
+            ("cooling", k.cooling),
+            ("exhausted", k.exhausted),
+            ("invalid", k.invalid),
+            ("disabled", k.disabled),
         ] {
             self.keys.with_label_values(&[state]).set(n as i64);
         }
@@ -437,6 +423,18 @@ mod tests {
             // Every even row (its model has a label once row 0 was served), row 0 twice.
             (2 + 4 + 6) as f64 * 7.0
         );
+    }
+
+    #[test]
+    fn counters_are_indexed_by_declaration_order() {
+        assert!(Outcome::ALL.iter().enumerate().all(|(i, o)| *o as usize == i));
+        assert!(Refused::ALL.iter().enumerate().all(|(i, r)| *r as usize == i));
+        let m = Metrics::new(Vec::new()).unwrap();
+        m.attempt(Outcome::Timeout);
+        m.refused(Refused::Limit);
+        let text = m.render(PoolGauges::default()).unwrap();
+        assert!(text.contains("siliconflow_proxy_upstream_attempts_total{outcome=\"timeout\"} 1"));
+        assert!(text.contains("siliconflow_proxy_refused_total{reason=\"limit\"} 1"));
     }
 
     #[test]

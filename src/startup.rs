@@ -307,7 +307,6 @@ impl Application {
     }
 }
 
-#[cfg(unix)]
 /// The models most used successfully in the last 30 days, most first: they
 /// get their own metrics label from the start. Empty if the database cannot
 /// say (the labels then fill as models are served).
@@ -327,6 +326,7 @@ fn most_used_models(db: &db::DbPool) -> Vec<String> {
     }
 }
 
+#[cfg(unix)]
 async fn wait_for_stop_signal() {
     use actix_rt::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
