@@ -124,6 +124,7 @@ pub const ENDPOINTS: &[&str] = &[
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/messages",
+    "/v1/responses",
     "/v1/embeddings",
     "/v1/rerank",
     "/v1/images/generations",

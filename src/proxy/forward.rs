@@ -82,7 +82,7 @@ use super::body::{next_within, read_error, too_large, IdleLimited, UploadError};
 /// not be able to make those grow at will.
 pub const MAX_MODEL_BYTES: usize = 256;
 
-fn check_model(model: &str) -> Result<(), ProxyError> {
+pub fn check_model(model: &str) -> Result<(), ProxyError> {
     if model.len() > MAX_MODEL_BYTES {
         return Err(ProxyError::bad_request(format!(
             "`model` is {} bytes long; model names are at most {MAX_MODEL_BYTES} bytes",
@@ -136,6 +136,16 @@ pub struct Outgoing {
     pub target: Target,
     pub creates: Option<ResourceKind>,
     pub dialect: Dialect,
+    pub answer: Answer,
+}
+
+/// How the upstream's answer reaches the caller.
+pub enum Answer {
+    /// As the upstream sent it.
+    AsIs,
+    /// A chat completion rewritten for the Responses API (errors in
+    /// OpenAI's shape, the stream as Responses events).
+    Responses(Box<crate::dialects::responses::Context>),
 }
 
 /// Why the last attempt failed, for the answer when no attempt is left.
@@ -174,6 +184,7 @@ pub async fn forward(
         target: Target::Pool,
         creates: route.creates,
         dialect,
+        answer: Answer::AsIs,
     };
     dispatch(&req, out, pending, &state, &upstream).await
 }
@@ -334,9 +345,14 @@ pub async fn dispatch(
                 return capture_and_answer(resp, kind, pending, state).await;
             }
             if !status.is_success() {
-                return error_back(resp, pending, &key, dialect).await;
+                return error_back(resp, pending, &key, dialect, &out.answer).await;
             }
-            return stream_back(resp, pending, state);
+            return match out.answer {
+                Answer::AsIs => stream_back(resp, pending, state),
+                Answer::Responses(ctx) => {
+                    super::responses::answer(resp, pending, state, *ctx, out.stream).await
+                }
+            };
         }
         // Error answers are small: read them to classify, and to hand back whole
         // if this was the last attempt.
@@ -366,7 +382,9 @@ pub async fn dispatch(
     }
 
     match failure {
-        Some(Failure::Upstream { status, headers, body }) => pass_error(pending, status, &headers, body),
+        Some(Failure::Upstream { status, headers, body }) => {
+            pass_error(pending, status, &headers, body, &out.answer)
+        }
         Some(Failure::KeyProblem(reason)) => {
             let e = ProxyError::new(
                 ErrorKind::Unavailable,
@@ -620,6 +638,7 @@ async fn error_back<S>(
     pending: Pending,
     key: &PoolKey,
     dialect: Dialect,
+    answer: &Answer,
 ) -> HttpResponse
 where
     S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
@@ -635,23 +654,30 @@ where
             return reject(pending, e, dialect);
         }
     };
-    pass_error(pending, status, resp.headers(), body)
+    pass_error(pending, status, resp.headers(), body, answer)
 }
 
 /// Hands an upstream error answer (its key masked already) to the client as
-/// it came, and logs it with its status and an excerpt.
+/// it came (in OpenAI's shape for a translated dialect), and logs it with
+/// its status and an excerpt.
 fn pass_error(
     mut pending: Pending,
     status: StatusCode,
     headers: &awc::http::header::HeaderMap,
     body: Bytes,
+    answer: &Answer,
 ) -> HttpResponse {
     pending.status = status.as_u16();
     pending.error = Some(format!("{}: {}", status.as_u16(), snippet(&body)));
     pending.finish(Usage::default(), false);
     let mut builder = HttpResponse::build(status);
     copy_headers(&mut builder, headers);
-    builder.body(body)
+    match answer {
+        Answer::AsIs => builder.body(body),
+        Answer::Responses(_) => builder
+            .insert_header((actix_web::http::header::CONTENT_TYPE, "application/json"))
+            .body(crate::dialects::responses::error_body(status.as_u16(), &body)),
+    }
 }
 
 /// The error for a request body that broke while it was streamed upstream.

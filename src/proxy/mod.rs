@@ -12,6 +12,7 @@ pub mod headers;
 pub mod merge;
 pub mod record;
 pub mod resources;
+pub mod responses;
 pub mod usage;
 pub mod user_info;
 
@@ -123,6 +124,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/chat/completions", web::post().to(chat_completions))
             .route("/completions", web::post().to(completions))
             .route("/messages", web::post().to(messages))
+            .route("/responses", web::post().to(responses::create))
+            .route("/responses/{id}", web::to(responses::not_stored))
+            .route("/responses/{id}/{action}", web::to(responses::not_stored))
             .route("/embeddings", web::post().to(embeddings))
             .route("/rerank", web::post().to(rerank))
             .route("/images/generations", web::post().to(images))

@@ -1,7 +1,8 @@
 //! The log row of one client request, and the body wrapper that streams an
-//! upstream answer to the client while reading its usage. The row is sent to
-//! the log writer exactly once: when the body ends, fails, times out, or is
-//! dropped because the client went away (then marked aborted).
+//! upstream answer to the client while reading its usage (and, for another
+//! dialect, rewriting it on the way). The row is sent to the log writer
+//! exactly once: when the body ends, fails, times out, or is dropped because
+//! the client went away (then marked aborted).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use crate::clients::Client;
 use crate::db::log_writer::LogSink;
 use crate::db::models::NewLog;
 use crate::db::now_ms;
+use crate::dialects::responses::Translator;
 use crate::pool::PoolKey;
 
 /// One request's log row, sent exactly once: by `finish`, or, if the request
@@ -173,11 +175,52 @@ pub struct TeeBody<S> {
     /// re-arms it only when it fires, not on every chunk.
     idle: Option<Pin<Box<actix_rt::time::Sleep>>>,
     idle_timeout: Duration,
+    /// Rewrites the upstream's chat stream as Responses events (the meter
+    /// still reads the upstream's own bytes); `None`: passed as it comes.
+    translator: Option<Box<Translator>>,
+    /// The translated stream has said its last event.
+    ended: bool,
 }
 
 impl<S> TeeBody<S> {
     pub fn new(inner: S, meter: UsageMeter, pending: Pending, idle_timeout: Duration) -> Self {
-        TeeBody { inner, meter, pending: Some(pending), last: Instant::now(), idle: None, idle_timeout }
+        TeeBody {
+            inner,
+            meter,
+            pending: Some(pending),
+            last: Instant::now(),
+            idle: None,
+            idle_timeout,
+            translator: None,
+            ended: false,
+        }
+    }
+
+    /// A body whose chat stream reaches the client as Responses events: a
+    /// failure after the first byte becomes `response.failed`, not a cut.
+    pub fn translating(
+        inner: S,
+        meter: UsageMeter,
+        pending: Pending,
+        idle_timeout: Duration,
+        translator: Translator,
+    ) -> Self {
+        let mut body = TeeBody::new(inner, meter, pending, idle_timeout);
+        body.translator = Some(Box::new(translator));
+        body
+    }
+
+    /// The upstream failed or fell silent: the log row says why; the client
+    /// gets the error, or, translated, a last `response.failed` event.
+    fn broke(&mut self, msg: String) -> Poll<Option<Result<Bytes, StreamError>>> {
+        self.finish(Some(msg.clone()));
+        match self.translator.as_mut() {
+            None => Poll::Ready(Some(Err(StreamError(msg)))),
+            Some(t) => {
+                self.ended = true;
+                Poll::Ready(Some(Ok(t.abort(&msg))))
+            }
+        }
     }
 
     fn finish(&mut self, error: Option<String>) {
@@ -212,34 +255,53 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                this.meter.feed(&chunk);
-                this.last = Instant::now();
-                if let Some(p) = this.pending.as_mut() {
-                    if p.ttfb.is_none() {
-                        p.ttfb = Some(this.last - p.started);
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            return match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.meter.feed(&chunk);
+                    this.last = Instant::now();
+                    if let Some(p) = this.pending.as_mut() {
+                        if p.ttfb.is_none() {
+                            p.ttfb = Some(this.last - p.started);
+                        }
+                    }
+                    match this.translator.as_mut() {
+                        None => Poll::Ready(Some(Ok(chunk))),
+                        Some(t) => {
+                            let out = t.feed(&chunk);
+                            if out.is_empty() {
+                                // Half an event: nothing to send yet.
+                                continue;
+                            }
+                            Poll::Ready(Some(Ok(out)))
+                        }
                     }
                 }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let msg = format!("upstream stream failed: {e}");
-                this.finish(Some(msg.clone()));
-                Poll::Ready(Some(Err(StreamError(msg))))
-            }
-            Poll::Ready(None) => {
-                this.finish(None);
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if this.silent_too_long(cx) {
-                    let msg = format!("upstream sent nothing for {} s", this.idle_timeout.as_secs());
-                    this.finish(Some(msg.clone()));
-                    return Poll::Ready(Some(Err(StreamError(msg))));
+                Poll::Ready(Some(Err(e))) => this.broke(format!("upstream stream failed: {e}")),
+                Poll::Ready(None) => match this.translator.as_mut() {
+                    None => {
+                        this.finish(None);
+                        Poll::Ready(None)
+                    }
+                    Some(t) => {
+                        // A stream that ended unfinished is a failed answer.
+                        let (out, error) = t.finish();
+                        this.finish(error);
+                        this.ended = true;
+                        Poll::Ready((!out.is_empty()).then_some(Ok(out)))
+                    }
+                },
+                Poll::Pending => {
+                    if this.silent_too_long(cx) {
+                        return this
+                            .broke(format!("upstream sent nothing for {} s", this.idle_timeout.as_secs()));
+                    }
+                    Poll::Pending
                 }
-                Poll::Pending
-            }
+            };
         }
     }
 }

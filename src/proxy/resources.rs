@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::affinity::{self, ResourceKind};
 use super::errors::{Dialect, ProxyError};
-use super::forward::{dispatch, probe, read_body, reject, OutBody, Outgoing, Probe, Target};
+use super::forward::{dispatch, probe, read_body, reject, Answer, OutBody, Outgoing, Probe, Target};
 use super::record::Pending;
 use crate::state::{AppState, Upstream};
 
@@ -54,6 +54,7 @@ async fn json_call(
         target,
         creates: call.creates,
         dialect: Dialect::OpenAi,
+        answer: Answer::AsIs,
     };
     dispatch(&req, out, pending, &state, &upstream).await
 }
@@ -160,6 +161,7 @@ async fn batch_call(
         target: Target::Pinned(key),
         creates: None,
         dialect: Dialect::OpenAi,
+        answer: Answer::AsIs,
     };
     dispatch(&req, out, pending, &state, &upstream).await
 }

@@ -407,12 +407,16 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let model = parsed.get("model").and_then(Value::as_str).unwrap_or("").to_string();
     let stream = parsed.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    if model == "bad-model" {
+    // SiliconFlow serves its own ids only: any other name is 20012, on every route.
+    if model == "bad-model" || model.starts_with("gpt-") || model.starts_with("claude-") {
         let mut b = HttpResponse::BadRequest();
         trace(&mut b, &req);
         return b.json(
             json!({"code":20012,"message":"Model does not exist. Please check it carefully.","data":null}),
         );
+    }
+    if path == "/v1/chat/completions" && parsed.get("tools").is_some() {
+        return agent_answer(&req, &parsed, &model, stream);
     }
     let mut ok = HttpResponse::Ok();
     trace(&mut ok, &req);
@@ -507,6 +511,147 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
                     {"id":"deepseek-ai/DeepSeek-V3","object":"model","created":0,"owned_by":""}]})),
         _ => HttpResponse::NotFound().body("404 page not found"),
     }
+}
+
+/// Usage of the fake agent's answers: a turn that calls tools, and the
+/// turn after the tools' outputs came back.
+pub const TOOL_CALL_USAGE: (i64, i64, i64) = (40, 12, 52);
+pub const TOOL_FINAL_USAGE: (i64, i64, i64) = (60, 6, 66);
+
+fn bad_request_20015(req: &HttpRequest, message: &str) -> HttpResponse {
+    let mut b = HttpResponse::BadRequest();
+    trace(&mut b, req);
+    b.json(json!({"code": 20015, "message": message, "data": null}))
+}
+
+/// A thinking model with tools, as SiliconFlow serves one: the first turn
+/// reasons (`reasoning_content`, content null) and calls the first tool
+/// (twice when parallel calls are allowed), arguments built from the tool's
+/// schema and streamed in pieces; once the outputs come back it answers
+/// with text that quotes them. Like DeepSeek's thinking models, it refuses a
+/// tool-calling assistant turn sent back without its `reasoning_content`,
+/// calls split over several assistant messages, and non-string tool output.
+fn agent_answer(req: &HttpRequest, parsed: &Value, model: &str, stream: bool) -> HttpResponse {
+    let messages = parsed["messages"].as_array().cloned().unwrap_or_default();
+    let mut previous_role = "";
+    for m in &messages {
+        let role = m["role"].as_str().unwrap_or("");
+        if role == "assistant" && m.get("tool_calls").is_some() {
+            if m["reasoning_content"].as_str().is_none_or(str::is_empty) {
+                return bad_request_20015(
+                    req,
+                    "The reasoning_content of an assistant message with tool_calls must be passed back",
+                );
+            }
+            if previous_role == "assistant" {
+                return bad_request_20015(
+                    req,
+                    "An assistant message with tool_calls must be followed by tool messages",
+                );
+            }
+        }
+        if role == "tool" && !m["content"].is_string() {
+            return bad_request_20015(req, "messages.content: Input should be a valid string");
+        }
+        previous_role = role;
+    }
+    let outputs: Vec<String> = messages
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or("").to_string())
+        .collect();
+    let mut chunks: Vec<Value> = Vec::new();
+    let final_turn = !outputs.is_empty();
+    if final_turn {
+        let text = format!("Result: {}", outputs.join(" | "));
+        let (a, b) = text.split_at(text.len() / 2);
+        chunks.push(json!({"role": "assistant", "content": "", "reasoning_content": "Read the output."}));
+        chunks.push(json!({"content": a}));
+        chunks.push(json!({"content": b}));
+    } else {
+        let tool = &parsed["tools"][0]["function"];
+        let name = tool["name"].as_str().unwrap_or("tool");
+        let props = tool["parameters"]["properties"].as_object().cloned().unwrap_or_default();
+        let args = |n: usize| {
+            let mut a = serde_json::Map::new();
+            for (k, v) in &props {
+                let value = match (k.as_str(), v["type"].as_str()) {
+                    ("input", _) => {
+                        json!(format!("*** Begin Patch\n*** Add File: n{n}.txt\n+\"quoted\"\n*** End Patch"))
+                    }
+                    (_, Some("string")) => json!(format!("echo call-{n}")),
+                    (_, Some("integer" | "number")) => json!(1000),
+                    (_, Some("boolean")) => json!(false),
+                    (_, Some("array")) => json!(["bash", "-lc", format!("echo call-{n}")]),
+                    _ => json!(null),
+                };
+                a.insert(k.clone(), value);
+            }
+            Value::Object(a).to_string()
+        };
+        chunks.push(json!({"role": "assistant", "content": null, "reasoning_content": "I should "}));
+        chunks.push(json!({"content": null, "reasoning_content": "run a command."}));
+        let calls = if parsed["parallel_tool_calls"] == json!(false) { 1 } else { 2 };
+        for n in 0..calls {
+            chunks.push(json!({"content": null, "tool_calls": [{"index": n, "id": format!("call_fake_{n}"), "type": "function",
+                "function": {"name": name, "arguments": ""}}]}));
+            let full = args(n);
+            let cut = [full.len() / 3, 2 * full.len() / 3];
+            for piece in [&full[..cut[0]], &full[cut[0]..cut[1]], &full[cut[1]..]] {
+                chunks.push(json!({"tool_calls": [{"index": n, "function": {"arguments": piece}}]}));
+            }
+        }
+    }
+    let (p, c, _) = if final_turn { TOOL_FINAL_USAGE } else { TOOL_CALL_USAGE };
+    let finish = if final_turn { "stop" } else { "tool_calls" };
+    let mut ok = HttpResponse::Ok();
+    trace(&mut ok, req);
+    if !stream {
+        let mut message = json!({"role": "assistant", "content": null, "reasoning_content": ""});
+        let mut calls: Vec<Value> = Vec::new();
+        for d in &chunks {
+            for field in ["content", "reasoning_content"] {
+                if let Some(t) = d[field].as_str() {
+                    let joined = format!("{}{t}", message[field].as_str().unwrap_or(""));
+                    message[field] = json!(joined);
+                }
+            }
+            for tc in d["tool_calls"].as_array().into_iter().flatten() {
+                let n = tc["index"].as_u64().unwrap() as usize;
+                if calls.len() <= n {
+                    calls.push(json!({"id": tc["id"], "type": "function", "function": {"name": tc["function"]["name"], "arguments": ""}}));
+                }
+                let joined = format!(
+                    "{}{}",
+                    calls[n]["function"]["arguments"].as_str().unwrap(),
+                    tc["function"]["arguments"].as_str().unwrap_or("")
+                );
+                calls[n]["function"]["arguments"] = json!(joined);
+            }
+        }
+        if !calls.is_empty() {
+            message["tool_calls"] = json!(calls);
+        }
+        return ok.json(
+            json!({"id": "chatcmpl-agent", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+                      "completion_tokens_details": {"reasoning_tokens": 3}}}),
+        );
+    }
+    let n = chunks.len();
+    let mut text = String::new();
+    for (i, delta) in chunks.into_iter().enumerate() {
+        let last = i + 1 == n;
+        let done = if last { c } else { (i as i64 + 1).min(c - 1) };
+        let chunk = json!({"id": "chatcmpl-agent", "object": "chat.completion.chunk", "created": 1, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": if last { json!(finish) } else { Value::Null }}],
+            "usage": {"prompt_tokens": p, "completion_tokens": done, "total_tokens": p + done,
+                      "completion_tokens_details": {"reasoning_tokens": 3}}});
+        text.push_str(&format!("data: {chunk}\n\n"));
+    }
+    text.push_str("data: [DONE]\n\n");
+    sse_response(req, odd_chunks(text), Duration::from_millis(1))
 }
 
 /// FNV-1a over the bytes: the fake echoes it so tests can prove byte-exact uploads.

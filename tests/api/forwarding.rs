@@ -73,7 +73,7 @@ async fn embeddings_rerank_messages_and_models_are_forwarded() {
     let r = app
         .call(
             "/v1/messages",
-            json!({"model": "claude-like", "max_tokens": 10, "messages": [{"role":"user","content":"hi"}]}),
+            json!({"model": "deepseek-ai/DeepSeek-V3", "max_tokens": 10, "messages": [{"role":"user","content":"hi"}]}),
         )
         .await;
     assert_eq!(r.json()["type"], "message");

@@ -37,9 +37,18 @@ fn imports(part: &str, banned: &[&str]) -> Vec<String> {
 #[test]
 fn the_bottom_layers_import_nothing_from_admin_or_proxy_and_those_not_from_each_other() {
     let mut found = Vec::new();
-    for part in
-        ["pool", "db", "state.rs", "config.rs", "upstream.rs", "credentials.rs", "net.rs", "health.rs"]
-    {
+    for part in [
+        "pool",
+        "db",
+        "state.rs",
+        "config.rs",
+        "upstream.rs",
+        "credentials.rs",
+        "net.rs",
+        "health.rs",
+        "dialects",
+        "sse.rs",
+    ] {
         found.extend(imports(part, &["admin", "proxy"]));
     }
     found.extend(imports("admin", &["proxy"]));
@@ -63,4 +72,27 @@ fn every_proxied_route_is_in_the_log_filters_endpoint_list() {
         seen += 1;
     }
     assert!(seen >= 20, "found the routes ({seen})");
+}
+
+/// Dialects are pure translations: of the crate they use only the SSE line
+/// splitter, so they can be tested on fixtures and reused anywhere.
+#[test]
+fn dialects_depend_on_nothing_of_the_crate_but_the_sse_splitter() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    for file in sources(&src.join("dialects")).into_iter().chain(sources(&src.join("sse.rs"))) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let mut rest = line;
+            while let Some(at) = rest.find("crate::") {
+                let path = &rest[at + "crate::".len()..];
+                if !path.starts_with("sse") {
+                    found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                }
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    assert!(found.is_empty(), "dialects reaching into the crate:\n{}", found.join("\n"));
+    assert!(!sources(&src.join("dialects")).is_empty(), "the check reads the dialect files");
 }

@@ -17,6 +17,7 @@ mod layers;
 mod metrics;
 mod no_balance;
 mod processes;
+mod responses;
 mod shutdown;
 mod streaming;
 

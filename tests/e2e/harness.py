@@ -56,6 +56,7 @@ class Stack:
         }
         self.proxy = subprocess.Popen([os.path.abspath(binary)], env=env, cwd=self.tmp)
         self.base = f"http://127.0.0.1:{proxy_port}"
+        self.fake_base = f"http://127.0.0.1:{fake_port}"
         wait_http(f"http://127.0.0.1:{fake_port}/v1/models")
         wait_http(self.base + "/health")
 
@@ -65,6 +66,11 @@ class Stack:
         req.add_header("Authorization", "Basic " + base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode())
         req.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    def fake_get(self, path):
+        """The fake upstream's test hooks (`/__last_chat`, `/__chats`): JSON, no auth."""
+        with urllib.request.urlopen(self.fake_base + path, timeout=10) as r:
             return json.loads(r.read())
 
     def chat(self, model="Qwen/Qwen3-8B", stream=False):

@@ -35,7 +35,7 @@ def main():
 
         def openai_models():
             ids = [m.id for m in oai.models.list()]
-            assert ids == ["Qwen/Qwen3-8B"], ids
+            assert ids == ["Qwen/Qwen3-8B", "deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-V3.2"], ids
 
         def openai_wrong_key():
             bad = openai.OpenAI(base_url=base + "/v1", api_key="wrong", max_retries=0)
@@ -109,6 +109,98 @@ def main():
             assert by[("/v1/completions", False, 200)]["total_tokens"] == 16
             assert by[("/v1/completions", True, 200)]["total_tokens"] == 17, "last running total"
             assert all(GOOD not in json.dumps(r) for r in rows), "no full key in logs"
+
+        # The Responses API (translated to chat by the proxy). The fake's thinking model
+        # answers a shell tool with a call, and a tool result with "All done: <its last line>".
+        thinking = "deepseek-ai/DeepSeek-V3.2"
+        shell = {"type": "function", "name": "exec_command", "description": "Run a shell command.",
+                 "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]}}
+
+        def responses_plain():
+            r = oai.responses.create(model="Qwen/Qwen3-8B", input="hi")
+            assert r.status == "completed", r
+            assert r.output_text == "Hello from the fake", r
+            assert r.usage.input_tokens == 9 and r.usage.output_tokens == 4, r.usage
+            assert r.model == "Qwen/Qwen3-8B", r.model
+            assert r.id.startswith("resp_"), r.id
+
+        def responses_stream():
+            events = list(oai.responses.create(model="Qwen/Qwen3-8B", input="hi", stream=True))
+            types = [e.type for e in events]
+            want = ["response.created", "response.in_progress", "response.output_item.added",
+                    "response.content_part.added", "response.output_text.delta", "response.output_text.done",
+                    "response.content_part.done", "response.output_item.done", "response.completed"]
+            it = iter(types)
+            assert all(w in it for w in want), types  # in this order, others may come between
+            assert types[0] == "response.created" and types[-1] == "response.completed", types
+            seq = [e.sequence_number for e in events]
+            assert seq[0] == 0 and all(b > a for a, b in zip(seq, seq[1:])), seq
+            text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+            final = events[-1].response
+            assert text == "Hello from the fake" == final.output_text, (text, final)
+            assert final.status == "completed" and final.model == "Qwen/Qwen3-8B", final
+            assert final.usage.input_tokens == 9, final.usage
+
+        def check_first(first):
+            kinds = [o.type for o in first.output]
+            assert "function_call" in kinds and "reasoning" in kinds, kinds
+            assert kinds.index("reasoning") < kinds.index("function_call"), kinds
+            call = first.output[kinds.index("function_call")]
+            assert call.name == "exec_command" and call.call_id, call
+            args = json.loads(call.arguments)
+            assert isinstance(args.get("cmd"), str) and args["cmd"], args
+            return call
+
+        def follow_up(first, call):
+            return [{"role": "user", "content": "make the proof file"}, *[o.model_dump() for o in first.output],
+                    {"type": "function_call_output", "call_id": call.call_id, "output": "wrote-proof"}]
+
+        def responses_tool_round_trip():
+            first = oai.responses.create(model=thinking, input="make the proof file", tools=[shell])
+            call = check_first(first)
+            assert first.model == thinking, first.model
+            sent = stack.fake_get("/__last_chat")
+            assert [t["function"]["name"] for t in sent["tools"]] == ["exec_command"], sent["tools"]
+            second = oai.responses.create(model=thinking, tools=[shell], input=follow_up(first, call))
+            assert "wrote-proof" in second.output_text, second
+            sent = stack.fake_get("/__last_chat")
+            roles = [m["role"] for m in sent["messages"]]
+            assert roles[-2:] == ["assistant", "tool"], roles
+            assert sent["messages"][-2]["tool_calls"][0]["id"] == call.call_id, sent["messages"][-2]
+            assert sent["messages"][-2].get("reasoning_content"), "reasoning sent back"
+
+        def responses_tool_round_trip_stream():
+            events = list(oai.responses.create(model=thinking, input="make the proof file", tools=[shell], stream=True))
+            first = events[-1].response
+            assert events[-1].type == "response.completed", events[-1]
+            call = check_first(first)
+            args = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+            assert args == call.arguments, (args, call.arguments)
+            done = [e for e in events if e.type == "response.output_item.done"]
+            assert [e.item.type for e in done] == [o.type for o in first.output], done
+            events = list(oai.responses.create(model=thinking, tools=[shell], input=follow_up(first, call), stream=True))
+            assert events[-1].type == "response.completed", events[-1]
+            final = events[-1].response
+            assert "wrote-proof" in final.output_text, final
+            assert final.usage.output_tokens > 0 and final.usage.input_tokens > 0, final.usage
+
+        def responses_previous_id():
+            try:
+                oai.responses.create(model="Qwen/Qwen3-8B", input="hi", previous_response_id="resp_x")
+            except openai.BadRequestError as e:
+                assert "previous_response_id" in str(e), e
+                return
+            raise AssertionError("no 400")
+
+        def responses_unknown_model():
+            try:
+                oai.responses.create(model="gpt-5", input="hi")
+            except openai.BadRequestError as e:
+                assert e.status_code == 400, e
+                err = e.response.json().get("error")  # OpenAI's error shape, the upstream's words
+                assert isinstance(err, dict) and "Model does not exist" in err.get("message", ""), e.response.text
+                return
+            raise AssertionError("no 400")
 
         def client_keys():
             made = stack.admin("POST", "/api/clients", {"name": "sdk-team", "models": ["Qwen/*"], "rpm": 3})
@@ -224,6 +316,11 @@ def main():
                          ("openai FIM completion", openai_fim), ("openai FIM stream", openai_fim_stream),
                          ("pooled user info: balance unknown, not 0", pooled_balance_unknown),
                          ("request log matches", logs_match),
+                         ("openai responses", responses_plain), ("openai responses stream", responses_stream),
+                         ("openai responses: function tool round trip (thinking model)", responses_tool_round_trip),
+                         ("openai responses stream: function tool round trip", responses_tool_round_trip_stream),
+                         ("openai responses: previous_response_id -> 400", responses_previous_id),
+                         ("openai responses: unknown model -> upstream's 400", responses_unknown_model),
                          ("client keys: models, rpm, usage, rotate, delete (openai + anthropic SDKs)", client_keys),
                          ("client keys: daily limits, disabled, expired (openai + anthropic SDKs)", client_limits),
                          ("/metrics counts what the log holds", metrics_match_log)]:

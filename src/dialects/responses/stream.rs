@@ -1,0 +1,1041 @@
+//! A chat answer rewritten as a Responses answer. One state machine serves
+//! both: fed a chat stream's bytes (split anywhere), it writes the Responses
+//! event sequence; fed a whole chat completion, it builds the same items,
+//! and the response object is the one `response.completed` would carry.
+//!
+//! Items open when their first piece arrives and close (`.done` events,
+//! which are what put an item into Codex's conversation) when another kind
+//! begins or the answer ends: reasoning, then text, then the tool calls,
+//! which stay open together because a model may interleave their
+//! arguments. A stream that ends without a finish reason or `[DONE]` was cut:
+//! it ends with `response.failed`, never `response.completed`.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::errors::Failure;
+use super::types::*;
+use super::Context;
+use crate::sse::{self, Lines};
+
+#[derive(Debug)]
+enum Kind {
+    Reasoning {
+        text: String,
+    },
+    Message {
+        text: String,
+    },
+    /// `input`: a custom tool's raw input, read from the arguments when the call closes.
+    Call {
+        chat_index: usize,
+        call_id: String,
+        name: String,
+        arguments: String,
+        custom: bool,
+        input: String,
+    },
+}
+
+#[derive(Debug)]
+struct Item {
+    id: String,
+    done: bool,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Completed,
+    Incomplete(&'static str),
+    Failed,
+}
+
+#[derive(Debug)]
+pub struct Translator {
+    ctx: Context,
+    /// Write events (a stream), or only build the items (a plain answer).
+    emit: bool,
+    out: Vec<u8>,
+    seq: u64,
+    started: bool,
+    items: Vec<Item>,
+    open_reasoning: Option<usize>,
+    open_text: Option<usize>,
+    /// Open tool calls, by item index.
+    open_calls: Vec<usize>,
+    finish_reason: Option<String>,
+    saw_done: bool,
+    usage: Option<ChatUsage>,
+    failure: Option<Failure>,
+    end: Option<End>,
+    lines: Lines,
+}
+
+impl Translator {
+    /// `emit`: write the event sequence (for a streamed request).
+    pub fn new(ctx: Context, emit: bool) -> Self {
+        Translator {
+            ctx,
+            emit,
+            out: Vec::new(),
+            seq: 0,
+            started: false,
+            items: Vec::new(),
+            open_reasoning: None,
+            open_text: None,
+            open_calls: Vec::new(),
+            finish_reason: None,
+            saw_done: false,
+            usage: None,
+            failure: None,
+            end: None,
+            lines: Lines::default(),
+        }
+    }
+
+    /// Bytes of a chat stream in; the events they complete out (often none).
+    pub fn feed(&mut self, chunk: &[u8]) -> Bytes {
+        self.start();
+        if self.end.is_none() {
+            let mut lines = std::mem::take(&mut self.lines);
+            lines.feed(chunk, |line| self.line(line));
+            self.lines = lines;
+        }
+        self.take()
+    }
+
+    /// The chat stream ended: the closing events, and the reason the answer
+    /// failed when it did (for the log).
+    pub fn finish(&mut self) -> (Bytes, Option<String>) {
+        self.start();
+        if self.end.is_none() {
+            if let Some(rest) = self.lines.rest() {
+                self.line(&rest);
+            }
+        }
+        if self.end.is_none() {
+            if self.finish_reason.is_some() || self.saw_done {
+                self.complete();
+            } else {
+                self.fail(Failure::server("the upstream stream ended before the answer was complete"));
+            }
+        }
+        (self.take(), self.failure.as_ref().map(|f| f.message.clone()))
+    }
+
+    /// The upstream broke off (a read error, silence): `response.failed`.
+    pub fn abort(&mut self, message: &str) -> Bytes {
+        self.start();
+        if self.end.is_none() {
+            self.fail(Failure::server(message));
+        }
+        self.take()
+    }
+
+    /// A whole chat completion in (a plain answer, or a stream request the
+    /// upstream answered in one piece): its parts go through the same steps
+    /// as a stream's. Call `finish` (events) or `response` (object) after.
+    pub fn completion(&mut self, body: &[u8]) -> Result<(), String> {
+        self.start();
+        let chunk: ChatChunk = serde_json::from_slice(body)
+            .map_err(|e| format!("the upstream's chat answer could not be read: {e}"))?;
+        if chunk.choices.is_none() {
+            return Err("the upstream's chat answer has no choices".to_string());
+        }
+        self.chunk(chunk);
+        self.saw_done = true;
+        Ok(())
+    }
+
+    /// The response object (after `finish` or `completion`): what a plain
+    /// request gets.
+    pub fn response(&mut self) -> Vec<u8> {
+        if self.end.is_none() {
+            self.end = Some(self.ending());
+            self.close_all();
+        }
+        let mut out = Vec::with_capacity(512);
+        self.write_response(&mut out);
+        out
+    }
+
+    fn take(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.out))
+    }
+
+    fn start(&mut self) {
+        if !self.started {
+            self.started = true;
+            self.response_event("response.created");
+            self.response_event("response.in_progress");
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        if self.end.is_some() {
+            return;
+        }
+        let Some(data) = sse::data(line) else { return };
+        if data == b"[DONE]" {
+            self.saw_done = true;
+            return;
+        }
+        // A line that is not a chunk holds nothing of the answer.
+        if let Ok(chunk) = serde_json::from_slice::<ChatChunk>(data) {
+            self.chunk(chunk);
+        }
+    }
+
+    fn chunk(&mut self, chunk: ChatChunk) {
+        if let Some(failure) = chunk_error(&chunk) {
+            self.fail(failure);
+            return;
+        }
+        if let Some(u) = chunk.usage {
+            self.usage = Some(u);
+        }
+        for choice in chunk.choices.unwrap_or_default() {
+            if choice.index.unwrap_or(0) != 0 {
+                continue;
+            }
+            if let Some(d) = choice.delta.or(choice.message) {
+                if let Some(r) = d.reasoning_content.or(d.reasoning).filter(|r| !r.is_empty()) {
+                    self.reasoning(&r);
+                }
+                if let Some(c) = d.content.filter(|c| !c.is_empty()) {
+                    self.text(&c);
+                }
+                for (n, call) in d.tool_calls.unwrap_or_default().into_iter().enumerate() {
+                    self.call(call, n);
+                }
+            }
+            if let Some(f) = choice.finish_reason {
+                self.finish_reason = Some(f.into_owned());
+            }
+        }
+    }
+
+    fn reasoning(&mut self, piece: &str) {
+        let i = match self.open_reasoning {
+            Some(i) => i,
+            None => {
+                self.close_text();
+                self.close_calls();
+                let i = self.open(Kind::Reasoning { text: String::new() }, "rs");
+                self.open_reasoning = Some(i);
+                self.item_event("response.output_item.added", i);
+                let part = Part::Summary(TextPart { kind: "summary_text", text: "" });
+                let id = self.items[i].id.clone();
+                self.event(
+                    "response.reasoning_summary_part.added",
+                    &EventBody {
+                        item_id: Some(&id),
+                        output_index: i,
+                        summary_index: Some(0),
+                        part: Some(part),
+                        ..Default::default()
+                    },
+                );
+                i
+            }
+        };
+        if let Kind::Reasoning { text } = &mut self.items[i].kind {
+            text.push_str(piece);
+        }
+        let id = &self.items[i].id;
+        let body = EventBody {
+            item_id: Some(id),
+            output_index: i,
+            summary_index: Some(0),
+            delta: Some(piece),
+            ..Default::default()
+        };
+        write_event(&mut self.out, &mut self.seq, self.emit, "response.reasoning_summary_text.delta", &body);
+    }
+
+    fn text(&mut self, piece: &str) {
+        let i = match self.open_text {
+            Some(i) => i,
+            None => {
+                self.close_reasoning();
+                self.close_calls();
+                let i = self.open(Kind::Message { text: String::new() }, "msg");
+                self.open_text = Some(i);
+                self.item_event("response.output_item.added", i);
+                let id = self.items[i].id.clone();
+                self.event(
+                    "response.content_part.added",
+                    &EventBody {
+                        item_id: Some(&id),
+                        output_index: i,
+                        content_index: Some(0),
+                        part: Some(Part::Text(OutputText::new(""))),
+                        ..Default::default()
+                    },
+                );
+                i
+            }
+        };
+        if let Kind::Message { text } = &mut self.items[i].kind {
+            text.push_str(piece);
+        }
+        let id = &self.items[i].id;
+        let body = EventBody {
+            item_id: Some(id),
+            output_index: i,
+            content_index: Some(0),
+            delta: Some(piece),
+            logprobs: Some([]),
+            ..Default::default()
+        };
+        write_event(&mut self.out, &mut self.seq, self.emit, "response.output_text.delta", &body);
+    }
+
+    /// A tool call's piece. `position` is its place in the chunk, for
+    /// upstreams that leave out `index`.
+    fn call(&mut self, call: ToolCallDelta, position: usize) {
+        let chat_index = call.index.unwrap_or(position);
+        let (name, arguments) = match call.function {
+            Some(f) => (f.name, f.arguments),
+            None => (None, None),
+        };
+        let open = self.open_calls.iter().copied().find(|&i| {
+            matches!(&self.items[i].kind, Kind::Call { chat_index: c, call_id, .. }
+                // A new id under a used index is a new call (some upstreams number every call 0).
+                if *c == chat_index && call.id.as_deref().is_none_or(|id| id == call_id.as_str()))
+        });
+        let i = match open {
+            Some(i) => i,
+            None => {
+                self.close_reasoning();
+                self.close_text();
+                let name = name.as_deref().unwrap_or("").to_string();
+                let custom = self.ctx.custom_tools.contains(&name);
+                let call_id = match call.id.as_deref() {
+                    Some(id) if !id.is_empty() => id.to_string(),
+                    _ => self.ctx.item_id("call", self.items.len()),
+                };
+                let kind = Kind::Call {
+                    chat_index,
+                    call_id,
+                    name,
+                    arguments: String::new(),
+                    custom,
+                    input: String::new(),
+                };
+                let i = self.open(kind, if custom { "ctc" } else { "fc" });
+                self.open_calls.push(i);
+                self.item_event("response.output_item.added", i);
+                i
+            }
+        };
+        let Some(piece) = arguments.filter(|a| !a.is_empty()) else { return };
+        let Kind::Call { arguments, custom, .. } = &mut self.items[i].kind else { return };
+        arguments.push_str(&piece);
+        // A custom tool's input is inside the JSON arguments: it is sent whole when the call closes.
+        if !*custom {
+            let id = &self.items[i].id;
+            let body =
+                EventBody { item_id: Some(id), output_index: i, delta: Some(&piece), ..Default::default() };
+            write_event(
+                &mut self.out,
+                &mut self.seq,
+                self.emit,
+                "response.function_call_arguments.delta",
+                &body,
+            );
+        }
+    }
+
+    fn open(&mut self, kind: Kind, prefix: &str) -> usize {
+        let n = self.items.len();
+        self.items.push(Item { id: self.ctx.item_id(prefix, n), done: false, kind });
+        n
+    }
+
+    fn close_reasoning(&mut self) {
+        let Some(i) = self.open_reasoning.take() else { return };
+        self.items[i].done = true;
+        let Kind::Reasoning { text } = &self.items[i].kind else { return };
+        let id = &self.items[i].id;
+        let done = EventBody {
+            item_id: Some(id),
+            output_index: i,
+            summary_index: Some(0),
+            text: Some(text),
+            ..Default::default()
+        };
+        write_event(&mut self.out, &mut self.seq, self.emit, "response.reasoning_summary_text.done", &done);
+        let part = Part::Summary(TextPart { kind: "summary_text", text });
+        let done = EventBody {
+            item_id: Some(id),
+            output_index: i,
+            summary_index: Some(0),
+            part: Some(part),
+            ..Default::default()
+        };
+        write_event(&mut self.out, &mut self.seq, self.emit, "response.reasoning_summary_part.done", &done);
+        self.item_event("response.output_item.done", i);
+    }
+
+    fn close_text(&mut self) {
+        let Some(i) = self.open_text.take() else { return };
+        self.items[i].done = true;
+        let Kind::Message { text } = &self.items[i].kind else { return };
+        let id = &self.items[i].id;
+        let done = EventBody {
+            item_id: Some(id),
+            output_index: i,
+            content_index: Some(0),
+            text: Some(text),
+            logprobs: Some([]),
+            ..Default::default()
+        };
+        write_event(&mut self.out, &mut self.seq, self.emit, "response.output_text.done", &done);
+        let done = EventBody {
+            item_id: Some(id),
+            output_index: i,
+            content_index: Some(0),
+            part: Some(Part::Text(OutputText::new(text))),
+            ..Default::default()
+        };
+        write_event(&mut self.out, &mut self.seq, self.emit, "response.content_part.done", &done);
+        self.item_event("response.output_item.done", i);
+    }
+
+    fn close_calls(&mut self) {
+        for i in std::mem::take(&mut self.open_calls) {
+            let item = &mut self.items[i];
+            item.done = true;
+            let Kind::Call { name, arguments, custom, input, .. } = &mut item.kind else { continue };
+            let id = &item.id;
+            if *custom {
+                *input = custom_input(arguments);
+                let body = EventBody {
+                    item_id: Some(id),
+                    output_index: i,
+                    delta: Some(input),
+                    ..Default::default()
+                };
+                write_event(
+                    &mut self.out,
+                    &mut self.seq,
+                    self.emit,
+                    "response.custom_tool_call_input.delta",
+                    &body,
+                );
+                let body = EventBody {
+                    item_id: Some(id),
+                    output_index: i,
+                    input: Some(input),
+                    ..Default::default()
+                };
+                write_event(
+                    &mut self.out,
+                    &mut self.seq,
+                    self.emit,
+                    "response.custom_tool_call_input.done",
+                    &body,
+                );
+            } else {
+                let body = EventBody {
+                    item_id: Some(id),
+                    output_index: i,
+                    name: Some(name),
+                    arguments: Some(arguments),
+                    ..Default::default()
+                };
+                write_event(
+                    &mut self.out,
+                    &mut self.seq,
+                    self.emit,
+                    "response.function_call_arguments.done",
+                    &body,
+                );
+            }
+            self.item_event("response.output_item.done", i);
+        }
+    }
+
+    fn close_all(&mut self) {
+        self.close_reasoning();
+        self.close_text();
+        self.close_calls();
+    }
+
+    fn ending(&self) -> End {
+        match self.finish_reason.as_deref() {
+            Some("length") => End::Incomplete("max_output_tokens"),
+            Some("content_filter") => End::Incomplete("content_filter"),
+            _ => End::Completed,
+        }
+    }
+
+    fn complete(&mut self) {
+        // The end first: the items' `.done` events show their final status.
+        let end = self.ending();
+        self.end = Some(end);
+        self.close_all();
+        match end {
+            End::Incomplete(_) => self.response_event("response.incomplete"),
+            _ => self.response_event("response.completed"),
+        }
+    }
+
+    fn fail(&mut self, failure: Failure) {
+        self.failure = Some(failure);
+        self.end = Some(End::Failed);
+        self.response_event("response.failed");
+    }
+
+    /// An item event (`output_item.added` / `.done`) with the item as it is.
+    fn item_event(&mut self, kind: &'static str, i: usize) {
+        if !self.emit {
+            self.seq += 1;
+            return;
+        }
+        let item = view(&self.items[i], self.end);
+        let body = EventBody { output_index: i, item: Some(item), ..Default::default() };
+        write_event(&mut self.out, &mut self.seq, self.emit, kind, &body);
+    }
+
+    fn event(&mut self, kind: &'static str, body: &EventBody) {
+        write_event(&mut self.out, &mut self.seq, self.emit, kind, body);
+    }
+
+    /// `response.created` and the rest that carry the whole response.
+    fn response_event(&mut self, kind: &'static str) {
+        if !self.emit {
+            self.seq += 1;
+            return;
+        }
+        let mut out = std::mem::take(&mut self.out);
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\ndata: {\"type\":\"");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\",\"sequence_number\":");
+        out.extend_from_slice(self.seq.to_string().as_bytes());
+        out.extend_from_slice(b",\"response\":");
+        self.write_response(&mut out);
+        out.extend_from_slice(b"}\n\n");
+        self.seq += 1;
+        self.out = out;
+    }
+
+    fn status(&self) -> &'static str {
+        match self.end {
+            None => "in_progress",
+            Some(End::Completed) => "completed",
+            Some(End::Incomplete(_)) => "incomplete",
+            Some(End::Failed) => "failed",
+        }
+    }
+
+    fn write_response(&self, out: &mut Vec<u8>) {
+        let finished = self.end.is_some();
+        let head = ResponseHead {
+            id: &self.ctx.id,
+            object: "response",
+            created_at: self.ctx.created_at,
+            status: self.status(),
+            background: false,
+            error: self.failure.as_ref().map(|f| ErrorOut { code: f.code, message: &f.message }),
+            incomplete_details: match self.end {
+                Some(End::Incomplete(reason)) => Some(Incomplete { reason }),
+                _ => None,
+            },
+            model: &self.ctx.model,
+            // While in progress the object lists nothing yet, as OpenAI's does.
+            output: if finished {
+                self.items.iter().filter(|it| it.done).map(|it| view(it, self.end)).collect()
+            } else {
+                Vec::new()
+            },
+            usage: if finished { self.usage.map(UsageOut::from) } else { None },
+        };
+        let start = out.len();
+        if serde_json::to_writer(&mut *out, &head).is_err() {
+            out.truncate(start);
+            out.extend_from_slice(b"{}");
+            return;
+        }
+        // The request's echo goes inside the same object.
+        if out.last() == Some(&b'}') && !self.ctx.echo.is_empty() {
+            out.pop();
+            out.push(b',');
+            out.extend_from_slice(self.ctx.echo.as_bytes());
+            out.push(b'}');
+        }
+    }
+}
+
+fn view(item: &Item, end: Option<End>) -> ItemView<'_> {
+    let status = if !item.done {
+        "in_progress"
+    } else if matches!(end, Some(End::Incomplete(_))) {
+        "incomplete"
+    } else {
+        "completed"
+    };
+    match &item.kind {
+        Kind::Reasoning { text } => ItemView::Reasoning {
+            id: &item.id,
+            summary: if item.done { vec![TextPart { kind: "summary_text", text }] } else { Vec::new() },
+        },
+        Kind::Message { text } => ItemView::Message {
+            id: &item.id,
+            status,
+            role: "assistant",
+            content: if item.done { vec![OutputText::new(text)] } else { Vec::new() },
+        },
+        Kind::Call { call_id, name, arguments, custom: false, .. } => ItemView::FunctionCall {
+            id: &item.id,
+            status,
+            call_id,
+            name,
+            arguments: if item.done { arguments } else { "" },
+        },
+        Kind::Call { call_id, name, input, custom: true, .. } => {
+            ItemView::CustomToolCall { id: &item.id, status, call_id, name, input }
+        }
+    }
+}
+
+/// A custom tool's raw input: the `input` string of the function arguments
+/// it was called with (as the request's translation declared it); the
+/// arguments as they are when the model wrote something else.
+fn custom_input(arguments: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Wrapped {
+        input: String,
+    }
+    match serde_json::from_str::<Wrapped>(arguments) {
+        Ok(w) => w.input,
+        Err(_) => arguments.to_string(),
+    }
+}
+
+/// A chunk that is an error, not an answer: OpenAI's `{"error":...}` or
+/// SiliconFlow's `{"code","message"}` in place of a chunk.
+fn chunk_error(chunk: &ChatChunk) -> Option<Failure> {
+    if let Some(raw) = chunk.error {
+        let (code, message) =
+            super::errors::upstream_message(format!("{{\"error\":{}}}", raw.get()).as_bytes());
+        return Some(Failure::from_upstream(None, code, &message));
+    }
+    if chunk.choices.is_none() && chunk.usage.is_none() {
+        if let Some(m) = &chunk.message {
+            return Some(Failure::from_upstream(None, chunk.code, m));
+        }
+    }
+    None
+}
+
+/// Writes `event: <kind>` and `data: {"type":kind,"sequence_number":n,...body}`.
+fn write_event<T: Serialize>(out: &mut Vec<u8>, seq: &mut u64, emit: bool, kind: &'static str, body: &T) {
+    if !emit {
+        *seq += 1;
+        return;
+    }
+    let start = out.len();
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\ndata: {\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"sequence_number\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    let body_at = out.len();
+    if serde_json::to_writer(&mut *out, body).is_err() || out.get(body_at) != Some(&b'{') {
+        out.truncate(start);
+        return;
+    }
+    // The body's opening brace becomes the comma after sequence_number.
+    out[body_at] = b',';
+    out.extend_from_slice(b"\n\n");
+    *seq += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn ctx(custom: &[&str]) -> Context {
+        let echo = "\"instructions\":null,\"tools\":[]".to_string();
+        Context::new("T", 1700, "Qwen/Qwen3-8B".into(), custom.iter().map(|s| s.to_string()).collect(), echo)
+    }
+
+    /// A chat stream as SiliconFlow sends it: running usage in every chunk.
+    fn chat_stream(deltas: &[Value], finish: Option<&str>, done: bool) -> Vec<u8> {
+        let mut s = String::new();
+        let n = deltas.len();
+        for (i, d) in deltas.iter().enumerate() {
+            let last = i + 1 == n;
+            let chunk = json!({"id": "c", "object": "chat.completion.chunk", "model": "Qwen/Qwen3-8B",
+                "choices": [{"index": 0, "delta": d, "finish_reason": if last { finish.map(Value::from) } else { None }}],
+                "usage": {"prompt_tokens": 20, "completion_tokens": i + 1, "total_tokens": 21 + i,
+                          "completion_tokens_details": {"reasoning_tokens": 2}}});
+            s.push_str(&format!("data: {chunk}\n\n"));
+        }
+        if done {
+            s.push_str("data: [DONE]\n\n");
+        }
+        s.into_bytes()
+    }
+
+    /// Every event written, fed `step` bytes at a time.
+    fn run(custom: &[&str], body: &[u8], step: usize) -> (Vec<Value>, Option<String>) {
+        let mut t = Translator::new(ctx(custom), true);
+        let mut out = Vec::new();
+        for piece in body.chunks(step) {
+            out.extend_from_slice(&t.feed(piece));
+        }
+        let (tail, err) = t.finish();
+        out.extend_from_slice(&tail);
+        (events(&out), err)
+    }
+
+    fn events(out: &[u8]) -> Vec<Value> {
+        let text = std::str::from_utf8(out).unwrap();
+        assert!(text.ends_with("\n\n"), "events end whole");
+        text.split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (event, data) = e.split_once('\n').unwrap();
+                let v: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+                assert_eq!(event.strip_prefix("event: ").unwrap(), v["type"], "event line names the type");
+                v
+            })
+            .collect()
+    }
+
+    fn types(evs: &[Value]) -> Vec<&str> {
+        evs.iter().map(|e| e["type"].as_str().unwrap()).collect()
+    }
+
+    /// The rules every sequence keeps: numbered from 0 without gaps, every
+    /// item added once and done once with the same id and index, every
+    /// delta naming an open item.
+    fn well_formed(evs: &[Value]) {
+        let mut open: std::collections::HashMap<u64, String> = Default::default();
+        let mut closed = std::collections::HashSet::new();
+        for (n, e) in evs.iter().enumerate() {
+            assert_eq!(e["sequence_number"], n as u64, "sequence at {n}");
+            let t = e["type"].as_str().unwrap();
+            let idx = e["output_index"].as_u64();
+            match t {
+                "response.output_item.added" => {
+                    let id = e["item"]["id"].as_str().unwrap().to_string();
+                    assert!(open.insert(idx.unwrap(), id).is_none(), "added twice");
+                }
+                "response.output_item.done" => {
+                    let id = e["item"]["id"].as_str().unwrap();
+                    assert_eq!(
+                        open.get(&idx.unwrap()).map(String::as_str),
+                        Some(id),
+                        "done names the added id"
+                    );
+                    assert!(closed.insert(idx.unwrap()), "done twice");
+                }
+                _ if e.get("item_id").is_some() => {
+                    let i = idx.unwrap();
+                    assert_eq!(
+                        open.get(&i),
+                        Some(&e["item_id"].as_str().unwrap().to_string()),
+                        "{t} names its item"
+                    );
+                    assert!(!closed.contains(&i), "{t} after its item closed");
+                }
+                _ => {}
+            }
+        }
+        let last = types(evs).last().copied().unwrap();
+        if last == "response.completed" || last == "response.incomplete" {
+            assert_eq!(open.len(), closed.len(), "every item closed");
+        }
+    }
+
+    #[test]
+    fn a_text_stream_split_anywhere_gives_the_exact_sequence() {
+        let body = chat_stream(
+            &[
+                json!({"role": "assistant", "content": ""}),
+                json!({"content": "Hel"}),
+                json!({"content": "lo ü"}),
+                json!({"content": ""}),
+            ],
+            Some("stop"),
+            true,
+        );
+        let (whole, _) = run(&[], &body, body.len());
+        for step in [1, 2, 3, 5, 7, 11, 64] {
+            assert_eq!(run(&[], &body, step).0, whole, "step {step}");
+        }
+        well_formed(&whole);
+        assert_eq!(
+            types(&whole),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed"
+            ]
+        );
+        assert_eq!(whole[0]["response"]["status"], "in_progress");
+        assert_eq!(whole[0]["response"]["id"], "resp_T");
+        assert_eq!(whole[0]["response"]["model"], "Qwen/Qwen3-8B");
+        assert_eq!(whole[0]["response"]["output"], json!([]));
+        assert_eq!(
+            whole[2]["item"],
+            json!({"type": "message", "id": "msg_T_0", "status": "in_progress", "role": "assistant", "content": []})
+        );
+        assert_eq!(
+            whole[4],
+            json!({"type": "response.output_text.delta", "sequence_number": 4, "item_id": "msg_T_0",
+            "output_index": 0, "content_index": 0, "delta": "Hel", "logprobs": []})
+        );
+        assert_eq!(whole[6]["text"], "Hello ü");
+        assert_eq!(
+            whole[7]["part"],
+            json!({"type": "output_text", "text": "Hello ü", "annotations": [], "logprobs": []})
+        );
+        let done = &whole[9]["response"];
+        assert_eq!(done["status"], "completed");
+        assert_eq!(
+            done["output"],
+            json!([{"type": "message", "id": "msg_T_0", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": "Hello ü", "annotations": [], "logprobs": []}]}])
+        );
+        assert_eq!(
+            done["usage"],
+            json!({"input_tokens": 20, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 24})
+        );
+        assert_eq!(done["tools"], json!([]), "the request's echo is inside the object");
+        assert!(done["error"].is_null() && done["incomplete_details"].is_null());
+    }
+
+    /// SiliconFlow's tool calls: reasoning first, then each call's first
+    /// delta names it with empty arguments, later ones carry pieces.
+    fn reasoning_and_parallel_calls() -> Vec<u8> {
+        chat_stream(
+            &[
+                json!({"role": "assistant", "content": null, "reasoning_content": "Two "}),
+                json!({"content": null, "reasoning_content": "commands."}),
+                json!({"content": null, "tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "exec_command", "arguments": ""}}]}),
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"cmd\":"}}]}),
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"ls\"}"}}]}),
+                json!({"tool_calls": [{"index": 1, "id": "call_b", "type": "function", "function": {"name": "exec_command", "arguments": ""}}]}),
+                json!({"tool_calls": [{"index": 1, "function": {"arguments": "{\"cmd\":\"pwd\"}"}}]}),
+                json!({}),
+            ],
+            Some("tool_calls"),
+            true,
+        )
+    }
+
+    #[test]
+    fn reasoning_then_parallel_calls_are_items_each_opened_and_closed() {
+        let body = reasoning_and_parallel_calls();
+        let (evs, err) = run(&[], &body, 13);
+        assert!(err.is_none());
+        assert_eq!(evs, run(&[], &body, 1).0);
+        well_formed(&evs);
+        assert_eq!(
+            types(&evs),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.reasoning_summary_part.added",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.done",
+                "response.reasoning_summary_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed"
+            ]
+        );
+        assert_eq!(evs[3]["part"], json!({"type": "summary_text", "text": ""}));
+        assert_eq!(evs[4]["summary_index"], 0);
+        assert_eq!(evs[6]["text"], "Two commands.");
+        assert_eq!(
+            evs[9]["item"],
+            json!({"type": "function_call", "id": "fc_T_1", "status": "in_progress",
+            "call_id": "call_a", "name": "exec_command", "arguments": ""})
+        );
+        assert_eq!(
+            evs[14],
+            json!({"type": "response.function_call_arguments.done", "sequence_number": 14,
+            "item_id": "fc_T_1", "output_index": 1, "name": "exec_command", "arguments": "{\"cmd\":\"ls\"}"})
+        );
+        let out = &evs[18]["response"]["output"];
+        assert_eq!(
+            out[0],
+            json!({"type": "reasoning", "id": "rs_T_0", "summary": [{"type": "summary_text", "text": "Two commands."}]})
+        );
+        assert_eq!(out[1]["arguments"], "{\"cmd\":\"ls\"}");
+        assert_eq!(
+            out[2],
+            json!({"type": "function_call", "id": "fc_T_2", "status": "completed", "call_id": "call_b",
+            "name": "exec_command", "arguments": "{\"cmd\":\"pwd\"}"})
+        );
+    }
+
+    #[test]
+    fn a_custom_tool_call_carries_its_raw_input() {
+        let patch = "*** Begin Patch\n*** Add File: a.txt\n+hi \"there\"\n*** End Patch";
+        let args = json!({"input": patch}).to_string();
+        let (a, b) = args.split_at(17);
+        let body = chat_stream(
+            &[
+                json!({"tool_calls": [{"index": 0, "id": "call_p", "type": "function", "function": {"name": "apply_patch", "arguments": ""}}]}),
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}),
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]}),
+            ],
+            Some("tool_calls"),
+            true,
+        );
+        let (evs, _) = run(&["apply_patch"], &body, 9);
+        well_formed(&evs);
+        assert_eq!(
+            types(&evs)[2..],
+            [
+                "response.output_item.added",
+                "response.custom_tool_call_input.delta",
+                "response.custom_tool_call_input.done",
+                "response.output_item.done",
+                "response.completed"
+            ]
+        );
+        assert_eq!(evs[4]["input"], patch);
+        let item = json!({"type": "custom_tool_call", "id": "ctc_T_0", "status": "completed", "call_id": "call_p",
+            "name": "apply_patch", "input": patch});
+        assert_eq!(evs[5]["item"], item);
+        assert_eq!(evs[6]["response"]["output"][0], item);
+    }
+
+    #[test]
+    fn length_is_incomplete_and_a_cut_stream_fails_rather_than_completes() {
+        let body = chat_stream(&[json!({"content": "partial"})], Some("length"), true);
+        let (evs, err) = run(&[], &body, 4);
+        assert!(err.is_none());
+        let last = evs.last().unwrap();
+        assert_eq!(last["type"], "response.incomplete");
+        assert_eq!(last["response"]["status"], "incomplete");
+        assert_eq!(last["response"]["incomplete_details"], json!({"reason": "max_output_tokens"}));
+        assert_eq!(last["response"]["output"][0]["status"], "incomplete");
+
+        // No finish reason, no [DONE]: the upstream was cut.
+        let full = chat_stream(&[json!({"content": "Hel"}), json!({"content": "lo"})], Some("stop"), true);
+        let cut = &full[..full.len() / 2 + 3];
+        let (evs, err) = run(&[], cut, 5);
+        well_formed(&evs);
+        assert!(err.unwrap().contains("ended before the answer was complete"));
+        assert!(!types(&evs).contains(&"response.completed"));
+        let last = evs.last().unwrap();
+        assert_eq!(last["type"], "response.failed");
+        assert_eq!(last["response"]["status"], "failed");
+        assert_eq!(last["response"]["error"]["code"], "server_error");
+
+        // A read error or silence: the proxy aborts.
+        let mut t = Translator::new(ctx(&[]), true);
+        let mut out = t.feed(&full[..40]).to_vec();
+        out.extend_from_slice(&t.abort("upstream sent nothing for 300 s"));
+        let (tail, err) = t.finish();
+        assert!(tail.is_empty(), "nothing after the failure");
+        assert_eq!(err.as_deref(), Some("upstream sent nothing for 300 s"));
+        let evs = events(&out);
+        assert_eq!(evs.last().unwrap()["response"]["error"]["message"], "upstream sent nothing for 300 s");
+    }
+
+    #[test]
+    fn an_error_inside_the_stream_fails_with_the_code_codex_reads() {
+        let mut body = chat_stream(&[json!({"content": "a"})], None, false);
+        body.extend_from_slice(b"data: {\"code\":50603,\"message\":\"Request was rejected due to rate limiting. Details: TPM limit reached.\",\"data\":null}\n\n");
+        body.extend_from_slice(&chat_stream(&[json!({"content": "ignored"})], Some("stop"), true));
+        let (evs, err) = run(&[], &body, 8);
+        assert!(err.unwrap().contains("TPM limit reached"));
+        let last = evs.last().unwrap();
+        assert_eq!(last["type"], "response.failed");
+        assert_eq!(last["response"]["error"]["code"], "rate_limit_exceeded");
+        assert!(last["response"]["error"]["message"].as_str().unwrap().contains("try again in 10s"));
+        let body = b"data: {\"error\":{\"message\":\"Sorry, your account balance is insufficient\",\"code\":30001}}\n\n";
+        let (evs, _) = run(&[], body, 3);
+        assert_eq!(evs.last().unwrap()["response"]["error"]["code"], "insufficient_quota");
+    }
+
+    #[test]
+    fn a_plain_completion_is_the_object_the_stream_would_complete_with() {
+        let completion = json!({"id": "c", "object": "chat.completion", "model": "Qwen/Qwen3-8B",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant",
+                "content": "Running.", "reasoning_content": "Think.",
+                "tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}},
+                               {"id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{}"}}]}}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42,
+                      "prompt_tokens_details": {"cached_tokens": 16}, "completion_tokens_details": {"reasoning_tokens": 5}}});
+        let bytes = completion.to_string().into_bytes();
+        let mut plain = Translator::new(ctx(&[]), false);
+        plain.completion(&bytes).unwrap();
+        let object: Value = serde_json::from_slice(&plain.response()).unwrap();
+        assert_eq!(object["status"], "completed");
+        assert_eq!(object["object"], "response");
+        assert_eq!(object["created_at"], 1700);
+        let kinds: Vec<_> =
+            object["output"].as_array().unwrap().iter().map(|i| i["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["reasoning", "message", "function_call", "function_call"]);
+        assert_eq!(object["output"][3]["call_id"], "call_b");
+        assert_eq!(
+            object["usage"],
+            json!({"input_tokens": 30, "input_tokens_details": {"cached_tokens": 16},
+            "output_tokens": 12, "output_tokens_details": {"reasoning_tokens": 5}, "total_tokens": 42})
+        );
+
+        // The same answer asked for as a stream: the events end in the same object.
+        let mut streamed = Translator::new(ctx(&[]), true);
+        streamed.completion(&bytes).unwrap();
+        let (out, err) = streamed.finish();
+        assert!(err.is_none());
+        let evs = events(&out);
+        well_formed(&evs);
+        assert_eq!(evs.last().unwrap()["response"], object);
+
+        assert!(Translator::new(ctx(&[]), false).completion(b"{\"message\":\"x\"}").is_err());
+        assert!(Translator::new(ctx(&[]), false).completion(b"not json").is_err());
+    }
+
+    #[test]
+    fn calls_without_index_or_with_a_reused_index_stay_apart() {
+        let body = chat_stream(
+            &[
+                json!({"tool_calls": [{"id": "a", "function": {"name": "f", "arguments": "{}"}},
+                                  {"id": "b", "function": {"name": "g", "arguments": "{}"}}]}),
+                json!({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "h", "arguments": "{}"}}]}),
+            ],
+            Some("tool_calls"),
+            true,
+        );
+        let (evs, _) = run(&[], &body, 100);
+        well_formed(&evs);
+        let out = &evs.last().unwrap()["response"]["output"];
+        let ids: Vec<_> = out.as_array().unwrap().iter().map(|i| i["call_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+    }
+}
