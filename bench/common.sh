@@ -86,4 +86,5 @@ start_proxy() {
   curl -fs -u admin:bench -H 'Content-Type: application/json' -d '{"keys":"sk-bench-000000000000000000000001"}' \
     "http://127.0.0.1:$1/import_keys" | grep -q '"added":1' || { echo "import failed"; exit 1; }
 }
-wrk_json() { wrk "$@" -s bench/chat.lua | sed -n 's/^JSON //p'; }
+# WRK_SCRIPT: the request (bench/chat.lua, or bench/responses.lua for the Responses API).
+wrk_json() { wrk "$@" -s "${WRK_SCRIPT:-bench/chat.lua}" | sed -n 's/^JSON //p'; }

@@ -2,4 +2,5 @@
 //! requests, answers and streams (serde and `crate::sse` only), tested on
 //! fixtures; the proxy wires them into its request path.
 
+pub mod json;
 pub mod responses;

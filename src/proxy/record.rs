@@ -198,14 +198,9 @@ impl<S> TeeBody<S> {
 
     /// A body whose chat stream reaches the client as Responses events: a
     /// failure after the first byte becomes `response.failed`, not a cut.
-    pub fn translating(
-        inner: S,
-        meter: UsageMeter,
-        pending: Pending,
-        idle_timeout: Duration,
-        translator: Translator,
-    ) -> Self {
-        let mut body = TeeBody::new(inner, meter, pending, idle_timeout);
+    /// The translator reads the usage.
+    pub fn translating(inner: S, pending: Pending, idle_timeout: Duration, translator: Translator) -> Self {
+        let mut body = TeeBody::new(inner, UsageMeter::None, pending, idle_timeout);
         body.translator = Some(Box::new(translator));
         body
     }
@@ -229,7 +224,12 @@ impl<S> TeeBody<S> {
             if error.is_some() {
                 p.error = error;
             }
-            p.finish(self.meter.usage(), aborted);
+            let usage = match &self.translator {
+                // It reads every chunk anyway: the meter need not read them again.
+                Some(t) => Usage::from_totals(t.usage()),
+                None => self.meter.usage(),
+            };
+            p.finish(usage, aborted);
         }
     }
 
@@ -261,7 +261,9 @@ where
             }
             return match Pin::new(&mut this.inner).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    this.meter.feed(&chunk);
+                    if this.translator.is_none() {
+                        this.meter.feed(&chunk);
+                    }
                     this.last = Instant::now();
                     if let Some(p) = this.pending.as_mut() {
                         if p.ttfb.is_none() {

@@ -14,7 +14,7 @@ use super::forward::{
     check_model, copy_headers, dispatch, read_body, reject, Answer, OutBody, Outgoing, Target,
 };
 use super::record::{Pending, TeeBody};
-use super::usage::UsageMeter;
+use super::usage::Usage;
 use crate::dialects::responses::{translate, Context, Translator};
 use crate::state::{AppState, Upstream};
 
@@ -32,11 +32,7 @@ pub async fn create(
         Ok(b) => b,
         Err(e) => return reject(pending, e, Dialect::OpenAi),
     };
-    let seed = {
-        use rand::distr::{Alphanumeric, SampleString};
-        Alphanumeric.sample_string(&mut rand::rng(), 24)
-    };
-    let translated = match translate(&body, &seed, crate::db::now_ms() / 1000) {
+    let translated = match translate(&body, &response_seed(), crate::db::now_ms() / 1000) {
         Ok(t) => t,
         Err(e) => return reject(pending, ProxyError::bad_request(e.message), Dialect::OpenAi),
     };
@@ -54,6 +50,17 @@ pub async fn create(
         answer: Answer::Responses(Box::new(translated.context)),
     };
     dispatch(&req, out, pending, &state, &upstream).await
+}
+
+/// What names a response and its items: a random prefix drawn once per
+/// process (instances never share one) and a counter, so no two responses
+/// share an id and none costs a draw from the random generator.
+fn response_seed() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(rand::random::<u64>);
+    format!("{prefix:016x}{:08x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// `GET`/`DELETE /v1/responses/{id}` and its sub-routes: nothing is stored.
@@ -95,9 +102,8 @@ where
     }
     let mut translator = Translator::new(ctx, stream);
     if stream && sse {
-        let meter = UsageMeter::for_content_type(&content_type);
         let idle = state.config.stream_idle_timeout;
-        return builder.body(BodyStream::new(TeeBody::translating(resp, meter, pending, idle, translator)));
+        return builder.body(BodyStream::new(TeeBody::translating(resp, pending, idle, translator)));
     }
     let body = match resp.body().limit(MAX_ANSWER_BYTES).await {
         Ok(b) => b,
@@ -110,8 +116,6 @@ where
         }
     };
     pending.ttfb = Some(pending.started.elapsed());
-    let mut meter = UsageMeter::for_content_type(&content_type);
-    meter.feed(&body);
     let mut events = Vec::new();
     if sse {
         events.extend_from_slice(&translator.feed(&body));
@@ -127,6 +131,7 @@ where
     } else {
         translator.response()
     };
-    pending.finish(meter.usage(), aborted);
+    // The translator read the answer, its usage included.
+    pending.finish(Usage::from_totals(translator.usage()), aborted);
     builder.body(answer)
 }

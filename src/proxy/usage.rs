@@ -16,6 +16,14 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// From (input, output, total) read elsewhere (a dialect's translator).
+    pub fn from_totals(totals: Option<(u64, u64, u64)>) -> Self {
+        match totals {
+            Some((i, o, t)) => Usage { input: Some(i), output: Some(o), total: Some(t) },
+            None => Usage::default(),
+        }
+    }
+
     /// (input, output, total) for the log; a missing total is the sum.
     pub fn totals(&self) -> (i64, i64, i64) {
         let i = self.input.unwrap_or(0);

@@ -21,10 +21,10 @@ pub struct Context {
     /// Item ids are `<prefix>_<seed>_<n>`.
     seed: String,
     pub created_at: i64,
-    /// The model as the caller named it (every answer repeats it).
+    /// The model as the caller named it (every answer repeats it), escaped.
     pub model: String,
-    /// Tools declared `custom`: their calls go back as `custom_tool_call`
-    /// items carrying the raw `input`.
+    /// Tools declared `custom` (names as escaped in the request): their
+    /// calls go back as `custom_tool_call` items carrying the raw `input`.
     pub custom_tools: Vec<String>,
     /// The request's settings as the response object repeats them: a JSON
     /// fragment `"key":value,...`, written once.
@@ -32,7 +32,9 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(seed: &str, created_at: i64, model: String, custom_tools: Vec<String>, echo: String) -> Self {
+    /// `model` as plain text.
+    pub fn new(seed: &str, created_at: i64, model: &str, custom_tools: Vec<String>, echo: String) -> Self {
+        let model = crate::dialects::json::Escaped::text(model).0.into_owned();
         Context { id: format!("resp_{seed}"), seed: seed.to_string(), created_at, model, custom_tools, echo }
     }
 

@@ -1,13 +1,15 @@
 //! A Responses API request, rewritten as the chat completion request that
 //! SiliconFlow serves. What cannot be honoured is refused by name; built-in
-//! tools the upstream cannot run are dropped.
+//! tools the upstream cannot run are dropped. Texts, schemas and numbers are
+//! carried over as they were written (see `dialects::json`).
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::Context;
+use crate::dialects::json::{self, Escaped};
 
 /// A request this translation refuses, with the field it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +40,7 @@ struct Request<'a> {
     #[serde(borrow)]
     model: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    input: Option<Input<'a>>,
+    input: Option<&'a RawValue>,
     #[serde(borrow)]
     instructions: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -46,9 +48,12 @@ struct Request<'a> {
     #[serde(borrow)]
     tool_choice: Option<&'a RawValue>,
     parallel_tool_calls: Option<bool>,
-    max_output_tokens: Option<u64>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
+    #[serde(borrow)]
+    max_output_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    temperature: Option<&'a RawValue>,
+    #[serde(borrow)]
+    top_p: Option<&'a RawValue>,
     stream: Option<bool>,
     #[serde(borrow)]
     text: Option<TextConfig<'a>>,
@@ -65,15 +70,6 @@ struct Request<'a> {
     background: Option<bool>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Input<'a> {
-    #[serde(borrow)]
-    Text(Cow<'a, str>),
-    #[serde(borrow)]
-    Items(Vec<Item<'a>>),
-}
-
 /// Every input item type in one shape: each type reads the fields it has.
 #[derive(Deserialize)]
 struct Item<'a> {
@@ -82,28 +78,19 @@ struct Item<'a> {
     #[serde(borrow)]
     role: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    content: Option<TextOrParts<'a>>,
+    content: Option<&'a RawValue>,
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<&'a RawValue>,
     #[serde(borrow)]
-    arguments: Option<Cow<'a, str>>,
+    arguments: Option<&'a RawValue>,
     #[serde(borrow)]
-    call_id: Option<Cow<'a, str>>,
+    call_id: Option<&'a RawValue>,
     #[serde(borrow)]
-    output: Option<TextOrParts<'a>>,
+    output: Option<&'a RawValue>,
     #[serde(borrow)]
-    input: Option<Cow<'a, str>>,
+    input: Option<&'a RawValue>,
     #[serde(borrow)]
     summary: Option<Vec<Part<'a>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum TextOrParts<'a> {
-    #[serde(borrow)]
-    Text(Cow<'a, str>),
-    #[serde(borrow)]
-    Parts(Vec<Part<'a>>),
 }
 
 #[derive(Deserialize)]
@@ -111,13 +98,13 @@ struct Part<'a> {
     #[serde(borrow, rename = "type")]
     kind: Cow<'a, str>,
     #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
+    text: Option<&'a RawValue>,
     #[serde(borrow)]
-    refusal: Option<Cow<'a, str>>,
+    refusal: Option<&'a RawValue>,
     #[serde(borrow)]
-    image_url: Option<Cow<'a, str>>,
+    image_url: Option<&'a RawValue>,
     #[serde(borrow)]
-    detail: Option<Cow<'a, str>>,
+    detail: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -125,9 +112,9 @@ struct Tool<'a> {
     #[serde(borrow, rename = "type")]
     kind: Cow<'a, str>,
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<&'a RawValue>,
     #[serde(borrow)]
-    description: Option<Cow<'a, str>>,
+    description: Option<&'a RawValue>,
     #[serde(borrow)]
     parameters: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -153,9 +140,9 @@ struct TextFormat<'a> {
     #[serde(borrow, rename = "type")]
     kind: Cow<'a, str>,
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<&'a RawValue>,
     #[serde(borrow)]
-    description: Option<Cow<'a, str>>,
+    description: Option<&'a RawValue>,
     #[serde(borrow)]
     schema: Option<&'a RawValue>,
     strict: Option<bool>,
@@ -166,150 +153,102 @@ struct ToolChoiceObject<'a> {
     #[serde(borrow, rename = "type")]
     kind: Cow<'a, str>,
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<&'a RawValue>,
     #[serde(borrow)]
     mode: Option<Cow<'a, str>>,
 }
 
 // ---- what goes out ----
 
-#[derive(Serialize)]
-struct ChatRequest<'a> {
-    model: &'a str,
-    messages: Vec<Message<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream_options: Option<StreamOptions>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<ChatTool<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<ChatToolChoice<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parallel_tool_calls: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response_format: Option<ResponseFormat<'a>>,
-}
-
-#[derive(Serialize)]
-struct StreamOptions {
-    include_usage: bool,
-}
-
-#[derive(Serialize, Debug, PartialEq)]
+#[derive(Debug, PartialEq)]
 struct Message<'a> {
     role: &'static str,
     content: Content<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_content: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    reasoning_content: Option<Escaped<'a>>,
     tool_calls: Vec<ToolCall<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_call_id: Option<Cow<'a, str>>,
+    tool_call_id: Option<Escaped<'a>>,
 }
 
 impl<'a> Message<'a> {
     fn new(role: &'static str, content: Content<'a>) -> Self {
         Message { role, content, reasoning_content: None, tool_calls: Vec::new(), tool_call_id: None }
     }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        json::raw(out, "{\"role\":\"");
+        json::raw(out, self.role);
+        out.push(b'"');
+        json::key(out, "content");
+        match &self.content {
+            Content::Text(t) => json::string(out, t.as_str()),
+            Content::Parts(parts) => {
+                out.push(b'[');
+                for (i, p) in parts.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    match p {
+                        ChatPart::Text(t) => {
+                            json::raw(out, "{\"type\":\"text\"");
+                            json::field(out, "text", t.as_str());
+                        }
+                        ChatPart::Image { url, detail } => {
+                            json::raw(out, "{\"type\":\"image_url\",\"image_url\":{\"url\":");
+                            json::string(out, url.as_str());
+                            if let Some(d) = detail {
+                                json::field(out, "detail", d.as_str());
+                            }
+                            out.push(b'}');
+                        }
+                    }
+                    out.push(b'}');
+                }
+                out.push(b']');
+            }
+        }
+        if let Some(r) = &self.reasoning_content {
+            json::field(out, "reasoning_content", r.as_str());
+        }
+        if !self.tool_calls.is_empty() {
+            json::key(out, "tool_calls");
+            out.push(b'[');
+            for (i, c) in self.tool_calls.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json::raw(out, "{\"id\":");
+                json::string(out, c.id.as_str());
+                json::raw(out, ",\"type\":\"function\",\"function\":{\"name\":");
+                json::string(out, c.name.as_str());
+                json::field(out, "arguments", c.arguments.as_str());
+                json::raw(out, "}}");
+            }
+            out.push(b']');
+        }
+        if let Some(id) = &self.tool_call_id {
+            json::field(out, "tool_call_id", id.as_str());
+        }
+        out.push(b'}');
+    }
 }
 
-#[derive(Serialize, Debug, PartialEq)]
-#[serde(untagged)]
+#[derive(Debug, PartialEq)]
 enum Content<'a> {
-    Text(Cow<'a, str>),
+    Text(Escaped<'a>),
     Parts(Vec<ChatPart<'a>>),
 }
 
-#[derive(Serialize, Debug, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, PartialEq)]
 enum ChatPart<'a> {
-    Text { text: Cow<'a, str> },
-    ImageUrl { image_url: ImageUrl<'a> },
+    Text(Escaped<'a>),
+    Image { url: Escaped<'a>, detail: Option<Escaped<'a>> },
 }
 
-#[derive(Serialize, Debug, PartialEq)]
-struct ImageUrl<'a> {
-    url: Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<Cow<'a, str>>,
-}
-
-#[derive(Serialize, Debug, PartialEq)]
+#[derive(Debug, PartialEq)]
 struct ToolCall<'a> {
-    id: Cow<'a, str>,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: FunctionCall<'a>,
-}
-
-#[derive(Serialize, Debug, PartialEq)]
-struct FunctionCall<'a> {
-    name: Cow<'a, str>,
-    arguments: Cow<'a, str>,
-}
-
-#[derive(Serialize)]
-struct ChatTool<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: ChatFunction<'a>,
-}
-
-#[derive(Serialize)]
-struct ChatFunction<'a> {
-    name: Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<Cow<'a, str>>,
-    parameters: Params<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Params<'a> {
-    Raw(&'a RawValue),
-    Built(serde_json::Value),
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ChatToolChoice<'a> {
-    Mode(Cow<'a, str>),
-    Function {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        function: NameOnly<'a>,
-    },
-}
-
-#[derive(Serialize)]
-struct NameOnly<'a> {
-    name: Cow<'a, str>,
-}
-
-#[derive(Serialize)]
-struct ResponseFormat<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    json_schema: Option<JsonSchema<'a>>,
-}
-
-#[derive(Serialize)]
-struct JsonSchema<'a> {
-    name: Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    schema: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    strict: Option<bool>,
+    id: Escaped<'a>,
+    name: Escaped<'a>,
+    arguments: Escaped<'a>,
 }
 
 /// Item types that record built-in tools' work, which the upstream cannot
@@ -351,50 +290,85 @@ pub fn translate(body: &[u8], id_seed: &str, created_at: i64) -> Result<Translat
     };
     let instructions = match req.instructions {
         None => None,
-        Some(raw) => match serde_json::from_str::<Option<Cow<str>>>(raw.get()) {
-            Ok(text) => text,
-            Err(_) => {
-                return Err(RequestError::new(
-                    "`instructions` must be a string (instructions as a list of items are not supported)",
-                    Some("instructions"),
-                ))
+        Some(raw) if raw.get() == "null" => None,
+        Some(raw) => Some(Escaped::of(raw).ok_or_else(|| {
+            RequestError::new(
+                "`instructions` must be a string (instructions as a list of items are not supported)",
+                Some("instructions"),
+            )
+        })?),
+    };
+    for (name, v) in
+        [("max_output_tokens", req.max_output_tokens), ("temperature", req.temperature), ("top_p", req.top_p)]
+    {
+        if let Some(raw) = v.filter(|r| r.get() != "null") {
+            if !raw.get().starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+                return Err(RequestError::new(format!("`{name}` must be a number"), None));
             }
-        },
-    };
-    let echo = echo(&req, instructions.as_deref());
-    let messages = messages(instructions.as_deref(), req.input)?;
-    let (tools, custom_tools) = tools(req.tools.as_deref().unwrap_or(&[]))?;
-    let tool_choice = tool_choice(req.tool_choice)?.filter(|_| !tools.is_empty());
+        }
+    }
     let stream = req.stream.unwrap_or(false);
-    let chat = ChatRequest {
-        model,
-        messages,
-        stream: Some(stream),
-        stream_options: stream.then_some(StreamOptions { include_usage: true }),
-        max_tokens: req.max_output_tokens,
-        temperature: req.temperature,
-        top_p: req.top_p,
-        parallel_tool_calls: if tools.is_empty() { None } else { req.parallel_tool_calls },
-        tools,
-        tool_choice,
-        response_format: response_format(req.text.as_ref().and_then(|t| t.format.as_ref()))?,
-    };
-    let body = serde_json::to_vec(&chat).map_err(|e| RequestError::new(e.to_string(), None))?;
-    let context = Context::new(id_seed, created_at, model.to_string(), custom_tools, echo);
-    Ok(Translated { body, model: model.to_string(), stream, context })
+    let mut out = Vec::with_capacity(body.len() + 128);
+    json::raw(&mut out, "{\"model\":");
+    json::plain(&mut out, model);
+    json::key(&mut out, "messages");
+    out.push(b'[');
+    for (i, m) in messages(instructions.clone(), req.input)?.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        m.write(&mut out);
+    }
+    out.push(b']');
+    json::raw(
+        &mut out,
+        if stream {
+            ",\"stream\":true,\"stream_options\":{\"include_usage\":true}"
+        } else {
+            ",\"stream\":false"
+        },
+    );
+    for (name, v) in
+        [("max_tokens", req.max_output_tokens), ("temperature", req.temperature), ("top_p", req.top_p)]
+    {
+        if let Some(raw) = v.filter(|r| r.get() != "null") {
+            json::key(&mut out, name);
+            json::raw(&mut out, raw.get());
+        }
+    }
+    let choice = tool_choice(req.tool_choice)?;
+    let (custom_tools, written) = tools(&mut out, req.tools.as_deref().unwrap_or(&[]))?;
+    if written > 0 {
+        if let Some(choice) = choice {
+            json::key(&mut out, "tool_choice");
+            json::raw(&mut out, &choice);
+        }
+        if let Some(p) = req.parallel_tool_calls {
+            json::raw(
+                &mut out,
+                if p { ",\"parallel_tool_calls\":true" } else { ",\"parallel_tool_calls\":false" },
+            );
+        }
+    }
+    response_format(&mut out, req.text.as_ref().and_then(|t| t.format.as_ref()))?;
+    out.push(b'}');
+    let echo = echo(&req, instructions.as_ref());
+    let context = Context::new(id_seed, created_at, model, custom_tools, echo);
+    Ok(Translated { body: out, model: model.to_string(), stream, context })
 }
 
 /// The proxy keeps no responses: a field that needs one stored is refused
 /// rather than ignored (the model would answer without the context).
 fn refuse_unsupported(req: &Request) -> Result<(), RequestError> {
     let stored = "this proxy stores no responses or conversations; send the whole conversation in `input` (as Codex does with `store: false`)";
-    if req.previous_response_id.is_some() {
+    let set = |v: Option<&RawValue>| v.is_some_and(|r| r.get() != "null");
+    if set(req.previous_response_id) {
         return Err(RequestError::new(
             format!("`previous_response_id` is not supported: {stored}"),
             Some("previous_response_id"),
         ));
     }
-    if req.conversation.is_some() {
+    if set(req.conversation) {
         return Err(RequestError::new(
             format!("`conversation` is not supported: {stored}"),
             Some("conversation"),
@@ -406,7 +380,7 @@ fn refuse_unsupported(req: &Request) -> Result<(), RequestError> {
             Some("background"),
         ));
     }
-    if req.prompt.is_some() {
+    if set(req.prompt) {
         return Err(RequestError::new(
             "`prompt` (a stored prompt template) is not supported: send the text in `instructions` and `input`",
             Some("prompt"),
@@ -416,24 +390,29 @@ fn refuse_unsupported(req: &Request) -> Result<(), RequestError> {
 }
 
 fn messages<'a>(
-    instructions: Option<&str>,
-    input: Option<Input<'a>>,
+    instructions: Option<Escaped<'a>>,
+    input: Option<&'a RawValue>,
 ) -> Result<Vec<Message<'a>>, RequestError> {
-    let mut system: Vec<Cow<'a, str>> = Vec::new();
+    let mut system: Vec<Escaped<'a>> = Vec::new();
     if let Some(text) = instructions.filter(|t| !t.is_empty()) {
-        system.push(Cow::Owned(text.to_string()));
+        system.push(text);
     }
     let mut out: Vec<Message<'a>> = Vec::with_capacity(8);
-    let items = match input {
+    let items: Vec<Item<'a>> = match input {
         None => Vec::new(),
-        Some(Input::Text(text)) => {
-            out.push(Message::new("user", Content::Text(text)));
-            Vec::new()
-        }
-        Some(Input::Items(items)) => items,
+        Some(raw) if raw.get() == "null" => Vec::new(),
+        Some(raw) => match Escaped::of(raw) {
+            Some(text) => {
+                out.push(Message::new("user", Content::Text(text)));
+                Vec::new()
+            }
+            None => serde_json::from_str(raw.get()).map_err(|e| {
+                RequestError::new(format!("`input` must be a string or a list of items: {e}"), Some("input"))
+            })?,
+        },
     };
     // Reasoning waits for the assistant message it belongs to.
-    let mut reasoning: Option<String> = None;
+    let mut reasoning: Option<Escaped<'a>> = None;
     for (n, item) in items.into_iter().enumerate() {
         let kind = item.kind.as_deref().unwrap_or("message");
         match kind {
@@ -452,13 +431,12 @@ fn messages<'a>(
                     "assistant" => {
                         let text = plain_text(item.content, n)?;
                         let msg = assistant(&mut out, &mut reasoning);
-                        match &mut msg.content {
-                            Content::Text(t) if t.is_empty() => *t = text,
-                            Content::Text(t) => {
-                                t.to_mut().push('\n');
-                                t.to_mut().push_str(&text);
+                        if let Content::Text(t) = &mut msg.content {
+                            if t.is_empty() {
+                                *t = text;
+                            } else if !text.is_empty() {
+                                *t = Escaped::join(&[t.clone(), text], "\n");
                             }
-                            Content::Parts(_) => {}
                         }
                     }
                     other => {
@@ -470,37 +448,35 @@ fn messages<'a>(
                 }
             }
             "reasoning" => {
-                let text = reasoning_text(&item);
+                let text = reasoning_text(&item, n)?;
                 if !text.is_empty() {
-                    match &mut reasoning {
-                        Some(r) => {
-                            r.push('\n');
-                            r.push_str(&text);
-                        }
-                        None => reasoning = Some(text),
-                    }
+                    reasoning = Some(match reasoning.take() {
+                        Some(r) => Escaped::join(&[r, text], "\n"),
+                        None => text,
+                    });
                 }
             }
             "function_call" | "custom_tool_call" => {
-                let call_id = required(item.call_id, n, "call_id")?;
+                let id = required(item.call_id, n, "call_id")?;
                 let name = required(item.name, n, "name")?;
                 let arguments = if kind == "function_call" {
-                    item.arguments.unwrap_or(Cow::Borrowed("{}"))
+                    match item.arguments {
+                        Some(raw) => Escaped::of(raw).ok_or_else(|| {
+                            RequestError::new(format!("input[{n}]: `arguments` must be a string"), Some("input"))
+                        })?,
+                        None => Escaped(Cow::Borrowed("{}")),
+                    }
                 } else {
-                    let input = item.input.unwrap_or_default();
-                    Cow::Owned(serde_json::json!({ "input": input }).to_string())
+                    // The raw input as a function's one string argument: `{"input": ...}` as JSON text.
+                    let input = item.input.map_or("\"\"", RawValue::get);
+                    Escaped::text(&format!("{{\"input\":{input}}}"))
                 };
-                let call = ToolCall { id: call_id, kind: "function", function: FunctionCall { name, arguments } };
-                assistant(&mut out, &mut reasoning).tool_calls.push(call);
+                assistant(&mut out, &mut reasoning).tool_calls.push(ToolCall { id, name, arguments });
             }
             "function_call_output" | "custom_tool_call_output" => {
-                let call_id = required(item.call_id, n, "call_id")?;
-                let text = match item.output {
-                    Some(output) => parts_text(output, n)?,
-                    None => Cow::Borrowed(""),
-                };
-                let mut msg = Message::new("tool", Content::Text(text));
-                msg.tool_call_id = Some(call_id);
+                let id = required(item.call_id, n, "call_id")?;
+                let mut msg = Message::new("tool", Content::Text(plain_text(item.output, n)?));
+                msg.tool_call_id = Some(id);
                 out.push(msg);
             }
             "item_reference" => {
@@ -519,8 +495,7 @@ fn messages<'a>(
         }
     }
     if !system.is_empty() {
-        let text = if system.len() == 1 { system.remove(0) } else { Cow::Owned(system.join("\n\n")) };
-        out.insert(0, Message::new("system", Content::Text(text)));
+        out.insert(0, Message::new("system", Content::Text(Escaped::join(&system, "\n\n"))));
     }
     Ok(out)
 }
@@ -528,71 +503,72 @@ fn messages<'a>(
 /// The assistant message the next assistant item belongs to: the last one
 /// when nothing came after it (so consecutive calls share one message, as
 /// chat wants), else a new one. Waiting reasoning goes with it.
-fn assistant<'m, 'a>(out: &'m mut Vec<Message<'a>>, reasoning: &mut Option<String>) -> &'m mut Message<'a> {
+fn assistant<'m, 'a>(
+    out: &'m mut Vec<Message<'a>>,
+    reasoning: &mut Option<Escaped<'a>>,
+) -> &'m mut Message<'a> {
     if out.last().is_none_or(|m| m.role != "assistant") {
-        out.push(Message::new("assistant", Content::Text(Cow::Borrowed(""))));
+        out.push(Message::new("assistant", Content::Text(Escaped::default())));
     }
     let last = out.len() - 1;
     let msg = &mut out[last];
     if let Some(r) = reasoning.take() {
-        match &mut msg.reasoning_content {
-            Some(existing) => {
-                existing.push('\n');
-                existing.push_str(&r);
-            }
-            None => msg.reasoning_content = Some(r),
-        }
+        msg.reasoning_content = Some(match msg.reasoning_content.take() {
+            Some(existing) => Escaped::join(&[existing, r], "\n"),
+            None => r,
+        });
     }
     msg
 }
 
-fn required<'a>(v: Option<Cow<'a, str>>, n: usize, field: &str) -> Result<Cow<'a, str>, RequestError> {
-    v.filter(|s| !s.is_empty())
+fn required<'a>(v: Option<&'a RawValue>, n: usize, field: &str) -> Result<Escaped<'a>, RequestError> {
+    v.and_then(Escaped::of)
+        .filter(|s| !s.is_empty())
         .ok_or_else(|| RequestError::new(format!("input[{n}]: `{field}` is required"), Some("input")))
 }
 
 /// A reasoning item's text: its full `content` when given, else its summary.
-fn reasoning_text(item: &Item) -> String {
-    let joined = |parts: &[Part]| {
-        parts
-            .iter()
-            .filter_map(|p| p.text.as_deref())
-            .filter(|t| !t.is_empty())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    if let Some(TextOrParts::Parts(parts)) = &item.content {
-        let text = joined(parts);
+fn reasoning_text<'a>(item: &Item<'a>, n: usize) -> Result<Escaped<'a>, RequestError> {
+    if let Some(raw) = item.content.filter(|r| r.get() != "null") {
+        let text = plain_text(Some(raw), n)?;
         if !text.is_empty() {
-            return text;
+            return Ok(text);
         }
     }
-    item.summary.as_deref().map(joined).unwrap_or_default()
+    let texts: Vec<Escaped> = item
+        .summary
+        .iter()
+        .flatten()
+        .filter_map(|p| p.text.and_then(Escaped::of))
+        .filter(|t| !t.is_empty())
+        .collect();
+    Ok(Escaped::join(&texts, "\n"))
 }
 
-/// Text content (system, assistant): the text parts joined.
-fn plain_text<'a>(content: Option<TextOrParts<'a>>, n: usize) -> Result<Cow<'a, str>, RequestError> {
-    match content {
-        None => Ok(Cow::Borrowed("")),
-        Some(c) => parts_text(c, n),
+fn parts<'a>(raw: &'a RawValue, n: usize) -> Result<Vec<Part<'a>>, RequestError> {
+    serde_json::from_str(raw.get()).map_err(|e| {
+        RequestError::new(
+            format!("input[{n}]: content must be a string or a list of parts: {e}"),
+            Some("input"),
+        )
+    })
+}
+
+/// Text content (system, assistant, a tool's output) as one string, as chat
+/// wants there: text parts joined by blank lines. An image is refused with
+/// the place it was found, since it cannot be put into a string.
+fn plain_text<'a>(content: Option<&'a RawValue>, n: usize) -> Result<Escaped<'a>, RequestError> {
+    let Some(raw) = content.filter(|r| r.get() != "null") else { return Ok(Escaped::default()) };
+    if let Some(text) = Escaped::of(raw) {
+        return Ok(text);
     }
-}
-
-/// A tool's output or a text-only message as one string (chat wants a
-/// string there): text parts joined by blank lines; an image is refused
-/// with the place it was found, since it cannot be put into a string.
-fn parts_text<'a>(content: TextOrParts<'a>, n: usize) -> Result<Cow<'a, str>, RequestError> {
-    let parts = match content {
-        TextOrParts::Text(t) => return Ok(t),
-        TextOrParts::Parts(parts) => parts,
-    };
-    let mut texts: Vec<Cow<'a, str>> = Vec::with_capacity(parts.len());
-    for p in parts {
+    let mut texts = Vec::new();
+    for p in parts(raw, n)? {
         match p.kind.as_ref() {
             "input_text" | "output_text" | "text" | "summary_text" | "reasoning_text" => {
-                texts.push(p.text.unwrap_or_default())
+                texts.push(p.text.and_then(Escaped::of).unwrap_or_default())
             }
-            "refusal" => texts.push(p.refusal.or(p.text).unwrap_or_default()),
+            "refusal" => texts.push(p.refusal.or(p.text).and_then(Escaped::of).unwrap_or_default()),
             other => {
                 return Err(RequestError::new(
                     format!("input[{n}]: content of type `{other}` can only be sent in a user message"),
@@ -601,26 +577,30 @@ fn parts_text<'a>(content: TextOrParts<'a>, n: usize) -> Result<Cow<'a, str>, Re
             }
         }
     }
-    Ok(if texts.len() == 1 { texts.remove(0) } else { Cow::Owned(texts.join("\n\n")) })
+    Ok(Escaped::join(&texts, "\n\n"))
 }
 
 /// A user message: a string when it is text only (what every chat template
 /// reads), else parts with the images.
-fn user_content<'a>(content: Option<TextOrParts<'a>>, n: usize) -> Result<Content<'a>, RequestError> {
-    let parts = match content {
-        None => return Ok(Content::Text(Cow::Borrowed(""))),
-        Some(TextOrParts::Text(t)) => return Ok(Content::Text(t)),
-        Some(TextOrParts::Parts(parts)) => parts,
+fn user_content<'a>(content: Option<&'a RawValue>, n: usize) -> Result<Content<'a>, RequestError> {
+    let Some(raw) = content.filter(|r| r.get() != "null") else {
+        return Ok(Content::Text(Escaped::default()));
     };
-    if !parts.iter().any(|p| p.kind == "input_image") {
-        return Ok(Content::Text(parts_text(TextOrParts::Parts(parts), n)?));
+    if let Some(text) = Escaped::of(raw) {
+        return Ok(Content::Text(text));
     }
-    let mut out = Vec::with_capacity(parts.len());
-    for p in parts {
+    let list = parts(raw, n)?;
+    if !list.iter().any(|p| p.kind == "input_image") {
+        return Ok(Content::Text(plain_text(Some(raw), n)?));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for p in list {
         match p.kind.as_ref() {
-            "input_text" | "output_text" | "text" => out.push(ChatPart::Text { text: p.text.unwrap_or_default() }),
-            "input_image" => match p.image_url {
-                Some(url) => out.push(ChatPart::ImageUrl { image_url: ImageUrl { url, detail: p.detail } }),
+            "input_text" | "output_text" | "text" => {
+                out.push(ChatPart::Text(p.text.and_then(Escaped::of).unwrap_or_default()))
+            }
+            "input_image" => match p.image_url.and_then(Escaped::of) {
+                Some(url) => out.push(ChatPart::Image { url, detail: p.detail.and_then(Escaped::of) }),
                 None => {
                     return Err(RequestError::new(
                         format!("input[{n}]: an `input_image` needs an `image_url` (a URL or a data: URL); uploaded file ids are not supported"),
@@ -639,58 +619,58 @@ fn user_content<'a>(content: Option<TextOrParts<'a>>, n: usize) -> Result<Conten
     Ok(Content::Parts(out))
 }
 
-/// Function and custom tools as chat functions; built-in tools dropped.
-/// Returns the custom tools' names too: their calls go back as
-/// `custom_tool_call` items with the raw input.
-fn tools<'a>(tools: &[Tool<'a>]) -> Result<(Vec<ChatTool<'a>>, Vec<String>), RequestError> {
-    let mut out = Vec::with_capacity(tools.len());
+/// Writes the function and custom tools as chat functions (built-in tools
+/// dropped). Returns the custom tools' names (their calls go back as
+/// `custom_tool_call` items) and how many tools were written.
+fn tools(out: &mut Vec<u8>, tools: &[Tool]) -> Result<(Vec<String>, usize), RequestError> {
     let mut custom = Vec::new();
+    let mut written = 0;
     for (n, tool) in tools.iter().enumerate() {
         let kind = tool.kind.as_ref();
         if kind != "function" && kind != "custom" {
             continue;
         }
-        let name = match &tool.name {
-            Some(name) if !name.is_empty() => name.clone(),
-            _ => {
-                return Err(RequestError::new(
-                    format!("tools[{n}]: a {kind} tool needs a `name`"),
-                    Some("tools"),
-                ))
-            }
+        let Some(name) = tool.name.and_then(Escaped::of).filter(|n| !n.is_empty()) else {
+            return Err(RequestError::new(
+                format!("tools[{n}]: a {kind} tool needs a `name`"),
+                Some("tools"),
+            ));
         };
-        let function = if kind == "function" {
-            let parameters = match tool.parameters {
-                Some(raw) if raw.get() != "null" => Params::Raw(raw),
-                _ => Params::Built(serde_json::json!({"type": "object", "properties": {}})),
-            };
-            ChatFunction { name, description: tool.description.clone(), parameters }
+        json::raw(out, if written == 0 { ",\"tools\":[" } else { "," });
+        written += 1;
+        json::raw(out, "{\"type\":\"function\",\"function\":{\"name\":");
+        json::string(out, name.as_str());
+        if kind == "function" {
+            if let Some(d) = tool.description.filter(|d| d.get() != "null") {
+                json::key(out, "description");
+                json::raw(out, d.get());
+            }
+            json::key(out, "parameters");
+            match tool.parameters.filter(|p| p.get() != "null") {
+                Some(p) => json::raw(out, p.get()),
+                None => json::raw(out, "{\"type\":\"object\",\"properties\":{}}"),
+            }
         } else {
-            custom.push(name.to_string());
-            ChatFunction {
-                name,
-                description: Some(Cow::Owned(custom_description(tool))),
-                parameters: Params::Built(custom_parameters()),
-            }
-        };
-        out.push(ChatTool { kind: "function", function });
+            custom.push(name.as_str().to_string());
+            json::key(out, "description");
+            json::plain(out, &custom_description(tool));
+            json::key(out, "parameters");
+            json::raw(out, CUSTOM_PARAMETERS);
+        }
+        json::raw(out, "}}");
     }
-    Ok((out, custom))
+    if written > 0 {
+        out.push(b']');
+    }
+    Ok((custom, written))
 }
 
 /// A custom (freeform) tool takes raw text; as a function it takes one
 /// string, `input`, and its grammar is told to the model in the description.
-fn custom_parameters() -> serde_json::Value {
-    serde_json::json!({
-        "type": "object",
-        "properties": {"input": {"type": "string", "description": "The tool's raw input text."}},
-        "required": ["input"],
-        "additionalProperties": false
-    })
-}
+const CUSTOM_PARAMETERS: &str = r#"{"type":"object","properties":{"input":{"type":"string","description":"The tool's raw input text."}},"required":["input"],"additionalProperties":false}"#;
 
 fn custom_description(tool: &Tool) -> String {
-    let mut d = tool.description.as_deref().unwrap_or("").to_string();
+    let mut d = tool.description.and_then(Escaped::of).and_then(|d| d.unescape()).unwrap_or_default();
     if let Some(f) = &tool.format {
         if let Some(def) = f.definition.as_deref().filter(|d| !d.is_empty()) {
             let syntax = f.syntax.as_deref().unwrap_or("lark");
@@ -702,13 +682,13 @@ fn custom_description(tool: &Tool) -> String {
     d
 }
 
-fn tool_choice(raw: Option<&RawValue>) -> Result<Option<ChatToolChoice<'_>>, RequestError> {
-    let Some(raw) = raw else { return Ok(None) };
-    if let Ok(mode) = serde_json::from_str::<Option<Cow<str>>>(raw.get()) {
-        return match mode.as_deref() {
-            None => Ok(None),
-            Some("auto" | "none" | "required") => Ok(mode.map(ChatToolChoice::Mode)),
-            Some(other) => Err(RequestError::new(
+/// The chat form of a `tool_choice`, as JSON.
+fn tool_choice(raw: Option<&RawValue>) -> Result<Option<String>, RequestError> {
+    let Some(raw) = raw.filter(|r| r.get() != "null") else { return Ok(None) };
+    if let Some(mode) = Escaped::of(raw) {
+        return match mode.as_str() {
+            "auto" | "none" | "required" => Ok(Some(raw.get().to_string())),
+            other => Err(RequestError::new(
                 format!("`tool_choice` must be auto, none, required or an object, not `{other}`"),
                 Some("tool_choice"),
             )),
@@ -719,103 +699,106 @@ fn tool_choice(raw: Option<&RawValue>) -> Result<Option<ChatToolChoice<'_>>, Req
     })?;
     Ok(Some(match (choice.kind.as_ref(), choice.name) {
         ("function" | "custom", Some(name)) => {
-            ChatToolChoice::Function { kind: "function", function: NameOnly { name } }
+            format!("{{\"type\":\"function\",\"function\":{{\"name\":{}}}}}", name.get())
         }
         ("function" | "custom", None) => {
             return Err(RequestError::new("`tool_choice` names no tool", Some("tool_choice")))
         }
         // A subset of the tools: chat has no such choice; its mode holds.
-        ("allowed_tools", _) => match choice.mode.as_deref() {
-            Some("required") => ChatToolChoice::Mode(Cow::Borrowed("required")),
-            _ => ChatToolChoice::Mode(Cow::Borrowed("auto")),
-        },
+        ("allowed_tools", _) if choice.mode.as_deref() == Some("required") => "\"required\"".to_string(),
+        ("allowed_tools", _) => "\"auto\"".to_string(),
         // A built-in tool, which was dropped: the model chooses among the rest.
-        _ => ChatToolChoice::Mode(Cow::Borrowed("auto")),
+        _ => "\"auto\"".to_string(),
     }))
 }
 
-fn response_format<'a>(format: Option<&TextFormat<'a>>) -> Result<Option<ResponseFormat<'a>>, RequestError> {
-    let Some(f) = format else { return Ok(None) };
+fn response_format(out: &mut Vec<u8>, format: Option<&TextFormat>) -> Result<(), RequestError> {
+    let Some(f) = format else { return Ok(()) };
     match f.kind.as_ref() {
-        "text" => Ok(None),
-        "json_object" => Ok(Some(ResponseFormat { kind: "json_object", json_schema: None })),
-        "json_schema" => Ok(Some(ResponseFormat {
-            kind: "json_schema",
-            json_schema: Some(JsonSchema {
-                name: f.name.clone().unwrap_or(Cow::Borrowed("response")),
-                description: f.description.clone(),
-                schema: f.schema,
-                strict: f.strict,
-            }),
-        })),
-        other => Err(RequestError::new(
-            format!("`text.format.type` must be text, json_object or json_schema, not `{other}`"),
-            Some("text"),
-        )),
+        "text" => {}
+        "json_object" => json::raw(out, ",\"response_format\":{\"type\":\"json_object\"}"),
+        "json_schema" => {
+            json::raw(out, ",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":");
+            json::raw(out, f.name.map_or("\"response\"", RawValue::get));
+            for (k, v) in [("description", f.description), ("schema", f.schema)] {
+                if let Some(v) = v.filter(|v| v.get() != "null") {
+                    json::key(out, k);
+                    json::raw(out, v.get());
+                }
+            }
+            if let Some(strict) = f.strict {
+                json::raw(out, if strict { ",\"strict\":true" } else { ",\"strict\":false" });
+            }
+            json::raw(out, "}}");
+        }
+        other => {
+            return Err(RequestError::new(
+                format!("`text.format.type` must be text, json_object or json_schema, not `{other}`"),
+                Some("text"),
+            ))
+        }
     }
+    Ok(())
 }
 
 /// The request's settings as the response object repeats them, written once
 /// as a JSON fragment (`"key":value,...`) for every response object sent.
-fn echo(req: &Request, instructions: Option<&str>) -> String {
+fn echo(req: &Request, instructions: Option<&Escaped>) -> String {
     fn raw_or<'r>(raw: Option<&'r RawValue>, default: &'r str) -> &'r str {
-        raw.map(RawValue::get).unwrap_or(default)
+        raw.map(RawValue::get).filter(|r| *r != "null").unwrap_or(default)
     }
-    let tools = match &req.tools {
-        Some(_) => None,
-        None => Some("[]"),
-    };
-    let mut s = String::with_capacity(256);
-    let num = |v: Option<f64>| v.map_or("null".to_string(), |v| v.to_string());
-    s.push_str("\"instructions\":");
-    s.push_str(&serde_json::to_string(&instructions).unwrap_or_else(|_| "null".into()));
-    s.push_str(",\"max_output_tokens\":");
-    s.push_str(&req.max_output_tokens.map_or("null".to_string(), |v| v.to_string()));
-    s.push_str(",\"metadata\":");
-    s.push_str(raw_or(req.metadata, "{}"));
-    s.push_str(",\"parallel_tool_calls\":");
-    s.push_str(if req.parallel_tool_calls.unwrap_or(true) { "true" } else { "false" });
-    s.push_str(",\"reasoning\":");
-    s.push_str(raw_or(req.reasoning, "{\"effort\":null,\"summary\":null}"));
-    s.push_str(",\"store\":false,\"temperature\":");
-    s.push_str(&num(req.temperature));
-    s.push_str(",\"text\":");
+    let mut s = Vec::with_capacity(320);
+    json::raw(&mut s, "\"instructions\":");
+    match instructions {
+        Some(i) => json::string(&mut s, i.as_str()),
+        None => json::raw(&mut s, "null"),
+    }
+    json::key(&mut s, "max_output_tokens");
+    json::raw(&mut s, raw_or(req.max_output_tokens, "null"));
+    json::key(&mut s, "metadata");
+    json::raw(&mut s, raw_or(req.metadata, "{}"));
+    json::key(&mut s, "parallel_tool_calls");
+    json::raw(&mut s, if req.parallel_tool_calls.unwrap_or(true) { "true" } else { "false" });
+    json::key(&mut s, "reasoning");
+    json::raw(&mut s, raw_or(req.reasoning, "{\"effort\":null,\"summary\":null}"));
+    json::raw(&mut s, ",\"store\":false");
+    json::key(&mut s, "temperature");
+    json::raw(&mut s, raw_or(req.temperature, "null"));
+    json::key(&mut s, "text");
     match req.text.as_ref().and_then(|t| t.format.as_ref()) {
         Some(f) if f.kind != "text" => {
-            let schema = f.schema.map(RawValue::get).unwrap_or("null");
-            let name = serde_json::to_string(&f.name).unwrap_or_else(|_| "null".into());
-            s.push_str(&format!(
-                "{{\"format\":{{\"type\":\"{}\",\"name\":{name},\"schema\":{schema}}}}}",
-                f.kind
-            ));
+            json::raw(&mut s, "{\"format\":{\"type\":");
+            json::plain(&mut s, &f.kind);
+            json::key(&mut s, "name");
+            json::raw(&mut s, raw_or(f.name, "null"));
+            json::key(&mut s, "schema");
+            json::raw(&mut s, raw_or(f.schema, "null"));
+            json::raw(&mut s, "}}");
         }
-        _ => s.push_str("{\"format\":{\"type\":\"text\"}}"),
+        _ => json::raw(&mut s, "{\"format\":{\"type\":\"text\"}}"),
     }
-    s.push_str(",\"tool_choice\":");
-    s.push_str(raw_or(req.tool_choice, "\"auto\""));
-    s.push_str(",\"tools\":");
-    match tools {
-        Some(empty) => s.push_str(empty),
-        None => s.push_str(&tools_echo(req.tools.as_deref().unwrap_or(&[]))),
+    json::key(&mut s, "tool_choice");
+    json::raw(&mut s, raw_or(req.tool_choice, "\"auto\""));
+    // The tools offered, by type and name only: their schemas are the caller's own and long.
+    json::key(&mut s, "tools");
+    s.push(b'[');
+    for (i, t) in req.tools.iter().flatten().enumerate() {
+        if i > 0 {
+            s.push(b',');
+        }
+        json::raw(&mut s, "{\"type\":");
+        json::plain(&mut s, &t.kind);
+        if let Some(name) = t.name {
+            json::key(&mut s, "name");
+            json::raw(&mut s, name.get());
+        }
+        s.push(b'}');
     }
-    s.push_str(",\"top_p\":");
-    s.push_str(&num(req.top_p));
-    s.push_str(",\"truncation\":\"disabled\"");
-    s
-}
-
-/// The tools the request offered, as the response object lists them (only
-/// their type and name: the schemas are the caller's own and long).
-fn tools_echo(tools: &[Tool]) -> String {
-    #[derive(Serialize)]
-    struct Echo<'a> {
-        #[serde(rename = "type")]
-        kind: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        name: Option<&'a str>,
-    }
-    let list: Vec<Echo> = tools.iter().map(|t| Echo { kind: &t.kind, name: t.name.as_deref() }).collect();
-    serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
+    s.push(b']');
+    json::key(&mut s, "top_p");
+    json::raw(&mut s, raw_or(req.top_p, "null"));
+    json::raw(&mut s, ",\"truncation\":\"disabled\"");
+    String::from_utf8(s).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -1065,7 +1048,11 @@ mod tests {
         assert!(translate(br#"{"model":"m","input":5}"#, "T", 1)
             .unwrap_err()
             .message
-            .contains("invalid request body"));
+            .contains("`input` must be a string or a list of items"));
+        assert!(translate(br#"{"model":"m","input":"q","temperature":"hot"}"#, "T", 1)
+            .unwrap_err()
+            .message
+            .contains("`temperature` must be a number"));
     }
 
     #[test]

@@ -9,15 +9,22 @@
 //! which stay open together because a model may interleave their
 //! arguments. A stream that ends without a finish reason or `[DONE]` was cut:
 //! it ends with `response.failed`, never `response.completed`.
+//!
+//! Texts are kept escaped, as the upstream wrote them, and copied into the
+//! events (see `dialects::json`): the translation costs about a copy.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::errors::Failure;
-use super::types::*;
+use super::types::{text, ChatChunk, ChatUsage, ToolCallDelta};
 use super::Context;
+use crate::dialects::json::{self, field, key, number, raw, Escaped};
 use crate::sse::{self, Lines};
 
+/// An output item; its texts escaped.
 #[derive(Debug)]
 enum Kind {
     Reasoning {
@@ -51,13 +58,43 @@ enum End {
     Failed,
 }
 
+/// The events written so far, numbered.
+#[derive(Debug)]
+struct Events {
+    out: Vec<u8>,
+    seq: u64,
+    /// Write events (a stream), or only count them (a plain answer).
+    emit: bool,
+}
+
+impl Events {
+    /// Starts event `kind` (`{"type":..,"sequence_number":n`); the caller
+    /// adds its fields and `close`s it. `None` when events are not written.
+    fn open(&mut self, kind: &str) -> Option<&mut Vec<u8>> {
+        let n = self.seq;
+        self.seq += 1;
+        if !self.emit {
+            return None;
+        }
+        let o = &mut self.out;
+        raw(o, "event: ");
+        raw(o, kind);
+        raw(o, "\ndata: {\"type\":\"");
+        raw(o, kind);
+        raw(o, "\",\"sequence_number\":");
+        json::uint(o, n);
+        Some(o)
+    }
+}
+
+fn close(o: &mut Vec<u8>) {
+    raw(o, "}\n\n");
+}
+
 #[derive(Debug)]
 pub struct Translator {
     ctx: Context,
-    /// Write events (a stream), or only build the items (a plain answer).
-    emit: bool,
-    out: Vec<u8>,
-    seq: u64,
+    ev: Events,
     started: bool,
     items: Vec<Item>,
     open_reasoning: Option<usize>,
@@ -77,9 +114,7 @@ impl Translator {
     pub fn new(ctx: Context, emit: bool) -> Self {
         Translator {
             ctx,
-            emit,
-            out: Vec::new(),
-            seq: 0,
+            ev: Events { out: Vec::new(), seq: 0, emit },
             started: false,
             items: Vec::new(),
             open_reasoning: None,
@@ -155,13 +190,26 @@ impl Translator {
             self.end = Some(self.ending());
             self.close_all();
         }
-        let mut out = Vec::with_capacity(512);
-        self.write_response(&mut out);
+        let mut out = Vec::with_capacity(1024);
+        write_response(&mut out, &self.ctx, &self.items, self.end, self.failure.as_ref(), self.usage);
         out
     }
 
+    /// The usage the upstream reported last (input, output, total): running
+    /// totals, so the last wins.
+    pub fn usage(&self) -> Option<(u64, u64, u64)> {
+        self.usage.map(|u| {
+            let (i, o) = (u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0));
+            (i, o, u.total_tokens.unwrap_or(i + o))
+        })
+    }
+
+    /// The events written since the last call. The buffer keeps its
+    /// capacity: a stream's events are written without growing it again.
     fn take(&mut self) -> Bytes {
-        Bytes::from(std::mem::take(&mut self.out))
+        let out = Bytes::copy_from_slice(&self.ev.out);
+        self.ev.out.clear();
+        out
     }
 
     fn start(&mut self) {
@@ -200,11 +248,11 @@ impl Translator {
                 continue;
             }
             if let Some(d) = choice.delta.or(choice.message) {
-                if let Some(r) = d.reasoning_content.or(d.reasoning).filter(|r| !r.is_empty()) {
-                    self.reasoning(&r);
+                if let Some(r) = text(d.reasoning_content).or_else(|| text(d.reasoning)) {
+                    self.reasoning(r);
                 }
-                if let Some(c) = d.content.filter(|c| !c.is_empty()) {
-                    self.text(&c);
+                if let Some(c) = text(d.content) {
+                    self.text(c);
                 }
                 for (n, call) in d.tool_calls.unwrap_or_default().into_iter().enumerate() {
                     self.call(call, n);
@@ -225,33 +273,24 @@ impl Translator {
                 let i = self.open(Kind::Reasoning { text: String::new() }, "rs");
                 self.open_reasoning = Some(i);
                 self.item_event("response.output_item.added", i);
-                let part = Part::Summary(TextPart { kind: "summary_text", text: "" });
-                let id = self.items[i].id.clone();
-                self.event(
-                    "response.reasoning_summary_part.added",
-                    &EventBody {
-                        item_id: Some(&id),
-                        output_index: i,
-                        summary_index: Some(0),
-                        part: Some(part),
-                        ..Default::default()
-                    },
-                );
+                if let Some(o) = self.ev.open("response.reasoning_summary_part.added") {
+                    item_ref(o, &self.items[i].id, i);
+                    number(o, "summary_index", 0);
+                    raw(o, ",\"part\":{\"type\":\"summary_text\",\"text\":\"\"}");
+                    close(o);
+                }
                 i
             }
         };
         if let Kind::Reasoning { text } = &mut self.items[i].kind {
             text.push_str(piece);
         }
-        let id = &self.items[i].id;
-        let body = EventBody {
-            item_id: Some(id),
-            output_index: i,
-            summary_index: Some(0),
-            delta: Some(piece),
-            ..Default::default()
-        };
-        write_event(&mut self.out, &mut self.seq, self.emit, "response.reasoning_summary_text.delta", &body);
+        if let Some(o) = self.ev.open("response.reasoning_summary_text.delta") {
+            item_ref(o, &self.items[i].id, i);
+            number(o, "summary_index", 0);
+            field(o, "delta", piece);
+            close(o);
+        }
     }
 
     fn text(&mut self, piece: &str) {
@@ -263,33 +302,26 @@ impl Translator {
                 let i = self.open(Kind::Message { text: String::new() }, "msg");
                 self.open_text = Some(i);
                 self.item_event("response.output_item.added", i);
-                let id = self.items[i].id.clone();
-                self.event(
-                    "response.content_part.added",
-                    &EventBody {
-                        item_id: Some(&id),
-                        output_index: i,
-                        content_index: Some(0),
-                        part: Some(Part::Text(OutputText::new(""))),
-                        ..Default::default()
-                    },
-                );
+                if let Some(o) = self.ev.open("response.content_part.added") {
+                    item_ref(o, &self.items[i].id, i);
+                    number(o, "content_index", 0);
+                    key(o, "part");
+                    output_text(o, "");
+                    close(o);
+                }
                 i
             }
         };
         if let Kind::Message { text } = &mut self.items[i].kind {
             text.push_str(piece);
         }
-        let id = &self.items[i].id;
-        let body = EventBody {
-            item_id: Some(id),
-            output_index: i,
-            content_index: Some(0),
-            delta: Some(piece),
-            logprobs: Some([]),
-            ..Default::default()
-        };
-        write_event(&mut self.out, &mut self.seq, self.emit, "response.output_text.delta", &body);
+        if let Some(o) = self.ev.open("response.output_text.delta") {
+            item_ref(o, &self.items[i].id, i);
+            number(o, "content_index", 0);
+            field(o, "delta", piece);
+            raw(o, ",\"logprobs\":[]");
+            close(o);
+        }
     }
 
     /// A tool call's piece. `position` is its place in the chunk, for
@@ -297,24 +329,25 @@ impl Translator {
     fn call(&mut self, call: ToolCallDelta, position: usize) {
         let chat_index = call.index.unwrap_or(position);
         let (name, arguments) = match call.function {
-            Some(f) => (f.name, f.arguments),
+            Some(f) => (text(f.name), text(f.arguments)),
             None => (None, None),
         };
+        let id = text(call.id);
         let open = self.open_calls.iter().copied().find(|&i| {
             matches!(&self.items[i].kind, Kind::Call { chat_index: c, call_id, .. }
                 // A new id under a used index is a new call (some upstreams number every call 0).
-                if *c == chat_index && call.id.as_deref().is_none_or(|id| id == call_id.as_str()))
+                if *c == chat_index && id.is_none_or(|id| id == call_id.as_str()))
         });
         let i = match open {
             Some(i) => i,
             None => {
                 self.close_reasoning();
                 self.close_text();
-                let name = name.as_deref().unwrap_or("").to_string();
+                let name = name.unwrap_or("").to_string();
                 let custom = self.ctx.custom_tools.contains(&name);
-                let call_id = match call.id.as_deref() {
-                    Some(id) if !id.is_empty() => id.to_string(),
-                    _ => self.ctx.item_id("call", self.items.len()),
+                let call_id = match id {
+                    Some(id) => id.to_string(),
+                    None => self.ctx.item_id("call", self.items.len()),
                 };
                 let kind = Kind::Call {
                     chat_index,
@@ -330,21 +363,16 @@ impl Translator {
                 i
             }
         };
-        let Some(piece) = arguments.filter(|a| !a.is_empty()) else { return };
+        let Some(piece) = arguments else { return };
         let Kind::Call { arguments, custom, .. } = &mut self.items[i].kind else { return };
-        arguments.push_str(&piece);
+        arguments.push_str(piece);
         // A custom tool's input is inside the JSON arguments: it is sent whole when the call closes.
         if !*custom {
-            let id = &self.items[i].id;
-            let body =
-                EventBody { item_id: Some(id), output_index: i, delta: Some(&piece), ..Default::default() };
-            write_event(
-                &mut self.out,
-                &mut self.seq,
-                self.emit,
-                "response.function_call_arguments.delta",
-                &body,
-            );
+            if let Some(o) = self.ev.open("response.function_call_arguments.delta") {
+                item_ref(o, &self.items[i].id, i);
+                field(o, "delta", piece);
+                close(o);
+            }
         }
     }
 
@@ -357,50 +385,46 @@ impl Translator {
     fn close_reasoning(&mut self) {
         let Some(i) = self.open_reasoning.take() else { return };
         self.items[i].done = true;
-        let Kind::Reasoning { text } = &self.items[i].kind else { return };
-        let id = &self.items[i].id;
-        let done = EventBody {
-            item_id: Some(id),
-            output_index: i,
-            summary_index: Some(0),
-            text: Some(text),
-            ..Default::default()
-        };
-        write_event(&mut self.out, &mut self.seq, self.emit, "response.reasoning_summary_text.done", &done);
-        let part = Part::Summary(TextPart { kind: "summary_text", text });
-        let done = EventBody {
-            item_id: Some(id),
-            output_index: i,
-            summary_index: Some(0),
-            part: Some(part),
-            ..Default::default()
-        };
-        write_event(&mut self.out, &mut self.seq, self.emit, "response.reasoning_summary_part.done", &done);
+        if let Kind::Reasoning { text } = &self.items[i].kind {
+            let id = &self.items[i].id;
+            if let Some(o) = self.ev.open("response.reasoning_summary_text.done") {
+                item_ref(o, id, i);
+                number(o, "summary_index", 0);
+                field(o, "text", text);
+                close(o);
+            }
+            if let Some(o) = self.ev.open("response.reasoning_summary_part.done") {
+                item_ref(o, id, i);
+                number(o, "summary_index", 0);
+                raw(o, ",\"part\":{\"type\":\"summary_text\"");
+                field(o, "text", text);
+                raw(o, "}");
+                close(o);
+            }
+        }
         self.item_event("response.output_item.done", i);
     }
 
     fn close_text(&mut self) {
         let Some(i) = self.open_text.take() else { return };
         self.items[i].done = true;
-        let Kind::Message { text } = &self.items[i].kind else { return };
-        let id = &self.items[i].id;
-        let done = EventBody {
-            item_id: Some(id),
-            output_index: i,
-            content_index: Some(0),
-            text: Some(text),
-            logprobs: Some([]),
-            ..Default::default()
-        };
-        write_event(&mut self.out, &mut self.seq, self.emit, "response.output_text.done", &done);
-        let done = EventBody {
-            item_id: Some(id),
-            output_index: i,
-            content_index: Some(0),
-            part: Some(Part::Text(OutputText::new(text))),
-            ..Default::default()
-        };
-        write_event(&mut self.out, &mut self.seq, self.emit, "response.content_part.done", &done);
+        if let Kind::Message { text } = &self.items[i].kind {
+            let id = &self.items[i].id;
+            if let Some(o) = self.ev.open("response.output_text.done") {
+                item_ref(o, id, i);
+                number(o, "content_index", 0);
+                field(o, "text", text);
+                raw(o, ",\"logprobs\":[]");
+                close(o);
+            }
+            if let Some(o) = self.ev.open("response.content_part.done") {
+                item_ref(o, id, i);
+                number(o, "content_index", 0);
+                key(o, "part");
+                output_text(o, text);
+                close(o);
+            }
+        }
         self.item_event("response.output_item.done", i);
     }
 
@@ -412,47 +436,21 @@ impl Translator {
             let id = &item.id;
             if *custom {
                 *input = custom_input(arguments);
-                let body = EventBody {
-                    item_id: Some(id),
-                    output_index: i,
-                    delta: Some(input),
-                    ..Default::default()
-                };
-                write_event(
-                    &mut self.out,
-                    &mut self.seq,
-                    self.emit,
-                    "response.custom_tool_call_input.delta",
-                    &body,
-                );
-                let body = EventBody {
-                    item_id: Some(id),
-                    output_index: i,
-                    input: Some(input),
-                    ..Default::default()
-                };
-                write_event(
-                    &mut self.out,
-                    &mut self.seq,
-                    self.emit,
-                    "response.custom_tool_call_input.done",
-                    &body,
-                );
-            } else {
-                let body = EventBody {
-                    item_id: Some(id),
-                    output_index: i,
-                    name: Some(name),
-                    arguments: Some(arguments),
-                    ..Default::default()
-                };
-                write_event(
-                    &mut self.out,
-                    &mut self.seq,
-                    self.emit,
-                    "response.function_call_arguments.done",
-                    &body,
-                );
+                if let Some(o) = self.ev.open("response.custom_tool_call_input.delta") {
+                    item_ref(o, id, i);
+                    field(o, "delta", input);
+                    close(o);
+                }
+                if let Some(o) = self.ev.open("response.custom_tool_call_input.done") {
+                    item_ref(o, id, i);
+                    field(o, "input", input);
+                    close(o);
+                }
+            } else if let Some(o) = self.ev.open("response.function_call_arguments.done") {
+                item_ref(o, id, i);
+                field(o, "name", name);
+                field(o, "arguments", arguments);
+                close(o);
             }
             self.item_event("response.output_item.done", i);
         }
@@ -490,130 +488,179 @@ impl Translator {
     }
 
     /// An item event (`output_item.added` / `.done`) with the item as it is.
-    fn item_event(&mut self, kind: &'static str, i: usize) {
-        if !self.emit {
-            self.seq += 1;
-            return;
+    fn item_event(&mut self, kind: &str, i: usize) {
+        if let Some(o) = self.ev.open(kind) {
+            number(o, "output_index", i as u64);
+            key(o, "item");
+            write_item(o, &self.items[i], self.end);
+            close(o);
         }
-        let item = view(&self.items[i], self.end);
-        let body = EventBody { output_index: i, item: Some(item), ..Default::default() };
-        write_event(&mut self.out, &mut self.seq, self.emit, kind, &body);
-    }
-
-    fn event(&mut self, kind: &'static str, body: &EventBody) {
-        write_event(&mut self.out, &mut self.seq, self.emit, kind, body);
     }
 
     /// `response.created` and the rest that carry the whole response.
-    fn response_event(&mut self, kind: &'static str) {
-        if !self.emit {
-            self.seq += 1;
-            return;
-        }
-        let mut out = std::mem::take(&mut self.out);
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(kind.as_bytes());
-        out.extend_from_slice(b"\ndata: {\"type\":\"");
-        out.extend_from_slice(kind.as_bytes());
-        out.extend_from_slice(b"\",\"sequence_number\":");
-        out.extend_from_slice(self.seq.to_string().as_bytes());
-        out.extend_from_slice(b",\"response\":");
-        self.write_response(&mut out);
-        out.extend_from_slice(b"}\n\n");
-        self.seq += 1;
-        self.out = out;
-    }
-
-    fn status(&self) -> &'static str {
-        match self.end {
-            None => "in_progress",
-            Some(End::Completed) => "completed",
-            Some(End::Incomplete(_)) => "incomplete",
-            Some(End::Failed) => "failed",
-        }
-    }
-
-    fn write_response(&self, out: &mut Vec<u8>) {
-        let finished = self.end.is_some();
-        let head = ResponseHead {
-            id: &self.ctx.id,
-            object: "response",
-            created_at: self.ctx.created_at,
-            status: self.status(),
-            background: false,
-            error: self.failure.as_ref().map(|f| ErrorOut { code: f.code, message: &f.message }),
-            incomplete_details: match self.end {
-                Some(End::Incomplete(reason)) => Some(Incomplete { reason }),
-                _ => None,
-            },
-            model: &self.ctx.model,
-            // While in progress the object lists nothing yet, as OpenAI's does.
-            output: if finished {
-                self.items.iter().filter(|it| it.done).map(|it| view(it, self.end)).collect()
-            } else {
-                Vec::new()
-            },
-            usage: if finished { self.usage.map(UsageOut::from) } else { None },
-        };
-        let start = out.len();
-        if serde_json::to_writer(&mut *out, &head).is_err() {
-            out.truncate(start);
-            out.extend_from_slice(b"{}");
-            return;
-        }
-        // The request's echo goes inside the same object.
-        if out.last() == Some(&b'}') && !self.ctx.echo.is_empty() {
-            out.pop();
-            out.push(b',');
-            out.extend_from_slice(self.ctx.echo.as_bytes());
-            out.push(b'}');
+    fn response_event(&mut self, kind: &str) {
+        if let Some(o) = self.ev.open(kind) {
+            key(o, "response");
+            write_response(o, &self.ctx, &self.items, self.end, self.failure.as_ref(), self.usage);
+            close(o);
         }
     }
 }
 
-fn view(item: &Item, end: Option<End>) -> ItemView<'_> {
-    let status = if !item.done {
-        "in_progress"
-    } else if matches!(end, Some(End::Incomplete(_))) {
-        "incomplete"
-    } else {
-        "completed"
+/// `,"item_id":..,"output_index":..`
+fn item_ref(o: &mut Vec<u8>, id: &str, i: usize) {
+    field(o, "item_id", id);
+    number(o, "output_index", i as u64);
+}
+
+fn output_text(o: &mut Vec<u8>, text: &str) {
+    raw(o, "{\"type\":\"output_text\"");
+    field(o, "text", text);
+    raw(o, ",\"annotations\":[],\"logprobs\":[]}");
+}
+
+fn status(end: Option<End>) -> &'static str {
+    match end {
+        None => "in_progress",
+        Some(End::Completed) => "completed",
+        Some(End::Incomplete(_)) => "incomplete",
+        Some(End::Failed) => "failed",
+    }
+}
+
+/// An item as the response object and the item events show it.
+fn write_item(o: &mut Vec<u8>, item: &Item, end: Option<End>) {
+    let state = match (item.done, end) {
+        (false, _) => "in_progress",
+        (true, Some(End::Incomplete(_))) => "incomplete",
+        (true, _) => "completed",
     };
     match &item.kind {
-        Kind::Reasoning { text } => ItemView::Reasoning {
-            id: &item.id,
-            summary: if item.done { vec![TextPart { kind: "summary_text", text }] } else { Vec::new() },
-        },
-        Kind::Message { text } => ItemView::Message {
-            id: &item.id,
-            status,
-            role: "assistant",
-            content: if item.done { vec![OutputText::new(text)] } else { Vec::new() },
-        },
-        Kind::Call { call_id, name, arguments, custom: false, .. } => ItemView::FunctionCall {
-            id: &item.id,
-            status,
-            call_id,
-            name,
-            arguments: if item.done { arguments } else { "" },
-        },
-        Kind::Call { call_id, name, input, custom: true, .. } => {
-            ItemView::CustomToolCall { id: &item.id, status, call_id, name, input }
+        Kind::Reasoning { text } => {
+            raw(o, "{\"type\":\"reasoning\"");
+            field(o, "id", &item.id);
+            raw(o, ",\"summary\":[");
+            if item.done {
+                raw(o, "{\"type\":\"summary_text\"");
+                field(o, "text", text);
+                raw(o, "}");
+            }
+            raw(o, "]}");
+        }
+        Kind::Message { text } => {
+            raw(o, "{\"type\":\"message\"");
+            field(o, "id", &item.id);
+            field(o, "status", state);
+            raw(o, ",\"role\":\"assistant\",\"content\":[");
+            if item.done {
+                output_text(o, text);
+            }
+            raw(o, "]}");
+        }
+        Kind::Call { call_id, name, arguments, custom, input, .. } => {
+            raw(o, if *custom { "{\"type\":\"custom_tool_call\"" } else { "{\"type\":\"function_call\"" });
+            field(o, "id", &item.id);
+            field(o, "status", state);
+            field(o, "call_id", call_id);
+            field(o, "name", name);
+            match (custom, item.done) {
+                (true, _) => field(o, "input", input),
+                (false, true) => field(o, "arguments", arguments),
+                (false, false) => field(o, "arguments", ""),
+            }
+            raw(o, "}");
         }
     }
 }
 
-/// A custom tool's raw input: the `input` string of the function arguments
-/// it was called with (as the request's translation declared it); the
-/// arguments as they are when the model wrote something else.
+fn write_response(
+    o: &mut Vec<u8>,
+    ctx: &Context,
+    items: &[Item],
+    end: Option<End>,
+    failure: Option<&Failure>,
+    usage: Option<ChatUsage>,
+) {
+    raw(o, "{\"id\":");
+    json::string(o, &ctx.id);
+    raw(o, ",\"object\":\"response\"");
+    key(o, "created_at");
+    json::int(o, ctx.created_at);
+    field(o, "status", status(end));
+    raw(o, ",\"background\":false,\"error\":");
+    match failure {
+        Some(f) => {
+            raw(o, "{\"code\":");
+            json::plain(o, f.code);
+            raw(o, ",\"message\":");
+            json::plain(o, &f.message);
+            raw(o, "}");
+        }
+        None => raw(o, "null"),
+    }
+    raw(o, ",\"incomplete_details\":");
+    match end {
+        Some(End::Incomplete(reason)) => {
+            raw(o, "{\"reason\":");
+            json::plain(o, reason);
+            raw(o, "}");
+        }
+        _ => raw(o, "null"),
+    }
+    field(o, "model", &ctx.model);
+    // While in progress the object lists nothing yet, as OpenAI's does.
+    raw(o, ",\"output\":[");
+    if end.is_some() {
+        for (n, item) in items.iter().filter(|it| it.done).enumerate() {
+            if n > 0 {
+                o.push(b',');
+            }
+            write_item(o, item, end);
+        }
+    }
+    raw(o, "]");
+    key(o, "usage");
+    match usage.filter(|_| end.is_some()) {
+        Some(u) => {
+            let input = u.prompt_tokens.unwrap_or(0);
+            let output = u.completion_tokens.unwrap_or(0);
+            raw(o, "{\"input_tokens\":");
+            json::uint(o, input);
+            raw(o, ",\"input_tokens_details\":{\"cached_tokens\":");
+            json::uint(o, u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0));
+            raw(o, "},\"output_tokens\":");
+            json::uint(o, output);
+            raw(o, ",\"output_tokens_details\":{\"reasoning_tokens\":");
+            json::uint(o, u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0));
+            raw(o, "}");
+            number(o, "total_tokens", u.total_tokens.unwrap_or(input + output));
+            raw(o, "}");
+        }
+        None => raw(o, "null"),
+    }
+    if !ctx.echo.is_empty() {
+        o.push(b',');
+        raw(o, &ctx.echo);
+    }
+    o.push(b'}');
+}
+
+/// A custom tool's raw input (escaped): the `input` string of the function
+/// arguments it was called with (as the request's translation declared it);
+/// the arguments as they are when the model wrote something else.
 fn custom_input(arguments: &str) -> String {
     #[derive(serde::Deserialize)]
-    struct Wrapped {
-        input: String,
+    struct Wrapped<'a> {
+        #[serde(borrow)]
+        input: &'a RawValue,
     }
-    match serde_json::from_str::<Wrapped>(arguments) {
-        Ok(w) => w.input,
-        Err(_) => arguments.to_string(),
+    let Some(args) = Escaped(Cow::Borrowed(arguments)).unescape() else { return arguments.to_string() };
+    match serde_json::from_str::<Wrapped>(&args)
+        .ok()
+        .and_then(|w| Escaped::of(w.input).map(Escaped::into_owned))
+    {
+        Some(input) => input.0.into_owned(),
+        None => arguments.to_string(),
     }
 }
 
@@ -626,35 +673,12 @@ fn chunk_error(chunk: &ChatChunk) -> Option<Failure> {
         return Some(Failure::from_upstream(None, code, &message));
     }
     if chunk.choices.is_none() && chunk.usage.is_none() {
-        if let Some(m) = &chunk.message {
-            return Some(Failure::from_upstream(None, chunk.code, m));
+        if let Some(m) = chunk.message.and_then(Escaped::of).and_then(|m| m.unescape()) {
+            let code = chunk.code.and_then(|c| c.get().parse::<i64>().ok());
+            return Some(Failure::from_upstream(None, code, &m));
         }
     }
     None
-}
-
-/// Writes `event: <kind>` and `data: {"type":kind,"sequence_number":n,...body}`.
-fn write_event<T: Serialize>(out: &mut Vec<u8>, seq: &mut u64, emit: bool, kind: &'static str, body: &T) {
-    if !emit {
-        *seq += 1;
-        return;
-    }
-    let start = out.len();
-    out.extend_from_slice(b"event: ");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b"\ndata: {\"type\":\"");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b"\",\"sequence_number\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
-    let body_at = out.len();
-    if serde_json::to_writer(&mut *out, body).is_err() || out.get(body_at) != Some(&b'{') {
-        out.truncate(start);
-        return;
-    }
-    // The body's opening brace becomes the comma after sequence_number.
-    out[body_at] = b',';
-    out.extend_from_slice(b"\n\n");
-    *seq += 1;
 }
 
 #[cfg(test)]
@@ -664,7 +688,7 @@ mod tests {
 
     fn ctx(custom: &[&str]) -> Context {
         let echo = "\"instructions\":null,\"tools\":[]".to_string();
-        Context::new("T", 1700, "Qwen/Qwen3-8B".into(), custom.iter().map(|s| s.to_string()).collect(), echo)
+        Context::new("T", 1700, "Qwen/Qwen3-8B", custom.iter().map(|s| s.to_string()).collect(), echo)
     }
 
     /// A chat stream as SiliconFlow sends it: running usage in every chunk.

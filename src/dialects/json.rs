@@ -1,0 +1,160 @@
+//! Writing JSON by hand, for the translations on the request path. Text is
+//! carried as it came, escaped: a string read from the caller's or the
+//! upstream's JSON is copied into the answer between its quotes, never
+//! unescaped and escaped again, so a translation costs about a copy.
+
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+
+/// The escaped contents of a JSON string (what is between its quotes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Escaped<'a>(pub Cow<'a, str>);
+
+impl<'a> Escaped<'a> {
+    /// A JSON string literal's contents; `None` for anything else (null, a number).
+    pub fn of(raw: &'a RawValue) -> Option<Self> {
+        Self::of_str(raw.get())
+    }
+
+    pub fn of_str(literal: &'a str) -> Option<Self> {
+        let inner = literal.strip_prefix('"')?.strip_suffix('"')?;
+        Some(Escaped(Cow::Borrowed(inner)))
+    }
+
+    /// Plain text, escaped.
+    pub fn text(s: &str) -> Escaped<'static> {
+        let quoted = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+        Escaped(Cow::Owned(quoted[1..quoted.len() - 1].to_string()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Appends `other`'s text (escaped texts join as their texts do).
+    pub fn push(&mut self, other: &str) {
+        self.0.to_mut().push_str(other);
+    }
+
+    /// The texts of `parts` joined by `sep` (plain text, escaped here).
+    pub fn join(parts: &[Escaped<'a>], sep: &str) -> Escaped<'a> {
+        match parts {
+            [] => Escaped::default(),
+            [one] => one.clone(),
+            _ => {
+                let sep = Escaped::text(sep);
+                let mut s = String::with_capacity(parts.iter().map(|p| p.0.len() + sep.0.len()).sum());
+                for (i, p) in parts.iter().enumerate() {
+                    if i > 0 {
+                        s.push_str(&sep.0);
+                    }
+                    s.push_str(&p.0);
+                }
+                Escaped(Cow::Owned(s))
+            }
+        }
+    }
+
+    /// The text itself (for the rare step that must read it).
+    pub fn unescape(&self) -> Option<String> {
+        serde_json::from_str(&format!("\"{}\"", self.0)).ok()
+    }
+
+    pub fn into_owned(self) -> Escaped<'static> {
+        Escaped(Cow::Owned(self.0.into_owned()))
+    }
+}
+
+pub fn raw(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// `"escaped"`.
+pub fn string(out: &mut Vec<u8>, e: &str) {
+    out.push(b'"');
+    out.extend_from_slice(e.as_bytes());
+    out.push(b'"');
+}
+
+/// Plain text as a JSON string.
+pub fn plain(out: &mut Vec<u8>, s: &str) {
+    if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"\"\"");
+    }
+}
+
+/// `,"key":` (keys are the writer's own, never escaped).
+pub fn key(out: &mut Vec<u8>, k: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(k.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// `,"key":"escaped"`.
+pub fn field(out: &mut Vec<u8>, k: &str, e: &str) {
+    key(out, k);
+    string(out, e);
+}
+
+/// `,"key":n`.
+pub fn number(out: &mut Vec<u8>, k: &str, n: u64) {
+    key(out, k);
+    uint(out, n);
+}
+
+pub fn uint(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+pub fn int(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    uint(out, n.unsigned_abs());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_text_is_copied_and_joined_without_a_round_trip() {
+        let literal: Box<RawValue> = serde_json::from_str(r#""a \"b\"\nc""#).unwrap();
+        let e = Escaped::of(&literal).unwrap();
+        assert_eq!(e.as_str(), r#"a \"b\"\nc"#);
+        assert_eq!(e.unescape().as_deref(), Some("a \"b\"\nc"));
+        assert!(Escaped::of_str("null").is_none() && Escaped::of_str("12").is_none());
+        let joined = Escaped::join(&[e.clone(), Escaped::text("d\te")], "\n\n");
+        assert_eq!(joined.unescape().as_deref(), Some("a \"b\"\nc\n\nd\te"));
+        let mut out = Vec::new();
+        out.push(b'{');
+        raw(&mut out, "\"a\":1");
+        field(&mut out, "t", joined.as_str());
+        number(&mut out, "n", 0);
+        number(&mut out, "m", u64::MAX);
+        key(&mut out, "i");
+        int(&mut out, -42);
+        key(&mut out, "p");
+        plain(&mut out, "x\"y");
+        out.push(b'}');
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["t"], "a \"b\"\nc\n\nd\te");
+        assert_eq!((v["n"].as_u64(), v["m"].as_u64(), v["i"].as_i64()), (Some(0), Some(u64::MAX), Some(-42)));
+        assert_eq!(v["p"], "x\"y");
+    }
+}
