@@ -70,6 +70,51 @@ impl<'a> Escaped<'a> {
     }
 }
 
+/// A string read from JSON, borrowed from the input when it had no escapes
+/// (then it is also its escaped form). serde's own `Cow<str>` borrows only
+/// as a field of its own, never inside an `Option`: this one does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Str<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'a> Str<'a> {
+    /// Its escaped form: itself when borrowed (it had no escapes).
+    pub fn escaped(&self) -> Escaped<'a> {
+        match &self.0 {
+            Cow::Borrowed(b) => Escaped(Cow::Borrowed(b)),
+            Cow::Owned(o) => Escaped::text(o),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+        d.deserialize_str(V).map(Str)
+    }
+}
+
 pub fn raw(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
@@ -131,6 +176,23 @@ pub fn int(out: &mut Vec<u8>, n: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_borrow_inside_options_and_keep_their_escaped_form() {
+        #[derive(serde::Deserialize)]
+        struct T<'a> {
+            #[serde(borrow)]
+            a: Option<Str<'a>>,
+            #[serde(borrow)]
+            b: Option<Str<'a>>,
+        }
+        let t: T = serde_json::from_str(r#"{"a":"plain","b":"with \"quote\""}"#).unwrap();
+        assert!(matches!(t.a.as_ref().unwrap().0, Cow::Borrowed("plain")));
+        assert_eq!(t.a.unwrap().escaped().as_str(), "plain");
+        let b = t.b.unwrap();
+        assert_eq!(&*b, "with \"quote\"");
+        assert_eq!(b.escaped().as_str(), r#"with \"quote\""#);
+    }
 
     #[test]
     fn escaped_text_is_copied_and_joined_without_a_round_trip() {

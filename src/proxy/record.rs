@@ -224,7 +224,7 @@ impl<S> TeeBody<S> {
             if error.is_some() {
                 p.error = error;
             }
-            let usage = match &self.translator {
+            let usage = match &mut self.translator {
                 // It reads every chunk anyway: the meter need not read them again.
                 Some(t) => Usage::from_totals(t.usage()),
                 None => self.meter.usage(),

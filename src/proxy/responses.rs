@@ -89,9 +89,9 @@ where
     S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
 {
     pending.status = resp.status().as_u16();
-    let content_type =
-        resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-    let sse = content_type.starts_with("text/event-stream");
+    let sse = resp.headers().get(CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().get(..17).is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
+    });
     let mut builder = HttpResponse::build(resp.status());
     copy_headers(&mut builder, resp.headers());
     if stream {

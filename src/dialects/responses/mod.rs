@@ -13,13 +13,13 @@ pub use errors::{error_body, Failure};
 pub use request::{translate, RequestError, Translated};
 pub use stream::Translator;
 
+use crate::dialects::json::Escaped;
+
 /// What the answer's translation needs from the request.
 #[derive(Debug, Clone)]
 pub struct Context {
-    /// `resp_<seed>`.
+    /// `resp_<seed>`; item ids are `<prefix>_<seed>_<n>`.
     pub id: String,
-    /// Item ids are `<prefix>_<seed>_<n>`.
-    seed: String,
     pub created_at: i64,
     /// The model as the caller named it (every answer repeats it), escaped.
     pub model: String,
@@ -28,17 +28,31 @@ pub struct Context {
     pub custom_tools: Vec<String>,
     /// The request's settings as the response object repeats them: a JSON
     /// fragment `"key":value,...`, written once.
-    pub echo: String,
+    pub echo: Vec<u8>,
 }
 
 impl Context {
-    /// `model` as plain text.
-    pub fn new(seed: &str, created_at: i64, model: &str, custom_tools: Vec<String>, echo: String) -> Self {
-        let model = crate::dialects::json::Escaped::text(model).0.into_owned();
-        Context { id: format!("resp_{seed}"), seed: seed.to_string(), created_at, model, custom_tools, echo }
+    pub fn new(
+        seed: &str,
+        created_at: i64,
+        model: &Escaped,
+        custom_tools: Vec<String>,
+        echo: Vec<u8>,
+    ) -> Self {
+        let mut id = String::with_capacity(5 + seed.len());
+        id.push_str("resp_");
+        id.push_str(seed);
+        Context { id, created_at, model: model.as_str().to_string(), custom_tools, echo }
     }
 
     fn item_id(&self, prefix: &str, n: usize) -> String {
-        format!("{prefix}_{}_{n}", self.seed)
+        let seed = self.id.strip_prefix("resp_").unwrap_or(&self.id);
+        let mut id = Vec::with_capacity(prefix.len() + seed.len() + 4);
+        id.extend_from_slice(prefix.as_bytes());
+        id.push(b'_');
+        id.extend_from_slice(seed.as_bytes());
+        id.push(b'_');
+        crate::dialects::json::uint(&mut id, n as u64);
+        String::from_utf8(id).unwrap_or_default()
     }
 }

@@ -5,11 +5,12 @@
 
 use std::borrow::Cow;
 
+use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::Context;
-use crate::dialects::json::{self, Escaped};
+use crate::dialects::json::{self, Escaped, Str};
 
 /// A request this translation refuses, with the field it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +39,9 @@ pub struct Translated {
 #[derive(Deserialize)]
 struct Request<'a> {
     #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
+    model: Option<Str<'a>>,
     #[serde(borrow)]
-    input: Option<&'a RawValue>,
+    input: Option<TextOr<'a, Item<'a>>>,
     #[serde(borrow)]
     instructions: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -74,11 +75,11 @@ struct Request<'a> {
 #[derive(Deserialize)]
 struct Item<'a> {
     #[serde(borrow, rename = "type")]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Str<'a>>,
     #[serde(borrow)]
-    role: Option<Cow<'a, str>>,
+    role: Option<Str<'a>>,
     #[serde(borrow)]
-    content: Option<&'a RawValue>,
+    content: Option<TextOr<'a, Part<'a>>>,
     #[serde(borrow)]
     name: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -86,11 +87,45 @@ struct Item<'a> {
     #[serde(borrow)]
     call_id: Option<&'a RawValue>,
     #[serde(borrow)]
-    output: Option<&'a RawValue>,
+    output: Option<TextOr<'a, Part<'a>>>,
     #[serde(borrow)]
     input: Option<&'a RawValue>,
     #[serde(borrow)]
     summary: Option<Vec<Part<'a>>>,
+}
+
+/// A string or a list (of items, of content parts), read in one pass. A
+/// string with no escapes is borrowed as it stands, which is also its
+/// escaped form; one with escapes is escaped again.
+enum TextOr<'a, T> {
+    Text(Escaped<'a>),
+    List(Vec<T>),
+}
+
+impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for TextOr<'a, T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a, T>(std::marker::PhantomData<(&'a (), T)>);
+        impl<'de: 'a, 'a, T: Deserialize<'de>> Visitor<'de> for V<'a, T> {
+            type Value = TextOr<'a, T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a list")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(TextOr::Text(Escaped(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(TextOr::Text(Escaped::text(v)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(64));
+                while let Some(x) = seq.next_element()? {
+                    list.push(x);
+                }
+                Ok(TextOr::List(list))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -124,9 +159,9 @@ struct Tool<'a> {
 #[derive(Deserialize)]
 struct CustomFormat<'a> {
     #[serde(borrow)]
-    syntax: Option<Cow<'a, str>>,
+    syntax: Option<Str<'a>>,
     #[serde(borrow)]
-    definition: Option<Cow<'a, str>>,
+    definition: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -155,7 +190,7 @@ struct ToolChoiceObject<'a> {
     #[serde(borrow)]
     name: Option<&'a RawValue>,
     #[serde(borrow)]
-    mode: Option<Cow<'a, str>>,
+    mode: Option<Str<'a>>,
 }
 
 // ---- what goes out ----
@@ -274,9 +309,15 @@ const BUILT_IN_ITEMS: &[&str] = &[
 /// Translates the body of `POST /v1/responses`. `id_seed` names the response
 /// and its items (random in the proxy, fixed in tests).
 pub fn translate(body: &[u8], id_seed: &str, created_at: i64) -> Result<Translated, RequestError> {
-    let req: Request = serde_json::from_slice(body).map_err(|e| {
+    // One UTF-8 check for the whole body: read from a `str`, the parser does
+    // not check each string (and each raw value) again.
+    let text = std::str::from_utf8(body)
+        .map_err(|e| RequestError::new(format!("the request body is not valid UTF-8: {e}"), None))?;
+    let mut req: Request = serde_json::from_str(text).map_err(|e| {
         if body.is_empty() {
             RequestError::new("the request body must be a JSON object", None)
+        } else if e.is_data() && e.to_string().contains("expected a string or a list") {
+            RequestError::new(format!("`input` and content must be a string or a list: {e}"), Some("input"))
         } else if e.is_data() {
             RequestError::new(format!("invalid request body: {e}"), None)
         } else {
@@ -287,6 +328,11 @@ pub fn translate(body: &[u8], id_seed: &str, created_at: i64) -> Result<Translat
     let model = match req.model.as_deref().map(str::trim) {
         Some(m) if !m.is_empty() => m,
         _ => return Err(RequestError::new("`model` is required", Some("model"))),
+    };
+    // Borrowed, it had no escapes: as it stands, it is its escaped form.
+    let model_escaped = match &req.model {
+        Some(Str(Cow::Borrowed(_))) => Escaped(Cow::Borrowed(model)),
+        _ => Escaped::text(model),
     };
     let instructions = match req.instructions {
         None => None,
@@ -310,10 +356,10 @@ pub fn translate(body: &[u8], id_seed: &str, created_at: i64) -> Result<Translat
     let stream = req.stream.unwrap_or(false);
     let mut out = Vec::with_capacity(body.len() + 128);
     json::raw(&mut out, "{\"model\":");
-    json::plain(&mut out, model);
+    json::string(&mut out, model_escaped.as_str());
     json::key(&mut out, "messages");
     out.push(b'[');
-    for (i, m) in messages(instructions.clone(), req.input)?.iter().enumerate() {
+    for (i, m) in messages(instructions.clone(), req.input.take())?.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -353,7 +399,7 @@ pub fn translate(body: &[u8], id_seed: &str, created_at: i64) -> Result<Translat
     response_format(&mut out, req.text.as_ref().and_then(|t| t.format.as_ref()))?;
     out.push(b'}');
     let echo = echo(&req, instructions.as_ref());
-    let context = Context::new(id_seed, created_at, model, custom_tools, echo);
+    let context = Context::new(id_seed, created_at, &model_escaped, custom_tools, echo);
     Ok(Translated { body: out, model: model.to_string(), stream, context })
 }
 
@@ -391,7 +437,7 @@ fn refuse_unsupported(req: &Request) -> Result<(), RequestError> {
 
 fn messages<'a>(
     instructions: Option<Escaped<'a>>,
-    input: Option<&'a RawValue>,
+    input: Option<TextOr<'a, Item<'a>>>,
 ) -> Result<Vec<Message<'a>>, RequestError> {
     let mut system: Vec<Escaped<'a>> = Vec::new();
     if let Some(text) = instructions.filter(|t| !t.is_empty()) {
@@ -400,20 +446,15 @@ fn messages<'a>(
     let mut out: Vec<Message<'a>> = Vec::with_capacity(8);
     let items: Vec<Item<'a>> = match input {
         None => Vec::new(),
-        Some(raw) if raw.get() == "null" => Vec::new(),
-        Some(raw) => match Escaped::of(raw) {
-            Some(text) => {
-                out.push(Message::new("user", Content::Text(text)));
-                Vec::new()
-            }
-            None => serde_json::from_str(raw.get()).map_err(|e| {
-                RequestError::new(format!("`input` must be a string or a list of items: {e}"), Some("input"))
-            })?,
-        },
+        Some(TextOr::Text(text)) => {
+            out.push(Message::new("user", Content::Text(text)));
+            Vec::new()
+        }
+        Some(TextOr::List(items)) => items,
     };
     // Reasoning waits for the assistant message it belongs to.
     let mut reasoning: Option<Escaped<'a>> = None;
-    for (n, item) in items.into_iter().enumerate() {
+    for (n, mut item) in items.into_iter().enumerate() {
         let kind = item.kind.as_deref().unwrap_or("message");
         match kind {
             "message" => {
@@ -448,7 +489,7 @@ fn messages<'a>(
                 }
             }
             "reasoning" => {
-                let text = reasoning_text(&item, n)?;
+                let text = reasoning_text(&mut item, n)?;
                 if !text.is_empty() {
                     reasoning = Some(match reasoning.take() {
                         Some(r) => Escaped::join(&[r, text], "\n"),
@@ -528,9 +569,9 @@ fn required<'a>(v: Option<&'a RawValue>, n: usize, field: &str) -> Result<Escape
 }
 
 /// A reasoning item's text: its full `content` when given, else its summary.
-fn reasoning_text<'a>(item: &Item<'a>, n: usize) -> Result<Escaped<'a>, RequestError> {
-    if let Some(raw) = item.content.filter(|r| r.get() != "null") {
-        let text = plain_text(Some(raw), n)?;
+fn reasoning_text<'a>(item: &mut Item<'a>, n: usize) -> Result<Escaped<'a>, RequestError> {
+    if let Some(content) = item.content.take() {
+        let text = plain_text(Some(content), n)?;
         if !text.is_empty() {
             return Ok(text);
         }
@@ -545,25 +586,17 @@ fn reasoning_text<'a>(item: &Item<'a>, n: usize) -> Result<Escaped<'a>, RequestE
     Ok(Escaped::join(&texts, "\n"))
 }
 
-fn parts<'a>(raw: &'a RawValue, n: usize) -> Result<Vec<Part<'a>>, RequestError> {
-    serde_json::from_str(raw.get()).map_err(|e| {
-        RequestError::new(
-            format!("input[{n}]: content must be a string or a list of parts: {e}"),
-            Some("input"),
-        )
-    })
-}
-
 /// Text content (system, assistant, a tool's output) as one string, as chat
 /// wants there: text parts joined by blank lines. An image is refused with
 /// the place it was found, since it cannot be put into a string.
-fn plain_text<'a>(content: Option<&'a RawValue>, n: usize) -> Result<Escaped<'a>, RequestError> {
-    let Some(raw) = content.filter(|r| r.get() != "null") else { return Ok(Escaped::default()) };
-    if let Some(text) = Escaped::of(raw) {
-        return Ok(text);
-    }
-    let mut texts = Vec::new();
-    for p in parts(raw, n)? {
+fn plain_text<'a>(content: Option<TextOr<'a, Part<'a>>>, n: usize) -> Result<Escaped<'a>, RequestError> {
+    let parts = match content {
+        None => return Ok(Escaped::default()),
+        Some(TextOr::Text(text)) => return Ok(text),
+        Some(TextOr::List(parts)) => parts,
+    };
+    let mut texts = Vec::with_capacity(parts.len());
+    for p in parts {
         match p.kind.as_ref() {
             "input_text" | "output_text" | "text" | "summary_text" | "reasoning_text" => {
                 texts.push(p.text.and_then(Escaped::of).unwrap_or_default())
@@ -582,17 +615,11 @@ fn plain_text<'a>(content: Option<&'a RawValue>, n: usize) -> Result<Escaped<'a>
 
 /// A user message: a string when it is text only (what every chat template
 /// reads), else parts with the images.
-fn user_content<'a>(content: Option<&'a RawValue>, n: usize) -> Result<Content<'a>, RequestError> {
-    let Some(raw) = content.filter(|r| r.get() != "null") else {
-        return Ok(Content::Text(Escaped::default()));
+fn user_content<'a>(content: Option<TextOr<'a, Part<'a>>>, n: usize) -> Result<Content<'a>, RequestError> {
+    let list = match content {
+        Some(TextOr::List(list)) if list.iter().any(|p| p.kind == "input_image") => list,
+        other => return Ok(Content::Text(plain_text(other, n)?)),
     };
-    if let Some(text) = Escaped::of(raw) {
-        return Ok(Content::Text(text));
-    }
-    let list = parts(raw, n)?;
-    if !list.iter().any(|p| p.kind == "input_image") {
-        return Ok(Content::Text(plain_text(Some(raw), n)?));
-    }
     let mut out = Vec::with_capacity(list.len());
     for p in list {
         match p.kind.as_ref() {
@@ -743,7 +770,7 @@ fn response_format(out: &mut Vec<u8>, format: Option<&TextFormat>) -> Result<(),
 
 /// The request's settings as the response object repeats them, written once
 /// as a JSON fragment (`"key":value,...`) for every response object sent.
-fn echo(req: &Request, instructions: Option<&Escaped>) -> String {
+fn echo(req: &Request, instructions: Option<&Escaped>) -> Vec<u8> {
     fn raw_or<'r>(raw: Option<&'r RawValue>, default: &'r str) -> &'r str {
         raw.map(RawValue::get).filter(|r| *r != "null").unwrap_or(default)
     }
@@ -798,7 +825,7 @@ fn echo(req: &Request, instructions: Option<&Escaped>) -> String {
     json::key(&mut s, "top_p");
     json::raw(&mut s, raw_or(req.top_p, "null"));
     json::raw(&mut s, ",\"truncation\":\"disabled\"");
-    String::from_utf8(s).unwrap_or_default()
+    s
 }
 
 #[cfg(test)]
@@ -823,6 +850,25 @@ mod tests {
             json!({"model": "Qwen/Qwen3-8B", "stream": false, "messages": [
                 {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]})
         );
+    }
+
+    #[test]
+    fn texts_with_escapes_and_unicode_arrive_as_they_were_sent() {
+        let text = "line 1\n\t\"quoted\" \\ back, é, 😀, \u{1}";
+        let c = chat(json!({"model": "m", "instructions": text, "input": [
+            {"role": "user", "content": text},
+            {"role": "user", "content": [{"type": "input_text", "text": text}, {"type": "input_text", "text": "plain"}]},
+            {"type": "function_call", "call_id": "c\"1", "name": "f", "arguments": "{\"a\":\"x\\ny\"}"},
+            {"type": "function_call_output", "call_id": "c\"1", "output": text}
+        ]}));
+        assert_eq!(c["messages"][0]["content"], text);
+        assert_eq!(c["messages"][1]["content"], text);
+        assert_eq!(c["messages"][2]["content"], format!("{text}\n\nplain"));
+        assert_eq!(c["messages"][3]["tool_calls"][0]["id"], "c\"1");
+        assert_eq!(c["messages"][3]["tool_calls"][0]["function"]["arguments"], "{\"a\":\"x\\ny\"}");
+        assert_eq!(c["messages"][4], json!({"role": "tool", "content": text, "tool_call_id": "c\"1"}));
+        let c = chat(json!({"model": "m", "input": text}));
+        assert_eq!(c["messages"][0]["content"], text);
     }
 
     #[test]
@@ -1048,7 +1094,7 @@ mod tests {
         assert!(translate(br#"{"model":"m","input":5}"#, "T", 1)
             .unwrap_err()
             .message
-            .contains("`input` must be a string or a list of items"));
+            .contains("`input` and content must be a string or a list"));
         assert!(translate(br#"{"model":"m","input":"q","temperature":"hot"}"#, "T", 1)
             .unwrap_err()
             .message
@@ -1066,7 +1112,8 @@ mod tests {
             1,
         )
         .unwrap();
-        let v: Value = serde_json::from_str(&format!("{{{}}}", t.context.echo)).unwrap();
+        let v: Value =
+            serde_json::from_str(&format!("{{{}}}", String::from_utf8_lossy(&t.context.echo))).unwrap();
         assert_eq!(v["instructions"], "be \"brief\"");
         assert_eq!(v["max_output_tokens"], 7);
         assert_eq!(v["metadata"], json!({"a": "b"}));

@@ -101,9 +101,12 @@ pub struct Translator {
     open_text: Option<usize>,
     /// Open tool calls, by item index.
     open_calls: Vec<usize>,
-    finish_reason: Option<String>,
+    /// How the upstream said the answer ended (its finish reason).
+    finish_reason: Option<End>,
     saw_done: bool,
     usage: Option<ChatUsage>,
+    /// The last usage seen but not yet read (see `ChatChunk::parse`).
+    usage_text: String,
     failure: Option<Failure>,
     end: Option<End>,
     lines: Lines,
@@ -123,6 +126,7 @@ impl Translator {
             finish_reason: None,
             saw_done: false,
             usage: None,
+            usage_text: String::new(),
             failure: None,
             end: None,
             lines: Lines::default(),
@@ -173,7 +177,9 @@ impl Translator {
     /// as a stream's. Call `finish` (events) or `response` (object) after.
     pub fn completion(&mut self, body: &[u8]) -> Result<(), String> {
         self.start();
-        let chunk: ChatChunk = serde_json::from_slice(body)
+        let text =
+            std::str::from_utf8(body).map_err(|e| format!("the upstream's chat answer is not UTF-8: {e}"))?;
+        let chunk = ChatChunk::parse(text)
             .map_err(|e| format!("the upstream's chat answer could not be read: {e}"))?;
         if chunk.choices.is_none() {
             return Err("the upstream's chat answer has no choices".to_string());
@@ -190,6 +196,7 @@ impl Translator {
             self.end = Some(self.ending());
             self.close_all();
         }
+        self.read_usage();
         let mut out = Vec::with_capacity(1024);
         write_response(&mut out, &self.ctx, &self.items, self.end, self.failure.as_ref(), self.usage);
         out
@@ -197,11 +204,22 @@ impl Translator {
 
     /// The usage the upstream reported last (input, output, total): running
     /// totals, so the last wins.
-    pub fn usage(&self) -> Option<(u64, u64, u64)> {
+    pub fn usage(&mut self) -> Option<(u64, u64, u64)> {
+        self.read_usage();
         self.usage.map(|u| {
             let (i, o) = (u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0));
             (i, o, u.total_tokens.unwrap_or(i + o))
         })
+    }
+
+    /// Reads the usage kept as text, once.
+    fn read_usage(&mut self) {
+        if !self.usage_text.is_empty() {
+            if let Some(u) = ChatUsage::read(&self.usage_text) {
+                self.usage = Some(u);
+            }
+            self.usage_text.clear();
+        }
     }
 
     /// The events written since the last call. The buffer keeps its
@@ -230,7 +248,7 @@ impl Translator {
             return;
         }
         // A line that is not a chunk holds nothing of the answer.
-        if let Ok(chunk) = serde_json::from_slice::<ChatChunk>(data) {
+        if let Some(chunk) = std::str::from_utf8(data).ok().and_then(|t| ChatChunk::parse(t).ok()) {
             self.chunk(chunk);
         }
     }
@@ -242,6 +260,10 @@ impl Translator {
         }
         if let Some(u) = chunk.usage {
             self.usage = Some(u);
+            self.usage_text.clear();
+        } else if let Some(text) = chunk.usage_text.filter(|t| !t.trim_start().starts_with("null")) {
+            self.usage_text.clear();
+            self.usage_text.push_str(text);
         }
         for choice in chunk.choices.unwrap_or_default() {
             if choice.index.unwrap_or(0) != 0 {
@@ -259,7 +281,11 @@ impl Translator {
                 }
             }
             if let Some(f) = choice.finish_reason {
-                self.finish_reason = Some(f.into_owned());
+                self.finish_reason = Some(match &*f {
+                    "length" => End::Incomplete("max_output_tokens"),
+                    "content_filter" => End::Incomplete("content_filter"),
+                    _ => End::Completed,
+                });
             }
         }
     }
@@ -463,11 +489,7 @@ impl Translator {
     }
 
     fn ending(&self) -> End {
-        match self.finish_reason.as_deref() {
-            Some("length") => End::Incomplete("max_output_tokens"),
-            Some("content_filter") => End::Incomplete("content_filter"),
-            _ => End::Completed,
-        }
+        self.finish_reason.unwrap_or(End::Completed)
     }
 
     fn complete(&mut self) {
@@ -499,6 +521,9 @@ impl Translator {
 
     /// `response.created` and the rest that carry the whole response.
     fn response_event(&mut self, kind: &str) {
+        if self.end.is_some() {
+            self.read_usage();
+        }
         if let Some(o) = self.ev.open(kind) {
             key(o, "response");
             write_response(o, &self.ctx, &self.items, self.end, self.failure.as_ref(), self.usage);
@@ -640,7 +665,7 @@ fn write_response(
     }
     if !ctx.echo.is_empty() {
         o.push(b',');
-        raw(o, &ctx.echo);
+        o.extend_from_slice(&ctx.echo);
     }
     o.push(b'}');
 }
@@ -672,7 +697,7 @@ fn chunk_error(chunk: &ChatChunk) -> Option<Failure> {
             super::errors::upstream_message(format!("{{\"error\":{}}}", raw.get()).as_bytes());
         return Some(Failure::from_upstream(None, code, &message));
     }
-    if chunk.choices.is_none() && chunk.usage.is_none() {
+    if chunk.choices.is_none() && chunk.usage.is_none() && chunk.usage_text.is_none() {
         if let Some(m) = chunk.message.and_then(Escaped::of).and_then(|m| m.unescape()) {
             let code = chunk.code.and_then(|c| c.get().parse::<i64>().ok());
             return Some(Failure::from_upstream(None, code, &m));
@@ -687,8 +712,14 @@ mod tests {
     use serde_json::{json, Value};
 
     fn ctx(custom: &[&str]) -> Context {
-        let echo = "\"instructions\":null,\"tools\":[]".to_string();
-        Context::new("T", 1700, "Qwen/Qwen3-8B", custom.iter().map(|s| s.to_string()).collect(), echo)
+        let echo = b"\"instructions\":null,\"tools\":[]".to_vec();
+        Context::new(
+            "T",
+            1700,
+            &Escaped::text("Qwen/Qwen3-8B"),
+            custom.iter().map(|s| s.to_string()).collect(),
+            echo,
+        )
     }
 
     /// A chat stream as SiliconFlow sends it: running usage in every chunk.
@@ -1043,6 +1074,25 @@ mod tests {
 
         assert!(Translator::new(ctx(&[]), false).completion(b"{\"message\":\"x\"}").is_err());
         assert!(Translator::new(ctx(&[]), false).completion(b"not json").is_err());
+    }
+
+    #[test]
+    fn usage_is_the_last_reported_whether_every_chunk_or_a_final_chunk_carries_it() {
+        // OpenAI's way: null in every chunk, then one with no choices and the usage.
+        let body = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n\
+data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\":12}}\n\n\
+data: [DONE]\n\n";
+        let (evs, _) = run(&[], body, 7);
+        assert_eq!(evs.last().unwrap()["response"]["usage"]["total_tokens"], 12);
+        // A null after a count does not erase it; spaces after the colon are read too.
+        let body = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],\"usage\": {\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n";
+        let mut t = Translator::new(ctx(&[]), true);
+        let mut out = t.feed(body).to_vec();
+        assert_eq!(t.usage(), Some((3, 1, 4)));
+        out.extend_from_slice(&t.finish().0);
+        assert_eq!(events(&out).last().unwrap()["response"]["usage"]["input_tokens"], 3);
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The shapes read from chat answers. Texts stay as the upstream wrote them
 //! (`RawValue`, escaped), so a chunk costs one scan and its text one copy.
 
-use std::borrow::Cow;
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use crate::dialects::json::Str;
 
 /// A chat stream chunk, or a whole chat completion (`message` in place of
 /// `delta`), or an error object sent in its place.
@@ -19,6 +19,42 @@ pub struct ChatChunk<'a> {
     pub code: Option<&'a RawValue>,
     #[serde(borrow)]
     pub message: Option<&'a RawValue>,
+    /// The text after `"usage":` when the usage was found but not read
+    /// (running totals: only the last chunk's is ever needed).
+    #[serde(skip)]
+    pub usage_text: Option<&'a str>,
+}
+
+impl<'a> ChatChunk<'a> {
+    /// Reads a chunk (or a whole completion). Only `choices` is read when
+    /// it can be found: an unescaped `"choices":` is a key (inside strings
+    /// every quote is escaped), and the id, model and timestamps before it
+    /// are never parsed; the usage after `"usage":` is kept as text, to be
+    /// read once, from the last chunk. Anything else (an error in a
+    /// chunk's place, unusual spacing) is read whole. The text is `str`, so
+    /// its UTF-8 was checked once, not string by string.
+    pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
+        use memchr::memmem::Finder;
+        use std::sync::LazyLock;
+        // Built once: a searcher costs more to build than a chunk to search.
+        static CHOICES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\":"));
+        static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":"));
+        let bytes = text.as_bytes();
+        if let Some(at) = CHOICES.find(bytes) {
+            let start = at + 10;
+            let mut values = serde_json::Deserializer::from_str(&text[start..]).into_iter::<Vec<Choice>>();
+            if let Some(Ok(choices)) = values.next() {
+                // The usage comes after the choices (else, before them).
+                let after = start + values.byte_offset();
+                let usage_text = match USAGE.find(&bytes[after..]) {
+                    Some(u) => Some(&text[after + u + 8..]),
+                    None => USAGE.find(&bytes[..at]).map(|u| &text[u + 8..]),
+                };
+                return Ok(ChatChunk { choices: Some(choices), usage_text, ..Default::default() });
+            }
+        }
+        serde_json::from_str(text)
+    }
 }
 
 #[derive(Deserialize)]
@@ -29,7 +65,7 @@ pub struct Choice<'a> {
     #[serde(borrow)]
     pub message: Option<Delta<'a>>,
     #[serde(borrow)]
-    pub finish_reason: Option<Cow<'a, str>>,
+    pub finish_reason: Option<Str<'a>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -79,6 +115,15 @@ pub struct Cached {
 #[derive(Deserialize, Default, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reasoning {
     pub reasoning_tokens: Option<u64>,
+}
+
+impl ChatUsage {
+    /// The usage object at the start of `text` (what followed `"usage":`);
+    /// `None` for `null` or anything else.
+    pub fn read(text: &str) -> Option<ChatUsage> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        Option::<ChatUsage>::deserialize(&mut de).ok().flatten()
+    }
 }
 
 /// A string field's escaped text, when it is a non-empty string.
