@@ -6,6 +6,9 @@
 //! running output count in `message_delta`. Rerank reports `tokens`, not
 //! `usage`. Events may be split across reads at any byte.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::{Finder, FinderRev};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -179,13 +182,19 @@ fn feed_sse(line: &mut Vec<u8>, skipping: &mut bool, usage: &mut Usage, mut chun
     }
 }
 
+// Searchers built once: building one costs more than searching a chunk with it.
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"usage"));
+static TOKENS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"tokens"));
+static USAGE_KEY: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
+static TOKENS_KEY: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"tokens\""));
+
 fn sse_line(line: &[u8], usage: &mut Usage) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let Some(data) = line.strip_prefix(b"data:") else {
         return;
     };
     // Cheap test before parsing: most chunks of other upstreams carry no usage.
-    if memchr::memmem::find(data, b"usage").is_none() && memchr::memmem::find(data, b"tokens").is_none() {
+    if USAGE.find(data).is_none() && TOKENS.find(data).is_none() {
         return;
     }
     if let Ok(env) = serde_json::from_slice::<Envelope>(data) {
@@ -211,8 +220,8 @@ fn json_usage(buf: &[u8], overflowed: bool) -> Usage {
 }
 
 fn tail_usage(buf: &[u8]) -> Option<Usage> {
-    for needle in [&b"\"usage\""[..], b"\"tokens\""] {
-        let Some(pos) = memchr::memmem::rfind(buf, needle) else { continue };
+    for (finder, needle) in [(&*USAGE_KEY, &b"\"usage\""[..]), (&*TOKENS_KEY, b"\"tokens\"")] {
+        let Some(pos) = finder.rfind(buf) else { continue };
         let rest = &buf[pos + needle.len()..];
         let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
         if rest[colon] != b':' {
