@@ -45,8 +45,13 @@ impl Context {
         Context { id, created_at, model: model.as_str().to_string(), custom_tools, echo }
     }
 
+    /// What follows `resp_` in the id: item ids carry it too.
+    fn seed(&self) -> &str {
+        self.id.strip_prefix("resp_").unwrap_or(&self.id)
+    }
+
     fn item_id(&self, prefix: &str, n: usize) -> String {
-        let seed = self.id.strip_prefix("resp_").unwrap_or(&self.id);
+        let seed = self.seed();
         let mut id = Vec::with_capacity(prefix.len() + seed.len() + 4);
         id.extend_from_slice(prefix.as_bytes());
         id.push(b'_');

@@ -780,18 +780,23 @@ fn echo(req: &Request, instructions: Option<&Escaped>) -> Vec<u8> {
         Some(i) => json::string(&mut s, i.as_str()),
         None => json::raw(&mut s, "null"),
     }
-    json::key(&mut s, "max_output_tokens");
+    // Keys and constants in as few writes as they allow.
+    json::raw(&mut s, ",\"max_output_tokens\":");
     json::raw(&mut s, raw_or(req.max_output_tokens, "null"));
-    json::key(&mut s, "metadata");
+    json::raw(&mut s, ",\"metadata\":");
     json::raw(&mut s, raw_or(req.metadata, "{}"));
-    json::key(&mut s, "parallel_tool_calls");
-    json::raw(&mut s, if req.parallel_tool_calls.unwrap_or(true) { "true" } else { "false" });
-    json::key(&mut s, "reasoning");
+    json::raw(
+        &mut s,
+        if req.parallel_tool_calls.unwrap_or(true) {
+            ",\"parallel_tool_calls\":true,\"reasoning\":"
+        } else {
+            ",\"parallel_tool_calls\":false,\"reasoning\":"
+        },
+    );
     json::raw(&mut s, raw_or(req.reasoning, "{\"effort\":null,\"summary\":null}"));
-    json::raw(&mut s, ",\"store\":false");
-    json::key(&mut s, "temperature");
+    json::raw(&mut s, ",\"store\":false,\"temperature\":");
     json::raw(&mut s, raw_or(req.temperature, "null"));
-    json::key(&mut s, "text");
+    json::raw(&mut s, ",\"text\":");
     match req.text.as_ref().and_then(|t| t.format.as_ref()) {
         Some(f) if f.kind != "text" => {
             json::raw(&mut s, "{\"format\":{\"type\":");
@@ -804,11 +809,10 @@ fn echo(req: &Request, instructions: Option<&Escaped>) -> Vec<u8> {
         }
         _ => json::raw(&mut s, "{\"format\":{\"type\":\"text\"}}"),
     }
-    json::key(&mut s, "tool_choice");
+    json::raw(&mut s, ",\"tool_choice\":");
     json::raw(&mut s, raw_or(req.tool_choice, "\"auto\""));
     // The tools offered, by type and name only: their schemas are the caller's own and long.
-    json::key(&mut s, "tools");
-    s.push(b'[');
+    json::raw(&mut s, ",\"tools\":[");
     for (i, t) in req.tools.iter().flatten().enumerate() {
         if i > 0 {
             s.push(b',');
@@ -821,8 +825,7 @@ fn echo(req: &Request, instructions: Option<&Escaped>) -> Vec<u8> {
         }
         s.push(b'}');
     }
-    s.push(b']');
-    json::key(&mut s, "top_p");
+    json::raw(&mut s, "],\"top_p\":");
     json::raw(&mut s, raw_or(req.top_p, "null"));
     json::raw(&mut s, ",\"truncation\":\"disabled\"");
     s

@@ -44,11 +44,24 @@ enum Kind {
     },
 }
 
+/// An output item; its id is `<prefix>_<seed>_<index>`, written where it
+/// is needed rather than kept.
 #[derive(Debug)]
 struct Item {
-    id: String,
+    prefix: &'static str,
     done: bool,
     kind: Kind,
+}
+
+/// Writes `"<prefix>_<seed>_<n>"`.
+fn item_id(o: &mut Vec<u8>, ctx: &Context, prefix: &str, n: usize) {
+    o.push(b'"');
+    raw(o, prefix);
+    o.push(b'_');
+    raw(o, ctx.seed());
+    o.push(b'_');
+    json::uint(o, n as u64);
+    o.push(b'"');
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,7 +313,7 @@ impl Translator {
                 self.open_reasoning = Some(i);
                 self.item_event("response.output_item.added", i);
                 if let Some(o) = self.ev.open("response.reasoning_summary_part.added") {
-                    item_ref(o, &self.items[i].id, i);
+                    item_ref(o, &self.ctx, self.items[i].prefix, i);
                     number(o, "summary_index", 0);
                     raw(o, ",\"part\":{\"type\":\"summary_text\",\"text\":\"\"}");
                     close(o);
@@ -312,7 +325,7 @@ impl Translator {
             text.push_str(piece);
         }
         if let Some(o) = self.ev.open("response.reasoning_summary_text.delta") {
-            item_ref(o, &self.items[i].id, i);
+            item_ref(o, &self.ctx, self.items[i].prefix, i);
             number(o, "summary_index", 0);
             field(o, "delta", piece);
             close(o);
@@ -329,7 +342,7 @@ impl Translator {
                 self.open_text = Some(i);
                 self.item_event("response.output_item.added", i);
                 if let Some(o) = self.ev.open("response.content_part.added") {
-                    item_ref(o, &self.items[i].id, i);
+                    item_ref(o, &self.ctx, self.items[i].prefix, i);
                     number(o, "content_index", 0);
                     key(o, "part");
                     output_text(o, "");
@@ -342,7 +355,7 @@ impl Translator {
             text.push_str(piece);
         }
         if let Some(o) = self.ev.open("response.output_text.delta") {
-            item_ref(o, &self.items[i].id, i);
+            item_ref(o, &self.ctx, self.items[i].prefix, i);
             number(o, "content_index", 0);
             field(o, "delta", piece);
             raw(o, ",\"logprobs\":[]");
@@ -395,16 +408,16 @@ impl Translator {
         // A custom tool's input is inside the JSON arguments: it is sent whole when the call closes.
         if !*custom {
             if let Some(o) = self.ev.open("response.function_call_arguments.delta") {
-                item_ref(o, &self.items[i].id, i);
+                item_ref(o, &self.ctx, self.items[i].prefix, i);
                 field(o, "delta", piece);
                 close(o);
             }
         }
     }
 
-    fn open(&mut self, kind: Kind, prefix: &str) -> usize {
+    fn open(&mut self, kind: Kind, prefix: &'static str) -> usize {
         let n = self.items.len();
-        self.items.push(Item { id: self.ctx.item_id(prefix, n), done: false, kind });
+        self.items.push(Item { prefix, done: false, kind });
         n
     }
 
@@ -412,15 +425,15 @@ impl Translator {
         let Some(i) = self.open_reasoning.take() else { return };
         self.items[i].done = true;
         if let Kind::Reasoning { text } = &self.items[i].kind {
-            let id = &self.items[i].id;
+            let prefix = self.items[i].prefix;
             if let Some(o) = self.ev.open("response.reasoning_summary_text.done") {
-                item_ref(o, id, i);
+                item_ref(o, &self.ctx, prefix, i);
                 number(o, "summary_index", 0);
                 field(o, "text", text);
                 close(o);
             }
             if let Some(o) = self.ev.open("response.reasoning_summary_part.done") {
-                item_ref(o, id, i);
+                item_ref(o, &self.ctx, prefix, i);
                 number(o, "summary_index", 0);
                 raw(o, ",\"part\":{\"type\":\"summary_text\"");
                 field(o, "text", text);
@@ -435,16 +448,16 @@ impl Translator {
         let Some(i) = self.open_text.take() else { return };
         self.items[i].done = true;
         if let Kind::Message { text } = &self.items[i].kind {
-            let id = &self.items[i].id;
+            let prefix = self.items[i].prefix;
             if let Some(o) = self.ev.open("response.output_text.done") {
-                item_ref(o, id, i);
+                item_ref(o, &self.ctx, prefix, i);
                 number(o, "content_index", 0);
                 field(o, "text", text);
                 raw(o, ",\"logprobs\":[]");
                 close(o);
             }
             if let Some(o) = self.ev.open("response.content_part.done") {
-                item_ref(o, id, i);
+                item_ref(o, &self.ctx, prefix, i);
                 number(o, "content_index", 0);
                 key(o, "part");
                 output_text(o, text);
@@ -459,21 +472,21 @@ impl Translator {
             let item = &mut self.items[i];
             item.done = true;
             let Kind::Call { name, arguments, custom, input, .. } = &mut item.kind else { continue };
-            let id = &item.id;
+            let prefix = item.prefix;
             if *custom {
                 *input = custom_input(arguments);
                 if let Some(o) = self.ev.open("response.custom_tool_call_input.delta") {
-                    item_ref(o, id, i);
+                    item_ref(o, &self.ctx, prefix, i);
                     field(o, "delta", input);
                     close(o);
                 }
                 if let Some(o) = self.ev.open("response.custom_tool_call_input.done") {
-                    item_ref(o, id, i);
+                    item_ref(o, &self.ctx, prefix, i);
                     field(o, "input", input);
                     close(o);
                 }
             } else if let Some(o) = self.ev.open("response.function_call_arguments.done") {
-                item_ref(o, id, i);
+                item_ref(o, &self.ctx, prefix, i);
                 field(o, "name", name);
                 field(o, "arguments", arguments);
                 close(o);
@@ -514,7 +527,7 @@ impl Translator {
         if let Some(o) = self.ev.open(kind) {
             number(o, "output_index", i as u64);
             key(o, "item");
-            write_item(o, &self.items[i], self.end);
+            write_item(o, &self.ctx, &self.items[i], i, self.end);
             close(o);
         }
     }
@@ -533,8 +546,9 @@ impl Translator {
 }
 
 /// `,"item_id":..,"output_index":..`
-fn item_ref(o: &mut Vec<u8>, id: &str, i: usize) {
-    field(o, "item_id", id);
+fn item_ref(o: &mut Vec<u8>, ctx: &Context, prefix: &str, i: usize) {
+    key(o, "item_id");
+    item_id(o, ctx, prefix, i);
     number(o, "output_index", i as u64);
 }
 
@@ -554,7 +568,7 @@ fn status(end: Option<End>) -> &'static str {
 }
 
 /// An item as the response object and the item events show it.
-fn write_item(o: &mut Vec<u8>, item: &Item, end: Option<End>) {
+fn write_item(o: &mut Vec<u8>, ctx: &Context, item: &Item, i: usize, end: Option<End>) {
     let state = match (item.done, end) {
         (false, _) => "in_progress",
         (true, Some(End::Incomplete(_))) => "incomplete",
@@ -563,7 +577,8 @@ fn write_item(o: &mut Vec<u8>, item: &Item, end: Option<End>) {
     match &item.kind {
         Kind::Reasoning { text } => {
             raw(o, "{\"type\":\"reasoning\"");
-            field(o, "id", &item.id);
+            key(o, "id");
+            item_id(o, ctx, item.prefix, i);
             raw(o, ",\"summary\":[");
             if item.done {
                 raw(o, "{\"type\":\"summary_text\"");
@@ -574,7 +589,8 @@ fn write_item(o: &mut Vec<u8>, item: &Item, end: Option<End>) {
         }
         Kind::Message { text } => {
             raw(o, "{\"type\":\"message\"");
-            field(o, "id", &item.id);
+            key(o, "id");
+            item_id(o, ctx, item.prefix, i);
             field(o, "status", state);
             raw(o, ",\"role\":\"assistant\",\"content\":[");
             if item.done {
@@ -584,7 +600,8 @@ fn write_item(o: &mut Vec<u8>, item: &Item, end: Option<End>) {
         }
         Kind::Call { call_id, name, arguments, custom, input, .. } => {
             raw(o, if *custom { "{\"type\":\"custom_tool_call\"" } else { "{\"type\":\"function_call\"" });
-            field(o, "id", &item.id);
+            key(o, "id");
+            item_id(o, ctx, item.prefix, i);
             field(o, "status", state);
             field(o, "call_id", call_id);
             field(o, "name", name);
@@ -636,11 +653,13 @@ fn write_response(
     // While in progress the object lists nothing yet, as OpenAI's does.
     raw(o, ",\"output\":[");
     if end.is_some() {
-        for (n, item) in items.iter().filter(|it| it.done).enumerate() {
-            if n > 0 {
+        let mut first = true;
+        for (i, item) in items.iter().enumerate().filter(|(_, it)| it.done) {
+            if !first {
                 o.push(b',');
             }
-            write_item(o, item, end);
+            first = false;
+            write_item(o, ctx, item, i, end);
         }
     }
     raw(o, "]");
