@@ -439,3 +439,34 @@ async fn the_clients_page_creates_edits_rotates_disables_and_deletes() {
     let dashboard = page_text(&app.page("/admin", &cookie).await);
     assert!(dashboard.contains("Calls by client, this month"));
 }
+
+/// The Responses API is the chat route's twin for a client key: its model
+/// list, its rpm and its usage hold there too, in OpenAI's error shape.
+#[actix_web::test]
+async fn a_client_key_is_held_to_its_models_and_limits_on_the_responses_api() {
+    let app = app_with_key().await;
+    let created = app.create_client(json!({"name": "coder", "models": ["Qwen/*"], "rpm": 2})).await;
+    let secret = created["key"].as_str().unwrap().to_string();
+    app.fake.clear_seen();
+    let r = app.call_as(&secret, "/v1/responses", json!({"model": "deepseek-ai/DeepSeek-V3", "input": "hi"})).await;
+    assert_eq!(r.status, 403, "{}", text(&r));
+    assert_eq!(r.json()["error"]["type"], "permission_error");
+    assert!(app.fake.seen().is_empty(), "a refused model is never sent upstream");
+    for _ in 0..2 {
+        let r = app.call_as(&secret, "/v1/responses", json!({"model": "Qwen/Qwen3-8B", "input": "hi"})).await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+    }
+    let r = app.call_as(&secret, "/v1/responses", json!({"model": "Qwen/Qwen3-8B", "input": "hi"})).await;
+    assert_eq!(r.status, 429, "rpm 2: the third call in the minute is refused");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+    let logs = app.logs().await;
+    assert_eq!(logs.len(), 2, "refused calls leave no row");
+    assert!(logs.iter().all(|l| l.endpoint == "/v1/responses" && l.client.as_deref() == Some("coder")));
+    let client = poll(Duration::from_secs(5), || async {
+        let c = app.clients().await.into_iter().find(|c| c["name"] == "coder")?;
+        (c["requests_today"] == 2).then_some(c)
+    })
+    .await;
+    assert_eq!(client["tokens_today"], 2 * CHAT_USAGE.2, "the translated calls' tokens count");
+}

@@ -306,3 +306,19 @@ async fn what_the_proxy_cannot_honour_is_refused_by_name_and_never_sent() {
     let r = app.send(app.client.post(app.url("/v1/responses")), Some("{}".into())).await;
     assert_eq!(r.status, 401, "the client key is needed here too");
 }
+
+#[actix_web::test]
+async fn an_upstream_that_falls_silent_mid_stream_ends_in_response_failed() {
+    let app = crate::helpers::spawn_app_with(&[("STREAM_IDLE_TIMEOUT", "1")]).await;
+    app.fake.add_key(KA, "acct0", "5", Mode::Ok);
+    app.import(&[KA]).await;
+    let r = app.call("/v1/responses", json!({"model": "stall-stream", "input": "hi", "stream": true})).await;
+    assert_eq!(r.status, 200);
+    let evs = events(&r);
+    let last = evs.last().unwrap();
+    assert_eq!(last["type"], "response.failed", "{:?}", types(&evs));
+    assert!(last["response"]["error"]["message"].as_str().unwrap().contains("sent nothing for 1 s"));
+    assert!(!types(&evs).contains(&"response.completed"));
+    let l = &app.logs().await[0];
+    assert!(l.aborted && l.error.as_deref().unwrap_or("").contains("sent nothing"));
+}
