@@ -448,7 +448,9 @@ async fn a_client_key_is_held_to_its_models_and_limits_on_the_responses_api() {
     let created = app.create_client(json!({"name": "coder", "models": ["Qwen/*"], "rpm": 2})).await;
     let secret = created["key"].as_str().unwrap().to_string();
     app.fake.clear_seen();
-    let r = app.call_as(&secret, "/v1/responses", json!({"model": "deepseek-ai/DeepSeek-V3", "input": "hi"})).await;
+    let r = app
+        .call_as(&secret, "/v1/responses", json!({"model": "deepseek-ai/DeepSeek-V3", "input": "hi"}))
+        .await;
     assert_eq!(r.status, 403, "{}", text(&r));
     assert_eq!(r.json()["error"]["type"], "permission_error");
     assert!(app.fake.seen().is_empty(), "a refused model is never sent upstream");
