@@ -175,8 +175,8 @@ pub struct TeeBody<S> {
     /// re-arms it only when it fires, not on every chunk.
     idle: Option<Pin<Box<actix_rt::time::Sleep>>>,
     idle_timeout: Duration,
-    /// Rewrites the upstream's chat stream as Responses events (the meter
-    /// still reads the upstream's own bytes); `None`: passed as it comes.
+    /// Rewrites the upstream's chat stream as Responses events, reading its
+    /// usage on the way (the meter is then `None`); `None`: passed as it comes.
     translator: Option<Box<Translator>>,
     /// The translated stream has said its last event.
     ended: bool,
@@ -261,9 +261,7 @@ where
             }
             return match Pin::new(&mut this.inner).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    if this.translator.is_none() {
-                        this.meter.feed(&chunk);
-                    }
+                    this.meter.feed(&chunk);
                     this.last = Instant::now();
                     if let Some(p) = this.pending.as_mut() {
                         if p.ttfb.is_none() {
