@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 # Build stage: the toolchain matches the one CI uses (Rust 1.95 on Debian bookworm).
 FROM rust:1.95.0-slim-bookworm AS build
-# libpq for the PostgreSQL backend (diesel's postgres feature links it).
-RUN apt-get update && apt-get install -y --no-install-recommends libpq-dev pkg-config \
+# libpq and OpenSSL are built from source into the binary (pq-sys bundled,
+# openssl-sys vendored): their builds want make and perl, which slim lacks.
+RUN apt-get update && apt-get install -y --no-install-recommends make perl \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so that source edits reuse the cached layer.
@@ -18,11 +19,10 @@ COPY templates ./templates
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
     && strip target/release/siliconflow-proxy
 
-# Runtime stage: glibc and libpq (SQLite is bundled, TLS is rustls with built-in roots).
+# Runtime stage: glibc only (SQLite, libpq and OpenSSL are in the binary; the
+# HTTPS client is rustls with built-in roots).
 FROM debian:bookworm-20241111-slim
-RUN apt-get update && apt-get install -y --no-install-recommends libpq5 \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home /app proxy \
+RUN useradd --system --uid 10001 --home /app proxy \
     && mkdir -p /app/data && chown -R proxy /app
 WORKDIR /app
 COPY --from=build /src/target/release/siliconflow-proxy /usr/local/bin/siliconflow-proxy

@@ -85,7 +85,9 @@ pub struct PgSessions {
 impl PgSessions {
     fn of(url: &str) -> Option<Self> {
         let base = std::env::var("TEST_POSTGRES").ok().filter(|b| !b.is_empty())?;
-        let database = url.strip_prefix(&format!("{base}/"))?.to_string();
+        let rest = url.strip_prefix(&format!("{base}/"))?;
+        // Without the URL's options (`?sslmode=require`).
+        let database = rest.split('?').next().unwrap_or(rest).to_string();
         Some(PgSessions { server: base, database })
     }
 }

@@ -16,6 +16,7 @@ mod instances;
 mod layers;
 mod metrics;
 mod no_balance;
+mod postgres_tls;
 mod processes;
 mod responses;
 mod shutdown;
