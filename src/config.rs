@@ -7,8 +7,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::pool::Strategy;
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: String,
@@ -331,6 +329,44 @@ pub fn normalize_base_url(url: &str) -> Option<String> {
         return None;
     }
     Some(url.to_string())
+}
+
+/// How the pool picks a key (`KEY_STRATEGY`); `pool::select` carries it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// The highest known balance (what users of the old tool expect); equal
+    /// or unknown balances spread, least recently picked first; a known
+    /// balance of zero comes last.
+    Balance,
+    RoundRobin,
+    Random,
+    LeastUsed,
+    /// Random, weighted by balance (an unknown balance weighs the median of
+    /// the known ones).
+    Weighted,
+}
+
+impl Strategy {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "balance" | "highest_balance" => Strategy::Balance,
+            "round_robin" | "roundrobin" => Strategy::RoundRobin,
+            "random" => Strategy::Random,
+            "least_used" => Strategy::LeastUsed,
+            "weighted" => Strategy::Weighted,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Balance => "balance",
+            Strategy::RoundRobin => "round_robin",
+            Strategy::Random => "random",
+            Strategy::LeastUsed => "least_used",
+            Strategy::Weighted => "weighted",
+        }
+    }
 }
 
 #[cfg(test)]

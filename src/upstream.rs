@@ -145,6 +145,21 @@ pub const ENDPOINTS: &[&str] = &[
     "/v1/user/info",
 ];
 
+/// `sk-abcdefgh...wxyz` -> `sk-abcd...wxyz`. Short keys keep only their edges,
+/// so that no key is ever shown whole.
+pub fn mask_key(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        let head: String = chars.iter().take(2).collect();
+        return format!("{head}...");
+    }
+    let head_len = if key.starts_with("sk-") { 7 } else { 4 };
+    let head_len = head_len.min(chars.len() - 4);
+    let head: String = chars[..head_len].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}...{tail}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

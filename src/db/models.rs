@@ -145,7 +145,7 @@ impl std::fmt::Debug for KeyRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyRow")
             .field("id", &self.id)
-            .field("key", &crate::pool::mask_key(&self.key))
+            .field("key", &crate::upstream::mask_key(&self.key))
             .field("state", &self.state)
             .field("balance", &self.balance)
             .field("account_id", &self.account_id)

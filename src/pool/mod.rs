@@ -59,20 +59,7 @@ impl KeyState {
     }
 }
 
-/// `sk-abcdefgh...wxyz` -> `sk-abcd...wxyz`. Short keys keep only their edges,
-/// so that no key is ever shown whole.
-pub fn mask_key(key: &str) -> String {
-    let chars: Vec<char> = key.chars().collect();
-    if chars.len() <= 8 {
-        let head: String = chars.iter().take(2).collect();
-        return format!("{head}...");
-    }
-    let head_len = if key.starts_with("sk-") { 7 } else { 4 };
-    let head_len = head_len.min(chars.len() - 4);
-    let head: String = chars[..head_len].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}...{tail}")
-}
+pub use crate::upstream::mask_key;
 
 /// A SiliconFlow account. Rate limits apply per account and model, so every
 /// key of an account shares these cooldowns.

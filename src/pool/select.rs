@@ -7,42 +7,8 @@ use std::sync::Arc;
 
 use super::{KeyState, PoolKey};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// The highest known balance (what users of the old tool expect); equal
-    /// or unknown balances spread, least recently picked first; a known
-    /// balance of zero comes last.
-    Balance,
-    RoundRobin,
-    Random,
-    LeastUsed,
-    /// Random, weighted by balance (an unknown balance weighs the median of
-    /// the known ones).
-    Weighted,
-}
-
-impl Strategy {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
-            "balance" | "highest_balance" => Strategy::Balance,
-            "round_robin" | "roundrobin" => Strategy::RoundRobin,
-            "random" => Strategy::Random,
-            "least_used" => Strategy::LeastUsed,
-            "weighted" => Strategy::Weighted,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Balance => "balance",
-            Strategy::RoundRobin => "round_robin",
-            Strategy::Random => "random",
-            Strategy::LeastUsed => "least_used",
-            Strategy::Weighted => "weighted",
-        }
-    }
-}
+/// The configured way of picking (defined with the configuration, below the pool).
+pub use crate::config::Strategy;
 
 /// Why no key can serve a request.
 #[derive(Debug, Clone, PartialEq)]
