@@ -1,17 +1,30 @@
 //! Server-sent events, cut into lines as they arrive: a chunk may end in the
 //! middle of a line (or of a UTF-8 character); the rest waits for the next.
-//! Pure code for the dialect translators, which read upstream streams.
+//! Pure code: the usage meter and the dialect translators read upstream
+//! streams with it.
 
 /// A line longer than this is dropped rather than buffered without end.
 pub const LINE_CAP: usize = 8 << 20;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Lines {
     partial: Vec<u8>,
     skipping: bool,
+    cap: usize,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Lines::with_cap(LINE_CAP)
+    }
 }
 
 impl Lines {
+    /// Lines longer than `cap` are dropped.
+    pub fn with_cap(cap: usize) -> Self {
+        Lines { partial: Vec::new(), skipping: false, cap }
+    }
+
     /// Calls `each` with every line `chunk` completes, without its `\n` or
     /// `\r\n`.
     pub fn feed(&mut self, mut chunk: &[u8], mut each: impl FnMut(&[u8])) {
@@ -30,7 +43,7 @@ impl Lines {
             chunk = &rest[1..];
         }
         if !self.skipping {
-            if self.partial.len() + chunk.len() > LINE_CAP {
+            if self.partial.len() + chunk.len() > self.cap {
                 self.partial.clear();
                 self.skipping = true;
             } else {
@@ -39,10 +52,16 @@ impl Lines {
         }
     }
 
-    /// The last line when the stream ended without its newline.
+    /// The line begun but not ended yet (a stream's last, without its newline).
+    pub fn partial(&self) -> Option<&[u8]> {
+        (!self.skipping && !self.partial.is_empty()).then_some(trim_cr(&self.partial))
+    }
+
+    /// `partial`, taken.
     pub fn rest(&mut self) -> Option<Vec<u8>> {
-        let line = std::mem::take(&mut self.partial);
-        (!self.skipping && !line.is_empty()).then_some(line)
+        let line = self.partial().map(<[u8]>::to_vec);
+        self.partial.clear();
+        line
     }
 }
 
@@ -75,7 +94,15 @@ mod tests {
         }
         let mut lines = Lines::default();
         lines.feed(b"data: tail", |_| panic!("no whole line yet"));
+        assert_eq!(lines.partial(), Some(&b"data: tail"[..]));
         assert_eq!(lines.rest().as_deref(), Some(&b"data: tail"[..]));
+        assert_eq!(lines.partial(), None, "taken");
+        // A line over the cap is dropped whole, and the next one read.
+        let mut lines = Lines::with_cap(8);
+        let mut seen = Vec::new();
+        lines.feed(b"data: 0123", |l| seen.push(l.to_vec()));
+        lines.feed(b"456789\nok\n", |l| seen.push(l.to_vec()));
+        assert_eq!(seen, vec![b"ok".to_vec()]);
         assert_eq!(data(b"data: x"), Some(&b"x"[..]));
         assert_eq!(data(b"data:x"), Some(&b"x"[..]));
         assert_eq!(data(b"event: x"), None);

@@ -11,6 +11,8 @@ use std::sync::LazyLock;
 use memchr::memmem::{Finder, FinderRev};
 use serde::Deserialize;
 
+use crate::sse::Lines;
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
     pub input: Option<u64>,
@@ -106,7 +108,7 @@ const SSE_LINE_CAP: usize = 1 << 20;
 
 #[derive(Debug)]
 pub enum UsageMeter {
-    Sse { line: Vec<u8>, skipping: bool, usage: Usage },
+    Sse { lines: Lines, usage: Usage },
     Json { buf: Vec<u8>, overflowed: bool },
     None,
 }
@@ -115,7 +117,7 @@ impl UsageMeter {
     pub fn for_content_type(content_type: &str) -> Self {
         let ct = content_type.to_ascii_lowercase();
         if ct.starts_with("text/event-stream") {
-            UsageMeter::Sse { line: Vec::new(), skipping: false, usage: Usage::default() }
+            UsageMeter::Sse { lines: Lines::with_cap(SSE_LINE_CAP), usage: Usage::default() }
         } else if ct.starts_with("application/json") || ct.contains("+json") {
             UsageMeter::Json { buf: Vec::new(), overflowed: false }
         } else {
@@ -125,7 +127,7 @@ impl UsageMeter {
 
     pub fn feed(&mut self, chunk: &[u8]) {
         match self {
-            UsageMeter::Sse { line, skipping, usage } => feed_sse(line, skipping, usage, chunk),
+            UsageMeter::Sse { lines, usage } => lines.feed(chunk, |line| sse_line(line, usage)),
             UsageMeter::Json { buf, overflowed } => {
                 buf.extend_from_slice(chunk);
                 if buf.len() > JSON_CAP || *overflowed {
@@ -143,41 +145,16 @@ impl UsageMeter {
     /// The usage seen so far (for a stream the client abandoned) or in all.
     pub fn usage(&self) -> Usage {
         match self {
-            UsageMeter::Sse { line, usage, skipping } => {
+            UsageMeter::Sse { lines, usage } => {
                 // A last event without its trailing newline still counts.
                 let mut u = *usage;
-                if !*skipping && !line.is_empty() {
+                if let Some(line) = lines.partial() {
                     sse_line(line, &mut u);
                 }
                 u
             }
             UsageMeter::Json { buf, overflowed } => json_usage(buf, *overflowed),
             UsageMeter::None => Usage::default(),
-        }
-    }
-}
-
-fn feed_sse(line: &mut Vec<u8>, skipping: &mut bool, usage: &mut Usage, mut chunk: &[u8]) {
-    while let Some(nl) = memchr::memchr(b'\n', chunk) {
-        let (head, rest) = chunk.split_at(nl);
-        if !*skipping {
-            if line.is_empty() {
-                sse_line(head, usage);
-            } else {
-                line.extend_from_slice(head);
-                sse_line(line, usage);
-            }
-        }
-        line.clear();
-        *skipping = false;
-        chunk = &rest[1..];
-    }
-    if !*skipping {
-        if line.len() + chunk.len() > SSE_LINE_CAP {
-            line.clear();
-            *skipping = true;
-        } else {
-            line.extend_from_slice(chunk);
         }
     }
 }
@@ -189,7 +166,6 @@ static USAGE_KEY: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new
 static TOKENS_KEY: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"tokens\""));
 
 fn sse_line(line: &[u8], usage: &mut Usage) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
     let Some(data) = line.strip_prefix(b"data:") else {
         return;
     };
