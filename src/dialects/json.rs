@@ -18,8 +18,7 @@ impl<'a> Escaped<'a> {
     }
 
     pub fn of_str(literal: &'a str) -> Option<Self> {
-        let inner = literal.strip_prefix('"')?.strip_suffix('"')?;
-        Some(Escaped(Cow::Borrowed(inner)))
+        contents(literal).map(|inner| Escaped(Cow::Borrowed(inner)))
     }
 
     /// Plain text, escaped.
@@ -63,6 +62,12 @@ impl<'a> Escaped<'a> {
     pub fn into_owned(self) -> Escaped<'static> {
         Escaped(Cow::Owned(self.0.into_owned()))
     }
+}
+
+/// What is between the quotes of a JSON string literal (escaped as written);
+/// `None` for any other value.
+pub fn contents(literal: &str) -> Option<&str> {
+    literal.strip_prefix('"')?.strip_suffix('"')
 }
 
 /// A string read from JSON, borrowed from the input when it had no escapes

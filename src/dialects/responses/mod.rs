@@ -50,14 +50,19 @@ impl Context {
         self.id.strip_prefix("resp_").unwrap_or(&self.id)
     }
 
+    /// Writes `<prefix>_<seed>_<n>`, the id of an item (or of a call the
+    /// upstream left unnamed).
+    fn write_item_id(&self, o: &mut Vec<u8>, prefix: &str, n: usize) {
+        o.extend_from_slice(prefix.as_bytes());
+        o.push(b'_');
+        o.extend_from_slice(self.seed().as_bytes());
+        o.push(b'_');
+        crate::dialects::json::uint(o, n as u64);
+    }
+
     fn item_id(&self, prefix: &str, n: usize) -> String {
-        let seed = self.seed();
-        let mut id = Vec::with_capacity(prefix.len() + seed.len() + 4);
-        id.extend_from_slice(prefix.as_bytes());
-        id.push(b'_');
-        id.extend_from_slice(seed.as_bytes());
-        id.push(b'_');
-        crate::dialects::json::uint(&mut id, n as u64);
+        let mut id = Vec::with_capacity(prefix.len() + self.id.len() + 4);
+        self.write_item_id(&mut id, prefix, n);
         String::from_utf8(id).unwrap_or_default()
     }
 }

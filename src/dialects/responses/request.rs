@@ -344,15 +344,6 @@ pub fn translate(body: &[u8], id_seed: &str, created_at: i64) -> Result<Translat
             )
         })?),
     };
-    for (name, v) in
-        [("max_output_tokens", req.max_output_tokens), ("temperature", req.temperature), ("top_p", req.top_p)]
-    {
-        if let Some(raw) = v.filter(|r| r.get() != "null") {
-            if !raw.get().starts_with(|c: char| c.is_ascii_digit() || c == '-') {
-                return Err(RequestError::new(format!("`{name}` must be a number"), None));
-            }
-        }
-    }
     let stream = req.stream.unwrap_or(false);
     let mut out = Vec::with_capacity(body.len() + 128);
     json::raw(&mut out, "{\"model\":");
@@ -374,11 +365,17 @@ pub fn translate(body: &[u8], id_seed: &str, created_at: i64) -> Result<Translat
             ",\"stream\":false"
         },
     );
-    for (name, v) in
-        [("max_tokens", req.max_output_tokens), ("temperature", req.temperature), ("top_p", req.top_p)]
-    {
+    // Numbers are copied as written; anything else is the caller's mistake.
+    for (name, chat, v) in [
+        ("max_output_tokens", "max_tokens", req.max_output_tokens),
+        ("temperature", "temperature", req.temperature),
+        ("top_p", "top_p", req.top_p),
+    ] {
         if let Some(raw) = v.filter(|r| r.get() != "null") {
-            json::key(&mut out, name);
+            if !raw.get().starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+                return Err(RequestError::new(format!("`{name}` must be a number"), None));
+            }
+            json::key(&mut out, chat);
             json::raw(&mut out, raw.get());
         }
     }

@@ -56,11 +56,7 @@ struct Item {
 /// Writes `"<prefix>_<seed>_<n>"`.
 fn item_id(o: &mut Vec<u8>, ctx: &Context, prefix: &str, n: usize) {
     o.push(b'"');
-    raw(o, prefix);
-    o.push(b'_');
-    raw(o, ctx.seed());
-    o.push(b'_');
-    json::uint(o, n as u64);
+    ctx.write_item_id(o, prefix, n);
     o.push(b'"');
 }
 
@@ -712,8 +708,8 @@ fn custom_input(arguments: &str) -> String {
 /// SiliconFlow's `{"code","message"}` in place of a chunk.
 fn chunk_error(chunk: &ChatChunk) -> Option<Failure> {
     if let Some(raw) = chunk.error {
-        let (code, message) =
-            super::errors::upstream_message(format!("{{\"error\":{}}}", raw.get()).as_bytes());
+        // The error object has the shape of an error body's: `{"message","code"}` or a string.
+        let (code, message) = super::errors::upstream_message(raw.get().as_bytes());
         return Some(Failure::from_upstream(None, code, &message));
     }
     if chunk.choices.is_none() && chunk.usage.is_none() && chunk.usage_text.is_none() {

@@ -128,7 +128,5 @@ impl ChatUsage {
 
 /// A string field's escaped text, when it is a non-empty string.
 pub fn text(raw: Option<&RawValue>) -> Option<&str> {
-    let s = raw?.get();
-    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
-    (!inner.is_empty()).then_some(inner)
+    crate::dialects::json::contents(raw?.get()).filter(|inner| !inner.is_empty())
 }
