@@ -18,7 +18,7 @@ use blake2::{Blake2b512, Digest};
 use chrono::FixedOffset;
 
 use crate::db::models::ClientRow;
-use crate::db::queries::clients_q::{self, Counts};
+use crate::db::queries::clients::{self as client_rows, Counts};
 use crate::db::{DbError, DbPool};
 
 /// The name of the client that `API_KEY` authenticates.
@@ -395,7 +395,7 @@ impl ClientKeys {
             return Ok(keys);
         }
         let start = day_of(now_ms, &tz) * DAY_MS - i64::from(tz.local_minus_utc()) * 1000;
-        let used = clients_q::usage_since(&mut conn, start)?;
+        let used = client_rows::usage_since(&mut conn, start)?;
         let snapshot = keys.snapshot.load();
         for client in snapshot.by_id.values().chain(std::iter::once(&keys.env)) {
             if let Some((requests, tokens)) = used.get(&*client.name) {
@@ -441,8 +441,8 @@ impl ClientKeys {
             })
             .filter(|(_, c)| *c != Counts::default())
             .collect();
-        clients_q::publish_usage(conn, instance, today, &mine, now_ms)?;
-        let others = clients_q::others_usage(conn, instance, today, now_ms)?;
+        client_rows::publish_usage(conn, instance, today, &mine, now_ms)?;
+        let others = client_rows::others_usage(conn, instance, today, now_ms)?;
         for c in snapshot.by_id.values() {
             let o = others.get(&c.id).copied().unwrap_or_default();
             *c.usage.others.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -452,6 +452,16 @@ impl ClientKeys {
         Ok(())
     }
 
+    /// Another instance changed something: the client table is read again
+    /// if the change names it (or everything).
+    pub fn reload_on(&self, what: &crate::db::notify::Changed, db: &DbPool) {
+        if what.all || what.clients {
+            if let Err(e) = self.reload(db) {
+                log::error!("client keys: reload after another instance's change: {e}");
+            }
+        }
+    }
+
     /// Reads every client again (after a change).
     pub fn reload(&self, db: &DbPool) -> Result<(), DbError> {
         let mut conn = db.get_timeout(crate::db::CONNECT_WAIT)?;
@@ -459,7 +469,7 @@ impl ClientKeys {
     }
 
     fn reload_from(&self, conn: &mut crate::db::AnyConn) -> Result<(), DbError> {
-        let rows = clients_q::all(conn)?;
+        let rows = client_rows::all(conn)?;
         let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
         usage.retain(|id, _| rows.iter().any(|r| r.id == *id));
         let mut snapshot = ClientSnapshot::default();

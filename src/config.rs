@@ -240,6 +240,11 @@ impl Config {
         })
     }
 
+    /// Several instances may share this database (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.database, Database::Postgres(_))
+    }
+
     pub fn is_open(&self) -> bool {
         self.client_api_keys.is_empty()
     }

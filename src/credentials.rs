@@ -20,7 +20,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
-use crate::db::queries::{login_q, settings_q};
+use crate::db::queries::{logins, settings};
 use crate::db::{DbError, DbPool};
 
 const GENERATED_HASH: &str = "admin_password_hash";
@@ -89,7 +89,7 @@ impl AdminCredentials {
             return Ok(AdminCredentials { username, secret, generated: false, hashing: Arc::default() });
         }
         let mut conn = db.get()?;
-        if let Some(hash) = settings_q::get(&mut conn, GENERATED_HASH)? {
+        if let Some(hash) = settings::get(&mut conn, GENERATED_HASH)? {
             log::warn!("ADMIN_PASSWORD is not set: using the password generated at first start (printed in the log then)");
             return Ok(AdminCredentials {
                 username,
@@ -100,7 +100,7 @@ impl AdminCredentials {
         }
         let password = Alphanumeric.sample_string(&mut rand::rng(), 20);
         let hash = hash_password(&password).map_err(DbError::Setup)?;
-        settings_q::set(&mut conn, GENERATED_HASH, &hash)?;
+        settings::set(&mut conn, GENERATED_HASH, &hash)?;
         // Printed once, on purpose: this is the only way the owner learns it.
         log::warn!(
             "ADMIN_PASSWORD is not set: generated an admin password. Log in as '{username}' with password: {password}  (shown only this once; set ADMIN_PASSWORD to choose your own)"
@@ -265,7 +265,7 @@ impl Throttle {
         let max = self.max;
         let counted = {
             let address = address.clone();
-            crate::db::run(db, move |c| login_q::reserve(c, &address, now, window)).await
+            crate::db::run(db, move |c| logins::reserve(c, &address, now, window)).await
         };
         match counted {
             Ok((n, start)) if n.max(0) as u32 > max => {
@@ -286,7 +286,7 @@ impl Throttle {
 /// Takes back a reserved check, off the caller's thread.
 fn release(db: DbPool, address: String) {
     let spawned = std::thread::Builder::new().name("login-release".into()).spawn(move || {
-        if let Err(e) = db.get().map_err(DbError::from).and_then(|mut c| login_q::release(&mut c, &address)) {
+        if let Err(e) = db.get().map_err(DbError::from).and_then(|mut c| logins::release(&mut c, &address)) {
             log::warn!("login throttle: cannot take back a check not made: {e}");
         }
     });
@@ -309,7 +309,7 @@ impl LoginAttempt<'_> {
             a.succeed();
         }
         if let Some((db, address)) = self.shared.take() {
-            if let Err(e) = crate::db::run(&db, move |c| login_q::clear(c, &address)).await {
+            if let Err(e) = crate::db::run(&db, move |c| logins::clear(c, &address)).await {
                 log::warn!("login throttle: cannot clear the shared count: {e}");
             }
         }

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod db;
 pub mod dialects;
 pub mod health;
+pub mod ids;
 pub mod metrics;
 pub mod net;
 pub mod pool;

@@ -24,6 +24,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::db::log_writer::RowObserver;
 use crate::db::models::NewLog;
 
 /// How many models get their own label value.
@@ -383,6 +384,17 @@ fn status_label(status: i32) -> String {
     } else {
         // 0: the call ended before any answer (the client went away first).
         "0".to_string()
+    }
+}
+
+/// The log writer hands its rows to the metrics through this.
+impl RowObserver for Metrics {
+    fn observe(&self, rows: &[NewLog]) {
+        Metrics::observe(self, rows)
+    }
+
+    fn dropped(&self, row: &NewLog) {
+        Metrics::dropped(self, row)
     }
 }
 

@@ -10,15 +10,17 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use crate::clients::ClientKeys;
+use crate::config::{Config, Database};
 use crate::credentials::{AdminCredentials, Throttle};
-use crate::db::log_writer::LogSink;
-use crate::db::log_writer::{Flush, LogWriter};
+use crate::db::leader::Leadership;
+use crate::db::log_writer::{Flush, LogCounters, LogSink, LogWriter, WriterSettings};
+use crate::db::notify::Notifier;
 use crate::db::{self, DbError};
-use crate::pool::actor::PoolActor;
+use crate::metrics::Metrics;
 use crate::pool::cooldown::Policy;
 use crate::pool::refresher::{RefreshStatus, Refresher, RefresherSettings};
-use crate::pool::PoolShared;
+use crate::pool::{Drain, PoolActor, PoolShared, Reload, SetLeadership};
 use crate::state::{build_client, AppState, Upstream};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,152 +40,67 @@ pub struct Application {
     arbiters: Vec<Arbiter>,
 }
 
+/// The threads of the actors that touch the database, so that a slow write
+/// never holds up a request worker: the pool's (the pool actor and the
+/// refresher) and the log writer's.
+struct Threads {
+    pool: Arbiter,
+    log: Arbiter,
+}
+
+impl Threads {
+    fn start() -> Self {
+        let (pool, log) = (Arbiter::new(), Arbiter::new());
+        pool.spawn_fn(|| name_thread(c"key-pool"));
+        log.spawn_fn(|| name_thread(c"log-writer"));
+        Threads { pool, log }
+    }
+}
+
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let listener = TcpListener::bind((config.host.as_str(), config.port))?;
         Self::build_with_listener(config, listener).await
     }
 
+    /// The steps, in order: the database and what it holds, the actors on
+    /// their threads, the ties between instances, then the server.
     pub async fn build_with_listener(config: Config, listener: TcpListener) -> Result<Self, StartupError> {
         let config = Arc::new(config);
         let db = db::open(&config.database)?;
         log::info!("database: {}", config.database.display());
         let admin = AdminCredentials::init(&config, &db)?;
-        let shared_database = matches!(config.database, crate::config::Database::Postgres(_));
-        let clients =
-            Arc::new(crate::clients::ClientKeys::load(&db, config.timezone, db::now_ms(), shared_database)?);
-
-        let policy = Policy { base: config.cooldown_base, max: config.cooldown_max };
-        let shared = Arc::new(PoolShared::new(config.strategy, policy));
-        let mut pool_actor = PoolActor::load(
-            db.clone(),
-            shared.clone(),
-            config.upstream_base_url.clone(),
-            config.exhausted_retry_interval,
-        )?;
-        // Several instances may share a PostgreSQL database: each names itself
-        // in the notifications it sends after a change.
-        let shared_db = match &config.database {
-            crate::config::Database::Postgres(url) => {
-                use rand::distr::{Alphanumeric, SampleString};
-                let instance = Alphanumeric.sample_string(&mut rand::rng(), 16);
-                pool_actor = pool_actor.with_instance(instance.clone());
-                Some((url.clone(), instance))
-            }
-            crate::config::Database::Sqlite(_) => None,
+        let clients = Arc::new(ClientKeys::load(&db, config.timezone, db::now_ms(), config.is_shared())?);
+        let notifier = notifier(&config, &db);
+        let (pool, pool_actor) = load_pool(&config, &db, notifier.clone())?;
+        let threads = Threads::start();
+        let pool_actor = PoolActor::start_in_arbiter(&threads.pool.handle(), move |_| pool_actor);
+        let alive = {
+            let pool_actor = pool_actor.clone();
+            move || pool_actor.connected()
         };
-        let counts = shared.counts(db::now_ms());
-        log::info!(
-            "key pool: {} keys ({} active, {} exhausted, {} invalid, {} disabled), strategy {}",
-            counts.total,
-            counts.active,
-            counts.exhausted,
-            counts.invalid,
-            counts.disabled,
-            config.strategy.as_str()
-        );
-
-        // Actors that touch the database run on their own threads, so a slow
-        // write never holds up a request worker.
-        let pool_arbiter = Arbiter::new();
-        let log_arbiter = Arbiter::new();
-        pool_arbiter.spawn_fn(|| name_thread(c"key-pool"));
-        log_arbiter.spawn_fn(|| name_thread(c"log-writer"));
-        let pool_addr: Addr<PoolActor> =
-            PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| pool_actor);
-        if let Some((url, instance)) = &shared_db {
-            // Other instances' changes: reload within a poll (100 ms), and every
-            // 30 s whatever was heard; the listener ends with the pool actor.
-            let (alive, changed) = (pool_addr.clone(), pool_addr.clone());
-            let (client_keys, client_db) = (clients.clone(), db.clone());
-            crate::db::notify::listen(
-                url.clone(),
-                instance.clone(),
-                Duration::from_millis(100),
-                Duration::from_secs(30),
-                move || alive.connected(),
-                move |what| {
-                    if what.all || what.clients {
-                        if let Err(e) = client_keys.reload(&client_db) {
-                            log::error!("client keys: reload after another instance's change: {e}");
-                        }
-                    }
-                    changed.do_send(crate::pool::actor::Reload(what))
-                },
-            )?;
-            // Client limits across instances: each publishes its counts of
-            // today every second and takes the others'.
-            let alive = pool_addr.clone();
-            crate::clients::share_usage(clients.clone(), db.clone(), instance.clone(), move || {
-                alive.connected()
-            })?;
+        let leadership = leadership(&config, alive.clone())?;
+        pool_actor.do_send(SetLeadership(leadership.clone()));
+        if let Some(instance) = notifier.instance() {
+            follow_other_instances(&config, &db, instance, &clients, &pool_actor, alive)?;
         }
-        // One instance of those sharing a PostgreSQL database runs the scheduled jobs.
-        let leadership = match &shared_db {
-            Some((url, _)) => {
-                let alive = pool_addr.clone();
-                crate::db::leader::Leadership::contend(url.clone(), Duration::from_secs(2), move || {
-                    alive.connected()
-                })?
-            }
-            None => crate::db::leader::Leadership::alone(),
-        };
-        let (log_db, jobs) = (db.clone(), leadership.clone());
-        let settings = crate::db::log_writer::WriterSettings {
-            batch_size: config.log_batch_size,
-            interval: config.log_flush_interval,
-            retention: config.log_retention,
-        };
-        let metrics = Arc::new(crate::metrics::Metrics::new(most_used_models(&db))?);
-        let writer_metrics = metrics.clone();
-        let (log_tx, log_rx) = std::sync::mpsc::channel();
-        let log_counters = crate::db::log_writer::LogCounters::new(config.log_queue_max);
-        let writer_counters = log_counters.clone();
-        let log_writer = LogWriter::start_in_arbiter(&log_arbiter.handle(), move |_| {
-            LogWriter::new(log_db, log_rx, writer_counters, writer_metrics, settings, jobs)
-        });
+        let metrics = Arc::new(Metrics::new(most_used_models(&db))?);
+        let (log_writer, log) = start_log_writer(&config, &db, &threads, metrics.clone(), leadership.clone());
         let refresh_status = Arc::new(ArcSwap::from_pointee(RefreshStatus::default()));
-        pool_addr.do_send(crate::pool::actor::SetLeadership(leadership.clone()));
-        let refresher = {
-            let (cfg, pool, shared, status, leadership) = (
-                config.clone(),
-                pool_addr.clone(),
-                shared.clone(),
-                refresh_status.clone(),
-                leadership.clone(),
-            );
-            Refresher::start_in_arbiter(&pool_arbiter.handle(), move |_| {
-                let settings = RefresherSettings {
-                    interval: cfg.auto_refresh_interval,
-                    invalid_recheck: cfg.invalid_recheck_interval,
-                    concurrency: cfg.refresh_concurrency,
-                    timeout: cfg.check_timeout,
-                    rate: cfg.refresh_rate,
-                    leadership,
-                };
-                Refresher::new(build_client(&cfg), pool, shared, status, settings)
-            })
-        };
-
+        let refresher = start_refresher(&config, &threads, &pool_actor, &pool, &refresh_status, &leadership);
         if config.is_open() && clients.snapshot().is_empty() {
             log::warn!("API_KEY is not set: the proxy is OPEN, anyone who can reach it can spend your keys' balance. Set API_KEY to require a client key.");
         }
-
         let state = web::Data::new(AppState {
             config: config.clone(),
-            pool: shared,
-            pool_actor: pool_addr,
+            pool,
+            pool_actor,
             refresher,
             refresh_status,
-            log: LogSink::new(
-                log_writer.clone(),
-                log_tx,
-                log_counters,
-                config.log_batch_size,
-                metrics.clone(),
-            ),
+            log,
             log_writer,
             db,
+            notifier,
             admin,
             login_throttle: Throttle::new(config.login_max_failures),
             clients,
@@ -191,52 +108,9 @@ impl Application {
             metrics,
         });
         let port = listener.local_addr()?.port();
-        let server_state = state.clone();
-        let client_config = config.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(server_state.clone())
-                .app_data(web::Data::new(Upstream { client: build_client(&client_config) }))
-                // Bodies are read by the handlers with their own limit and error.
-                .app_data(web::PayloadConfig::new(client_config.max_body_bytes))
-                // Malformed query strings and paths: a JSON 400, not actix's plain text.
-                .app_data(web::QueryConfig::default().error_handler(|err, _| {
-                    let body = serde_json::json!({"error": format!("invalid query string: {err}")});
-                    actix_web::error::InternalError::from_response(
-                        err,
-                        actix_web::HttpResponse::BadRequest().json(body),
-                    )
-                    .into()
-                }))
-                .app_data(web::PathConfig::default().error_handler(|err, _| {
-                    let body = serde_json::json!({"error": format!("invalid path: {err}")});
-                    actix_web::error::InternalError::from_response(
-                        err,
-                        actix_web::HttpResponse::BadRequest().json(body),
-                    )
-                    .into()
-                }))
-                .route("/health", web::get().to(crate::health::health))
-                .route("/metrics", web::get().to(crate::health::metrics))
-                .configure(crate::proxy::configure)
-                .configure(crate::admin::configure)
-        })
-        .workers(config.workers)
-        .backlog(4096)
-        // Stream chunks and small answers go out at once, not after an ACK.
-        .tcp_nodelay(true)
-        // Signals are handled in `run_until_stopped`: actix-server's own handler
-        // stops the whole actor system, log writer included, before it can flush.
-        .disable_signals()
-        .shutdown_timeout(config.shutdown_timeout.as_secs())
-        // A client that closes its connection while waiting for an answer has
-        // gone: drop its request (and so the upstream call it was waiting
-        // on) at once, instead of letting the model run on for nobody.
-        .h1_allow_half_closed(false)
-        .listen(listener)?
-        .run();
+        let server = serve(listener, state.clone())?;
         log::info!("listening on {}:{}", config.host, port);
-        Ok(Application { port, server, state, arbiters: vec![pool_arbiter, log_arbiter] })
+        Ok(Application { port, server, state, arbiters: vec![threads.pool, threads.log] })
     }
 
     pub fn port(&self) -> u16 {
@@ -280,7 +154,7 @@ impl Application {
             );
         }
         // Let the pool actor persist the key events already queued.
-        if let Err(e) = self.state.pool_actor.send(crate::pool::actor::Drain).await {
+        if let Err(e) = self.state.pool_actor.send(Drain).await {
             log::error!("shutdown: pool actor unavailable: {e}");
         }
         for attempt in 1..=3 {
@@ -305,6 +179,184 @@ impl Application {
         served?;
         Ok(())
     }
+}
+
+/// Several instances may share a PostgreSQL database: each names itself in
+/// the notifications it sends after a change (and ignores its own). With
+/// SQLite there is nobody to tell.
+fn notifier(config: &Config, db: &db::DbPool) -> Notifier {
+    if !config.is_shared() {
+        return Notifier::none();
+    }
+    use rand::distr::{Alphanumeric, SampleString};
+    Notifier::new(db.clone(), Alphanumeric.sample_string(&mut rand::rng(), 16))
+}
+
+/// The key pool from the database: the snapshot the request path reads, and
+/// the actor (not started yet) that owns its changes.
+fn load_pool(
+    config: &Config,
+    db: &db::DbPool,
+    notifier: Notifier,
+) -> Result<(Arc<PoolShared>, PoolActor), StartupError> {
+    let policy = Policy { base: config.cooldown_base, max: config.cooldown_max };
+    let shared = Arc::new(PoolShared::new(config.strategy, policy));
+    let actor = PoolActor::load(
+        db.clone(),
+        shared.clone(),
+        config.upstream_base_url.clone(),
+        config.exhausted_retry_interval,
+    )?
+    .with_notifier(notifier);
+    let counts = shared.counts(db::now_ms());
+    log::info!(
+        "key pool: {} keys ({} active, {} exhausted, {} invalid, {} disabled), strategy {}",
+        counts.total,
+        counts.active,
+        counts.exhausted,
+        counts.invalid,
+        counts.disabled,
+        config.strategy.as_str()
+    );
+    Ok((shared, actor))
+}
+
+/// Which instance runs the scheduled jobs: with PostgreSQL, the one holding
+/// the advisory lock; with SQLite, this one.
+fn leadership(
+    config: &Config,
+    alive: impl Fn() -> bool + Send + 'static,
+) -> Result<Leadership, StartupError> {
+    Ok(match &config.database {
+        Database::Postgres(url) => Leadership::contend(url.clone(), Duration::from_secs(2), alive)?,
+        Database::Sqlite(_) => Leadership::alone(),
+    })
+}
+
+/// Other instances' changes: each is reloaded by what it concerns (the
+/// client keys' `reload_on`, the pool actor's `Reload`) within a poll
+/// (100 ms), and every 30 s whatever was heard. Client limits: each instance
+/// publishes its counts of today every second and takes the others'. Both
+/// threads end with the pool actor.
+fn follow_other_instances(
+    config: &Config,
+    db: &db::DbPool,
+    instance: &str,
+    clients: &Arc<ClientKeys>,
+    pool_actor: &Addr<PoolActor>,
+    alive: impl Fn() -> bool + Clone + Send + 'static,
+) -> Result<(), StartupError> {
+    let Database::Postgres(url) = &config.database else { return Ok(()) };
+    let (client_keys, client_db, pool) = (clients.clone(), db.clone(), pool_actor.clone());
+    crate::db::notify::listen(
+        url.clone(),
+        instance.to_string(),
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+        alive.clone(),
+        move |what| {
+            client_keys.reload_on(&what, &client_db);
+            pool.do_send(Reload(what))
+        },
+    )?;
+    crate::clients::share_usage(clients.clone(), db.clone(), instance.to_string(), alive)?;
+    Ok(())
+}
+
+/// The log writer on its thread, and the sink the request path hands rows to.
+fn start_log_writer(
+    config: &Config,
+    db: &db::DbPool,
+    threads: &Threads,
+    metrics: Arc<Metrics>,
+    leadership: Leadership,
+) -> (Addr<LogWriter>, LogSink) {
+    let settings = WriterSettings {
+        batch_size: config.log_batch_size,
+        interval: config.log_flush_interval,
+        retention: config.log_retention,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let counters = LogCounters::new(config.log_queue_max);
+    let (writer_db, writer_counters, writer_metrics) = (db.clone(), counters.clone(), metrics.clone());
+    let writer = LogWriter::start_in_arbiter(&threads.log.handle(), move |_| {
+        LogWriter::new(writer_db, rx, writer_counters, writer_metrics, settings, leadership)
+    });
+    let sink = LogSink::new(writer.clone(), tx, counters, config.log_batch_size, metrics);
+    (writer, sink)
+}
+
+/// The refresher, beside the pool actor it reports to.
+fn start_refresher(
+    config: &Arc<Config>,
+    threads: &Threads,
+    pool_actor: &Addr<PoolActor>,
+    pool: &Arc<PoolShared>,
+    status: &Arc<ArcSwap<RefreshStatus>>,
+    leadership: &Leadership,
+) -> Addr<Refresher> {
+    let (cfg, pool_actor, pool, status, leadership) =
+        (config.clone(), pool_actor.clone(), pool.clone(), status.clone(), leadership.clone());
+    Refresher::start_in_arbiter(&threads.pool.handle(), move |_| {
+        let settings = RefresherSettings {
+            interval: cfg.auto_refresh_interval,
+            invalid_recheck: cfg.invalid_recheck_interval,
+            concurrency: cfg.refresh_concurrency,
+            timeout: cfg.check_timeout,
+            rate: cfg.refresh_rate,
+            leadership,
+        };
+        Refresher::new(build_client(&cfg), pool_actor, pool, status, settings)
+    })
+}
+
+/// The HTTP server on `listener`: every route, the JSON answers to malformed
+/// queries and paths, and the connection settings.
+fn serve(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, StartupError> {
+    let config = state.config.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::Data::new(Upstream { client: build_client(&state.config) }))
+            // Bodies are read by the handlers with their own limit and error.
+            .app_data(web::PayloadConfig::new(state.config.max_body_bytes))
+            // Malformed query strings and paths: a JSON 400, not actix's plain text.
+            .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                let body = serde_json::json!({"error": format!("invalid query string: {err}")});
+                actix_web::error::InternalError::from_response(
+                    err,
+                    actix_web::HttpResponse::BadRequest().json(body),
+                )
+                .into()
+            }))
+            .app_data(web::PathConfig::default().error_handler(|err, _| {
+                let body = serde_json::json!({"error": format!("invalid path: {err}")});
+                actix_web::error::InternalError::from_response(
+                    err,
+                    actix_web::HttpResponse::BadRequest().json(body),
+                )
+                .into()
+            }))
+            .route("/health", web::get().to(crate::health::health))
+            .route("/metrics", web::get().to(crate::health::metrics))
+            .configure(crate::proxy::configure)
+            .configure(crate::admin::configure)
+    })
+    .workers(config.workers)
+    .backlog(4096)
+    // Stream chunks and small answers go out at once, not after an ACK.
+    .tcp_nodelay(true)
+    // Signals are handled in `run_until_stopped`: actix-server's own handler
+    // stops the whole actor system, log writer included, before it can flush.
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_timeout.as_secs())
+    // A client that closes its connection while waiting for an answer has
+    // gone: drop its request (and so the upstream call it was waiting
+    // on) at once, instead of letting the model run on for nobody.
+    .h1_allow_half_closed(false)
+    .listen(listener)?
+    .run();
+    Ok(server)
 }
 
 /// The models most used successfully in the last 30 days, most first: they

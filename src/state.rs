@@ -10,9 +10,8 @@ use crate::credentials::{AdminCredentials, Throttle};
 use crate::db::log_writer::LogSink;
 use crate::db::log_writer::LogWriter;
 use crate::db::DbPool;
-use crate::pool::actor::PoolActor;
 use crate::pool::refresher::{RefreshStatus, Refresher};
-use crate::pool::PoolShared;
+use crate::pool::{PoolActor, PoolShared};
 
 pub struct AppState {
     pub config: Arc<Config>,
@@ -23,6 +22,8 @@ pub struct AppState {
     pub log_writer: Addr<LogWriter>,
     pub log: LogSink,
     pub db: DbPool,
+    /// Tells the other instances on the database about this one's changes.
+    pub notifier: crate::db::notify::Notifier,
     pub admin: AdminCredentials,
     pub login_throttle: Throttle,
     /// Client keys: who may call `/v1`, and how much.

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::views::{layout, page, Chrome};
 use crate::db::DbError;
-use crate::pool::actor::CommandError;
+use crate::pool::CommandError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {

@@ -17,7 +17,7 @@ use rand::RngCore;
 
 use super::error::AdminError;
 use crate::credentials::Verified;
-use crate::db::queries::sessions_q;
+use crate::db::queries::sessions;
 use crate::db::{now_ms, DbError};
 use crate::state::AppState;
 
@@ -48,8 +48,8 @@ pub async fn create(state: &AppState, req: &HttpRequest) -> Result<Cookie<'stati
     let ttl = state.config.session_ttl;
     let expires = now + ttl.as_millis() as i64;
     crate::db::run(&state.db, move |conn| {
-        let _ = sessions_q::delete_expired(conn, now);
-        sessions_q::insert(conn, &token_hash, &csrf, now, expires)
+        let _ = sessions::delete_expired(conn, now);
+        sessions::insert(conn, &token_hash, &csrf, now, expires)
     })
     .await?;
     Ok(cookie(state, req, token, ttl))
@@ -76,14 +76,14 @@ pub async fn current(state: &AppState, req: &HttpRequest) -> Option<Session> {
     let token_hash = hash(&token);
     let th = token_hash.clone();
     let csrf =
-        crate::db::run(&state.db, move |conn| sessions_q::find(conn, &th, now_ms())).await.ok().flatten()?;
+        crate::db::run(&state.db, move |conn| sessions::find(conn, &th, now_ms())).await.ok().flatten()?;
     Some(Session { token_hash, csrf })
 }
 
 /// Ends the session for real and returns a cookie that clears the browser's.
 pub async fn destroy(state: &AppState, req: &HttpRequest) -> Cookie<'static> {
     if let Some(s) = current(state, req).await {
-        let _ = crate::db::run(&state.db, move |conn| sessions_q::delete(conn, &s.token_hash)).await;
+        let _ = crate::db::run(&state.db, move |conn| sessions::delete(conn, &s.token_hash)).await;
     }
     let mut c = cookie(state, req, String::new(), Duration::ZERO);
     c.make_removal();

@@ -77,6 +77,15 @@ impl LogCounters {
 #[derive(Clone)]
 pub struct LogSink(Arc<SinkInner>);
 
+/// What watches the rows as they pass (the metrics): told of each batch
+/// written and of each row the full queue dropped. A trait here, so that the
+/// log writer knows nothing of what watches it.
+pub trait RowObserver: Send + Sync {
+    fn observe(&self, rows: &[NewLog]);
+    /// A row dropped before the database: still a call answered.
+    fn dropped(&self, row: &NewLog);
+}
+
 struct SinkInner {
     writer: Addr<LogWriter>,
     /// Lock-free hand-over: sending wakes nobody, so a request costs no
@@ -85,7 +94,7 @@ struct SinkInner {
     counters: Arc<LogCounters>,
     batch: usize,
     /// A row the full queue drops is still a call answered.
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<dyn RowObserver>,
 }
 
 impl LogSink {
@@ -95,7 +104,7 @@ impl LogSink {
         tx: Sender<NewLog>,
         counters: Arc<LogCounters>,
         batch: usize,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<dyn RowObserver>,
     ) -> Self {
         LogSink(Arc::new(SinkInner { writer, tx, counters, batch: batch.max(1), metrics }))
     }
@@ -135,10 +144,6 @@ impl LogSink {
         &self.0.counters
     }
 
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
-        &self.0.metrics
-    }
-
     pub fn open_requests(&self) -> usize {
         self.0.counters.open.load(Ordering::Acquire)
     }
@@ -164,7 +169,7 @@ pub struct LogWriter {
     rx: Receiver<NewLog>,
     counters: Arc<LogCounters>,
     /// Each row is counted here as it comes in (off the request path).
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<dyn RowObserver>,
     buffer: Vec<NewLog>,
     batch_size: usize,
     interval: Duration,
@@ -215,7 +220,7 @@ impl LogWriter {
         db: DbPool,
         queue: Receiver<NewLog>,
         counters: Arc<LogCounters>,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<dyn RowObserver>,
         settings: WriterSettings,
         leadership: super::leader::Leadership,
     ) -> Self {
@@ -289,11 +294,11 @@ impl LogWriter {
         }
         let mut conn = self.db.get().map_err(|e| e.to_string())?;
         let now = super::now_ms();
-        let _ = super::queries::sessions_q::delete_expired(&mut conn, now);
+        let _ = super::queries::sessions::delete_expired(&mut conn, now);
         // Failed-login counts whose window ended long ago.
-        let _ = super::queries::login_q::prune(&mut conn, now - 3_600_000);
+        let _ = super::queries::logins::prune(&mut conn, now - 3_600_000);
         // Client usage of days long past (kept two days for any time zone).
-        let _ = super::queries::clients_q::prune_usage(&mut conn, now.div_euclid(86_400_000) - 2);
+        let _ = super::queries::clients::prune_usage(&mut conn, now.div_euclid(86_400_000) - 2);
         // Batch markers a day old: a writer asks after its last one only.
         let _ = logs::prune_batches(&mut conn, now - 86_400_000);
         let Some(keep) = self.retention else { return Ok(0) };
@@ -467,6 +472,14 @@ mod tests {
     use super::*;
     use crate::db::log_insert::tests::row;
 
+    /// Rows nobody watches.
+    struct Unwatched;
+
+    impl RowObserver for Unwatched {
+        fn observe(&self, _: &[NewLog]) {}
+        fn dropped(&self, _: &NewLog) {}
+    }
+
     fn writer(dir: &tempfile::TempDir) -> (LogWriter, Sender<NewLog>, DbPool) {
         let db = crate::db::connect(&dir.path().join("w.db")).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -475,7 +488,7 @@ mod tests {
             db.clone(),
             rx,
             counters,
-            Arc::new(crate::metrics::Metrics::new(Vec::new()).unwrap()),
+            Arc::new(Unwatched),
             WriterSettings { batch_size: 100, interval: Duration::from_millis(10), retention: None },
             crate::db::leader::Leadership::alone(),
         );

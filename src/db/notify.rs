@@ -94,6 +94,48 @@ impl Changed {
     }
 }
 
+/// What tells the other instances about this one's changes: its name (each
+/// ignores its own notifications) and the database. With SQLite (one
+/// instance) it tells nobody.
+#[derive(Clone)]
+pub struct Notifier {
+    sender: Option<(super::DbPool, String)>,
+}
+
+impl Notifier {
+    /// Tells nobody (SQLite, or a test).
+    pub fn none() -> Self {
+        Notifier { sender: None }
+    }
+
+    /// Tells the others on the database of `db`, as `instance`.
+    pub fn new(db: super::DbPool, instance: String) -> Self {
+        Notifier { sender: Some((db, instance)) }
+    }
+
+    /// This instance's name, if it has others to tell.
+    pub fn instance(&self) -> Option<&str> {
+        self.sender.as_ref().map(|(_, i)| i.as_str())
+    }
+
+    /// Tells the other instances what changed (after a write). Blocking: a
+    /// database connection; a failure is logged (the others' periodic
+    /// reload catches up).
+    pub fn tell(&self, change: &Changed) {
+        let Some((db, instance)) = &self.sender else { return };
+        if change.is_empty() {
+            return;
+        }
+        let sent = db
+            .get_timeout(super::CONNECT_WAIT)
+            .map_err(super::DbError::from)
+            .and_then(|mut c| notify(&mut c, instance, change).map_err(super::DbError::from));
+        if let Err(e) = sent {
+            log::error!("notify the other instances: {e}");
+        }
+    }
+}
+
 /// Tells the other instances what changed in the pool (PostgreSQL only; an
 /// SQLite database has one instance). `instance` lets each ignore its own.
 pub fn notify(conn: &mut AnyConn, instance: &str, change: &Changed) -> diesel::QueryResult<()> {

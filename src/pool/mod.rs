@@ -2,10 +2,11 @@
 //! waiting, the selection strategies, the actor that owns changes, and the
 //! refresher that re-checks keys against the upstream.
 
-pub mod actor;
+mod actor;
 pub mod check;
 pub mod cooldown;
 pub mod fast;
+pub mod import;
 pub mod refresher;
 pub mod select;
 pub mod totals;
@@ -15,6 +16,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+// The actor's messages and answers: the pool's surface for admin and proxy.
+pub use actor::{
+    parse_label, state_after_check, AddKeys, AddResult, AddStatus, ApplyChecks, CheckSummary, CheckedKey,
+    CommandError, DeleteInState, Drain, KeyCommand, KeyEvent, KeyEventKind, PoolActor, Reload, SetLeadership,
+};
 pub use cooldown::Cooldown;
 pub use select::{NoKey, Strategy};
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::errors::{ErrorKind, ProxyError};
 use crate::db::models::ResourceRow;
 use crate::db::now_ms;
-use crate::db::queries::resources_q;
+use crate::db::queries::resources;
 use crate::pool::{KeyState, PoolKey};
 use crate::state::AppState;
 
@@ -84,7 +84,7 @@ pub async fn record(state: &AppState, kind: ResourceKind, id: &str, key: &PoolKe
         account: Some(key.account.id.clone()),
         created_at: now_ms(),
     };
-    crate::db::run(&state.db, move |conn| resources_q::upsert(conn, &row)).await.map_err(|e| e.to_string())
+    crate::db::run(&state.db, move |conn| resources::upsert(conn, &row)).await.map_err(|e| e.to_string())
 }
 
 /// Keys that may read or manage an existing resource: not invalid, not
@@ -97,7 +97,7 @@ fn can_manage(k: &PoolKey) -> bool {
 pub async fn owner(state: &AppState, kind: ResourceKind, id: &str) -> Result<Arc<PoolKey>, ProxyError> {
     check_id(kind, id)?;
     let (k, i) = (kind.as_str().to_string(), id.to_string());
-    let row = crate::db::run(&state.db, move |conn| resources_q::find(conn, &k, &i))
+    let row = crate::db::run(&state.db, move |conn| resources::find(conn, &k, &i))
         .await
         .map_err(|e| ProxyError::new(ErrorKind::Unavailable, format!("database unavailable: {e}")))?;
     let Some(row) = row else {

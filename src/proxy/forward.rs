@@ -19,7 +19,7 @@ use super::record::{Pending, TeeBody};
 use super::usage::{Usage, UsageMeter};
 use crate::db::now_ms;
 use crate::metrics::Outcome;
-use crate::pool::actor::{KeyEvent, KeyEventKind};
+use crate::pool::{KeyEvent, KeyEventKind};
 use crate::pool::{KeyState, NoKey, Picked, PoolKey};
 use crate::state::{AppState, Upstream};
 use crate::upstream::redact;
@@ -259,7 +259,7 @@ pub async fn dispatch(
 ) -> HttpResponse {
     let dialect = out.dialect;
     // The caller's own rules first: a refused call goes nowhere and costs nothing.
-    let mut pending = match pending.admit(&out.model, dialect) {
+    let mut pending = match pending.admit(&out.model, dialect, &state.metrics) {
         Ok(p) => p,
         Err(answer) => return answer,
     };
@@ -532,7 +532,7 @@ fn carry_out(
 /// the trial told nothing, and the key is offered again soon.
 struct TrialGuard {
     key_id: i64,
-    actor: actix::Addr<crate::pool::actor::PoolActor>,
+    actor: actix::Addr<crate::pool::PoolActor>,
     done: bool,
 }
 

@@ -78,7 +78,7 @@ pub async fn merged(
     kind: ListKind,
     upstream_path: &'static str,
 ) -> HttpResponse {
-    let mut pending = match Pending::new(&state, &req).admit("", Dialect::OpenAi) {
+    let mut pending = match Pending::new(&state, &req).admit("", Dialect::OpenAi, &state.metrics) {
         Ok(p) => p,
         Err(answer) => return answer,
     };

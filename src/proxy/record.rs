@@ -75,6 +75,7 @@ impl Pending {
         mut self,
         model: &str,
         dialect: super::errors::Dialect,
+        metrics: &crate::metrics::Metrics,
     ) -> Result<Self, actix_web::HttpResponse> {
         match super::auth::admit(self.client.as_ref(), model, &self.tz) {
             Ok(()) => Ok(self),
@@ -85,7 +86,7 @@ impl Pending {
                     super::errors::ErrorKind::RateLimited => Refused::Limit,
                     _ => Refused::Unauthorized,
                 };
-                self.sink.metrics().refused(why);
+                metrics.refused(why);
                 self.sent = true;
                 self.sink.closed();
                 Err(e.response(dialect))

@@ -13,7 +13,7 @@ use crate::pool::totals::totals;
 use crate::state::AppState;
 
 pub async fn user_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let mut pending = match Pending::new(&state, &req).admit("", Dialect::OpenAi) {
+    let mut pending = match Pending::new(&state, &req).admit("", Dialect::OpenAi, &state.metrics) {
         Ok(p) => p,
         Err(answer) => return answer,
     };

@@ -461,3 +461,28 @@ async fn a_body_that_arrives_in_pieces_is_forwarded_whole_and_the_limit_counts_e
     assert!(raw.contains("request_too_large"), "{raw}");
     assert_eq!(app.fake.seen().len(), 1, "nothing over the limit reached the upstream");
 }
+
+#[actix_web::test]
+async fn a_model_name_longer_than_256_bytes_is_refused_in_the_callers_dialect_and_never_stored() {
+    let app = spawn_app().await;
+    app.fake.add_key(KA, "acct-1", "5", Mode::Ok);
+    app.import(&[KA]).await;
+    let long = "m".repeat(45_000);
+    let r = app.call("/v1/chat/completions", json!({"model": long, "messages": []})).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("at most 256 bytes"), "{:?}", r.json());
+    let r = app.call("/v1/messages", json!({"model": long, "max_tokens": 5, "messages": []})).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["type"], "error", "Anthropic shape");
+    assert_eq!(
+        app.fake.count("/v1/chat/completions") + app.fake.count("/v1/messages"),
+        0,
+        "never sent upstream"
+    );
+    // 256 bytes is still a model name.
+    let r = app.call("/v1/chat/completions", json!({"model": "m".repeat(256), "messages": []})).await;
+    assert_eq!(r.status, 200);
+    let rows = app.logs().await;
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r.model.len() <= 256 && r.error.as_deref().unwrap_or("").len() <= 1000));
+}

@@ -236,14 +236,14 @@ async fn calls_per_key_reach_the_database_from_the_pool_actor() {
     }
     app.flush_logs().await;
     // What a stop does: the actor writes the counts it holds.
-    app.state.pool_actor.send(siliconflow_proxy::pool::actor::Drain).await.unwrap();
+    app.state.pool_actor.send(siliconflow_proxy::pool::Drain).await.unwrap();
     let mut conn = app.state.db.get().unwrap();
     let (uses, last): (i64, Option<i64>) =
         api_keys::table.select((api_keys::usage_count, api_keys::last_used)).first(&mut conn).unwrap();
     assert_eq!(uses, 3);
     assert!(last.is_some_and(|t| t > 0));
     // Written once: a second write adds nothing.
-    app.state.pool_actor.send(siliconflow_proxy::pool::actor::Drain).await.unwrap();
+    app.state.pool_actor.send(siliconflow_proxy::pool::Drain).await.unwrap();
     let uses: i64 = api_keys::table.select(api_keys::usage_count).first(&mut conn).unwrap();
     assert_eq!(uses, 3);
 }

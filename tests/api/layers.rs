@@ -53,9 +53,15 @@ fn the_bottom_layers_import_nothing_from_admin_or_proxy_and_those_not_from_each_
     }
     // The bottom floor does not reach into the pool either (key masking and
     // the strategy's name live below it).
-    found.extend(imports("db", &["pool"]));
-    found.extend(imports("config.rs", &["pool"]));
+    found.extend(imports("db", &["pool", "metrics", "clients", "credentials", "state", "health"]));
+    found.extend(imports("config.rs", &["pool", "db"]));
     found.extend(imports("upstream.rs", &["pool", "db"]));
+    found.extend(imports("ids.rs", &["pool", "db", "config"]));
+    // The pool's surface is `pool::` (its re-exports): nothing outside the
+    // pool names the actor's files, nor the import workflow's insides.
+    for part in ["admin", "proxy", "startup.rs", "state.rs", "health.rs"] {
+        found.extend(imports(part, &["pool::actor"]));
+    }
     found.extend(imports("admin", &["proxy"]));
     found.extend(imports("proxy", &["admin"]));
     assert!(found.is_empty(), "imports that point up or sideways:\n{}", found.join("\n"));
@@ -100,4 +106,38 @@ fn dialects_depend_on_nothing_of_the_crate_but_themselves_and_the_sse_splitter()
     }
     assert!(found.is_empty(), "dialects reaching into the crate:\n{}", found.join("\n"));
     assert!(!sources(&src.join("dialects")).is_empty(), "the check reads the dialect files");
+}
+
+/// Every file and folder under `src/` in the README's Layout drawing, and
+/// nothing that is not there: the drawing is the map a newcomer reads.
+#[test]
+fn the_readme_layout_drawing_matches_the_source_tree() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let layout = readme.split("## Layout").nth(1).expect("a Layout section");
+    let drawing = layout.split("```text").nth(1).and_then(|d| d.split("```").next()).expect("a drawing");
+    // Each line: tree characters, then a name, then (after two spaces) what it holds.
+    let mut drawn = std::collections::BTreeSet::new();
+    let mut stack: Vec<String> = Vec::new();
+    for line in drawing.lines().filter(|l| !l.trim().is_empty()) {
+        let start = line.find(|c: char| c.is_alphanumeric() || c == '_').unwrap_or(line.len());
+        let depth = line[..start].chars().count() / 4;
+        let name = line[start..].split("  ").next().unwrap().trim().to_string();
+        stack.truncate(depth);
+        stack.push(name.trim_end_matches('/').to_string());
+        drawn.insert(stack.join("/"));
+    }
+    let mut actual = std::collections::BTreeSet::new();
+    for file in sources(&root.join("src")) {
+        let rel = file.strip_prefix(root).unwrap();
+        let mut path = PathBuf::new();
+        for part in rel.components() {
+            path.push(part);
+            actual.insert(path.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    let missing: Vec<_> = actual.difference(&drawn).collect();
+    let extra: Vec<_> = drawn.difference(&actual).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "not drawn: {missing:?}; drawn but absent: {extra:?}");
+    assert!(drawn.contains("src/pool/actor/mod.rs"), "the drawing was read: {drawn:?}");
 }

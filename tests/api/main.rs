@@ -1,14 +1,17 @@
 //! Integration tests: the real server on a real socket, against a fake
 //! SiliconFlow that the tests start.
 
-mod admin_second;
+mod admin_dashboard;
+mod admin_keys;
+mod admin_login;
+mod admin_logs;
+mod admin_requests;
 mod admin_ui;
 mod auth;
 mod clients;
 mod endpoints;
 mod fake;
 mod forwarding;
-mod hardening;
 mod health;
 mod helpers;
 mod import;
@@ -21,6 +24,7 @@ mod processes;
 mod responses;
 mod shutdown;
 mod streaming;
+mod upstream_failures;
 
 pub const KA: &str = "sk-aaaa-0000000000000000000001";
 pub const KB: &str = "sk-bbbb-0000000000000000000002";

@@ -1,0 +1,167 @@
+//! Client keys (`clients`) and their use per day (`client_usage`, `usage_clients`).
+
+use std::collections::HashMap;
+
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+
+use super::Conn;
+use crate::db::models::{ClientFields, ClientRow};
+use crate::db::schema::{client_usage, clients, request_logs};
+use crate::db::DbError;
+
+pub fn all(conn: &mut Conn) -> Result<Vec<ClientRow>, DbError> {
+    Ok(clients::table.order(clients::id.asc()).select(ClientRow::as_select()).load(conn)?)
+}
+
+pub fn find(conn: &mut Conn, id: i64) -> Result<Option<ClientRow>, DbError> {
+    Ok(clients::table.find(id).select(ClientRow::as_select()).first(conn).optional()?)
+}
+
+pub fn name_taken(conn: &mut Conn, name: &str, other_than: Option<i64>) -> Result<bool, DbError> {
+    let n: i64 = clients::table
+        .filter(clients::name.eq(name))
+        .filter(clients::id.ne(other_than.unwrap_or(-1)))
+        .count()
+        .get_result(conn)?;
+    Ok(n > 0)
+}
+
+pub fn insert(
+    conn: &mut Conn,
+    fields: &ClientFields,
+    key_hash: &str,
+    key_hint: &str,
+    now: i64,
+) -> Result<i64, DbError> {
+    diesel::insert_into(clients::table)
+        .values((
+            fields,
+            clients::key_hash.eq(key_hash),
+            clients::key_hint.eq(key_hint),
+            clients::created_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(clients::table.filter(clients::key_hash.eq(key_hash)).select(clients::id).first(conn)?)
+}
+
+/// Answers whether the client exists.
+pub fn update(conn: &mut Conn, id: i64, fields: &ClientFields) -> Result<bool, DbError> {
+    Ok(diesel::update(clients::table.find(id)).set(fields).execute(conn)? > 0)
+}
+
+pub fn set_key(conn: &mut Conn, id: i64, key_hash: &str, key_hint: &str) -> Result<bool, DbError> {
+    Ok(diesel::update(clients::table.find(id))
+        .set((clients::key_hash.eq(key_hash), clients::key_hint.eq(key_hint)))
+        .execute(conn)?
+        > 0)
+}
+
+pub fn delete(conn: &mut Conn, id: i64) -> Result<bool, DbError> {
+    Ok(diesel::delete(clients::table.find(id)).execute(conn)? > 0)
+}
+
+/// One client's counts on one instance: today's requests and tokens, and
+/// its requests in the last 60 s.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub requests: u64,
+    pub tokens: u64,
+    pub recent: u64,
+}
+
+fn big(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Publishes this instance's counts of `day`, by client id.
+pub fn publish_usage(
+    conn: &mut Conn,
+    instance: &str,
+    day: i64,
+    counts: &[(i64, Counts)],
+    now: i64,
+) -> Result<(), DbError> {
+    for (client, c) in counts {
+        let row = (
+            client_usage::instance.eq(instance),
+            client_usage::client_id.eq(*client),
+            client_usage::day.eq(day),
+            client_usage::requests.eq(big(c.requests)),
+            client_usage::tokens.eq(big(c.tokens)),
+            client_usage::updated_at.eq(now),
+            client_usage::recent_requests.eq(big(c.recent)),
+        );
+        crate::per_backend!(conn, |c| diesel::insert_into(client_usage::table)
+            .values(row)
+            .on_conflict((client_usage::instance, client_usage::client_id, client_usage::day))
+            .do_update()
+            .set((
+                client_usage::requests.eq(excluded(client_usage::requests)),
+                client_usage::tokens.eq(excluded(client_usage::tokens)),
+                client_usage::updated_at.eq(excluded(client_usage::updated_at)),
+                client_usage::recent_requests.eq(excluded(client_usage::recent_requests)),
+            ))
+            .execute(c))?;
+    }
+    Ok(())
+}
+
+/// What the other instances counted on `day`, by client id. Their calls
+/// of the last 60 s count from publications less than 60 s old (an
+/// instance that stopped a moment ago made them all the same).
+pub fn others_usage(
+    conn: &mut Conn,
+    instance: &str,
+    day: i64,
+    now: i64,
+) -> Result<HashMap<i64, Counts>, DbError> {
+    use diesel::sql_types::{BigInt, Nullable};
+    type Sums = (i64, Option<i64>, Option<i64>, Option<i64>);
+    let rows: Vec<Sums> = client_usage::table
+        .filter(client_usage::day.eq(day).and(client_usage::instance.ne(instance)))
+        .group_by(client_usage::client_id)
+        .select((
+            client_usage::client_id,
+            diesel::dsl::sql::<Nullable<BigInt>>("CAST(SUM(requests) AS BIGINT)"),
+            diesel::dsl::sql::<Nullable<BigInt>>("CAST(SUM(tokens) AS BIGINT)"),
+            // A number of ours, not input: written into the SQL as it is.
+            diesel::dsl::sql::<Nullable<BigInt>>(&format!(
+                "CAST(SUM(CASE WHEN updated_at > {} THEN recent_requests ELSE 0 END) AS BIGINT)",
+                now - 60_000
+            )),
+        ))
+        .load(conn)?;
+    let n = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
+    Ok(rows
+        .into_iter()
+        .map(|(id, r, t, m)| (id, Counts { requests: n(r), tokens: n(t), recent: n(m) }))
+        .collect())
+}
+
+pub fn prune_usage(conn: &mut Conn, before_day: i64) -> Result<usize, DbError> {
+    Ok(diesel::delete(client_usage::table.filter(client_usage::day.lt(before_day))).execute(conn)?)
+}
+
+/// (calls, tokens) per client name in the request log since `since`.
+pub fn usage_since(conn: &mut Conn, since: i64) -> Result<HashMap<String, (u64, u64)>, DbError> {
+    let rows: Vec<(Option<String>, i64, Option<i64>)> = request_logs::table
+        .filter(request_logs::created_at.ge(since))
+        .filter(request_logs::client.is_not_null())
+        .group_by(request_logs::client)
+        .select((
+            request_logs::client,
+            diesel::dsl::count_star(),
+            // Cast: PostgreSQL sums BIGINTs as NUMERIC.
+            diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                "CAST(SUM(total_tokens) AS BIGINT)",
+            ),
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(name, calls, tokens)| {
+            Some((name?, (calls.max(0) as u64, tokens.unwrap_or(0).max(0) as u64)))
+        })
+        .collect())
+}

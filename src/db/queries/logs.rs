@@ -1,0 +1,237 @@
+//! The request log (`request_logs`), its batches and rollups, and its pages and exports.
+
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+
+use super::{lower, Conn};
+use crate::db::models::{LogRow, NewLog, UsageRow};
+use crate::db::schema::{log_batches, request_logs, usage_clients, usage_hourly};
+use crate::db::DbError;
+
+/// Inserts a batch of log rows and bumps each key's usage, in one
+/// transaction: either all of it lands or none (and the caller retries).
+/// Writes a batch of rows, their rollups, and the batch's marker
+/// (`writer`, `seq`), in one transaction.
+pub fn insert_batch(conn: &mut Conn, rows: &[NewLog], writer: &str, seq: i64) -> Result<(), DbError> {
+    conn.transaction::<_, DbError, _>(|conn| {
+        diesel::insert_into(log_batches::table)
+            .values((
+                log_batches::writer.eq(writer),
+                log_batches::seq.eq(seq),
+                log_batches::written_at.eq(crate::db::now_ms()),
+            ))
+            .execute(conn)?;
+        // Fixed-size statements that diesel prepares once (see log_insert).
+        crate::db::log_insert::insert_all(conn, rows)?;
+        // (Each key's call count and last use are written by the pool
+        // actor from its counters, not here: a batch over a large pool
+        // would touch thousands of keys.)
+        rollup(conn, rows)?;
+        Ok(())
+    })
+}
+
+/// Adds a batch to the hourly rollup: one upsert per (hour, model, key).
+fn rollup(conn: &mut Conn, rows: &[NewLog]) -> Result<(), DbError> {
+    use std::collections::HashMap;
+    let mut groups: HashMap<(i64, &str, i64), UsageRow> = HashMap::new();
+    for r in rows {
+        let hour = r.created_at.div_euclid(3_600_000);
+        let key_id = r.key_id.unwrap_or(0);
+        let g = groups.entry((hour, r.model.as_str(), key_id)).or_insert_with(|| UsageRow {
+            hour,
+            model: r.model.clone(),
+            key_id,
+            ..Default::default()
+        });
+        g.calls += 1;
+        g.errors += i32::from(r.status >= 400 || r.status == 0);
+        g.input_tokens = g.input_tokens.saturating_add(r.input_tokens.min(i32::MAX as i64) as i32);
+        g.output_tokens = g.output_tokens.saturating_add(r.output_tokens.min(i32::MAX as i64) as i32);
+        g.latency_ms = g.latency_ms.saturating_add(r.latency_ms.min(i32::MAX as i64) as i32);
+    }
+    let groups: Vec<UsageRow> = groups.into_values().collect();
+    crate::db::log_insert::upsert_usage(conn, &groups)?;
+    rollup_clients(conn, rows)
+}
+
+/// Adds a batch to the clients' hourly rollup: one upsert per (hour,
+/// client), additive, so that instances writing at once lose nothing.
+fn rollup_clients(conn: &mut Conn, rows: &[NewLog]) -> Result<(), DbError> {
+    use std::collections::HashMap;
+    let mut groups: HashMap<(i64, &str), (i64, i64)> = HashMap::new();
+    for r in rows {
+        let Some(client) = r.client.as_deref() else { continue };
+        let g = groups.entry((r.created_at.div_euclid(3_600_000), client)).or_default();
+        g.0 += 1;
+        g.1 = g.1.saturating_add(r.total_tokens.max(0));
+    }
+    for ((hour, client), (calls, tokens)) in groups {
+        let row = (
+            usage_clients::hour.eq(hour),
+            usage_clients::client.eq(client),
+            usage_clients::calls.eq(calls),
+            usage_clients::tokens.eq(tokens),
+        );
+        crate::per_backend!(conn, |c| diesel::insert_into(usage_clients::table)
+            .values(row)
+            .on_conflict((usage_clients::hour, usage_clients::client))
+            .do_update()
+            .set((
+                usage_clients::calls.eq(usage_clients::calls + excluded(usage_clients::calls)),
+                usage_clients::tokens.eq(usage_clients::tokens + excluded(usage_clients::tokens)),
+            ))
+            .execute(c))?;
+    }
+    Ok(())
+}
+
+/// Calls and tokens per client over `[from_hour, to_hour)`, most calls first.
+pub fn by_client(conn: &mut Conn, from_hour: i64, to_hour: i64) -> Result<Vec<(String, i64, i64)>, DbError> {
+    let rows: Vec<(String, Option<i64>, Option<i64>)> = usage_clients::table
+        .filter(usage_clients::hour.ge(from_hour).and(usage_clients::hour.lt(to_hour)))
+        .group_by(usage_clients::client)
+        .select((
+            usage_clients::client,
+            diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                "CAST(SUM(calls) AS BIGINT)",
+            ),
+            diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                "CAST(SUM(tokens) AS BIGINT)",
+            ),
+        ))
+        .load(conn)?;
+    let mut out: Vec<(String, i64, i64)> =
+        rows.into_iter().map(|(c, calls, tokens)| (c, calls.unwrap_or(0), tokens.unwrap_or(0))).collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.cmp(&b.0)));
+    Ok(out)
+}
+
+/// Whether the batch (`writer`, `seq`) was committed.
+pub fn batch_written(conn: &mut Conn, writer: &str, seq: i64) -> Result<bool, DbError> {
+    let n: i64 = log_batches::table
+        .filter(log_batches::writer.eq(writer).and(log_batches::seq.eq(seq)))
+        .count()
+        .get_result(conn)?;
+    Ok(n > 0)
+}
+
+/// Batch markers older than `before` (epoch ms): no writer asks after them.
+pub fn prune_batches(conn: &mut Conn, before: i64) -> Result<usize, DbError> {
+    Ok(diesel::delete(log_batches::table.filter(log_batches::written_at.lt(before))).execute(conn)?)
+}
+
+/// Retention: deletes rows older than the hour that contains `cutoff_ms`,
+/// and the rollup of those hours, so stats keep equalling the log.
+pub fn delete_before(conn: &mut Conn, cutoff_ms: i64) -> Result<usize, DbError> {
+    let hour = cutoff_ms.div_euclid(3_600_000);
+    conn.transaction::<_, DbError, _>(|conn| {
+        let n = diesel::delete(request_logs::table.filter(request_logs::created_at.lt(hour * 3_600_000)))
+            .execute(conn)?;
+        diesel::delete(usage_hourly::table.filter(usage_hourly::hour.lt(hour))).execute(conn)?;
+        diesel::delete(usage_clients::table.filter(usage_clients::hour.lt(hour))).execute(conn)?;
+        Ok(n)
+    })
+}
+
+/// Every row matching a filter, newest first (as the page lists them),
+/// for the CSV export.
+pub fn export(conn: &mut Conn, f: &LogFilter, limit: i64) -> Result<Vec<LogRow>, DbError> {
+    Ok(filtered(f)
+        .order((request_logs::created_at.desc(), request_logs::id.desc()))
+        .limit(limit)
+        .select(LogRow::as_select())
+        .load(conn)?)
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct LogFilter {
+    pub model: Option<String>,
+    pub key: Option<String>,
+    pub key_id: Option<i64>,
+    pub status: Option<StatusFilter>,
+    /// An endpoint and the paths below it (`/v1/batches` takes `/v1/batches/b1`).
+    pub endpoint: Option<String>,
+    /// A client's name, exactly.
+    pub client: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    Exact(i32),
+    /// A class: `2xx` is 200..300.
+    Class(i32),
+    /// What the statistics count as errors: 4xx, 5xx, and no answer (0).
+    Error,
+}
+
+fn filtered(f: &LogFilter) -> request_logs::BoxedQuery<'static, crate::db::conn::MultiBackend> {
+    let mut q = request_logs::table.into_boxed();
+    // Any part, ignoring case (PostgreSQL's LIKE minds case; SQLite's does not).
+    if let Some(m) = &f.model {
+        let pattern = format!("%{}%", escape_like(&m.to_lowercase()));
+        q = q.filter(lower(request_logs::model).like(pattern).escape('\\'));
+    }
+    if let Some(k) = &f.key {
+        let pattern = format!("%{}%", escape_like(&k.to_lowercase()));
+        q = q.filter(lower(request_logs::key_masked).like(pattern).escape('\\'));
+    }
+    if let Some(id) = f.key_id {
+        q = q.filter(request_logs::key_id.eq(id));
+    }
+    if let Some(c) = &f.client {
+        q = q.filter(request_logs::client.eq(c.clone()));
+    }
+    match f.status {
+        Some(StatusFilter::Exact(s)) => q = q.filter(request_logs::status.eq(s)),
+        Some(StatusFilter::Class(c)) => {
+            q = q.filter(request_logs::status.ge(c * 100).and(request_logs::status.lt(c * 100 + 100)))
+        }
+        Some(StatusFilter::Error) => {
+            q = q.filter(request_logs::status.ge(400).or(request_logs::status.eq(0)))
+        }
+        None => {}
+    }
+    if let Some(e) = &f.endpoint {
+        let below = format!("{}/%", escape_like(e.trim_end_matches('/')));
+        q = q
+            .filter(request_logs::endpoint.eq(e.clone()).or(request_logs::endpoint.like(below).escape('\\')));
+    }
+    if let Some(s) = f.since {
+        q = q.filter(request_logs::created_at.ge(s));
+    }
+    if let Some(u) = f.until {
+        q = q.filter(request_logs::created_at.lt(u));
+    }
+    q
+}
+
+pub fn page(conn: &mut Conn, f: &LogFilter, offset: i64, limit: i64) -> Result<(Vec<LogRow>, i64), DbError> {
+    let total: i64 = filtered(f).count().get_result(conn)?;
+    let rows = filtered(f)
+        .order((request_logs::created_at.desc(), request_logs::id.desc()))
+        .offset(offset)
+        .limit(limit)
+        .select(LogRow::as_select())
+        .load(conn)?;
+    Ok((rows, total))
+}
+
+pub fn count(conn: &mut Conn) -> Result<i64, DbError> {
+    Ok(request_logs::table.count().get_result(conn)?)
+}
+
+pub fn clear(conn: &mut Conn) -> Result<usize, DbError> {
+    conn.transaction::<_, DbError, _>(|conn| {
+        let n = diesel::delete(request_logs::table).execute(conn)?;
+        diesel::delete(usage_hourly::table).execute(conn)?;
+        diesel::delete(usage_clients::table).execute(conn)?;
+        Ok(n)
+    })
+}
+
+fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}

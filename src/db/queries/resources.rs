@@ -1,0 +1,27 @@
+//! Which key created an upstream resource (file, batch, video, voice): `resources`.
+
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+
+use super::Conn;
+use crate::db::models::ResourceRow;
+use crate::db::schema::resources;
+use crate::db::DbError;
+
+pub fn upsert(conn: &mut Conn, row: &ResourceRow) -> Result<(), DbError> {
+    crate::per_backend!(conn, |c| diesel::insert_into(resources::table)
+        .values(row)
+        .on_conflict((resources::kind, resources::resource_id))
+        .do_update()
+        .set((
+            resources::key_id.eq(excluded(resources::key_id)),
+            resources::account.eq(excluded(resources::account)),
+            resources::created_at.eq(excluded(resources::created_at)),
+        ))
+        .execute(c))?;
+    Ok(())
+}
+
+pub fn find(conn: &mut Conn, kind: &str, id: &str) -> Result<Option<ResourceRow>, DbError> {
+    Ok(resources::table.find((kind, id)).select(ResourceRow::as_select()).first(conn).optional()?)
+}

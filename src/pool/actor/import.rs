@@ -1,0 +1,193 @@
+//! Storing keys an import checked: one transaction, then the pool takes them.
+//! (The workflow before it, dedupe and checks, is `pool::import`.)
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use super::PoolActor;
+use crate::db::models::{KeyRow, NewKey};
+use crate::db::notify::Changed;
+use crate::db::queries::keys;
+use crate::db::{now_ms, DbError};
+use crate::pool::check::CheckOutcome;
+use crate::pool::{mask_key, KeyState};
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum AddStatus {
+    Added,
+    Duplicate,
+    Invalid,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AddResult {
+    pub key: String,
+    pub status: AddStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl AddResult {
+    pub fn without_key(key: String, status: AddStatus, message: Option<String>) -> Self {
+        AddResult { key, status, id: None, state: None, balance: None, message }
+    }
+}
+
+/// Stores checked keys. Invalid keys are stored as `invalid` (shown, exported
+/// with `?all=1`, re-checked now and then) so that nothing the owner typed is
+/// silently lost; keys whose check failed for a passing reason are stored as
+/// active with an unknown balance, to be confirmed by the next refresh.
+#[derive(Message)]
+#[rtype(result = "Vec<AddResult>")]
+pub struct AddKeys {
+    pub keys: Vec<CheckedKey>,
+    /// The owner's account for these keys, where the upstream names none.
+    pub label: Option<String>,
+}
+
+/// A key, what its check said, and the upstream origin it answered on when
+/// that is not the configured one (a .com key in a .cn pool, or the reverse).
+pub struct CheckedKey {
+    pub secret: String,
+    pub outcome: CheckOutcome,
+    pub base_url: Option<String>,
+}
+
+impl Handler<AddKeys> for PoolActor {
+    type Result = MessageResult<AddKeys>;
+
+    fn handle(&mut self, msg: AddKeys, _: &mut Context<Self>) -> Self::Result {
+        let now = now_ms();
+        let mut results = Vec::with_capacity(msg.keys.len());
+        let mut conn = match self.db.get() {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("pool: import: {e}");
+                let failed = msg.keys.into_iter().map(|c| {
+                    AddResult::without_key(
+                        mask_key(&c.secret),
+                        AddStatus::Failed,
+                        Some("database unavailable".into()),
+                    )
+                });
+                return MessageResult(failed.collect());
+            }
+        };
+        // One transaction for the whole import (10,000 keys: one commit, not
+        // 10,000); the pool learns of the keys once it has committed.
+        let label = msg.label;
+        let mut stored: Vec<KeyRow> = Vec::new();
+        let committed = diesel::Connection::transaction::<_, DbError, _>(&mut *conn, |conn| {
+            for CheckedKey { secret, outcome, base_url } in msg.keys {
+                let masked = mask_key(&secret);
+                match keys::find_by_key(conn, &secret) {
+                    Ok(Some(_)) => {
+                        results.push(AddResult::without_key(masked, AddStatus::Duplicate, None));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        results.push(AddResult::without_key(masked, AddStatus::Failed, Some(e.to_string())));
+                        continue;
+                    }
+                }
+                let (state, balance, account, error, status) = match &outcome {
+                    CheckOutcome::Valid { balance, account_id, account_name, .. } => {
+                        // Unknown is not zero: a key whose balance cannot be read serves.
+                        let state = match balance {
+                            Some(b) if *b <= 0.0 => KeyState::Exhausted,
+                            _ => KeyState::Active,
+                        };
+                        (
+                            state,
+                            *balance,
+                            account_id.clone().map(|a| (a, account_name.clone())),
+                            None,
+                            AddStatus::Added,
+                        )
+                    }
+                    CheckOutcome::Invalid { reason } => {
+                        (KeyState::Invalid, None, None, Some(reason.clone()), AddStatus::Invalid)
+                    }
+                    CheckOutcome::Exhausted { reason } => {
+                        (KeyState::Exhausted, None, None, Some(reason.clone()), AddStatus::Added)
+                    }
+                    CheckOutcome::Transient { reason } => {
+                        (KeyState::Active, None, None, Some(reason.clone()), AddStatus::Failed)
+                    }
+                };
+                let row = NewKey {
+                    key: secret.clone(),
+                    state: state.as_str().to_string(),
+                    balance,
+                    account_id: account.as_ref().map(|a| a.0.clone()),
+                    account_name: account.as_ref().and_then(|a| a.1.clone()),
+                    base_url,
+                    gift_balance: match &outcome {
+                        CheckOutcome::Valid { gift, .. } => *gift,
+                        _ => None,
+                    },
+                    charge_balance: match &outcome {
+                        CheckOutcome::Valid { charge, .. } => *charge,
+                        _ => None,
+                    },
+                    account_label: label.clone(),
+                    last_checked: (!matches!(outcome, CheckOutcome::Transient { .. })).then_some(now),
+                    last_error: error.clone(),
+                    state_changed_at: Some(now),
+                    created_at: now,
+                };
+                match keys::insert(conn, &row) {
+                    Ok(inserted) => {
+                        stored.push(inserted.clone());
+                        results.push(AddResult {
+                            key: masked,
+                            status,
+                            id: Some(inserted.id),
+                            state: Some(state.as_str()),
+                            balance,
+                            message: error,
+                        });
+                    }
+                    Err(e) => {
+                        results.push(AddResult::without_key(masked, AddStatus::Failed, Some(e.to_string())))
+                    }
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = committed {
+            log::error!("pool: import: {e}");
+            for r in results.iter_mut().filter(|r| r.status != AddStatus::Duplicate) {
+                *r = AddResult::without_key(
+                    r.key.clone(),
+                    AddStatus::Failed,
+                    Some(format!("not stored: {e}")),
+                );
+            }
+            stored.clear();
+        }
+        let added = Changed::keys(stored.iter().map(|k| k.id));
+        for inserted in stored {
+            let account = self.account(&inserted.account_key());
+            let key = Arc::new(self.key_from_row(&inserted, account));
+            if key.needs_trial() {
+                self.queue_trial_from(key.id, now);
+            }
+            self.keys.insert(inserted.id, key);
+        }
+        self.publish();
+        self.notify_others(added);
+        MessageResult(results)
+    }
+}
