@@ -20,9 +20,13 @@ use chrono::FixedOffset;
 use crate::db::models::ClientRow;
 use crate::db::queries::clients::{self as client_rows, Counts};
 use crate::db::{DbError, DbPool};
+use crate::ids::ClientId;
 
 /// The name of the client that `API_KEY` authenticates.
 pub const ENV_CLIENT: &str = "env";
+
+/// Its id (no row has it: ids start at 1).
+pub const ENV_CLIENT_ID: ClientId = ClientId(0);
 
 /// A client key's hash: what is stored, and what the request path looks up.
 pub fn key_hash(secret: &str) -> [u8; 32] {
@@ -169,7 +173,7 @@ impl DayUsage {
 
 #[derive(Debug)]
 pub struct Client {
-    pub id: i64,
+    pub id: ClientId,
     pub name: Arc<str>,
     /// `None`: every model.
     pub models: Option<Vec<ModelRule>>,
@@ -210,7 +214,7 @@ impl Client {
     /// The unlimited client that `API_KEY` authenticates.
     pub fn env() -> Client {
         Client {
-            id: 0,
+            id: ENV_CLIENT_ID,
             name: Arc::from(ENV_CLIENT),
             models: None,
             rpm: None,
@@ -244,7 +248,7 @@ impl Client {
     /// why not. An admitted call is counted in the day's requests now; its
     /// tokens are added when it ends (`add_tokens`).
     pub fn admit(&self, model: &str, now_ms: i64, tz: &FixedOffset) -> Result<(), Refusal> {
-        if self.id == 0 {
+        if self.id == ENV_CLIENT_ID {
             // `API_KEY`'s client: no list, no limit, nothing to count here (the
             // log has its calls), so no lock shared by every request.
             return Ok(());
@@ -326,7 +330,7 @@ impl Client {
 
     /// Adds a finished call's tokens to its day.
     pub fn add_tokens(&self, tokens: u64, now_ms: i64, tz: &FixedOffset) {
-        if tokens == 0 || self.id == 0 {
+        if tokens == 0 || self.id == ENV_CLIENT_ID {
             return;
         }
         let mut day = self.usage.day.lock().unwrap_or_else(|e| e.into_inner());
@@ -355,7 +359,7 @@ impl Client {
 #[derive(Default)]
 pub struct ClientSnapshot {
     by_hash: HashMap<[u8; 32], Arc<Client>>,
-    by_id: HashMap<i64, Arc<Client>>,
+    by_id: HashMap<ClientId, Arc<Client>>,
 }
 
 impl ClientSnapshot {
@@ -363,7 +367,7 @@ impl ClientSnapshot {
         self.by_hash.is_empty()
     }
 
-    pub fn get(&self, id: i64) -> Option<&Arc<Client>> {
+    pub fn get(&self, id: ClientId) -> Option<&Arc<Client>> {
         self.by_id.get(&id)
     }
 }
@@ -373,7 +377,7 @@ impl ClientSnapshot {
 pub struct ClientKeys {
     snapshot: ArcSwap<ClientSnapshot>,
     /// Usage by client id, kept across snapshots.
-    usage: Mutex<HashMap<i64, Arc<Usage>>>,
+    usage: Mutex<HashMap<ClientId, Arc<Usage>>>,
     pub env: Arc<Client>,
     pub tz: FixedOffset,
 }
@@ -431,7 +435,7 @@ impl ClientKeys {
     ) -> Result<(), DbError> {
         let today = day_of(now_ms, &self.tz);
         let snapshot = self.snapshot.load();
-        let mine: Vec<(i64, Counts)> = snapshot
+        let mine: Vec<(ClientId, Counts)> = snapshot
             .by_id
             .values()
             .map(|c| {
@@ -471,7 +475,7 @@ impl ClientKeys {
     fn reload_from(&self, conn: &mut crate::db::AnyConn) -> Result<(), DbError> {
         let rows = client_rows::all(conn)?;
         let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
-        usage.retain(|id, _| rows.iter().any(|r| r.id == *id));
+        usage.retain(|id, _| rows.iter().any(|r| r.client_id() == *id));
         let mut snapshot = ClientSnapshot::default();
         for row in rows {
             let Some(hash) = from_hex(&row.key_hash) else {
@@ -481,9 +485,9 @@ impl ClientKeys {
                 );
                 continue;
             };
-            let client = Arc::new(client_of(&row, usage.entry(row.id).or_default().clone()));
+            let client = Arc::new(client_of(&row, usage.entry(row.client_id()).or_default().clone()));
             snapshot.by_hash.insert(hash, client.clone());
-            snapshot.by_id.insert(row.id, client);
+            snapshot.by_id.insert(row.client_id(), client);
         }
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
@@ -537,7 +541,7 @@ pub fn parse_models(stored: Option<&str>) -> Option<Vec<ModelRule>> {
 
 fn client_of(row: &ClientRow, usage: Arc<Usage>) -> Client {
     Client {
-        id: row.id,
+        id: row.client_id(),
         name: Arc::from(row.name.as_str()),
         models: parse_models(row.models.as_deref()),
         rpm: row.rpm.and_then(|n| u32::try_from(n).ok()),
@@ -555,7 +559,7 @@ mod tests {
 
     fn client(rpm: Option<u32>, daily_requests: Option<u64>, daily_tokens: Option<u64>) -> Client {
         Client {
-            id: 1,
+            id: ClientId(1),
             name: Arc::from("team"),
             models: Some(vec![
                 ModelRule::parse("Qwen/*").unwrap(),

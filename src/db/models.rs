@@ -1,6 +1,7 @@
 //! Row types. Reads (`Queryable`) and writes (`Insertable`) are separate structs,
 //! as in lemmy and vaultwarden, so that ids and defaults stay the database's.
 
+use crate::ids::{ClientId, KeyId};
 use diesel::prelude::*;
 use serde::Serialize;
 
@@ -29,15 +30,19 @@ pub struct KeyRow {
 }
 
 impl KeyRow {
+    pub fn key_id(&self) -> KeyId {
+        KeyId(self.id)
+    }
+
     /// The account whose cooldowns, resources and funds this key shares: the
     /// upstream's id when known, else the owner's label, else the key alone.
     pub fn account_key(&self) -> String {
-        account_key(self.account_id.as_deref(), self.account_label.as_deref(), self.id)
+        account_key(self.account_id.as_deref(), self.account_label.as_deref(), self.key_id())
     }
 }
 
 /// See `KeyRow::account_key`.
-pub fn account_key(account_id: Option<&str>, label: Option<&str>, key_id: i64) -> String {
+pub fn account_key(account_id: Option<&str>, label: Option<&str>, key_id: KeyId) -> String {
     match (account_id, label) {
         (Some(a), _) if !a.is_empty() => a.to_string(),
         (_, Some(l)) if !l.is_empty() => format!("{LABEL_PREFIX}{l}"),
@@ -164,6 +169,12 @@ pub struct UsageRow {
     pub input_tokens: i32,
     pub output_tokens: i32,
     pub latency_ms: i32,
+}
+
+impl ClientRow {
+    pub fn client_id(&self) -> ClientId {
+        ClientId(self.id)
+    }
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 
 use super::conn::AnyConn;
+use crate::ids::KeyId;
 
 pub const CHANNEL: &str = "sfp_pool";
 
@@ -22,7 +23,7 @@ pub struct Changed {
     pub cooldowns: bool,
     /// The client keys (a small table, read whole).
     pub clients: bool,
-    pub keys: BTreeSet<i64>,
+    pub keys: BTreeSet<KeyId>,
 }
 
 /// Past this many key ids a notification says "everything" (PostgreSQL
@@ -42,7 +43,7 @@ impl Changed {
         Changed { clients: true, ..Default::default() }
     }
 
-    pub fn keys(ids: impl IntoIterator<Item = i64>) -> Self {
+    pub fn keys(ids: impl IntoIterator<Item = KeyId>) -> Self {
         Changed { keys: ids.into_iter().collect(), ..Default::default() }
     }
 
@@ -63,7 +64,7 @@ impl Changed {
         if self.all || self.keys.len() > MAX_IDS {
             return format!("{instance}|a|");
         }
-        let ids: Vec<String> = self.keys.iter().map(i64::to_string).collect();
+        let ids: Vec<String> = self.keys.iter().map(KeyId::to_string).collect();
         let flags =
             format!("{}{}", if self.cooldowns { "c" } else { "" }, if self.clients { "l" } else { "" });
         format!("{instance}|{flags}|{}", ids.join(","))
@@ -77,7 +78,7 @@ impl Changed {
         let (Some(flags), Some(ids)) = (parts.next(), parts.next()) else {
             return (instance, Changed::all());
         };
-        let keys: Option<BTreeSet<i64>> =
+        let keys: Option<BTreeSet<KeyId>> =
             ids.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().ok()).collect();
         match keys {
             Some(keys) => (
@@ -240,7 +241,7 @@ mod tests {
 
     #[test]
     fn payloads_name_what_changed_and_anything_unknown_means_everything() {
-        let mut c = Changed::keys([3, 1]);
+        let mut c = Changed::keys([KeyId(3), KeyId(1)]);
         c.merge(Changed::cooldowns());
         let p = c.payload("me");
         assert_eq!(p, "me|c|1,3");
@@ -250,10 +251,10 @@ mod tests {
         assert_eq!(Changed::parse("x|l|"), ("x", Changed::clients()));
         assert_eq!(Changed::parse(&Changed::all().payload("x")), ("x", Changed::all()));
         // Too many ids for a payload: everything.
-        assert_eq!(Changed::keys(0..1000).payload("x"), "x|a|");
+        assert_eq!(Changed::keys((0..1000).map(KeyId)).payload("x"), "x|a|");
         // An older instance's bare name, or garbage: everything.
         assert_eq!(Changed::parse("oldinstance"), ("oldinstance", Changed::all()));
         assert_eq!(Changed::parse("x||1,zz"), ("x", Changed::all()));
-        assert!(Changed::default().is_empty() && !Changed::keys([1]).is_empty());
+        assert!(Changed::default().is_empty() && !Changed::keys([KeyId(1)]).is_empty());
     }
 }

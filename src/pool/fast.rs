@@ -20,7 +20,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::select::{median, NoKey, Strategy};
-use super::{KeyState, PoolKey};
+use super::{KeyId, KeyState, PoolKey};
 
 /// Picks so far (balance strategy), for each key's `last_pick`.
 static PICKS: AtomicU64 = AtomicU64::new(1);
@@ -89,7 +89,7 @@ fn rank(k: &PoolKey) -> (u8, f64) {
     }
 }
 
-fn usable(k: &PoolKey, model: &str, exclude: &[i64], now_ms: i64) -> bool {
+fn usable(k: &PoolKey, model: &str, exclude: &[KeyId], now_ms: i64) -> bool {
     k.state() == KeyState::Active
         && !exclude.contains(&k.id)
         && k.account.cooling_until(model, now_ms).is_none()
@@ -152,7 +152,7 @@ impl Selection {
     }
 
     /// Picks a key for `model`, skipping the ones in `exclude`.
-    pub fn pick(&self, model: &str, exclude: &[i64], now_ms: i64) -> Result<Arc<PoolKey>, NoKey> {
+    pub fn pick(&self, model: &str, exclude: &[KeyId], now_ms: i64) -> Result<Arc<PoolKey>, NoKey> {
         if self.strategy == Strategy::Balance {
             // Its runs and cooling hints do this job for the balance strategy.
             return self.pick_balance(model, exclude, now_ms).cloned();
@@ -186,7 +186,7 @@ impl Selection {
     fn pick_other(
         &self,
         model: &str,
-        exclude: &[i64],
+        exclude: &[KeyId],
         now_ms: i64,
         visits: &std::cell::Cell<usize>,
     ) -> Option<&Arc<PoolKey>> {
@@ -246,7 +246,7 @@ impl Selection {
         });
     }
 
-    fn pick_balance(&self, model: &str, exclude: &[i64], now_ms: i64) -> Result<&Arc<PoolKey>, NoKey> {
+    fn pick_balance(&self, model: &str, exclude: &[KeyId], now_ms: i64) -> Result<&Arc<PoolKey>, NoKey> {
         let hint = self.hints.load().get(model).copied().filter(|h| h.until_ms > now_ms);
         let first = hint.map(|h| h.run).unwrap_or(0).min(self.runs.len());
         if let (Some(h), true) = (hint, first == self.runs.len() && !self.runs.is_empty()) {
@@ -353,7 +353,7 @@ impl Selection {
     }
 
     /// Why nothing can serve. Runs only when a pick found nothing.
-    fn why_none(&self, model: &str, exclude: &[i64], now_ms: i64) -> NoKey {
+    fn why_none(&self, model: &str, exclude: &[KeyId], now_ms: i64) -> NoKey {
         if self.total == 0 {
             return NoKey::NoneImported;
         }
@@ -563,7 +563,7 @@ mod tests {
             .iter()
             .map(|(id, state, balance, acct)| {
                 Arc::new(PoolKey::new(
-                    *id,
+                    KeyId(*id),
                     format!("sk-{id}-xxxxxxxxxx"),
                     "http://x".into(),
                     accounts[*acct].clone(),
@@ -582,23 +582,24 @@ mod tests {
     /// Both ways, `n` picks each on its own copy of the pool.
     fn both(s: &Spec, strategy: Strategy, n: usize) -> (Picks, Picks) {
         let linear_keys = build(s);
+        let exclude: Vec<KeyId> = s.exclude.iter().copied().map(KeyId).collect();
         let (cursor, seq) = (AtomicUsize::new(0), AtomicU64::new(1));
         // Each call finishes before the next pick (its use is counted).
         let linear = (0..n)
             .map(|_| {
                 let c = Counters { cursor: &cursor, pick_seq: &seq };
-                let k = select::pick(&linear_keys, "m", &s.exclude, 1, strategy, &c)?;
+                let k = select::pick(&linear_keys, "m", &exclude, 1, strategy, &c)?;
                 k.note_use(1);
-                Ok(k.id)
+                Ok(k.id.0)
             })
             .collect();
         let fast_keys = build(s);
         let sel = Selection::build(&fast_keys, strategy);
         let fast = (0..n)
             .map(|_| {
-                let k = sel.pick("m", &s.exclude, 1)?;
+                let k = sel.pick("m", &exclude, 1)?;
                 k.note_use(1);
-                Ok(k.id)
+                Ok(k.id.0)
             })
             .collect();
         (linear, fast)
@@ -674,7 +675,7 @@ mod tests {
                     a.apply_rate_limit("m", 0, &policy, &cooldown::Hint::default());
                 }
                 Arc::new(PoolKey::new(
-                    i,
+                    KeyId(i),
                     format!("sk-{i}-xxxxxxxx"),
                     "x".into(),
                     a,
@@ -688,14 +689,14 @@ mod tests {
             .collect();
         let sel = Selection::build(&keys, Strategy::Balance);
         let first = sel.pick("m", &[], 1).unwrap();
-        assert_eq!(first.id, 900, "the richest key that is not cooling");
+        assert_eq!(first.id.0, 900, "the richest key that is not cooling");
         // The 900 cooling runs are remembered: the next pick starts past them.
         let hint = sel.hints.load().get("m").copied().unwrap();
         assert_eq!((hint.run, hint.until_ms), (900, 30_000));
-        assert_eq!(sel.pick("m", &[], 2).unwrap().id, 900);
-        assert_eq!(sel.pick("other", &[], 2).unwrap().id, 0, "another model is not cooling");
+        assert_eq!(sel.pick("m", &[], 2).unwrap().id.0, 900);
+        assert_eq!(sel.pick("other", &[], 2).unwrap().id.0, 0, "another model is not cooling");
         // After the cooldowns end, the richest serves again.
-        assert_eq!(sel.pick("m", &[], 30_001).unwrap().id, 0);
+        assert_eq!(sel.pick("m", &[], 30_001).unwrap().id.0, 0);
     }
 
     #[test]
@@ -719,7 +720,7 @@ mod tests {
             for _ in 0..300 {
                 let k = sel.pick("m", &[], 1).unwrap();
                 k.note_use(1);
-                *counts.entry(k.id).or_default() += 1;
+                *counts.entry(k.id.0).or_default() += 1;
             }
             assert!(counts.keys().all(usable), "{strategy:?} picked a cooling key");
             let view = sel.views.load().get("m").cloned().expect("a view for m");
@@ -731,7 +732,7 @@ mod tests {
                 // From uneven starts (0-4 calls), to calls within one of each other.
                 let calls: Vec<u64> = keys
                     .iter()
-                    .filter(|k| usable(&k.id))
+                    .filter(|k| usable(&k.id.0))
                     .map(|k| k.usage_count.load(Ordering::Relaxed))
                     .collect();
                 let (lo, hi) = (calls.iter().min(), calls.iter().max());
@@ -739,7 +740,7 @@ mod tests {
             }
             assert!(sel.views.load().get("other").is_none(), "no view for a model that does not cool");
             let after: std::collections::HashSet<i64> =
-                (0..300).map(|_| sel.pick("m", &[], 30_001).unwrap().id).collect();
+                (0..300).map(|_| sel.pick("m", &[], 30_001).unwrap().id.0).collect();
             assert!(after.iter().any(|id| !usable(id)), "{strategy:?}: cooled-down keys serve again");
         }
         // Every key cooling: the answer comes from the empty view, with the time.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 // The actor's messages and answers: the pool's surface for admin and proxy.
+pub use crate::ids::KeyId;
 pub use actor::{
     parse_label, state_after_check, AddKeys, AddResult, AddStatus, ApplyChecks, CheckSummary, CheckedKey,
     CommandError, DeleteInState, Drain, KeyCommand, KeyEvent, KeyEventKind, PoolActor, Reload, SetLeadership,
@@ -137,7 +138,7 @@ impl Account {
 /// are atomics, so a state change is visible to the next request at once,
 /// without a new snapshot.
 pub struct PoolKey {
-    pub id: i64,
+    pub id: KeyId,
     pub secret: String,
     pub masked: String,
     /// `Bearer <secret>`, built once (marked sensitive, so it is never
@@ -182,7 +183,7 @@ impl std::fmt::Debug for PoolKey {
 impl PoolKey {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        id: i64,
+        id: KeyId,
         secret: String,
         base_url: Arc<str>,
         account: Arc<Account>,
@@ -296,7 +297,7 @@ impl PoolKey {
 #[derive(Debug, Default)]
 pub struct PoolSnapshot {
     pub keys: Vec<Arc<PoolKey>>,
-    index: std::collections::HashMap<i64, usize>,
+    index: std::collections::HashMap<KeyId, usize>,
     pub selection: fast::Selection,
 }
 
@@ -307,7 +308,7 @@ impl PoolSnapshot {
         PoolSnapshot { keys, index, selection }
     }
 
-    pub fn get(&self, id: i64) -> Option<&Arc<PoolKey>> {
+    pub fn get(&self, id: KeyId) -> Option<&Arc<PoolKey>> {
         self.index.get(&id).and_then(|i| self.keys.get(*i))
     }
 }
@@ -372,7 +373,7 @@ impl PoolShared {
     }
 
     /// Claims a due trial that can serve `model`, if there is one.
-    fn claim_trial(&self, model: &str, exclude: &[i64], now_ms: i64) -> Option<Arc<PoolKey>> {
+    fn claim_trial(&self, model: &str, exclude: &[KeyId], now_ms: i64) -> Option<Arc<PoolKey>> {
         let due = self.trials.load();
         due.iter()
             .find(|k| {
@@ -440,7 +441,7 @@ impl PoolShared {
     pub fn pick(
         &self,
         model: &str,
-        exclude: &[i64],
+        exclude: &[KeyId],
         now_ms: i64,
         trial_allowed: bool,
     ) -> Result<Picked, NoKey> {

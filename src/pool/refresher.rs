@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::actor::{ApplyChecks, CheckSummary, PoolActor};
 use super::check::{check_key, checked_in_order};
-use super::{KeyState, PoolShared};
+use super::{KeyId, KeyState, PoolShared};
 use crate::db::now_ms;
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -111,13 +111,13 @@ impl Refresher {
 
     /// Checks `only` (a few keys the owner named: at once), or every key
     /// (paced at `rate`, written in chunks, with its progress in the status).
-    fn run(&mut self, only: Option<Vec<i64>>, scheduled: bool) -> ResponseActFuture<Self, CheckSummary> {
+    fn run(&mut self, only: Option<Vec<KeyId>>, scheduled: bool) -> ResponseActFuture<Self, CheckSummary> {
         let now = now_ms();
         let snapshot = self.shared.snapshot();
         let recheck_ms = self.invalid_recheck.as_millis() as i64;
         let mut skipped = 0;
         let full = only.is_none();
-        let targets: Vec<(i64, String, String)> = snapshot
+        let targets: Vec<(KeyId, String, String)> = snapshot
             .keys
             .iter()
             .filter(|k| only.as_ref().is_none_or(|ids| ids.contains(&k.id)))
@@ -272,7 +272,7 @@ impl Actor for Refresher {
 /// anyone still waits for it.
 #[derive(Message)]
 #[rtype(result = "Started")]
-pub struct RefreshNow(pub Option<Vec<i64>>);
+pub struct RefreshNow(pub Option<Vec<KeyId>>);
 
 pub struct Started {
     pub progress: Option<Running>,

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::{KeyState, PoolKey};
+use super::{KeyId, KeyState, PoolKey};
 
 /// The configured way of picking (defined with the configuration, below the pool).
 pub use crate::config::Strategy;
@@ -61,7 +61,7 @@ impl NoKey {
     }
 }
 
-fn usable(k: &PoolKey, model: &str, exclude: &[i64], now_ms: i64) -> bool {
+fn usable(k: &PoolKey, model: &str, exclude: &[KeyId], now_ms: i64) -> bool {
     k.state() == KeyState::Active
         && !exclude.contains(&k.id)
         && k.account.cooling_until(model, now_ms).is_none()
@@ -103,7 +103,7 @@ pub fn median(mut known: Vec<f64>) -> Option<f64> {
 pub fn pick(
     keys: &[Arc<PoolKey>],
     model: &str,
-    exclude: &[i64],
+    exclude: &[KeyId],
     now_ms: i64,
     strategy: Strategy,
     counters: &Counters,
@@ -174,7 +174,7 @@ pub fn pick(
     chosen.cloned().ok_or_else(|| why_none(keys, model, exclude, now_ms))
 }
 
-fn why_none(keys: &[Arc<PoolKey>], model: &str, exclude: &[i64], now_ms: i64) -> NoKey {
+fn why_none(keys: &[Arc<PoolKey>], model: &str, exclude: &[KeyId], now_ms: i64) -> NoKey {
     if keys.is_empty() {
         return NoKey::NoneImported;
     }
@@ -196,7 +196,7 @@ fn why_none(keys: &[Arc<PoolKey>], model: &str, exclude: &[i64], now_ms: i64) ->
 pub fn cooling_or_tried<'a>(
     active: impl Iterator<Item = &'a Arc<PoolKey>>,
     model: &str,
-    exclude: &[i64],
+    exclude: &[KeyId],
     now_ms: i64,
 ) -> NoKey {
     let cooling = active
@@ -224,7 +224,7 @@ mod tests {
 
     fn key_b(id: i64, account: &Arc<Account>, balance: Option<f64>, state: KeyState) -> Arc<PoolKey> {
         Arc::new(PoolKey::new(
-            id,
+            KeyId(id),
             format!("sk-key-{id}-xxxxxxxx"),
             "http://x".into(),
             account.clone(),
@@ -253,7 +253,7 @@ mod tests {
 
     fn pick_ids(keys: &[Arc<PoolKey>], strategy: Strategy, n: usize) -> Vec<i64> {
         let ctr = Ctr::new();
-        (0..n).map(|_| pick(keys, "m", &[], 0, strategy, &ctr.c()).unwrap().id).collect()
+        (0..n).map(|_| pick(keys, "m", &[], 0, strategy, &ctr.c()).unwrap().id.0).collect()
     }
 
     #[test]
@@ -266,7 +266,7 @@ mod tests {
         ];
         assert_eq!(pick_ids(&keys, Strategy::Balance, 3), vec![2, 2, 2]);
         let ctr = Ctr::new();
-        assert_eq!(pick(&keys, "m", &[2], 0, Strategy::Balance, &ctr.c()).unwrap().id, 1);
+        assert_eq!(pick(&keys, "m", &[KeyId(2)], 0, Strategy::Balance, &ctr.c()).unwrap().id.0, 1);
     }
 
     #[test]
@@ -316,14 +316,15 @@ mod tests {
         let policy = cooldown::Policy { base: Duration::from_secs(30), max: Duration::from_secs(3600) };
         a.apply_rate_limit("m", 0, &policy, &cooldown::Hint::default());
         let ctr = Ctr::new();
-        assert_eq!(pick(&keys, "m", &[], 1, Strategy::Balance, &ctr.c()).unwrap().id, 3);
-        assert_eq!(pick(&keys, "other", &[], 1, Strategy::Balance, &ctr.c()).unwrap().id, 1);
+        assert_eq!(pick(&keys, "m", &[], 1, Strategy::Balance, &ctr.c()).unwrap().id.0, 3);
+        assert_eq!(pick(&keys, "other", &[], 1, Strategy::Balance, &ctr.c()).unwrap().id.0, 1);
         assert_eq!(
-            pick(&keys, "m", &[3], 1, Strategy::Balance, &ctr.c()).unwrap_err(),
+            pick(&keys, "m", &[KeyId(3)], 1, Strategy::Balance, &ctr.c()).unwrap_err(),
             NoKey::AllCooling { until_ms: 30_000 },
         );
         assert_eq!(
-            pick(&keys, "other", &[1, 2, 3], 1, Strategy::Balance, &ctr.c()).unwrap_err(),
+            pick(&keys, "other", &[KeyId(1), KeyId(2), KeyId(3)], 1, Strategy::Balance, &ctr.c())
+                .unwrap_err(),
             NoKey::AllTried
         );
         b.apply_rate_limit("m", 0, &policy, &cooldown::Hint::default());
@@ -331,7 +332,7 @@ mod tests {
             pick(&keys, "m", &[], 1, Strategy::Balance, &ctr.c()).unwrap_err(),
             NoKey::AllCooling { until_ms: 30_000 }
         );
-        assert_eq!(pick(&keys, "m", &[], 30_000, Strategy::Balance, &ctr.c()).unwrap().id, 1);
+        assert_eq!(pick(&keys, "m", &[], 30_000, Strategy::Balance, &ctr.c()).unwrap().id.0, 1);
     }
 
     #[test]
@@ -362,7 +363,10 @@ mod tests {
         ids = pick_ids(&keys, Strategy::Balance, 6);
         assert_eq!(ids, vec![2, 3, 4, 2, 3, 4]);
         let ctr = Ctr::new();
-        assert_eq!(pick(&keys, "m", &[2, 3, 4], 0, Strategy::Balance, &ctr.c()).unwrap().id, 1);
+        assert_eq!(
+            pick(&keys, "m", &[KeyId(2), KeyId(3), KeyId(4)], 0, Strategy::Balance, &ctr.c()).unwrap().id.0,
+            1
+        );
         // A known positive balance goes before unknown ones.
         let keys = vec![key_b(1, &a, None, KeyState::Active), key_b(2, &a, Some(0.5), KeyState::Active)];
         assert_eq!(pick_ids(&keys, Strategy::Balance, 3), vec![2, 2, 2]);
@@ -378,7 +382,7 @@ mod tests {
             for _ in 0..4 {
                 s.spawn(|| {
                     for _ in 0..200 {
-                        let id = pick(&keys, "m", &[], 0, Strategy::Balance, &ctr.c()).unwrap().id;
+                        let id = pick(&keys, "m", &[], 0, Strategy::Balance, &ctr.c()).unwrap().id.0;
                         *seen.lock().unwrap().entry(id).or_default() += 1;
                     }
                 });

@@ -12,7 +12,7 @@ use super::errors::{ErrorKind, ProxyError};
 use crate::db::models::ResourceRow;
 use crate::db::now_ms;
 use crate::db::queries::resources;
-use crate::pool::{KeyState, PoolKey};
+use crate::pool::{KeyId, KeyState, PoolKey};
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub async fn record(state: &AppState, kind: ResourceKind, id: &str, key: &PoolKe
     let row = ResourceRow {
         kind: kind.as_str().to_string(),
         resource_id: id.to_string(),
-        key_id: key.id,
+        key_id: key.id.0,
         account: Some(key.account.id.clone()),
         created_at: now_ms(),
     };
@@ -110,7 +110,7 @@ pub async fn owner(state: &AppState, kind: ResourceKind, id: &str) -> Result<Arc
         ));
     };
     let snapshot = state.pool.snapshot();
-    if let Some(k) = snapshot.get(row.key_id).filter(|k| can_manage(k)) {
+    if let Some(k) = snapshot.get(KeyId(row.key_id)).filter(|k| can_manage(k)) {
         return Ok(k.clone());
     }
     // Real account ids only: "key:N" accounts have exactly one key.
@@ -119,7 +119,7 @@ pub async fn owner(state: &AppState, kind: ResourceKind, id: &str) -> Result<Arc
             return Ok(k.clone());
         }
     }
-    let why = match snapshot.get(row.key_id) {
+    let why = match snapshot.get(KeyId(row.key_id)) {
         None => "has been deleted from the pool".to_string(),
         Some(k) => format!("({}) is {}", k.masked, k.state().as_str()),
     };

@@ -19,8 +19,7 @@ use super::record::{Pending, TeeBody};
 use super::usage::{Usage, UsageMeter};
 use crate::db::now_ms;
 use crate::metrics::Outcome;
-use crate::pool::{KeyEvent, KeyEventKind};
-use crate::pool::{KeyState, NoKey, Picked, PoolKey};
+use crate::pool::{KeyEvent, KeyEventKind, KeyId, KeyState, NoKey, Picked, PoolKey};
 use crate::state::{AppState, Upstream};
 use crate::upstream::redact;
 
@@ -271,7 +270,7 @@ pub async fn dispatch(
     let mut body = out.body;
     let single = matches!(body, OutBody::Stream { .. }) || matches!(out.target, Target::Pinned(_));
     let mut max_attempts = if single { 1 } else { state.config.max_attempts };
-    let mut tried: Vec<i64> = Vec::with_capacity(max_attempts as usize + 1);
+    let mut tried: Vec<KeyId> = Vec::with_capacity(max_attempts as usize + 1);
     let mut failure: Option<Failure> = None;
     // At most one exhausted key's trial per request, never for a body that
     // cannot be sent twice.
@@ -531,7 +530,7 @@ fn carry_out(
 /// is dropped unfinished (the upstream unreachable, the client gone, a 5xx)
 /// the trial told nothing, and the key is offered again soon.
 struct TrialGuard {
-    key_id: i64,
+    key_id: KeyId,
     actor: actix::Addr<crate::pool::PoolActor>,
     done: bool,
 }

@@ -108,7 +108,7 @@ impl Pending {
         }
         let row = NewLog {
             created_at: self.created_at,
-            key_id: self.key.as_ref().map(|k| k.id),
+            key_id: self.key.as_ref().map(|k| k.id.0),
             key_masked: self.key.as_ref().map(|k| k.masked.clone()).unwrap_or_default(),
             // Every stored text is bounded (the request path refuses longer
             // models; this is the backstop for the rest).

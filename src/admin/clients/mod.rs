@@ -15,13 +15,14 @@ use crate::db::models::{ClientFields, ClientRow};
 use crate::db::notify::Changed;
 use crate::db::queries::clients as client_rows;
 use crate::db::{iso, now_ms, DbError};
+use crate::ids::ClientId;
 use crate::pool::mask_key;
 use crate::state::AppState;
 
 /// A client as the owner sees it: never its secret.
 #[derive(Debug, Serialize)]
 pub struct ClientView {
-    pub id: i64,
+    pub id: ClientId,
     pub name: String,
     /// The secret, masked (`sk-abcd...wxyz`).
     pub key: String,
@@ -41,10 +42,14 @@ pub struct ClientView {
 
 fn view(row: ClientRow, state: &AppState) -> ClientView {
     let now = now_ms();
-    let (requests_today, tokens_today) =
-        state.clients.snapshot().get(row.id).map(|c| c.today(now, &state.clients.tz)).unwrap_or((0, 0));
+    let (requests_today, tokens_today) = state
+        .clients
+        .snapshot()
+        .get(row.client_id())
+        .map(|c| c.today(now, &state.clients.tz))
+        .unwrap_or((0, 0));
     ClientView {
-        id: row.id,
+        id: row.client_id(),
         key: row.key_hint,
         models: parse_models(row.models.as_deref()).map(|rules| rules.iter().map(ModelRule::text).collect()),
         rpm: row.rpm,
@@ -190,11 +195,11 @@ pub async fn changed(state: &AppState) -> Result<(), AdminError> {
     .map_err(AdminError::from)
 }
 
-fn client_id(path: &str) -> Result<i64, AdminError> {
-    path.parse::<i64>().map_err(|_| AdminError::NotFound(format!("no client with id {path:?}")))
+fn client_id(path: &str) -> Result<ClientId, AdminError> {
+    path.parse::<ClientId>().map_err(|_| AdminError::NotFound(format!("no client with id {path:?}")))
 }
 
-pub async fn row(state: &AppState, id: i64) -> Result<ClientRow, AdminError> {
+pub async fn row(state: &AppState, id: ClientId) -> Result<ClientRow, AdminError> {
     crate::db::run(&state.db, move |c| client_rows::find(c, id))
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("no client with id {id}")))
@@ -204,10 +209,10 @@ pub async fn row(state: &AppState, id: i64) -> Result<ClientRow, AdminError> {
 /// name in use.
 pub async fn store(
     state: &AppState,
-    id: Option<i64>,
+    id: Option<ClientId>,
     fields: ClientFields,
     secret: Option<&str>,
-) -> Result<i64, AdminError> {
+) -> Result<ClientId, AdminError> {
     let name = fields.name.clone();
     let key = secret.map(|s| (key_hash_hex(s), mask_key(s)));
     let stored = crate::db::run(&state.db, move |c| {
@@ -223,13 +228,15 @@ pub async fn store(
     .await?;
     match stored {
         Some(id) => Ok(id),
-        None if id.is_some() => Err(AdminError::NotFound(format!("no client with id {}", id.unwrap_or(0)))),
+        None if id.is_some() => {
+            Err(AdminError::NotFound(format!("no client with id {}", id.map_or(0, |i| i.0))))
+        }
         None => Err(AdminError::Conflict(format!("a client named {name:?} exists"))),
     }
 }
 
 /// Creates a client: its id and its secret (to show once).
-pub async fn create_client(state: &AppState, fields: ClientFields) -> Result<(i64, String), AdminError> {
+pub async fn create_client(state: &AppState, fields: ClientFields) -> Result<(ClientId, String), AdminError> {
     let secret = new_secret();
     let id = store(state, None, fields, Some(&secret)).await?;
     changed(state).await?;
@@ -238,7 +245,7 @@ pub async fn create_client(state: &AppState, fields: ClientFields) -> Result<(i6
 }
 
 /// A new secret for a client (the old one stops at once): the new one, to show once.
-pub async fn rotate_client(state: &AppState, id: i64) -> Result<String, AdminError> {
+pub async fn rotate_client(state: &AppState, id: ClientId) -> Result<String, AdminError> {
     let secret = new_secret();
     let (hash, hint) = (key_hash_hex(&secret), mask_key(&secret));
     let found = crate::db::run(&state.db, move |c| client_rows::set_key(c, id, &hash, &hint)).await?;
@@ -250,7 +257,7 @@ pub async fn rotate_client(state: &AppState, id: i64) -> Result<String, AdminErr
     Ok(secret)
 }
 
-pub async fn delete_client(state: &AppState, id: i64) -> Result<(), AdminError> {
+pub async fn delete_client(state: &AppState, id: ClientId) -> Result<(), AdminError> {
     let found = crate::db::run(&state.db, move |c| client_rows::delete(c, id)).await?;
     if !found {
         return Err(AdminError::NotFound(format!("no client with id {id}")));
@@ -261,7 +268,11 @@ pub async fn delete_client(state: &AppState, id: i64) -> Result<(), AdminError> 
 }
 
 /// A client's view with its secret in `key` (just created or rotated).
-async fn with_secret(state: &AppState, id: i64, secret: String) -> Result<serde_json::Value, AdminError> {
+async fn with_secret(
+    state: &AppState,
+    id: ClientId,
+    secret: String,
+) -> Result<serde_json::Value, AdminError> {
     let mut answer = serde_json::to_value(view(row(state, id).await?, state))
         .map_err(|e| AdminError::Internal(e.to_string()))?;
     answer["key"] = json!(secret);

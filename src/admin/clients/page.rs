@@ -217,7 +217,7 @@ pub async fn clients_create(
 async fn edit_page(
     state: &AppState,
     s: &crate::admin::session::Session,
-    id: i64,
+    id: ClientId,
     form: ClientForm,
     status: StatusCode,
     error: Option<String>,
@@ -272,7 +272,7 @@ pub async fn client_edit(
     }
     .await;
     match saved {
-        Ok(()) => Ok(see_other(&Notice::ClientSaved(id as u64).link("/admin/clients"))),
+        Ok(()) => Ok(see_other(&Notice::ClientSaved(id.0 as u64).link("/admin/clients"))),
         Err(e @ (AdminError::BadRequest(_) | AdminError::Conflict(_))) => {
             edit_page(&state, &s, id, form, StatusCode::BAD_REQUEST, Some(e.to_string())).await
         }
@@ -302,14 +302,14 @@ pub async fn client_action(
             store(&state, Some(id), set_enabled(on).apply(Some(&old))?, None).await?;
             changed(&state).await?;
             if on {
-                Notice::ClientEnabled(id as u64)
+                Notice::ClientEnabled(id.0 as u64)
             } else {
-                Notice::ClientDisabled(id as u64)
+                Notice::ClientDisabled(id.0 as u64)
             }
         }
         "delete" => {
             delete_client(&state, id).await?;
-            Notice::ClientDeleted(id as u64)
+            Notice::ClientDeleted(id.0 as u64)
         }
         other => return Err(AdminError::NotFound(format!("no client action {other:?}")).into()),
     };

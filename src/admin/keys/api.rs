@@ -12,7 +12,7 @@ use crate::admin::error::AdminError;
 use crate::admin::request::admin_body;
 use crate::admin::session::{Admin, AdminWithBody};
 use crate::pool::refresher::RefreshNow;
-use crate::pool::{parse_label, KeyCommand, KeyState};
+use crate::pool::{parse_label, KeyCommand, KeyId, KeyState};
 use crate::state::{AppState, Upstream};
 
 #[derive(Deserialize)]
@@ -108,7 +108,7 @@ pub async fn refresh_one(
 async fn command(
     path: web::Path<String>,
     state: web::Data<AppState>,
-    make: fn(i64) -> KeyCommand,
+    make: fn(KeyId) -> KeyCommand,
 ) -> Result<HttpResponse, AdminError> {
     let id = known_id(&path, &state)?;
     state.pool_actor.send(make(id)).await??;

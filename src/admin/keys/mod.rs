@@ -15,7 +15,7 @@ use crate::db::queries::keys as kq;
 use crate::db::{iso, now_ms, DbError};
 use crate::pool::import::{parse_key_list, ImportReport, Importer, MAX_IMPORT};
 use crate::pool::refresher::{RefreshNow, Running};
-use crate::pool::{mask_key, CheckSummary, DeleteInState, KeyState, PoolKey};
+use crate::pool::{mask_key, CheckSummary, DeleteInState, KeyId, KeyState, PoolKey};
 use crate::state::AppState;
 
 /// The keys of an import's text, or why there are none to take.
@@ -69,8 +69,8 @@ pub async fn refresh_every_key(state: &AppState, wait: std::time::Duration) -> R
 }
 
 /// A key of the pool by the id in a path, or 404.
-pub fn known_id(path: &str, state: &AppState) -> Result<i64, AdminError> {
-    path.parse::<i64>()
+pub fn known_id(path: &str, state: &AppState) -> Result<KeyId, AdminError> {
+    path.parse::<KeyId>()
         .ok()
         .and_then(|id| state.pool.snapshot().get(id).map(|k| k.id))
         .ok_or_else(|| AdminError::NotFound(format!("no key with id {path:?}")))
@@ -100,7 +100,7 @@ pub async fn delete_in_state(state: &AppState, which: Option<&str>) -> Result<us
 
 #[derive(Debug, Serialize, Clone)]
 pub struct KeyView {
-    pub id: i64,
+    pub id: KeyId,
     pub key: String,
     pub state: &'static str,
     pub cooling_until: Option<String>,
@@ -135,7 +135,7 @@ fn view(r: KeyRow, live: Option<&PoolKey>, now: i64) -> KeyView {
     let last_checked =
         live.map(|k| k.last_checked.load(Ordering::Relaxed)).unwrap_or(0).max(r.last_checked.unwrap_or(0));
     KeyView {
-        id: r.id,
+        id: r.key_id(),
         key: mask_key(&r.key),
         state: display,
         cooling_until: iso(until),
@@ -165,17 +165,18 @@ pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, DbError> {
     Ok(rows
         .into_iter()
         .map(|r| {
-            let live = snapshot.get(r.id).map(|k| &**k);
+            let live = snapshot.get(r.key_id()).map(|k| &**k);
             view(r, live, now)
         })
         .collect())
 }
 
 /// The keys with these ids, in this order, as the owner sees them.
-async fn views_of(state: &AppState, ids: Vec<i64>) -> Result<Vec<KeyView>, DbError> {
+async fn views_of(state: &AppState, ids: Vec<KeyId>) -> Result<Vec<KeyView>, DbError> {
     let wanted = ids.clone();
     let rows = crate::db::run(&state.db, move |conn| kq::by_ids(conn, &wanted)).await?;
-    let mut rows: std::collections::HashMap<i64, KeyRow> = rows.into_iter().map(|r| (r.id, r)).collect();
+    let mut rows: std::collections::HashMap<KeyId, KeyRow> =
+        rows.into_iter().map(|r| (r.key_id(), r)).collect();
     let snapshot = state.pool.snapshot();
     let now = now_ms();
     Ok(ids
@@ -184,7 +185,7 @@ async fn views_of(state: &AppState, ids: Vec<i64>) -> Result<Vec<KeyView>, DbErr
         .collect())
 }
 
-async fn key_json(state: &AppState, id: i64) -> Result<Option<KeyView>, DbError> {
+async fn key_json(state: &AppState, id: KeyId) -> Result<Option<KeyView>, DbError> {
     Ok(views_of(state, vec![id]).await?.into_iter().next())
 }
 
@@ -221,7 +222,7 @@ pub async fn key_page(
     let total = keys.len();
     let page_size = q.page_size.unwrap_or(50).clamp(1, 1000);
     let page = q.page.unwrap_or(1).max(1);
-    let ids: Vec<i64> =
+    let ids: Vec<KeyId> =
         keys.iter().skip((page - 1).saturating_mul(page_size)).take(page_size).map(|(k, _)| k.id).collect();
     Ok((views_of(state, ids).await?, total, page, page_size))
 }

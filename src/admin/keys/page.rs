@@ -19,7 +19,7 @@ use crate::admin::session::Session;
 use crate::admin::views::{badge, csrf_field, layout, link_with, page, pager, when, Chrome};
 use crate::db::now_ms;
 use crate::pool::refresher::{RefreshNow, Running};
-use crate::pool::{parse_label, KeyCommand, KeyState};
+use crate::pool::{parse_label, KeyCommand, KeyId, KeyState};
 use crate::state::{AppState, Upstream};
 
 /// Why a balance shows as unknown.
@@ -391,7 +391,7 @@ pub async fn key_action(
     let (_, body) = posted_form(&req, payload, &state).await?;
     let (id, action) = path.into_inner();
     let id = known_id(&id, &state)?;
-    let key = id as u64;
+    let key = id.0 as u64;
     let notice = match action.as_str() {
         "refresh" => {
             let summary = state.refresher.send(RefreshNow(Some(vec![id]))).await?.summary().await;
@@ -492,7 +492,7 @@ pub async fn recheck_exhausted(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
     posted_form(&req, payload, &state).await?;
-    let ids: Vec<i64> = state
+    let ids: Vec<KeyId> = state
         .pool
         .snapshot()
         .keys

@@ -9,19 +9,20 @@ use super::Conn;
 use crate::db::models::{ClientFields, ClientRow};
 use crate::db::schema::{client_usage, clients, request_logs};
 use crate::db::DbError;
+use crate::ids::ClientId;
 
 pub fn all(conn: &mut Conn) -> Result<Vec<ClientRow>, DbError> {
     Ok(clients::table.order(clients::id.asc()).select(ClientRow::as_select()).load(conn)?)
 }
 
-pub fn find(conn: &mut Conn, id: i64) -> Result<Option<ClientRow>, DbError> {
-    Ok(clients::table.find(id).select(ClientRow::as_select()).first(conn).optional()?)
+pub fn find(conn: &mut Conn, id: ClientId) -> Result<Option<ClientRow>, DbError> {
+    Ok(clients::table.find(id.0).select(ClientRow::as_select()).first(conn).optional()?)
 }
 
-pub fn name_taken(conn: &mut Conn, name: &str, other_than: Option<i64>) -> Result<bool, DbError> {
+pub fn name_taken(conn: &mut Conn, name: &str, other_than: Option<ClientId>) -> Result<bool, DbError> {
     let n: i64 = clients::table
         .filter(clients::name.eq(name))
-        .filter(clients::id.ne(other_than.unwrap_or(-1)))
+        .filter(clients::id.ne(other_than.map_or(-1, |id| id.0)))
         .count()
         .get_result(conn)?;
     Ok(n > 0)
@@ -33,7 +34,7 @@ pub fn insert(
     key_hash: &str,
     key_hint: &str,
     now: i64,
-) -> Result<i64, DbError> {
+) -> Result<ClientId, DbError> {
     diesel::insert_into(clients::table)
         .values((
             fields,
@@ -42,23 +43,23 @@ pub fn insert(
             clients::created_at.eq(now),
         ))
         .execute(conn)?;
-    Ok(clients::table.filter(clients::key_hash.eq(key_hash)).select(clients::id).first(conn)?)
+    Ok(ClientId(clients::table.filter(clients::key_hash.eq(key_hash)).select(clients::id).first(conn)?))
 }
 
 /// Answers whether the client exists.
-pub fn update(conn: &mut Conn, id: i64, fields: &ClientFields) -> Result<bool, DbError> {
-    Ok(diesel::update(clients::table.find(id)).set(fields).execute(conn)? > 0)
+pub fn update(conn: &mut Conn, id: ClientId, fields: &ClientFields) -> Result<bool, DbError> {
+    Ok(diesel::update(clients::table.find(id.0)).set(fields).execute(conn)? > 0)
 }
 
-pub fn set_key(conn: &mut Conn, id: i64, key_hash: &str, key_hint: &str) -> Result<bool, DbError> {
-    Ok(diesel::update(clients::table.find(id))
+pub fn set_key(conn: &mut Conn, id: ClientId, key_hash: &str, key_hint: &str) -> Result<bool, DbError> {
+    Ok(diesel::update(clients::table.find(id.0))
         .set((clients::key_hash.eq(key_hash), clients::key_hint.eq(key_hint)))
         .execute(conn)?
         > 0)
 }
 
-pub fn delete(conn: &mut Conn, id: i64) -> Result<bool, DbError> {
-    Ok(diesel::delete(clients::table.find(id)).execute(conn)? > 0)
+pub fn delete(conn: &mut Conn, id: ClientId) -> Result<bool, DbError> {
+    Ok(diesel::delete(clients::table.find(id.0)).execute(conn)? > 0)
 }
 
 /// One client's counts on one instance: today's requests and tokens, and
@@ -79,13 +80,13 @@ pub fn publish_usage(
     conn: &mut Conn,
     instance: &str,
     day: i64,
-    counts: &[(i64, Counts)],
+    counts: &[(ClientId, Counts)],
     now: i64,
 ) -> Result<(), DbError> {
     for (client, c) in counts {
         let row = (
             client_usage::instance.eq(instance),
-            client_usage::client_id.eq(*client),
+            client_usage::client_id.eq(client.0),
             client_usage::day.eq(day),
             client_usage::requests.eq(big(c.requests)),
             client_usage::tokens.eq(big(c.tokens)),
@@ -115,7 +116,7 @@ pub fn others_usage(
     instance: &str,
     day: i64,
     now: i64,
-) -> Result<HashMap<i64, Counts>, DbError> {
+) -> Result<HashMap<ClientId, Counts>, DbError> {
     use diesel::sql_types::{BigInt, Nullable};
     type Sums = (i64, Option<i64>, Option<i64>, Option<i64>);
     let rows: Vec<Sums> = client_usage::table
@@ -135,7 +136,7 @@ pub fn others_usage(
     let n = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
     Ok(rows
         .into_iter()
-        .map(|(id, r, t, m)| (id, Counts { requests: n(r), tokens: n(t), recent: n(m) }))
+        .map(|(id, r, t, m)| (ClientId(id), Counts { requests: n(r), tokens: n(t), recent: n(m) }))
         .collect())
 }
 

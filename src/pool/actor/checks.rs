@@ -8,7 +8,7 @@ use crate::db::notify::Changed;
 use crate::db::queries::keys;
 use crate::db::{now_ms, DbError};
 use crate::pool::check::CheckOutcome;
-use crate::pool::KeyState;
+use crate::pool::{KeyId, KeyState};
 
 #[derive(Debug, Default, Clone, Serialize, PartialEq)]
 pub struct CheckSummary {
@@ -37,7 +37,7 @@ impl CheckSummary {
 #[derive(Message)]
 #[rtype(result = "CheckSummary")]
 pub struct ApplyChecks {
-    pub outcomes: Vec<(i64, CheckOutcome)>,
+    pub outcomes: Vec<(KeyId, CheckOutcome)>,
     /// The owner asked for it (not the schedule): a valid key of unknown
     /// balance is given back its place even if it was exhausted.
     pub manual: bool,

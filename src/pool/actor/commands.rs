@@ -7,13 +7,13 @@ use crate::db::models::{account_key, is_upstream_account};
 use crate::db::notify::Changed;
 use crate::db::queries::keys;
 use crate::db::{now_ms, DbError};
-use crate::pool::KeyState;
+use crate::pool::{KeyId, KeyState};
 
 /// Why a key command was not carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error("no key with id {0}")]
-    NoSuchKey(i64),
+    NoSuchKey(KeyId),
     #[error(transparent)]
     Database(#[from] DbError),
 }
@@ -21,12 +21,12 @@ pub enum CommandError {
 #[derive(Message)]
 #[rtype(result = "Result<(), CommandError>")]
 pub enum KeyCommand {
-    Enable(i64),
-    Disable(i64),
-    Delete(i64),
+    Enable(KeyId),
+    Disable(KeyId),
+    Delete(KeyId),
     /// Puts a key in an account of the owner's naming (`None` takes it out),
     /// for keys whose upstream names no account.
-    SetAccount(i64, Option<String>),
+    SetAccount(KeyId, Option<String>),
 }
 
 /// Checks an account label: trimmed, 1-64 printable characters; empty = none.
@@ -103,7 +103,7 @@ impl Handler<DeleteInState> for PoolActor {
 
     fn handle(&mut self, msg: DeleteInState, _: &mut Context<Self>) -> Self::Result {
         let mut conn = self.db.get().map_err(DbError::from)?;
-        let ids: Vec<i64> = self.keys.values().filter(|k| k.state() == msg.0).map(|k| k.id).collect();
+        let ids: Vec<KeyId> = self.keys.values().filter(|k| k.state() == msg.0).map(|k| k.id).collect();
         let deleted = diesel::Connection::transaction::<_, DbError, _>(&mut *conn, |conn| {
             let mut n = 0;
             for id in &ids {

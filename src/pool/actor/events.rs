@@ -10,7 +10,7 @@ use crate::db::models::{is_own_account, CooldownRow};
 use crate::db::notify::Changed;
 use crate::db::queries::{cooldowns, keys};
 use crate::db::{now_ms, DbConn, CONNECT_WAIT};
-use crate::pool::{Cooldown, KeyState};
+use crate::pool::{Cooldown, KeyId, KeyState};
 
 /// What the request path saw; the key's atomics already reflect it.
 #[derive(Debug, Clone)]
@@ -34,7 +34,7 @@ pub enum KeyEventKind {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct KeyEvent {
-    pub key_id: i64,
+    pub key_id: KeyId,
     pub kind: KeyEventKind,
 }
 
@@ -77,7 +77,7 @@ impl PoolActor {
             .inspect_err(|e| log::error!("pool: no database connection, key states are kept for later: {e}"))
             .ok();
         let demote = |conn: &mut Option<DbConn>,
-                      unsaved: &mut BTreeMap<i64, Unsaved>,
+                      unsaved: &mut BTreeMap<KeyId, Unsaved>,
                       state: KeyState,
                       reason: &str| {
             // The live key (which may be a newer Arc than the request held) gets

@@ -12,7 +12,7 @@ use crate::db::notify::Changed;
 use crate::db::queries::keys;
 use crate::db::{now_ms, DbError};
 use crate::pool::check::CheckOutcome;
-use crate::pool::{mask_key, KeyState};
+use crate::pool::{mask_key, KeyId, KeyState};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
@@ -28,7 +28,7 @@ pub struct AddResult {
     pub key: String,
     pub status: AddStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<i64>,
+    pub id: Option<KeyId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -153,7 +153,7 @@ impl Handler<AddKeys> for PoolActor {
                         results.push(AddResult {
                             key: masked,
                             status,
-                            id: Some(inserted.id),
+                            id: Some(inserted.key_id()),
                             state: Some(state.as_str()),
                             balance,
                             message: error,
@@ -177,14 +177,14 @@ impl Handler<AddKeys> for PoolActor {
             }
             stored.clear();
         }
-        let added = Changed::keys(stored.iter().map(|k| k.id));
+        let added = Changed::keys(stored.iter().map(|k| k.key_id()));
         for inserted in stored {
             let account = self.account(&inserted.account_key());
             let key = Arc::new(self.key_from_row(&inserted, account));
             if key.needs_trial() {
                 self.queue_trial_from(key.id, now);
             }
-            self.keys.insert(inserted.id, key);
+            self.keys.insert(key.id, key);
         }
         self.publish();
         self.notify_others(added);

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::{Account, Cooldown, KeyState, PoolKey, PoolShared, PoolSnapshot, TRIAL_DUE};
+use super::{Account, Cooldown, KeyId, KeyState, PoolKey, PoolShared, PoolSnapshot, TRIAL_DUE};
 use crate::db::models::{is_own_account, KeyRow};
 use crate::db::notify::{Changed, Notifier};
 use crate::db::queries::{cooldowns, keys};
@@ -38,13 +38,13 @@ pub struct PoolActor {
     db: DbPool,
     shared: Arc<PoolShared>,
     default_base_url: Arc<str>,
-    keys: BTreeMap<i64, Arc<PoolKey>>,
+    keys: BTreeMap<KeyId, Arc<PoolKey>>,
     accounts: HashMap<String, Arc<Account>>,
     /// Seconds before an exhausted key whose balance cannot be read gets one
     /// real call as a trial; `None` = never.
     retry_interval: Option<Duration>,
     /// (due at, key id) of the trials to offer.
-    trial_queue: BTreeSet<(i64, i64)>,
+    trial_queue: BTreeSet<(i64, KeyId)>,
     /// The keys offered for a trial now (what the request path sees).
     offered: Vec<Arc<PoolKey>>,
     publish_pending: bool,
@@ -56,7 +56,7 @@ pub struct PoolActor {
     /// States learned from calls that the database could not take (it was
     /// down): kept here, written at the next tick, and not overwritten by a
     /// reload of the older rows meanwhile.
-    unsaved: BTreeMap<i64, Unsaved>,
+    unsaved: BTreeMap<KeyId, Unsaved>,
 }
 
 /// A key's state that is not in the database yet.
@@ -120,27 +120,27 @@ impl PoolActor {
                 let since = row.state_changed_at.unwrap_or(0).max(row.last_checked.unwrap_or(0));
                 actor.queue_trial_from(key.id, since);
             }
-            actor.keys.insert(row.id, key);
+            actor.keys.insert(key.id, key);
         }
         actor.publish();
         Ok(actor)
     }
 
     /// Plans a trial `retry_interval` after `since`.
-    fn queue_trial_from(&mut self, id: i64, since: i64) {
+    fn queue_trial_from(&mut self, id: KeyId, since: i64) {
         if let Some(interval) = self.retry_interval {
             self.queue_trial_at(id, since + interval.as_millis() as i64);
         }
     }
 
     /// Plans a trial `wait` from now (trials must be on at all).
-    fn queue_trial_in(&mut self, id: i64, wait: Duration, now: i64) {
+    fn queue_trial_in(&mut self, id: KeyId, wait: Duration, now: i64) {
         if self.retry_interval.is_some() {
             self.queue_trial_at(id, now + wait.as_millis() as i64);
         }
     }
 
-    fn queue_trial_at(&mut self, id: i64, due: i64) {
+    fn queue_trial_at(&mut self, id: KeyId, due: i64) {
         self.trial_queue.insert((due, id));
         self.note_next_trial();
     }
@@ -189,7 +189,7 @@ impl PoolActor {
 
     fn key_from_row(&self, row: &KeyRow, account: Arc<Account>) -> PoolKey {
         PoolKey::new(
-            row.id,
+            row.key_id(),
             row.key.clone(),
             match &row.base_url {
                 Some(b) if **b != *self.default_base_url => Arc::from(b.as_str()),
@@ -247,7 +247,7 @@ impl PoolActor {
 
     /// Moves a key to another account (its first successful check tells which),
     /// keeping its counters.
-    fn rehome(&mut self, id: i64, account_id: &str) {
+    fn rehome(&mut self, id: KeyId, account_id: &str) {
         let Some(old) = self.keys.get(&id).cloned() else {
             return;
         };
@@ -284,7 +284,7 @@ impl PoolActor {
         if changed.is_empty() {
             return;
         }
-        let rows: Vec<(i64, i64, i64)> =
+        let rows: Vec<(KeyId, i64, i64)> =
             changed.iter().map(|(k, _, delta, last)| (k.id, *delta, *last)).collect();
         let written = self
             .db

@@ -43,7 +43,7 @@ impl Handler<Reload> for PoolActor {
         let mut changed = 0;
         let mut seen = std::collections::HashSet::with_capacity(rows.len());
         for row in &rows {
-            seen.insert(row.id);
+            seen.insert(row.key_id());
             changed += usize::from(self.take_row(row));
         }
         let before = self.keys.len();
@@ -81,10 +81,11 @@ impl PoolActor {
     /// anything changed.
     fn take_row(&mut self, row: &KeyRow) -> bool {
         let state = KeyState::parse(&row.state).unwrap_or(KeyState::Active);
-        match self.keys.get(&row.id).cloned() {
+        let id = row.key_id();
+        match self.keys.get(&id).cloned() {
             Some(key) => {
                 let mut differs = false;
-                if key.state() != state && !self.unsaved.contains_key(&row.id) {
+                if key.state() != state && !self.unsaved.contains_key(&id) {
                     key.set_state(state);
                     differs = true;
                 }
@@ -94,7 +95,7 @@ impl PoolActor {
                 }
                 let account = row.account_key();
                 if key.account.id != account {
-                    self.rehome(row.id, &account);
+                    self.rehome(id, &account);
                     differs = true;
                 }
                 differs
@@ -106,7 +107,7 @@ impl PoolActor {
                     let since = row.state_changed_at.unwrap_or(0).max(row.last_checked.unwrap_or(0));
                     self.queue_trial_from(key.id, since);
                 }
-                self.keys.insert(row.id, key);
+                self.keys.insert(key.id, key);
                 true
             }
         }
