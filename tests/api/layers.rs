@@ -48,6 +48,9 @@ fn the_bottom_layers_import_nothing_from_admin_or_proxy_and_those_not_from_each_
         "health.rs",
         "dialects",
         "sse.rs",
+        "clients",
+        "metrics.rs",
+        "ids.rs",
     ] {
         found.extend(imports(part, &["admin", "proxy"]));
     }

@@ -1,0 +1,315 @@
+//! Client keys: who may call `/v1`, which models each may use, and how much.
+//!
+//! The owner hands out keys (`sk-` + 48 random characters), each with its
+//! own name, model list, per-minute rate and daily quotas; only a hash of the
+//! secret is stored. The request path finds the caller with one hash and one
+//! map lookup in a snapshot (never the database), and counts its use in
+//! memory: the rate with GCRA (a "theoretical arrival time" per client, one
+//! compare-and-swap per call, exact for any burst), the day's requests and
+//! tokens under a per-client lock. `API_KEY` stays an unlimited client named
+//! `env`. Days follow `TIMEZONE`.
+
+mod keys;
+mod models;
+mod secret;
+mod share;
+mod usage;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use chrono::FixedOffset;
+
+use crate::ids::ClientId;
+pub use keys::{ClientKeys, ClientSnapshot};
+pub use models::{parse_models, ModelRule};
+pub use secret::{key_hash, key_hash_hex, new_secret};
+pub use share::share_usage;
+pub use usage::Usage;
+use usage::{day_of, secs_to_next_day};
+
+/// The name of the client that `API_KEY` authenticates.
+pub const ENV_CLIENT: &str = "env";
+
+/// Its id (no row has it: ids start at 1).
+pub const ENV_CLIENT_ID: ClientId = ClientId(0);
+
+#[derive(Debug)]
+pub struct Client {
+    pub id: ClientId,
+    pub name: Arc<str>,
+    /// `None`: every model.
+    pub models: Option<Vec<ModelRule>>,
+    pub rpm: Option<u32>,
+    pub daily_requests: Option<u64>,
+    pub daily_tokens: Option<u64>,
+    /// Epoch ms after which the key no longer works.
+    pub expires_at: Option<i64>,
+    pub enabled: bool,
+    pub usage: Arc<Usage>,
+}
+
+/// Why a call is refused before it goes anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401: the key is disabled or expired (said as "invalid", as for any
+    /// unknown key: the caller learns nothing about other keys).
+    Unauthorized(&'static str),
+    /// 403: the model is not on the client's list.
+    Model(String),
+    /// 429: a limit is reached; the message names it.
+    Limit { message: String, retry_after_secs: u64 },
+}
+
+impl Client {
+    /// The unlimited client that `API_KEY` authenticates.
+    pub fn env() -> Client {
+        Client {
+            id: ENV_CLIENT_ID,
+            name: Arc::from(ENV_CLIENT),
+            models: None,
+            rpm: None,
+            daily_requests: None,
+            daily_tokens: None,
+            expires_at: None,
+            enabled: true,
+            usage: Arc::default(),
+        }
+    }
+
+    pub fn allows_model(&self, model: &str) -> bool {
+        match &self.models {
+            None => true,
+            Some(rules) => rules.iter().any(|r| r.matches(model)),
+        }
+    }
+
+    /// May the key be used at all now (401 otherwise)?
+    pub fn usable(&self, now_ms: i64) -> Result<(), Refusal> {
+        if !self.enabled {
+            return Err(Refusal::Unauthorized("this key is disabled"));
+        }
+        if self.expires_at.is_some_and(|t| now_ms >= t) {
+            return Err(Refusal::Unauthorized("this key has expired"));
+        }
+        Ok(())
+    }
+
+    /// Admits one call for `model` (empty: a call naming no model), or says
+    /// why not. An admitted call is counted in the day's requests now; its
+    /// tokens are added when it ends (`add_tokens`).
+    pub fn admit(&self, model: &str, now_ms: i64, tz: &FixedOffset) -> Result<(), Refusal> {
+        if self.id == ENV_CLIENT_ID {
+            // `API_KEY`'s client: no list, no limit, nothing to count here (the
+            // log has its calls), so no lock shared by every request.
+            return Ok(());
+        }
+        // (Disabled and expired keys were refused when the key was checked.)
+        if !model.is_empty() && !self.allows_model(model) {
+            return Err(Refusal::Model(format!(
+                "the model {:?} is not available to this key (client {:?}); it may use: {}",
+                model.chars().take(120).collect::<String>(),
+                &*self.name,
+                self.models.iter().flatten().map(ModelRule::text).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let today = day_of(now_ms, tz);
+        let next_day = secs_to_next_day(now_ms, tz);
+        let (other_requests, other_tokens) = self.others(today);
+        let mut guard = self.usage.day.lock().unwrap_or_else(|e| e.into_inner());
+        let day = guard.on(today);
+        let (requests, tokens) = (day.requests + other_requests, day.tokens + other_tokens);
+        if let Some(max) = self.daily_requests.filter(|max| requests >= *max) {
+            return Err(Refusal::Limit {
+                message: format!(
+                    "client {:?} has used its {max} requests for today (daily_requests); the day ends in {next_day} s",
+                    &*self.name,
+                ),
+                retry_after_secs: next_day,
+            });
+        }
+        if let Some(max) = self.daily_tokens.filter(|max| tokens >= *max) {
+            return Err(Refusal::Limit {
+                message: format!(
+                    "client {:?} has used its {max} tokens for today (daily_tokens: {tokens} used); the day ends in {next_day} s",
+                    &*self.name,
+                ),
+                retry_after_secs: next_day,
+            });
+        }
+        if let Some(rpm) = self.rpm {
+            let others = self.usage.others_minute.load(Ordering::Acquire);
+            self.take_rate(rpm, others, now_ms)?;
+            self.usage.minute.lock().unwrap_or_else(|e| e.into_inner()).add(now_ms);
+        }
+        day.requests += 1;
+        Ok(())
+    }
+
+    /// GCRA: `rpm` calls per 60 s, any `rpm` of them at once; the `others`
+    /// calls other instances made in the last 60 s fill the bucket too.
+    fn take_rate(&self, rpm: u32, others: u64, now_ms: i64) -> Result<(), Refusal> {
+        let now = now_ms.saturating_mul(1000);
+        let period = 60_000_000 / i64::from(rpm.max(1));
+        let tolerance = 60_000_000 - period;
+        let elsewhere = i64::try_from(others).unwrap_or(i64::MAX).saturating_mul(period);
+        let mut current = self.usage.tat_us.load(Ordering::Acquire);
+        loop {
+            let tat = current.max(now);
+            let level = (tat - now).saturating_add(elsewhere);
+            if level > tolerance {
+                let wait_secs = ((level - tolerance).saturating_add(999_999) / 1_000_000).clamp(1, 60) as u64;
+                return Err(Refusal::Limit {
+                    message: format!(
+                        "client {:?} is over its limit of {rpm} requests per minute (rpm); try again in {wait_secs} s",
+                        &*self.name,
+                    ),
+                    retry_after_secs: wait_secs,
+                });
+            }
+            match self.usage.tat_us.compare_exchange_weak(
+                current,
+                tat + period,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Adds a finished call's tokens to its day.
+    pub fn add_tokens(&self, tokens: u64, now_ms: i64, tz: &FixedOffset) {
+        if tokens == 0 || self.id == ENV_CLIENT_ID {
+            return;
+        }
+        let mut day = self.usage.day.lock().unwrap_or_else(|e| e.into_inner());
+        day.on(day_of(now_ms, tz)).tokens += tokens;
+    }
+
+    /// What the other instances counted on `today`.
+    fn others(&self, today: i64) -> (u64, u64) {
+        self.usage.others.lock().unwrap_or_else(|e| e.into_inner()).of(today)
+    }
+
+    /// This instance's own count of today: (requests, tokens).
+    fn own(&self, today: i64) -> (u64, u64) {
+        self.usage.day.lock().unwrap_or_else(|e| e.into_inner()).of(today)
+    }
+
+    /// (requests, tokens) today, on every instance.
+    pub fn today(&self, now_ms: i64, tz: &FixedOffset) -> (u64, u64) {
+        let today = day_of(now_ms, tz);
+        let ((r, t), (or, ot)) = (self.own(today), self.others(today));
+        (r + or, t + ot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(rpm: Option<u32>, daily_requests: Option<u64>, daily_tokens: Option<u64>) -> Client {
+        Client {
+            id: ClientId(1),
+            name: Arc::from("team"),
+            models: Some(vec![
+                ModelRule::parse("Qwen/*").unwrap(),
+                ModelRule::parse("deepseek-ai/DeepSeek-V3").unwrap(),
+            ]),
+            rpm,
+            daily_requests,
+            daily_tokens,
+            expires_at: None,
+            enabled: true,
+            usage: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn the_rate_allows_rpm_at_once_then_one_per_period() {
+        let tz = FixedOffset::east_opt(0).unwrap();
+        let c = client(Some(3), None, None);
+        let t = 1_000_000_000;
+        for _ in 0..3 {
+            assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz), Ok(()));
+        }
+        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/Qwen3-8B", t, &tz) else {
+            panic!("the fourth call in the same instant is refused")
+        };
+        assert!(message.contains("3 requests per minute (rpm)"), "{message}");
+        assert_eq!(retry_after_secs, 20);
+        // One period (20 s) later, one more.
+        assert_eq!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz), Ok(()));
+        assert!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz).is_err());
+        assert_eq!(c.today(t, &tz).0, 4, "refused calls are not counted");
+    }
+
+    #[test]
+    fn the_rate_counts_the_calls_other_instances_made_in_the_last_minute() {
+        let tz = FixedOffset::east_opt(0).unwrap();
+        let c = client(Some(4), None, None);
+        let t = 1_000_000_000;
+        // Three calls elsewhere in the last minute: one more here, of four.
+        c.usage.others_minute.store(3, Ordering::Release);
+        assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz), Ok(()));
+        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/Qwen3-8B", t, &tz) else {
+            panic!("the fifth call of the minute, counting the other instances'")
+        };
+        assert!(message.contains("4 requests per minute (rpm)"), "{message}");
+        assert!((1..=60).contains(&retry_after_secs));
+        // What this instance publishes: its own call, in the last 60 s only.
+        let minute = c.usage.minute.lock().unwrap();
+        assert_eq!(minute.count(t), 1);
+        assert_eq!(minute.count(t + 59_000), 1);
+        assert_eq!(minute.count(t + 60_000), 0);
+        drop(minute);
+        // The others' calls age out (their next publication says so).
+        c.usage.others_minute.store(0, Ordering::Release);
+        assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz), Ok(()));
+    }
+
+    #[test]
+    fn daily_limits_reset_at_midnight_in_the_time_zone() {
+        let tz = FixedOffset::east_opt(8 * 3600).unwrap();
+        let c = client(None, Some(2), Some(100));
+        // 2026-12-02 15:59:59 UTC = 23:59:59 at +08:00.
+        let t = chrono::DateTime::parse_from_rfc3339("2026-12-02T15:59:59Z").unwrap().timestamp_millis();
+        assert!(c.admit("Qwen/a", t, &tz).is_ok());
+        c.add_tokens(150, t, &tz);
+        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/a", t, &tz) else { panic!() };
+        assert!(message.contains("100 tokens for today (daily_tokens: 150 used)"), "{message}");
+        assert_eq!(retry_after_secs, 1, "midnight at +08:00 is a second away");
+        // A second later it is a new day there.
+        assert!(c.admit("Qwen/a", t + 1000, &tz).is_ok());
+        assert!(c.admit("Qwen/a", t + 1000, &tz).is_ok());
+        let Err(Refusal::Limit { message, .. }) = c.admit("Qwen/a", t + 1000, &tz) else { panic!() };
+        assert!(message.contains("2 requests for today (daily_requests)"), "{message}");
+        assert!(matches!(c.admit("other/model", t + 1000, &tz), Err(Refusal::Model(_))));
+    }
+
+    #[test]
+    fn disabled_and_expired_keys_are_unusable() {
+        let mut c = client(None, None, None);
+        c.expires_at = Some(5_000);
+        assert!(c.usable(4_999).is_ok());
+        assert!(c.usable(5_000).is_err());
+        c.expires_at = None;
+        c.enabled = false;
+        assert!(c.usable(0).is_err());
+    }
+
+    #[test]
+    fn model_rules_are_exact_names_or_prefixes_ending_in_a_slash() {
+        let c = client(None, None, None);
+        assert!(c.allows_model("Qwen/Qwen3-8B"));
+        assert!(c.allows_model("deepseek-ai/DeepSeek-V3"));
+        assert!(!c.allows_model("deepseek-ai/DeepSeek-V3.1"));
+        assert!(!c.allows_model("QwenX/whatever"));
+        assert!(ModelRule::parse("Qwen*").is_err());
+        assert!(ModelRule::parse("a*b").is_err());
+        assert!(ModelRule::parse("").is_err());
+        assert_eq!(ModelRule::parse("*").unwrap(), ModelRule::Prefix(String::new()));
+    }
+}
