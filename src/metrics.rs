@@ -24,7 +24,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::db::log_writer::RowObserver;
+use crate::db::log_sink::RowObserver;
 use crate::db::models::NewLog;
 
 /// How many models get their own label value.

@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::credentials::{AdminCredentials, Throttle};
-use crate::db::log_writer::LogSink;
+use crate::db::log_sink::LogSink;
 use crate::db::log_writer::LogWriter;
 use crate::db::DbPool;
 use crate::pool::refresher::{RefreshStatus, Refresher};

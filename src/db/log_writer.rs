@@ -1,166 +1,19 @@
-//! The log writer: request handlers hand it rows without waiting; it writes
-//! them in batches (on size, or every flush interval) on its own thread. A
+//! The log writer: request handlers hand it rows without waiting (through
+//! `log_sink`); it writes them in batches (on size, or every flush interval) on its own thread. A
 //! failed write keeps the rows and tries again, so no row is lost to a
 //! momentary database error; `Flush` (sent at shutdown) writes everything.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use super::log_sink::{LogCounters, RowObserver};
 use super::models::NewLog;
 use super::queries::logs;
 use super::DbPool;
-
-/// What the request path, the log writer and `/health` share about the log:
-/// rows not yet written, rows dropped, requests open, and whether writes fail.
-#[derive(Debug, Default)]
-pub struct LogCounters {
-    /// Rows handed over and not yet written (in the channel, or kept by the
-    /// writer after a failed write).
-    queued: AtomicUsize,
-    /// Rows refused because `max` were already waiting (the database has
-    /// been down a long time): counted, never silently lost.
-    dropped: AtomicU64,
-    /// The most rows that may wait (`LOG_QUEUE_MAX`).
-    max: usize,
-    /// Requests in flight (shutdown waits for them).
-    open: AtomicUsize,
-    /// Epoch ms of the first failed write of the current run of failures; 0
-    /// while writes succeed.
-    failing_since: AtomicI64,
-    last_error: Mutex<Option<String>>,
-}
-
-impl LogCounters {
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(LogCounters { max: max.max(1), ..Default::default() })
-    }
-
-    pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
-    }
-
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Acquire)
-    }
-
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    /// Since when (epoch ms), and why, rows cannot be written; `None` while
-    /// the last write succeeded.
-    pub fn failing(&self) -> Option<(i64, String)> {
-        let since = self.failing_since.load(Ordering::Acquire);
-        (since > 0).then(|| {
-            let e = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            (since, e.unwrap_or_default())
-        })
-    }
-
-    fn failed(&self, error: &str) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
-        let _ = self.failing_since.compare_exchange(0, super::now_ms(), Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    fn succeeded(&self) {
-        self.failing_since.store(0, Ordering::Release);
-    }
-}
-
-/// Where log rows go, and how many requests are still open (shutdown waits
-/// for them, so that no row arrives after the final flush). A handle: every
-/// request holds one, and cloning it is one reference count.
-#[derive(Clone)]
-pub struct LogSink(Arc<SinkInner>);
-
-/// What watches the rows as they pass (the metrics): told of each batch
-/// written and of each row the full queue dropped. A trait here, so that the
-/// log writer knows nothing of what watches it.
-pub trait RowObserver: Send + Sync {
-    fn observe(&self, rows: &[NewLog]);
-    /// A row dropped before the database: still a call answered.
-    fn dropped(&self, row: &NewLog);
-}
-
-struct SinkInner {
-    writer: Addr<LogWriter>,
-    /// Lock-free hand-over: sending wakes nobody, so a request costs no
-    /// cross-thread wake-up (a syscall and a context switch each).
-    tx: Sender<NewLog>,
-    counters: Arc<LogCounters>,
-    batch: usize,
-    /// A row the full queue drops is still a call answered.
-    metrics: Arc<dyn RowObserver>,
-}
-
-impl LogSink {
-    /// The sink; the log writer holds the receiving end and the same counters.
-    pub fn new(
-        writer: Addr<LogWriter>,
-        tx: Sender<NewLog>,
-        counters: Arc<LogCounters>,
-        batch: usize,
-        metrics: Arc<dyn RowObserver>,
-    ) -> Self {
-        LogSink(Arc::new(SinkInner { writer, tx, counters, batch: batch.max(1), metrics }))
-    }
-
-    pub fn push(&self, row: NewLog) {
-        let sink = &*self.0;
-        let c = &sink.counters;
-        // Counted before it is sent: the writer subtracts what it writes, and
-        // must never see the count below zero.
-        let before = c.queued.fetch_add(1, Ordering::AcqRel);
-        if before >= c.max {
-            // The queue is full: the database has refused rows for a long
-            // time. Counted (the writer says so in the log, /health shows it).
-            c.queued.fetch_sub(1, Ordering::AcqRel);
-            c.dropped.fetch_add(1, Ordering::AcqRel);
-            sink.metrics.dropped(&row);
-            return;
-        }
-        match sink.tx.send(row) {
-            Ok(()) => {
-                // Wake the writer once per batch; the timer takes the rest.
-                if (before + 1).is_multiple_of(sink.batch) {
-                    sink.writer.do_send(Wake);
-                }
-            }
-            // Only after the writer is gone (a shutdown cut short): say so.
-            Err(e) => {
-                c.queued.fetch_sub(1, Ordering::AcqRel);
-                c.dropped.fetch_add(1, Ordering::AcqRel);
-                sink.metrics.dropped(&e.0);
-                log::error!("request log row lost: the log writer has stopped ({e})")
-            }
-        }
-    }
-
-    pub fn counters(&self) -> &LogCounters {
-        &self.0.counters
-    }
-
-    pub fn open_requests(&self) -> usize {
-        self.0.counters.open.load(Ordering::Acquire)
-    }
-
-    /// Rows handed over and not yet written.
-    pub fn queued(&self) -> usize {
-        self.0.counters.queued()
-    }
-
-    pub fn opened(&self) {
-        self.0.counters.open.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub fn closed(&self) {
-        self.0.counters.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 pub struct LogWriter {
     db: DbPool,
@@ -285,29 +138,15 @@ impl LogWriter {
         }
     }
 
-    /// Deletes log rows (and their rollup) past the retention age, and
-    /// expired admin sessions. Answers how many log rows went.
+    /// The scheduled housekeeping (see `housekeeping`), on the instance
+    /// that leads, after writing what is buffered. Answers how many log rows went.
     fn maintain(&mut self) -> Result<usize, String> {
         let _ = self.flush();
         if !self.leadership.leads() {
             return Ok(0);
         }
         let mut conn = self.db.get().map_err(|e| e.to_string())?;
-        let now = super::now_ms();
-        let _ = super::queries::sessions::delete_expired(&mut conn, now);
-        // Failed-login counts whose window ended long ago.
-        let _ = super::queries::logins::prune(&mut conn, now - 3_600_000);
-        // Client usage of days long past (kept two days for any time zone).
-        let _ = super::queries::clients::prune_usage(&mut conn, now.div_euclid(86_400_000) - 2);
-        // Batch markers a day old: a writer asks after its last one only.
-        let _ = logs::prune_batches(&mut conn, now - 86_400_000);
-        let Some(keep) = self.retention else { return Ok(0) };
-        let cutoff = now - keep.as_millis().min(i64::MAX as u128) as i64;
-        let n = logs::delete_before(&mut conn, cutoff).map_err(|e| e.to_string())?;
-        if n > 0 {
-            log::info!("retention: deleted {n} request log rows older than {} days", keep.as_secs() / 86_400);
-        }
-        Ok(n)
+        super::housekeeping::run(&mut conn, super::now_ms(), self.retention).map_err(|e| e.to_string())
     }
 
     fn flush(&mut self) -> Result<usize, String> {
@@ -471,6 +310,7 @@ impl Handler<Maintain> for LogWriter {
 mod tests {
     use super::*;
     use crate::db::log_insert::tests::row;
+    use std::sync::mpsc::Sender;
 
     /// Rows nobody watches.
     struct Unwatched;

@@ -3,8 +3,10 @@
 //! (PostgreSQL) is then a change to this module alone.
 
 pub mod conn;
+pub mod housekeeping;
 pub mod leader;
 pub mod log_insert;
+pub mod log_sink;
 pub mod log_writer;
 pub mod models;
 pub mod notify;

@@ -15,7 +15,7 @@ use futures_util::Stream;
 
 use super::usage::{Usage, UsageMeter};
 use crate::clients::Client;
-use crate::db::log_writer::LogSink;
+use crate::db::log_sink::LogSink;
 use crate::db::models::NewLog;
 use crate::db::now_ms;
 use crate::dialects::responses::Translator;
