@@ -35,11 +35,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/clients/{id}", web::patch().to(clients::api::patch))
         .route("/api/clients/{id}", web::delete().to(clients::api::delete))
         .route("/api/clients/{id}/rotate", web::post().to(clients::api::rotate))
-        .route("/logs", web::get().to(logs::list))
-        .route("/clear_logs", web::post().to(logs::clear))
-        .route("/api/stats/overview", web::get().to(dashboard::overview_json))
-        .route("/api/stats/daily", web::get().to(dashboard::daily_json))
-        .route("/api/stats/monthly", web::get().to(dashboard::monthly_json))
+        .route("/logs", web::get().to(logs::api::list))
+        .route("/clear_logs", web::post().to(logs::api::clear))
+        .route("/api/stats/overview", web::get().to(dashboard::api::overview_json))
+        .route("/api/stats/daily", web::get().to(dashboard::api::daily_json))
+        .route("/api/stats/monthly", web::get().to(dashboard::api::monthly_json))
         // Pages
         .route("/", web::get().to(login::root))
         .route("/login", web::get().to(login::root))
@@ -47,7 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/logout", web::get().to(login::logout_page))
         .route("/logout", web::post().to(login::logout))
         .route("/static/admin.css", web::get().to(page::css))
-        .route("/admin", web::get().to(dashboard::dashboard))
+        .route("/admin", web::get().to(dashboard::page::dashboard))
         .route("/admin/keys", web::get().to(keys::page::keys_page))
         .route("/admin/keys/import", web::post().to(keys::page::keys_import))
         .route("/admin/keys/refresh", web::post().to(keys::page::keys_refresh))
@@ -62,9 +62,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/clients/{id}/edit", web::post().to(clients::page::client_edit))
         .route("/admin/clients/{id}/delete", web::get().to(clients::page::client_delete_confirm))
         .route("/admin/clients/{id}/{action}", web::post().to(clients::page::client_action))
-        .route("/admin/logs", web::get().to(logs::logs_page))
-        .route("/admin/logs.csv", web::get().to(logs::logs_csv))
-        .route("/admin/logs/clear", web::get().to(logs::logs_clear_confirm))
-        .route("/admin/logs/clear", web::post().to(logs::logs_clear));
+        .route("/admin/logs", web::get().to(logs::page::logs_page))
+        .route("/admin/logs.csv", web::get().to(logs::csv::logs_csv))
+        .route("/admin/logs/clear", web::get().to(logs::page::logs_clear_confirm))
+        .route("/admin/logs/clear", web::post().to(logs::page::logs_clear));
     cfg.service(scope);
 }
