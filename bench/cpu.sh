@@ -12,6 +12,11 @@
 #   bench/cpu.sh            5 rounds of 5 s at 16 connections
 #   ROUNDS=9 SECS=5 CONNS=16 bench/cpu.sh
 #   bench/cpu.sh --smoke    one short round: checks that it runs
+#   BEFORE=/path/to/older/siliconflow-proxy bench/cpu.sh
+#                           also runs that binary beside this one, in the same
+#                           rounds, and prints this one's CPU per request
+#                           against it (plain and streamed chat): a change's
+#                           cost, before/after, in one run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}; SECS=${SECS:-5}; CONNS=${CONNS:-16}
@@ -27,6 +32,11 @@ wait_up "http://127.0.0.1:$FPORT/v1/user/info"
 "$RELEASE/examples/bench_upstream" "$SPORT" 20 0 & PIDS+=($!)
 wait_up "http://127.0.0.1:$SPORT/v1/user/info"
 start_proxy "$QPORT" "http://127.0.0.1:$SPORT" "$DIR/cpu-stream.db"; STREAMER=$LAST
+if [ -n "${BEFORE:-}" ]; then
+  OPORT=$(port); OSPORT=$(port)
+  BIN=$BEFORE start_proxy "$OPORT" "http://127.0.0.1:$NPORT" "$DIR/before.db"; OLD=$LAST
+  BIN=$BEFORE start_proxy "$OSPORT" "http://127.0.0.1:$SPORT" "$DIR/before-stream.db"; OLDS=$LAST
+fi
 
 # CPU time (ns) of the log writer's thread (named log-writer) of pid $1.
 writer_ns() {
@@ -49,7 +59,7 @@ round() {
 }
 us() { echo "$(($1 / 1000)).$(( ($1 % 1000) / 100 ))"; }   # ns -> µs with one decimal
 echo "floor: examples/floor_proxy; proxy: $BIN; $ROUNDS rounds of ${SECS}s at $CONNS connections, alternating"
-F=(); P=(); W=(); R=(); SC=(); SR=()
+F=(); P=(); W=(); R=(); SC=(); SR=(); OP=(); OW=(); OSC=(); P2=(); NW=()
 chat=bench/chat.lua; resp=bench/responses.lua
 for i in $(seq "$ROUNDS"); do
   export BENCH_STREAM=0
@@ -59,10 +69,20 @@ for i in $(seq "$ROUNDS"); do
   export BENCH_STREAM=1
   read -r sc scn _ < <(round "$STREAMER" "http://127.0.0.1:$QPORT/v1/chat/completions" "$chat")
   read -r sr srn _ < <(round "$STREAMER" "http://127.0.0.1:$QPORT/v1/responses" "$resp")
+  if [ -n "${BEFORE:-}" ]; then
+    # The older binary, then this one again, so that each is measured between the other's rounds.
+    export BENCH_STREAM=0
+    read -r op opn ow < <(round "$OLD" "http://127.0.0.1:$OPORT/v1/chat/completions" "$chat")
+    read -r p2 _ w2 < <(round "$PROXY" "http://127.0.0.1:$PPORT/v1/chat/completions" "$chat")
+    export BENCH_STREAM=1
+    read -r osc _ _ < <(round "$OLDS" "http://127.0.0.1:$OSPORT/v1/chat/completions" "$chat")
+    echo "round $i, before: $BEFORE plain $(us "$op") µs/request ($opn requests; log writer $(us "$ow")), this one again $(us "$p2") µs; streams: before $(us "$osc") µs"
+    OP+=("$op"); OW+=("$ow"); OSC+=("$osc"); P2+=("$p2"); NW+=("$w2")
+  fi
   echo "round $i: floor $(us "$f") µs/request ($fn requests), proxy $(us "$p") µs/request ($pn requests; log writer $(us "$w")), responses $(us "$r") µs ($rn); streams of 20 chunks: chat $(us "$sc") µs ($scn), responses $(us "$sr") µs ($srn)"
   F+=("$f"); P+=("$p"); W+=("$w"); R+=("$r"); SC+=("$sc"); SR+=("$sr")
 done
-python3 - "${F[*]}" "${P[*]}" "${W[*]}" "${R[*]}" "${SC[*]}" "${SR[*]}" <<'PY'
+python3 - "${F[*]}" "${P[*]}" "${W[*]}" "${R[*]}" "${SC[*]}" "${SR[*]}" "${OP[*]:-}" "${OW[*]:-}" "${OSC[*]:-}" "${P2[*]:-}" "${NW[*]:-}" <<'PY'
 import statistics, sys
 f, p, w, r, sc, sr = ([float(x) / 1000 for x in a.split()] for a in sys.argv[1:7])
 mf, mp, mw = statistics.median(f), statistics.median(p), statistics.median(w)
@@ -75,4 +95,16 @@ print(f"/v1/responses against /v1/chat/completions, same request, same run (medi
       f"plain {statistics.median(r):.1f} µs = {plain:.3f}x chat, "
       f"streamed (20 chunks) {statistics.median(sr):.1f} µs = {streamed:.3f}x chat {statistics.median(sc):.1f} µs "
       f"(target: within 1.15x)")
+op, ow, osc, p2, nw = ([float(x) / 1000 for x in a.split()] for a in sys.argv[7:12])
+if op:
+    # This binary's two plain rounds of each round bracket the older one's.
+    now = [(a + b) / 2 for a, b in zip(p, p2)]
+    now_path = [(a - wa + b - wb) / 2 for a, wa, b, wb in zip(p, w, p2, nw)]
+    plain = statistics.median(n / o for n, o in zip(now, op))
+    path = statistics.median(n / (o - wo) for n, o, wo in zip(now_path, op, ow))
+    streamed = statistics.median(n / o for n, o in zip(sc, osc))
+    print(f"against the older binary, same rounds (median of the per-round ratios): plain chat "
+          f"{statistics.median(now):.1f} µs vs {statistics.median(op):.1f} µs = {plain:.3f}x; request path "
+          f"alone (log writer left out) {path:.3f}x; streamed chat {statistics.median(sc):.1f} µs vs "
+          f"{statistics.median(osc):.1f} µs = {streamed:.3f}x")
 PY
