@@ -104,16 +104,20 @@ pub enum Refused {
     Model,
     /// Over the client's rpm or a daily limit (429).
     Limit,
+    /// A `/v1/...` route the proxy does not serve (404): what a client is missing.
+    UnknownEndpoint,
 }
 
 impl Refused {
-    const ALL: [Refused; 3] = [Refused::Unauthorized, Refused::Model, Refused::Limit];
+    const ALL: [Refused; 4] =
+        [Refused::Unauthorized, Refused::Model, Refused::Limit, Refused::UnknownEndpoint];
 
     fn label(self) -> &'static str {
         match self {
             Refused::Unauthorized => "unauthorized",
             Refused::Model => "model_not_allowed",
             Refused::Limit => "limit",
+            Refused::UnknownEndpoint => "unknown_endpoint",
         }
     }
 }
@@ -215,8 +219,8 @@ impl Metrics {
         )?;
         let client_tokens = counter_vec("client_tokens_total", "Tokens metered, by client.", &["client"])?;
         let refused_vec = counter_vec(
-            "refused_total",
-            "Calls refused before reaching the upstream by a client rule or a missing or wrong key (no log row).",
+            "refusals_total",
+            "Calls refused before reaching the upstream by a client rule, a missing or wrong key, or an unknown route (no log row).",
             &["reason"],
         )?;
         let refused = Refused::ALL.iter().map(|r| refused_vec.with_label_values(&[r.label()])).collect();
@@ -446,7 +450,7 @@ mod tests {
         m.refused(Refused::Limit);
         let text = m.render(PoolGauges::default()).unwrap();
         assert!(text.contains("siliconflow_proxy_upstream_attempts_total{outcome=\"timeout\"} 1"));
-        assert!(text.contains("siliconflow_proxy_refused_total{reason=\"limit\"} 1"));
+        assert!(text.contains("siliconflow_proxy_refusals_total{reason=\"limit\"} 1"));
     }
 
     #[test]

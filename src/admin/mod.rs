@@ -42,6 +42,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/stats/monthly", web::get().to(dashboard::api::monthly_json))
         // Pages
         .route("/", web::get().to(login::root))
+        // Agents probe the base URL first (Claude Code sends HEAD /).
+        .route("/", web::head().to(actix_web::HttpResponse::Ok))
         .route("/login", web::get().to(login::root))
         .route("/login", web::post().to(login::login))
         .route("/logout", web::get().to(login::logout_page))

@@ -2,5 +2,6 @@
 //! requests, answers and streams (serde and `crate::sse` only), tested on
 //! fixtures; the proxy wires them into its request path.
 
+pub mod count_tokens;
 pub mod json;
 pub mod responses;

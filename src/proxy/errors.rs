@@ -123,6 +123,12 @@ impl ProxyError {
         if self.kind == ErrorKind::Authentication {
             builder.insert_header(("WWW-Authenticate", "Bearer"));
         }
+        if matches!(self.kind, ErrorKind::Authentication | ErrorKind::Forbidden) {
+            // The caller's key or its rules: asking again cannot help, and
+            // the SDKs and agents (Claude Code: 11 tries over 3 minutes)
+            // stop at once when told so.
+            builder.insert_header(("x-should-retry", "false"));
+        }
         builder.json(self.body(dialect))
     }
 }

@@ -10,6 +10,7 @@ pub mod failover;
 pub mod forward;
 pub mod headers;
 pub mod merge;
+pub mod quiet_log;
 pub mod record;
 pub mod resources;
 pub mod responses;
@@ -107,12 +108,35 @@ async fn models(
         Err(_) => answer.json(serde_json::json!({"object": "list", "data": []})),
     }
 }
+/// `POST /v1/messages/count_tokens`: an estimate made here (see
+/// `dialects::count_tokens`); no pool key, no upstream call, no log row.
+async fn count_tokens(payload: web::Payload, state: web::Data<crate::state::AppState>) -> HttpResponse {
+    let (limit, idle) = (state.config.max_body_bytes, state.config.body_read_timeout);
+    let counted = match body::read_body(payload, limit, idle).await {
+        Ok(b) => crate::dialects::count_tokens::count_request(&b).map_err(ProxyError::bad_request),
+        Err(e) => Err(e),
+    };
+    match counted {
+        Ok(n) => HttpResponse::Ok().json(serde_json::json!({ "input_tokens": n })),
+        Err(e) => e.response(Dialect::Anthropic),
+    }
+}
+
 lister!(voice_list, ListKind::Voices, "/v1/audio/voice/list");
 lister!(file_list, ListKind::Files, "/v1/files");
 lister!(batch_list, ListKind::Batches, "/v1/batches");
 
-async fn not_found(req: HttpRequest) -> HttpResponse {
+/// A `/v1/...` route the proxy does not serve: 404 in the caller's dialect,
+/// counted, and said in the log at most once a minute per path, so that an
+/// owner can see what a client is missing.
+async fn not_found(req: HttpRequest, state: web::Data<crate::state::AppState>) -> HttpResponse {
     let dialect = Dialect::for_path(req.path());
+    state.metrics.refused(crate::metrics::Refused::UnknownEndpoint);
+    let path: String = req.path().chars().take(200).collect();
+    if quiet_log::unknown_paths().first_in_a_minute(&path, std::time::Instant::now()) {
+        let client = auth::caller(&req).map(|c| c.name.to_string()).unwrap_or_else(|| "-".into());
+        log::warn!("unknown endpoint {} {path} (client {client}): answered 404", req.method());
+    }
     ProxyError::new(ErrorKind::NotFound, format!("Unknown endpoint: {} {}", req.method(), req.path()))
         .response(dialect)
 }
@@ -124,6 +148,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/chat/completions", web::post().to(chat_completions))
             .route("/completions", web::post().to(completions))
             .route("/messages", web::post().to(messages))
+            .route("/messages/count_tokens", web::post().to(count_tokens))
             .route("/responses", web::post().to(responses::create))
             .route("/responses/{id}", web::to(responses::not_stored))
             .route("/responses/{id}/{action}", web::to(responses::not_stored))

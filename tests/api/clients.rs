@@ -11,13 +11,13 @@ use crate::helpers::{poll, spawn_app, spawn_app_with, start_with_env, Resp, Test
 use crate::KA;
 
 impl TestApp {
-    async fn create_client(&self, body: Value) -> Value {
+    pub(crate) async fn create_client(&self, body: Value) -> Value {
         let r = self.admin_post("/api/clients", body).await;
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
         r.json()
     }
 
-    async fn admin_send(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+    pub(crate) async fn admin_send(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
         let req = self
             .client
             .request(method.parse().unwrap(), self.url(path))
@@ -26,7 +26,7 @@ impl TestApp {
         self.send(req, body.map(|b| Bytes::from(b.to_string()))).await
     }
 
-    async fn call_as(&self, key: &str, path: &str, body: Value) -> Resp {
+    pub(crate) async fn call_as(&self, key: &str, path: &str, body: Value) -> Resp {
         let req = self
             .client
             .post(self.url(path))
@@ -35,7 +35,7 @@ impl TestApp {
         self.send(req, Some(Bytes::from(body.to_string()))).await
     }
 
-    async fn chat_as(&self, key: &str, model: &str) -> Resp {
+    pub(crate) async fn chat_as(&self, key: &str, model: &str) -> Resp {
         self.call_as(
             key,
             "/v1/chat/completions",

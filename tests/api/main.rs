@@ -7,6 +7,7 @@ mod admin_login;
 mod admin_logs;
 mod admin_requests;
 mod admin_ui;
+mod agents;
 mod auth;
 mod clients;
 mod endpoints;

@@ -162,7 +162,7 @@ async fn the_metrics_equal_the_calls_attempts_and_tokens_served() {
 
     assert_eq!(value(&s, "siliconflow_proxy_client_requests_total", &[("client", "env")]), 6.0);
     assert_eq!(value(&s, "siliconflow_proxy_client_tokens_total", &[("client", "env")]), served.total as f64);
-    assert_eq!(value(&s, "siliconflow_proxy_refused_total", &[("reason", "unauthorized")]), 1.0);
+    assert_eq!(value(&s, "siliconflow_proxy_refusals_total", &[("reason", "unauthorized")]), 1.0);
 
     // KB's account cools for both models it refused.
     assert_eq!(value(&s, "siliconflow_proxy_keys", &[("state", "active")]), 1.0);

@@ -303,7 +303,7 @@ def main():
             assert served == logged and logged > 10, (served, logged)
             assert GOOD not in text and CLIENT not in text, "no secret in /metrics"
             refused = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                       if line.startswith("siliconflow_proxy_refused_total{")}
+                       if line.startswith("siliconflow_proxy_refusals_total{")}
             # The wrong keys, rotated and deleted keys; the two models off the
             # list; rpm, daily_requests and daily_tokens.
             assert refused["unauthorized"] >= 4 and refused["model_not_allowed"] == 2, refused
