@@ -15,6 +15,8 @@ pub struct Config {
     pub upstream_base_url: String,
     /// Client access keys; empty means the proxy is open.
     pub client_api_keys: Vec<String>,
+    /// `MODEL_ALIASES`: when set, replaces the stored alias table at start.
+    pub model_aliases: Option<crate::aliases::Aliases>,
     pub admin_username: String,
     pub admin_password: Option<String>,
     /// When set, `/metrics` needs `Authorization: Bearer <token>`.
@@ -133,6 +135,15 @@ impl Config {
             .map(|v| v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
             .unwrap_or_default();
 
+        let model_aliases = match get("MODEL_ALIASES") {
+            None => None,
+            Some(v) => Some(crate::aliases::Aliases::parse_list(&v).map_err(|reason| ConfigError {
+                var: "MODEL_ALIASES",
+                value: v.chars().take(200).collect(),
+                reason: format!("{reason} (expected pattern=model pairs, e.g. claude-*haiku*=Qwen/Qwen3-8B,claude-*=deepseek-ai/DeepSeek-V3.2)"),
+            })?),
+        };
+
         let strategy = match get("KEY_STRATEGY") {
             None => Strategy::Balance,
             Some(v) => Strategy::parse(&v).ok_or_else(|| ConfigError {
@@ -166,6 +177,7 @@ impl Config {
             database,
             upstream_base_url,
             client_api_keys,
+            model_aliases,
             admin_username: get("ADMIN_USERNAME").unwrap_or_else(|| "admin".to_string()),
             admin_password: get("ADMIN_PASSWORD"),
             metrics_token: get("METRICS_TOKEN").map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),

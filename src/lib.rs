@@ -3,6 +3,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admin;
+pub mod aliases;
 pub mod clients;
 pub mod config;
 pub mod credentials;

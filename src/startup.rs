@@ -10,6 +10,7 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use arc_swap::ArcSwap;
 
+use crate::aliases::AliasTable;
 use crate::clients::ClientKeys;
 use crate::config::{Config, Database};
 use crate::credentials::{AdminCredentials, Throttle};
@@ -72,6 +73,7 @@ impl Application {
         log::info!("database: {}", config.database.display());
         let admin = AdminCredentials::init(&config, &db)?;
         let clients = Arc::new(ClientKeys::load(&db, config.timezone, db::now_ms(), config.is_shared())?);
+        let aliases = Arc::new(AliasTable::load(&db, config.model_aliases.as_ref())?);
         let notifier = notifier(&config, &db);
         let (pool, pool_actor) = load_pool(&config, &db, notifier.clone())?;
         let threads = Threads::start();
@@ -83,7 +85,7 @@ impl Application {
         let leadership = leadership(&config, alive.clone())?;
         pool_actor.do_send(SetLeadership(leadership.clone()));
         if let Some(instance) = notifier.instance() {
-            follow_other_instances(&config, &db, instance, &clients, &pool_actor, alive)?;
+            follow_other_instances(&config, &db, instance, &clients, &aliases, &pool_actor, alive)?;
         }
         let metrics = Arc::new(Metrics::new(most_used_models(&db))?);
         let (log_writer, log) = start_log_writer(&config, &db, &threads, metrics.clone(), leadership.clone());
@@ -105,6 +107,7 @@ impl Application {
             admin,
             login_throttle: Throttle::new(config.login_max_failures),
             clients,
+            aliases,
             leadership,
             metrics,
         });
@@ -235,7 +238,7 @@ fn leadership(
 }
 
 /// Other instances' changes: each is reloaded by what it concerns (the
-/// client keys' `reload_on`, the pool actor's `Reload`) within a poll
+/// client keys' and the aliases' `reload_on`, the pool actor's `Reload`) within a poll
 /// (100 ms), and every 30 s whatever was heard. Client limits: each instance
 /// publishes its counts of today every second and takes the others'. Both
 /// threads end with the pool actor.
@@ -244,11 +247,13 @@ fn follow_other_instances(
     db: &db::DbPool,
     instance: &str,
     clients: &Arc<ClientKeys>,
+    aliases: &Arc<AliasTable>,
     pool_actor: &Addr<PoolActor>,
     alive: impl Fn() -> bool + Clone + Send + 'static,
 ) -> Result<(), StartupError> {
     let Database::Postgres(url) = &config.database else { return Ok(()) };
-    let (client_keys, client_db, pool) = (clients.clone(), db.clone(), pool_actor.clone());
+    let (client_keys, aliases, client_db, pool) =
+        (clients.clone(), aliases.clone(), db.clone(), pool_actor.clone());
     crate::db::notify::listen(
         url.clone(),
         instance.to_string(),
@@ -257,6 +262,7 @@ fn follow_other_instances(
         alive.clone(),
         move |what| {
             client_keys.reload_on(&what, &client_db);
+            aliases.reload_on(&what, &client_db);
             pool.do_send(Reload(what))
         },
     )?;

@@ -26,6 +26,8 @@ pub struct AppState {
     pub notifier: crate::db::notify::Notifier,
     pub admin: AdminCredentials,
     pub login_throttle: Throttle,
+    /// Model aliases: the names clients ask for and the models they call.
+    pub aliases: Arc<crate::aliases::AliasTable>,
     /// Client keys: who may call `/v1`, and how much.
     pub clients: Arc<crate::clients::ClientKeys>,
     /// Whether this instance runs the scheduled jobs (always, with SQLite).

@@ -3,6 +3,7 @@
 //! `session` (sessions, the `Admin` extractor), `request` (the gate every
 //! admin request passes), `error` (one `AdminError`, as JSON or as a page).
 
+pub mod aliases;
 pub mod clients;
 pub mod dashboard;
 pub mod error;
@@ -35,6 +36,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/clients/{id}", web::patch().to(clients::api::patch))
         .route("/api/clients/{id}", web::delete().to(clients::api::delete))
         .route("/api/clients/{id}/rotate", web::post().to(clients::api::rotate))
+        .route("/api/aliases", web::get().to(aliases::api::list))
+        .route("/api/aliases", web::put().to(aliases::api::put))
         .route("/logs", web::get().to(logs::api::list))
         .route("/clear_logs", web::post().to(logs::api::clear))
         .route("/api/stats/overview", web::get().to(dashboard::api::overview_json))
@@ -64,6 +67,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/clients/{id}/edit", web::post().to(clients::page::client_edit))
         .route("/admin/clients/{id}/delete", web::get().to(clients::page::client_delete_confirm))
         .route("/admin/clients/{id}/{action}", web::post().to(clients::page::client_action))
+        .route("/admin/aliases", web::get().to(aliases::page::aliases_page))
+        .route("/admin/aliases", web::post().to(aliases::page::aliases_save))
         .route("/admin/logs", web::get().to(logs::page::logs_page))
         .route("/admin/logs.csv", web::get().to(logs::csv::logs_csv))
         .route("/admin/logs/clear", web::get().to(logs::page::logs_clear_confirm))

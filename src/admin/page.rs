@@ -41,6 +41,8 @@ pub enum Notice {
     ClientEnabled(u64),
     ClientDisabled(u64),
     ClientDeleted(u64),
+    /// rules in the saved table
+    AliasesSaved(u64),
 }
 
 impl Notice {
@@ -61,6 +63,7 @@ impl Notice {
             Notice::ClientEnabled(id) => ("client_enabled", vec![id]),
             Notice::ClientDisabled(id) => ("client_disabled", vec![id]),
             Notice::ClientDeleted(id) => ("client_deleted", vec![id]),
+            Notice::AliasesSaved(n) => ("aliases_saved", vec![n]),
         }
     }
 
@@ -91,6 +94,7 @@ impl Notice {
             ("client_enabled", [id]) => Notice::ClientEnabled(*id),
             ("client_disabled", [id]) => Notice::ClientDisabled(*id),
             ("client_deleted", [id]) => Notice::ClientDeleted(*id),
+            ("aliases_saved", [n]) => Notice::AliasesSaved(*n),
             _ => return None,
         })
     }
@@ -126,6 +130,9 @@ impl Notice {
             Notice::ClientEnabled(id) => format!("Client #{id} enabled: its key works again."),
             Notice::ClientDisabled(id) => format!("Client #{id} disabled: its key is refused until enabled."),
             Notice::ClientDeleted(id) => format!("Client #{id} deleted: its key no longer works."),
+            Notice::AliasesSaved(n) => {
+                format!("Saved {}: in effect now, on every instance.", plural(n, "alias", "aliases"))
+            }
         }
     }
 }

@@ -118,6 +118,7 @@ columns_and_binds!(
     attempts,
     error,
     client,
+    requested_model,
 );
 
 impl<DB: LogBackend, const N: usize> QueryFragment<DB> for InsertLogs<'_, N>
@@ -283,6 +284,7 @@ pub(crate) mod tests {
             attempts: (i % 3) as i32 + 1,
             error: (i % 4 == 3).then(|| format!("upstream said \"no\" ({i}); 'quotes' ok")),
             client: (i % 2 == 0).then(|| format!("client-{i}")),
+            requested_model: (i % 3 == 0).then(|| format!("claude-{i}")),
         }
     }
 

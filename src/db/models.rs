@@ -112,6 +112,8 @@ pub struct LogRow {
     pub attempts: i32,
     pub error: Option<String>,
     pub client: Option<String>,
+    /// The name the caller asked for, when an alias changed it.
+    pub requested_model: Option<String>,
 }
 
 #[derive(Debug, Clone, Insertable, PartialEq)]
@@ -133,6 +135,8 @@ pub struct NewLog {
     pub attempts: i32,
     pub error: Option<String>,
     pub client: Option<String>,
+    /// The name the caller asked for, when an alias changed it.
+    pub requested_model: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

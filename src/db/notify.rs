@@ -23,6 +23,8 @@ pub struct Changed {
     pub cooldowns: bool,
     /// The client keys (a small table, read whole).
     pub clients: bool,
+    /// The model aliases (a small table, read whole).
+    pub aliases: bool,
     pub keys: BTreeSet<KeyId>,
 }
 
@@ -43,30 +45,36 @@ impl Changed {
         Changed { clients: true, ..Default::default() }
     }
 
+    pub fn aliases() -> Self {
+        Changed { aliases: true, ..Default::default() }
+    }
+
     pub fn keys(ids: impl IntoIterator<Item = KeyId>) -> Self {
         Changed { keys: ids.into_iter().collect(), ..Default::default() }
     }
 
     pub fn is_empty(&self) -> bool {
-        !self.all && !self.cooldowns && !self.clients && self.keys.is_empty()
+        !self.all && !self.cooldowns && !self.clients && !self.aliases && self.keys.is_empty()
     }
 
     pub fn merge(&mut self, other: Changed) {
         self.all |= other.all;
         self.cooldowns |= other.cooldowns;
         self.clients |= other.clients;
+        self.aliases |= other.aliases;
         self.keys.extend(other.keys);
     }
 
-    /// `instance|flags|ids`: flags `a` (all), `c` (cooldowns) and `l` (client
-    /// keys), ids by commas.
+    /// `instance|flags|ids`: flags `a` (all), `c` (cooldowns), `l` (client
+    /// keys) and `m` (model aliases), ids by commas.
     fn payload(&self, instance: &str) -> String {
         if self.all || self.keys.len() > MAX_IDS {
             return format!("{instance}|a|");
         }
         let ids: Vec<String> = self.keys.iter().map(KeyId::to_string).collect();
+        let flag = |on: bool, f: &'static str| if on { f } else { "" };
         let flags =
-            format!("{}{}", if self.cooldowns { "c" } else { "" }, if self.clients { "l" } else { "" });
+            format!("{}{}{}", flag(self.cooldowns, "c"), flag(self.clients, "l"), flag(self.aliases, "m"));
         format!("{instance}|{flags}|{}", ids.join(","))
     }
 
@@ -87,6 +95,7 @@ impl Changed {
                     all: flags.contains('a'),
                     cooldowns: flags.contains('c'),
                     clients: flags.contains('l'),
+                    aliases: flags.contains('m'),
                     keys,
                 },
             ),
@@ -249,6 +258,8 @@ mod tests {
         assert_eq!(Changed::parse(&Changed::cooldowns().payload("x")), ("x", Changed::cooldowns()));
         assert_eq!(Changed::clients().payload("x"), "x|l|");
         assert_eq!(Changed::parse("x|l|"), ("x", Changed::clients()));
+        assert_eq!(Changed::aliases().payload("x"), "x|m|");
+        assert_eq!(Changed::parse("x|m|"), ("x", Changed::aliases()));
         assert_eq!(Changed::parse(&Changed::all().payload("x")), ("x", Changed::all()));
         // Too many ids for a payload: everything.
         assert_eq!(Changed::keys((0..1000).map(KeyId)).payload("x"), "x|a|");

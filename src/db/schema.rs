@@ -50,6 +50,7 @@ diesel::table! {
         attempts -> Integer,
         error -> Nullable<Text>,
         client -> Nullable<Text>,
+        requested_model -> Nullable<Text>,
     }
 }
 
@@ -142,6 +143,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    model_aliases (position) {
+        position -> Integer,
+        pattern -> Text,
+        model -> Text,
+    }
+}
+
+diesel::table! {
     usage_hourly (hour, model, key_id) {
         hour -> BigInt,
         model -> Text,
@@ -162,6 +171,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     import_reports,
     log_batches,
     login_failures,
+    model_aliases,
     request_logs,
     resources,
     sessions,

@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::affinity::{self, ResourceKind};
+use super::alias::ModelRename;
 use super::errors::{snippet, Dialect, ErrorKind, ProxyError};
 use super::failover::{self, after_failure, may_fail_over, Failed, LastAnswer};
 use super::headers::{content_length, downstream_headers, upstream_headers};
@@ -236,27 +237,39 @@ pub async fn read_route_body(
 
 /// The value of a small text field in a multipart body, if it is there.
 pub fn multipart_field(body: &[u8], name: &str) -> Option<String> {
-    let needle = format!("name=\"{name}\"");
-    let at = memchr::memmem::find(body, needle.as_bytes())?;
-    let rest = &body[at + needle.len()..];
-    let start = memchr::memmem::find(rest, b"\r\n\r\n")? + 4;
-    let rest = &rest[start..];
-    let end = memchr::memmem::find(rest, b"\r\n")?;
+    let range = multipart_field_range(body, name)?;
     // Longer than any model name may be: kept long enough for the check to refuse it.
-    let value = std::str::from_utf8(&rest[..end.min(MAX_MODEL_BYTES + 1)]).ok()?.trim();
+    let end = range.end.min(range.start + MAX_MODEL_BYTES + 1);
+    let value = std::str::from_utf8(&body[range.start..end]).ok()?;
     (!value.is_empty()).then(|| value.to_string())
+}
+
+/// Where the (trimmed) value of a text field stands in a multipart body.
+pub fn multipart_field_range(body: &[u8], name: &str) -> Option<std::ops::Range<usize>> {
+    let needle = format!("name=\"{name}\"");
+    let at = memchr::memmem::find(body, needle.as_bytes())? + needle.len();
+    let start = at + memchr::memmem::find(&body[at..], b"\r\n\r\n")? + 4;
+    let end = start + memchr::memmem::find(&body[start..], b"\r\n")?;
+    let value = &body[start..end];
+    let lead = value.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    let trail = value[lead..].iter().rev().take_while(|b| b.is_ascii_whitespace()).count();
+    Some(start + lead..end - trail)
 }
 
 /// Sends the request, failing over between pool keys when allowed, and
 /// streams the answer back.
 pub async fn dispatch(
     req: &HttpRequest,
-    out: Outgoing,
-    pending: Pending,
+    mut out: Outgoing,
+    mut pending: Pending,
     state: &AppState,
     upstream: &Upstream,
 ) -> HttpResponse {
     let dialect = out.dialect;
+    // An alias names the model to call: the caller's rules apply to that one.
+    if let Err(e) = super::alias::apply(&mut out, &state.aliases.snapshot(), &mut pending) {
+        return reject(pending, e, dialect);
+    }
     // The caller's own rules first: a refused call goes nowhere and costs nothing.
     let mut pending = match pending.admit(&out.model, dialect, &state.metrics) {
         Ok(p) => p,
@@ -703,10 +716,16 @@ where
     let mut builder = HttpResponse::build(resp.status());
     copy_headers(&mut builder, resp.headers());
     let idle = state.config.stream_idle_timeout;
-    let tee = TeeBody::new(resp, UsageMeter::for_content_type(&content_type), pending, idle);
-    match length {
-        Some(len) => builder.body(SizedStream::new(len, tee)),
-        None => builder.body(BodyStream::new(tee)),
+    // An aliased call's answer names the model asked for: its length changes.
+    let rename = pending.requested_model.as_deref().map(ModelRename::new);
+    let mut tee = TeeBody::new(resp, UsageMeter::for_content_type(&content_type), pending, idle);
+    match (rename, length) {
+        (Some(r), _) => {
+            tee.rename(r);
+            builder.body(BodyStream::new(tee))
+        }
+        (None, Some(len)) => builder.body(SizedStream::new(len, tee)),
+        (None, None) => builder.body(BodyStream::new(tee)),
     }
 }
 

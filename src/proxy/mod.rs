@@ -3,6 +3,7 @@
 //! request log.
 
 pub mod affinity;
+pub mod alias;
 pub mod auth;
 pub mod body;
 pub mod errors;
@@ -68,7 +69,9 @@ forwarder!(voice_upload, upload("/v1/uploads/audio/voice", Some(ResourceKind::Vo
 forwarder!(file_upload, upload("/v1/files", Some(ResourceKind::File)));
 forwarder!(all_models, Route { body: BodyKind::Empty, ..Route::json("/v1/models") });
 
-/// `GET /v1/models`: a client with a model list sees only its models.
+/// `GET /v1/models`: a client with a model list sees only its models; the
+/// aliases are listed too (each with the model it calls, when the caller may
+/// use that model), so that a tool that checks a name against the list finds it.
 async fn models(
     req: HttpRequest,
     payload: web::Payload,
@@ -76,10 +79,12 @@ async fn models(
     upstream: web::Data<crate::state::Upstream>,
 ) -> HttpResponse {
     let client = auth::caller(&req).filter(|c| c.models.is_some());
+    let aliases = state.aliases.snapshot();
     let resp = all_models(req, payload, state, upstream).await;
-    let Some(client) = client.filter(|_| resp.status() == actix_web::http::StatusCode::OK) else {
+    if resp.status() != actix_web::http::StatusCode::OK || (client.is_none() && aliases.is_empty()) {
         return resp;
-    };
+    }
+    let allowed = |id: &str| client.as_ref().is_none_or(|c| c.allows_model(id));
     let mut answer = HttpResponse::build(resp.status());
     for (name, value) in resp.headers() {
         if name != actix_web::http::header::CONTENT_LENGTH
@@ -98,9 +103,14 @@ async fn models(
     match serde_json::from_slice::<serde_json::Value>(&body) {
         Ok(mut list) => {
             if let Some(data) = list.get_mut("data").and_then(|d| d.as_array_mut()) {
-                data.retain(|m| {
-                    m.get("id").and_then(|id| id.as_str()).is_some_and(|id| client.allows_model(id))
-                });
+                data.retain(|m| m.get("id").and_then(|id| id.as_str()).is_some_and(allowed));
+                for a in aliases.rules().iter().filter(|a| allowed(&a.model)) {
+                    if !data.iter().any(|m| m.get("id").and_then(|id| id.as_str()) == Some(&a.pattern)) {
+                        data.push(serde_json::json!({
+                            "id": a.pattern, "object": "model", "created": 0, "owned_by": "alias", "root": a.model,
+                        }));
+                    }
+                }
             }
             answer.json(list)
         }

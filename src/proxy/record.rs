@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::Stream;
 
+use super::alias::ModelRename;
 use super::usage::{Usage, UsageMeter};
 use crate::clients::Client;
 use crate::db::log_sink::LogSink;
@@ -30,7 +31,11 @@ pub struct Pending {
     pub started: Instant,
     pub created_at: i64,
     pub endpoint: String,
+    /// The model called upstream.
     pub model: String,
+    /// The name the caller asked for, when an alias changed it: the answer
+    /// shows this name, the log row both.
+    pub requested_model: Option<String>,
     pub stream: bool,
     pub key: Option<Arc<PoolKey>>,
     pub attempts: u32,
@@ -55,6 +60,7 @@ impl Pending {
             created_at: now_ms(),
             endpoint: req.path().to_string(),
             model: String::new(),
+            requested_model: None,
             stream: false,
             key: None,
             attempts: 0,
@@ -125,6 +131,7 @@ impl Pending {
             attempts: self.attempts as i32,
             error: self.error.take().map(|e| bounded(e, 1000)),
             client: self.client.as_ref().map(|c| c.name.to_string()),
+            requested_model: self.requested_model.take().map(|m| bounded(m, 256)),
         };
         self.sink.push(row);
         self.sink.closed();
@@ -179,6 +186,8 @@ pub struct TeeBody<S> {
     /// Rewrites the upstream's chat stream as Responses events, reading its
     /// usage on the way (the meter is then `None`); `None`: passed as it comes.
     translator: Option<Box<Translator>>,
+    /// Renames the model in the answer (an aliased call): `None` for most.
+    rename: Option<Box<ModelRename>>,
     /// The translated stream has said its last event.
     ended: bool,
 }
@@ -193,8 +202,14 @@ impl<S> TeeBody<S> {
             idle: None,
             idle_timeout,
             translator: None,
+            rename: None,
             ended: false,
         }
+    }
+
+    /// The answer shows the model the caller asked for (see `alias`).
+    pub fn rename(&mut self, rename: ModelRename) {
+        self.rename = Some(Box::new(rename));
     }
 
     /// A body whose chat stream reaches the client as Responses events: a
@@ -270,7 +285,17 @@ where
                         }
                     }
                     match this.translator.as_mut() {
-                        None => Poll::Ready(Some(Ok(chunk))),
+                        None => match this.rename.as_mut() {
+                            None => Poll::Ready(Some(Ok(chunk))),
+                            Some(r) => {
+                                let out = r.feed(&chunk);
+                                if out.is_empty() {
+                                    // Half a line: held until its end.
+                                    continue;
+                                }
+                                Poll::Ready(Some(Ok(out)))
+                            }
+                        },
                         Some(t) => {
                             let out = t.feed(&chunk);
                             if out.is_empty() {
@@ -285,7 +310,9 @@ where
                 Poll::Ready(None) => match this.translator.as_mut() {
                     None => {
                         this.finish(None);
-                        Poll::Ready(None)
+                        this.ended = true;
+                        let rest = this.rename.as_mut().map(|r| r.finish()).unwrap_or_default();
+                        Poll::Ready((!rest.is_empty()).then_some(Ok(rest)))
                     }
                     Some(t) => {
                         // A stream that ended unfinished is a failed answer.

@@ -27,6 +27,7 @@ fn row(created_at: i64, endpoint: &str, status: i32) -> NewLog {
         attempts: 1,
         error: None,
         client: None,
+        requested_model: None,
     }
 }
 

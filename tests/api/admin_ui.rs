@@ -321,6 +321,7 @@ async fn retention_deletes_old_rows_and_their_stats_together() {
             attempts: 1,
             error: None,
             client: None,
+            requested_model: None,
         }));
     }
     app.flush_logs().await;

@@ -326,3 +326,30 @@ async fn an_exhausted_keys_trial_is_given_by_one_instance_only() {
     assert!(on_a + on_b >= 2, "trials were given: A {on_a}, B {on_b}");
     assert!(on_a == 0 || on_b == 0, "by one instance: A {on_a}, B {on_b}");
 }
+
+#[actix_web::test]
+async fn an_alias_changed_on_one_instance_is_used_by_the_other_within_a_second() {
+    let Some((a, b)) = two_instances().await else { return };
+    a.import(&[KA]).await;
+    poll(Duration::from_secs(5), || async { (b.chat("Qwen/Qwen3-8B").await.status == 200).then_some(()) })
+        .await;
+    assert_eq!(b.chat("claude-opus-4-8").await.status, 400, "no alias yet: SiliconFlow's 20012");
+    let put = a
+        .admin_send(
+            "PUT",
+            "/api/aliases",
+            Some(json!({"aliases": [{"pattern": "claude-*", "model": "Qwen/Qwen3-8B"}]})),
+        )
+        .await;
+    assert_eq!(put.status, 200);
+    let t = Instant::now();
+    let r = poll(Duration::from_secs(5), || async {
+        let r = b.chat("claude-opus-4-8").await;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    let seen = t.elapsed();
+    assert!(seen < Duration::from_secs(1), "B used the alias after {seen:?}");
+    assert_eq!(r.json()["model"], "claude-opus-4-8");
+    assert_eq!(b.admin_get("/api/aliases").await.json()["aliases"][0]["model"], "Qwen/Qwen3-8B");
+}

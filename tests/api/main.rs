@@ -8,6 +8,7 @@ mod admin_logs;
 mod admin_requests;
 mod admin_ui;
 mod agents;
+mod aliases;
 mod auth;
 mod clients;
 mod endpoints;

@@ -42,6 +42,7 @@ pub async fn list(
                 "attempts": r.attempts,
                 "error": r.error,
                 "client": r.client,
+                "requested_model": r.requested_model,
             })
         })
         .collect();

@@ -30,7 +30,7 @@ pub async fn logs_csv(
     let tz = state.config.timezone;
     let filter = filter_from(&query, &tz).map_err(AdminError::BadRequest)?;
     let rows = crate::db::run(&state.db, move |conn| lq::export(conn, &filter, 1_000_000)).await?;
-    let mut out = String::from("id,time,key,model,endpoint,status,input_tokens,output_tokens,total_tokens,latency_ms,ttfb_ms,stream,aborted,attempts,error,client\n");
+    let mut out = String::from("id,time,key,model,requested_model,endpoint,status,input_tokens,output_tokens,total_tokens,latency_ms,ttfb_ms,stream,aborted,attempts,error,client\n");
     for r in rows {
         let fields = [
             r.id.to_string(),
@@ -38,6 +38,7 @@ pub async fn logs_csv(
             local_time(r.created_at, &tz),
             r.key_masked,
             r.model,
+            r.requested_model.unwrap_or_default(),
             r.endpoint,
             r.status.to_string(),
             r.input_tokens.to_string(),

@@ -118,6 +118,7 @@ pub async fn logs_page(
                         td.mono.nowrap { (r.key_masked) }
                         td.nowrap { (r.client.as_deref().unwrap_or("")) }
                         td { (r.model)
+                            @if let Some(asked) = &r.requested_model { span.mark title="the name the caller asked for (an alias)" { "as " (asked) } }
                             @if r.stream { span.mark title="streamed" { "stream" } }
                             @if r.aborted { span.mark.aborted title="the answer did not complete" { "aborted" } }
                             @if r.attempts > 1 { span.mark title="keys tried" { (r.attempts) " tries" } } }

@@ -55,6 +55,7 @@ pub fn layout(c: Chrome, content: Markup) -> Markup {
                             a href="/admin/keys" class=[(c.nav == "keys").then_some("current")] { "Keys" }
                             a href="/admin/logs" class=[(c.nav == "logs").then_some("current")] { "Logs" }
                             a href="/admin/clients" class=[(c.nav == "clients").then_some("current")] { "Clients" }
+                            a href="/admin/aliases" class=[(c.nav == "aliases").then_some("current")] { "Aliases" }
                         }
                         form.logout method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(csrf);

@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
-use super::{lower, Conn};
+use super::{lower, lower_opt, Conn};
 use crate::db::models::{LogRow, NewLog, UsageRow};
 use crate::db::schema::{log_batches, request_logs, usage_clients, usage_hourly};
 use crate::db::DbError;
@@ -172,7 +172,15 @@ fn filtered(f: &LogFilter) -> request_logs::BoxedQuery<'static, crate::db::conn:
     // Any part, ignoring case (PostgreSQL's LIKE minds case; SQLite's does not).
     if let Some(m) = &f.model {
         let pattern = format!("%{}%", escape_like(&m.to_lowercase()));
-        q = q.filter(lower(request_logs::model).like(pattern).escape('\\'));
+        // The model called, or the name asked for (an alias).
+        q = q.filter(
+            lower(request_logs::model).like(pattern.clone()).escape('\\').or(lower_opt(
+                request_logs::requested_model,
+            )
+            .like(pattern)
+            .escape('\\')
+            .assume_not_null()),
+        );
     }
     if let Some(k) = &f.key {
         let pattern = format!("%{}%", escape_like(&k.to_lowercase()));

@@ -1,0 +1,2 @@
+DROP TABLE model_aliases;
+ALTER TABLE request_logs DROP COLUMN requested_model;
