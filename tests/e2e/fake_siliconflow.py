@@ -10,7 +10,9 @@ code 20012 on chat and messages.
 
 Test hooks, no auth: GET /__last_chat is the last chat request body as received;
 GET /__chats lists every chat call answered with 200: {model, stream, kind
-("text", "tool_call", "tool_result"), usage (the final numbers sent)}.
+("text", "tool_call", "tool_result"), usage (the final numbers sent)};
+GET /__messages the same for /v1/messages calls (an agent with a Bash tool
+gets a tool_use streamed in argument pieces, then text quoting its result).
 Usage: python3 fake_siliconflow.py PORT
 """
 import json
@@ -37,7 +39,7 @@ REASONING = ["The user wants a proof file", " in the working directory.", " I’
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 CONTENT_PARTS = {"text", "image_url", "video_url", "audio_url"}
 
-STATE = {"last_chat": None, "chats": []}
+STATE = {"last_chat": None, "chats": [], "messages": []}
 LOCK = threading.Lock()
 
 
@@ -193,6 +195,68 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(0.002)
         self.wfile.write(b"0\r\n\r\n")
 
+    def messages_agent(self, req, model):
+        """Anthropic Messages with a Bash tool (Claude Code) and a task naming proof.txt: first a tool_use running the
+        proof command, streamed as SiliconFlow streams it (input_json_delta pieces); once the
+        result comes back, text quoting its last line. False for any other request."""
+        tools = {t.get("name"): t for t in req.get("tools") or [] if isinstance(t, dict)}
+        messages = req.get("messages") or []
+        # Only a task about the proof file calls the tool; anything else gets plain text.
+        if "Bash" not in tools or "proof.txt" not in json.dumps([m for m in messages if m.get("role") == "user"]):
+            return False
+        last = messages[-1] if messages else {}
+        results = [b for b in (last.get("content") if isinstance(last.get("content"), list) else [])
+                   if isinstance(b, dict) and b.get("type") == "tool_result"]
+        # The tool_use this turn answers must be in the history, with the same id.
+        asked = {b.get("id") for m in messages if m.get("role") == "assistant" and isinstance(m.get("content"), list)
+                 for b in m["content"] if isinstance(b, dict) and b.get("type") == "tool_use"}
+        if results and results[0].get("tool_use_id") not in asked:
+            self.send_json(400, {"code": 20015, "message": "tool_result without its tool_use", "data": None})
+            return True
+        stream = bool(req.get("stream"))
+        if results:
+            content = results[0].get("content")
+            text = content if isinstance(content, str) else "".join(
+                b.get("text", "") for b in content or [] if isinstance(b, dict))
+            lines = [l for l in text.strip().splitlines() if l.strip()]
+            kind, blocks = "tool_result", [{"type": "text", "text": f"All done: {lines[-1] if lines else ''}"}]
+            usage, stop = {"input_tokens": 900, "output_tokens": 7}, "end_turn"
+        else:
+            command = {"command": PROOF_CMD.replace("codex-was-here", "claude-was-here"),
+                       "description": "Write the proof file"}
+            kind, blocks = "tool_call", [{"type": "text", "text": "I'll write the file."},
+                                         {"type": "tool_use", "id": "toolu_e2e_01", "name": "Bash", "input": command}]
+            usage, stop = {"input_tokens": 800, "output_tokens": 30}, "tool_use"
+        with LOCK:
+            STATE["messages"].append({"model": model, "stream": stream, "kind": kind, "tools": len(tools),
+                                      "usage": usage})
+        if not stream:
+            self.send_json(200, {"id": "msg_e2e", "type": "message", "role": "assistant", "content": blocks,
+                                 "model": model, "stop_reason": stop, "stop_sequence": None, "usage": usage})
+            return True
+        seq = [("message_start", {"type": "message_start", "message": {"id": "msg_e2e", "type": "message",
+                "role": "assistant", "content": [], "model": model, "stop_reason": None, "stop_sequence": None,
+                "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 1}}})]
+        for i, b in enumerate(blocks):
+            if b["type"] == "text":
+                seq.append(("content_block_start", {"type": "content_block_start", "index": i,
+                                                     "content_block": {"type": "text", "text": ""}}))
+                for piece in odd_pieces(b["text"]):
+                    seq.append(("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                        "delta": {"type": "text_delta", "text": piece}}))
+            else:
+                seq.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": {
+                    "type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}}))
+                for piece in odd_pieces(json.dumps(b["input"])):
+                    seq.append(("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                        "delta": {"type": "input_json_delta", "partial_json": piece}}))
+            seq.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+        seq.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                                      "usage": {"output_tokens": usage["output_tokens"]}}))
+        seq.append(("message_stop", {"type": "message_stop"}))
+        self.send_odd_sse([f"event: {e}\ndata: {json.dumps(d)}\n\n" for e, d in seq])
+        return True
+
     def chat(self, req, model):
         """The agent loop as SiliconFlow runs it: with a shell tool offered and no tool
         result yet, a call to that tool; with a tool result, a final text quoting it."""
@@ -265,6 +329,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/__chats":
             with LOCK:
                 return self.send_json(200, STATE["chats"])
+        if self.path == "/__messages":
+            with LOCK:
+                return self.send_json(200, STATE["messages"])
         if self.key() not in KEYS:
             return self.send_json(401, "Invalid token")
         if self.path.startswith("/v1/user/info"):
@@ -279,6 +346,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(404, "404 page not found")
 
     def do_POST(self):
+        # Routed by path alone: Claude Code posts to /v1/messages?beta=true.
+        self.path = self.path.split("?", 1)[0]
         length = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(length)
         if self.key() not in KEYS:
@@ -345,7 +414,13 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, {"id": "f1", "object": "text_completion", "created": 1, "model": model,
                 "choices": [{"index": 0, "text": "".join(pieces), "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}})
+        if self.path == "/v1/messages" and self.messages_agent(req, model):
+            return
         if self.path == "/v1/messages":
+            with LOCK:
+                STATE["messages"].append({"model": model, "stream": bool(req.get("stream")), "kind": "text",
+                                          "tools": len(req.get("tools") or []),
+                                          "usage": {"input_tokens": 15, "output_tokens": 6}})
             if req.get("stream"):
                 seq = [
                     ("message_start", {"type": "message_start", "message": {"id": "m1", "type": "message", "role": "assistant",

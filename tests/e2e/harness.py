@@ -41,8 +41,9 @@ def wait_http(url, limit=60):
 class Stack:
     """The fake upstream and the proxy, stopped on exit."""
 
-    def __init__(self, binary, user_info="gone"):
-        """`user_info="gone"`: the fake answers 410 there, as SiliconFlow China does today."""
+    def __init__(self, binary, user_info="gone", settings=None):
+        """`user_info="gone"`: the fake answers 410 there, as SiliconFlow China does today;
+        `settings`: more environment for the proxy."""
         fake_port, proxy_port = free_port(), free_port()
         fake_env = dict(os.environ, FAKE_USER_INFO=user_info)
         self.fake = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_siliconflow.py"), str(fake_port)],
@@ -54,6 +55,7 @@ class Stack:
             "API_KEY": CLIENT, "ADMIN_PASSWORD": ADMIN[1], "AUTO_REFRESH_INTERVAL": "0", "LOG_FLUSH_MS": "100",
             "RUST_LOG": "warn",
         }
+        env.update(settings or {})
         self.proxy = subprocess.Popen([os.path.abspath(binary)], env=env, cwd=self.tmp)
         self.base = f"http://127.0.0.1:{proxy_port}"
         self.fake_base = f"http://127.0.0.1:{fake_port}"

@@ -309,6 +309,35 @@ def main():
             assert refused["unauthorized"] >= 4 and refused["model_not_allowed"] == 2, refused
             assert refused["limit"] == 3, refused
 
+        # Model aliases (set last: the checks above expect SiliconFlow's own names only).
+        def aliases_in_answers():
+            stack.admin("PUT", "/api/aliases", {"aliases": [
+                {"pattern": "claude-*", "model": "deepseek-ai/DeepSeek-V3"}, {"pattern": "gpt-4o*", "model": "Qwen/Qwen3-8B"}]})
+            r = oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+            assert r.model == "gpt-4o" and r.choices[0].message.content == "Hello from the fake", r
+            chunks = list(oai.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                                      messages=[{"role": "user", "content": "hi"}]))
+            assert chunks and all(c.model == "gpt-4o-mini" for c in chunks), [c.model for c in chunks]
+            assert stack.fake_get("/__last_chat")["model"] == "Qwen/Qwen3-8B"
+            m = ant.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+            assert m.model == "claude-sonnet-4-5" and m.content[0].text == "Hi there", m
+            with ant.messages.stream(model="claude-opus-4-8", max_tokens=64,
+                                     messages=[{"role": "user", "content": "hi"}]) as st:
+                text = "".join(st.text_stream)
+                final = st.get_final_message()
+            assert final.model == "claude-opus-4-8" and text == "Hi there", final
+            resp = oai.responses.create(model="gpt-4o", input="hi")
+            assert resp.model == "gpt-4o" and resp.output_text == "Hello from the fake", resp
+            ids = [x.id for x in oai.models.list()]
+            assert "claude-*" in ids and "gpt-4o*" in ids, ids
+
+        def anthropic_count_tokens():
+            n = ant.messages.count_tokens(model="claude-opus-4-8", system="You are terse.",
+                                          messages=[{"role": "user", "content": "Count these words, please."}])
+            assert 10 <= n.input_tokens <= 40, n
+            logged = stack.admin("GET", "/logs?endpoint=/v1/messages&page_size=100")["logs"]
+            assert all("count_tokens" not in r["endpoint"] for r in logged), "no log row for a count"
+
         for name, fn in [("openai chat", openai_plain), ("openai stream", openai_stream), ("openai models", openai_models),
                          ("openai wrong key -> 401", openai_wrong_key), ("openai missing model -> 400", openai_bad_request),
                          ("anthropic messages", anthropic_plain), ("anthropic stream", anthropic_stream),
@@ -323,7 +352,9 @@ def main():
                          ("openai responses: unknown model -> upstream's 400", responses_unknown_model),
                          ("client keys: models, rpm, usage, rotate, delete (openai + anthropic SDKs)", client_keys),
                          ("client keys: daily limits, disabled, expired (openai + anthropic SDKs)", client_limits),
-                         ("/metrics counts what the log holds", metrics_match_log)]:
+                         ("/metrics counts what the log holds", metrics_match_log),
+                         ("aliases: the SDKs see the model they asked for, plain and streamed", aliases_in_answers),
+                         ("anthropic count_tokens: answered by the proxy", anthropic_count_tokens)]:
             checks.run(name, fn)
     finally:
         stack.stop()
