@@ -180,3 +180,44 @@ async fn the_table_is_checked_edited_on_its_page_and_replaced_by_model_aliases_a
     assert_eq!(app.chat("claude-3-5-haiku-latest").await.json()["model"], "claude-3-5-haiku-latest");
     assert_eq!(upstream_model(&app, "/v1/chat/completions"), "Qwen/Qwen3-8B");
 }
+
+#[actix_web::test]
+async fn the_aliases_page_shows_the_table_and_saves_it_whole() {
+    use crate::admin_ui::{csrf_of, text as page_text};
+    let app = app_with_aliases().await;
+    let cookie = app.login("admin", crate::helpers::ADMIN_PASS).await.unwrap();
+    let page = app.page("/admin/aliases", &cookie).await;
+    assert_eq!(page.status, 200);
+    let html = page_text(&page);
+    assert!(html.contains("claude-*haiku* = Qwen/Qwen3-8B\nclaude-* = deepseek-ai/DeepSeek-V3\n"), "{html}");
+    let csrf = csrf_of(&page);
+
+    // Without the CSRF token: refused, nothing changed.
+    let r = app.post_form("/admin/aliases", &cookie, &[("aliases", "a = b")]).await;
+    assert_eq!(r.status, 403);
+    // A line that is no rule: the page again, with the error and the text as typed.
+    let typed = "# agents\nclaude-* = deepseek-ai/DeepSeek-V3\nnot a rule";
+    let r = app.post_form("/admin/aliases", &cookie, &[("csrf", &csrf), ("aliases", typed)]).await;
+    assert_eq!(r.status, 400);
+    let html = page_text(&r);
+    assert!(html.contains("not a rule&quot; is not pattern=model") && html.contains("# agents"), "{html}");
+    assert_eq!(app.admin_get("/api/aliases").await.json()["aliases"].as_array().map(Vec::len), Some(3));
+
+    // Saved whole: comments and blank lines skipped; the notice says how many.
+    let r = app
+        .post_form(
+            "/admin/aliases",
+            &cookie,
+            &[("csrf", &csrf), ("aliases", "# agents\n\nclaude-* = Qwen/Qwen3-8B\n")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", page_text(&r));
+    let after = app.page(&r.header("location").unwrap(), &cookie).await;
+    assert!(page_text(&after).contains("Saved 1 alias"), "{}", page_text(&after));
+    assert_eq!(
+        app.admin_get("/api/aliases").await.json()["aliases"],
+        json!([{"pattern": "claude-*", "model": "Qwen/Qwen3-8B"}])
+    );
+    assert_eq!(app.chat("claude-opus-4-8").await.json()["model"], "claude-opus-4-8");
+    assert_eq!(upstream_model(&app, "/v1/chat/completions"), "Qwen/Qwen3-8B");
+}
