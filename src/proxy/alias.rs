@@ -119,15 +119,19 @@ fn splice(body: &[u8], range: std::ops::Range<usize>, with: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-/// Renames the model in an answer as it passes: every `"model": "..."` of
-/// each line (a stream's events, or a JSON body whole) says `to`. Lines are
-/// held until their end; a line longer than `MAX_LINE` is passed unchanged.
+/// Renames the model in an answer as it passes: the `"model"` of each JSON
+/// object of the answer (a stream's events, or a JSON body whole) says `to`:
+/// the top-level one, and Anthropic's `message.model` (in `message_start`).
+/// A `"model"` deeper down (a tool's input) is the model's own output and
+/// is left alone. Lines are held until their end; a line longer than
+/// `MAX_LINE` is passed unchanged.
 pub struct ModelRename {
     /// `to` as a JSON string, quotes included.
     to: Vec<u8>,
     held: Vec<u8>,
     /// A line grew past the limit: the rest of the answer passes as it is.
     passing: bool,
+    scan: Scan,
 }
 
 const MAX_LINE: usize = 16 << 20;
@@ -135,7 +139,7 @@ const MAX_LINE: usize = 16 << 20;
 impl ModelRename {
     pub fn new(to: &str) -> Self {
         let to = serde_json::to_vec(to).unwrap_or_else(|_| b"\"\"".to_vec());
-        ModelRename { to, held: Vec::new(), passing: false }
+        ModelRename { to, held: Vec::new(), passing: false, scan: Scan::default() }
     }
 
     /// What can be sent of the answer so far (empty: half a line, held).
@@ -152,7 +156,7 @@ impl ModelRename {
             return Bytes::new();
         };
         self.held.extend_from_slice(&chunk[..=last_newline]);
-        let out = rename_fields(&self.held, &self.to);
+        let out = self.scan.rename(&self.held, &self.to);
         self.held.clear();
         self.held.extend_from_slice(&chunk[last_newline + 1..]);
         Bytes::from(out)
@@ -164,47 +168,77 @@ impl ModelRename {
         if self.passing || held.is_empty() {
             return Bytes::from(held);
         }
-        Bytes::from(rename_fields(&held, &self.to))
+        Bytes::from(self.scan.rename(&held, &self.to))
     }
 }
 
-/// `text` with the string value of every `"model"` key replaced by `to` (a
-/// JSON string). A `"model"` inside a string value is escaped (`\"model\"`)
-/// and is not a key, so it is left alone.
-pub fn rename_fields(text: &[u8], to: &[u8]) -> Vec<u8> {
-    const KEY: &[u8] = b"\"model\"";
-    let mut out = Vec::with_capacity(text.len() + 32);
-    let mut rest = 0;
-    let mut from = 0;
-    while let Some(found) = memchr::memmem::find(&text[from..], KEY) {
-        let key = from + found;
-        from = key + KEY.len();
-        if key > 0 && text[key - 1] == b'\\' {
-            continue;
+/// Where a scan of JSON text stands between two pieces of it (whole lines).
+#[derive(Default)]
+struct Scan {
+    /// Objects and arrays open.
+    depth: u32,
+    /// The last key read in the top-level object was `message`.
+    after_message_key: bool,
+    /// The object open at depth 2 is the top-level `message`.
+    in_message: bool,
+}
+
+impl Scan {
+    /// `text` with the string value of each `"model"` key that names the
+    /// answer's model replaced by `to` (a JSON string).
+    fn rename(&mut self, text: &[u8], to: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len() + 32);
+        let (mut i, mut copied) = (0, 0);
+        while i < text.len() {
+            match text[i] {
+                b'"' => {
+                    let Some(end) = string_end(text, i + 1) else { break };
+                    let key = &text[i + 1..end];
+                    let after = skip_space(text, end + 1);
+                    i = end + 1;
+                    if text.get(after) != Some(&b':') {
+                        continue;
+                    }
+                    if self.depth == 1 {
+                        self.after_message_key = key == b"message";
+                    }
+                    let named = key == b"model" && (self.depth == 1 || (self.depth == 2 && self.in_message));
+                    let value = skip_space(text, after + 1);
+                    if named && text.get(value) == Some(&b'"') {
+                        let Some(value_end) = string_end(text, value + 1) else { break };
+                        out.extend_from_slice(&text[copied..value]);
+                        out.extend_from_slice(to);
+                        copied = value_end + 1;
+                        i = value_end + 1;
+                    }
+                }
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    if self.depth == 2 {
+                        self.in_message = text[i] == b'{' && self.after_message_key;
+                    }
+                    i += 1;
+                }
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth < 2 {
+                        self.in_message = false;
+                    }
+                    i += 1;
+                }
+                _ => i += 1,
+            }
         }
-        // `"model"`, white space, a colon, white space, then a string.
-        let mut i = from;
-        while i < text.len() && text[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if text.get(i) != Some(&b':') {
-            continue;
-        }
-        i += 1;
-        while i < text.len() && text[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if text.get(i) != Some(&b'"') {
-            continue;
-        }
-        let Some(end) = string_end(text, i + 1) else { break };
-        out.extend_from_slice(&text[rest..i]);
-        out.extend_from_slice(to);
-        rest = end + 1;
-        from = rest;
+        out.extend_from_slice(&text[copied..]);
+        out
     }
-    out.extend_from_slice(&text[rest..]);
-    out
+}
+
+fn skip_space(text: &[u8], mut i: usize) -> usize {
+    while i < text.len() && text[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    i
 }
 
 /// The index of the quote that closes a JSON string whose content starts at `i`.
@@ -263,10 +297,14 @@ mod tests {
         let mut r = ModelRename::new("gpt-4o");
         assert!(r.feed(br#"{"model":"deepseek-ai/DeepSeek-V3","usage":{}}"#).is_empty());
         assert_eq!(&r.finish()[..], br#"{"model":"gpt-4o","usage":{}}"#);
-        // "model" as a value, or a key whose value is not a string: untouched.
-        assert_eq!(
-            rename_fields(br#"{"a":"model","model":null}"#, b"\"x\""),
-            br#"{"a":"model","model":null}"#
-        );
+        // "model" as a value, a key whose value is not a string, or a tool's own
+        // "model" argument (Anthropic's tool_use input is an object): untouched.
+        let mut r = ModelRename::new("x");
+        r.feed(br#"{"a":"model","model":null}"#);
+        assert_eq!(&r.finish()[..], br#"{"a":"model","model":null}"#);
+        let body = "{\"content\":[{\"type\":\"tool_use\",\"input\":{\"model\":\"keep\"}}],\n \"model\" : \"Qwen/Qwen3-8B\",\"message\":\"m\"}\n";
+        let mut r = ModelRename::new("claude-x");
+        let want = body.replace("\"Qwen/Qwen3-8B\"", "\"claude-x\"");
+        assert_eq!(String::from_utf8_lossy(&r.feed(body.as_bytes())), want);
     }
 }
