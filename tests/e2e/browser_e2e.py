@@ -8,13 +8,14 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import urllib.request
 
 from harness import ADMIN, GOOD, Checks, Stack
 
 BUSY = "sk-e2e-busy-000000000000000002"
 DEAD = "sk-e2e-dead-000000000000000003"
-PAGES = ["/admin", "/admin/keys", "/admin/logs", "/admin/logs/clear", "/admin/keys/1/delete",
+PAGES = ["/admin", "/admin/keys", "/admin/logs", "/admin/aliases", "/admin/logs/clear", "/admin/keys/1/delete",
          "/admin/keys/bulk/delete-invalid", "/admin/clients"]
 
 
@@ -119,6 +120,27 @@ def main():
             assert "browser-team" in browser.page_source
             browser.save_screenshot(os.path.join(shots, "clients.png"))
 
+        def aliases_page():
+            browser.get(base + "/admin/aliases")
+            box = browser.find_element(By.NAME, "aliases")
+            box.clear()
+            box.send_keys("claude-*haiku* = Qwen/Qwen3-8B\nclaude-* = deepseek-ai/DeepSeek-V3\n")
+            box.find_element(By.XPATH, "./ancestor::form").submit()
+            notice = WebDriverWait(browser, 15).until(
+                EC.presence_of_element_located((By.CSS_SELECTOR, ".banner"))).text
+            assert "Saved 2 aliases" in notice, notice
+            stack.chat(model="claude-opus-4-8")
+            deadline = time.time() + 10
+            while True:
+                browser.get(base + "/admin/logs")
+                text = browser.find_element(By.CSS_SELECTOR, "table tbody").text
+                if "as claude-opus-4-8" in text or time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            assert "deepseek-ai/DeepSeek-V3" in text and "as claude-opus-4-8" in text, text
+            browser.get(base + "/admin/aliases")
+            browser.save_screenshot(os.path.join(shots, "aliases.png"))
+
         def viewport(width, height=900):
             browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
                 "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
@@ -142,7 +164,7 @@ def main():
         def phone():
             fits(390)
             viewport(390, 1600)
-            for name in ["dashboard", "keys", "logs", "clients"]:
+            for name in ["dashboard", "keys", "logs", "clients", "aliases"]:
                 browser.get(base + ("/admin" if name == "dashboard" else "/admin/" + name))
                 browser.save_screenshot(os.path.join(shots, f"{name}-390.png"))
 
@@ -177,6 +199,7 @@ def main():
                          ("dashboard shows charts", dashboard_chart), ("logs page", logs_page),
                          ("more traffic: failover, errors", more_traffic),
                          ("clients page: create one, its key shown once, its models only", clients_page),
+                         ("aliases page: a table saved, a Claude name served and logged as asked", aliases_page),
                          ("every page fits a 390 px phone, header on one line", phone),
                          ("1400 px: rows on one line, charts readable", laptop), ("log out", logout)]:
             checks.run(name, fn)
