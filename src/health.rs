@@ -77,7 +77,11 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         },
         // Of the instances sharing a PostgreSQL database, the one that runs
         // the scheduled refresh, retention and trials (with SQLite, this one).
-        "scheduled_jobs": {"runs_here": state.leadership.leads()},
+        "scheduled_jobs": {
+            "runs_here": state.leadership.leads(),
+            // Connected and in the running: takes the jobs over if the one running them goes.
+            "standing_by": !state.leadership.leads() && state.leadership.contending(),
+        },
     });
     let mut answer = if unhealthy { HttpResponse::ServiceUnavailable() } else { HttpResponse::Ok() };
     answer.insert_header(("Cache-Control", "no-store")).json(body)

@@ -65,7 +65,8 @@ impl ClientKeys {
         for client in snapshot.by_id.values().chain(std::iter::once(&keys.env)) {
             if let Some((requests, tokens)) = used.get(&*client.name) {
                 let mut day = client.usage.day.lock().unwrap_or_else(|e| e.into_inner());
-                *day = DayUsage { day: day_of(now_ms, &tz), requests: *requests, tokens: *tokens };
+                *day =
+                    DayUsage { day: day_of(now_ms, &tz), requests: *requests, tokens: *tokens, reserved: 0 };
             }
         }
         Ok(keys)

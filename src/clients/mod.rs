@@ -96,13 +96,23 @@ impl Client {
     }
 
     /// Admits one call for `model` (empty: a call naming no model), or says
-    /// why not. An admitted call is counted in the day's requests now; its
-    /// tokens are added when it ends (`add_tokens`).
-    pub fn admit(&self, model: &str, now_ms: i64, tz: &FixedOffset) -> Result<(), Refusal> {
+    /// why not. An admitted call is counted in the day's requests now. With a
+    /// daily token limit it also reserves the tokens it may use (`reserve`,
+    /// asked only then) and is admitted only while the tokens used and
+    /// reserved leave room, so concurrent calls cannot overshoot the limit by
+    /// more than the calls already admitted could use. Answers the tokens
+    /// reserved, given back with the tokens used when it ends (`settle`).
+    pub fn admit(
+        &self,
+        model: &str,
+        now_ms: i64,
+        tz: &FixedOffset,
+        reserve: &dyn Fn() -> u64,
+    ) -> Result<u64, Refusal> {
         if self.id == ENV_CLIENT_ID {
             // `API_KEY`'s client: no list, no limit, nothing to count here (the
             // log has its calls), so no lock shared by every request.
-            return Ok(());
+            return Ok(0);
         }
         // (Disabled and expired keys were refused when the key was checked.)
         if !model.is_empty() && !self.allows_model(model) {
@@ -119,6 +129,7 @@ impl Client {
         let mut guard = self.usage.day.lock().unwrap_or_else(|e| e.into_inner());
         let day = guard.on(today);
         let (requests, tokens) = (day.requests + other_requests, day.tokens + other_tokens);
+        let in_flight = day.reserved;
         if let Some(max) = self.daily_requests.filter(|max| requests >= *max) {
             return Err(Refusal::Limit {
                 message: format!(
@@ -137,13 +148,25 @@ impl Client {
                 retry_after_secs: next_day,
             });
         }
+        if let Some(max) = self.daily_tokens.filter(|max| tokens + in_flight >= *max) {
+            // Calls in flight may use what is left: wait for them to end.
+            return Err(Refusal::Limit {
+                message: format!(
+                    "client {:?}: the calls it has running may use the rest of its {max} tokens for today (daily_tokens: {tokens} used, {in_flight} reserved); try again when they end",
+                    &*self.name,
+                ),
+                retry_after_secs: 1,
+            });
+        }
         if let Some(rpm) = self.rpm {
             let others = self.usage.others_minute.load(Ordering::Acquire);
             self.take_rate(rpm, others, now_ms)?;
             self.usage.minute.lock().unwrap_or_else(|e| e.into_inner()).add(now_ms);
         }
         day.requests += 1;
-        Ok(())
+        let reserved = if self.daily_tokens.is_some() { reserve() } else { 0 };
+        day.reserved += reserved;
+        Ok(reserved)
     }
 
     /// GCRA: `rpm` calls per 60 s, any `rpm` of them at once; the `others`
@@ -179,13 +202,22 @@ impl Client {
         }
     }
 
-    /// Adds a finished call's tokens to its day.
-    pub fn add_tokens(&self, tokens: u64, now_ms: i64, tz: &FixedOffset) {
-        if tokens == 0 || self.id == ENV_CLIENT_ID {
+    /// A call that started at `started_ms` ended: the tokens it reserved are
+    /// given back and the tokens it used added to its day.
+    pub fn settle(&self, reserved: u64, tokens: u64, started_ms: i64, tz: &FixedOffset) {
+        if self.id == ENV_CLIENT_ID || (tokens == 0 && reserved == 0) {
             return;
         }
-        let mut day = self.usage.day.lock().unwrap_or_else(|e| e.into_inner());
-        day.on(day_of(now_ms, tz)).tokens += tokens;
+        let started = day_of(started_ms, tz);
+        let mut guard = self.usage.day.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.day > started {
+            // Its day has ended: its tokens and its reservation went with it
+            // (taking them now would wipe the new day's counts).
+            return;
+        }
+        let day = guard.on(started);
+        day.reserved = day.reserved.saturating_sub(reserved);
+        day.tokens += tokens;
     }
 
     /// What the other instances counted on `today`.
@@ -233,16 +265,17 @@ mod tests {
         let c = client(Some(3), None, None);
         let t = 1_000_000_000;
         for _ in 0..3 {
-            assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz), Ok(()));
+            assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz, &|| 0), Ok(0));
         }
-        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/Qwen3-8B", t, &tz) else {
+        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/Qwen3-8B", t, &tz, &|| 0)
+        else {
             panic!("the fourth call in the same instant is refused")
         };
         assert!(message.contains("3 requests per minute (rpm)"), "{message}");
         assert_eq!(retry_after_secs, 20);
         // One period (20 s) later, one more.
-        assert_eq!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz), Ok(()));
-        assert!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz).is_err());
+        assert_eq!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz, &|| 0), Ok(0));
+        assert!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz, &|| 0).is_err());
         assert_eq!(c.today(t, &tz).0, 4, "refused calls are not counted");
     }
 
@@ -253,8 +286,9 @@ mod tests {
         let t = 1_000_000_000;
         // Three calls elsewhere in the last minute: one more here, of four.
         c.usage.others_minute.store(3, Ordering::Release);
-        assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz), Ok(()));
-        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/Qwen3-8B", t, &tz) else {
+        assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz, &|| 0), Ok(0));
+        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/Qwen3-8B", t, &tz, &|| 0)
+        else {
             panic!("the fifth call of the minute, counting the other instances'")
         };
         assert!(message.contains("4 requests per minute (rpm)"), "{message}");
@@ -267,7 +301,7 @@ mod tests {
         drop(minute);
         // The others' calls age out (their next publication says so).
         c.usage.others_minute.store(0, Ordering::Release);
-        assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz), Ok(()));
+        assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz, &|| 0), Ok(0));
     }
 
     #[test]
@@ -276,17 +310,46 @@ mod tests {
         let c = client(None, Some(2), Some(100));
         // 2026-12-02 15:59:59 UTC = 23:59:59 at +08:00.
         let t = chrono::DateTime::parse_from_rfc3339("2026-12-02T15:59:59Z").unwrap().timestamp_millis();
-        assert!(c.admit("Qwen/a", t, &tz).is_ok());
-        c.add_tokens(150, t, &tz);
-        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/a", t, &tz) else { panic!() };
+        assert!(c.admit("Qwen/a", t, &tz, &|| 0).is_ok());
+        c.settle(0, 150, t, &tz);
+        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/a", t, &tz, &|| 0) else {
+            panic!()
+        };
         assert!(message.contains("100 tokens for today (daily_tokens: 150 used)"), "{message}");
         assert_eq!(retry_after_secs, 1, "midnight at +08:00 is a second away");
         // A second later it is a new day there.
-        assert!(c.admit("Qwen/a", t + 1000, &tz).is_ok());
-        assert!(c.admit("Qwen/a", t + 1000, &tz).is_ok());
-        let Err(Refusal::Limit { message, .. }) = c.admit("Qwen/a", t + 1000, &tz) else { panic!() };
+        assert!(c.admit("Qwen/a", t + 1000, &tz, &|| 0).is_ok());
+        assert!(c.admit("Qwen/a", t + 1000, &tz, &|| 0).is_ok());
+        let Err(Refusal::Limit { message, .. }) = c.admit("Qwen/a", t + 1000, &tz, &|| 0) else { panic!() };
         assert!(message.contains("2 requests for today (daily_requests)"), "{message}");
-        assert!(matches!(c.admit("other/model", t + 1000, &tz), Err(Refusal::Model(_))));
+        assert!(matches!(c.admit("other/model", t + 1000, &tz, &|| 0), Err(Refusal::Model(_))));
+    }
+
+    #[test]
+    fn token_limits_reserve_what_calls_in_flight_may_use() {
+        let tz = FixedOffset::east_opt(0).unwrap();
+        let c = client(None, None, Some(100));
+        let t = 1_000_000_000;
+        // Each call may use 60: a second is let in (60 reserved < 100), a third waits.
+        assert_eq!(c.admit("Qwen/a", t, &tz, &|| 60), Ok(60));
+        assert_eq!(c.admit("Qwen/a", t, &tz, &|| 60), Ok(60));
+        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/a", t, &tz, &|| 60) else {
+            panic!("the calls running may use the rest")
+        };
+        assert!(message.contains("0 used, 120 reserved"), "{message}");
+        assert_eq!(retry_after_secs, 1);
+        // They end having used 14 each: 28 used, room again.
+        c.settle(60, 14, t, &tz);
+        c.settle(60, 14, t, &tz);
+        assert_eq!(c.today(t, &tz).1, 28);
+        assert_eq!(c.admit("Qwen/a", t, &tz, &|| 60), Ok(60));
+        // A call of a day that has ended takes nothing from the new day.
+        c.settle(60, 5, t - 86_400_000, &tz);
+        assert_eq!(c.usage.day.lock().unwrap().reserved, 60);
+        assert_eq!(c.today(t, &tz), (3, 28));
+        // Without a token limit nothing is reserved, and nothing is asked.
+        let free = client(None, None, None);
+        assert_eq!(free.admit("Qwen/a", t, &tz, &|| unreachable!("not asked")), Ok(0));
     }
 
     #[test]

@@ -38,7 +38,7 @@ impl ClientKeys {
         for c in snapshot.by_id.values() {
             let o = others.get(&c.id).copied().unwrap_or_default();
             *c.usage.others.lock().unwrap_or_else(|e| e.into_inner()) =
-                DayUsage { day: today, requests: o.requests, tokens: o.tokens };
+                DayUsage { day: today, requests: o.requests, tokens: o.tokens, reserved: 0 };
             c.usage.others_minute.store(o.recent, Ordering::Release);
         }
         Ok(())

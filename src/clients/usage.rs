@@ -57,6 +57,8 @@ pub(super) struct DayUsage {
     pub(super) day: i64,
     pub(super) requests: u64,
     pub(super) tokens: u64,
+    /// Tokens the calls admitted and not yet ended may still use (see `admit`).
+    pub(super) reserved: u64,
 }
 
 impl DayUsage {
@@ -72,7 +74,7 @@ impl DayUsage {
     /// The counts of `today`, started afresh if these are of another day.
     pub(super) fn on(&mut self, today: i64) -> &mut Self {
         if self.day != today {
-            *self = DayUsage { day: today, requests: 0, tokens: 0 };
+            *self = DayUsage { day: today, requests: 0, tokens: 0, reserved: 0 };
         }
         self
     }

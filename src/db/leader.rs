@@ -19,18 +19,28 @@ struct Locked {
     locked: bool,
 }
 
-/// Whether this instance leads now (read by the jobs before they run).
+/// Whether this instance leads now (read by the jobs before they run), and
+/// whether it is in the running: its contender has a live connection, so it
+/// takes the jobs over when the leader goes.
 #[derive(Clone, Debug)]
-pub struct Leadership(Arc<AtomicBool>);
+pub struct Leadership {
+    leads: Arc<AtomicBool>,
+    contending: Arc<AtomicBool>,
+}
 
 impl Leadership {
     /// One instance alone (SQLite): it always leads.
     pub fn alone() -> Self {
-        Leadership(Arc::new(AtomicBool::new(true)))
+        Leadership { leads: Arc::new(AtomicBool::new(true)), contending: Arc::new(AtomicBool::new(true)) }
     }
 
     pub fn leads(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.leads.load(Ordering::Acquire)
+    }
+
+    /// Leads, or would take the lead at its next try if the leader went.
+    pub fn contending(&self) -> bool {
+        self.contending.load(Ordering::Acquire)
     }
 
     /// Tries for the lock every `retry`, holds it while `alive()`, and lets
@@ -40,8 +50,11 @@ impl Leadership {
         retry: Duration,
         alive: impl Fn() -> bool + Send + 'static,
     ) -> std::io::Result<Self> {
-        let flag = Arc::new(AtomicBool::new(false));
-        let leads = flag.clone();
+        let me = Leadership {
+            leads: Arc::new(AtomicBool::new(false)),
+            contending: Arc::new(AtomicBool::new(false)),
+        };
+        let (leads, contending) = (me.leads.clone(), me.contending.clone());
         std::thread::Builder::new().name("pg-leader".into()).spawn(move || {
             let shown = crate::config::without_password(&url);
             let mut conn: Option<PgConnection> = None;
@@ -56,6 +69,7 @@ impl Leadership {
                             conn.insert(c)
                         }
                         Err(e) => {
+                            contending.store(false, Ordering::Release);
                             if !failing {
                                 log::warn!("jobs: cannot reach {shown} to take the lead: {e}");
                                 failing = true;
@@ -65,14 +79,31 @@ impl Leadership {
                         }
                     },
                 };
-                let now_held = if held {
+                let asked = if held {
                     // Still holding it as long as the session lives.
-                    diesel::sql_query("SELECT 1").execute(c).is_ok()
+                    diesel::sql_query("SELECT 1").execute(c).map(|_| true)
                 } else {
                     diesel::sql_query(format!("SELECT pg_try_advisory_lock({LEADER_LOCK}) AS locked"))
                         .get_result::<Locked>(c)
                         .map(|l| l.locked)
-                        .unwrap_or(false)
+                };
+                // A failed query is not "another instance leads": the
+                // connection is dead (the server restarted, say). It is
+                // dropped, led or not, and the next try opens a new one.
+                let now_held = match asked {
+                    Ok(v) => {
+                        contending.store(true, Ordering::Release);
+                        v
+                    }
+                    Err(e) => {
+                        if !failing {
+                            log::warn!("jobs: the connection to {shown} failed ({e}); opening a new one");
+                            failing = true;
+                        }
+                        conn = None;
+                        contending.store(false, Ordering::Release);
+                        false
+                    }
                 };
                 if now_held != held {
                     log::info!(
@@ -87,7 +118,8 @@ impl Leadership {
                 std::thread::sleep(retry);
             }
             leads.store(false, Ordering::Release);
+            contending.store(false, Ordering::Release);
         })?;
-        Ok(Leadership(flag))
+        Ok(me)
     }
 }

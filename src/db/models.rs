@@ -147,6 +147,8 @@ pub struct ResourceRow {
     pub key_id: i64,
     pub account: Option<String>,
     pub created_at: i64,
+    /// The client that created it (0: API_KEY's; `None`: an open proxy's).
+    pub client_id: Option<i64>,
 }
 
 /// Never prints the secret.

@@ -68,6 +68,7 @@ diesel::table! {
         key_id -> BigInt,
         account -> Nullable<Text>,
         created_at -> BigInt,
+        client_id -> Nullable<BigInt>,
     }
 }
 

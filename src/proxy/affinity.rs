@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::errors::{ErrorKind, ProxyError};
+use crate::clients::{Client, ENV_CLIENT_ID};
 use crate::db::models::ResourceRow;
 use crate::db::now_ms;
 use crate::db::queries::resources;
@@ -76,13 +77,22 @@ pub fn check_id(kind: ResourceKind, id: &str) -> Result<(), ProxyError> {
     }
 }
 
-pub async fn record(state: &AppState, kind: ResourceKind, id: &str, key: &PoolKey) -> Result<(), String> {
+/// Records a new resource: its key (so its account serves it) and the
+/// client that created it (so no other client reaches it).
+pub async fn record(
+    state: &AppState,
+    kind: ResourceKind,
+    id: &str,
+    key: &PoolKey,
+    client: Option<&Client>,
+) -> Result<(), String> {
     let row = ResourceRow {
         kind: kind.as_str().to_string(),
         resource_id: id.to_string(),
         key_id: key.id.0,
         account: Some(key.account.id.clone()),
         created_at: now_ms(),
+        client_id: client.map(|c| c.id.0),
     };
     crate::db::run(&state.db, move |conn| resources::upsert(conn, &row)).await.map_err(|e| e.to_string())
 }
@@ -93,14 +103,31 @@ fn can_manage(k: &PoolKey) -> bool {
     !matches!(k.state(), KeyState::Invalid | KeyState::Disabled)
 }
 
-/// The key to use for a resource: its creator, or another key of its account.
-pub async fn owner(state: &AppState, kind: ResourceKind, id: &str) -> Result<Arc<PoolKey>, ProxyError> {
+/// Whether `caller` may reach a resource created by `creator`: API_KEY's
+/// client and an open proxy reach every one; a client, only its own.
+pub fn reaches(caller: Option<&Client>, creator: Option<i64>) -> bool {
+    match caller {
+        None => true,
+        Some(c) if c.id == ENV_CLIENT_ID => true,
+        Some(c) => creator == Some(c.id.0),
+    }
+}
+
+/// The key to use for a resource: its creator, or another key of its
+/// account. A resource another client created is unknown to this one (404,
+/// as for any id the proxy never saw: its existence is not told).
+pub async fn owner(
+    state: &AppState,
+    kind: ResourceKind,
+    id: &str,
+    caller: Option<&Client>,
+) -> Result<Arc<PoolKey>, ProxyError> {
     check_id(kind, id)?;
     let (k, i) = (kind.as_str().to_string(), id.to_string());
     let row = crate::db::run(&state.db, move |conn| resources::find(conn, &k, &i))
         .await
         .map_err(|e| ProxyError::new(ErrorKind::Unavailable, format!("database unavailable: {e}")))?;
-    let Some(row) = row else {
+    let Some(row) = row.filter(|r| reaches(caller, r.client_id)) else {
         return Err(ProxyError::new(
             ErrorKind::NotFound,
             format!(

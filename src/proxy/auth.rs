@@ -125,10 +125,15 @@ pub async fn require_client_key(
 
 /// The caller's own rules for one call naming `model` (empty: none): its
 /// model list (403), then its daily quotas and rate (429 with Retry-After).
-/// An admitted call is counted.
-pub fn admit(client: Option<&Arc<Client>>, model: &str, tz: &chrono::FixedOffset) -> Result<(), ProxyError> {
-    let Some(client) = client else { return Ok(()) };
-    client.admit(model, crate::db::now_ms(), tz).map_err(|r| refusal(client, r))
+/// An admitted call is counted; answers the tokens it reserved.
+pub fn admit(
+    client: Option<&Arc<Client>>,
+    model: &str,
+    tz: &chrono::FixedOffset,
+    reserve: &dyn Fn() -> u64,
+) -> Result<u64, ProxyError> {
+    let Some(client) = client else { return Ok(0) };
+    client.admit(model, crate::db::now_ms(), tz, reserve).map_err(|r| refusal(client, r))
 }
 
 #[cfg(test)]

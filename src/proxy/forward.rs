@@ -256,6 +256,33 @@ pub fn multipart_field_range(body: &[u8], name: &str) -> Option<std::ops::Range<
     Some(start + lead..end - trail)
 }
 
+/// What a client's daily token limit reserves for a call, while it runs:
+/// its input (about one token per four bytes of the body) and the most it
+/// may write (`max_tokens`; without one, `DEFAULT_OUTPUT_RESERVE` on the
+/// routes that generate text).
+fn token_reservation(out: &Outgoing) -> u64 {
+    #[derive(Deserialize)]
+    struct Limits {
+        max_tokens: Option<u64>,
+        max_completion_tokens: Option<u64>,
+    }
+    let (input, limits) = match &out.body {
+        OutBody::Bytes(body) => (body.len() as u64 / 4, serde_json::from_slice::<Limits>(body).ok()),
+        OutBody::Stream { length, .. } => (*length / 4, None),
+        OutBody::Empty => (0, None),
+    };
+    let generates = matches!(out.path.as_str(), "/v1/chat/completions" | "/v1/completions" | "/v1/messages");
+    let output = limits.and_then(|l| l.max_tokens.or(l.max_completion_tokens)).unwrap_or(if generates {
+        DEFAULT_OUTPUT_RESERVE
+    } else {
+        0
+    });
+    input.saturating_add(output.min(1 << 32))
+}
+
+/// Output tokens reserved for a call that sets no `max_tokens`.
+pub const DEFAULT_OUTPUT_RESERVE: u64 = 4096;
+
 /// Sends the request, failing over between pool keys when allowed, and
 /// streams the answer back.
 pub async fn dispatch(
@@ -271,7 +298,7 @@ pub async fn dispatch(
         return reject(pending, e, dialect);
     }
     // The caller's own rules first: a refused call goes nowhere and costs nothing.
-    let mut pending = match pending.admit(&out.model, dialect, &state.metrics) {
+    let mut pending = match pending.admit(&out.model, dialect, &state.metrics, &|| token_reservation(&out)) {
         Ok(p) => p,
         Err(answer) => return answer,
     };
@@ -630,7 +657,7 @@ where
         }
     };
     if let (Some(id), Some(key)) = (affinity::created_id(kind, &body), pending.key.clone()) {
-        if let Err(e) = affinity::record(state, kind, &id, &key).await {
+        if let Err(e) = affinity::record(state, kind, &id, &key, pending.client.as_deref()).await {
             log::error!("could not record the owner of {} {id}: {e}", kind.as_str());
             pending.error = Some(format!("owner of {} not recorded: {e}", kind.as_str()));
         }

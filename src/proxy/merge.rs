@@ -11,10 +11,13 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
+use super::affinity::ResourceKind;
 use super::errors::{snippet, Dialect, ErrorKind, ProxyError};
 use super::forward::{copy_headers, reject};
 use super::record::Pending;
 use super::usage::Usage;
+use crate::clients::ENV_CLIENT_ID;
+use crate::db::queries::resources;
 use crate::pool::{KeyState, PoolKey};
 use crate::state::{AppState, Upstream};
 use crate::upstream::redact;
@@ -30,6 +33,28 @@ pub enum ListKind {
 }
 
 impl ListKind {
+    /// The kind of resource listed, as `affinity` records it.
+    fn resource(self) -> ResourceKind {
+        match self {
+            ListKind::Files => ResourceKind::File,
+            ListKind::Batches => ResourceKind::Batch,
+            ListKind::Voices => ResourceKind::Voice,
+        }
+    }
+
+    /// An item's id, as its create call answered it.
+    fn id_of(self, item: &Value) -> Option<String> {
+        let id = match self {
+            ListKind::Files | ListKind::Batches => item.get("id"),
+            ListKind::Voices => item.get("uri"),
+        }?;
+        match id {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
     fn items(self, v: &Value) -> Option<Vec<Value>> {
         let arr = match self {
             ListKind::Files => v.pointer("/data/data"),
@@ -78,7 +103,7 @@ pub async fn merged(
     kind: ListKind,
     upstream_path: &'static str,
 ) -> HttpResponse {
-    let mut pending = match Pending::new(&state, &req).admit("", Dialect::OpenAi, &state.metrics) {
+    let mut pending = match Pending::new(&state, &req).admit("", Dialect::OpenAi, &state.metrics, &|| 0) {
         Ok(p) => p,
         Err(answer) => return answer,
     };
@@ -152,6 +177,20 @@ pub async fn merged(
         }
         let e = ProxyError::new(ErrorKind::BadGateway, "no account of the pool answered the list call");
         return reject(pending, e, Dialect::OpenAi);
+    }
+    // A client sees what it created; API_KEY's client and an open proxy, all.
+    if let Some(client) = pending.client.clone().filter(|c| c.id != ENV_CLIENT_ID) {
+        let (what, id) = (kind.resource().as_str(), client.id);
+        match crate::db::run(&state.db, move |c| resources::ids_of_client(c, what, id)).await {
+            Ok(own) => {
+                let own: HashSet<String> = own.into_iter().collect();
+                items.retain(|item| kind.id_of(item).is_some_and(|id| own.contains(&id)));
+            }
+            Err(e) => {
+                let e = ProxyError::new(ErrorKind::Unavailable, format!("database unavailable: {e}"));
+                return reject(pending, e, Dialect::OpenAi);
+            }
+        }
     }
     pending.status = 200;
     pending.finish(Usage::default(), false);

@@ -44,6 +44,8 @@ pub struct Pending {
     pub error: Option<String>,
     /// Who called (`None`: an open proxy), and the day's time zone for its usage.
     pub client: Option<Arc<Client>>,
+    /// Tokens the client's limit reserved for this call (given back at its end).
+    reserved: u64,
     tz: chrono::FixedOffset,
 }
 
@@ -53,6 +55,7 @@ impl Pending {
         sink.opened();
         Pending {
             client: super::auth::caller(req),
+            reserved: 0,
             tz: state.config.timezone,
             sink: sink.clone(),
             sent: false,
@@ -82,9 +85,13 @@ impl Pending {
         model: &str,
         dialect: super::errors::Dialect,
         metrics: &crate::metrics::Metrics,
+        reserve: &dyn Fn() -> u64,
     ) -> Result<Self, actix_web::HttpResponse> {
-        match super::auth::admit(self.client.as_ref(), model, &self.tz) {
-            Ok(()) => Ok(self),
+        match super::auth::admit(self.client.as_ref(), model, &self.tz, reserve) {
+            Ok(reserved) => {
+                self.reserved = reserved;
+                Ok(self)
+            }
             Err(e) => {
                 use crate::metrics::Refused;
                 let why = match e.kind {
@@ -110,7 +117,7 @@ impl Pending {
             k.note_use(self.created_at);
         }
         if let Some(c) = &self.client {
-            c.add_tokens(total.max(0) as u64, self.created_at, &self.tz);
+            c.settle(self.reserved, total.max(0) as u64, self.created_at, &self.tz);
         }
         let row = NewLog {
             created_at: self.created_at,

@@ -41,7 +41,7 @@ async fn json_call(
     };
     let target = match named {
         None => Target::Pool,
-        Some((kind, id)) => match affinity::owner(&state, kind, &id).await {
+        Some((kind, id)) => match affinity::owner(&state, kind, &id, pending.client.as_deref()).await {
             Ok(k) => Target::Pinned(k),
             Err(e) => return reject(pending, e, Dialect::OpenAi),
         },
@@ -140,7 +140,7 @@ async fn batch_call(
     cancel: bool,
 ) -> HttpResponse {
     let pending = Pending::new(&state, &req);
-    let key = match affinity::owner(&state, ResourceKind::Batch, &id).await {
+    let key = match affinity::owner(&state, ResourceKind::Batch, &id, pending.client.as_deref()).await {
         Ok(k) => k,
         Err(e) => return reject(pending, e, Dialect::OpenAi),
     };

@@ -13,7 +13,7 @@ use crate::pool::totals::totals;
 use crate::state::AppState;
 
 pub async fn user_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let mut pending = match Pending::new(&state, &req).admit("", Dialect::OpenAi, &state.metrics) {
+    let mut pending = match Pending::new(&state, &req).admit("", Dialect::OpenAi, &state.metrics, &|| 0) {
         Ok(p) => p,
         Err(answer) => return answer,
     };

@@ -472,3 +472,104 @@ async fn a_client_key_is_held_to_its_models_and_limits_on_the_responses_api() {
     .await;
     assert_eq!(client["tokens_today"], 2 * CHAT_USAGE.2, "the translated calls' tokens count");
 }
+
+#[actix_web::test]
+async fn fifty_concurrent_streams_cannot_spend_past_a_token_limit() {
+    let app = app_with_key().await;
+    let key = app.create_client(json!({"name": "burst", "daily_tokens": 100})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Every call is in flight at once: the upstream takes 300 ms to answer.
+    app.fake.set_header_delay(Duration::from_millis(300));
+    let body = json!({"model": "m", "stream": true, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
+    let answers = futures_util::future::join_all(
+        (0..50).map(|_| app.call_as(&key, "/v1/chat/completions", body.clone())),
+    )
+    .await;
+    let served = answers.iter().filter(|r| r.status == 200).count();
+    let refused: Vec<_> = answers.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(served + refused.len(), 50);
+    // Each call reserves its input (~30 tokens) and its max_tokens (20): a
+    // call is let in while the tokens used and reserved leave room.
+    assert!((1..=3).contains(&served), "{served} served");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.header("retry-after").as_deref() == Some("1") && text(r).contains("reserved")),
+        "{}",
+        text(refused[0])
+    );
+    app.flush_logs().await;
+    let used = app.clients().await[0]["tokens_today"].as_i64().unwrap();
+    let rows = app.logs().await;
+    assert_eq!(rows.len(), served, "one row per call served; the refused ones left none");
+    assert_eq!(used, rows.iter().map(|r| r.total_tokens).sum::<i64>());
+    assert!(used <= 100, "{used} tokens of 100");
+    // Once they end, the reservations are given back: the next call is let in.
+    app.fake.set_header_delay(Duration::ZERO);
+    assert_eq!(app.call_as(&key, "/v1/chat/completions", body).await.status, 200);
+}
+
+#[actix_web::test]
+async fn a_clients_files_batches_and_video_jobs_are_unknown_to_every_other_client() {
+    use crate::fake::multipart;
+    let app = app_with_key().await;
+    let alice = app.create_client(json!({"name": "alice"})).await["key"].as_str().unwrap().to_string();
+    let bob = app.create_client(json!({"name": "bob"})).await["key"].as_str().unwrap().to_string();
+    let get_as = |key: &str, path: &str| {
+        let req = app.client.get(app.url(path)).insert_header(("Authorization", format!("Bearer {key}")));
+        app.send(req, None)
+    };
+    let jsonl = br#"{"custom_id":"1","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}"#;
+    let req = app
+        .client
+        .post(app.url("/v1/files"))
+        .insert_header(("Authorization", format!("Bearer {alice}")))
+        .insert_header(("Content-Type", "multipart/form-data; boundary=fb"));
+    let body = multipart("fb", &[("purpose", "batch")], ("file", "batch.jsonl", jsonl));
+    let r = app.send(req, Some(Bytes::from(body))).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let file = r.json()["data"]["id"].as_str().unwrap().to_string();
+    let batch_body =
+        json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+    let r = app.call_as(&alice, "/v1/batches", batch_body.clone()).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let batch = r.json()["id"].as_str().unwrap().to_string();
+    let r = app
+        .call_as(&alice, "/v1/video/submit", json!({"model": "Wan-AI/Wan2.1-T2V-14B", "prompt": "a cat"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let video = r.json()["requestId"].as_str().unwrap().to_string();
+
+    // Alice reaches all three.
+    assert_eq!(get_as(&alice, &format!("/v1/batches/{batch}")).await.status, 200);
+    assert_eq!(app.call_as(&alice, "/v1/video/status", json!({"requestId": video})).await.status, 200);
+
+    // Bob: 404 for each, as for an id never seen; nothing reaches the upstream.
+    let seen = app.fake.seen().len();
+    let r = get_as(&bob, &format!("/v1/batches/{batch}")).await;
+    assert_eq!(r.status, 404, "{}", text(&r));
+    let unknown = text(&r);
+    assert!(unknown.contains("unknown batch"), "{unknown}");
+    assert_eq!(app.call_as(&bob, &format!("/v1/batches/{batch}/cancel"), json!({})).await.status, 404);
+    assert_eq!(app.call_as(&bob, "/v1/batches", batch_body).await.status, 404, "a batch on Alice's file");
+    assert_eq!(app.call_as(&bob, "/v1/video/status", json!({"requestId": video})).await.status, 404);
+    assert_eq!(app.fake.seen().len(), seen, "none of Bob's calls went upstream");
+
+    // Lists: each client sees its own; API_KEY's client sees every one.
+    let ids = |v: Value, pointer: &str| -> Vec<String> {
+        v.pointer(pointer)
+            .and_then(Value::as_array)
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(get_as(&alice, "/v1/files").await.json(), "/data/data"), vec![file.clone()]);
+    assert!(ids(get_as(&bob, "/v1/files").await.json(), "/data/data").is_empty());
+    assert_eq!(ids(get_as(&alice, "/v1/batches").await.json(), "/data"), vec![batch.clone()]);
+    assert!(ids(get_as(&bob, "/v1/batches").await.json(), "/data").is_empty());
+    assert_eq!(ids(get_as(CLIENT_KEY, "/v1/batches").await.json(), "/data"), vec![batch.clone()]);
+    assert_eq!(get_as(CLIENT_KEY, &format!("/v1/batches/{batch}")).await.status, 200, "env sees all");
+}

@@ -489,3 +489,48 @@ async fn postgresql_gone_for_10_s_under_traffic_every_call_is_answered_and_every
     );
     assert!(errors < 20, "{errors} error lines for a 10 s outage");
 }
+
+#[actix_web::test]
+async fn after_postgresql_comes_back_the_instance_that_did_not_lead_takes_the_jobs_when_the_leader_dies() {
+    let Some(base) = postgres() else { return };
+    let fake = Fake::start();
+    fake.add_key(KA, "acct-a", "20", Mode::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base_env(&fake, &dir);
+    let server = base.rsplit('@').next().unwrap().trim_end_matches('/').to_string();
+    let gate = Gate::start(&server);
+    let through_gate = env["DATABASE_URL"].replace(&server, &format!("127.0.0.1:{}", gate.port));
+    env.insert("DATABASE_URL".into(), through_gate);
+    let a = Instance::start(&env, dir.path(), "a").await;
+    let b = Instance::start(&env, dir.path(), "b").await;
+    let leads = |h: &Value| h["scheduled_jobs"]["runs_here"] == true;
+    let standing_by = |h: &Value| h["scheduled_jobs"]["standing_by"] == true;
+    // One leads, the other stands by (connected, ready to take over).
+    let one_leads = || async {
+        let (ha, hb) = (a.health().await, b.health().await);
+        (leads(&ha) != leads(&hb) && (standing_by(&ha) || standing_by(&hb))).then_some(leads(&ha))
+    };
+    poll(Duration::from_secs(10), one_leads).await;
+
+    // PostgreSQL goes away and comes back: every connection is cut, each
+    // instance's leader thread fails a query meanwhile (the 2 s retry).
+    gate.shut();
+    poll(Duration::from_secs(10), || async {
+        let (ha, hb) = (a.health().await, b.health().await);
+        // The one that stood by has lost its connection.
+        (!standing_by(&ha) && !standing_by(&hb)).then_some(())
+    })
+    .await;
+    gate.reopen();
+    let a_leads = poll(Duration::from_secs(15), one_leads).await;
+
+    // The leader dies: the other, which did not lead, takes the jobs over.
+    let (leader, other) = if a_leads { (a, b) } else { (b, a) };
+    let killed = Instant::now();
+    unsafe { libc::kill(leader.pid(), libc::SIGKILL) };
+    drop(leader);
+    poll(Duration::from_secs(15), || async { leads(&other.health().await).then_some(()) }).await;
+    eprintln!("the jobs moved {:?} after kill -9, after an outage", killed.elapsed());
+    assert!(killed.elapsed() < Duration::from_secs(5), "within the 2 s retry");
+    assert!(other.log_text().contains("opening a new one"), "{}", other.log_text());
+}

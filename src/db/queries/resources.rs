@@ -7,6 +7,7 @@ use super::Conn;
 use crate::db::models::ResourceRow;
 use crate::db::schema::resources;
 use crate::db::DbError;
+use crate::ids::ClientId;
 
 pub fn upsert(conn: &mut Conn, row: &ResourceRow) -> Result<(), DbError> {
     crate::per_backend!(conn, |c| diesel::insert_into(resources::table)
@@ -17,9 +18,18 @@ pub fn upsert(conn: &mut Conn, row: &ResourceRow) -> Result<(), DbError> {
             resources::key_id.eq(excluded(resources::key_id)),
             resources::account.eq(excluded(resources::account)),
             resources::created_at.eq(excluded(resources::created_at)),
+            resources::client_id.eq(excluded(resources::client_id)),
         ))
         .execute(c))?;
     Ok(())
+}
+
+/// The ids of one kind a client created.
+pub fn ids_of_client(conn: &mut Conn, kind: &str, client: ClientId) -> Result<Vec<String>, DbError> {
+    Ok(resources::table
+        .filter(resources::client_id.eq(client.0).and(resources::kind.eq(kind)))
+        .select(resources::resource_id)
+        .load(conn)?)
 }
 
 pub fn find(conn: &mut Conn, kind: &str, id: &str) -> Result<Option<ResourceRow>, DbError> {

@@ -1,0 +1,2 @@
+DROP INDEX resources_by_client;
+ALTER TABLE resources DROP COLUMN client_id;
