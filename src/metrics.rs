@@ -10,13 +10,13 @@
 //!
 //! Label values are bounded: endpoints are the routed ones (`other` for
 //! anything else), statuses are HTTP's, clients are the owner's, and models
-//! are the 50 most used at start (from the usage rollups) plus the first ones
-//! served successfully after, up to 50 in all; every other model is `other`.
-//! A model enters only once the upstream has served it (a 2xx), so callers
-//! cannot fill the list with names that do not exist.
+//! are the ones the upstream's model list names (read again with the keys)
+//! or an alias calls; every other name is `other`, whatever the upstream
+//! answered for it, so callers cannot fill the labels with names of their
+//! own.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -27,8 +27,6 @@ use prometheus::{
 use crate::db::log_sink::RowObserver;
 use crate::db::models::NewLog;
 
-/// How many models get their own label value.
-pub const MAX_MODELS: usize = 50;
 /// The label value of every model, endpoint or status past the bounds.
 pub const OTHER: &str = "other";
 /// The model label of a call that names none (a list, a batch read).
@@ -148,8 +146,26 @@ pub struct Metrics {
     client_tokens: IntCounterVec,
     /// Indexed by `Refused`, likewise.
     refused: Vec<IntCounter>,
-    /// Models with a label of their own.
-    models: Mutex<HashSet<String>>,
+    /// Which models have a label of their own.
+    named: Arc<dyn NamedModels>,
+}
+
+/// Which model names get a label of their own.
+pub trait NamedModels: Send + Sync {
+    fn names(&self, model: &str) -> bool;
+}
+
+/// The models the upstream lists (as the pool last read its model list) and
+/// the ones an alias calls.
+pub struct ServedOrAliased {
+    pub pool: Arc<crate::pool::PoolShared>,
+    pub aliases: Arc<crate::aliases::AliasTable>,
+}
+
+impl NamedModels for ServedOrAliased {
+    fn names(&self, model: &str) -> bool {
+        self.pool.serves(model) || self.aliases.snapshot().rules().iter().any(|a| a.model == model)
+    }
 }
 
 /// Seconds: from a fast embedding to a long video submission.
@@ -161,9 +177,8 @@ fn name(n: &str) -> String {
 }
 
 impl Metrics {
-    /// Every family, registered; `top_models` (most used first) get their
-    /// own label value from the start.
-    pub fn new(top_models: Vec<String>) -> Result<Metrics, prometheus::Error> {
+    /// Every family, registered; `named` says which models get a label.
+    pub fn new(named: Arc<dyn NamedModels>) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C, prometheus::Error> {
             r.register(Box::new(c.clone()))?;
@@ -226,7 +241,6 @@ impl Metrics {
         let refused = Refused::ALL.iter().map(|r| refused_vec.with_label_values(&[r.label()])).collect();
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
-        let models = top_models.into_iter().filter(|m| !m.is_empty()).take(MAX_MODELS).collect();
         Ok(Metrics {
             registry,
             requests,
@@ -242,7 +256,7 @@ impl Metrics {
             client_requests,
             client_tokens,
             refused,
-            models: Mutex::new(models),
+            named,
         })
     }
 
@@ -280,15 +294,11 @@ impl Metrics {
         let mut tokens: HashMap<&str, (u64, u64)> = HashMap::new();
         let mut clients: HashMap<&str, (u64, u64)> = HashMap::new();
         let mut timings: Vec<Timing> = Vec::new();
-        let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
         for row in rows {
             let endpoint = endpoint_label(&row.endpoint);
             let model = if row.model.is_empty() {
                 NO_MODEL
-            } else if models.contains(row.model.as_str()) {
-                row.model.as_str()
-            } else if models.len() < MAX_MODELS && (200..300).contains(&row.status) {
-                models.insert(row.model.clone());
+            } else if self.named.names(&row.model) {
                 row.model.as_str()
             } else {
                 OTHER
@@ -323,7 +333,6 @@ impl Metrics {
                 ttfb.observe(t.max(0) as f64 / 1000.0);
             }
         }
-        drop(models);
         for ((endpoint, model, status), n) in requests {
             self.requests.with_label_values(&[endpoint, model, &status_label(status)]).inc_by(n);
         }
@@ -405,11 +414,20 @@ impl RowObserver for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fixed model list.
+    struct Listed(Vec<&'static str>);
+
+    impl NamedModels for Listed {
+        fn names(&self, model: &str) -> bool {
+            self.0.contains(&model)
+        }
+    }
     use crate::db::log_insert::tests::row;
 
     #[test]
     fn a_batch_counts_each_row() {
-        let m = Metrics::new(Vec::new()).unwrap();
+        let m = Metrics::new(Arc::new(Listed(vec!["Qwen/Qwen3-8B"]))).unwrap();
         let rows: Vec<NewLog> = (0..8).map(row).collect();
         m.observe(&rows);
         m.observe(&rows[..2]);
@@ -436,7 +454,7 @@ mod tests {
         assert_eq!(value(r#"siliconflow_proxy_client_tokens_total{client="client-4"}"#), 4.0);
         assert_eq!(
             value(r#"siliconflow_proxy_tokens_total{direction="input",model="Qwen/Qwen3-8B"}"#),
-            // Every even row (its model has a label once row 0 was served), row 0 twice.
+            // Every even row (its model is listed), row 0 twice.
             (2 + 4 + 6) as f64 * 7.0
         );
     }
@@ -445,7 +463,7 @@ mod tests {
     fn counters_are_indexed_by_declaration_order() {
         assert!(Outcome::ALL.iter().enumerate().all(|(i, o)| *o as usize == i));
         assert!(Refused::ALL.iter().enumerate().all(|(i, r)| *r as usize == i));
-        let m = Metrics::new(Vec::new()).unwrap();
+        let m = Metrics::new(Arc::new(Listed(vec!["Qwen/Qwen3-8B"]))).unwrap();
         m.attempt(Outcome::Timeout);
         m.refused(Refused::Limit);
         let text = m.render(PoolGauges::default()).unwrap();
@@ -462,27 +480,24 @@ mod tests {
         assert_eq!(status_label(429), "429");
         assert_eq!(status_label(-3), "0");
 
-        let m = Metrics::new(vec!["seeded/model".into()]).unwrap();
-        // A model the upstream refused never gets a label of its own.
-        let mut r = row(1);
-        r.model = "no/such-model".into();
-        r.status = 400;
-        m.observe(std::slice::from_ref(&r));
-        // 49 served models join the seeded one; the 51st is "other".
-        for i in 0..50 {
+        let m = Metrics::new(Arc::new(Listed(vec!["listed/0", "listed/1"]))).unwrap();
+        // A name the upstream does not list gets no label of its own, served
+        // (the junk a multipart upload may name) or refused.
+        for i in 0..60 {
             let mut r = row(i);
-            r.model = format!("served/{i}");
-            r.status = 200;
+            r.model = format!("junk-model-{i}");
+            r.status = if i % 2 == 0 { 200 } else { 400 };
             m.observe(std::slice::from_ref(&r));
         }
+        let mut r = row(2);
+        r.model = "listed/1".into();
+        m.observe(std::slice::from_ref(&r));
         let text = m.render(PoolGauges::default()).unwrap();
-        assert!(text.contains(r#"model="served/48""#));
-        assert!(!text.contains(r#"model="served/49""#), "past the 50th");
-        assert!(!text.contains("no/such-model"));
-        assert!(text.contains(r#"model="other""#));
-        let models = text.lines().filter(|l| l.starts_with("siliconflow_proxy_requests_total{")).count();
-        // served/0..48 (the seeded model was not called), "other" with 400
-        // (the refused one) and "other" with 200 (the 51st).
-        assert_eq!(models, 49 + 2);
+        assert!(!text.contains("junk-model"), "{text}");
+        assert!(text.contains(r#"model="listed/1""#));
+        let models: Vec<_> =
+            text.lines().filter(|l| l.starts_with("siliconflow_proxy_requests_total{")).collect();
+        // "other" with 200 and with 400, and the listed model.
+        assert_eq!(models.len(), 3, "{models:?}");
     }
 }

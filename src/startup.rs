@@ -19,7 +19,7 @@ use crate::db::log_sink::{LogCounters, LogSink};
 use crate::db::log_writer::{Flush, LogWriter, WriterSettings};
 use crate::db::notify::Notifier;
 use crate::db::{self, DbError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ServedOrAliased};
 use crate::pool::cooldown::Policy;
 use crate::pool::refresher::{RefreshStatus, Refresher, RefresherSettings};
 use crate::pool::{Drain, PoolActor, PoolShared, Reload, SetLeadership};
@@ -87,7 +87,8 @@ impl Application {
         if let Some(instance) = notifier.instance() {
             follow_other_instances(&config, &db, instance, &clients, &aliases, &pool_actor, alive)?;
         }
-        let metrics = Arc::new(Metrics::new(most_used_models(&db))?);
+        let named = Arc::new(ServedOrAliased { pool: pool.clone(), aliases: aliases.clone() });
+        let metrics = Arc::new(Metrics::new(named)?);
         let (log_writer, log) = start_log_writer(&config, &db, &threads, metrics.clone(), leadership.clone());
         let refresh_status = Arc::new(ArcSwap::from_pointee(RefreshStatus::default()));
         let refresher = start_refresher(&config, &threads, &pool_actor, &pool, &refresh_status, &leadership);
@@ -364,25 +365,6 @@ fn serve(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, St
     .listen(listener)?
     .run();
     Ok(server)
-}
-
-/// The models most used successfully in the last 30 days, most first: they
-/// get their own metrics label from the start. Empty if the database cannot
-/// say (the labels then fill as models are served).
-fn most_used_models(db: &db::DbPool) -> Vec<String> {
-    let Ok(mut conn) = db.get_timeout(db::CONNECT_WAIT) else { return Vec::new() };
-    let hour = db::now_ms().div_euclid(3_600_000);
-    match db::queries::stats::by_model(&mut conn, hour - 30 * 24, hour + 1) {
-        Ok(mut rows) => {
-            rows.retain(|(_, a)| a.calls > a.errors);
-            rows.sort_by_key(|(_, a)| std::cmp::Reverse(a.calls - a.errors));
-            rows.into_iter().map(|(m, _)| m).take(crate::metrics::MAX_MODELS).collect()
-        }
-        Err(e) => {
-            log::warn!("metrics: could not read the most used models: {e}");
-            Vec::new()
-        }
-    }
 }
 
 #[cfg(unix)]

@@ -207,6 +207,31 @@ pub async fn check_key(
     }
 }
 
+/// The model ids the upstream lists for a key (`GET /v1/models`).
+pub async fn list_models(
+    client: &awc::Client,
+    base_url: &str,
+    key: &str,
+    timeout: Duration,
+) -> Result<Vec<String>, String> {
+    let (status, body) = get(client, format!("{base_url}/v1/models"), key, timeout).await?;
+    if !(200..300).contains(&status) {
+        return Err(format!("the model list answered {status}"));
+    }
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        data: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        id: String,
+    }
+    let listed: Listed =
+        serde_json::from_slice(&body).map_err(|e| format!("the model list is unreadable: {e}"))?;
+    // Bounded: the labels of the metrics come from it.
+    Ok(listed.data.into_iter().map(|e| e.id).filter(|id| id.len() <= 256).take(2000).collect())
+}
+
 /// Runs `check` over `items`, `concurrency` at a time, answers in the order
 /// of `items`; but the first item of each upstream origin runs alone, first:
 /// its answer tells whether that origin still has `/v1/user/info`, so that a

@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix::Addr;
 use serde::Serialize;
 
-use super::check::{check_key, checked_in_order, CheckOutcome};
+use super::check::{check_key, checked_in_order, list_models, CheckOutcome};
 use super::{mask_key, AddKeys, AddResult, AddStatus, CheckedKey, PoolActor, PoolShared};
 use crate::upstream::other_region;
 
@@ -103,6 +103,11 @@ impl Importer<'_> {
             },
         )
         .await;
+        // The first key that answered: it reads the model list if none was read yet.
+        let lister = checked
+            .iter()
+            .find(|(_, k)| matches!(k.outcome, CheckOutcome::Valid { .. }))
+            .map(|(_, k)| (k.secret.clone(), k.base_url.clone().unwrap_or_else(|| base.to_string())));
         if !checked.is_empty() {
             let (places, keys): (Vec<usize>, Vec<CheckedKey>) = checked.into_iter().unzip();
             let masked: Vec<String> = keys.iter().map(|k| mask_key(&k.secret)).collect();
@@ -122,6 +127,17 @@ impl Importer<'_> {
                         Some("not stored: the key pool is unavailable".into()),
                     )
                 }));
+            }
+        }
+        // The first keys of a pool: the model list (the metrics' model labels)
+        // is read now, so the first calls are counted under their models.
+        if let (0, Some((secret, origin))) = (self.pool.served_read_at(), lister) {
+            if self.pool.claim_listing() {
+                let listed = list_models(client, &origin, &secret, timeout).await;
+                if let Err(e) = &listed {
+                    log::warn!("model list: {e}");
+                }
+                self.pool.end_listing(listed.ok(), crate::db::now_ms());
             }
         }
         let results: Vec<AddResult> = slots.into_iter().flatten().collect();

@@ -341,6 +341,14 @@ pub struct PoolShared {
     /// The last counts: of which snapshot (weak: its address is not reused
     /// while held), and when.
     counts_cache: std::sync::Mutex<Option<(std::sync::Weak<PoolSnapshot>, i64, StateCounts)>>,
+    /// The model ids the upstream lists (`/v1/models`), and when they were
+    /// read (epoch ms; 0 = not yet): the metrics' model labels.
+    served: ArcSwap<(std::collections::HashSet<String>, i64)>,
+    /// A read of the model list is under way (the import's or the refresher's: one at a time).
+    listing: std::sync::atomic::AtomicBool,
+    /// When a read was last tried (epoch ms), so that a failing one is not
+    /// repeated at every look.
+    listing_tried: AtomicI64,
 }
 
 /// A key for one attempt, and whether that attempt is an exhausted key's trial.
@@ -360,7 +368,39 @@ impl PoolShared {
             next_trial_ms: AtomicI64::new(0),
             user_info: check::UserInfoEndpoints::default(),
             counts_cache: std::sync::Mutex::new(None),
+            served: ArcSwap::from_pointee((std::collections::HashSet::new(), 0)),
+            listing: std::sync::atomic::AtomicBool::new(false),
+            listing_tried: AtomicI64::new(0),
         }
+    }
+
+    /// Whether the upstream's model list, as last read, names `model`.
+    pub fn serves(&self, model: &str) -> bool {
+        self.served.load().0.contains(model)
+    }
+
+    /// When a read of the model list was last tried, successful or not.
+    pub fn listing_tried_at(&self) -> i64 {
+        self.listing_tried.load(Ordering::Relaxed)
+    }
+
+    /// When the model list was last read (epoch ms; 0 = never).
+    pub fn served_read_at(&self) -> i64 {
+        self.served.load().1
+    }
+
+    /// Claims the next read of the model list (false: one is under way).
+    pub fn claim_listing(&self) -> bool {
+        !self.listing.swap(true, Ordering::AcqRel)
+    }
+
+    /// The read claimed ended: its list, read at `now_ms`, if it got one.
+    pub fn end_listing(&self, ids: Option<Vec<String>>, now_ms: i64) {
+        self.listing_tried.store(now_ms, Ordering::Relaxed);
+        if let Some(ids) = ids {
+            self.served.store(Arc::new((ids.into_iter().filter(|m| !m.is_empty()).collect(), now_ms)));
+        }
+        self.listing.store(false, Ordering::Release);
     }
 
     /// Exhausted keys on offer for a trial now.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::actor::{ApplyChecks, CheckSummary, PoolActor};
-use super::check::{check_key, checked_in_order};
+use super::check::{check_key, checked_in_order, list_models};
 use super::{KeyId, KeyState, PoolShared};
 use crate::db::now_ms;
 
@@ -53,6 +53,13 @@ pub struct Refresher {
     /// While a refresh of every key runs: who waits for its summary.
     full_run: Option<Vec<oneshot::Sender<CheckSummary>>>,
 }
+
+/// How often the upstream's model list is read again (every instance reads
+/// it: its metrics' model labels); while none has been read, it is looked
+/// for every 2 s (a failed read is tried again after a minute).
+const MODEL_LIST_EVERY: Duration = Duration::from_secs(600);
+const MODEL_LIST_LOOK: Duration = Duration::from_secs(2);
+const MODEL_LIST_RETRY: Duration = Duration::from_secs(60);
 
 pub struct RefresherSettings {
     pub interval: Option<Duration>,
@@ -101,6 +108,37 @@ impl Refresher {
             leadership: settings.leadership,
             full_run: None,
         }
+    }
+
+    /// Reads the upstream's model list with a usable key, when it is due.
+    fn list_models(&mut self, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let read_at = self.shared.served_read_at();
+        if read_at > 0 && now - read_at < MODEL_LIST_EVERY.as_millis() as i64 {
+            return;
+        }
+        if now - self.shared.listing_tried_at() < MODEL_LIST_RETRY.as_millis() as i64 {
+            // The last read failed a moment ago: not at every look.
+            return;
+        }
+        let snapshot = self.shared.snapshot();
+        let Some(key) = snapshot.keys.iter().find(|k| k.state() == KeyState::Active).cloned() else { return };
+        drop(snapshot);
+        if !self.shared.claim_listing() {
+            return;
+        }
+        let (client, timeout) = (self.client.clone(), self.timeout);
+        let work = async move { list_models(&client, &key.base_url, &key.secret, timeout).await };
+        ctx.spawn(work.into_actor(self).map(|listed, act, _| {
+            match &listed {
+                Ok(ids) if act.shared.served_read_at() == 0 => {
+                    log::info!("model list: {} models served upstream", ids.len())
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("model list: {e}"),
+            }
+            act.shared.end_listing(listed.ok(), now_ms());
+        }));
     }
 
     fn update_status(status: &ArcSwap<RefreshStatus>, f: impl FnOnce(&mut RefreshStatus)) {
@@ -253,6 +291,8 @@ impl Actor for Refresher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.list_models(ctx);
+        ctx.run_interval(MODEL_LIST_LOOK, |act, ctx| act.list_models(ctx));
         if let Some(interval) = self.interval {
             ctx.run_interval(interval, |act, ctx| {
                 if !act.leadership.leads() {

@@ -305,3 +305,44 @@ async fn a_real_prometheus_scrapes_series_equal_to_what_was_served() {
     .await;
     assert_eq!(seen.len(), expected.len());
 }
+
+#[actix_web::test]
+async fn model_labels_are_the_upstreams_listed_models_and_the_aliases_targets_never_a_callers_names() {
+    let app = spawn_app().await;
+    app.fake.add_key(KA, "acct-a", "10.00", Mode::Ok);
+    app.import(&[KA]).await;
+    // Sixty uploads naming models of the caller's invention: the upstream
+    // answers 200 for each (a transcription), none gets a label.
+    for i in 0..60 {
+        let body = crate::fake::multipart(
+            "mb",
+            &[("model", &format!("junk-model-{i}"))],
+            ("file", "a.wav", b"RIFF0000"),
+        );
+        let req = app
+            .client
+            .post(app.url("/v1/audio/transcriptions"))
+            .insert_header(("Authorization", format!("Bearer {CLIENT_KEY}")))
+            .insert_header(("Content-Type", "multipart/form-data; boundary=mb"));
+        assert_eq!(app.send(req, Some(body.into())).await.status, 200);
+    }
+    // A listed model keeps its label; so does a model only an alias calls.
+    assert_eq!(app.chat(MODEL).await.status, 200);
+    let put = json!({"aliases": [{"pattern": "x-*", "model": "FunAudioLLM/SenseVoiceSmall"}]});
+    assert_eq!(app.admin_send("PUT", "/api/aliases", Some(put)).await.status, 200);
+    assert_eq!(app.chat("x-voice").await.status, 200);
+    app.flush_logs().await;
+    let s = poll(Duration::from_secs(5), || async {
+        let s = parse(&String::from_utf8_lossy(&scrape(&app, None).await.body));
+        (value(&s, "siliconflow_proxy_requests_total", &[("model", "other")]) >= 60.0).then_some(s)
+    })
+    .await;
+    let transcriptions = ("endpoint", "/v1/audio/transcriptions");
+    assert_eq!(value(&s, "siliconflow_proxy_requests_total", &[transcriptions, ("model", "other")]), 60.0);
+    assert!(s.iter().all(|(_, labels, _)| !labels.get("model").is_some_and(|m| m.starts_with("junk"))));
+    assert_eq!(value(&s, "siliconflow_proxy_requests_total", &[("model", MODEL)]), 1.0);
+    assert_eq!(
+        value(&s, "siliconflow_proxy_requests_total", &[("model", "FunAudioLLM/SenseVoiceSmall")]),
+        1.0
+    );
+}

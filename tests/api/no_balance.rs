@@ -67,7 +67,8 @@ async fn without_user_info_keys_are_validated_with_the_model_list_and_balances_s
     // One scout asked /v1/user/info; the 410 was remembered, so the others
     // went straight to the model list.
     assert_eq!(app.fake.count("/v1/user/info"), 1);
-    assert_eq!(app.fake.count("/v1/models"), 4);
+    // Four checks, and one read of the model list (the metrics' model labels).
+    assert_eq!(app.fake.count("/v1/models"), 4 + 1);
 
     for k in ["sk-aaaa", "sk-bbbb", "sk-dddd"] {
         let v = app.key_json(k).await;
@@ -114,7 +115,8 @@ async fn where_user_info_answers_balances_are_read_and_a_known_zero_is_exhausted
     app.fake.add_key(KB, "acct-2", "0.00", Mode::Ok);
     let body = app.import(&[KA, KB]).await;
     assert_eq!(body["added"], 2, "{body}");
-    assert_eq!(app.fake.count("/v1/models"), 0, "no fallback while user info answers");
+    // One read of the model list (the metrics' model labels); no check fell back to it.
+    assert_eq!(app.fake.count("/v1/models"), 1, "no fallback while user info answers");
     assert_eq!(app.key_json("sk-aaaa").await["balance"], 10.5);
     assert_eq!(app.key_state("sk-bbbb").await, "exhausted");
     let info = app.user_info().await;
