@@ -207,20 +207,43 @@ pub async fn read_route_body(
             Ok((OutBody::Bytes(body), model, stream))
         }
         BodyKind::Upload => {
+            let boundary = req
+                .headers()
+                .get(actix_web::http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(super::multipart::boundary);
             match content_length(req.headers()) {
                 Some(len) if len > limit as u64 => Err(too_large(limit)),
                 Some(len) if len > state.config.failover_buffer_bytes as u64 => {
-                    // Big upload: stream it through, peeking at the first chunk for `model`.
+                    // Big upload: stream it through, reading its first chunk for `model`.
                     let first = next_within(&mut payload, idle).await?;
-                    let model =
-                        first.as_deref().and_then(|b| multipart_field(b, "model")).unwrap_or_default();
+                    let model = match (&first, &boundary) {
+                        (Some(f), Some(b)) => super::multipart::text_field(f.clone(), b, "model").await,
+                        _ => None,
+                    }
+                    .unwrap_or_default();
                     check_model(&model)?;
+                    // A caller held to a model list names its model before the
+                    // file: what comes after the first chunk goes upstream unread.
+                    if model.is_empty() && super::auth::caller(req).is_some_and(|c| c.models.is_some()) {
+                        return Err(ProxyError::new(
+                            ErrorKind::Forbidden,
+                            format!(
+                                "this key may use some models only: an upload over {} bytes must send its `model` field before the file",
+                                state.config.failover_buffer_bytes
+                            ),
+                        ));
+                    }
                     let payload = IdleLimited::new(payload, idle);
                     Ok((OutBody::Stream { payload, first, length: len }, model, false))
                 }
                 _ => {
                     let body = read_body(payload, limit, idle).await?;
-                    let model = multipart_field(&body, "model")
+                    let field = match &boundary {
+                        Some(b) => super::multipart::text_field(body.clone(), b, "model").await,
+                        None => None,
+                    };
+                    let model = field
                         .or_else(|| {
                             serde_json::from_slice::<Probe>(&body)
                                 .ok()
@@ -235,16 +258,8 @@ pub async fn read_route_body(
     }
 }
 
-/// The value of a small text field in a multipart body, if it is there.
-pub fn multipart_field(body: &[u8], name: &str) -> Option<String> {
-    let range = multipart_field_range(body, name)?;
-    // Longer than any model name may be: kept long enough for the check to refuse it.
-    let end = range.end.min(range.start + MAX_MODEL_BYTES + 1);
-    let value = std::str::from_utf8(&body[range.start..end]).ok()?;
-    (!value.is_empty()).then(|| value.to_string())
-}
-
-/// Where the (trimmed) value of a text field stands in a multipart body.
+/// Where the (trimmed) value of a text field stands in a multipart body (for
+/// an alias to rename it in place; `multipart` reads the fields).
 pub fn multipart_field_range(body: &[u8], name: &str) -> Option<std::ops::Range<usize>> {
     let needle = format!("name=\"{name}\"");
     let at = memchr::memmem::find(body, needle.as_bytes())? + needle.len();
@@ -784,9 +799,10 @@ mod tests {
     #[test]
     fn finds_multipart_text_fields() {
         let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\nContent-Type: audio/mpeg\r\n\r\n\x00\x01\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nFunAudioLLM/SenseVoiceSmall\r\n--XyZ--\r\n";
-        assert_eq!(multipart_field(body, "model").as_deref(), Some("FunAudioLLM/SenseVoiceSmall"));
-        assert_eq!(multipart_field(body, "purpose"), None);
-        assert_eq!(multipart_field(b"garbage", "model"), None);
+        let at = multipart_field_range(body, "model").unwrap();
+        assert_eq!(&body[at], b"FunAudioLLM/SenseVoiceSmall");
+        assert_eq!(multipart_field_range(body, "purpose"), None);
+        assert_eq!(multipart_field_range(b"garbage", "model"), None);
     }
 
     #[test]

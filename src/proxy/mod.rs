@@ -11,6 +11,7 @@ pub mod failover;
 pub mod forward;
 pub mod headers;
 pub mod merge;
+pub mod multipart;
 pub mod quiet_log;
 pub mod record;
 pub mod resources;

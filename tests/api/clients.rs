@@ -573,3 +573,80 @@ async fn a_clients_files_batches_and_video_jobs_are_unknown_to_every_other_clien
     assert_eq!(ids(get_as(CLIENT_KEY, "/v1/batches").await.json(), "/data"), vec![batch.clone()]);
     assert_eq!(get_as(CLIENT_KEY, &format!("/v1/batches/{batch}")).await.status, 200, "env sees all");
 }
+
+#[actix_web::test]
+async fn a_model_off_the_list_is_refused_however_the_upload_writes_its_model_field() {
+    let app = spawn_app_with(&[("FAILOVER_BUFFER_BYTES", "4096")]).await;
+    app.fake.add_key(KA, "acct-a", "20", Mode::Ok);
+    app.import(&[KA]).await;
+    let key = app.create_client(json!({"name": "qwen-only", "models": ["Qwen/*"]})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let upload = |body: Vec<u8>| {
+        let req = app
+            .client
+            .post(app.url("/v1/audio/transcriptions"))
+            .insert_header(("Authorization", format!("Bearer {key}")))
+            .insert_header(("Content-Type", "multipart/form-data; boundary=B"));
+        app.send(req, Some(Bytes::from(body)))
+    };
+    let part = |disposition: &str, value: &[u8]| {
+        let mut p = format!("--B\r\nContent-Disposition: {disposition}\r\n\r\n").into_bytes();
+        p.extend_from_slice(value);
+        p.extend_from_slice(b"\r\n");
+        p
+    };
+    let audio = b"RIFF0000WAVEfmt ".to_vec();
+    let refused_model = b"FunAudioLLM/SenseVoiceSmall";
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "unquoted",
+            [
+                part("form-data; name=model", refused_model),
+                part("form-data; name=\"file\"; filename=\"a.wav\"", &audio),
+            ]
+            .concat(),
+        ),
+        (
+            "the parameter in capitals",
+            [
+                part("form-data; NAME=\"model\"", refused_model),
+                part("form-data; name=\"file\"; filename=\"a.wav\"", &audio),
+            ]
+            .concat(),
+        ),
+        (
+            "a file named model first",
+            [
+                part("form-data; name=\"file\"; filename=\"model\"", b"Qwen/Qwen3-8B"),
+                part("form-data; name=\"model\"", refused_model),
+            ]
+            .concat(),
+        ),
+        // Over the 4 KiB failover buffer, the model after the file: the first
+        // chunk names none, and the key is held to a list.
+        (
+            "after a big file",
+            [
+                part("form-data; name=\"file\"; filename=\"a.wav\"", &vec![b'x'; 64 * 1024]),
+                part("form-data; name=\"model\"", refused_model),
+            ]
+            .concat(),
+        ),
+    ];
+    for (what, mut body) in cases {
+        body.extend_from_slice(b"--B--\r\n");
+        let r = upload(body).await;
+        assert_eq!(r.status, 403, "{what}: {}", text(&r));
+    }
+    assert_eq!(app.fake.count("/v1/audio/transcriptions"), 0, "no refused upload reached the upstream");
+    // Its own model, written any way, is served.
+    let mut ok = [
+        part("form-data; NAME=model", b"Qwen/Qwen3-8B"),
+        part("form-data; name=\"file\"; filename=\"a.wav\"", &audio),
+    ]
+    .concat();
+    ok.extend_from_slice(b"--B--\r\n");
+    assert_eq!(upload(ok).await.status, 200);
+}
