@@ -272,7 +272,7 @@ pub fn multipart_field_range(body: &[u8], name: &str) -> Option<std::ops::Range<
 }
 
 /// What a client's daily token limit reserves for a call, while it runs:
-/// its input (about one token per four bytes of the body) and the most it
+/// its input (about one token per four bytes of a JSON body) and the most it
 /// may write (`max_tokens`; without one, `DEFAULT_OUTPUT_RESERVE` on the
 /// routes that generate text).
 fn token_reservation(out: &Outgoing) -> u64 {
@@ -281,10 +281,13 @@ fn token_reservation(out: &Outgoing) -> u64 {
         max_tokens: Option<u64>,
         max_completion_tokens: Option<u64>,
     }
+    // A JSON body is mostly the prompt; an upload's bytes are audio or a
+    // file, not tokens of this call.
     let (input, limits) = match &out.body {
-        OutBody::Bytes(body) => (body.len() as u64 / 4, serde_json::from_slice::<Limits>(body).ok()),
-        OutBody::Stream { length, .. } => (*length / 4, None),
-        OutBody::Empty => (0, None),
+        OutBody::Bytes(body) if body.first() == Some(&b'{') => {
+            (body.len() as u64 / 4, serde_json::from_slice::<Limits>(body).ok())
+        }
+        OutBody::Bytes(_) | OutBody::Stream { .. } | OutBody::Empty => (0, None),
     };
     let generates = matches!(out.path.as_str(), "/v1/chat/completions" | "/v1/completions" | "/v1/messages");
     let output = limits.and_then(|l| l.max_tokens.or(l.max_completion_tokens)).unwrap_or(if generates {
