@@ -123,6 +123,8 @@ impl Client {
                 self.models.iter().flatten().map(ModelRule::text).collect::<Vec<_>>().join(", ")
             )));
         }
+        // Worked out before the lock (it may read the whole body).
+        let reservation = if self.daily_tokens.is_some() { reserve() } else { 0 };
         let today = day_of(now_ms, tz);
         let next_day = secs_to_next_day(now_ms, tz);
         let (other_requests, other_tokens) = self.others(today);
@@ -164,9 +166,8 @@ impl Client {
             self.usage.minute.lock().unwrap_or_else(|e| e.into_inner()).add(now_ms);
         }
         day.requests += 1;
-        let reserved = if self.daily_tokens.is_some() { reserve() } else { 0 };
-        day.reserved += reserved;
-        Ok(reserved)
+        day.reserved += reservation;
+        Ok(reservation)
     }
 
     /// GCRA: `rpm` calls per 60 s, any `rpm` of them at once; the `others`
@@ -202,8 +203,8 @@ impl Client {
         }
     }
 
-    /// A call that started at `started_ms` ended: the tokens it reserved are
-    /// given back and the tokens it used added to its day.
+    /// A call admitted at `started_ms` ended: the tokens it reserved are
+    /// given back and the tokens it used added to that day.
     pub fn settle(&self, reserved: u64, tokens: u64, started_ms: i64, tz: &FixedOffset) {
         if self.id == ENV_CLIENT_ID || (tokens == 0 && reserved == 0) {
             return;

@@ -62,34 +62,45 @@ pub fn count_request(body: &[u8]) -> Result<u64, String> {
 /// The text of a content: a string, or a list of blocks (text, tool calls
 /// and results, thinking; images count as nothing here).
 fn content_text(content: &Value) -> String {
+    let mut out = String::new();
+    push_content(content, &mut out);
+    out
+}
+
+/// Adds a content's text to `out` (one buffer, however deep the results nest).
+fn push_content(content: &Value, out: &mut String) {
     match content {
-        Value::String(s) => s.clone(),
+        Value::String(s) => out.push_str(s),
         Value::Array(blocks) => {
-            let mut out = String::new();
-            for b in blocks {
-                let text = match b.get("type").and_then(Value::as_str) {
-                    Some("text") => b.get("text").and_then(Value::as_str).unwrap_or("").to_string(),
-                    Some("thinking") => b.get("thinking").and_then(Value::as_str).unwrap_or("").to_string(),
-                    Some("tool_use") => serde_json::json!({
-                        "name": b.get("name").unwrap_or(&Value::Null),
-                        "arguments": b.get("input").unwrap_or(&Value::Null),
-                    })
-                    .to_string(),
-                    Some("tool_result") => b.get("content").map(content_text).unwrap_or_default(),
-                    _ => match b {
-                        Value::String(s) => s.clone(),
-                        _ => String::new(),
-                    },
-                };
-                if !out.is_empty() {
+            for (i, b) in blocks.iter().enumerate() {
+                if i > 0 {
                     out.push('\n');
                 }
-                out.push_str(&text);
+                match b.get("type").and_then(Value::as_str) {
+                    Some("text") => out.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+                    Some("thinking") => out.push_str(b.get("thinking").and_then(Value::as_str).unwrap_or("")),
+                    Some("tool_use") => out.push_str(
+                        &serde_json::json!({
+                            "name": b.get("name").unwrap_or(&Value::Null),
+                            "arguments": b.get("input").unwrap_or(&Value::Null),
+                        })
+                        .to_string(),
+                    ),
+                    Some("tool_result") => {
+                        if let Some(c) = b.get("content") {
+                            push_content(c, out);
+                        }
+                    }
+                    _ => {
+                        if let Value::String(s) = b {
+                            out.push_str(s);
+                        }
+                    }
+                }
             }
-            out
         }
-        Value::Null => String::new(),
-        other => other.to_string(),
+        Value::Null => {}
+        other => out.push_str(&other.to_string()),
     }
 }
 

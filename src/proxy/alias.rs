@@ -77,7 +77,7 @@ pub fn with_model(body: &[u8], to: &str) -> Option<Bytes> {
             }
         };
     }
-    let range = super::forward::multipart_field_range(body, "model")?;
+    let range = super::multipart::field_range(body, "model")?;
     Some(splice(body, range, to.as_bytes()))
 }
 

@@ -212,63 +212,65 @@ pub async fn read_route_body(
                 .get(actix_web::http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(super::multipart::boundary);
+            // A caller held to a model list: its upload must name one model,
+            // plainly, where the proxy reads it.
+            let held = super::auth::caller(req).is_some_and(|c| c.models.is_some());
+            let refuse = |why: &str| {
+                ProxyError::new(ErrorKind::Forbidden, format!("this key may use some models only: {why}"))
+            };
             match content_length(req.headers()) {
                 Some(len) if len > limit as u64 => Err(too_large(limit)),
                 Some(len) if len > state.config.failover_buffer_bytes as u64 => {
                     // Big upload: stream it through, reading its first chunk for `model`.
                     let first = next_within(&mut payload, idle).await?;
-                    let model = match (&first, &boundary) {
-                        (Some(f), Some(b)) => super::multipart::text_field(f.clone(), b, "model").await,
-                        _ => None,
-                    }
-                    .unwrap_or_default();
-                    check_model(&model)?;
-                    // A caller held to a model list names its model before the
-                    // file: what comes after the first chunk goes upstream unread.
-                    if model.is_empty() && super::auth::caller(req).is_some_and(|c| c.models.is_some()) {
-                        return Err(ProxyError::new(
-                            ErrorKind::Forbidden,
-                            format!(
-                                "this key may use some models only: an upload over {} bytes must send its `model` field before the file",
+                    let field = match (&first, &boundary) {
+                        (Some(f), Some(b)) => {
+                            super::multipart::text_field(f.clone(), b, "model", false).await
+                        }
+                        _ => super::multipart::Field::Missing,
+                    };
+                    let model = match field {
+                        super::multipart::Field::Found(m) => m,
+                        // What comes after the first chunk goes upstream unread.
+                        _ if held => {
+                            return Err(refuse(&format!(
+                                "an upload over {} bytes must send one `model` field before the file",
                                 state.config.failover_buffer_bytes
-                            ),
-                        ));
-                    }
+                            )))
+                        }
+                        _ => String::new(),
+                    };
+                    check_model(&model)?;
                     let payload = IdleLimited::new(payload, idle);
                     Ok((OutBody::Stream { payload, first, length: len }, model, false))
                 }
                 _ => {
                     let body = read_body(payload, limit, idle).await?;
-                    let field = match &boundary {
-                        Some(b) => super::multipart::text_field(body.clone(), b, "model").await,
-                        None => None,
+                    let model = match &boundary {
+                        Some(b) => match super::multipart::text_field(body.clone(), b, "model", true).await {
+                            super::multipart::Field::Found(m) => m,
+                            super::multipart::Field::Unclear if held => {
+                                return Err(refuse(
+                                    "the upload's `model` field is named twice or cannot be read",
+                                ))
+                            }
+                            _ => String::new(),
+                        },
+                        // Not multipart: a JSON upload (a voice as a data URI).
+                        None => serde_json::from_slice::<Probe>(&body)
+                            .ok()
+                            .and_then(|p| p.model.map(|m| m.into_owned()))
+                            .unwrap_or_default(),
                     };
-                    let model = field
-                        .or_else(|| {
-                            serde_json::from_slice::<Probe>(&body)
-                                .ok()
-                                .and_then(|p| p.model.map(|m| m.into_owned()))
-                        })
-                        .unwrap_or_default();
+                    if held && model.is_empty() {
+                        return Err(refuse("the upload names no `model`"));
+                    }
                     check_model(&model)?;
                     Ok((OutBody::Bytes(body), model, false))
                 }
             }
         }
     }
-}
-
-/// Where the (trimmed) value of a text field stands in a multipart body (for
-/// an alias to rename it in place; `multipart` reads the fields).
-pub fn multipart_field_range(body: &[u8], name: &str) -> Option<std::ops::Range<usize>> {
-    let needle = format!("name=\"{name}\"");
-    let at = memchr::memmem::find(body, needle.as_bytes())? + needle.len();
-    let start = at + memchr::memmem::find(&body[at..], b"\r\n\r\n")? + 4;
-    let end = start + memchr::memmem::find(&body[start..], b"\r\n")?;
-    let value = &body[start..end];
-    let lead = value.iter().take_while(|b| b.is_ascii_whitespace()).count();
-    let trail = value[lead..].iter().rev().take_while(|b| b.is_ascii_whitespace()).count();
-    Some(start + lead..end - trail)
 }
 
 /// What a client's daily token limit reserves for a call, while it runs:
@@ -284,7 +286,7 @@ fn token_reservation(out: &Outgoing) -> u64 {
     // A JSON body is mostly the prompt; an upload's bytes are audio or a
     // file, not tokens of this call.
     let (input, limits) = match &out.body {
-        OutBody::Bytes(body) if body.first() == Some(&b'{') => {
+        OutBody::Bytes(body) if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => {
             (body.len() as u64 / 4, serde_json::from_slice::<Limits>(body).ok())
         }
         OutBody::Bytes(_) | OutBody::Stream { .. } | OutBody::Empty => (0, None),
@@ -762,7 +764,8 @@ where
     copy_headers(&mut builder, resp.headers());
     let idle = state.config.stream_idle_timeout;
     // An aliased call's answer names the model asked for: its length changes.
-    let rename = pending.requested_model.as_deref().map(ModelRename::new);
+    let text = content_type.starts_with("application/json") || content_type.starts_with("text/event-stream");
+    let rename = pending.requested_model.as_deref().filter(|_| text).map(ModelRename::new);
     let mut tee = TeeBody::new(resp, UsageMeter::for_content_type(&content_type), pending, idle);
     match (rename, length) {
         (Some(r), _) => {
@@ -802,10 +805,9 @@ mod tests {
     #[test]
     fn finds_multipart_text_fields() {
         let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\nContent-Type: audio/mpeg\r\n\r\n\x00\x01\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nFunAudioLLM/SenseVoiceSmall\r\n--XyZ--\r\n";
-        let at = multipart_field_range(body, "model").unwrap();
+        let at = super::super::multipart::field_range(body, "model").unwrap();
         assert_eq!(&body[at], b"FunAudioLLM/SenseVoiceSmall");
-        assert_eq!(multipart_field_range(body, "purpose"), None);
-        assert_eq!(multipart_field_range(b"garbage", "model"), None);
+        assert_eq!(super::super::multipart::field_range(body, "purpose"), None);
     }
 
     #[test]

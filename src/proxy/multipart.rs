@@ -16,21 +16,47 @@ pub fn boundary(content_type: &str) -> Option<String> {
     multer::parse_boundary(content_type).ok()
 }
 
-/// The value of the first text field named `name` in `body` (the whole
-/// upload, or its first part: fields after it are not seen). `None` if
-/// there is none, or the body is not multipart with this boundary.
-pub async fn text_field(body: Bytes, boundary: &str, name: &str) -> Option<String> {
+/// What an upload says of one text field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    /// Named once, with this value.
+    Found(String),
+    /// Not named (in what was read).
+    Missing,
+    /// Named twice, or in a part that cannot be read whole: what the
+    /// upstream would take cannot be told.
+    Unclear,
+}
+
+/// The text field `name` of `body`. With `whole`, `body` is the whole
+/// upload; else its first part (an upload that streams on), where only the
+/// fields before the cut are seen.
+pub async fn text_field(body: Bytes, boundary: &str, name: &str, whole: bool) -> Field {
     let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
     let mut parts = multer::Multipart::new(stream, boundary);
-    // (An upload cut short ends in an error: the fields before it were read.)
-    while let Ok(Some(mut field)) = parts.next_field().await {
-        let Some((field_name, file)) =
-            field.headers().get("content-disposition").and_then(|v| v.to_str().ok()).map(disposition)
+    let mut found = None;
+    loop {
+        let mut field = match parts.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            // A whole upload that does not parse to its end is unclear; a
+            // first part is cut short by nature: the fields before were read.
+            Err(_) if whole => return Field::Unclear,
+            Err(_) => break,
+        };
+        // (Bytes beyond ASCII in a header are read too: the upstream reads them.)
+        let Some((field_name, file)) = field
+            .headers()
+            .get("content-disposition")
+            .map(|v| disposition(&String::from_utf8_lossy(v.as_bytes())))
         else {
             continue;
         };
         if file || field_name.as_deref().is_none_or(|n| n != name) {
             continue;
+        }
+        if found.is_some() {
+            return Field::Unclear;
         }
         let mut value = Vec::new();
         loop {
@@ -38,18 +64,54 @@ pub async fn text_field(body: Bytes, boundary: &str, name: &str) -> Option<Strin
                 Ok(Some(chunk)) => {
                     let room = MAX_TEXT_FIELD.saturating_sub(value.len());
                     value.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if value.len() >= MAX_TEXT_FIELD {
-                        break;
-                    }
                 }
                 Ok(None) => break,
                 // Cut before the field ended: its value is not known.
-                Err(_) => return None,
+                Err(_) => return Field::Unclear,
             }
         }
-        return Some(String::from_utf8_lossy(&value).trim().to_string());
+        found = Some(String::from_utf8_lossy(&value).trim().to_string());
     }
-    None
+    match found {
+        Some(v) => Field::Found(v),
+        None => Field::Missing,
+    }
+}
+
+/// Where the (trimmed) value of the text field `name` stands in a whole
+/// multipart body, found as `text_field` finds it (the same reading of each
+/// part's `Content-Disposition`): for an alias to rename it in place.
+pub fn field_range(body: &[u8], name: &str) -> Option<std::ops::Range<usize>> {
+    // The boundary line opens the body: `--BOUNDARY\r\n`.
+    let first_line = memchr::memmem::find(body, b"\r\n")?;
+    let delimiter = [b"\r\n", &body[..first_line]].concat();
+    if !delimiter[2..].starts_with(b"--") {
+        return None;
+    }
+    let mut at = first_line + 2;
+    loop {
+        let head_end = at + memchr::memmem::find(&body[at..], b"\r\n\r\n")?;
+        let value_start = head_end + 4;
+        let value_end = value_start + memchr::memmem::find(&body[value_start..], &delimiter)?;
+        let headers = String::from_utf8_lossy(&body[at..head_end]);
+        let named = headers.split("\r\n").find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case("content-disposition").then(|| disposition(value))
+        });
+        if let Some((Some(field), false)) = named {
+            if field == name {
+                let value = &body[value_start..value_end];
+                let lead = value.iter().take_while(|b| b.is_ascii_whitespace()).count();
+                let trail = value[lead..].iter().rev().take_while(|b| b.is_ascii_whitespace()).count();
+                return Some(value_start + lead..value_end - trail);
+            }
+        }
+        // Past the delimiter and its line end (or `--`, the last).
+        at = value_end + delimiter.len() + 2;
+        if at >= body.len() {
+            return None;
+        }
+    }
 }
 
 /// A part's `Content-Disposition`: its `name` (quoted or not, the
@@ -130,7 +192,10 @@ mod tests {
     }
 
     async fn model(parts: &[(&str, &str)]) -> Option<String> {
-        text_field(form(parts), "B", "model").await
+        match text_field(form(parts), "B", "model", true).await {
+            Field::Found(v) => Some(v),
+            _ => None,
+        }
     }
 
     #[actix_rt::test]
@@ -149,13 +214,35 @@ mod tests {
         // After other fields, in any order.
         let parts = [("form-data; name=\"purpose\"", "batch"), ("form-data; name=\"model\"", v)];
         assert_eq!(model(&parts).await, want);
-        // Not multipart, or another boundary: nothing.
-        assert_eq!(text_field(Bytes::from_static(b"{\"model\":\"x\"}"), "B", "model").await, None);
-        assert_eq!(text_field(form(&[("form-data; name=model", v)]), "C", "model").await, None);
-        // Cut short: the fields before the cut are read; one cut through is not.
+        // Bytes beyond ASCII in the header do not hide the field.
+        assert_eq!(model(&[("form-data; name=\"model\"; x=\"é\"", v)]).await, want);
+        // Named twice: which one the upstream takes cannot be told.
+        let twice = form(&[("form-data; name=model", v), ("form-data; name=model", "Qwen/Qwen3-8B")]);
+        assert_eq!(text_field(twice, "B", "model", true).await, Field::Unclear);
+        // Not multipart, or another boundary: unclear as a whole; nothing seen in a first part.
+        assert_eq!(
+            text_field(Bytes::from_static(b"{\"model\":\"x\"}"), "B", "model", true).await,
+            Field::Unclear
+        );
+        assert_eq!(
+            text_field(form(&[("form-data; name=model", v)]), "C", "model", false).await,
+            Field::Missing
+        );
+        // A first part: the fields before the cut are read; one cut through is unclear.
         let whole = form(&[("form-data; name=model", v), ("form-data; name=file; filename=a", "RIFF")]);
-        assert_eq!(text_field(whole.slice(..90), "B", "model").await, want);
-        assert_eq!(text_field(whole.slice(..60), "B", "model").await, None);
+        assert_eq!(text_field(whole.slice(..90), "B", "model", false).await, Field::Found(v.into()));
+        assert_eq!(text_field(whole.slice(..60), "B", "model", false).await, Field::Unclear);
+        assert_eq!(text_field(whole.clone(), "B", "model", true).await, Field::Found(v.into()));
+        // Where the value stands, as the parser reads it: a file named "model" first is skipped.
+        let body =
+            form(&[("form-data; name=\"file\"; filename=\"model\"", "Qwen/x"), ("form-data; NAME=model", v)]);
+        let at = field_range(&body, "model").unwrap();
+        assert_eq!(&body[at], v.as_bytes());
+        assert_eq!(
+            field_range(&form(&[("form-data; name=\"file\"; filename=\"model\"", "x")]), "model"),
+            None
+        );
+        assert_eq!(field_range(b"garbage", "model"), None);
         assert_eq!(params("form-data; name=\"a\\\"b\"; x"), vec![("name".into(), "a\"b".into())]);
     }
 }

@@ -44,8 +44,10 @@ pub struct Pending {
     pub error: Option<String>,
     /// Who called (`None`: an open proxy), and the day's time zone for its usage.
     pub client: Option<Arc<Client>>,
-    /// Tokens the client's limit reserved for this call (given back at its end).
+    /// Tokens the client's limit reserved for this call (given back at its
+    /// end), and when it was admitted (the day both count on).
     reserved: u64,
+    admitted_at: i64,
     tz: chrono::FixedOffset,
 }
 
@@ -56,6 +58,7 @@ impl Pending {
         Pending {
             client: super::auth::caller(req),
             reserved: 0,
+            admitted_at: 0,
             tz: state.config.timezone,
             sink: sink.clone(),
             sent: false,
@@ -90,6 +93,7 @@ impl Pending {
         match super::auth::admit(self.client.as_ref(), model, &self.tz, reserve) {
             Ok(reserved) => {
                 self.reserved = reserved;
+                self.admitted_at = now_ms();
                 Ok(self)
             }
             Err(e) => {
@@ -117,7 +121,8 @@ impl Pending {
             k.note_use(self.created_at);
         }
         if let Some(c) = &self.client {
-            c.settle(self.reserved, total.max(0) as u64, self.created_at, &self.tz);
+            let day_of_call = if self.admitted_at > 0 { self.admitted_at } else { self.created_at };
+            c.settle(self.reserved, total.max(0) as u64, day_of_call, &self.tz);
         }
         let row = NewLog {
             created_at: self.created_at,

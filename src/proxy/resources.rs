@@ -60,8 +60,13 @@ async fn json_call(
 }
 
 fn custom_voice(p: &Probe) -> Result<Option<(ResourceKind, String)>, ProxyError> {
-    // System voices ("FunAudioLLM/CosyVoice2-0.5B:alex") belong to nobody.
-    Ok(p.voice.as_deref().filter(|v| v.starts_with("speech:")).map(|v| (ResourceKind::Voice, v.to_string())))
+    // System voices ("FunAudioLLM/CosyVoice2-0.5B:alex") belong to nobody;
+    // a custom one ("speech:...") to its creator, however it is written.
+    Ok(p.voice
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("speech:")))
+        .map(|v| (ResourceKind::Voice, v.to_string())))
 }
 
 fn required(

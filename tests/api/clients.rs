@@ -624,6 +624,24 @@ async fn a_model_off_the_list_is_refused_however_the_upload_writes_its_model_fie
             ]
             .concat(),
         ),
+        (
+            "bytes beyond ASCII in the part's header",
+            [
+                part("form-data; name=\"model\"; x=\"\u{e9}\"", refused_model),
+                part("form-data; name=\"file\"; filename=\"a.wav\"", &audio),
+            ]
+            .concat(),
+        ),
+        (
+            "named twice, its own model first",
+            [
+                part("form-data; name=\"model\"", b"Qwen/Qwen3-8B"),
+                part("form-data; name=\"model\"", refused_model),
+                part("form-data; name=\"file\"; filename=\"a.wav\"", &audio),
+            ]
+            .concat(),
+        ),
+        ("no model at all", part("form-data; name=\"file\"; filename=\"a.wav\"", &audio)),
         // Over the 4 KiB failover buffer, the model after the file: the first
         // chunk names none, and the key is held to a list.
         (
@@ -649,4 +667,20 @@ async fn a_model_off_the_list_is_refused_however_the_upload_writes_its_model_fie
     .concat();
     ok.extend_from_slice(b"--B--\r\n");
     assert_eq!(upload(ok).await.status, 200);
+    // An alias renames the field the parser read, not a file named "model".
+    let put = json!({"aliases": [{"pattern": "whisper-*", "model": "Qwen/Qwen3-8B"}]});
+    assert_eq!(app.admin_send("PUT", "/api/aliases", Some(put)).await.status, 200);
+    let mut aliased = [
+        part("form-data; name=\"file\"; filename=\"model\"", b"whisper-1 stays in the file"),
+        part("form-data; name=model", b"whisper-1"),
+    ]
+    .concat();
+    aliased.extend_from_slice(b"--B--\r\n");
+    assert_eq!(upload(aliased).await.status, 200);
+    let sent = app.fake.seen().into_iter().rev().find(|s| s.path == "/v1/audio/transcriptions").unwrap();
+    let sent = String::from_utf8_lossy(&sent.body).to_string();
+    assert!(
+        sent.contains("whisper-1 stays in the file") && sent.contains("\r\n\r\nQwen/Qwen3-8B\r\n"),
+        "{sent}"
+    );
 }

@@ -13,12 +13,12 @@ pub fn upsert(conn: &mut Conn, row: &ResourceRow) -> Result<(), DbError> {
     crate::per_backend!(conn, |c| diesel::insert_into(resources::table)
         .values(row)
         .on_conflict((resources::kind, resources::resource_id))
+        // The client that created it stays its owner (`client_id` is not taken).
         .do_update()
         .set((
             resources::key_id.eq(excluded(resources::key_id)),
             resources::account.eq(excluded(resources::account)),
             resources::created_at.eq(excluded(resources::created_at)),
-            resources::client_id.eq(excluded(resources::client_id)),
         ))
         .execute(c))?;
     Ok(())
