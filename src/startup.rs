@@ -17,7 +17,7 @@ use crate::credentials::{AdminCredentials, Throttle};
 use crate::db::leader::Leadership;
 use crate::db::log_sink::{LogCounters, LogSink};
 use crate::db::log_writer::{Flush, LogWriter, WriterSettings};
-use crate::db::notify::Notifier;
+use crate::db::notify::{Changed, Notifier};
 use crate::db::{self, DbError};
 use crate::metrics::{Metrics, ServedOrAliased};
 use crate::pool::cooldown::Policy;
@@ -262,9 +262,14 @@ fn follow_other_instances(
         Duration::from_secs(30),
         alive.clone(),
         move |what| {
-            client_keys.reload_on(&what, &client_db);
-            aliases.reload_on(&what, &client_db);
-            pool.do_send(Reload(what))
+            // What could not be read now is asked again at the next poll.
+            let again = Changed {
+                clients: !client_keys.reload_on(&what, &client_db),
+                aliases: !aliases.reload_on(&what, &client_db),
+                ..Default::default()
+            };
+            pool.do_send(Reload(what));
+            again
         },
     )?;
     crate::clients::share_usage(clients.clone(), db.clone(), instance.to_string(), alive)?;

@@ -49,14 +49,17 @@ impl AliasTable {
 
     /// Another instance changed something: the table is read again if the
     /// change names it (or everything).
-    pub fn reload_on(&self, what: &Changed, db: &DbPool) {
+    /// Answers false if it could not (it is asked again).
+    pub fn reload_on(&self, what: &Changed, db: &DbPool) -> bool {
         if what.all || what.aliases {
             let read =
                 db.get_timeout(CONNECT_WAIT).map_err(DbError::from).and_then(|mut c| self.read(&mut c));
             if let Err(e) = read {
                 log::error!("model aliases: reload after another instance's change: {e}");
+                return false;
             }
         }
+        true
     }
 
     fn read(&self, conn: &mut crate::db::AnyConn) -> Result<(), DbError> {

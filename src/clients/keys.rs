@@ -87,12 +87,15 @@ impl ClientKeys {
 
     /// Another instance changed something: the client table is read again
     /// if the change names it (or everything).
-    pub fn reload_on(&self, what: &crate::db::notify::Changed, db: &DbPool) {
+    /// Answers false if it could not (it is asked again).
+    pub fn reload_on(&self, what: &crate::db::notify::Changed, db: &DbPool) -> bool {
         if what.all || what.clients {
             if let Err(e) = self.reload(db) {
                 log::error!("client keys: reload after another instance's change: {e}");
+                return false;
             }
         }
+        true
     }
 
     /// Reads every client again (after a change).

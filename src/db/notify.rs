@@ -136,12 +136,18 @@ impl Notifier {
         if change.is_empty() {
             return;
         }
-        let sent = db
-            .get_timeout(super::CONNECT_WAIT)
-            .map_err(super::DbError::from)
-            .and_then(|mut c| notify(&mut c, instance, change).map_err(super::DbError::from));
-        if let Err(e) = sent {
-            log::error!("notify the other instances: {e}");
+        // A busy database gets two more tries: a lost notification is only
+        // caught up by the others' periodic reload.
+        for attempt in 1..=3 {
+            let sent = db
+                .get_timeout(super::CONNECT_WAIT)
+                .map_err(super::DbError::from)
+                .and_then(|mut c| notify(&mut c, instance, change).map_err(super::DbError::from));
+            match sent {
+                Ok(()) => return,
+                Err(e) if attempt == 3 => log::error!("notify the other instances: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
         }
     }
 }
@@ -160,7 +166,7 @@ pub fn notify(conn: &mut AnyConn, instance: &str, change: &Changed) -> diesel::Q
 /// Listens for other instances' changes on a connection of its own, on a
 /// thread of its own, until `alive()` says the application is gone. Calls
 /// `changed()` (at most once per `poll`, with what the notifications
-/// named) when one arrives, and with "everything" after each reconnection
+/// named, and what it answered it could not take the time before) when one arrives, and with "everything" after each reconnection
 /// (not the first connection: the pool was just loaded) and every `safety`
 /// interval.
 pub fn listen(
@@ -169,7 +175,7 @@ pub fn listen(
     poll: Duration,
     safety: Duration,
     alive: impl Fn() -> bool + Send + 'static,
-    changed: impl Fn(Changed) + Send + 'static,
+    changed: impl Fn(Changed) -> Changed + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("pg-listener".into()).spawn(move || {
         let shown = crate::config::without_password(&url);
@@ -204,13 +210,15 @@ pub fn listen(
             backoff = Duration::from_millis(200);
             // What was missed while not listening (not at the first
             // connection: the pool was just loaded).
+            // What `changed` could not take (the database busy, say): asked again at the next poll.
+            let mut retry = Changed::default();
             if connected_before {
-                changed(Changed::all());
+                retry = changed(Changed::all());
             }
             connected_before = true;
             let mut last_reload = Instant::now();
             'listening: while alive() {
-                let mut heard = Changed::default();
+                let mut heard = std::mem::take(&mut retry);
                 for n in conn.notifications_iter() {
                     match n {
                         Ok(n) => {
@@ -236,7 +244,7 @@ pub fn listen(
                     if heard.all {
                         last_reload = Instant::now();
                     }
-                    changed(heard);
+                    retry = changed(heard);
                 }
                 std::thread::sleep(poll);
             }
