@@ -31,7 +31,8 @@ pub enum BodyKind {
     Json { model_required: bool },
     /// Any bytes (multipart uploads): small bodies are read whole so that a
     /// failed key can be replaced; large ones are streamed to the upstream.
-    Upload,
+    /// `names_model`: the upload names the model it runs (not a file to keep).
+    Upload { names_model: bool },
     /// GET: no body.
     Empty,
 }
@@ -176,6 +177,11 @@ pub async fn forward(
         Ok(v) => v,
         Err(e) => return reject(pending, e, dialect),
     };
+    if route.creates == Some(ResourceKind::File) {
+        if let Err(e) = check_batch_file(&req, &body, &state).await {
+            return reject(pending, e, dialect);
+        }
+    }
     let out = Outgoing {
         path: route.upstream_path.to_string(),
         body,
@@ -187,6 +193,41 @@ pub async fn forward(
         answer: Answer::AsIs,
     };
     dispatch(&req, out, pending, &state, &upstream).await
+}
+
+/// A batch input file from a key held to a model list: each line's model
+/// must be on the list (the file goes upstream as it is, so its lines are
+/// checked as they are written). A file too big to be read here is refused.
+async fn check_batch_file(req: &HttpRequest, body: &OutBody, state: &AppState) -> Result<(), ProxyError> {
+    let Some(client) = super::auth::caller(req).filter(|c| c.models.is_some()) else { return Ok(()) };
+    let boundary = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(super::multipart::boundary);
+    let refuse = |why: String| {
+        ProxyError::new(ErrorKind::Forbidden, format!("this key may use some models only: {why}"))
+    };
+    match (body, boundary) {
+        (OutBody::Bytes(b), Some(boundary)) => {
+            match super::multipart::batch_models(b.clone(), &boundary).await {
+                None => Ok(()),
+                Some(Err(why)) => Err(ProxyError::bad_request(format!("batch input file: {why}"))),
+                Some(Ok(lines)) => match lines.iter().find(|(_, m)| !client.allows_model(m)) {
+                    Some((line, model)) => Err(refuse(format!(
+                        "line {line} of the batch input file names the model {:?}, which it may not use",
+                        model.chars().take(120).collect::<String>()
+                    ))),
+                    None => Ok(()),
+                },
+            }
+        }
+        (OutBody::Stream { .. }, _) => Err(refuse(format!(
+            "a file over {} bytes cannot be checked line by line here",
+            state.config.failover_buffer_bytes
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Reads a route's body as its kind says: (body, model, stream flag).
@@ -206,7 +247,7 @@ pub async fn read_route_body(
             let stream = p.stream.unwrap_or(false);
             Ok((OutBody::Bytes(body), model, stream))
         }
-        BodyKind::Upload => {
+        BodyKind::Upload { names_model } => {
             let boundary = req
                 .headers()
                 .get(actix_web::http::header::CONTENT_TYPE)
@@ -214,7 +255,7 @@ pub async fn read_route_body(
                 .and_then(super::multipart::boundary);
             // A caller held to a model list: its upload must name one model,
             // plainly, where the proxy reads it.
-            let held = super::auth::caller(req).is_some_and(|c| c.models.is_some());
+            let held = names_model && super::auth::caller(req).is_some_and(|c| c.models.is_some());
             let refuse = |why: &str| {
                 ProxyError::new(ErrorKind::Forbidden, format!("this key may use some models only: {why}"))
             };

@@ -55,7 +55,9 @@ macro_rules! lister {
 }
 
 const fn upload(path: &'static str, creates: Option<ResourceKind>) -> Route {
-    Route { upstream_path: path, dialect: Dialect::OpenAi, body: BodyKind::Upload, creates }
+    // A file kept upstream (batch input) names no model; the other uploads run one.
+    let names_model = !matches!(creates, Some(ResourceKind::File));
+    Route { upstream_path: path, dialect: Dialect::OpenAi, body: BodyKind::Upload { names_model }, creates }
 }
 
 forwarder!(chat_completions, Route::json("/v1/chat/completions"));

@@ -78,6 +78,51 @@ pub async fn text_field(body: Bytes, boundary: &str, name: &str, whole: bool) ->
     }
 }
 
+/// The models the lines of a batch input file name: for a whole upload
+/// whose `purpose` is `batch`, each line's `body.model` with its line
+/// number (from 1); `None` for any other upload. A line that is not a JSON
+/// object naming a model is an error that says which.
+pub async fn batch_models(body: Bytes, boundary: &str) -> Option<Result<Vec<(usize, String)>, String>> {
+    if text_field(body.clone(), boundary, "purpose", true).await != Field::Found("batch".into()) {
+        return None;
+    }
+    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
+    let mut parts = multer::Multipart::new(stream, boundary);
+    let mut file = None;
+    while let Ok(Some(field)) = parts.next_field().await {
+        let named = field
+            .headers()
+            .get("content-disposition")
+            .map(|v| disposition(&String::from_utf8_lossy(v.as_bytes())));
+        if let Some((Some(n), true)) = named {
+            if n == "file" {
+                if file.is_some() {
+                    return Some(Err("the upload holds two files".into()));
+                }
+                match field.bytes().await {
+                    Ok(b) => file = Some(b),
+                    Err(e) => return Some(Err(format!("the file cannot be read: {e}"))),
+                }
+            }
+        }
+    }
+    let Some(file) = file else { return Some(Err("the upload holds no file".into())) };
+    let mut models = Vec::new();
+    for (i, line) in file.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let model = serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.pointer("/body/model").and_then(|m| m.as_str()).map(str::to_string));
+        match model {
+            Some(m) => models.push((i + 1, m)),
+            None => return Some(Err(format!("line {} names no body.model", i + 1))),
+        }
+    }
+    Some(Ok(models))
+}
+
 /// Where the (trimmed) value of the text field `name` stands in a whole
 /// multipart body, found as `text_field` finds it (the same reading of each
 /// part's `Content-Disposition`): for an alias to rename it in place.

@@ -684,3 +684,47 @@ async fn a_model_off_the_list_is_refused_however_the_upload_writes_its_model_fie
         "{sent}"
     );
 }
+
+#[actix_web::test]
+async fn a_batch_file_naming_a_model_off_the_list_is_refused_at_upload() {
+    use crate::fake::multipart;
+    let app = spawn_app_with(&[("FAILOVER_BUFFER_BYTES", "65536")]).await;
+    app.fake.add_key(KA, "acct-a", "20", Mode::Ok);
+    app.import(&[KA]).await;
+    let key = app.create_client(json!({"name": "qwen-only", "models": ["Qwen/*"]})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let upload = |file: Vec<u8>| {
+        let req = app
+            .client
+            .post(app.url("/v1/files"))
+            .insert_header(("Authorization", format!("Bearer {key}")))
+            .insert_header(("Content-Type", "multipart/form-data; boundary=fb"));
+        let body = multipart("fb", &[("purpose", "batch")], ("file", "batch.jsonl", &file));
+        app.send(req, Some(Bytes::from(body)))
+    };
+    let line = |model: &str| {
+        format!(
+            r#"{{"custom_id":"1","method":"POST","url":"/v1/chat/completions","body":{{"model":"{model}","messages":[]}}}}"#
+        )
+    };
+    // Its own models only: uploaded.
+    let ok = [line("Qwen/Qwen3-8B"), line("Qwen/Qwen2.5-7B-Instruct")].join("\n");
+    let r = upload(ok.into_bytes()).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    // A third line naming another model: refused, the line named, nothing sent.
+    let before = app.fake.count("/v1/files");
+    let bad = [line("Qwen/Qwen3-8B"), String::new(), line("deepseek-ai/DeepSeek-V3")].join("\n");
+    let r = upload(bad.into_bytes()).await;
+    assert_eq!(r.status, 403, "{}", text(&r));
+    assert!(text(&r).contains("line 3") && text(&r).contains("deepseek-ai/DeepSeek-V3"), "{}", text(&r));
+    // A line that names no model: 400, said which.
+    let r = upload(b"{\"custom_id\":\"1\"}".to_vec()).await;
+    assert_eq!(r.status, 400);
+    assert!(text(&r).contains("line 1"), "{}", text(&r));
+    // Too big to be read here: refused for a key held to a list.
+    let big = vec![line("Qwen/Qwen3-8B"); 2000].join("\n");
+    assert_eq!(upload(big.into_bytes()).await.status, 403);
+    assert_eq!(app.fake.count("/v1/files"), before, "no refused file reached the upstream");
+}
