@@ -109,6 +109,20 @@ impl Client {
         tz: &FixedOffset,
         reserve: &dyn Fn() -> u64,
     ) -> Result<u64, Refusal> {
+        self.admit_weighted(model, now_ms, tz, reserve, 1)
+    }
+
+    /// As `admit`, for a call that counts as `weight` requests against the
+    /// daily limit (a batch: its lines).
+    pub fn admit_weighted(
+        &self,
+        model: &str,
+        now_ms: i64,
+        tz: &FixedOffset,
+        reserve: &dyn Fn() -> u64,
+        weight: u64,
+    ) -> Result<u64, Refusal> {
+        let weight = weight.max(1);
         if self.id == ENV_CLIENT_ID {
             // `API_KEY`'s client: no list, no limit, nothing to count here (the
             // log has its calls), so no lock shared by every request.
@@ -141,6 +155,16 @@ impl Client {
                 retry_after_secs: next_day,
             });
         }
+        if let Some(max) = self.daily_requests.filter(|max| requests + weight > *max) {
+            return Err(Refusal::Limit {
+                message: format!(
+                    "client {:?}: this batch counts as {weight} requests, and {} of its {max} requests for today are left (daily_requests); the day ends in {next_day} s",
+                    &*self.name,
+                    max - requests,
+                ),
+                retry_after_secs: next_day,
+            });
+        }
         if let Some(max) = self.daily_tokens.filter(|max| tokens >= *max) {
             return Err(Refusal::Limit {
                 message: format!(
@@ -165,7 +189,7 @@ impl Client {
             self.take_rate(rpm, others, now_ms)?;
             self.usage.minute.lock().unwrap_or_else(|e| e.into_inner()).add(now_ms);
         }
-        day.requests += 1;
+        day.requests += weight;
         day.reserved += reservation;
         Ok(reservation)
     }

@@ -149,6 +149,8 @@ pub struct ResourceRow {
     pub created_at: i64,
     /// The client that created it (0: API_KEY's; `None`: an open proxy's).
     pub client_id: Option<i64>,
+    /// A batch input file's lines.
+    pub lines: Option<i64>,
 }
 
 /// Never prints the secret.

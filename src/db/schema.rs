@@ -69,6 +69,7 @@ diesel::table! {
         account -> Nullable<Text>,
         created_at -> BigInt,
         client_id -> Nullable<BigInt>,
+        lines -> Nullable<BigInt>,
     }
 }
 

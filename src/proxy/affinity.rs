@@ -85,6 +85,7 @@ pub async fn record(
     id: &str,
     key: &PoolKey,
     client: Option<&Client>,
+    lines: Option<i64>,
 ) -> Result<(), String> {
     let row = ResourceRow {
         kind: kind.as_str().to_string(),
@@ -93,8 +94,15 @@ pub async fn record(
         account: Some(key.account.id.clone()),
         created_at: now_ms(),
         client_id: client.map(|c| c.id.0),
+        lines,
     };
     crate::db::run(&state.db, move |conn| resources::upsert(conn, &row)).await.map_err(|e| e.to_string())
+}
+
+/// The lines of a batch input file, where they were counted at its upload.
+pub async fn lines(state: &AppState, file_id: &str) -> Option<i64> {
+    let (k, i) = (ResourceKind::File.as_str().to_string(), file_id.to_string());
+    crate::db::run(&state.db, move |conn| resources::find(conn, &k, &i)).await.ok().flatten()?.lines
 }
 
 /// Keys that may read or manage an existing resource: not invalid, not

@@ -131,9 +131,10 @@ pub fn admit(
     model: &str,
     tz: &chrono::FixedOffset,
     reserve: &dyn Fn() -> u64,
+    weight: u64,
 ) -> Result<u64, ProxyError> {
     let Some(client) = client else { return Ok(0) };
-    client.admit(model, crate::db::now_ms(), tz, reserve).map_err(|r| refusal(client, r))
+    client.admit_weighted(model, crate::db::now_ms(), tz, reserve, weight).map_err(|r| refusal(client, r))
 }
 
 #[cfg(test)]

@@ -177,9 +177,11 @@ pub async fn forward(
         Ok(v) => v,
         Err(e) => return reject(pending, e, dialect),
     };
+    let mut pending = pending;
     if route.creates == Some(ResourceKind::File) {
-        if let Err(e) = check_batch_file(&req, &body, &state).await {
-            return reject(pending, e, dialect);
+        match check_batch_file(&req, &body, &state).await {
+            Ok(lines) => pending.batch_lines = lines,
+            Err(e) => return reject(pending, e, dialect),
         }
     }
     let out = Outgoing {
@@ -195,30 +197,37 @@ pub async fn forward(
     dispatch(&req, out, pending, &state, &upstream).await
 }
 
-/// A batch input file from a key held to a model list: each line's model
-/// must be on the list (the file goes upstream as it is, so its lines are
-/// checked as they are written). A file too big to be read here is refused.
-async fn check_batch_file(req: &HttpRequest, body: &OutBody, state: &AppState) -> Result<(), ProxyError> {
-    let Some(client) = super::auth::caller(req).filter(|c| c.models.is_some()) else { return Ok(()) };
+/// A batch input file from a key held to a model list or a daily request
+/// limit: each line's model must be on the list (the file goes upstream as
+/// it is, so its lines are checked as they are written), and its lines are
+/// counted (a batch counts as its lines). A file too big to be read here is
+/// refused. Answers the lines of a batch file it read.
+async fn check_batch_file(
+    req: &HttpRequest,
+    body: &OutBody,
+    state: &AppState,
+) -> Result<Option<i64>, ProxyError> {
+    let Some(client) = super::auth::caller(req).filter(|c| c.models.is_some() || c.daily_requests.is_some())
+    else {
+        return Ok(None);
+    };
     let boundary = req
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(super::multipart::boundary);
-    let refuse = |why: String| {
-        ProxyError::new(ErrorKind::Forbidden, format!("this key may use some models only: {why}"))
-    };
+    let refuse = |why: String| ProxyError::new(ErrorKind::Forbidden, format!("this key is limited: {why}"));
     match (body, boundary) {
         (OutBody::Bytes(b), Some(boundary)) => {
             match super::multipart::batch_models(b.clone(), &boundary).await {
-                None => Ok(()),
+                None => Ok(None),
                 Some(Err(why)) => Err(ProxyError::bad_request(format!("batch input file: {why}"))),
                 Some(Ok(lines)) => match lines.iter().find(|(_, m)| !client.allows_model(m)) {
                     Some((line, model)) => Err(refuse(format!(
                         "line {line} of the batch input file names the model {:?}, which it may not use",
                         model.chars().take(120).collect::<String>()
                     ))),
-                    None => Ok(()),
+                    None => Ok(Some(lines.len() as i64)),
                 },
             }
         }
@@ -226,7 +235,7 @@ async fn check_batch_file(req: &HttpRequest, body: &OutBody, state: &AppState) -
             "a file over {} bytes cannot be checked line by line here",
             state.config.failover_buffer_bytes
         ))),
-        _ => Ok(()),
+        _ => Ok(None),
     }
 }
 
@@ -718,7 +727,9 @@ where
         }
     };
     if let (Some(id), Some(key)) = (affinity::created_id(kind, &body), pending.key.clone()) {
-        if let Err(e) = affinity::record(state, kind, &id, &key, pending.client.as_deref()).await {
+        if let Err(e) =
+            affinity::record(state, kind, &id, &key, pending.client.as_deref(), pending.batch_lines).await
+        {
             log::error!("could not record the owner of {} {id}: {e}", kind.as_str());
             pending.error = Some(format!("owner of {} not recorded: {e}", kind.as_str()));
         }

@@ -44,6 +44,11 @@ pub struct Pending {
     pub error: Option<String>,
     /// Who called (`None`: an open proxy), and the day's time zone for its usage.
     pub client: Option<Arc<Client>>,
+    /// A batch input file's lines, recorded with the file.
+    pub batch_lines: Option<i64>,
+    /// Requests this call counts as against the client's daily limit (a
+    /// batch: its lines).
+    pub weight: u64,
     /// Tokens the client's limit reserved for this call (given back at its
     /// end), and when it was admitted (the day both count on).
     reserved: u64,
@@ -59,6 +64,8 @@ impl Pending {
             client: super::auth::caller(req),
             reserved: 0,
             admitted_at: 0,
+            batch_lines: None,
+            weight: 1,
             tz: state.config.timezone,
             sink: sink.clone(),
             sent: false,
@@ -90,7 +97,7 @@ impl Pending {
         metrics: &crate::metrics::Metrics,
         reserve: &dyn Fn() -> u64,
     ) -> Result<Self, actix_web::HttpResponse> {
-        match super::auth::admit(self.client.as_ref(), model, &self.tz, reserve) {
+        match super::auth::admit(self.client.as_ref(), model, &self.tz, reserve, self.weight) {
             Ok(reserved) => {
                 self.reserved = reserved;
                 self.admitted_at = now_ms();

@@ -39,10 +39,17 @@ async fn json_call(
         Ok(v) => v,
         Err(e) => return reject(pending, e, Dialect::OpenAi),
     };
+    let mut pending = pending;
     let target = match named {
         None => Target::Pool,
         Some((kind, id)) => match affinity::owner(&state, kind, &id, pending.client.as_deref()).await {
-            Ok(k) => Target::Pinned(k),
+            Ok(k) => {
+                if call.creates == Some(ResourceKind::Batch) {
+                    // A batch counts as the lines of its input file.
+                    pending.weight = affinity::lines(&state, &id).await.unwrap_or(1).max(1) as u64;
+                }
+                Target::Pinned(k)
+            }
             Err(e) => return reject(pending, e, Dialect::OpenAi),
         },
     };

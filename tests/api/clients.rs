@@ -728,3 +728,44 @@ async fn a_batch_file_naming_a_model_off_the_list_is_refused_at_upload() {
     assert_eq!(upload(big.into_bytes()).await.status, 403);
     assert_eq!(app.fake.count("/v1/files"), before, "no refused file reached the upstream");
 }
+
+#[actix_web::test]
+async fn a_batch_counts_as_its_lines_against_daily_requests() {
+    use crate::fake::multipart;
+    let app = app_with_key().await;
+    let key = app.create_client(json!({"name": "batcher", "daily_requests": 8})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let upload = |lines: usize| {
+        let line = r#"{"custom_id":"1","method":"POST","url":"/v1/chat/completions","body":{"model":"Qwen/Qwen3-8B","messages":[]}}"#;
+        let file = vec![line; lines].join("\n");
+        let req = app
+            .client
+            .post(app.url("/v1/files"))
+            .insert_header(("Authorization", format!("Bearer {key}")))
+            .insert_header(("Content-Type", "multipart/form-data; boundary=fb"));
+        app.send(
+            req,
+            Some(Bytes::from(multipart("fb", &[("purpose", "batch")], ("file", "b.jsonl", file.as_bytes())))),
+        )
+    };
+    let batch = |file: String| {
+        let body =
+            json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+        app.call_as(&key, "/v1/batches", body)
+    };
+    // Two uploads (2 requests), then a batch of 5 lines: 7 of 8.
+    let five = upload(5).await.json()["data"]["id"].as_str().unwrap().to_string();
+    let four = upload(4).await.json()["data"]["id"].as_str().unwrap().to_string();
+    let r = batch(five).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(app.clients().await[0]["requests_today"], 7);
+    // A batch of 4 lines does not fit in the one request left: 429, nothing sent.
+    let before = app.fake.count("/v1/batches");
+    let r = batch(four).await;
+    assert_eq!(r.status, 429, "{}", text(&r));
+    assert!(text(&r).contains("counts as 4 requests") && text(&r).contains("1 of its 8"), "{}", text(&r));
+    assert_eq!(app.fake.count("/v1/batches"), before);
+    assert_eq!(app.clients().await[0]["requests_today"], 7, "a refused batch counts nothing");
+}
