@@ -211,11 +211,7 @@ async fn check_batch_file(
     else {
         return Ok(None);
     };
-    let boundary = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(super::multipart::boundary);
+    let boundary = super::multipart::boundary_of(req);
     let refuse = |why: String| ProxyError::new(ErrorKind::Forbidden, format!("this key is limited: {why}"));
     match (body, boundary) {
         (OutBody::Bytes(b), Some(boundary)) => {
@@ -257,11 +253,7 @@ pub async fn read_route_body(
             Ok((OutBody::Bytes(body), model, stream))
         }
         BodyKind::Upload { names_model } => {
-            let boundary = req
-                .headers()
-                .get(actix_web::http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(super::multipart::boundary);
+            let boundary = super::multipart::boundary_of(req);
             // A caller held to a model list: its upload must name one model,
             // plainly, where the proxy reads it.
             let held = names_model && super::auth::caller(req).is_some_and(|c| c.models.is_some());

@@ -11,8 +11,9 @@ use bytes::Bytes;
 /// one byte more lets the check refuse a longer one).
 const MAX_TEXT_FIELD: usize = 4096;
 
-/// The boundary a `multipart/form-data` content type names.
-pub fn boundary(content_type: &str) -> Option<String> {
+/// The boundary a request's `multipart/form-data` content type names.
+pub fn boundary_of(req: &actix_web::HttpRequest) -> Option<String> {
+    let content_type = req.headers().get(actix_web::http::header::CONTENT_TYPE)?.to_str().ok()?;
     multer::parse_boundary(content_type).ok()
 }
 
@@ -28,12 +29,40 @@ pub enum Field {
     Unclear,
 }
 
+/// The parts of `body`, framed by multer.
+fn parts(body: Bytes, boundary: &str) -> multer::Multipart<'static> {
+    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
+    multer::Multipart::new(stream, boundary)
+}
+
+/// A part's name and whether it carries a file, from its
+/// `Content-Disposition` (bytes beyond ASCII read too: the upstream reads
+/// them); `None` without one.
+fn named(field: &multer::Field<'_>) -> Option<(Option<String>, bool)> {
+    field.headers().get("content-disposition").map(|v| disposition(&String::from_utf8_lossy(v.as_bytes())))
+}
+
+/// A text part's value, at most `MAX_TEXT_FIELD` bytes kept; `None` if the
+/// body is cut before the part ends.
+async fn text_value(field: &mut multer::Field<'_>) -> Option<String> {
+    let mut value = Vec::new();
+    loop {
+        match field.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_TEXT_FIELD.saturating_sub(value.len());
+                value.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => return Some(String::from_utf8_lossy(&value).trim().to_string()),
+            Err(_) => return None,
+        }
+    }
+}
+
 /// The text field `name` of `body`. With `whole`, `body` is the whole
 /// upload; else its first part (an upload that streams on), where only the
 /// fields before the cut are seen.
 pub async fn text_field(body: Bytes, boundary: &str, name: &str, whole: bool) -> Field {
-    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
-    let mut parts = multer::Multipart::new(stream, boundary);
+    let mut parts = parts(body, boundary);
     let mut found = None;
     loop {
         let mut field = match parts.next_field().await {
@@ -44,33 +73,18 @@ pub async fn text_field(body: Bytes, boundary: &str, name: &str, whole: bool) ->
             Err(_) if whole => return Field::Unclear,
             Err(_) => break,
         };
-        // (Bytes beyond ASCII in a header are read too: the upstream reads them.)
-        let Some((field_name, file)) = field
-            .headers()
-            .get("content-disposition")
-            .map(|v| disposition(&String::from_utf8_lossy(v.as_bytes())))
-        else {
-            continue;
-        };
+        let Some((field_name, file)) = named(&field) else { continue };
         if file || field_name.as_deref().is_none_or(|n| n != name) {
             continue;
         }
         if found.is_some() {
             return Field::Unclear;
         }
-        let mut value = Vec::new();
-        loop {
-            match field.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = MAX_TEXT_FIELD.saturating_sub(value.len());
-                    value.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                }
-                Ok(None) => break,
-                // Cut before the field ended: its value is not known.
-                Err(_) => return Field::Unclear,
-            }
+        match text_value(&mut field).await {
+            Some(v) => found = Some(v),
+            // Cut before the field ended: its value is not known.
+            None => return Field::Unclear,
         }
-        found = Some(String::from_utf8_lossy(&value).trim().to_string());
     }
     match found {
         Some(v) => Field::Found(v),
@@ -81,30 +95,42 @@ pub async fn text_field(body: Bytes, boundary: &str, name: &str, whole: bool) ->
 /// The models the lines of a batch input file name: for a whole upload
 /// whose `purpose` is `batch`, each line's `body.model` with its line
 /// number (from 1); `None` for any other upload. A line that is not a JSON
-/// object naming a model is an error that says which.
+/// object naming a model, or an upload that cannot be read, is an error
+/// that says which.
 pub async fn batch_models(body: Bytes, boundary: &str) -> Option<Result<Vec<(usize, String)>, String>> {
-    if text_field(body.clone(), boundary, "purpose", true).await != Field::Found("batch".into()) {
-        return None;
-    }
-    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
-    let mut parts = multer::Multipart::new(stream, boundary);
-    let mut file = None;
-    while let Ok(Some(field)) = parts.next_field().await {
-        let named = field
-            .headers()
-            .get("content-disposition")
-            .map(|v| disposition(&String::from_utf8_lossy(v.as_bytes())));
-        if let Some((Some(n), true)) = named {
-            if n == "file" {
+    // One pass: the purpose (any `purpose` part saying batch makes it one:
+    // which the upstream takes cannot be told) and the file.
+    let mut parts = parts(body, boundary);
+    let (mut batch, mut file, mut problem) = (false, None, None);
+    loop {
+        let mut field = match parts.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            // Unreadable here, it cannot be told whether it is a batch.
+            Err(e) => return Some(Err(format!("the upload cannot be read: {e}"))),
+        };
+        match named(&field) {
+            Some((Some(n), false)) if n == "purpose" => match text_value(&mut field).await {
+                Some(v) => batch |= v.eq_ignore_ascii_case("batch"),
+                None => problem = Some("the upload cannot be read".into()),
+            },
+            Some((Some(n), true)) if n == "file" => {
                 if file.is_some() {
-                    return Some(Err("the upload holds two files".into()));
+                    problem = Some("the upload holds two files".into());
                 }
                 match field.bytes().await {
                     Ok(b) => file = Some(b),
-                    Err(e) => return Some(Err(format!("the file cannot be read: {e}"))),
+                    Err(e) => problem = Some(format!("the file cannot be read: {e}")),
                 }
             }
+            _ => {}
         }
+    }
+    if !batch {
+        return None;
+    }
+    if let Some(why) = problem {
+        return Some(Err(why));
     }
     let Some(file) = file else { return Some(Err("the upload holds no file".into())) };
     let mut models = Vec::new();
@@ -289,5 +315,24 @@ mod tests {
         );
         assert_eq!(field_range(b"garbage", "model"), None);
         assert_eq!(params("form-data; name=\"a\\\"b\"; x"), vec![("name".into(), "a\"b".into())]);
+    }
+
+    #[actix_rt::test]
+    async fn a_batch_file_is_read_whatever_else_the_upload_says_of_its_purpose() {
+        let line = r#"{"custom_id":"1","body":{"model":"m1"}}"#;
+        let file = |purposes: &[&str]| {
+            let mut out = String::new();
+            for p in purposes {
+                out.push_str(&format!("--B\r\nContent-Disposition: form-data; name=purpose\r\n\r\n{p}\r\n"));
+            }
+            out.push_str(&format!("--B\r\nContent-Disposition: form-data; name=file; filename=a\r\n\r\n{line}\n\n{line}\r\n--B--\r\n"));
+            Bytes::from(out)
+        };
+        let want = Some(Ok(vec![(1, "m1".to_string()), (3, "m1".to_string())]));
+        assert_eq!(batch_models(file(&["batch"]), "B").await, want);
+        // Said twice, batch once: which one the upstream takes cannot be told.
+        assert_eq!(batch_models(file(&["other", "batch"]), "B").await, want);
+        assert_eq!(batch_models(file(&["fine-tune"]), "B").await, None);
+        assert!(matches!(batch_models(Bytes::from_static(b"--B\r\nbroken"), "B").await, Some(Err(_))));
     }
 }
