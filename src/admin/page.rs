@@ -16,6 +16,13 @@ pub fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther().insert_header(("Location", location)).finish()
 }
 
+/// A page's query that may name a notice (after a redirect).
+#[derive(serde::Deserialize, Default)]
+pub struct NoticeQuery {
+    notice: Option<String>,
+    n: Option<String>,
+}
+
 /// What a redirect after a form tells the next page. Only these, with
 /// numbers: the text is the server's own, never a string from the query
 /// (a link could otherwise put any words into a trusted-looking banner).
@@ -65,6 +72,11 @@ impl Notice {
             Notice::ClientDeleted(id) => ("client_deleted", vec![id]),
             Notice::AliasesSaved(n) => ("aliases_saved", vec![n]),
         }
+    }
+
+    /// The text of the notice a page's query names, if it is one of ours.
+    pub fn text_of(q: &NoticeQuery) -> Option<String> {
+        Notice::parse(q.notice.as_deref(), q.n.as_deref()).map(|n| n.text())
     }
 
     /// The page to go to, with this notice.

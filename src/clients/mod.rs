@@ -146,24 +146,20 @@ impl Client {
         let day = guard.on(today);
         let (requests, tokens) = (day.requests + other_requests, day.tokens + other_tokens);
         let in_flight = day.reserved;
-        if let Some(max) = self.daily_requests.filter(|max| requests >= *max) {
-            return Err(Refusal::Limit {
-                message: format!(
+        if let Some(max) = self.daily_requests.filter(|max| requests + weight > *max) {
+            let message = if requests >= max {
+                format!(
                     "client {:?} has used its {max} requests for today (daily_requests); the day ends in {next_day} s",
                     &*self.name,
-                ),
-                retry_after_secs: next_day,
-            });
-        }
-        if let Some(max) = self.daily_requests.filter(|max| requests + weight > *max) {
-            return Err(Refusal::Limit {
-                message: format!(
+                )
+            } else {
+                format!(
                     "client {:?}: this batch counts as {weight} requests, and {} of its {max} requests for today are left (daily_requests); the day ends in {next_day} s",
                     &*self.name,
                     max - requests,
-                ),
-                retry_after_secs: next_day,
-            });
+                )
+            };
+            return Err(Refusal::Limit { message, retry_after_secs: next_day });
         }
         if let Some(max) = self.daily_tokens.filter(|max| tokens >= *max) {
             return Err(Refusal::Limit {

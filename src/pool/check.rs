@@ -232,6 +232,29 @@ pub async fn list_models(
     Ok(listed.data.into_iter().map(|e| e.id).filter(|id| id.len() <= 256).take(2000).collect())
 }
 
+/// Reads the upstream's model list into the pool (the metrics' model
+/// labels) with `key`, unless another read is under way.
+pub async fn read_model_list(
+    pool: &super::PoolShared,
+    client: &awc::Client,
+    base_url: &str,
+    key: &str,
+    timeout: Duration,
+) {
+    if !pool.claim_listing() {
+        return;
+    }
+    let listed = list_models(client, base_url, key, timeout).await;
+    match &listed {
+        Ok(ids) if pool.served_read_at() == 0 => {
+            log::info!("model list: {} models served upstream", ids.len())
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("model list: {e}"),
+    }
+    pool.end_listing(listed.ok(), now_ms());
+}
+
 /// Runs `check` over `items`, `concurrency` at a time, answers in the order
 /// of `items`; but the first item of each upstream origin runs alone, first:
 /// its answer tells whether that origin still has `/v1/user/info`, so that a

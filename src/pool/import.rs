@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix::Addr;
 use serde::Serialize;
 
-use super::check::{check_key, checked_in_order, list_models, CheckOutcome};
+use super::check::{check_key, checked_in_order, read_model_list, CheckOutcome};
 use super::{mask_key, AddKeys, AddResult, AddStatus, CheckedKey, PoolActor, PoolShared};
 use crate::upstream::other_region;
 
@@ -132,13 +132,7 @@ impl Importer<'_> {
         // The first keys of a pool: the model list (the metrics' model labels)
         // is read now, so the first calls are counted under their models.
         if let (0, Some((secret, origin))) = (self.pool.served_read_at(), lister) {
-            if self.pool.claim_listing() {
-                let listed = list_models(client, &origin, &secret, timeout).await;
-                if let Err(e) = &listed {
-                    log::warn!("model list: {e}");
-                }
-                self.pool.end_listing(listed.ok(), crate::db::now_ms());
-            }
+            read_model_list(self.pool, client, &origin, &secret, timeout).await;
         }
         let results: Vec<AddResult> = slots.into_iter().flatten().collect();
         let count = |s: AddStatus| results.iter().filter(|r| r.status == s).count();

@@ -390,12 +390,12 @@ impl PoolShared {
     }
 
     /// Claims the next read of the model list (false: one is under way).
-    pub fn claim_listing(&self) -> bool {
+    fn claim_listing(&self) -> bool {
         !self.listing.swap(true, Ordering::AcqRel)
     }
 
     /// The read claimed ended: its list, read at `now_ms`, if it got one.
-    pub fn end_listing(&self, ids: Option<Vec<String>>, now_ms: i64) {
+    fn end_listing(&self, ids: Option<Vec<String>>, now_ms: i64) {
         self.listing_tried.store(now_ms, Ordering::Relaxed);
         if let Some(ids) = ids {
             self.served.store(Arc::new((ids.into_iter().filter(|m| !m.is_empty()).collect(), now_ms)));

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::actor::{ApplyChecks, CheckSummary, PoolActor};
-use super::check::{check_key, checked_in_order, list_models};
+use super::check::{check_key, checked_in_order, read_model_list};
 use super::{KeyId, KeyState, PoolShared};
 use crate::db::now_ms;
 
@@ -111,7 +111,7 @@ impl Refresher {
     }
 
     /// Reads the upstream's model list with a usable key, when it is due.
-    fn list_models(&mut self, ctx: &mut Context<Self>) {
+    fn read_model_list_when_due(&mut self, ctx: &mut Context<Self>) {
         let now = now_ms();
         let read_at = self.shared.served_read_at();
         if read_at > 0 && now - read_at < MODEL_LIST_EVERY.as_millis() as i64 {
@@ -124,21 +124,11 @@ impl Refresher {
         let snapshot = self.shared.snapshot();
         let Some(key) = snapshot.keys.iter().find(|k| k.state() == KeyState::Active).cloned() else { return };
         drop(snapshot);
-        if !self.shared.claim_listing() {
-            return;
-        }
-        let (client, timeout) = (self.client.clone(), self.timeout);
-        let work = async move { list_models(&client, &key.base_url, &key.secret, timeout).await };
-        ctx.spawn(work.into_actor(self).map(|listed, act, _| {
-            match &listed {
-                Ok(ids) if act.shared.served_read_at() == 0 => {
-                    log::info!("model list: {} models served upstream", ids.len())
-                }
-                Ok(_) => {}
-                Err(e) => log::warn!("model list: {e}"),
-            }
-            act.shared.end_listing(listed.ok(), now_ms());
-        }));
+        let (client, timeout, shared) = (self.client.clone(), self.timeout, self.shared.clone());
+        ctx.spawn(
+            async move { read_model_list(&shared, &client, &key.base_url, &key.secret, timeout).await }
+                .into_actor(self),
+        );
     }
 
     fn update_status(status: &ArcSwap<RefreshStatus>, f: impl FnOnce(&mut RefreshStatus)) {
@@ -291,8 +281,8 @@ impl Actor for Refresher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.list_models(ctx);
-        ctx.run_interval(MODEL_LIST_LOOK, |act, ctx| act.list_models(ctx));
+        self.read_model_list_when_due(ctx);
+        ctx.run_interval(MODEL_LIST_LOOK, |act, ctx| act.read_model_list_when_due(ctx));
         if let Some(interval) = self.interval {
             ctx.run_interval(interval, |act, ctx| {
                 if !act.leadership.leads() {

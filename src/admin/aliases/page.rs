@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::replace;
 use crate::admin::error::PageError;
-use crate::admin::page::{page_session, posted_form, see_other, warnings, Notice};
+use crate::admin::page::{page_session, posted_form, see_other, warnings, Notice, NoticeQuery};
 use crate::admin::session::Session;
 use crate::admin::views::{csrf_field, layout, page, Chrome};
 use crate::aliases::Aliases;
@@ -49,19 +49,13 @@ fn render(
     page(status, layout(chrome, content))
 }
 
-#[derive(Deserialize, Default)]
-pub struct NoticeQuery {
-    notice: Option<String>,
-    n: Option<String>,
-}
-
 pub async fn aliases_page(
     req: HttpRequest,
     state: web::Data<AppState>,
     q: web::Query<NoticeQuery>,
 ) -> Result<HttpResponse, PageError> {
     let s = page_session(&req, &state).await?;
-    let notice = Notice::parse(q.notice.as_deref(), q.n.as_deref()).map(|n| n.text());
+    let notice = Notice::text_of(&q);
     let text = as_text(&state.aliases.snapshot());
     Ok(render(&state, &s, StatusCode::OK, &text, None, notice))
 }

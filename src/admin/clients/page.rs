@@ -7,7 +7,9 @@ use serde::Deserialize;
 
 use super::*;
 use crate::admin::error::PageError;
-use crate::admin::page::{confirm_page, page_session, posted_form, see_other, warnings, Confirm, Notice};
+use crate::admin::page::{
+    confirm_page, page_session, posted_form, see_other, warnings, Confirm, Notice, NoticeQuery,
+};
 use crate::admin::views::{badge, csrf_field, layout, page, when, Chrome};
 
 /// The create/edit form's fields, as the browser sends them: an empty field
@@ -167,19 +169,13 @@ async fn render(
     Ok(page(status, layout(chrome, content)))
 }
 
-#[derive(Deserialize, Default)]
-pub struct NoticeQuery {
-    notice: Option<String>,
-    n: Option<String>,
-}
-
 pub async fn clients_page(
     req: HttpRequest,
     state: web::Data<AppState>,
     q: web::Query<NoticeQuery>,
 ) -> Result<HttpResponse, PageError> {
     let s = page_session(&req, &state).await?;
-    let notice = Notice::parse(q.notice.as_deref(), q.n.as_deref()).map(|n| n.text());
+    let notice = Notice::text_of(&q);
     render(&state, &s, StatusCode::OK, None, None, ClientForm::default(), notice).await
 }
 
