@@ -522,13 +522,8 @@ async fn a_clients_files_batches_and_video_jobs_are_unknown_to_every_other_clien
         app.send(req, None)
     };
     let jsonl = br#"{"custom_id":"1","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}"#;
-    let req = app
-        .client
-        .post(app.url("/v1/files"))
-        .insert_header(("Authorization", format!("Bearer {alice}")))
-        .insert_header(("Content-Type", "multipart/form-data; boundary=fb"));
     let body = multipart("fb", &[("purpose", "batch")], ("file", "batch.jsonl", jsonl));
-    let r = app.send(req, Some(Bytes::from(body))).await;
+    let r = app.upload_as(&alice, "/v1/files", "fb", body).await;
     assert_eq!(r.status, 200, "{}", text(&r));
     let file = r.json()["data"]["id"].as_str().unwrap().to_string();
     let batch_body =
@@ -583,14 +578,7 @@ async fn a_model_off_the_list_is_refused_however_the_upload_writes_its_model_fie
         .as_str()
         .unwrap()
         .to_string();
-    let upload = |body: Vec<u8>| {
-        let req = app
-            .client
-            .post(app.url("/v1/audio/transcriptions"))
-            .insert_header(("Authorization", format!("Bearer {key}")))
-            .insert_header(("Content-Type", "multipart/form-data; boundary=B"));
-        app.send(req, Some(Bytes::from(body)))
-    };
+    let upload = |body: Vec<u8>| app.upload_as(&key, "/v1/audio/transcriptions", "B", body);
     let part = |disposition: &str, value: &[u8]| {
         let mut p = format!("--B\r\nContent-Disposition: {disposition}\r\n\r\n").into_bytes();
         p.extend_from_slice(value);
@@ -696,13 +684,8 @@ async fn a_batch_file_naming_a_model_off_the_list_is_refused_at_upload() {
         .unwrap()
         .to_string();
     let upload = |file: Vec<u8>| {
-        let req = app
-            .client
-            .post(app.url("/v1/files"))
-            .insert_header(("Authorization", format!("Bearer {key}")))
-            .insert_header(("Content-Type", "multipart/form-data; boundary=fb"));
         let body = multipart("fb", &[("purpose", "batch")], ("file", "batch.jsonl", &file));
-        app.send(req, Some(Bytes::from(body)))
+        app.upload_as(&key, "/v1/files", "fb", body)
     };
     let line = |model: &str| {
         format!(
@@ -740,15 +723,8 @@ async fn a_batch_counts_as_its_lines_against_daily_requests() {
     let upload = |lines: usize| {
         let line = r#"{"custom_id":"1","method":"POST","url":"/v1/chat/completions","body":{"model":"Qwen/Qwen3-8B","messages":[]}}"#;
         let file = vec![line; lines].join("\n");
-        let req = app
-            .client
-            .post(app.url("/v1/files"))
-            .insert_header(("Authorization", format!("Bearer {key}")))
-            .insert_header(("Content-Type", "multipart/form-data; boundary=fb"));
-        app.send(
-            req,
-            Some(Bytes::from(multipart("fb", &[("purpose", "batch")], ("file", "b.jsonl", file.as_bytes())))),
-        )
+        let body = multipart("fb", &[("purpose", "batch")], ("file", "b.jsonl", file.as_bytes()));
+        app.upload_as(&key, "/v1/files", "fb", body)
     };
     let batch = |file: String| {
         let body =

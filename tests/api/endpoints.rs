@@ -1,7 +1,6 @@
 //! Every SiliconFlow endpoint beyond chat: binary and multipart pass-through,
 //! account-bound resources, merged lists, pooled user info.
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -27,12 +26,7 @@ impl TestApp {
     }
 
     async fn upload(&self, path: &str, boundary: &str, body: Vec<u8>) -> crate::helpers::Resp {
-        let req = self
-            .client
-            .post(self.url(path))
-            .insert_header(("Authorization", format!("Bearer {CLIENT_KEY}")))
-            .insert_header(("Content-Type", format!("multipart/form-data; boundary={boundary}")));
-        self.send(req, Some(Bytes::from(body))).await
+        self.upload_as(CLIENT_KEY, path, boundary, body).await
     }
 
     /// Makes `key` the richest, so the balance strategy prefers it from now on.

@@ -282,6 +282,16 @@ where
 }
 
 impl TestApp {
+    /// POST a multipart body (with boundary `boundary`) to a /v1 route with `key`.
+    pub async fn upload_as(&self, key: &str, path: &str, boundary: &str, body: Vec<u8>) -> Resp {
+        let req = self
+            .client
+            .post(self.url(path))
+            .insert_header(("Authorization", format!("Bearer {key}")))
+            .insert_header(("Content-Type", format!("multipart/form-data; boundary={boundary}")));
+        self.send(req, Some(Bytes::from(body))).await
+    }
+
     pub async fn call_raw(&self, path: &str, body: &str) -> Resp {
         let req = self
             .client

@@ -319,12 +319,7 @@ async fn model_labels_are_the_upstreams_listed_models_and_the_aliases_targets_ne
             &[("model", &format!("junk-model-{i}"))],
             ("file", "a.wav", b"RIFF0000"),
         );
-        let req = app
-            .client
-            .post(app.url("/v1/audio/transcriptions"))
-            .insert_header(("Authorization", format!("Bearer {CLIENT_KEY}")))
-            .insert_header(("Content-Type", "multipart/form-data; boundary=mb"));
-        assert_eq!(app.send(req, Some(body.into())).await.status, 200);
+        assert_eq!(app.upload_as(CLIENT_KEY, "/v1/audio/transcriptions", "mb", body).await.status, 200);
     }
     // A listed model keeps its label; so does a model only an alias calls.
     assert_eq!(app.chat(MODEL).await.status, 200);

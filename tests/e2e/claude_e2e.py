@@ -9,14 +9,12 @@ Prints 'N passed, M failed' and exits non-zero on any failure.
 """
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
-from harness import CLIENT, GOOD, Checks, Stack
+from harness import CLIENT, GOOD, Checks, Stack, run_agent
 
 # The README's starting table (as in .env.example).
 ALIASES = ("claude-*haiku*=Qwen/Qwen3-8B,claude-*=deepseek-ai/DeepSeek-V3.2,"
@@ -34,17 +32,11 @@ def run_claude(base, token, scratch, prompt, *flags):
                # No calls but the model's: no update checks, no telemetry, no error reports.
                DISABLE_AUTOUPDATER="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1")
     started = time.time()
-    proc = subprocess.Popen(["claude", "-p", prompt, *flags], cwd=scratch, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"claude -p did not finish in {TIMEOUT} s; stderr tail: {err[-2000:]}")
+        code, out, err = run_agent(["claude", "-p", prompt, *flags], scratch, env, TIMEOUT)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    return proc.returncode, out, err, time.time() - started
+    return code, out, err, time.time() - started
 
 
 def refusals(stack, reason):

@@ -7,13 +7,11 @@ Prints 'N passed, M failed' and exits non-zero on any failure.
 """
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 
-from harness import CLIENT, GOOD, Checks, Stack
+from harness import CLIENT, GOOD, Checks, Stack, run_agent
 
 MODEL = "deepseek-ai/DeepSeek-V3.2"
 PROOF = "codex-was-here"  # what the fake's command writes to proof.txt
@@ -52,17 +50,10 @@ def run_codex(base, scratch):
            "--color", "never", "-C", scratch,
            "Create a file named proof.txt in the current directory containing the text "
            f"{PROOF}, using the shell tool."]
-    proc = subprocess.Popen(cmd, cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # its own session: node, the codex binary, its shells
-        out, err = proc.communicate()
-        raise AssertionError(f"codex exec did not finish in {TIMEOUT} s; stderr tail: {err[-2000:]}")
+        return run_agent(cmd, scratch, env, TIMEOUT)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    return proc.returncode, out, err
 
 
 def main():

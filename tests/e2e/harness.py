@@ -3,6 +3,7 @@ binary on free ports, call the admin API, report like a test runner."""
 import base64
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -89,6 +90,20 @@ class Stack:
             self.proxy.wait(timeout=30)
         finally:
             self.fake.terminate()
+
+
+def run_agent(cmd, cwd, env, timeout):
+    """Runs an agent's CLI in `cwd`, in a session of its own (killed whole at the timeout:
+    node, the agent's binary, its shells); returns (code, stdout, stderr)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{cmd[0]} did not finish in {timeout} s; stderr tail: {err[-2000:]}")
+    return proc.returncode, out, err
 
 
 class Checks:
