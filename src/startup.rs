@@ -72,6 +72,7 @@ impl Application {
         let db = db::open(&config.database)?;
         log::info!("database: {}", config.database.display());
         let admin = AdminCredentials::init(&config, &db)?;
+        settle_interrupted_calls(&config, &db)?;
         let clients = Arc::new(ClientKeys::load(&db, config.timezone, db::now_ms(), config.is_shared())?);
         let aliases = Arc::new(AliasTable::load(&db, config.model_aliases.as_ref())?);
         let notifier = notifier(&config, &db);
@@ -195,6 +196,22 @@ fn notifier(config: &Config, db: &db::DbPool) -> Notifier {
     }
     use rand::distr::{Alphanumeric, SampleString};
     Notifier::new(db.clone(), Alphanumeric.sample_string(&mut rand::rng(), 16))
+}
+
+/// Calls a crashed process left in flight become interrupted calls, before
+/// the clients' usage of the day is read from the log. On SQLite, at the
+/// start (no other process writes there); on PostgreSQL the instance that
+/// leads settles those of instances gone silent, as it runs.
+fn settle_interrupted_calls(config: &Config, db: &db::DbPool) -> Result<(), StartupError> {
+    if config.is_shared() {
+        return Ok(());
+    }
+    let mut conn = db.get().map_err(db::DbError::from)?;
+    let n = db::queries::logs::settle_interrupted(&mut conn, None)?;
+    if n > 0 {
+        log::warn!("request log: {n} calls were running when the proxy last stopped; their rows say interrupted (tokens unknown)");
+    }
+    Ok(())
 }
 
 /// The key pool from the database: the snapshot the request path reads, and

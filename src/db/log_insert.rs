@@ -119,6 +119,7 @@ columns_and_binds!(
     error,
     client,
     requested_model,
+    call_id,
 );
 
 impl<DB: LogBackend, const N: usize> QueryFragment<DB> for InsertLogs<'_, N>
@@ -285,6 +286,7 @@ pub(crate) mod tests {
             error: (i % 4 == 3).then(|| format!("upstream said \"no\" ({i}); 'quotes' ok")),
             client: (i % 2 == 0).then(|| format!("client-{i}")),
             requested_model: (i % 3 == 0).then(|| format!("claude-{i}")),
+            call_id: (i % 5 == 4).then(|| format!("w-{i}")),
         }
     }
 

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use actix::Addr;
 
+use super::in_flight::{Flight, Flights, Ticket};
 use super::log_writer::{LogWriter, Wake};
 use super::models::NewLog;
 
 /// What the request path, the log writer and `/health` share about the log:
 /// rows not yet written, rows dropped, requests open, and whether writes fail.
-#[derive(Debug, Default)]
 pub struct LogCounters {
     /// Rows handed over and not yet written (in the channel, or kept by the
     /// writer after a failed write).
@@ -30,11 +30,25 @@ pub struct LogCounters {
     /// while writes succeed.
     pub(super) failing_since: AtomicI64,
     pub(super) last_error: Mutex<Option<String>>,
+    /// Calls sent upstream and not yet ended (written early when long).
+    pub(super) flights: Arc<Flights>,
 }
 
 impl LogCounters {
+    /// The counters, and the list of calls in flight under a fresh name for
+    /// this process (its log writer's, in batch markers and call ids).
     pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(LogCounters { max: max.max(1), ..Default::default() })
+        use rand::distr::{Alphanumeric, SampleString};
+        let name = Alphanumeric.sample_string(&mut rand::rng(), 16);
+        Arc::new(LogCounters {
+            max: max.max(1),
+            flights: Flights::new(name),
+            queued: Default::default(),
+            dropped: Default::default(),
+            open: Default::default(),
+            failing_since: Default::default(),
+            last_error: Default::default(),
+        })
     }
 
     pub fn queued(&self) -> usize {
@@ -149,6 +163,17 @@ impl LogSink {
     /// Rows handed over and not yet written.
     pub fn queued(&self) -> usize {
         self.0.counters.queued()
+    }
+
+    /// Lists a call sent upstream until its end (`land`).
+    pub fn take_off(&self, flight: Flight) -> Ticket {
+        self.0.counters.flights.start(flight)
+    }
+
+    /// The call is over: `Some(call_id)` when its row was written in flight
+    /// (the final row then fills it in).
+    pub fn land(&self, ticket: Ticket) -> Option<String> {
+        self.0.counters.flights.end(ticket)
     }
 
     pub fn opened(&self) {

@@ -40,8 +40,11 @@ pub struct LogWriter {
     name: String,
     seq: i64,
     /// A write that failed with its outcome unknown: (its batch, the rows it
-    /// held, at the front of the buffer). Looked up before the next write.
-    uncertain: Option<(i64, usize)>,
+    /// held at the front of the buffer, and of `flying`). Looked up before
+    /// the next write.
+    uncertain: Option<(i64, usize, usize)>,
+    /// Calls still running, due to be written as in-flight rows.
+    flying: Vec<NewLog>,
     /// The most open requests seen at a check since memory was last trimmed.
     peak_open: usize,
     last_trim: Instant,
@@ -79,6 +82,7 @@ impl LogWriter {
     ) -> Self {
         let WriterSettings { batch_size, interval, retention } = settings;
         LogWriter {
+            name: counters.flights.name().to_string(),
             db,
             rx: queue,
             counters,
@@ -91,12 +95,9 @@ impl LogWriter {
             leadership,
             reported_dropped: 0,
             retry_at: None,
-            name: {
-                use rand::distr::{Alphanumeric, SampleString};
-                Alphanumeric.sample_string(&mut rand::rng(), 16)
-            },
             seq: 0,
             uncertain: None,
+            flying: Vec::new(),
             peak_open: 0,
             last_trim: Instant::now(),
         }
@@ -138,6 +139,34 @@ impl LogWriter {
         }
     }
 
+    /// How often this writer tells the database its in-flight rows still
+    /// run: ten flush intervals, within 1 to 10 s. A row not told of for six
+    /// times that is settled as interrupted by the instance that leads.
+    fn touch_every(&self) -> Duration {
+        (self.interval * 10).clamp(Duration::from_secs(1), Duration::from_secs(10))
+    }
+
+    /// Tells the database that this writer's in-flight rows still run, and,
+    /// on the instance that leads, settles those of writers gone silent (a
+    /// crashed instance's) as interrupted.
+    fn watch_flights(&mut self) -> Result<(), String> {
+        let now = super::now_ms();
+        let stale_before = now - 6 * self.touch_every().as_millis() as i64;
+        let mut conn = self.db.get_timeout(super::CONNECT_WAIT).map_err(|e| e.to_string())?;
+        if !self.counters.flights.is_empty() {
+            logs::touch_in_flight(&mut conn, &self.name, now).map_err(|e| e.to_string())?;
+        }
+        if self.leadership.leads() {
+            let n = logs::settle_interrupted(&mut conn, Some(stale_before)).map_err(|e| e.to_string())?;
+            if n > 0 {
+                log::warn!(
+                    "request log: {n} calls of an instance that stopped mid-call settled as interrupted"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The scheduled housekeeping (see `housekeeping`), on the instance
     /// that leads, after writing what is buffered. Answers how many log rows went.
     fn maintain(&mut self) -> Result<usize, String> {
@@ -151,7 +180,12 @@ impl LogWriter {
 
     fn flush(&mut self) -> Result<usize, String> {
         self.drain();
-        if self.buffer.is_empty() {
+        // Calls running longer than a flush interval are written now, so
+        // that a crash does not forget them.
+        let now = super::now_ms();
+        let due = now - self.interval.as_millis() as i64;
+        self.flying.extend(self.counters.flights.due(due, now));
+        if self.buffer.is_empty() && self.flying.is_empty() {
             return Ok(0);
         }
         if self.retry_at.is_some_and(|t| Instant::now() < t) {
@@ -159,22 +193,22 @@ impl LogWriter {
         }
         let seq = self.seq;
         let (name, uncertain) = (self.name.clone(), self.uncertain);
-        let (mut settled, mut checked) = (0, false);
+        let (mut settled, mut settled_flying, mut checked) = (0, 0, false);
         let result =
             self.db.get_timeout(super::CONNECT_WAIT).map_err(|e| e.to_string()).and_then(|mut conn| {
                 // The last write failed with its outcome unknown (the connection
                 // was cut while it committed): were its rows written after all?
-                if let Some((last, n)) = uncertain {
+                if let Some((last, n, f)) = uncertain {
                     if logs::batch_written(&mut conn, &name, last).map_err(|e| e.to_string())? {
-                        settled = n;
+                        (settled, settled_flying) = (n, f);
                     }
                     checked = true;
                 }
-                let rows = &self.buffer[settled..];
-                if rows.is_empty() {
+                let (rows, flying) = (&self.buffer[settled..], &self.flying[settled_flying..]);
+                if rows.is_empty() && flying.is_empty() {
                     return Ok(());
                 }
-                logs::insert_batch(&mut conn, rows, &name, seq).map_err(|e| e.to_string())
+                logs::insert_batch(&mut conn, flying, rows, &name, seq).map_err(|e| e.to_string())
             });
         if checked {
             // Settled: written before (dropped here), or not (in this write,
@@ -182,6 +216,7 @@ impl LogWriter {
             if settled > 0 {
                 log::info!("request log: {settled} rows of a write that seemed to fail had been written");
                 self.buffer.drain(..settled);
+                self.flying.drain(..settled_flying);
                 self.written += settled as u64;
                 self.counters.queued.fetch_sub(settled, Ordering::AcqRel);
             }
@@ -193,6 +228,7 @@ impl LogWriter {
                 let n = self.buffer.len();
                 self.written += n as u64;
                 self.buffer.clear();
+                self.flying.clear();
                 self.counters.queued.fetch_sub(n, Ordering::AcqRel);
                 if let Some((since, _)) = self.counters.failing() {
                     log::info!(
@@ -215,7 +251,7 @@ impl LogWriter {
                 self.retry_at = Some(Instant::now() + self.interval.min(super::CONNECT_WAIT));
                 if self.uncertain.is_none() {
                     // Perhaps written: looked up (batch `seq`) before the next write.
-                    self.uncertain = Some((seq, self.buffer.len()));
+                    self.uncertain = Some((seq, self.buffer.len(), self.flying.len()));
                 }
                 Err(e)
             }
@@ -238,6 +274,12 @@ impl Actor for LogWriter {
         ctx.run_later(Duration::from_secs(5), run);
         ctx.run_interval(MAINTENANCE_EVERY, run);
         ctx.run_interval(TRIM_CHECK_EVERY, |act, _| act.trim_memory());
+        ctx.run_interval(self.touch_every(), |act, _| {
+            if let Err(e) = act.watch_flights() {
+                // Said by the writes themselves when the database is gone.
+                log::debug!("request log: calls in flight: {e}");
+            }
+        });
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
@@ -355,8 +397,8 @@ mod tests {
         w.drain();
         // Committed, and reported failed: the marker is there.
         let name = w.name.clone();
-        logs::insert_batch(&mut db.get().unwrap(), &w.buffer[..3], &name, 7).unwrap();
-        w.uncertain = Some((7, 3));
+        logs::insert_batch(&mut db.get().unwrap(), &[], &w.buffer[..3], &name, 7).unwrap();
+        w.uncertain = Some((7, 3, 0));
         w.seq = 8;
         assert_eq!(w.flush(), Ok(2), "only the two rows the lost write did not hold");
         assert_eq!(count(&db), 5, "none twice");
@@ -369,7 +411,7 @@ mod tests {
             tx.send(row(i)).unwrap();
         }
         w.drain();
-        w.uncertain = Some((42, 4));
+        w.uncertain = Some((42, 4, 0));
         assert_eq!(w.flush(), Ok(4));
         assert_eq!(count(&db), 9, "none lost");
     }

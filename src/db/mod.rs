@@ -4,6 +4,7 @@
 
 pub mod conn;
 pub mod housekeeping;
+pub mod in_flight;
 pub mod leader;
 pub mod log_insert;
 pub mod log_sink;

@@ -114,10 +114,13 @@ pub struct LogRow {
     pub client: Option<String>,
     /// The name the caller asked for, when an alias changed it.
     pub requested_model: Option<String>,
+    /// Set while the call runs (an `in flight` row written before its end).
+    #[serde(skip)]
+    pub call_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Insertable, PartialEq)]
-#[diesel(table_name = request_logs)]
+#[derive(Debug, Clone, Insertable, AsChangeset, PartialEq)]
+#[diesel(table_name = request_logs, treat_none_as_null = true)]
 pub struct NewLog {
     pub created_at: i64,
     pub key_id: Option<i64>,
@@ -137,6 +140,9 @@ pub struct NewLog {
     pub client: Option<String>,
     /// The name the caller asked for, when an alias changed it.
     pub requested_model: Option<String>,
+    /// An in-flight row (written before the call's end), or the end of a
+    /// call written so: its row is then filled in, not inserted.
+    pub call_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

@@ -51,6 +51,7 @@ diesel::table! {
         error -> Nullable<Text>,
         client -> Nullable<Text>,
         requested_model -> Nullable<Text>,
+        call_id -> Nullable<Text>,
     }
 }
 

@@ -366,6 +366,7 @@ pub async fn dispatch(
     };
     pending.model = out.model.clone();
     pending.stream = out.stream;
+    pending.take_off();
     // Cooldowns are per model; calls without one (model lists, batch reads)
     // cool down per endpoint, so they never block every model of an account.
     let model = if out.model.is_empty() { out.path.clone() } else { out.model };

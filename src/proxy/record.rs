@@ -54,6 +54,8 @@ pub struct Pending {
     reserved: u64,
     admitted_at: i64,
     tz: chrono::FixedOffset,
+    /// Listed as in flight from its dispatch (written early if long).
+    ticket: Option<crate::db::in_flight::Ticket>,
 }
 
 impl Pending {
@@ -67,6 +69,7 @@ impl Pending {
             batch_lines: None,
             weight: 1,
             tz: state.config.timezone,
+            ticket: None,
             sink: sink.clone(),
             sent: false,
             started: Instant::now(),
@@ -118,11 +121,28 @@ impl Pending {
         }
     }
 
+    /// The call is about to go upstream: listed as in flight, so that the
+    /// log writer writes it early if it runs long, and a crash then leaves
+    /// its row (settled as interrupted).
+    pub fn take_off(&mut self) {
+        if self.ticket.is_none() {
+            self.ticket = Some(self.sink.take_off(crate::db::in_flight::Flight {
+                created_at: self.created_at,
+                endpoint: bounded(self.endpoint.clone(), 256),
+                model: bounded(self.model.clone(), 256),
+                requested_model: self.requested_model.clone().map(|m| bounded(m, 256)),
+                stream: self.stream,
+                client: self.client.as_ref().map(|c| c.name.to_string()),
+            }));
+        }
+    }
+
     fn send(&mut self, usage: Usage, aborted: bool) {
         if self.sent {
             return;
         }
         self.sent = true;
+        let call_id = self.ticket.take().and_then(|t| self.sink.land(t));
         let (input, output, total) = usage.totals();
         if let Some(k) = &self.key {
             k.note_use(self.created_at);
@@ -151,6 +171,7 @@ impl Pending {
             error: self.error.take().map(|e| bounded(e, 1000)),
             client: self.client.as_ref().map(|c| c.name.to_string()),
             requested_model: self.requested_model.take().map(|m| bounded(m, 256)),
+            call_id,
         };
         self.sink.push(row);
         self.sink.closed();

@@ -28,6 +28,7 @@ fn row(created_at: i64, endpoint: &str, status: i32) -> NewLog {
         error: None,
         client: None,
         requested_model: None,
+        call_id: None,
     }
 }
 
@@ -144,4 +145,51 @@ async fn csv_cells_that_a_spreadsheet_would_run_as_formulas_are_defused() {
         let before = &csv[..at];
         assert!(before.ends_with(",'") || before.ends_with(",\"'"), "{bad:?} not defused: {csv:?}");
     }
+}
+
+/// A call that runs longer than a flush interval is in the log while it
+/// runs (`in_flight`), and its end fills that same row in: one row, one
+/// call in the stats, its tokens counted.
+#[actix_web::test]
+async fn a_long_call_is_logged_in_flight_and_its_end_fills_the_same_row() {
+    let app = spawn_app().await;
+    app.fake.add_key(KA, "a", "9", Mode::Ok);
+    app.import(&[KA]).await;
+    app.fake.set_header_delay(std::time::Duration::from_millis(1500));
+    let call = {
+        let (client, url) = (app.client.clone(), app.url("/v1/chat/completions"));
+        actix_rt::spawn(async move {
+            let mut r = client
+                .post(url)
+                .insert_header(("Authorization", format!("Bearer {}", crate::helpers::CLIENT_KEY)))
+                .insert_header(("Content-Type", "application/json"))
+                .send_body(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string())
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.body().await.unwrap().len())
+        })
+    };
+    let flying = crate::helpers::poll(std::time::Duration::from_secs(5), || async {
+        let logs = app.admin_get("/logs").await.json();
+        logs["logs"].as_array().and_then(|rows| rows.first().cloned()).filter(|r| r["in_flight"] == true)
+    })
+    .await;
+    assert_eq!(flying["status"], 0, "{flying}");
+    assert_eq!(flying["model"], "m");
+    let (status, _) = call.await.unwrap();
+    assert_eq!(status, 200);
+    let row = crate::helpers::poll(std::time::Duration::from_secs(5), || async {
+        let logs = app.admin_get("/logs").await.json();
+        logs["logs"].as_array().and_then(|rows| rows.first().cloned()).filter(|r| r["in_flight"] == false)
+    })
+    .await;
+    let logs = app.admin_get("/logs").await.json();
+    assert_eq!(logs["total"], 1, "one row for one call: {logs}");
+    assert_eq!(row["id"], flying["id"], "the same row, filled in");
+    assert_eq!(row["status"], 200);
+    assert!(row["total_tokens"].as_i64().unwrap() > 0, "{row}");
+    assert!(row["error"].is_null(), "{row}");
+    let stats = app.admin_get("/api/stats/overview").await.json();
+    assert_eq!(stats["total_calls"], 1, "{stats}");
+    assert_eq!(stats["total_tokens"], row["total_tokens"], "{stats}");
 }

@@ -322,6 +322,7 @@ async fn retention_deletes_old_rows_and_their_stats_together() {
             error: None,
             client: None,
             requested_model: None,
+            call_id: None,
         }));
     }
     app.flush_logs().await;

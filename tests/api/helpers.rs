@@ -234,6 +234,12 @@ impl TestApp {
             .expect("logs")
     }
 
+    /// The first call's row once that call has ended (a long call's row is
+    /// written in flight first, then filled in), within `limit`.
+    pub async fn first_ended_row(&self, limit: Duration) -> LogRow {
+        poll(limit, || async { self.logs().await.into_iter().next().filter(|r| r.call_id.is_none()) }).await
+    }
+
     pub async fn keys_json(&self) -> Vec<Value> {
         let r = self.admin_get("/api/keys?page_size=1000").await;
         assert_eq!(r.status, 200);

@@ -100,11 +100,29 @@ impl Instance {
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
 
-    async fn call(&self, path: &str, body: Value) -> Resp {
+    async fn admin_post(&self, path: &str, body: Value) -> Resp {
         let req = self
             .client
             .post(self.url(path))
-            .insert_header(("Authorization", format!("Bearer {CLIENT_KEY}")))
+            .insert_header(("Authorization", basic(ADMIN_USER, ADMIN_PASS)))
+            .insert_header(("Content-Type", "application/json"));
+        self.send(req, Some(Bytes::from(body.to_string()))).await
+    }
+
+    async fn call(&self, path: &str, body: Value) -> Resp {
+        self.call_as(CLIENT_KEY, path, body).await
+    }
+
+    async fn chat_as(&self, key: &str) -> Resp {
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        self.call_as(key, "/v1/chat/completions", body).await
+    }
+
+    async fn call_as(&self, key: &str, path: &str, body: Value) -> Resp {
+        let req = self
+            .client
+            .post(self.url(path))
+            .insert_header(("Authorization", format!("Bearer {key}")))
             .insert_header(("Content-Type", "application/json"));
         self.send(req, Some(Bytes::from(body.to_string()))).await
     }
@@ -156,12 +174,17 @@ fn total_calls(stats: &Resp) -> i64 {
 
 /// Rows in the request log, read from the database itself (either backend).
 fn rows_in(url: &str) -> i64 {
+    count_in(url, "SELECT count(*) AS n FROM request_logs")
+}
+
+/// A `SELECT count(*) AS n` read from the database itself (either backend).
+fn count_in(url: &str, sql: &str) -> i64 {
     #[derive(QueryableByName)]
     struct N {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    let q = diesel::sql_query("SELECT count(*) AS n FROM request_logs");
+    let q = diesel::sql_query(sql);
     match url.strip_prefix("sqlite://") {
         Some(path) => q.get_result::<N>(&mut SqliteConnection::establish(path).unwrap()).unwrap().n,
         None => q.get_result::<N>(&mut PgConnection::establish(url).unwrap()).unwrap().n,
@@ -265,6 +288,90 @@ async fn sigterm_under_traffic_loses_no_row_and_sigkill_at_most_one_flush_interv
             assert!((lost as f64) <= rate * 1.5 + 10.0, "SIGKILL lost {lost} rows at {rate:.0} calls/s");
         }
     }
+}
+
+/// SIGKILL with 20 long calls in flight: the upstream ran them all, so after
+/// the restart the log has their 20 rows (interrupted, tokens unknown), the
+/// stats count them, and the client's daily limit counts them.
+#[actix_web::test]
+async fn sigkill_with_calls_in_flight_leaves_their_rows_and_the_clients_usage() {
+    let fake = Fake::start();
+    fake.add_key(KA, "acct-a", "20", Mode::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base_env(&fake, &dir);
+    env.insert("LOG_FLUSH_MS".into(), "100".into());
+    let url = env["DATABASE_URL"].clone();
+    let a = Instance::start(&env, dir.path(), "a").await;
+    a.import(&[KA]).await;
+    let created = a.admin_post("/api/clients", json!({"name": "limited", "daily_requests": 30})).await;
+    assert_eq!(created.status, 201);
+    let key = created.json()["key"].as_str().unwrap().to_string();
+    fake.set_header_delay(Duration::from_secs(60));
+    let a = std::rc::Rc::new(a);
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let (a, key) = (a.clone(), key.clone());
+            actix_rt::spawn(async move {
+                let _ = a
+                    .client
+                    .post(a.url("/v1/chat/completions"))
+                    .insert_header(("Authorization", format!("Bearer {key}")))
+                    .insert_header(("Content-Type", "application/json"))
+                    .send_body(
+                        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+                    )
+                    .await;
+            })
+        })
+        .collect();
+    // Every call reached the upstream and was written in flight.
+    let in_flight = "SELECT count(*) AS n FROM request_logs WHERE call_id IS NOT NULL";
+    // (On PostgreSQL the client's count is shared each second: waited for.)
+    let shared = "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS n FROM client_usage";
+    let published = if url.starts_with("sqlite://") { 0 } else { 20 };
+    poll(Duration::from_secs(20), || async {
+        (fake.count("/v1/chat/completions") == 20
+            && count_in(&url, in_flight) == 20
+            && count_in(&url, shared) == published)
+            .then_some(())
+    })
+    .await;
+    let before = a.admin_get("/logs?page_size=50").await.json();
+    assert_eq!(before["logs"][0]["in_flight"], true, "{before}");
+    unsafe { libc::kill(a.pid(), libc::SIGKILL) };
+    for c in calls {
+        let _ = c.await;
+    }
+    drop(a);
+    fake.set_header_delay(Duration::ZERO);
+
+    let b = Instance::start(&env, dir.path(), "b").await;
+    // At once on SQLite; on PostgreSQL once the instance that leads sees
+    // the dead one silent (six of its 1 s heartbeats).
+    let logs = poll(Duration::from_secs(30), || async {
+        let logs = b.admin_get("/logs?page_size=50").await.json();
+        let rows = logs["logs"].as_array().cloned().unwrap_or_default();
+        (rows.len() == 20 && rows.iter().all(|r| r["in_flight"] == false)).then_some(rows)
+    })
+    .await;
+    for r in &logs {
+        assert_eq!(r["status"], 0, "{r}");
+        assert_eq!(r["client"], "limited");
+        assert_eq!(r["total_tokens"], 0, "tokens unknown");
+        assert!(r["error"].as_str().unwrap().starts_with("interrupted"), "{r}");
+    }
+    assert_eq!(count_in(&url, in_flight), 0);
+    let stats = b.admin_get("/api/stats/overview").await;
+    assert_eq!(total_calls(&stats), 20, "the stats count them");
+    let clients = b.admin_get("/api/clients").await.json();
+    let limited =
+        clients["clients"].as_array().unwrap().iter().find(|c| c["name"] == "limited").cloned().unwrap();
+    assert_eq!(limited["requests_today"], 20, "{limited}");
+    // 30 a day: 10 more, then refused.
+    for i in 0..10 {
+        assert_eq!(b.chat_as(&key).await.status, 200, "call {i}");
+    }
+    assert_eq!(b.chat_as(&key).await.status, 429);
 }
 
 #[actix_web::test]

@@ -5,7 +5,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::fake::{chat_stream_text, messages_stream_text, Mode, STREAM_USAGE};
-use crate::helpers::{poll, raw_chat, spawn_app, TestApp, CLIENT_KEY};
+use crate::helpers::{raw_chat, spawn_app, TestApp, CLIENT_KEY};
 use crate::KA;
 
 async fn one_key_app() -> TestApp {
@@ -87,7 +87,7 @@ async fn a_stream_the_client_abandons_is_logged_as_aborted_with_usage_so_far() {
     .await
     .unwrap();
     assert!(got.starts_with("HTTP/1.1 200"));
-    let row = poll(Duration::from_secs(15), || async { app.logs().await.into_iter().next() }).await;
+    let row = app.first_ended_row(Duration::from_secs(15)).await;
     assert!(row.aborted, "{row:?}");
     assert!(row.stream);
     assert_eq!(row.input_tokens, STREAM_USAGE.0);
@@ -163,7 +163,7 @@ async fn a_stream_slower_in_total_than_the_idle_timeout_but_never_silent_that_lo
     let (text, clean) = read_stream(&app, "steady-stream").await;
     assert!(clean, "the stream was cut: {text}");
     assert_eq!(text, chat_stream_text("steady-stream", 4));
-    let row = poll(Duration::from_secs(10), || async { app.logs().await.into_iter().next() }).await;
+    let row = app.first_ended_row(Duration::from_secs(10)).await;
     assert!(!row.aborted && row.error.is_none(), "{row:?}");
     assert_eq!((row.input_tokens, row.output_tokens, row.total_tokens), STREAM_USAGE);
 }
@@ -188,7 +188,7 @@ async fn a_stream_silent_past_the_idle_timeout_is_ended_and_logged_with_usage_so
     assert_eq!(raw.matches("data: ").count(), 2, "the events before the silence arrive: {raw}");
     assert!(!raw.ends_with("0\r\n\r\n"), "a cut stream must not end like a complete one: {raw:?}");
     assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(10), "ended after {took:?}");
-    let row = poll(Duration::from_secs(10), || async { app.logs().await.into_iter().next() }).await;
+    let row = app.first_ended_row(Duration::from_secs(10)).await;
     assert!(row.aborted && row.stream, "{row:?}");
     assert_eq!(row.error.as_deref(), Some("upstream sent nothing for 1 s"));
     assert_eq!((row.input_tokens, row.output_tokens), (STREAM_USAGE.0, 2), "usage so far: {row:?}");

@@ -43,6 +43,7 @@ pub async fn list(
                 "error": r.error,
                 "client": r.client,
                 "requested_model": r.requested_model,
+                "in_flight": r.call_id.is_some(),
             })
         })
         .collect();

@@ -8,11 +8,18 @@ use crate::db::models::{LogRow, NewLog, UsageRow};
 use crate::db::schema::{log_batches, request_logs, usage_clients, usage_hourly};
 use crate::db::DbError;
 
-/// Inserts a batch of log rows and bumps each key's usage, in one
+/// Writes a batch, its rollups and its marker (`writer`, `seq`) in one
 /// transaction: either all of it lands or none (and the caller retries).
-/// Writes a batch of rows, their rollups, and the batch's marker
-/// (`writer`, `seq`), in one transaction.
-pub fn insert_batch(conn: &mut Conn, rows: &[NewLog], writer: &str, seq: i64) -> Result<(), DbError> {
+/// `flying` are calls still running, written early (not rolled up: their
+/// end is); `rows` are ended calls, of which those with a `call_id` fill in
+/// their in-flight row (written before, or among `flying`).
+pub fn insert_batch(
+    conn: &mut Conn,
+    flying: &[NewLog],
+    rows: &[NewLog],
+    writer: &str,
+    seq: i64,
+) -> Result<(), DbError> {
     conn.transaction::<_, DbError, _>(|conn| {
         diesel::insert_into(log_batches::table)
             .values((
@@ -22,13 +29,107 @@ pub fn insert_batch(conn: &mut Conn, rows: &[NewLog], writer: &str, seq: i64) ->
             ))
             .execute(conn)?;
         // Fixed-size statements that diesel prepares once (see log_insert).
-        crate::db::log_insert::insert_all(conn, rows)?;
+        crate::db::log_insert::insert_all(conn, flying)?;
+        // Runs of plain rows go in together; each end of a call written in
+        // flight fills its row in.
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let plain = rest.iter().take_while(|r| r.call_id.is_none()).count();
+            crate::db::log_insert::insert_all(conn, &rest[..plain])?;
+            if let Some(ended) = rest.get(plain) {
+                fill_in(conn, ended)?;
+            }
+            rest = &rest[(plain + 1).min(rest.len())..];
+        }
         // (Each key's call count and last use are written by the pool
         // actor from its counters, not here: a batch over a large pool
         // would touch thousands of keys.)
         rollup(conn, rows)?;
         Ok(())
     })
+}
+
+/// The end of a call written in flight: its row filled in and unmarked.
+/// Inserted instead if that row is gone (the log was cleared meanwhile).
+fn fill_in(conn: &mut Conn, ended: &NewLog) -> Result<(), DbError> {
+    let Some(id) = ended.call_id.as_deref() else { return Ok(()) };
+    let row = NewLog { call_id: None, ..ended.clone() };
+    let n =
+        diesel::update(request_logs::table.filter(request_logs::call_id.eq(id))).set(&row).execute(conn)?;
+    if n == 0 {
+        crate::db::log_insert::insert_all(conn, std::slice::from_ref(&row))?;
+    }
+    Ok(())
+}
+
+/// The error an interrupted call's row carries.
+pub const INTERRUPTED: &str =
+    "interrupted: the proxy stopped while this call was running; the upstream may have run it, its tokens are unknown";
+
+/// Settles rows left in flight by a process that is gone: those whose
+/// writer last told of them before `stale_before` (epoch ms; `None`: every
+/// one, at a start on SQLite, where no other process writes). Each becomes
+/// an interrupted call (status 0, tokens unknown), counted in the stats.
+/// Answers how many.
+pub fn settle_interrupted(conn: &mut Conn, stale_before: Option<i64>) -> Result<usize, DbError> {
+    conn.transaction::<_, DbError, _>(|conn| {
+        let mut q = request_logs::table.filter(request_logs::call_id.is_not_null()).into_boxed();
+        if let Some(t) = stale_before {
+            q = q.filter((request_logs::created_at + request_logs::latency_ms).lt(t));
+        }
+        let left: Vec<LogRow> = q.select(LogRow::as_select()).load(conn)?;
+        if left.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = left.iter().map(|r| r.id).collect();
+        for chunk in ids.chunks(500) {
+            diesel::update(request_logs::table.filter(request_logs::id.eq_any(chunk)))
+                .set((
+                    request_logs::status.eq(0),
+                    request_logs::error.eq(INTERRUPTED),
+                    request_logs::call_id.eq(None::<String>),
+                ))
+                .execute(conn)?;
+        }
+        let settled: Vec<NewLog> = left
+            .into_iter()
+            .map(|r| NewLog {
+                created_at: r.created_at,
+                key_id: r.key_id,
+                key_masked: r.key_masked,
+                model: r.model,
+                endpoint: r.endpoint,
+                status: 0,
+                input_tokens: 0,
+                output_tokens: 0,
+                total_tokens: 0,
+                latency_ms: r.latency_ms,
+                ttfb_ms: None,
+                stream: r.stream,
+                aborted: false,
+                attempts: r.attempts,
+                error: Some(INTERRUPTED.into()),
+                client: r.client,
+                requested_model: r.requested_model,
+                call_id: None,
+            })
+            .collect();
+        rollup(conn, &settled)?;
+        Ok(settled.len())
+    })
+}
+
+/// Tells that this writer's calls in flight still run: their rows' latency
+/// is brought up to `now` (a row not told of for long is settled as
+/// interrupted by the instance that leads).
+pub fn touch_in_flight(conn: &mut Conn, writer: &str, now: i64) -> Result<usize, DbError> {
+    let mine = format!("{writer}-%");
+    Ok(diesel::update(request_logs::table.filter(request_logs::call_id.like(mine)))
+        .set(
+            request_logs::latency_ms
+                .eq(now.into_sql::<diesel::sql_types::BigInt>() - request_logs::created_at),
+        )
+        .execute(conn)?)
 }
 
 /// Adds a batch to the hourly rollup: one upsert per (hour, model, key).
