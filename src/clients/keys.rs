@@ -41,6 +41,8 @@ pub struct ClientKeys {
     usage: Mutex<HashMap<ClientId, Arc<Usage>>>,
     pub env: Arc<Client>,
     pub tz: FixedOffset,
+    /// With several instances: the limits' leases (see `lease`).
+    pub leases: Option<Arc<super::lease::Leases>>,
 }
 
 impl ClientKeys {
@@ -53,6 +55,7 @@ impl ClientKeys {
             usage: Mutex::new(HashMap::new()),
             env: Arc::new(Client::env()),
             tz,
+            leases: shared.then(Arc::default),
         };
         let mut conn = db.get()?;
         keys.reload_from(&mut conn)?;
@@ -117,7 +120,8 @@ impl ClientKeys {
                 );
                 continue;
             };
-            let client = Arc::new(client_of(&row, usage.entry(row.client_id()).or_default().clone()));
+            let usage = usage.entry(row.client_id()).or_default().clone();
+            let client = Arc::new(client_of(&row, usage, self.leases.clone()));
             snapshot.by_hash.insert(hash, client.clone());
             snapshot.by_id.insert(row.client_id(), client);
         }
@@ -126,7 +130,7 @@ impl ClientKeys {
     }
 }
 
-fn client_of(row: &ClientRow, usage: Arc<Usage>) -> Client {
+fn client_of(row: &ClientRow, usage: Arc<Usage>, leases: Option<Arc<super::lease::Leases>>) -> Client {
     Client {
         id: row.client_id(),
         name: Arc::from(row.name.as_str()),
@@ -137,5 +141,6 @@ fn client_of(row: &ClientRow, usage: Arc<Usage>) -> Client {
         expires_at: row.expires_at,
         enabled: row.enabled,
         usage,
+        leases,
     }
 }

@@ -10,6 +10,7 @@
 //! `env`. Days follow `TIMEZONE`.
 
 mod keys;
+pub mod lease;
 mod models;
 mod secret;
 mod share;
@@ -47,6 +48,8 @@ pub struct Client {
     pub expires_at: Option<i64>,
     pub enabled: bool,
     pub usage: Arc<Usage>,
+    /// With several instances: limits are held by leases (see `lease`).
+    pub leases: Option<Arc<lease::Leases>>,
 }
 
 /// Why a call is refused before it goes anywhere.
@@ -59,6 +62,9 @@ pub enum Refusal {
     Model(String),
     /// 429: a limit is reached; the message names it.
     Limit { message: String, retry_after_secs: u64 },
+    /// 429 unless a lease round brings more: this instance's share of a
+    /// limit (several instances) is spent, though the limit is not.
+    Share(String),
 }
 
 impl Client {
@@ -74,6 +80,7 @@ impl Client {
             expires_at: None,
             enabled: true,
             usage: Arc::default(),
+            leases: None,
         }
     }
 
@@ -180,19 +187,78 @@ impl Client {
                 retry_after_secs: 1,
             });
         }
+        // With several instances, within this instance's leases.
+        let minute = now_ms.div_euclid(60_000);
+        let mut lease =
+            self.leases.as_ref().map(|_| self.usage.lease.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(l) = lease.as_deref_mut() {
+            l.last_want_ms = now_ms;
+            let l = l.on(today);
+            let short = match (self.daily_requests, self.daily_tokens) {
+                (Some(max), _) if day.requests + weight > l.requests => {
+                    Some(format!("{max} requests for today (daily_requests)"))
+                }
+                (_, Some(max)) if day.tokens + day.reserved >= l.tokens => {
+                    Some(format!("{max} tokens for today (daily_tokens)"))
+                }
+                _ => None,
+            };
+            if let Some(limit) = short {
+                l.last_short_ms = now_ms;
+                return Err(self.share_spent(&limit));
+            }
+        }
         if let Some(rpm) = self.rpm {
             let others = self.usage.others_minute.load(Ordering::Acquire);
-            self.take_rate(rpm, others, now_ms)?;
+            let period = self.take_rate(rpm, others, now_ms)?;
+            if let Some(l) = lease.as_deref_mut() {
+                let (granted, spent) = l.minute(minute);
+                if spent >= granted {
+                    l.last_short_ms = now_ms;
+                    // Not taken after all: the rate's slot is given back.
+                    self.usage.tat_us.fetch_sub(period, Ordering::AcqRel);
+                    return Err(self.share_spent(&format!("limit of {rpm} requests per minute (rpm)")));
+                }
+            }
             self.usage.minute.lock().unwrap_or_else(|e| e.into_inner()).add(now_ms);
         }
         day.requests += weight;
         day.reserved += reservation;
+        if let Some(l) = lease.as_deref_mut() {
+            l.spend_minute(minute);
+            let (granted, spent) = l.minute(minute);
+            let low = (self.daily_requests.is_some() && l.requests.saturating_sub(day.requests) <= l.low[0])
+                || (self.daily_tokens.is_some()
+                    && l.tokens.saturating_sub(day.tokens + day.reserved) <= l.low[1])
+                || (self.rpm.is_some() && granted.saturating_sub(spent) <= l.low[2]);
+            if low {
+                self.wake_leases();
+            }
+        }
         Ok(reservation)
+    }
+
+    /// This instance's lease of `limit` is spent (not the limit, as far as
+    /// it knows): a round is asked for, and the call may wait for it.
+    fn share_spent(&self, limit: &str) -> Refusal {
+        self.wake_leases();
+        Refusal::Share(format!(
+            "client {:?}: this instance's share of its {limit} is used and the other instances hold the rest for now; try again in 1 s",
+            &*self.name,
+        ))
+    }
+
+    /// Asks the lease thread for a round now.
+    fn wake_leases(&self) {
+        if let Some(l) = &self.leases {
+            l.wake();
+        }
     }
 
     /// GCRA: `rpm` calls per 60 s, any `rpm` of them at once; the `others`
     /// calls other instances made in the last 60 s fill the bucket too.
-    fn take_rate(&self, rpm: u32, others: u64, now_ms: i64) -> Result<(), Refusal> {
+    /// Answers the slot taken (µs), to give back if the call is refused after.
+    fn take_rate(&self, rpm: u32, others: u64, now_ms: i64) -> Result<i64, Refusal> {
         let now = now_ms.saturating_mul(1000);
         let period = 60_000_000 / i64::from(rpm.max(1));
         let tolerance = 60_000_000 - period;
@@ -217,7 +283,7 @@ impl Client {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(period),
                 Err(seen) => current = seen,
             }
         }
@@ -277,6 +343,7 @@ mod tests {
             expires_at: None,
             enabled: true,
             usage: Arc::default(),
+            leases: None,
         }
     }
 

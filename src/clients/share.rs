@@ -1,14 +1,37 @@
 //! Client limits across instances on one PostgreSQL database: each
-//! publishes its counts every second and takes the others'.
+//! publishes its counts every second and takes the others' (what the admin
+//! shows), and holds its limits by leases (`lease`), renewed every second or
+//! when one runs low.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use diesel::Connection;
+
+use super::lease::{allocate, Budget, Held};
 use super::usage::{day_of, DayUsage};
-use super::ClientKeys;
+use super::{Client, ClientKeys};
+use crate::db::models::LeaseRow;
 use crate::db::queries::clients::{self as client_rows, Counts};
 use crate::db::{DbError, DbPool};
 use crate::ids::ClientId;
+
+/// One budget this instance holds a lease of, as a round finds it.
+struct Ask {
+    client: Arc<Client>,
+    budget: Budget,
+    period: i64,
+    limit: u64,
+    used: u64,
+    active: bool,
+    short_at: i64,
+}
+
+/// A lease row is written again at least this often (it tells the others
+/// this instance is alive; silent for `lease::LIVE_MS`, it is taken for gone).
+const REWRITE_MS: i64 = 3_000;
 
 impl ClientKeys {
     /// With several instances: publishes this instance's counts of today (and
@@ -45,9 +68,145 @@ impl ClientKeys {
     }
 }
 
+impl ClientKeys {
+    /// One lease round (several instances): for every budget of every
+    /// limited client, this instance's lease is worked out anew from
+    /// everyone's (`lease::allocate`) and written, in one transaction that
+    /// holds the other instances' rounds off. `give_back` (at a shutdown):
+    /// every lease shrinks to what was used.
+    pub fn lease_round(
+        &self,
+        conn: &mut crate::db::AnyConn,
+        instance: &str,
+        now_ms: i64,
+        give_back: bool,
+    ) -> Result<(), DbError> {
+        let Some(leases) = &self.leases else { return Ok(()) };
+        let today = day_of(now_ms, &self.tz);
+        let minute = now_ms.div_euclid(60_000);
+        // The next minute's lease is taken ahead, so its first calls need no round.
+        let minutes: &[i64] =
+            if now_ms.rem_euclid(60_000) >= 50_000 { &[minute, minute + 1] } else { &[minute] };
+        let mut asks = Vec::new();
+        for c in self.snapshot.load().by_id.values() {
+            if c.daily_requests.is_none() && c.daily_tokens.is_none() && c.rpm.is_none() {
+                continue;
+            }
+            let day = *c.usage.day.lock().unwrap_or_else(|e| e.into_inner());
+            let (requests, tokens) =
+                if day.day == today { (day.requests, day.tokens + day.reserved) } else { (0, 0) };
+            let lease = c.usage.lease.lock().unwrap_or_else(|e| e.into_inner());
+            let active = !give_back && lease.last_want_ms > now_ms - 60_000;
+            let short_at = if give_back { 0 } else { lease.last_short_ms };
+            let mut ask = |budget, period, limit, used| {
+                asks.push(Ask { client: c.clone(), budget, period, limit, used, active, short_at })
+            };
+            if let Some(limit) = c.daily_requests {
+                ask(Budget::Requests, today, limit, requests);
+            }
+            if let Some(limit) = c.daily_tokens {
+                ask(Budget::Tokens, today, limit, tokens);
+            }
+            if let Some(rpm) = c.rpm {
+                for &m in minutes {
+                    ask(Budget::Minute, m, u64::from(rpm), lease.minute(m).1);
+                }
+            }
+        }
+        if asks.is_empty() {
+            leases.round_done();
+            return Ok(());
+        }
+        let big = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let small = |n: i64| u64::try_from(n).unwrap_or(0);
+        let grants = conn.transaction::<_, DbError, _>(|conn| {
+            client_rows::lock_leases(conn)?;
+            let mut held: HashMap<(i64, Budget, i64), Vec<LeaseRow>> = HashMap::new();
+            for row in client_rows::leases(conn, today, minute)? {
+                if let Some(b) = Budget::parse(&row.budget) {
+                    held.entry((row.client_id, b, row.period)).or_default().push(row);
+                }
+            }
+            let mut grants = Vec::with_capacity(asks.len());
+            for a in &asks {
+                let rows = held.get(&(a.client.id.0, a.budget, a.period)).map_or(&[][..], |r| &r[..]);
+                let mine = rows.iter().find(|r| r.instance == instance);
+                let others: Vec<Held> = rows
+                    .iter()
+                    .filter(|r| r.instance != instance)
+                    .map(|r| Held {
+                        granted: small(r.granted),
+                        used: small(r.used),
+                        active: r.active,
+                        short_at: r.short_at,
+                        updated_at: r.updated_at,
+                    })
+                    .collect();
+                let had = mine.map_or(0, |r| small(r.granted));
+                let me = Held {
+                    granted: had,
+                    used: a.used,
+                    active: a.active,
+                    short_at: a.short_at,
+                    updated_at: now_ms,
+                };
+                let granted =
+                    if give_back { a.used } else { allocate(a.limit, a.used, had, &me, &others, now_ms) };
+                let row = LeaseRow {
+                    client_id: a.client.id.0,
+                    budget: a.budget.as_str().to_string(),
+                    period: a.period,
+                    instance: instance.to_string(),
+                    granted: big(granted),
+                    used: big(a.used),
+                    active: a.active,
+                    short_at: a.short_at,
+                    updated_at: now_ms,
+                };
+                let same = mine.is_some_and(|m| {
+                    (m.granted, m.used, m.active, m.short_at)
+                        == (row.granted, row.used, row.active, row.short_at)
+                        && m.updated_at > now_ms - REWRITE_MS
+                });
+                if !same {
+                    client_rows::write_lease(conn, &row)?;
+                }
+                grants.push(granted);
+            }
+            if now_ms.rem_euclid(60_000) < 2_000 {
+                client_rows::prune_leases(conn, today - 1, minute - 2)?;
+            }
+            Ok(grants)
+        })?;
+        for (a, granted) in asks.iter().zip(grants) {
+            let mut l = a.client.usage.lease.lock().unwrap_or_else(|e| e.into_inner());
+            let low = granted.saturating_sub(a.used) / 2;
+            match a.budget {
+                Budget::Requests => {
+                    l.on(today).requests = granted;
+                    l.low[0] = low;
+                }
+                Budget::Tokens => {
+                    l.on(today).tokens = granted;
+                    l.low[1] = low;
+                }
+                Budget::Minute => {
+                    l.set_minute(a.period, granted);
+                    if a.period == minute {
+                        l.low[2] = low;
+                    }
+                }
+            }
+        }
+        leases.round_done();
+        Ok(())
+    }
+}
+
 /// With several instances on one database: publishes this instance's counts
 /// every second (and once more when `alive()` turns false, at a shutdown)
-/// and takes the others', on a thread of its own.
+/// and takes the others', on a thread of its own; and runs the lease rounds
+/// (every second, and at once when a request asks).
 pub fn share_usage(
     keys: Arc<ClientKeys>,
     db: DbPool,
@@ -55,14 +214,24 @@ pub fn share_usage(
     alive: impl Fn() -> bool + Send + 'static,
 ) -> std::io::Result<()> {
     std::thread::Builder::new().name("client-usage".into()).spawn(move || {
+        if let Some(l) = &keys.leases {
+            l.set_thread(std::thread::current());
+        }
         // Said once per outage, not every second.
         let mut failing = false;
+        let mut last_sync: Option<Instant> = None;
         loop {
             let last = !alive();
-            let synced = db
-                .get_timeout(crate::db::CONNECT_WAIT)
-                .map_err(DbError::from)
-                .and_then(|mut conn| keys.sync_usage(&mut conn, &instance, crate::db::now_ms()));
+            // Woken early (a lease ran low): the lease round only.
+            let sync = last || last_sync.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            let synced = db.get_timeout(crate::db::CONNECT_WAIT).map_err(DbError::from).and_then(|mut conn| {
+                let now = crate::db::now_ms();
+                if sync {
+                    last_sync = Some(Instant::now());
+                    keys.sync_usage(&mut conn, &instance, now)?;
+                }
+                keys.lease_round(&mut conn, &instance, now, last)
+            });
             match synced {
                 Ok(()) if failing => {
                     log::info!("client usage: shared with the other instances again");
@@ -78,7 +247,11 @@ pub fn share_usage(
             if last {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_secs(1));
+            let next = last_sync.map_or(Duration::ZERO, |t| Duration::from_secs(1).saturating_sub(t.elapsed()));
+            let round = Instant::now();
+            std::thread::park_timeout(next);
+            // Woken by requests: one round per 50 ms at most.
+            std::thread::sleep(Duration::from_millis(50).saturating_sub(round.elapsed()));
         }
     })?;
     Ok(())

@@ -5,7 +5,7 @@ use crate::ids::{ClientId, KeyId};
 use diesel::prelude::*;
 use serde::Serialize;
 
-use super::schema::{api_keys, clients, cooldowns, request_logs, resources, usage_hourly};
+use super::schema::{api_keys, client_leases, clients, cooldowns, request_logs, resources, usage_hourly};
 
 #[derive(Clone, Queryable, Selectable)]
 #[diesel(table_name = api_keys)]
@@ -218,4 +218,20 @@ pub struct ClientFields {
     pub daily_tokens: Option<i64>,
     pub expires_at: Option<i64>,
     pub enabled: bool,
+}
+
+/// One instance's lease of one client's budget for one period (see
+/// `clients::lease`).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = client_leases)]
+pub struct LeaseRow {
+    pub client_id: i64,
+    pub budget: String,
+    pub period: i64,
+    pub instance: String,
+    pub granted: i64,
+    pub used: i64,
+    pub active: bool,
+    pub short_at: i64,
+    pub updated_at: i64,
 }

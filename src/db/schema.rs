@@ -75,6 +75,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    client_leases (client_id, budget, period, instance) {
+        client_id -> BigInt,
+        budget -> Text,
+        period -> BigInt,
+        instance -> Text,
+        granted -> BigInt,
+        used -> BigInt,
+        active -> Bool,
+        short_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
     client_usage (instance, client_id, day) {
         instance -> Text,
         client_id -> BigInt,
@@ -168,6 +182,7 @@ diesel::table! {
 
 diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
+    client_leases,
     client_usage,
     clients,
     cooldowns,

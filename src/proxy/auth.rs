@@ -93,7 +93,15 @@ fn refusal(client: &Client, r: Refusal) -> ProxyError {
             e.retry_after_secs = Some(retry_after_secs);
             e
         }
+        Refusal::Share(message) => refusal(client, Refusal::Limit { message, retry_after_secs: 1 }),
     }
+}
+
+/// A call refused by its client's rules: for good, or (`Share`) until this
+/// instance's lease of a limit is renewed (several instances).
+pub enum Refused {
+    Now(ProxyError),
+    Share(ProxyError),
 }
 
 pub async fn require_client_key(
@@ -132,9 +140,12 @@ pub fn admit(
     tz: &chrono::FixedOffset,
     reserve: &dyn Fn() -> u64,
     weight: u64,
-) -> Result<u64, ProxyError> {
+) -> Result<u64, Refused> {
     let Some(client) = client else { return Ok(0) };
-    client.admit_weighted(model, crate::db::now_ms(), tz, reserve, weight).map_err(|r| refusal(client, r))
+    client.admit_weighted(model, crate::db::now_ms(), tz, reserve, weight).map_err(|r| match r {
+        r @ Refusal::Share(_) => Refused::Share(refusal(client, r)),
+        r => Refused::Now(refusal(client, r)),
+    })
 }
 
 #[cfg(test)]

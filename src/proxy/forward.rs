@@ -360,10 +360,11 @@ pub async fn dispatch(
         return reject(pending, e, dialect);
     }
     // The caller's own rules first: a refused call goes nowhere and costs nothing.
-    let mut pending = match pending.admit(&out.model, dialect, &state.metrics, &|| token_reservation(&out)) {
-        Ok(p) => p,
-        Err(answer) => return answer,
-    };
+    let mut pending =
+        match pending.admit(&out.model, dialect, &state.metrics, &|| token_reservation(&out)).await {
+            Ok(p) => p,
+            Err(answer) => return answer,
+        };
     pending.model = out.model.clone();
     pending.stream = out.stream;
     pending.take_off();

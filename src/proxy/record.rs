@@ -93,14 +93,30 @@ impl Pending {
     /// The caller's own rules for this call, naming `model` (empty: none).
     /// A refused call went nowhere and used nothing: it leaves no row, and
     /// the answer to send comes back as the error.
-    pub fn admit(
+    pub async fn admit(
         mut self,
         model: &str,
         dialect: super::errors::Dialect,
         metrics: &crate::metrics::Metrics,
         reserve: &dyn Fn() -> u64,
     ) -> Result<Self, actix_web::HttpResponse> {
-        match super::auth::admit(self.client.as_ref(), model, &self.tz, reserve, self.weight) {
+        use super::auth::Refused;
+        let mut admitted = super::auth::admit(self.client.as_ref(), model, &self.tz, reserve, self.weight);
+        // This instance's share of a limit is spent, not the limit: lease
+        // rounds (at once here; the other instances' within a second) may
+        // bring more.
+        let deadline = Instant::now() + LEASE_WAIT;
+        while let (Err(Refused::Share(_)), Some(leases)) =
+            (&admitted, self.client.as_ref().and_then(|c| c.leases.clone()))
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            leases.next_round(left).await;
+            admitted = super::auth::admit(self.client.as_ref(), model, &self.tz, reserve, self.weight);
+        }
+        match admitted.map_err(|(Refused::Now(e) | Refused::Share(e))| e) {
             Ok(reserved) => {
                 self.reserved = reserved;
                 self.admitted_at = now_ms();
@@ -177,6 +193,10 @@ impl Pending {
         self.sink.closed();
     }
 }
+
+/// How long a call waits for a lease round when this instance's share of
+/// its client's limit is spent (several instances).
+const LEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// `s` cut to at most `max` bytes, at a character boundary.
 pub fn bounded(mut s: String, max: usize) -> String {

@@ -229,7 +229,13 @@ async fn a_clients_rpm_counts_the_calls_of_every_instance() {
     }
     // Within about a second, B knows of A's three calls.
     poll(Duration::from_secs(5), || async { (today(&b).await == 3).then_some(()) }).await;
-    assert_eq!(chat_as(&b, secret.clone()).await, 200, "the fourth of the minute");
+    let req = b
+        .client
+        .post(b.url("/v1/chat/completions"))
+        .insert_header(("Authorization", format!("Bearer {secret}")))
+        .insert_header(("Content-Type", "application/json"));
+    let r = b.send(req, Some(bytes::Bytes::from(json!({"model": "m", "messages": []}).to_string()))).await;
+    assert_eq!(r.status, 200, "the fourth of the minute: {}", String::from_utf8_lossy(&r.body));
     let r = b
         .send(
             b.client
@@ -246,6 +252,36 @@ async fn a_clients_rpm_counts_the_calls_of_every_instance() {
     // And A, once B's call is published, is at four too.
     poll(Duration::from_secs(5), || async { (today(&a).await == 4).then_some(()) }).await;
     assert_eq!(chat_as(&a, secret.clone()).await, 429);
+}
+
+/// A burst split across both instances, all at once: the limits hold
+/// (leases), where each instance counting the other's calls a second late
+/// let 20 through of 10.
+#[actix_web::test]
+async fn a_burst_split_across_instances_stays_within_the_clients_limits() {
+    let Some((a, b)) = two_instances().await else { return };
+    a.import(&[KA]).await;
+    for (name, limit) in [("daily", json!({"daily_requests": 10})), ("paced", json!({"rpm": 10}))] {
+        let mut body = limit.clone();
+        body["name"] = json!(name);
+        let r = a.admin_post("/api/clients", body).await;
+        let secret = r.json()["key"].as_str().unwrap().to_string();
+        poll(Duration::from_secs(5), || async { b.state.clients.find(&secret).is_some().then_some(()) })
+            .await;
+        let burst = (0..20).map(|i| chat_as(if i % 2 == 0 { &a } else { &b }, secret.clone()));
+        let statuses = futures_util::future::join_all(burst).await;
+        let served = statuses.iter().filter(|s| **s == 200).count();
+        let refused = statuses.iter().filter(|s| **s == 429).count();
+        eprintln!("{name} {limit}: {served} served, {refused} refused");
+        assert_eq!(served + refused, 20, "{statuses:?}");
+        assert!(served <= 10, "{name}: {served} served of a limit of 10");
+        assert!(served >= 2, "{name}: each instance serves its share: {statuses:?}");
+        // And later calls, on either, are refused: the limit is spent.
+        if served == 10 {
+            assert_eq!(chat_as(&a, secret.clone()).await, 429);
+            assert_eq!(chat_as(&b, secret.clone()).await, 429);
+        }
+    }
 }
 
 #[actix_web::test]

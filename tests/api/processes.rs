@@ -326,13 +326,17 @@ async fn sigkill_with_calls_in_flight_leaves_their_rows_and_the_clients_usage() 
         .collect();
     // Every call reached the upstream and was written in flight.
     let in_flight = "SELECT count(*) AS n FROM request_logs WHERE call_id IS NOT NULL";
-    // (On PostgreSQL the client's count is shared each second: waited for.)
+    // (On PostgreSQL the client's count and its lease's use are written
+    // each second: waited for.)
     let shared = "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS n FROM client_usage";
+    let leased =
+        "SELECT CAST(COALESCE(SUM(used), 0) AS BIGINT) AS n FROM client_leases WHERE budget = 'requests'";
     let published = if url.starts_with("sqlite://") { 0 } else { 20 };
     poll(Duration::from_secs(20), || async {
         (fake.count("/v1/chat/completions") == 20
             && count_in(&url, in_flight) == 20
-            && count_in(&url, shared) == published)
+            && count_in(&url, shared) == published
+            && count_in(&url, leased) == published)
             .then_some(())
     })
     .await;
@@ -367,11 +371,56 @@ async fn sigkill_with_calls_in_flight_leaves_their_rows_and_the_clients_usage() 
     let limited =
         clients["clients"].as_array().unwrap().iter().find(|c| c["name"] == "limited").cloned().unwrap();
     assert_eq!(limited["requests_today"], 20, "{limited}");
-    // 30 a day: 10 more, then refused.
-    for i in 0..10 {
+    // 30 a day: 10 more, then refused. (On PostgreSQL the dead instance's
+    // lease is free again 10 s after its last round: until then, 429s.)
+    poll(Duration::from_secs(20), || async { (b.chat_as(&key).await.status == 200).then_some(()) }).await;
+    for i in 1..10 {
         assert_eq!(b.chat_as(&key).await.status, 200, "call {i}");
     }
     assert_eq!(b.chat_as(&key).await.status, 429);
+}
+
+/// Two processes of the binary, a burst of 20 split across both, all at
+/// once: a client with `daily_requests 10`, and one with `rpm 10`, get at
+/// most 10 (each instance admits within its lease; counting the other's
+/// calls a second late let 20 through).
+#[actix_web::test]
+async fn a_burst_split_across_two_processes_stays_within_each_limit() {
+    let Some(_) = postgres() else { return };
+    let fake = Fake::start();
+    fake.add_key(KA, "acct-a", "20", Mode::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let env = base_env(&fake, &dir);
+    let a = Instance::start(&env, dir.path(), "a").await;
+    let b = Instance::start(&env, dir.path(), "b").await;
+    a.import(&[KA]).await;
+    for (name, limit) in [("daily", json!({"daily_requests": 10})), ("paced", json!({"rpm": 10}))] {
+        let mut body = limit.clone();
+        body["name"] = json!(name);
+        let created = a.admin_post("/api/clients", body).await;
+        assert_eq!(created.status, 201);
+        let key = created.json()["key"].as_str().unwrap().to_string();
+        // B knows the key (a route that does not exist costs no call).
+        poll(Duration::from_secs(5), || async {
+            let probe = b
+                .client
+                .get(b.url("/v1/no-such-route"))
+                .insert_header(("Authorization", format!("Bearer {key}")));
+            (b.send(probe, None).await.status == 404).then_some(())
+        })
+        .await;
+        let burst = (0..20).map(|i| {
+            let key = key.clone();
+            let to = if i % 2 == 0 { &a } else { &b };
+            async move { to.chat_as(&key).await.status }
+        });
+        let statuses = futures_util::future::join_all(burst).await;
+        let served = statuses.iter().filter(|s| **s == 200).count();
+        eprintln!("{name} {limit}: {served} of 20 served: {statuses:?}");
+        assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+        assert!(served <= 10, "{name}: {served} served of a limit of 10");
+        assert!(served >= 2, "{name}: {statuses:?}");
+    }
 }
 
 #[actix_web::test]

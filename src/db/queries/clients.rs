@@ -6,8 +6,8 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 
 use super::Conn;
-use crate::db::models::{ClientFields, ClientRow};
-use crate::db::schema::{client_usage, clients, request_logs};
+use crate::db::models::{ClientFields, ClientRow, LeaseRow};
+use crate::db::schema::{client_leases, client_usage, clients, request_logs};
 use crate::db::DbError;
 use crate::ids::ClientId;
 
@@ -165,4 +165,61 @@ pub fn usage_since(conn: &mut Conn, since: i64) -> Result<HashMap<String, (u64, 
             Some((name?, (calls.max(0) as u64, tokens.unwrap_or(0).max(0) as u64)))
         })
         .collect())
+}
+
+/// Holds every other instance's lease round off until this transaction
+/// ends (PostgreSQL; SQLite's writes are one at a time anyway).
+pub fn lock_leases(conn: &mut Conn) -> Result<(), DbError> {
+    if let crate::db::AnyConn::Pg(c) = conn {
+        diesel::sql_query("LOCK TABLE client_leases IN EXCLUSIVE MODE").execute(c)?;
+    }
+    Ok(())
+}
+
+/// Every lease of a period from `day` on (daily budgets) or `minute` on
+/// (the rpm's minutes).
+pub fn leases(conn: &mut Conn, day: i64, minute: i64) -> Result<Vec<LeaseRow>, DbError> {
+    Ok(client_leases::table
+        .filter(
+            client_leases::budget
+                .eq("minute")
+                .and(client_leases::period.ge(minute))
+                .or(client_leases::budget.ne("minute").and(client_leases::period.ge(day))),
+        )
+        .select(LeaseRow::as_select())
+        .load(conn)?)
+}
+
+pub fn write_lease(conn: &mut Conn, row: &LeaseRow) -> Result<(), DbError> {
+    crate::per_backend!(conn, |c| diesel::insert_into(client_leases::table)
+        .values(row)
+        .on_conflict((
+            client_leases::client_id,
+            client_leases::budget,
+            client_leases::period,
+            client_leases::instance,
+        ))
+        .do_update()
+        .set((
+            client_leases::granted.eq(excluded(client_leases::granted)),
+            client_leases::used.eq(excluded(client_leases::used)),
+            client_leases::active.eq(excluded(client_leases::active)),
+            client_leases::short_at.eq(excluded(client_leases::short_at)),
+            client_leases::updated_at.eq(excluded(client_leases::updated_at)),
+        ))
+        .execute(c))?;
+    Ok(())
+}
+
+/// Leases of days before `day` and minutes before `minute`.
+pub fn prune_leases(conn: &mut Conn, day: i64, minute: i64) -> Result<usize, DbError> {
+    Ok(diesel::delete(
+        client_leases::table.filter(
+            client_leases::budget
+                .eq("minute")
+                .and(client_leases::period.lt(minute))
+                .or(client_leases::budget.ne("minute").and(client_leases::period.lt(day))),
+        ),
+    )
+    .execute(conn)?)
 }

@@ -1,0 +1,226 @@
+//! Client limits across instances on one PostgreSQL database, held by
+//! leases: each instance holds a share of a client's budget (today's
+//! requests, today's tokens, one clock minute's calls under `rpm`) and admits
+//! calls only within what it holds. The shares are taken and given back in
+//! one short transaction per round (every second, or at once when a share
+//! runs low), never per call; their sum never passes the limit, so a burst
+//! split across instances stays within it.
+//!
+//! How a round shares a budget (`allocate`): an instance where the client
+//! called in the last minute is *active* and holds an equal part of what is
+//! left among the active ones; an idle one holds one call's worth, so its
+//! first call goes through at once. An instance that runs short is helped
+//! at the next rounds by those holding more than their part. A silent
+//! instance (no round for 10 s: crashed) keeps only what it used.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// What a lease is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Budget {
+    Requests,
+    Tokens,
+    /// The calls of one clock minute (`rpm`).
+    Minute,
+}
+
+impl Budget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Budget::Requests => "requests",
+            Budget::Tokens => "tokens",
+            Budget::Minute => "minute",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Budget> {
+        match s {
+            "requests" => Some(Budget::Requests),
+            "tokens" => Some(Budget::Tokens),
+            "minute" => Some(Budget::Minute),
+            _ => None,
+        }
+    }
+}
+
+/// A shortage this old no longer asks the others to give back.
+pub const SHORT_MS: i64 = 5_000;
+
+/// An instance without a round for this long is taken for gone.
+pub const LIVE_MS: i64 = 10_000;
+
+/// Another instance's lease, as last written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub granted: u64,
+    pub used: u64,
+    pub active: bool,
+    /// When a call there last found a lease of this client spent (0: never).
+    pub short_at: i64,
+    pub updated_at: i64,
+}
+
+impl Held {
+    fn live(&self, now: i64) -> bool {
+        self.updated_at > now - LIVE_MS
+    }
+
+    /// What of the budget it may still spend or has spent.
+    fn committed(&self, now: i64) -> u64 {
+        if self.live(now) {
+            self.granted.max(self.used)
+        } else {
+            self.used
+        }
+    }
+}
+
+/// This instance's new lease of a budget of `limit`: it `used` that much of
+/// it and held `held` (`me`: its `active` and `short` as the others see
+/// them; its `granted` and `used` are these); `others` are the other
+/// instances' leases. Never less than `used`, and never more than the
+/// others leave.
+pub fn allocate(limit: u64, used: u64, held: u64, me: &Held, others: &[Held], now: i64) -> u64 {
+    let active = me.active;
+    let committed: u64 = others.iter().map(|h| h.committed(now)).sum();
+    let free = limit.saturating_sub(committed).saturating_sub(used);
+    let all_used = used + others.iter().map(|h| h.used).sum::<u64>();
+    let left = limit.saturating_sub(all_used);
+    let live = || others.iter().filter(|h| h.live(now));
+    let idle = live().filter(|h| !h.active).count() as u64;
+    let actives = live().filter(|h| h.active).count() as u64 + u64::from(active);
+    let to_share = left.saturating_sub(idle);
+    let part = if active { to_share.div_ceil(actives.max(1)).max(1) } else { 1 };
+    let unused = held.saturating_sub(used);
+    // Another active instance has run out: what is above our part (rounded
+    // down, so that the last call's worth goes to the one without) goes back.
+    // (Only for a shortage newer than ours: two short instances do not
+    // hand the same call's worth back and forth.)
+    let short =
+        live().any(|h| h.short_at > me.short_at && h.short_at > now - SHORT_MS && h.granted <= h.used);
+    let floor = if active { to_share / actives.max(1) } else { 0 };
+    let want = if short && unused > floor { floor } else { part.max(unused) };
+    used + want.min(free)
+}
+
+/// What the request path and the lease thread share: a way to ask for a
+/// round now, and to wait (briefly) for one.
+#[derive(Debug, Default)]
+pub struct Leases {
+    thread: OnceLock<std::thread::Thread>,
+    round: tokio::sync::Notify,
+    rounds: AtomicU64,
+}
+
+impl Leases {
+    /// The thread that runs the rounds.
+    pub fn set_thread(&self, t: std::thread::Thread) {
+        let _ = self.thread.set(t);
+    }
+
+    /// Asks for a round now.
+    pub fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// A round ended (the leases it took are in place).
+    pub fn round_done(&self) {
+        self.rounds.fetch_add(1, Ordering::AcqRel);
+        self.round.notify_waiters();
+    }
+
+    /// Asks for a round and waits, at most `limit`, for one that began after
+    /// the ask to end.
+    pub async fn next_round(&self, limit: Duration) {
+        let target = self.rounds.load(Ordering::Acquire) + 2;
+        let deadline = Instant::now() + limit;
+        while self.rounds.load(Ordering::Acquire) < target {
+            let notified = std::pin::pin!(self.round.notified());
+            let mut notified = notified;
+            notified.as_mut().enable();
+            if self.rounds.load(Ordering::Acquire) >= target {
+                break;
+            }
+            self.wake();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || actix_rt::time::timeout(left, notified).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000_000;
+
+    fn held(granted: u64, used: u64, active: bool) -> Held {
+        // Spent and active: a call there found it spent.
+        let short_at = if active && granted <= used { NOW - 500 } else { 0 };
+        Held { granted, used, active, short_at, updated_at: NOW - 1_000 }
+    }
+
+    const ACTIVE: Held = Held { granted: 0, used: 0, active: true, short_at: 0, updated_at: NOW };
+    const IDLE: Held = Held { granted: 0, used: 0, active: false, short_at: 0, updated_at: NOW };
+
+    fn allocate(limit: u64, used: u64, active: bool, held: u64, others: &[Held], now: i64) -> u64 {
+        super::allocate(limit, used, held, if active { &ACTIVE } else { &IDLE }, others, now)
+    }
+
+    #[test]
+    fn alone_an_active_instance_holds_what_is_left() {
+        assert_eq!(allocate(10, 0, true, 0, &[], NOW), 10);
+        assert_eq!(allocate(10, 4, true, 5, &[], NOW), 10);
+        // Idle: one call's worth, or what it already holds.
+        assert_eq!(allocate(10, 0, false, 0, &[], NOW), 1);
+        assert_eq!(allocate(10, 0, false, 6, &[], NOW), 6);
+    }
+
+    #[test]
+    fn the_leases_never_add_up_past_the_limit() {
+        // Two active: half each.
+        let a = allocate(10, 0, true, 0, &[held(0, 0, true)], NOW);
+        assert_eq!(a, 5);
+        let b = allocate(10, 0, true, 0, &[held(a, 0, true)], NOW);
+        assert_eq!(b, 5);
+        // A third comes: nothing free until the others give some back.
+        assert_eq!(allocate(10, 0, true, 0, &[held(5, 0, true), held(5, 0, true)], NOW), 0);
+        // Idle instances keep one call each; the active one the rest.
+        assert_eq!(allocate(10, 0, true, 0, &[held(1, 0, false), held(1, 0, false)], NOW), 8);
+        // A limit lowered below what is held: nothing more, never less than used.
+        assert_eq!(allocate(3, 2, true, 5, &[held(4, 4, true)], NOW), 2);
+    }
+
+    #[test]
+    fn an_instance_that_runs_short_is_given_what_others_hold_above_their_part() {
+        // B ran out (granted == used); A holds 8 unused, its part is 3.
+        let a = allocate(10, 0, true, 8, &[held(2, 2, true)], NOW);
+        assert_eq!(a, 4, "A keeps its part of the 8 left: 4");
+        let b = allocate(10, 2, true, 2, &[held(a, 0, true)], NOW);
+        assert_eq!(b, 6, "B takes what A gave back");
+        // Nobody short: A keeps what it holds.
+        assert_eq!(allocate(10, 0, true, 8, &[held(2, 1, true)], NOW), 8);
+        // Spent, but no call there wants more: A keeps what it holds.
+        let spent = Held { short_at: 0, ..held(2, 2, true) };
+        assert_eq!(allocate(10, 0, true, 8, &[spent], NOW), 8);
+        // Both short: only the newer shortage is given to.
+        let (older, newer) = (Held { short_at: NOW - 900, ..held(1, 1, true) }, held(0, 0, true));
+        assert_eq!(super::allocate(4, 3, 4, &Held { short_at: NOW - 900, ..ACTIVE }, &[newer], NOW), 3);
+        assert_eq!(super::allocate(4, 0, 3, &Held { short_at: NOW - 500, ..ACTIVE }, &[older], NOW), 3);
+        // The last call's worth goes to the one without: A used 3 of 4, B none.
+        assert_eq!(allocate(4, 3, true, 4, &[held(0, 0, true)], NOW), 3);
+        assert_eq!(allocate(4, 0, true, 0, &[held(3, 3, true)], NOW), 1);
+    }
+
+    #[test]
+    fn a_silent_instance_keeps_only_what_it_used() {
+        let gone = Held { granted: 6, used: 2, active: true, short_at: 0, updated_at: NOW - LIVE_MS - 1 };
+        assert_eq!(allocate(10, 0, true, 0, &[gone], NOW), 8);
+    }
+}
