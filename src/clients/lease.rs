@@ -1,7 +1,7 @@
 //! Client limits across instances on one PostgreSQL database, held by
 //! leases: each instance holds a share of a client's budget (today's
-//! requests, today's tokens, one clock minute's calls under `rpm`) and admits
-//! calls only within what it holds. The shares are taken and given back in
+//! requests, today's tokens, and of its `rpm` rate: its own rate limiter
+//! then runs at that share) and admits calls only within what it holds. The shares are taken and given back in
 //! one short transaction per round (every second, or at once when a share
 //! runs low), never per call; their sum never passes the limit, so a burst
 //! split across instances stays within it.
@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 pub enum Budget {
     Requests,
     Tokens,
-    /// The calls of one clock minute (`rpm`).
-    Minute,
+    /// A part of the `rpm` rate (calls per minute, with as many at once).
+    Rate,
 }
 
 impl Budget {
@@ -31,7 +31,7 @@ impl Budget {
         match self {
             Budget::Requests => "requests",
             Budget::Tokens => "tokens",
-            Budget::Minute => "minute",
+            Budget::Rate => "rate",
         }
     }
 
@@ -39,7 +39,7 @@ impl Budget {
         match s {
             "requests" => Some(Budget::Requests),
             "tokens" => Some(Budget::Tokens),
-            "minute" => Some(Budget::Minute),
+            "rate" => Some(Budget::Rate),
             _ => None,
         }
     }
@@ -67,12 +67,14 @@ impl Held {
         self.updated_at > now - LIVE_MS
     }
 
-    /// What of the budget it may still spend or has spent.
-    fn committed(&self, now: i64) -> u64 {
-        if self.live(now) {
-            self.granted.max(self.used)
-        } else {
-            self.used
+    /// What of the budget it may still spend or has spent (of a rate: what
+    /// it holds; a gone instance's rate is free).
+    fn committed(&self, now: i64, rate: bool) -> u64 {
+        match (self.live(now), rate) {
+            (true, false) => self.granted.max(self.used),
+            (true, true) => self.granted,
+            (false, false) => self.used,
+            (false, true) => 0,
         }
     }
 }
@@ -81,19 +83,21 @@ impl Held {
 /// it and held `held` (`me`: its `active` and `short` as the others see
 /// them; its `granted` and `used` are these); `others` are the other
 /// instances' leases. Never less than `used`, and never more than the
-/// others leave.
-pub fn allocate(limit: u64, used: u64, held: u64, me: &Held, others: &[Held], now: i64) -> u64 {
+/// others leave. Of a `rate`, `used` (calls of the last minute) only says
+/// whether a share is spent: a rate's share is held, not used up.
+pub fn allocate(limit: u64, used: u64, held: u64, me: &Held, others: &[Held], now: i64, rate: bool) -> u64 {
     let active = me.active;
-    let committed: u64 = others.iter().map(|h| h.committed(now)).sum();
-    let free = limit.saturating_sub(committed).saturating_sub(used);
-    let all_used = used + others.iter().map(|h| h.used).sum::<u64>();
+    let spent = if rate { 0 } else { used };
+    let committed: u64 = others.iter().map(|h| h.committed(now, rate)).sum();
+    let free = limit.saturating_sub(committed).saturating_sub(spent);
+    let all_used = if rate { 0 } else { used + others.iter().map(|h| h.used).sum::<u64>() };
     let left = limit.saturating_sub(all_used);
     let live = || others.iter().filter(|h| h.live(now));
     let idle = live().filter(|h| !h.active).count() as u64;
     let actives = live().filter(|h| h.active).count() as u64 + u64::from(active);
     let to_share = left.saturating_sub(idle);
     let part = if active { to_share.div_ceil(actives.max(1)).max(1) } else { 1 };
-    let unused = held.saturating_sub(used);
+    let unused = held.saturating_sub(spent);
     // Another active instance has run out: what is above our part (rounded
     // down, so that the last call's worth goes to the one without) goes back.
     // (Only for a shortage newer than ours: two short instances do not
@@ -102,7 +106,7 @@ pub fn allocate(limit: u64, used: u64, held: u64, me: &Held, others: &[Held], no
         live().any(|h| h.short_at > me.short_at && h.short_at > now - SHORT_MS && h.granted <= h.used);
     let floor = if active { to_share / actives.max(1) } else { 0 };
     let want = if short && unused > floor { floor } else { part.max(unused) };
-    used + want.min(free)
+    spent + want.min(free)
 }
 
 /// What the request path and the lease thread share: a way to ask for a
@@ -170,7 +174,7 @@ mod tests {
     const IDLE: Held = Held { granted: 0, used: 0, active: false, short_at: 0, updated_at: NOW };
 
     fn allocate(limit: u64, used: u64, active: bool, held: u64, others: &[Held], now: i64) -> u64 {
-        super::allocate(limit, used, held, if active { &ACTIVE } else { &IDLE }, others, now)
+        super::allocate(limit, used, held, if active { &ACTIVE } else { &IDLE }, others, now, false)
     }
 
     #[test]
@@ -211,11 +215,36 @@ mod tests {
         assert_eq!(allocate(10, 0, true, 8, &[spent], NOW), 8);
         // Both short: only the newer shortage is given to.
         let (older, newer) = (Held { short_at: NOW - 900, ..held(1, 1, true) }, held(0, 0, true));
-        assert_eq!(super::allocate(4, 3, 4, &Held { short_at: NOW - 900, ..ACTIVE }, &[newer], NOW), 3);
-        assert_eq!(super::allocate(4, 0, 3, &Held { short_at: NOW - 500, ..ACTIVE }, &[older], NOW), 3);
+        assert_eq!(
+            super::allocate(4, 3, 4, &Held { short_at: NOW - 900, ..ACTIVE }, &[newer], NOW, false),
+            3
+        );
+        assert_eq!(
+            super::allocate(4, 0, 3, &Held { short_at: NOW - 500, ..ACTIVE }, &[older], NOW, false),
+            3
+        );
         // The last call's worth goes to the one without: A used 3 of 4, B none.
         assert_eq!(allocate(4, 3, true, 4, &[held(0, 0, true)], NOW), 3);
         assert_eq!(allocate(4, 0, true, 0, &[held(3, 3, true)], NOW), 1);
+    }
+
+    #[test]
+    fn a_rate_is_shared_as_held_not_used_up() {
+        let rate =
+            |used, held, me: &Held, others: &[Held]| super::allocate(10, used, held, me, others, NOW, true);
+        // Alone and active: all of it, however many calls it made.
+        assert_eq!(rate(10, 10, &ACTIVE, &[]), 10);
+        // Two active: half each; an idle one keeps one call a minute.
+        assert_eq!(rate(7, 0, &ACTIVE, &[held(0, 0, true)]), 5);
+        assert_eq!(rate(0, 0, &ACTIVE, &[held(1, 0, false)]), 9);
+        assert_eq!(rate(0, 9, &IDLE, &[held(9, 3, true)]), 1);
+        // A spent share with a newer shortage gets what others hold above their part.
+        let short = Held { granted: 1, used: 1, active: true, short_at: NOW - 100, updated_at: NOW - 100 };
+        assert_eq!(rate(3, 9, &ACTIVE, std::slice::from_ref(&short)), 5);
+        assert_eq!(rate(1, 1, &Held { short_at: NOW - 100, ..ACTIVE }, &[held(5, 3, true)]), 5);
+        // A gone instance's rate is free.
+        let gone = Held { granted: 9, used: 9, active: true, short_at: 0, updated_at: NOW - LIVE_MS - 1 };
+        assert_eq!(rate(0, 1, &ACTIVE, &[gone]), 10);
     }
 
     #[test]

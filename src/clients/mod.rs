@@ -188,7 +188,6 @@ impl Client {
             });
         }
         // With several instances, within this instance's leases.
-        let minute = now_ms.div_euclid(60_000);
         let mut lease =
             self.leases.as_ref().map(|_| self.usage.lease.lock().unwrap_or_else(|e| e.into_inner()));
         if let Some(l) = lease.as_deref_mut() {
@@ -209,15 +208,22 @@ impl Client {
             }
         }
         if let Some(rpm) = self.rpm {
-            let others = self.usage.others_minute.load(Ordering::Acquire);
-            let period = self.take_rate(rpm, others, now_ms)?;
-            if let Some(l) = lease.as_deref_mut() {
-                let (granted, spent) = l.minute(minute);
-                if spent >= granted {
-                    l.last_short_ms = now_ms;
-                    // Not taken after all: the rate's slot is given back.
-                    self.usage.tat_us.fetch_sub(period, Ordering::AcqRel);
-                    return Err(self.share_spent(&format!("limit of {rpm} requests per minute (rpm)")));
+            match lease.as_deref_mut() {
+                // Leased: this instance's limiter runs at its part of the
+                // rate (the parts add up to `rpm`).
+                Some(l) => {
+                    let share = u32::try_from(l.rate.min(u64::from(rpm))).unwrap_or(rpm);
+                    if share == rpm {
+                        // All of it here: over it is over the limit.
+                        self.take_rate(rpm, 0, now_ms)?;
+                    } else if share == 0 || self.take_rate(share, 0, now_ms).is_err() {
+                        l.last_short_ms = now_ms;
+                        return Err(self.share_spent(&format!("limit of {rpm} requests per minute (rpm)")));
+                    }
+                }
+                None => {
+                    let others = self.usage.others_minute.load(Ordering::Acquire);
+                    self.take_rate(rpm, others, now_ms)?;
                 }
             }
             self.usage.minute.lock().unwrap_or_else(|e| e.into_inner()).add(now_ms);
@@ -225,12 +231,9 @@ impl Client {
         day.requests += weight;
         day.reserved += reservation;
         if let Some(l) = lease.as_deref_mut() {
-            l.spend_minute(minute);
-            let (granted, spent) = l.minute(minute);
             let low = (self.daily_requests.is_some() && l.requests.saturating_sub(day.requests) <= l.low[0])
                 || (self.daily_tokens.is_some()
-                    && l.tokens.saturating_sub(day.tokens + day.reserved) <= l.low[1])
-                || (self.rpm.is_some() && granted.saturating_sub(spent) <= l.low[2]);
+                    && l.tokens.saturating_sub(day.tokens + day.reserved) <= l.low[1]);
             if low {
                 self.wake_leases();
             }
@@ -257,8 +260,7 @@ impl Client {
 
     /// GCRA: `rpm` calls per 60 s, any `rpm` of them at once; the `others`
     /// calls other instances made in the last 60 s fill the bucket too.
-    /// Answers the slot taken (µs), to give back if the call is refused after.
-    fn take_rate(&self, rpm: u32, others: u64, now_ms: i64) -> Result<i64, Refusal> {
+    fn take_rate(&self, rpm: u32, others: u64, now_ms: i64) -> Result<(), Refusal> {
         let now = now_ms.saturating_mul(1000);
         let period = 60_000_000 / i64::from(rpm.max(1));
         let tolerance = 60_000_000 - period;
@@ -283,10 +285,34 @@ impl Client {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Ok(period),
+                Ok(_) => return Ok(()),
                 Err(seen) => current = seen,
             }
         }
+    }
+
+    /// This instance's part of the rate changed from `from` to `to` calls a
+    /// minute: the calls in its limiter's bucket keep their number, each now
+    /// worth the new period, and `filled` more are put in (a part taken from
+    /// instances that have just used it arrives used: moving a part between
+    /// instances moves the rate, never a fresh burst).
+    pub(super) fn rescale_rate(&self, from: u64, to: u64, filled: u64, now_ms: i64) {
+        if to == 0 || (from == to && filled == 0) {
+            return;
+        }
+        let now = now_ms.saturating_mul(1000);
+        let period = |rate: u64| 60_000_000 / rate.clamp(1, 60_000_000) as i64;
+        let new = period(to);
+        let _ = self.usage.tat_us.fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+            // (tat - now) / old calls in the bucket, each now `new` long.
+            let level = if tat <= now || from == 0 {
+                0
+            } else {
+                i128::from(tat - now) * i128::from(new) / i128::from(period(from))
+            };
+            let level = level + i128::from(filled.min(to)) * i128::from(new);
+            Some(now + level.clamp(0, i128::from(i64::MAX / 2)) as i64)
+        });
     }
 
     /// A call admitted at `started_ms` ended: the tokens it reserved are
@@ -365,6 +391,26 @@ mod tests {
         assert_eq!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz, &|| 0), Ok(0));
         assert!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz, &|| 0).is_err());
         assert_eq!(c.today(t, &tz).0, 4, "refused calls are not counted");
+    }
+
+    /// A part of the rate moved here keeps the calls already in the bucket
+    /// and arrives as used as the others had used it: no fresh burst.
+    #[test]
+    fn a_rate_part_that_changes_keeps_the_calls_made_and_arrives_used() {
+        let c = client(Some(4), None, None);
+        let t = 1_000_000_000;
+        for _ in 0..2 {
+            assert_eq!(c.take_rate(2, 0, t), Ok(()));
+        }
+        assert!(c.take_rate(2, 0, t).is_err(), "a part of 2: two at once");
+        // The part grows to 4, of which 1 arrives used: one more now, not two.
+        c.rescale_rate(2, 4, 1, t);
+        assert_eq!(c.take_rate(4, 0, t), Ok(()));
+        assert!(c.take_rate(4, 0, t).is_err());
+        // Shrunk to 1: the 4 calls in the bucket drain at one a minute.
+        c.rescale_rate(4, 1, 0, t);
+        assert!(c.take_rate(1, 0, t + 120_000).is_err());
+        assert_eq!(c.take_rate(1, 0, t + 240_000), Ok(()));
     }
 
     #[test]

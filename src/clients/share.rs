@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use diesel::Connection;
 
-use super::lease::{allocate, Budget, Held};
+use super::lease::{allocate, Budget, Held, LIVE_MS};
 use super::usage::{day_of, DayUsage};
 use super::{Client, ClientKeys};
 use crate::db::models::LeaseRow;
@@ -32,6 +32,9 @@ struct Ask {
 /// A lease row is written again at least this often (it tells the others
 /// this instance is alive; silent for `lease::LIVE_MS`, it is taken for gone).
 const REWRITE_MS: i64 = 3_000;
+
+/// A rate's lease is of no period: one row per instance and client.
+const RATE_PERIOD: i64 = 0;
 
 impl ClientKeys {
     /// With several instances: publishes this instance's counts of today (and
@@ -83,10 +86,6 @@ impl ClientKeys {
     ) -> Result<(), DbError> {
         let Some(leases) = &self.leases else { return Ok(()) };
         let today = day_of(now_ms, &self.tz);
-        let minute = now_ms.div_euclid(60_000);
-        // The next minute's lease is taken ahead, so its first calls need no round.
-        let minutes: &[i64] =
-            if now_ms.rem_euclid(60_000) >= 50_000 { &[minute, minute + 1] } else { &[minute] };
         let mut asks = Vec::new();
         for c in self.snapshot.load().by_id.values() {
             if c.daily_requests.is_none() && c.daily_tokens.is_none() && c.rpm.is_none() {
@@ -108,9 +107,8 @@ impl ClientKeys {
                 ask(Budget::Tokens, today, limit, tokens);
             }
             if let Some(rpm) = c.rpm {
-                for &m in minutes {
-                    ask(Budget::Minute, m, u64::from(rpm), lease.minute(m).1);
-                }
+                let recent = c.usage.minute.lock().unwrap_or_else(|e| e.into_inner()).count(now_ms);
+                ask(Budget::Rate, RATE_PERIOD, u64::from(rpm), recent);
             }
         }
         if asks.is_empty() {
@@ -122,11 +120,12 @@ impl ClientKeys {
         let grants = conn.transaction::<_, DbError, _>(|conn| {
             client_rows::lock_leases(conn)?;
             let mut held: HashMap<(i64, Budget, i64), Vec<LeaseRow>> = HashMap::new();
-            for row in client_rows::leases(conn, today, minute)? {
+            for row in client_rows::leases(conn, today)? {
                 if let Some(b) = Budget::parse(&row.budget) {
                     held.entry((row.client_id, b, row.period)).or_default().push(row);
                 }
             }
+            // (new lease, what the others used lately beyond what they hold)
             let mut grants = Vec::with_capacity(asks.len());
             for a in &asks {
                 let rows = held.get(&(a.client.id.0, a.budget, a.period)).map_or(&[][..], |r| &r[..]);
@@ -150,8 +149,12 @@ impl ClientKeys {
                     short_at: a.short_at,
                     updated_at: now_ms,
                 };
-                let granted =
-                    if give_back { a.used } else { allocate(a.limit, a.used, had, &me, &others, now_ms) };
+                let rate = a.budget == Budget::Rate;
+                let granted = match (give_back, rate) {
+                    (true, true) => 0,
+                    (true, false) => a.used,
+                    _ => allocate(a.limit, a.used, had, &me, &others, now_ms, rate),
+                };
                 let row = LeaseRow {
                     client_id: a.client.id.0,
                     budget: a.budget.as_str().to_string(),
@@ -171,14 +174,19 @@ impl ClientKeys {
                 if !same {
                     client_rows::write_lease(conn, &row)?;
                 }
-                grants.push(granted);
+                let beyond = others
+                    .iter()
+                    .filter(|h| h.updated_at > now_ms - LIVE_MS)
+                    .map(|h| h.used.saturating_sub(h.granted))
+                    .sum::<u64>();
+                grants.push((granted, beyond));
             }
             if now_ms.rem_euclid(60_000) < 2_000 {
-                client_rows::prune_leases(conn, today - 1, minute - 2)?;
+                client_rows::prune_leases(conn, today, now_ms - 3_600_000)?;
             }
             Ok(grants)
         })?;
-        for (a, granted) in asks.iter().zip(grants) {
+        for (a, (granted, beyond)) in asks.iter().zip(grants) {
             let mut l = a.client.usage.lease.lock().unwrap_or_else(|e| e.into_inner());
             let low = granted.saturating_sub(a.used) / 2;
             match a.budget {
@@ -190,11 +198,12 @@ impl ClientKeys {
                     l.on(today).tokens = granted;
                     l.low[1] = low;
                 }
-                Budget::Minute => {
-                    l.set_minute(a.period, granted);
-                    if a.period == minute {
-                        l.low[2] = low;
-                    }
+                Budget::Rate => {
+                    // What it gains arrives used, as far as the others had
+                    // used it (their calls of the last minute beyond their part).
+                    let filled = granted.saturating_sub(l.rate).min(beyond);
+                    a.client.rescale_rate(l.rate, granted, filled, now_ms);
+                    l.rate = granted;
                 }
             }
         }

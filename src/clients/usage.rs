@@ -34,10 +34,10 @@ pub(super) struct LeaseState {
     /// Requests and tokens of `day` this instance may admit in all.
     pub(super) requests: u64,
     pub(super) tokens: u64,
-    /// (clock minute, calls granted, calls admitted): this one and the next.
-    pub(super) minutes: [(i64, u64, u64); 2],
-    /// Below this much left (requests, tokens, minute calls), a round is asked for.
-    pub(super) low: [u64; 3],
+    /// Its part of the `rpm` rate: its rate limiter runs at this.
+    pub(super) rate: u64,
+    /// Below this much left (requests, tokens), a round is asked for.
+    pub(super) low: [u64; 2],
     pub(super) last_want_ms: i64,
     /// When a call last found a lease spent.
     pub(super) last_short_ms: i64,
@@ -52,27 +52,6 @@ impl LeaseState {
             self.tokens = 0;
         }
         self
-    }
-
-    /// The lease of clock minute `m`: (granted, admitted).
-    pub(super) fn minute(&self, m: i64) -> (u64, u64) {
-        self.minutes.iter().find(|s| s.0 == m).map_or((0, 0), |s| (s.1, s.2))
-    }
-
-    /// One call admitted in minute `m`.
-    pub(super) fn spend_minute(&mut self, m: i64) {
-        if let Some(s) = self.minutes.iter_mut().find(|s| s.0 == m) {
-            s.2 += 1;
-        }
-    }
-
-    /// Minute `m`'s lease is now `granted` (its slot taken from a past minute).
-    pub(super) fn set_minute(&mut self, m: i64, granted: u64) {
-        if let Some(s) = self.minutes.iter_mut().find(|s| s.0 == m) {
-            s.1 = granted;
-        } else if let Some(s) = self.minutes.iter_mut().min_by_key(|s| s.0).filter(|s| s.0 < m) {
-            *s = (m, granted, 0);
-        }
     }
 }
 

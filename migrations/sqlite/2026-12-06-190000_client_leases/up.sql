@@ -1,7 +1,7 @@
 -- Client limits across instances: each instance holds a lease of a
--- client's budget (today's requests or tokens, or one minute's calls under
--- rpm) and admits calls only within it; the sum of the leases never passes
--- the limit. `used` is what the instance spent of it, `active` whether the
+-- client's budget (today's requests or tokens, `period` the day; or a part
+-- of its rpm rate, `period` 0) and admits calls only within it; the sum of
+-- the leases never passes the limit. `used` is what the instance spent of it, `active` whether the
 -- client called there lately, `short_at` when a call there last found the
 -- lease spent (0: never), `updated_at` its last round (a silent instance's unused
 -- lease is free again).

@@ -176,16 +176,10 @@ pub fn lock_leases(conn: &mut Conn) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Every lease of a period from `day` on (daily budgets) or `minute` on
-/// (the rpm's minutes).
-pub fn leases(conn: &mut Conn, day: i64, minute: i64) -> Result<Vec<LeaseRow>, DbError> {
+/// Every lease of a rate, and of a day from `day` on.
+pub fn leases(conn: &mut Conn, day: i64) -> Result<Vec<LeaseRow>, DbError> {
     Ok(client_leases::table
-        .filter(
-            client_leases::budget
-                .eq("minute")
-                .and(client_leases::period.ge(minute))
-                .or(client_leases::budget.ne("minute").and(client_leases::period.ge(day))),
-        )
+        .filter(client_leases::budget.eq("rate").or(client_leases::period.ge(day)))
         .select(LeaseRow::as_select())
         .load(conn)?)
 }
@@ -211,14 +205,15 @@ pub fn write_lease(conn: &mut Conn, row: &LeaseRow) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Leases of days before `day` and minutes before `minute`.
-pub fn prune_leases(conn: &mut Conn, day: i64, minute: i64) -> Result<usize, DbError> {
+/// Leases of days before `day`, and of a rate not written since `silent_since`
+/// (a gone instance's).
+pub fn prune_leases(conn: &mut Conn, day: i64, silent_since: i64) -> Result<usize, DbError> {
     Ok(diesel::delete(
         client_leases::table.filter(
             client_leases::budget
-                .eq("minute")
-                .and(client_leases::period.lt(minute))
-                .or(client_leases::budget.ne("minute").and(client_leases::period.lt(day))),
+                .eq("rate")
+                .and(client_leases::updated_at.lt(silent_since))
+                .or(client_leases::budget.ne("rate").and(client_leases::period.lt(day))),
         ),
     )
     .execute(conn)?)
