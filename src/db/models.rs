@@ -157,6 +157,8 @@ pub struct ResourceRow {
     pub client_id: Option<i64>,
     /// A batch input file's lines.
     pub lines: Option<i64>,
+    /// A batch's tokens, once reported and recorded.
+    pub tokens: Option<i64>,
 }
 
 /// Never prints the secret.

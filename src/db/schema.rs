@@ -71,6 +71,7 @@ diesel::table! {
         created_at -> BigInt,
         client_id -> Nullable<BigInt>,
         lines -> Nullable<BigInt>,
+        tokens -> Nullable<BigInt>,
     }
 }
 

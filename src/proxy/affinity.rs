@@ -95,6 +95,7 @@ pub async fn record(
         created_at: now_ms(),
         client_id: client.map(|c| c.id.0),
         lines,
+        tokens: None,
     };
     crate::db::run(&state.db, move |conn| resources::upsert(conn, &row)).await.map_err(|e| e.to_string())
 }

@@ -147,6 +147,9 @@ pub enum Answer {
     /// A chat completion rewritten for the Responses API (errors in
     /// OpenAI's shape, the stream as Responses events).
     Responses(Box<crate::dialects::responses::Context>),
+    /// A batch object, passed on as it is; its tokens recorded once when it
+    /// reports itself completed (see `resources::batch_answer`).
+    Batch(String),
 }
 
 /// Why the last attempt failed, for the answer when no attempt is left.
@@ -452,6 +455,7 @@ pub async fn dispatch(
             }
             return match out.answer {
                 Answer::AsIs => stream_back(resp, pending, state),
+                Answer::Batch(id) => super::resources::batch_answer(resp, pending, state, id).await,
                 Answer::Responses(ctx) => {
                     super::responses::answer(resp, pending, state, *ctx, out.stream).await
                 }
@@ -778,7 +782,7 @@ fn pass_error(
     let mut builder = HttpResponse::build(status);
     copy_headers(&mut builder, headers);
     match answer {
-        Answer::AsIs => builder.body(body),
+        Answer::AsIs | Answer::Batch(_) => builder.body(body),
         Answer::Responses(_) => builder
             .insert_header((actix_web::http::header::CONTENT_TYPE, "application/json"))
             .body(crate::dialects::responses::error_body(status.as_u16(), &body)),

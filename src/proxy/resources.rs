@@ -5,9 +5,13 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::affinity::{self, ResourceKind};
-use super::errors::{Dialect, ProxyError};
-use super::forward::{dispatch, probe, read_body, reject, Answer, OutBody, Outgoing, Probe, Target};
+use super::errors::{Dialect, ErrorKind, ProxyError};
+use super::forward::{
+    copy_headers, dispatch, probe, read_body, reject, Answer, OutBody, Outgoing, Probe, Target,
+};
 use super::record::Pending;
+use super::usage::Usage;
+use crate::db::queries::resources as resources_q;
 use crate::state::{AppState, Upstream};
 
 /// Which resource a JSON body names, if any; an error when it must name one.
@@ -173,7 +177,7 @@ async fn batch_call(
         target: Target::Pinned(key),
         creates: None,
         dialect: Dialect::OpenAi,
-        answer: Answer::AsIs,
+        answer: Answer::Batch(id),
     };
     dispatch(&req, out, pending, &state, &upstream).await
 }
@@ -196,4 +200,54 @@ pub async fn batch_cancel(
     upstream: web::Data<Upstream>,
 ) -> HttpResponse {
     batch_call(req, payload, state, upstream, path.into_inner(), true).await
+}
+
+/// A batch object, passed on as the upstream sent it. The first time it
+/// reports itself completed with its usage, those tokens are recorded, once
+/// (whichever instance or caller reads it first), on this call's log row and
+/// against the client that created the batch: its daily tokens and the
+/// stats count them.
+pub(super) async fn batch_answer<S>(
+    mut resp: awc::ClientResponse<S>,
+    mut pending: Pending,
+    state: &AppState,
+    id: String,
+) -> HttpResponse
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin + 'static,
+{
+    pending.status = resp.status().as_u16();
+    let body = match resp.body().limit(4 << 20).await {
+        Ok(b) => b,
+        Err(e) => {
+            pending.error = Some(format!("upstream answer unreadable: {e}"));
+            pending.finish(Usage::default(), true);
+            return ProxyError::new(ErrorKind::BadGateway, format!("upstream answer unreadable: {e}"))
+                .response(Dialect::OpenAi);
+        }
+    };
+    let mut usage = Usage::default();
+    if let Some(reported) = super::usage::completed_batch_usage(&body) {
+        let total = reported.totals().2;
+        let recorded =
+            crate::db::run(&state.db, move |conn| resources_q::record_batch_tokens(conn, &id, total)).await;
+        match recorded {
+            Ok(Some(owner)) => {
+                usage = reported;
+                // Counted against the client that created it, whoever read it.
+                let owner =
+                    owner.and_then(|o| state.clients.snapshot().get(crate::ids::ClientId(o)).cloned());
+                if let Some(owner) = owner {
+                    pending.client = Some(owner);
+                }
+            }
+            Ok(None) => {}
+            // Not recorded: the next read of the batch tries again.
+            Err(e) => log::error!("could not record a batch's tokens: {e}"),
+        }
+    }
+    let mut builder = HttpResponse::build(resp.status());
+    copy_headers(&mut builder, resp.headers());
+    pending.finish(usage, false);
+    builder.body(body)
 }

@@ -60,6 +60,24 @@ impl Usage {
     }
 }
 
+/// A batch object's usage, when it reports itself completed with one
+/// (OpenAI's shape: `status`, `usage.input_tokens`/`output_tokens`/
+/// `total_tokens`, or the chat names).
+pub fn completed_batch_usage(body: &[u8]) -> Option<Usage> {
+    #[derive(Deserialize)]
+    struct Batch {
+        status: Option<String>,
+        usage: Option<UsageFields>,
+    }
+    let b: Batch = serde_json::from_slice(body).ok()?;
+    if b.status.as_deref() != Some("completed") {
+        return None;
+    }
+    let mut u = Usage::default();
+    u.absorb(&b.usage?);
+    (u != Usage::default()).then_some(u)
+}
+
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }

@@ -569,6 +569,74 @@ async fn a_clients_files_batches_and_video_jobs_are_unknown_to_every_other_clien
     assert_eq!(get_as(CLIENT_KEY, &format!("/v1/batches/{batch}")).await.status, 200, "env sees all");
 }
 
+/// A batch's tokens count against the client that created it, once, when
+/// the upstream reports the batch completed with its usage: on the row of
+/// the read that learned them (whoever read it), in the client's tokens of
+/// the day, and so against its daily_tokens.
+#[actix_web::test]
+async fn a_completed_batchs_tokens_count_once_against_the_client_that_created_it() {
+    use crate::fake::multipart;
+    let app = app_with_key().await;
+    let alice = app.create_client(json!({"name": "alice", "daily_tokens": 4000})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let jsonl = br#"{"custom_id":"1","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}"#;
+    let r = app
+        .upload_as(
+            &alice,
+            "/v1/files",
+            "fb",
+            multipart("fb", &[("purpose", "batch")], ("file", "b.jsonl", jsonl)),
+        )
+        .await;
+    let file = r.json()["data"]["id"].as_str().unwrap().to_string();
+    let r = app
+        .call_as(
+            &alice,
+            "/v1/batches",
+            json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let batch = r.json()["id"].as_str().unwrap().to_string();
+    let get_as = |key: &str| {
+        let req = app
+            .client
+            .get(app.url(&format!("/v1/batches/{batch}")))
+            .insert_header(("Authorization", format!("Bearer {key}")));
+        app.send(req, None)
+    };
+    let tokens_today = || async {
+        let clients = app.admin_get("/api/clients").await.json();
+        let alice =
+            clients["clients"].as_array().unwrap().iter().find(|c| c["name"] == "alice").cloned().unwrap();
+        alice["tokens_today"].as_i64().unwrap()
+    };
+    // Running: nothing to count.
+    assert_eq!(get_as(&alice).await.json()["status"], "in_progress");
+    assert_eq!(tokens_today().await, 0);
+    // Completed with 4,200 tokens: read by API_KEY's client first, then
+    // again; counted once, against Alice.
+    app.fake
+        .complete_batch(&batch, json!({"input_tokens": 3000, "output_tokens": 1200, "total_tokens": 4200}));
+    for _ in 0..2 {
+        let r = get_as(CLIENT_KEY).await;
+        assert_eq!(r.json()["status"], "completed", "passed on as it is: {}", text(&r));
+    }
+    assert_eq!(tokens_today().await, 4200);
+    let reads: Vec<_> =
+        app.logs().await.into_iter().filter(|r| r.endpoint == format!("/v1/batches/{batch}")).collect();
+    assert_eq!(reads.iter().map(|r| r.total_tokens).collect::<Vec<_>>(), vec![0, 4200, 0]);
+    assert_eq!(reads[1].client.as_deref(), Some("alice"), "the row that recorded them names the owner");
+    assert_eq!(reads[2].client.as_deref(), Some("env"));
+    assert_eq!((reads[1].input_tokens, reads[1].output_tokens), (3000, 1200));
+    // 4,200 of its 4,000: Alice's calls are refused for today.
+    let r = app.chat_as(&alice, "m").await;
+    assert_eq!(r.status, 429, "{}", text(&r));
+    assert!(text(&r).contains("4000 tokens for today"), "{}", text(&r));
+}
+
 #[actix_web::test]
 async fn a_model_off_the_list_is_refused_however_the_upload_writes_its_model_field() {
     let app = spawn_app_with(&[("FAILOVER_BUFFER_BYTES", "4096")]).await;

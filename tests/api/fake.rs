@@ -68,6 +68,9 @@ pub struct FakeState {
     info_gone: Mutex<bool>,
     /// Delay before answering chat calls.
     header_delay: Mutex<Duration>,
+    /// Batches the test has completed, with the usage they report (the
+    /// documented upstream reports none; OpenAI's batch object does).
+    batch_usage: Mutex<HashMap<String, Value>>,
 }
 
 pub struct Fake {
@@ -144,6 +147,11 @@ impl Fake {
     /// The keys used for calls to `path`, in order.
     pub fn keys_for(&self, path: &str) -> Vec<String> {
         self.seen().into_iter().filter(|s| s.path == path).map(|s| s.key).collect()
+    }
+
+    /// The batch `id` reports itself completed, with this `usage`.
+    pub fn complete_batch(&self, id: &str, usage: Value) {
+        self.state.batch_usage.lock().unwrap().insert(id.to_string(), usage);
     }
 
     pub fn clear_seen(&self) {
@@ -783,6 +791,9 @@ fn account_bound(
             };
             if owner_of("batch", &id).as_deref() != Some(account.as_str()) {
                 return Some(not_found_for(&account, "batch", &id));
+            }
+            if let (false, Some(usage)) = (cancel, state.batch_usage.lock().unwrap().get(&id).cloned()) {
+                return Some(HttpResponse::Ok().json(json!({"id": id, "object":"batch","status":"completed","request_counts":{"total":1,"completed":1,"failed":0},"output_file_id":"file-out","usage": usage,"account": account})));
             }
             HttpResponse::Ok().json(json!({"id": id, "object":"batch","status": if cancel { "cancelling" } else { "in_progress" },"account": account}))
         }

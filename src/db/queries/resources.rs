@@ -32,6 +32,19 @@ pub fn ids_of_client(conn: &mut Conn, kind: &str, client: ClientId) -> Result<Ve
         .load(conn)?)
 }
 
+/// Records a batch's tokens, once: answers `Some(its owner)` (a client id,
+/// or `None` for an open proxy's) when this call recorded them; `None` when
+/// they were recorded before, or the batch is unknown here.
+pub fn record_batch_tokens(conn: &mut Conn, id: &str, tokens: i64) -> Result<Option<Option<i64>>, DbError> {
+    let n = diesel::update(resources::table.find(("batch", id)).filter(resources::tokens.is_null()))
+        .set(resources::tokens.eq(tokens))
+        .execute(conn)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    Ok(Some(resources::table.find(("batch", id)).select(resources::client_id).first(conn)?))
+}
+
 pub fn find(conn: &mut Conn, kind: &str, id: &str) -> Result<Option<ResourceRow>, DbError> {
     Ok(resources::table.find((kind, id)).select(ResourceRow::as_select()).first(conn).optional()?)
 }
