@@ -36,6 +36,14 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+impl AppState {
+    /// Whether `/v1` takes calls without a key: no `API_KEY` and no client
+    /// key (once one exists, the proxy is never open).
+    pub fn is_open(&self) -> bool {
+        self.config.is_open() && self.clients.snapshot().is_empty()
+    }
+}
+
 /// The upstream HTTP client. awc clients are not `Send`, so each worker
 /// thread builds its own (they share nothing but configuration).
 pub struct Upstream {

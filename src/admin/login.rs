@@ -47,7 +47,7 @@ pub async fn root(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     if session::current(&state, &req).await.is_some() {
         return see_other("/admin");
     }
-    login_page(None, StatusCode::OK, state.config.is_open(), "")
+    login_page(None, StatusCode::OK, state.is_open(), "")
 }
 
 #[derive(Deserialize)]

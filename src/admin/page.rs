@@ -204,7 +204,7 @@ pub fn check_csrf(session: &Session, given: Option<&str>) -> Result<(), AdminErr
 
 pub fn warnings(state: &AppState) -> Vec<String> {
     let mut w = Vec::new();
-    if state.config.is_open() {
+    if state.is_open() {
         w.push("API_KEY is not set: this proxy is open, and anyone who can reach it can spend your keys' balance. Set API_KEY to require a client key.".into());
     }
     if state.admin.generated {

@@ -73,6 +73,21 @@ async fn several_client_keys_and_an_open_proxy() {
         )
         .await;
     assert_eq!(r.status, 503, "open proxy: no key needed, no pool key either");
+    // The admin says so; once a client key exists the proxy is not open,
+    // and the admin stops saying it is.
+    let cookie = app.login("admin", crate::helpers::ADMIN_PASS).await.unwrap();
+    let open = "this proxy is open";
+    assert!(crate::admin_ui::text(&app.page("/admin/keys", &cookie).await).contains(open));
+    let r = app.admin_post("/api/clients", json!({"name": "first"})).await;
+    assert_eq!(r.status, 201);
+    let r = app
+        .send(
+            app.client.post(app.url("/v1/chat/completions")),
+            Some(json!({"model": "m"}).to_string().into()),
+        )
+        .await;
+    assert_eq!(r.status, 401, "a client key exists: no longer open");
+    assert!(!crate::admin_ui::text(&app.page("/admin/keys", &cookie).await).contains(open));
 }
 
 #[actix_web::test]

@@ -274,7 +274,7 @@ pub async fn overview(state: &AppState) -> Result<Overview, DbError> {
         success_rate: if m.calls == 0 { 1.0 } else { 1.0 - m.errors as f64 / m.calls as f64 },
         mean_latency_ms: if m.calls == 0 { 0.0 } else { m.latency_ms as f64 / m.calls as f64 },
         errors_month: m.errors,
-        open_proxy: state.config.is_open(),
+        open_proxy: state.is_open(),
         generated_admin_password: state.admin.generated,
         timezone: tz.to_string(),
         calls_by_key,

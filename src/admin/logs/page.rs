@@ -124,11 +124,11 @@ pub async fn logs_page(
                             @if r.call_id.is_some() { span.mark title="still running when this row was written" { "in flight" } }
                             @if r.attempts > 1 { span.mark title="keys tried" { (r.attempts) " tries" } } }
                         td.mono { (r.endpoint) }
-                        td { span class=(format!("badge s{}", r.status / 100)) { (r.status) } }
+                        td { @if r.call_id.is_some() { span.badge title="still running when this row was written" { "…" } } @else { span class=(format!("badge s{}", r.status / 100)) { (r.status) } } }
                         td.num { (r.input_tokens) } td.num { (r.output_tokens) } td.num { (r.total_tokens) }
                         td.num.nowrap { (r.latency_ms) " ms" }
                         td.num.nowrap { @if let Some(t) = r.ttfb_ms { (t) " ms" } }
-                        td.err title=[r.error.clone()] { (r.error.clone().unwrap_or_default()) }
+                        @if r.call_id.is_some() { td {} } @else { td.err title=[r.error.clone()] { (r.error.clone().unwrap_or_default()) } }
                     }
                 }
             }
