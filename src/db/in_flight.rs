@@ -11,6 +11,7 @@
 //! per flush); it never waits on the writer or the database.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -25,8 +26,31 @@ pub struct Flight {
     pub model: String,
     pub requested_model: Option<String>,
     pub stream: bool,
-    pub client: Option<String>,
+    pub client: Option<Arc<str>>,
 }
+
+/// The calls' numbers are unique: one multiplication spreads them over the
+/// hash's bits (SipHash, the default, costs more than the rest of a lookup).
+#[derive(Default)]
+struct Numbered(u64);
+
+impl Hasher for Numbered {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Shard = Mutex<HashMap<u64, Arc<Entry>, BuildHasherDefault<Numbered>>>;
 
 struct Entry {
     flight: Flight,
@@ -36,7 +60,7 @@ struct Entry {
 
 /// The calls in flight of this process, and its name in their `call_id`s.
 pub struct Flights {
-    shards: Vec<Mutex<HashMap<u64, Arc<Entry>>>>,
+    shards: Vec<Shard>,
     next: AtomicU64,
     /// This process's name: `call_id` is `<name>-<number>`.
     name: String,
@@ -54,7 +78,7 @@ pub const IN_FLIGHT: &str = "in flight: the call had not ended when this row was
 impl Flights {
     pub fn new(name: String) -> Arc<Self> {
         Arc::new(Flights {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect(),
             next: AtomicU64::new(0),
             name,
         })
@@ -64,7 +88,7 @@ impl Flights {
         &self.name
     }
 
-    fn shard(&self, seq: u64) -> &Mutex<HashMap<u64, Arc<Entry>>> {
+    fn shard(&self, seq: u64) -> &Shard {
         &self.shards[(seq % SHARDS as u64) as usize]
     }
 
@@ -117,7 +141,7 @@ impl Flights {
                     aborted: false,
                     attempts: 0,
                     error: Some(IN_FLIGHT.to_string()),
-                    client: f.client.clone(),
+                    client: f.client.as_deref().map(str::to_string),
                     requested_model: f.requested_model.clone(),
                     call_id: Some(self.call_id(*seq)),
                 });
@@ -147,7 +171,7 @@ mod tests {
             model: "m".into(),
             requested_model: None,
             stream: true,
-            client: Some("c".into()),
+            client: Some(Arc::from("c")),
         }
     }
 

@@ -148,7 +148,7 @@ impl Pending {
                 model: bounded(self.model.clone(), 256),
                 requested_model: self.requested_model.clone().map(|m| bounded(m, 256)),
                 stream: self.stream,
-                client: self.client.as_ref().map(|c| c.name.to_string()),
+                client: self.client.as_ref().map(|c| c.name.clone()),
             }));
         }
     }
