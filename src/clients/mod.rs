@@ -251,6 +251,24 @@ impl Client {
         ))
     }
 
+    /// A call for a model off the list was refused: whether to say so in
+    /// the log now (at most once a minute per client, so a caller cannot
+    /// fill the log), and how many such refusals went unsaid since.
+    pub fn log_model_refusal(&self, now_ms: i64) -> Option<u64> {
+        let last = self.usage.refused_logged_ms.load(Ordering::Acquire);
+        if now_ms - last < 60_000
+            || self
+                .usage
+                .refused_logged_ms
+                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            self.usage.refused_quiet.fetch_add(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(self.usage.refused_quiet.swap(0, Ordering::AcqRel))
+    }
+
     /// Asks the lease thread for a round now.
     fn wake_leases(&self) {
         if let Some(l) = &self.leases {
@@ -391,6 +409,18 @@ mod tests {
         assert_eq!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz, &|| 0), Ok(0));
         assert!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz, &|| 0).is_err());
         assert_eq!(c.today(t, &tz).0, 4, "refused calls are not counted");
+    }
+
+    #[test]
+    fn refusals_for_a_model_off_the_list_are_logged_once_a_minute() {
+        let c = client(None, None, None);
+        let t = 1_000_000_000;
+        assert_eq!(c.log_model_refusal(t), Some(0));
+        for i in 1..=5 {
+            assert_eq!(c.log_model_refusal(t + i * 1000), None);
+        }
+        assert_eq!(c.log_model_refusal(t + 60_000), Some(5), "the next line says how many went unsaid");
+        assert_eq!(c.log_model_refusal(t + 61_000), None);
     }
 
     /// A part of the rate moved here keeps the calls already in the bucket

@@ -23,6 +23,10 @@ pub struct Usage {
     /// With several instances: this instance's leases of the client's
     /// budgets (see `lease`).
     pub(super) lease: Mutex<LeaseState>,
+    /// Calls refused for a model off the list: when last said in the log,
+    /// and how many since.
+    pub(super) refused_logged_ms: AtomicI64,
+    pub(super) refused_quiet: AtomicU64,
 }
 
 /// This instance's leases of one client's budgets, and when it last wanted

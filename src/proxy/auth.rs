@@ -84,7 +84,16 @@ fn refusal(client: &Client, r: Refusal) -> ProxyError {
             ProxyError::new(ErrorKind::Authentication, format!("Invalid API key: {why}"))
         }
         Refusal::Model(message) => {
-            log::info!("client {:?} refused: {message}", &*client.name);
+            // Once a minute per client, and without its list: a caller
+            // asking again and again must not fill the log.
+            if let Some(unsaid) = client.log_model_refusal(crate::db::now_ms()) {
+                let since = if unsaid > 0 {
+                    format!(" ({unsaid} more since the last such line)")
+                } else {
+                    String::new()
+                };
+                log::info!("client {:?}: a call for a model off its list was refused{since}", &*client.name);
+            }
             ProxyError::new(ErrorKind::Forbidden, message)
         }
         Refusal::Limit { message, retry_after_secs } => {

@@ -813,3 +813,17 @@ async fn a_batch_counts_as_its_lines_against_daily_requests() {
     assert_eq!(app.fake.count("/v1/batches"), before);
     assert_eq!(app.clients().await[0]["requests_today"], 7, "a refused batch counts nothing");
 }
+
+/// A fresh client secret is in the answer once: no cache may keep it.
+#[actix_web::test]
+async fn answers_that_carry_a_client_secret_are_not_stored() {
+    let app = app_with_key().await;
+    let r = app.admin_post("/api/clients", json!({"name": "cached"})).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    let id = r.json()["id"].as_i64().unwrap();
+    let r = app.admin_send("POST", &format!("/api/clients/{id}/rotate"), None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.json()["key"].as_str().is_some_and(|k| k.starts_with("sk-")));
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+}

@@ -380,6 +380,30 @@ async fn sigkill_with_calls_in_flight_leaves_their_rows_and_the_clients_usage() 
     assert_eq!(b.chat_as(&key).await.status, 429);
 }
 
+/// 300 calls for a model off a client's list: one line in the process log,
+/// without the list (it said one line each, with the list, 578 kB for 2,000).
+#[actix_web::test]
+async fn refused_models_are_logged_once_a_minute_per_client_without_the_list() {
+    let fake = Fake::start();
+    fake.add_key(KA, "acct-a", "20", Mode::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let a = Instance::start(&base_env(&fake, &dir), dir.path(), "a").await;
+    a.import(&[KA]).await;
+    let list = json!(["Qwen/Qwen3-8B", "deepseek-ai/DeepSeek-V3.2-secret-list-entry"]);
+    let created = a.admin_post("/api/clients", json!({"name": "listed", "models": list})).await;
+    let key = created.json()["key"].as_str().unwrap().to_string();
+    let before = a.log_text().len();
+    for _ in 0..300 {
+        let r = a.call_as(&key, "/v1/chat/completions", json!({"model": "junk", "messages": []})).await;
+        assert_eq!(r.status, 403);
+    }
+    let added = &a.log_text()[before..];
+    let lines: Vec<&str> = added.lines().filter(|l| l.contains("off its list")).collect();
+    assert_eq!(lines.len(), 1, "{added}");
+    assert!(!added.contains("secret-list-entry"), "{added}");
+    assert!(added.len() < 2_000, "{} bytes of log for 300 refusals", added.len());
+}
+
 /// Two processes of the binary, a burst of 20 split across both, all at
 /// once: a client with `daily_requests 10`, and one with `rpm 10`, get at
 /// most 10 (each instance admits within its lease; counting the other's

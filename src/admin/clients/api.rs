@@ -23,8 +23,11 @@ pub async fn create(
     let body = admin_body(&req, payload, &state).await?;
     let fields = ClientInput::parse(&body)?.apply(None)?;
     let (id, secret) = create_client(&state, fields).await?;
-    Ok(HttpResponse::Created().json(with_secret(&state, id, secret).await?))
+    Ok(HttpResponse::Created().insert_header(NO_STORE).json(with_secret(&state, id, secret).await?))
 }
+
+/// An answer that carries a secret is kept by no cache (#24).
+const NO_STORE: (&str, &str) = ("Cache-Control", "no-store");
 
 /// `GET /api/clients`: `{"clients": [...]}`, secrets masked, with today's use.
 pub async fn list(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, AdminError> {
@@ -57,7 +60,7 @@ pub async fn rotate(
 ) -> Result<HttpResponse, AdminError> {
     let id = client_id(&path)?;
     let secret = rotate_client(&state, id).await?;
-    Ok(HttpResponse::Ok().json(with_secret(&state, id, secret).await?))
+    Ok(HttpResponse::Ok().insert_header(NO_STORE).json(with_secret(&state, id, secret).await?))
 }
 
 /// `DELETE /api/clients/{id}`.
