@@ -64,6 +64,10 @@ pub struct Config {
     /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` / `X-Forwarded-Proto`
     /// are believed; empty = such headers are ignored.
     pub trusted_proxies: Vec<crate::net::IpNet>,
+    /// The one header (lower-case) that gives the client's address when the
+    /// peer is a trusted proxy: `x-forwarded-for` (default), `forwarded`, or
+    /// another the proxy sets (`x-real-ip`). Any other such header is ignored.
+    pub trusted_proxy_header: String,
     /// The largest body an admin route reads (an import of 10,000 keys is ~0.6 MiB).
     pub admin_body_bytes: usize,
     /// How long a request body may take (admin routes: in all; `/v1`: between
@@ -246,6 +250,22 @@ impl Config {
                         "{reason}; expected addresses or CIDR blocks, e.g. 127.0.0.1,172.16.0.0/12"
                     ),
                 })?,
+            },
+            trusted_proxy_header: match get("TRUSTED_PROXY_HEADER") {
+                None => "x-forwarded-for".into(),
+                Some(v)
+                    if !v.is_empty()
+                        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+                {
+                    v.to_ascii_lowercase()
+                }
+                Some(v) => {
+                    return Err(ConfigError {
+                        var: "TRUSTED_PROXY_HEADER",
+                        value: v.clone(),
+                        reason: "expected a header name, e.g. x-forwarded-for, forwarded or x-real-ip".into(),
+                    })
+                }
             },
             admin_body_bytes: positive("ADMIN_BODY_BYTES", 1024 * 1024)? as usize,
             body_read_timeout: Duration::from_secs(positive("BODY_READ_TIMEOUT", 30)?),

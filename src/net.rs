@@ -87,24 +87,21 @@ fn parse_node(v: &str) -> Option<IpAddr> {
 }
 
 /// The client's address: the peer's, or, when the peer is a trusted proxy,
-/// the nearest address in its forwarding chain that is not itself trusted
-/// (so a client cannot pass off a forged first hop).
-pub fn client_ip(req: &HttpRequest, proxies: &[IpNet]) -> IpAddr {
+/// the nearest address in the chain of the one `header` that proxy sets
+/// (`TRUSTED_PROXY_HEADER`) that is not itself trusted (so a client cannot
+/// pass off a forged first hop). Other forwarding headers are ignored: one
+/// the client sent itself and the proxy passed on must not be believed.
+pub fn client_ip(req: &HttpRequest, proxies: &[IpNet], header: &str) -> IpAddr {
     let peer = req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     if proxies.is_empty() || !trusted(proxies, peer) {
         return peer;
     }
-    let headers = req.headers();
-    let mut chain: Vec<IpAddr> =
-        headers.get_all("forwarded").filter_map(|v| v.to_str().ok()).flat_map(forwarded_for).collect();
-    if chain.is_empty() {
-        chain = headers
-            .get_all("x-forwarded-for")
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|p| parse_node(p.trim()))
-            .collect();
-    }
+    let values = req.headers().get_all(header).filter_map(|v| v.to_str().ok());
+    let chain: Vec<IpAddr> = if header == "forwarded" {
+        values.flat_map(forwarded_for).collect()
+    } else {
+        values.flat_map(|v| v.split(',')).filter_map(|p| parse_node(p.trim())).collect()
+    };
     chain.into_iter().rev().find(|ip| !trusted(proxies, *ip)).unwrap_or(peer)
 }
 
@@ -185,17 +182,27 @@ mod tests {
         let from = |peer: &str, hdr: (&str, &str)| {
             TestRequest::default().peer_addr(peer.parse().unwrap()).insert_header(hdr).to_http_request()
         };
+        let xff = "x-forwarded-for";
         // A trusted proxy: the first untrusted hop from the right.
         let r = from("10.0.0.2:5000", ("x-forwarded-for", "6.6.6.6, 203.0.113.7, 10.0.0.9"));
-        assert_eq!(client_ip(&r, &proxies), "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(&r, &proxies, xff), "203.0.113.7".parse::<IpAddr>().unwrap());
         let r =
             from("10.0.0.2:5000", ("forwarded", "for=198.51.100.1;proto=https, for=\"[2001:db8::5]:443\""));
-        assert_eq!(client_ip(&r, &proxies), "2001:db8::5".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(&r, &proxies, "forwarded"), "2001:db8::5".parse::<IpAddr>().unwrap());
         assert!(is_https(&r, &proxies));
+        // Only the configured header: a client's own `Forwarded`, passed on
+        // by a proxy that sets X-Forwarded-For, is not believed.
+        let r = TestRequest::default()
+            .peer_addr("10.0.0.2:5000".parse().unwrap())
+            .insert_header(("forwarded", "for=192.0.2.66"))
+            .insert_header(("x-forwarded-for", "203.0.113.7"))
+            .to_http_request();
+        assert_eq!(client_ip(&r, &proxies, xff), "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(&r, &proxies, "x-real-ip"), "10.0.0.2".parse::<IpAddr>().unwrap(), "none set");
         // Anyone else: headers ignored.
         let r = from("203.0.113.9:5000", ("x-forwarded-for", "1.2.3.4"));
-        assert_eq!(client_ip(&r, &proxies), "203.0.113.9".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(&r, &[]), "203.0.113.9".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(&r, &proxies, xff), "203.0.113.9".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(&r, &[], xff), "203.0.113.9".parse::<IpAddr>().unwrap());
         let r = from("203.0.113.9:5000", ("x-forwarded-proto", "https"));
         assert!(!is_https(&r, &proxies));
     }

@@ -210,7 +210,7 @@ impl actix_web::FromRequest for AdminWithBody {
 
 /// The client's address (a trusted proxy's forwarding headers believed).
 pub fn client_ip(req: &HttpRequest, state: &AppState) -> IpAddr {
-    crate::net::client_ip(req, &state.config.trusted_proxies)
+    crate::net::client_ip(req, &state.config.trusted_proxies, &state.config.trusted_proxy_header)
 }
 
 #[cfg(test)]

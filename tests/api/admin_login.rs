@@ -83,6 +83,32 @@ async fn login_via(app: &crate::helpers::TestApp, xff: &str, proto: Option<&str>
     app.send(req, Some(format!("username=admin&password={password}").into())).await
 }
 
+/// A guesser behind a proxy that sets X-Forwarded-For sends its own
+/// `Forwarded: for=` with a new address each time (nginx passes it on):
+/// only TRUSTED_PROXY_HEADER counts, so it is throttled all the same, and
+/// cannot lock out the address it names.
+#[actix_web::test]
+async fn a_clients_own_forwarded_header_neither_escapes_the_throttle_nor_locks_others_out() {
+    let app = spawn_app_with(&[("TRUSTED_PROXIES", "127.0.0.1/32, ::1")]).await;
+    let guess = |forged: String| {
+        let req = app
+            .client
+            .post(app.url("/login"))
+            .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+            .insert_header(("Forwarded", format!("for={forged}")))
+            .insert_header(("X-Forwarded-For", "203.0.113.50"));
+        app.send(req, Some("username=admin&password=wrong".into()))
+    };
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        statuses.push(guess(format!("198.51.100.{i}")).await.status);
+    }
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "throttled by its X-Forwarded-For: {statuses:?}");
+    // The addresses it named are not locked out.
+    assert_eq!(login_via(&app, "198.51.100.3", None).await.status, 401);
+}
+
 #[actix_web::test]
 async fn behind_trusted_proxies_the_forwarded_client_address_is_throttled_not_the_proxys() {
     let wrong = login_via;
