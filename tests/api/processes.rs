@@ -404,6 +404,87 @@ async fn refused_models_are_logged_once_a_minute_per_client_without_the_list() {
     assert!(added.len() < 2_000, "{} bytes of log for 300 refusals", added.len());
 }
 
+/// The `location` block shipped in `docker-compose.postgres.yml`, as nginx
+/// reads it (compose's `$$` is nginx's `$`).
+fn shipped_nginx_location() -> String {
+    let compose =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.postgres.yml"))
+            .expect("docker-compose.postgres.yml");
+    let start = compose.find("location / {").expect("a location block");
+    let mut depth = 0;
+    let mut end = start;
+    for (i, c) in compose[start..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    end = start + i + 1;
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    compose[start..end].replace("$$", "$")
+}
+
+/// Through a real nginx with the shipped location block in front of the
+/// binary (TRUSTED_PROXIES naming it): a guesser's own `Forwarded: for=`,
+/// new each time, does not reach the proxy, so its wrong passwords are
+/// throttled (without the block clearing it and TRUSTED_PROXY_HEADER, 30
+/// guesses never met a 429).
+#[actix_web::test]
+async fn behind_the_shipped_nginx_a_forged_forwarded_header_does_not_escape_the_login_throttle() {
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists());
+    let Some(nginx) = nginx else {
+        assert!(std::env::var("CI").is_err(), "nginx is not installed (apt-get install nginx-light)");
+        eprintln!("skipped: nginx is not installed");
+        return;
+    };
+    let fake = Fake::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base_env(&fake, &dir);
+    env.insert("TRUSTED_PROXIES".into(), "127.0.0.1".into());
+    let a = Instance::start(&env, dir.path(), "a").await;
+    let upstream = a.address.trim_start_matches("http://").to_string();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf = format!(
+        "pid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log;\nevents {{}}\nhttp {{\n access_log off;\n          client_body_temp_path {dir};\n proxy_temp_path {dir};\n          upstream siliconflow_proxy {{ server {upstream}; keepalive 8; }}\n          server {{ listen 127.0.0.1:{port}; {location} }}\n}}\n",
+        dir = dir.path().display(),
+        location = shipped_nginx_location(),
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut child = Command::new(nginx)
+        .args(["-p", &dir.path().display().to_string(), "-c", &conf_path.display().to_string()])
+        .args(["-g", "daemon off;"])
+        .spawn()
+        .expect("nginx");
+    let front = format!("http://127.0.0.1:{port}");
+    let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+    poll(Duration::from_secs(10), || async {
+        client.get(format!("{front}/health")).send().await.ok().map(drop)
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        let r = client
+            .post(format!("{front}/login"))
+            .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+            .insert_header(("Forwarded", format!("for=198.51.100.{i}")))
+            .send_body("username=admin&password=wrong")
+            .await
+            .expect("an answer through nginx");
+        statuses.push(r.status().as_u16());
+    }
+    // SIGTERM: nginx's master stops its workers too (SIGKILL would orphan them).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}\n{}", a.log_text());
+    assert!(statuses[5..].iter().all(|s| *s == 429), "throttled: {statuses:?}");
+}
+
 /// Two processes of the binary, a burst of 20 split across both, all at
 /// once: a client with `daily_requests 10`, and one with `rpm 10`, get at
 /// most 10 (each instance admits within its lease; counting the other's
