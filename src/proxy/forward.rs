@@ -708,21 +708,15 @@ pub fn copy_headers(builder: &mut HttpResponseBuilder, headers: &awc::http::head
 async fn capture_and_answer<S>(
     mut resp: awc::ClientResponse<S>,
     kind: ResourceKind,
-    mut pending: Pending,
+    pending: Pending,
     state: &AppState,
 ) -> HttpResponse
 where
     S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
 {
-    pending.status = resp.status().as_u16();
-    let body = match resp.body().limit(16 << 20).await {
-        Ok(b) => b,
-        Err(e) => {
-            pending.error = Some(format!("upstream answer unreadable: {e}"));
-            pending.finish(Usage::default(), true);
-            return ProxyError::new(ErrorKind::BadGateway, format!("upstream answer unreadable: {e}"))
-                .response(Dialect::OpenAi);
-        }
+    let (body, mut pending) = match read_small_answer(&mut resp, pending, 16 << 20).await {
+        Ok(read) => read,
+        Err(answer) => return answer,
     };
     if let (Some(id), Some(key)) = (affinity::created_id(kind, &body), pending.key.clone()) {
         if let Err(e) =
@@ -734,9 +728,43 @@ where
     }
     let mut meter = UsageMeter::for_content_type("application/json");
     meter.feed(&body);
+    answer_read(&resp, pending, meter.usage(), body)
+}
+
+/// A small successful answer read whole (at most `limit` bytes), for a
+/// route that looks into it before answering; an answer that cannot be read
+/// ends the call (logged aborted) with a 502.
+pub(super) async fn read_small_answer<S>(
+    resp: &mut awc::ClientResponse<S>,
+    mut pending: Pending,
+    limit: usize,
+) -> Result<(Bytes, Pending), HttpResponse>
+where
+    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
+{
+    pending.status = resp.status().as_u16();
+    match resp.body().limit(limit).await {
+        Ok(b) => Ok((b, pending)),
+        Err(e) => {
+            pending.error = Some(format!("upstream answer unreadable: {e}"));
+            pending.finish(Usage::default(), true);
+            Err(ProxyError::new(ErrorKind::BadGateway, format!("upstream answer unreadable: {e}"))
+                .response(Dialect::OpenAi))
+        }
+    }
+}
+
+/// Answers with a body read by `read_small_answer`, as the upstream sent it,
+/// and logs the call with `usage`.
+pub(super) fn answer_read<S>(
+    resp: &awc::ClientResponse<S>,
+    pending: Pending,
+    usage: Usage,
+    body: Bytes,
+) -> HttpResponse {
     let mut builder = HttpResponse::build(resp.status());
     copy_headers(&mut builder, resp.headers());
-    pending.finish(meter.usage(), false);
+    pending.finish(usage, false);
     builder.body(body)
 }
 

@@ -5,9 +5,10 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::affinity::{self, ResourceKind};
-use super::errors::{Dialect, ErrorKind, ProxyError};
+use super::errors::{Dialect, ProxyError};
 use super::forward::{
-    copy_headers, dispatch, probe, read_body, reject, Answer, OutBody, Outgoing, Probe, Target,
+    answer_read, dispatch, probe, read_body, read_small_answer, reject, Answer, OutBody, Outgoing, Probe,
+    Target,
 };
 use super::record::Pending;
 use super::usage::Usage;
@@ -209,22 +210,16 @@ pub async fn batch_cancel(
 /// stats count them.
 pub(super) async fn batch_answer<S>(
     mut resp: awc::ClientResponse<S>,
-    mut pending: Pending,
+    pending: Pending,
     state: &AppState,
     id: String,
 ) -> HttpResponse
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin + 'static,
 {
-    pending.status = resp.status().as_u16();
-    let body = match resp.body().limit(4 << 20).await {
-        Ok(b) => b,
-        Err(e) => {
-            pending.error = Some(format!("upstream answer unreadable: {e}"));
-            pending.finish(Usage::default(), true);
-            return ProxyError::new(ErrorKind::BadGateway, format!("upstream answer unreadable: {e}"))
-                .response(Dialect::OpenAi);
-        }
+    let (body, mut pending) = match read_small_answer(&mut resp, pending, 4 << 20).await {
+        Ok(read) => read,
+        Err(answer) => return answer,
     };
     let mut usage = Usage::default();
     if let Some(reported) = super::usage::completed_batch_usage(&body) {
@@ -246,8 +241,5 @@ where
             Err(e) => log::error!("could not record a batch's tokens: {e}"),
         }
     }
-    let mut builder = HttpResponse::build(resp.status());
-    copy_headers(&mut builder, resp.headers());
-    pending.finish(usage, false);
-    builder.body(body)
+    answer_read(&resp, pending, usage, body)
 }
