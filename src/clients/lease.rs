@@ -79,14 +79,14 @@ impl Held {
     }
 }
 
-/// This instance's new lease of a budget of `limit`: it `used` that much of
-/// it and held `held` (`me`: its `active` and `short` as the others see
-/// them; its `granted` and `used` are these); `others` are the other
-/// instances' leases. Never less than `used`, and never more than the
-/// others leave. Of a `rate`, `used` (calls of the last minute) only says
-/// whether a share is spent: a rate's share is held, not used up.
-pub fn allocate(limit: u64, used: u64, held: u64, me: &Held, others: &[Held], now: i64, rate: bool) -> u64 {
-    let active = me.active;
+/// This instance's new lease of a budget of `limit`: `me` is its lease as it
+/// stands (what it holds, what it used of it, `active`, `short_at`),
+/// `others` the other instances'. Never less than what it used, and never
+/// more than the others leave. Of a `rate`, `used` (calls of the last
+/// minute) only says whether a share is spent: a rate's share is held, not
+/// used up.
+pub fn allocate(limit: u64, me: &Held, others: &[Held], now: i64, rate: bool) -> u64 {
+    let (active, used, held) = (me.active, me.used, me.granted);
     let spent = if rate { 0 } else { used };
     let committed: u64 = others.iter().map(|h| h.committed(now, rate)).sum();
     let free = limit.saturating_sub(committed).saturating_sub(spent);
@@ -107,6 +107,12 @@ pub fn allocate(limit: u64, used: u64, held: u64, me: &Held, others: &[Held], no
     let floor = if active { to_share / actives.max(1) } else { 0 };
     let want = if short && unused > floor { floor } else { part.max(unused) };
     spent + want.min(free)
+}
+
+/// Calls the other live instances made lately beyond the part of a rate
+/// they hold: a part taken from them arrives this much used.
+pub fn used_beyond_held(others: &[Held], now: i64) -> u64 {
+    others.iter().filter(|h| h.live(now)).map(|h| h.used.saturating_sub(h.granted)).sum()
 }
 
 /// What the request path and the lease thread share: a way to ask for a
@@ -174,7 +180,8 @@ mod tests {
     const IDLE: Held = Held { granted: 0, used: 0, active: false, short_at: 0, updated_at: NOW };
 
     fn allocate(limit: u64, used: u64, active: bool, held: u64, others: &[Held], now: i64) -> u64 {
-        super::allocate(limit, used, held, if active { &ACTIVE } else { &IDLE }, others, now, false)
+        let me = Held { granted: held, used, ..if active { ACTIVE } else { IDLE } };
+        super::allocate(limit, &me, others, now, false)
     }
 
     #[test]
@@ -216,11 +223,23 @@ mod tests {
         // Both short: only the newer shortage is given to.
         let (older, newer) = (Held { short_at: NOW - 900, ..held(1, 1, true) }, held(0, 0, true));
         assert_eq!(
-            super::allocate(4, 3, 4, &Held { short_at: NOW - 900, ..ACTIVE }, &[newer], NOW, false),
+            super::allocate(
+                4,
+                &Held { granted: 4, used: 3, short_at: NOW - 900, ..ACTIVE },
+                &[newer],
+                NOW,
+                false
+            ),
             3
         );
         assert_eq!(
-            super::allocate(4, 0, 3, &Held { short_at: NOW - 500, ..ACTIVE }, &[older], NOW, false),
+            super::allocate(
+                4,
+                &Held { granted: 3, used: 0, short_at: NOW - 500, ..ACTIVE },
+                &[older],
+                NOW,
+                false
+            ),
             3
         );
         // The last call's worth goes to the one without: A used 3 of 4, B none.
@@ -230,8 +249,9 @@ mod tests {
 
     #[test]
     fn a_rate_is_shared_as_held_not_used_up() {
-        let rate =
-            |used, held, me: &Held, others: &[Held]| super::allocate(10, used, held, me, others, NOW, true);
+        let rate = |used, held, me: &Held, others: &[Held]| {
+            super::allocate(10, &Held { granted: held, used, ..me.clone() }, others, NOW, true)
+        };
         // Alone and active: all of it, however many calls it made.
         assert_eq!(rate(10, 10, &ACTIVE, &[]), 10);
         // Two active: half each; an idle one keeps one call a minute.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use diesel::Connection;
 
-use super::lease::{allocate, Budget, Held, LIVE_MS};
+use super::lease::{allocate, used_beyond_held, Budget, Held};
 use super::usage::{day_of, DayUsage};
 use super::{Client, ClientKeys};
 use crate::db::models::LeaseRow;
@@ -141,9 +141,8 @@ impl ClientKeys {
                         updated_at: r.updated_at,
                     })
                     .collect();
-                let had = mine.map_or(0, |r| small(r.granted));
                 let me = Held {
-                    granted: had,
+                    granted: mine.map_or(0, |r| small(r.granted)),
                     used: a.used,
                     active: a.active,
                     short_at: a.short_at,
@@ -153,7 +152,7 @@ impl ClientKeys {
                 let granted = match (give_back, rate) {
                     (true, true) => 0,
                     (true, false) => a.used,
-                    _ => allocate(a.limit, a.used, had, &me, &others, now_ms, rate),
+                    _ => allocate(a.limit, &me, &others, now_ms, rate),
                 };
                 let row = LeaseRow {
                     client_id: a.client.id.0,
@@ -174,12 +173,7 @@ impl ClientKeys {
                 if !same {
                     client_rows::write_lease(conn, &row)?;
                 }
-                let beyond = others
-                    .iter()
-                    .filter(|h| h.updated_at > now_ms - LIVE_MS)
-                    .map(|h| h.used.saturating_sub(h.granted))
-                    .sum::<u64>();
-                grants.push((granted, beyond));
+                grants.push((granted, used_beyond_held(&others, now_ms)));
             }
             if now_ms.rem_euclid(60_000) < 2_000 {
                 client_rows::prune_leases(conn, today, now_ms - 3_600_000)?;
