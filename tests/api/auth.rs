@@ -66,13 +66,13 @@ async fn several_client_keys_and_an_open_proxy() {
         assert_eq!(app.send(req, Some(json!({"model": "m"}).to_string().into())).await.status, status, "{k}");
     }
     let app = spawn_app_with(&[("API_KEY", "")]).await;
-    let r = app
-        .send(
+    let keyless = || {
+        app.send(
             app.client.post(app.url("/v1/chat/completions")),
             Some(json!({"model": "m"}).to_string().into()),
         )
-        .await;
-    assert_eq!(r.status, 503, "open proxy: no key needed, no pool key either");
+    };
+    assert_eq!(keyless().await.status, 503, "open proxy: no key needed, no pool key either");
     // The admin says so; once a client key exists the proxy is not open,
     // and the admin stops saying it is.
     let cookie = app.login("admin", crate::helpers::ADMIN_PASS).await.unwrap();
@@ -80,13 +80,7 @@ async fn several_client_keys_and_an_open_proxy() {
     assert!(crate::admin_ui::text(&app.page("/admin/keys", &cookie).await).contains(open));
     let r = app.admin_post("/api/clients", json!({"name": "first"})).await;
     assert_eq!(r.status, 201);
-    let r = app
-        .send(
-            app.client.post(app.url("/v1/chat/completions")),
-            Some(json!({"model": "m"}).to_string().into()),
-        )
-        .await;
-    assert_eq!(r.status, 401, "a client key exists: no longer open");
+    assert_eq!(keyless().await.status, 401, "a client key exists: no longer open");
     assert!(!crate::admin_ui::text(&app.page("/admin/keys", &cookie).await).contains(open));
 }
 
