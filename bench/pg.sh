@@ -35,6 +35,7 @@ trap 'cleanup; drop_pg' EXIT
 run_proxy() {
   local p; p=$(port)
   HOST=127.0.0.1 PORT=$p SILICONFLOW_BASE_URL=$UP DATABASE_URL="$2" API_KEY=bench-client-key \
+    KEY_ENCRYPTION_KEY=${KEY_ENCRYPTION_KEY:-MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=} \
     ADMIN_PASSWORD=bench AUTO_REFRESH_INTERVAL=0 RUST_LOG=${RUST_LOG:-warn} "$BIN" >>"$DIR/$1.log" 2>&1 &
   PIDS+=($!); LAST=$!
   wait_up "http://127.0.0.1:$p/health"

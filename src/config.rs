@@ -73,6 +73,9 @@ pub struct Config {
     /// How long a request body may take (admin routes: in all; `/v1`: between
     /// two pieces); a client that stops sending gets 408.
     pub body_read_timeout: Duration,
+    /// `KEY_ENCRYPTION_KEY` or `KEY_ENCRYPTION_KEY_FILE`; `None`: the key
+    /// file beside the SQLite database (PostgreSQL refuses to start).
+    pub key_encryption_key: Option<crate::vault::KeySource>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -269,6 +272,25 @@ impl Config {
             },
             admin_body_bytes: positive("ADMIN_BODY_BYTES", 1024 * 1024)? as usize,
             body_read_timeout: Duration::from_secs(positive("BODY_READ_TIMEOUT", 30)?),
+            key_encryption_key: match (get("KEY_ENCRYPTION_KEY"), get("KEY_ENCRYPTION_KEY_FILE")) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError {
+                        var: "KEY_ENCRYPTION_KEY_FILE",
+                        value: "(set)".into(),
+                        reason: "set KEY_ENCRYPTION_KEY or KEY_ENCRYPTION_KEY_FILE, not both".into(),
+                    })
+                }
+                (Some(v), None) => Some(crate::vault::KeySource::Inline(
+                    crate::vault::MasterKey::parse(&v).map_err(|reason| ConfigError {
+                        var: "KEY_ENCRYPTION_KEY",
+                        // Never the key itself, even a wrong one.
+                        value: "***".into(),
+                        reason,
+                    })?,
+                )),
+                (None, Some(path)) => Some(crate::vault::KeySource::File(PathBuf::from(path))),
+                (None, None) => None,
+            },
         })
     }
 

@@ -1,12 +1,17 @@
 //! The admin's credentials and the guard on guessing them, below the admin
 //! pages that use them: ADMIN_PASSWORD in plaintext or as an argon2 PHC
-//! string (when unset, a random password generated at first start, printed
-//! once, and kept as an argon2 hash in the database), at most two argon2
-//! checks at once, and failed logins throttled per client address.
+//! string, or (when unset) an argon2 hash kept in the database: a random
+//! password generated at first start and printed once, or the one the owner
+//! set with `siliconflow-proxy admin set-password`. At most two argon2
+//! checks run at once, and failed logins are throttled per client address.
+//!
+//! Sessions belong to the password they were opened under (a keyed tag,
+//! `generation`): a changed ADMIN_PASSWORD ends them at the next start, and
+//! `set-password` deletes them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,23 +25,32 @@ use rand::distr::{Alphanumeric, SampleString};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
-use crate::db::queries::{logins, settings};
+use crate::db::queries::{logins, sessions, settings};
 use crate::db::{DbError, DbPool};
+use crate::vault::Vault;
 
-const GENERATED_HASH: &str = "admin_password_hash";
+/// The stored password's argon2 hash (generated or set).
+const STORED_HASH: &str = "admin_password_hash";
+/// Present once the owner has set the stored password (`set-password`).
+const STORED_CHOSEN: &str = "admin_password_chosen";
 
 #[derive(Clone)]
 enum Secret {
     Plain(String),
     Hash(String),
+    /// The hash in `settings`, read at each check: `set-password` run while
+    /// the proxy serves takes effect at once, on every instance.
+    Stored(DbPool),
 }
 
 #[derive(Clone)]
 pub struct AdminCredentials {
     pub username: String,
     secret: Secret,
-    /// True when the password is the generated one (the dashboard warns).
-    pub generated: bool,
+    /// True while the password is the generated one (the dashboard warns).
+    generated: Arc<AtomicBool>,
+    /// The tag this password's sessions carry.
+    generation: Arc<str>,
     /// argon2 checks running now (each takes tens of ms of a core).
     hashing: Arc<AtomicUsize>,
 }
@@ -75,51 +89,90 @@ impl Drop for HashSlot {
 }
 
 impl AdminCredentials {
-    pub fn init(config: &Config, db: &DbPool) -> Result<Self, DbError> {
+    /// The credentials at start; the sessions of any other password end.
+    pub fn init(config: &Config, db: &DbPool, vault: &Vault) -> Result<Self, DbError> {
         let username = config.admin_username.clone();
-        if let Some(p) = &config.admin_password {
-            let secret = if p.starts_with("$argon2") {
-                PasswordHash::new(p).map_err(|e| {
-                    DbError::Setup(format!("ADMIN_PASSWORD looks like an argon2 hash but is not valid: {e}"))
-                })?;
-                Secret::Hash(p.clone())
-            } else {
-                Secret::Plain(p.clone())
-            };
-            return Ok(AdminCredentials { username, secret, generated: false, hashing: Arc::default() });
-        }
         let mut conn = db.get()?;
-        if let Some(hash) = settings::get(&mut conn, GENERATED_HASH)? {
-            log::warn!("ADMIN_PASSWORD is not set: using the password generated at first start (printed in the log then)");
-            return Ok(AdminCredentials {
-                username,
-                secret: Secret::Hash(hash),
-                generated: true,
-                hashing: Arc::default(),
-            });
+        let (secret, generated, generation) = match &config.admin_password {
+            Some(p) => {
+                let secret = if p.starts_with("$argon2") {
+                    PasswordHash::new(p).map_err(|e| {
+                        DbError::Setup(format!("ADMIN_PASSWORD looks like an argon2 hash but is not valid: {e}"))
+                    })?;
+                    Secret::Hash(p.clone())
+                } else {
+                    Secret::Plain(p.clone())
+                };
+                let tag = vault.session_tag(format!("environment\0{username}\0{p}").as_bytes());
+                (secret, false, tag)
+            }
+            None => {
+                let chosen = settings::get(&mut conn, STORED_CHOSEN)?.is_some();
+                if settings::get(&mut conn, STORED_HASH)?.is_some() {
+                    if !chosen {
+                        log::warn!("ADMIN_PASSWORD is not set: using the password generated at first start (printed in the log then; `siliconflow-proxy admin set-password` sets another)");
+                    }
+                } else {
+                    let password = Alphanumeric.sample_string(&mut rand::rng(), 20);
+                    let hash = hash_password(&password).map_err(DbError::Setup)?;
+                    settings::set(&mut conn, STORED_HASH, &hash)?;
+                    // Printed once, on purpose: this is the only way the owner learns it.
+                    log::warn!(
+                        "ADMIN_PASSWORD is not set: generated an admin password. Log in as '{username}' with password: {password}  (shown only this once; `siliconflow-proxy admin set-password` or ADMIN_PASSWORD sets your own)"
+                    );
+                }
+                // `set-password` ends the sessions itself; this tag changes
+                // with the user name and with a move to ADMIN_PASSWORD and back.
+                let tag = vault.session_tag(format!("stored\0{username}").as_bytes());
+                (Secret::Stored(db.clone()), !chosen, tag)
+            }
+        };
+        let ended = sessions::delete_other_generations(&mut conn, &generation)?;
+        if ended > 0 {
+            log::info!("the admin password changed: {ended} admin sessions ended");
         }
-        let password = Alphanumeric.sample_string(&mut rand::rng(), 20);
-        let hash = hash_password(&password).map_err(DbError::Setup)?;
-        settings::set(&mut conn, GENERATED_HASH, &hash)?;
-        // Printed once, on purpose: this is the only way the owner learns it.
-        log::warn!(
-            "ADMIN_PASSWORD is not set: generated an admin password. Log in as '{username}' with password: {password}  (shown only this once; set ADMIN_PASSWORD to choose your own)"
-        );
         Ok(AdminCredentials {
             username,
-            secret: Secret::Hash(hash),
-            generated: true,
+            secret,
+            generated: Arc::new(AtomicBool::new(generated)),
+            generation: generation.into(),
             hashing: Arc::default(),
         })
     }
 
+    /// Whether the password is still the one generated at first start.
+    pub fn generated(&self) -> bool {
+        self.generated.load(Ordering::Relaxed)
+    }
+
+    /// The tag of this password's sessions.
+    pub fn generation(&self) -> &str {
+        &self.generation
+    }
+
+    /// Checks a login (blocking: argon2, and for the stored password one
+    /// database read).
     pub fn verify(&self, username: &str, password: &str) -> bool {
         let user_ok: bool = username.as_bytes().ct_eq(self.username.as_bytes()).into();
+        let argon = |h: &str| {
+            PasswordHash::new(h)
+                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                .unwrap_or(false)
+        };
         let pass_ok = match &self.secret {
             Secret::Plain(p) => password.as_bytes().ct_eq(p.as_bytes()).into(),
-            Secret::Hash(h) => PasswordHash::new(h)
-                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-                .unwrap_or(false),
+            Secret::Hash(h) => argon(h),
+            Secret::Stored(db) => match read_stored(db) {
+                Ok((Some(hash), chosen)) => {
+                    self.generated.store(!chosen, Ordering::Relaxed);
+                    argon(&hash)
+                }
+                Ok((None, _)) => false,
+                Err(e) => {
+                    log::error!("admin login: cannot read the stored password: {e}");
+                    false
+                }
+            },
         };
         user_ok & pass_ok
     }
@@ -138,6 +191,23 @@ impl AdminCredentials {
         drop(slot);
         yes_no(ok)
     }
+}
+
+fn read_stored(db: &DbPool) -> Result<(Option<String>, bool), DbError> {
+    let mut conn = db.get_timeout(crate::db::CONNECT_WAIT)?;
+    Ok((settings::get(&mut conn, STORED_HASH)?, settings::get(&mut conn, STORED_CHOSEN)?.is_some()))
+}
+
+/// `siliconflow-proxy admin set-password`: stores the new password's argon2
+/// hash and ends every session, in one transaction. Returns the sessions ended.
+pub fn set_stored_password(db: &DbPool, password: &str) -> Result<usize, DbError> {
+    let hash = hash_password(password).map_err(DbError::Setup)?;
+    let mut conn = db.get()?;
+    diesel::Connection::transaction::<_, DbError, _>(&mut *conn, |conn| {
+        settings::set(conn, STORED_HASH, &hash)?;
+        settings::set(conn, STORED_CHOSEN, &crate::db::now_ms().to_string())?;
+        sessions::delete_all(conn)
+    })
 }
 
 pub fn hash_password(password: &str) -> Result<String, String> {
@@ -333,7 +403,8 @@ mod tests {
         let plain = AdminCredentials {
             username: "admin".into(),
             secret: Secret::Plain("pw".into()),
-            generated: false,
+            generated: Arc::default(),
+            generation: "".into(),
             hashing: Arc::default(),
         };
         assert!(plain.verify("admin", "pw"));
@@ -342,7 +413,8 @@ mod tests {
         let hashed = AdminCredentials {
             username: "admin".into(),
             secret: Secret::Hash(hash_password("s3cret").unwrap()),
-            generated: true,
+            generated: Arc::default(),
+            generation: "".into(),
             hashing: Arc::default(),
         };
         assert!(hashed.verify("admin", "s3cret"));

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod aliases;
 pub mod clients;
+pub mod commands;
 pub mod config;
 pub mod credentials;
 pub mod db;
@@ -19,3 +20,4 @@ pub mod sse;
 pub mod startup;
 pub mod state;
 pub mod upstream;
+pub mod vault;

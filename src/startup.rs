@@ -24,6 +24,9 @@ use crate::pool::cooldown::Policy;
 use crate::pool::refresher::{RefreshStatus, Refresher, RefresherSettings};
 use crate::pool::{Drain, PoolActor, PoolShared, Reload, SetLeadership};
 use crate::state::{build_client, AppState, Upstream};
+use crate::db::queries::keys;
+use crate::vault::master::{self, Origin};
+use crate::vault::Vault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -33,6 +36,9 @@ pub enum StartupError {
     Io(#[from] std::io::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The key that seals pool keys at rest: missing, unreadable or wrong.
+    #[error("{0}")]
+    Vault(String),
 }
 
 pub struct Application {
@@ -71,12 +77,13 @@ impl Application {
         let config = Arc::new(config);
         let db = db::open(&config.database)?;
         log::info!("database: {}", config.database.display());
-        let admin = AdminCredentials::init(&config, &db)?;
+        let vault = Arc::new(open_vault(&config, &db)?);
+        let admin = AdminCredentials::init(&config, &db, &vault)?;
         settle_interrupted_calls(&config, &db)?;
         let clients = Arc::new(ClientKeys::load(&db, config.timezone, db::now_ms(), config.is_shared())?);
         let aliases = Arc::new(AliasTable::load(&db, config.model_aliases.as_ref())?);
         let notifier = notifier(&config, &db);
-        let (pool, pool_actor) = load_pool(&config, &db, notifier.clone())?;
+        let (pool, pool_actor) = load_pool(&config, &db, &vault, notifier.clone())?;
         let threads = Threads::start();
         let pool_actor = PoolActor::start_in_arbiter(&threads.pool.handle(), move |_| pool_actor);
         let alive = {
@@ -105,6 +112,7 @@ impl Application {
             log,
             log_writer,
             db,
+            vault,
             notifier,
             admin,
             login_throttle: Throttle::new(config.login_max_failures),
@@ -187,6 +195,44 @@ impl Application {
     }
 }
 
+/// The key that seals the pool keys at rest (see `vault`), checked against
+/// what the database holds; keys stored before encryption are sealed now,
+/// in one transaction. A missing or wrong key stops the start and changes
+/// nothing.
+pub fn open_vault(config: &Config, db: &db::DbPool) -> Result<Vault, StartupError> {
+    let sqlite = match &config.database {
+        Database::Sqlite(path) => Some(path.as_path()),
+        Database::Postgres(_) => None,
+    };
+    let (master, origin) = master::resolve(config.key_encryption_key.as_ref(), sqlite, || {
+        let mut conn = db.get().map_err(|e| e.to_string())?;
+        keys::holds_sealed(&mut conn).map_err(|e| e.to_string())
+    })
+    .map_err(StartupError::Vault)?;
+    if let Origin::BesideDatabase { path, created: true } = &origin {
+        log::warn!(
+            "generated the key that encrypts the pool keys at rest: {} (mode 0600). Back it up with the database: without it the stored keys cannot be read",
+            path.display()
+        );
+    }
+    let vault = Vault::new(&master);
+    let mut conn = db.get().map_err(DbError::from)?;
+    match keys::seal_at_rest(&mut conn, &vault) {
+        Ok(done) if done.sealed > 0 => {
+            log::warn!("encrypted {} pool keys that were stored in plain text (of {})", done.sealed, done.total)
+        }
+        Ok(_) => {}
+        Err(DbError::Sealed(why)) => {
+            return Err(StartupError::Vault(format!(
+                "the pool keys' encryption key, from {}: {why}. Start with the key they were encrypted with; nothing was changed",
+                origin.describe()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(vault)
+}
+
 /// Several instances may share a PostgreSQL database: each names itself in
 /// the notifications it sends after a change (and ignores its own). With
 /// SQLite there is nobody to tell.
@@ -219,12 +265,14 @@ fn settle_interrupted_calls(config: &Config, db: &db::DbPool) -> Result<(), Star
 fn load_pool(
     config: &Config,
     db: &db::DbPool,
+    vault: &Arc<Vault>,
     notifier: Notifier,
 ) -> Result<(Arc<PoolShared>, PoolActor), StartupError> {
     let policy = Policy { base: config.cooldown_base, max: config.cooldown_max };
     let shared = Arc::new(PoolShared::new(config.strategy, policy));
     let actor = PoolActor::load(
         db.clone(),
+        vault.clone(),
         shared.clone(),
         config.upstream_base_url.clone(),
         config.exhausted_retry_interval,

@@ -22,6 +22,8 @@ pub struct AppState {
     pub log_writer: Addr<LogWriter>,
     pub log: LogSink,
     pub db: DbPool,
+    /// Seals and opens the pool keys at rest.
+    pub vault: Arc<crate::vault::Vault>,
     /// Tells the other instances on the database about this one's changes.
     pub notifier: crate::db::notify::Notifier,
     pub admin: AdminCredentials,

@@ -136,6 +136,10 @@ pub async fn logout_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
         html! {
             h1 { "Log out?" }
             form method="post" action="/logout" { (csrf_field(&s.csrf)) button type="submit" { "Log out" } }
+            p.muted { "Or end every admin session, in every browser and on every instance (a session you think someone else holds):" }
+            form method="post" action="/logout_everywhere" {
+                (csrf_field(&s.csrf)) button.danger type="submit" { "Log out everywhere" }
+            }
         },
     );
     page(StatusCode::OK, body)
@@ -148,4 +152,19 @@ pub async fn logout(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
     }
     let cookie = session::destroy(&state, &req).await;
     HttpResponse::SeeOther().insert_header(("Location", "/")).cookie(cookie).finish()
+}
+
+/// `POST /logout_everywhere` with the session's CSRF token: ends every
+/// admin session (every browser, every instance), this one included.
+pub async fn logout_everywhere(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(e) = posted_form(&req, payload, &state).await {
+        return e.page();
+    }
+    match session::destroy_all(&state, &req).await {
+        Ok((cookie, ended)) => {
+            log::info!("admin: log out everywhere from {}: {ended} sessions ended", client_ip(&req, &state));
+            HttpResponse::SeeOther().insert_header(("Location", "/")).cookie(cookie).finish()
+        }
+        Err(e) => AdminError::from(e).page(),
+    }
 }

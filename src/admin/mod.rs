@@ -51,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/login", web::post().to(login::login))
         .route("/logout", web::get().to(login::logout_page))
         .route("/logout", web::post().to(login::logout))
+        .route("/logout_everywhere", web::post().to(login::logout_everywhere))
         .route("/static/admin.css", web::get().to(page::css))
         .route("/admin", web::get().to(dashboard::page::dashboard))
         .route("/admin/keys", web::get().to(keys::page::keys_page))

@@ -207,8 +207,8 @@ pub fn warnings(state: &AppState) -> Vec<String> {
     if state.is_open() {
         w.push("API_KEY is not set: this proxy is open, and anyone who can reach it can spend your keys' balance. Set API_KEY to require a client key.".into());
     }
-    if state.admin.generated {
-        w.push("You are using the admin password generated at first start. Set ADMIN_PASSWORD to one of your own.".into());
+    if state.admin.generated() {
+        w.push("You are using the admin password generated at first start. Set one of your own with `siliconflow-proxy admin set-password` (or ADMIN_PASSWORD).".into());
     }
     w
 }

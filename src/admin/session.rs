@@ -47,9 +47,10 @@ pub async fn create(state: &AppState, req: &HttpRequest) -> Result<Cookie<'stati
     let now = now_ms();
     let ttl = state.config.session_ttl;
     let expires = now + ttl.as_millis() as i64;
+    let generation = state.admin.generation().to_string();
     crate::db::run(&state.db, move |conn| {
         let _ = sessions::delete_expired(conn, now);
-        sessions::insert(conn, &token_hash, &csrf, now, expires)
+        sessions::insert(conn, &token_hash, &csrf, &generation, now, expires)
     })
     .await?;
     Ok(cookie(state, req, token, ttl))
@@ -75,8 +76,11 @@ pub async fn current(state: &AppState, req: &HttpRequest) -> Option<Session> {
     }
     let token_hash = hash(&token);
     let th = token_hash.clone();
-    let csrf =
-        crate::db::run(&state.db, move |conn| sessions::find(conn, &th, now_ms())).await.ok().flatten()?;
+    let generation = state.admin.generation().to_string();
+    let csrf = crate::db::run(&state.db, move |conn| sessions::find(conn, &th, &generation, now_ms()))
+        .await
+        .ok()
+        .flatten()?;
     Some(Session { token_hash, csrf })
 }
 
@@ -88,6 +92,15 @@ pub async fn destroy(state: &AppState, req: &HttpRequest) -> Cookie<'static> {
     let mut c = cookie(state, req, String::new(), Duration::ZERO);
     c.make_removal();
     c
+}
+
+/// Ends every session ("log out everywhere") and returns a cookie that
+/// clears this browser's, with how many sessions ended.
+pub async fn destroy_all(state: &AppState, req: &HttpRequest) -> Result<(Cookie<'static>, usize), DbError> {
+    let ended = crate::db::run(&state.db, sessions::delete_all).await?;
+    let mut c = cookie(state, req, String::new(), Duration::ZERO);
+    c.make_removal();
+    Ok((c, ended))
 }
 
 pub fn mutating(method: &Method) -> bool {

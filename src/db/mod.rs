@@ -41,6 +41,9 @@ pub enum DbError {
     Setup(String),
     #[error("database work was cancelled: {0}")]
     Blocking(String),
+    /// A pool key that does not open with this key, or cannot be sealed.
+    #[error("{0}")]
+    Sealed(String),
 }
 
 #[derive(Debug)]

@@ -80,6 +80,8 @@ pub struct NewKey {
     pub last_error: Option<String>,
     pub state_changed_at: Option<i64>,
     pub created_at: i64,
+    /// Set by `queries::keys::insert` (the keyed hash of `key`).
+    pub key_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

@@ -18,6 +18,7 @@ diesel::table! {
         gift_balance -> Nullable<Double>,
         charge_balance -> Nullable<Double>,
         account_label -> Nullable<Text>,
+        key_hash -> Nullable<Text>,
     }
 }
 
@@ -148,6 +149,7 @@ diesel::table! {
         csrf -> Text,
         created_at -> BigInt,
         expires_at -> BigInt,
+        generation -> Text,
     }
 }
 

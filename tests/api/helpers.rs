@@ -104,9 +104,17 @@ impl Drop for PgSessions {
     }
 }
 
+/// The pool keys' encryption key of the PostgreSQL tests (32 bytes, base64).
+pub const TEST_ENCRYPTION_KEY: &str = "dGhlIHBvb2wga2V5cyB0ZXN0IGtleSwgMzIgYnl0ZXM=";
+
 pub fn base_env(fake: &Fake, dir: &tempfile::TempDir) -> HashMap<String, String> {
     let mut env = HashMap::new();
-    env.insert("DATABASE_URL".into(), test_database_url(dir));
+    let url = test_database_url(dir);
+    if url.starts_with("postgres") {
+        // Every instance on one PostgreSQL database needs the same key.
+        env.insert("KEY_ENCRYPTION_KEY".into(), TEST_ENCRYPTION_KEY.into());
+    }
+    env.insert("DATABASE_URL".into(), url);
     env.insert("SILICONFLOW_BASE_URL".into(), fake.url.clone());
     env.insert("API_KEY".into(), CLIENT_KEY.into());
     env.insert("ADMIN_USERNAME".into(), ADMIN_USER.into());

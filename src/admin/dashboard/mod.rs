@@ -232,12 +232,13 @@ pub async fn overview(state: &AppState) -> Result<Overview, DbError> {
     let now = now_ms();
     let today = Buckets::today(&tz, now).hours();
     let month = Buckets::this_month(&tz, now).hours();
+    let vault = state.vault.clone();
     let (all, t, m, by_key, rows, by_client) = db::run(&state.db, move |conn| {
         let all = sq::totals(conn, None, None)?;
         let t = sq::totals(conn, Some(today.0), Some(today.1))?;
         let m = sq::totals(conn, Some(month.0), Some(month.1))?;
         let by_key = sq::by_key(conn, month.0, month.1)?;
-        let rows = keys::all(conn)?;
+        let rows = keys::all(conn, &vault)?;
         let by_client = crate::db::queries::logs::by_client(conn, month.0, month.1)?;
         Ok((all, t, m, by_key, rows, by_client))
     })
@@ -275,7 +276,7 @@ pub async fn overview(state: &AppState) -> Result<Overview, DbError> {
         mean_latency_ms: if m.calls == 0 { 0.0 } else { m.latency_ms as f64 / m.calls as f64 },
         errors_month: m.errors,
         open_proxy: state.is_open(),
-        generated_admin_password: state.admin.generated,
+        generated_admin_password: state.admin.generated(),
         timezone: tz.to_string(),
         calls_by_key,
         calls_by_client: by_client

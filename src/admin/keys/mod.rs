@@ -159,7 +159,8 @@ fn view(r: KeyRow, live: Option<&PoolKey>, now: i64) -> KeyView {
 
 /// All keys as the owner sees them (for a text search, which needs every row).
 pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, DbError> {
-    let rows = crate::db::run(&state.db, kq::all).await?;
+    let vault = state.vault.clone();
+    let rows = crate::db::run(&state.db, move |conn| kq::all(conn, &vault)).await?;
     let snapshot = state.pool.snapshot();
     let now = now_ms();
     Ok(rows
@@ -174,7 +175,8 @@ pub async fn key_views(state: &AppState) -> Result<Vec<KeyView>, DbError> {
 /// The keys with these ids, in this order, as the owner sees them.
 async fn views_of(state: &AppState, ids: Vec<KeyId>) -> Result<Vec<KeyView>, DbError> {
     let wanted = ids.clone();
-    let rows = crate::db::run(&state.db, move |conn| kq::by_ids(conn, &wanted)).await?;
+    let vault = state.vault.clone();
+    let rows = crate::db::run(&state.db, move |conn| kq::by_ids(conn, &vault, &wanted)).await?;
     let mut rows: std::collections::HashMap<KeyId, KeyRow> =
         rows.into_iter().map(|r| (r.key_id(), r)).collect();
     let snapshot = state.pool.snapshot();

@@ -1,28 +1,168 @@
-//! The pool keys (`api_keys`): rows, states, checks, usage.
+//! The pool keys (`api_keys`): rows, states, checks, usage. Keys are stored
+//! sealed (`vault`): rows are opened as they are read and sealed as they
+//! are written, so a `KeyRow` in memory holds the key itself.
 
 use diesel::prelude::*;
 
-use super::Conn;
+use super::{settings, Conn};
 use crate::db::models::{KeyRow, NewKey};
-use crate::db::schema::api_keys;
+use crate::db::schema::{api_keys, sessions};
 use crate::db::DbError;
 use crate::ids::KeyId;
+use crate::vault::{is_sealed, Vault, CHECK_SETTING};
 
-pub fn all(conn: &mut Conn) -> Result<Vec<KeyRow>, DbError> {
-    Ok(api_keys::table.order(api_keys::id.asc()).select(KeyRow::as_select()).load(conn)?)
+/// Opens each row's key. A row stored before encryption (by an older
+/// instance sharing the database) is read as it is, and sealed at the next
+/// start; one that does not open is an error, never a silently missing key.
+fn open_rows(vault: &Vault, mut rows: Vec<KeyRow>) -> Result<Vec<KeyRow>, DbError> {
+    for row in &mut rows {
+        if is_sealed(&row.key) {
+            row.key = vault
+                .open(row.id, &row.key)
+                .map_err(|e| DbError::Sealed(format!("pool key #{}: {e}", row.id)))?;
+        }
+    }
+    Ok(rows)
 }
 
-pub fn find_by_key(conn: &mut Conn, secret: &str) -> Result<Option<KeyRow>, DbError> {
-    Ok(api_keys::table.filter(api_keys::key.eq(secret)).select(KeyRow::as_select()).first(conn).optional()?)
+pub fn all(conn: &mut Conn, vault: &Vault) -> Result<Vec<KeyRow>, DbError> {
+    open_rows(vault, api_keys::table.order(api_keys::id.asc()).select(KeyRow::as_select()).load(conn)?)
 }
 
-pub fn insert(conn: &mut Conn, row: &NewKey) -> Result<KeyRow, DbError> {
+/// The id of the stored key equal to `secret`, found by its keyed hash.
+pub fn find_duplicate(conn: &mut Conn, vault: &Vault, secret: &str) -> Result<Option<i64>, DbError> {
+    Ok(api_keys::table
+        .filter(api_keys::key_hash.eq(vault.fingerprint(secret)))
+        .select(api_keys::id)
+        .first(conn)
+        .optional()?)
+}
+
+/// Stores a key (`row.key` is the key itself): the row is inserted with its
+/// keyed hash, then its key sealed with the id it was given.
+pub fn insert(conn: &mut Conn, vault: &Vault, row: &NewKey) -> Result<KeyRow, DbError> {
+    let fingerprint = vault.fingerprint(&row.key);
+    let placeholder =
+        NewKey { key: format!("pending:{fingerprint}"), key_hash: Some(fingerprint), ..row.clone() };
     // RETURNING on the inner connection: through the multi-backend one its
     // select clause is typed for neither backend.
-    Ok(crate::per_backend!(conn, |c| diesel::insert_into(api_keys::table)
-        .values(row)
+    let mut inserted = crate::per_backend!(conn, |c| diesel::insert_into(api_keys::table)
+        .values(&placeholder)
         .returning(KeyRow::as_returning())
-        .get_result(c))?)
+        .get_result(c))?;
+    let sealed = vault.seal(inserted.id, &row.key).map_err(|e| DbError::Sealed(e.to_string()))?;
+    diesel::update(api_keys::table.find(inserted.id)).set(api_keys::key.eq(sealed)).execute(conn)?;
+    inserted.key = row.key.clone();
+    Ok(inserted)
+}
+
+/// Holds every other instance's writes to the keys off until this
+/// transaction ends (PostgreSQL; SQLite's writes are one at a time anyway).
+fn lock_keys(conn: &mut Conn) -> Result<(), DbError> {
+    if let crate::db::AnyConn::Pg(c) = conn {
+        diesel::sql_query("LOCK TABLE api_keys IN EXCLUSIVE MODE").execute(c)?;
+    }
+    Ok(())
+}
+
+/// Whether the database holds anything sealed with some key.
+pub fn holds_sealed(conn: &mut Conn) -> Result<bool, DbError> {
+    if settings::get(conn, CHECK_SETTING)?.is_some() {
+        return Ok(true);
+    }
+    let sealed: i64 = api_keys::table.filter(api_keys::key.like("enc1:%")).count().get_result(conn)?;
+    Ok(sealed > 0)
+}
+
+/// Refuses a vault whose key is not the one the stored keys were sealed with.
+pub fn check_key(conn: &mut Conn, vault: &Vault) -> Result<(), DbError> {
+    match settings::get(conn, CHECK_SETTING)? {
+        Some(check) if !vault.is_check_value(&check) => Err(DbError::Sealed(
+            "this is not the key the stored pool keys were encrypted with".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// What `seal_at_rest` did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Sealing {
+    /// Keys stored before encryption, sealed now.
+    pub sealed: usize,
+    /// Keys in all.
+    pub total: usize,
+}
+
+/// At each start, in one transaction: checks that `vault` is the key the
+/// stored keys were sealed with (every sealed key must open with it), seals
+/// the keys stored before encryption and gives each row its keyed hash. On
+/// any refusal nothing is changed.
+pub fn seal_at_rest(conn: &mut Conn, vault: &Vault) -> Result<Sealing, DbError> {
+    conn.transaction::<_, DbError, _>(|conn| {
+        lock_keys(conn)?;
+        check_key(conn, vault)?;
+        let rows: Vec<(i64, String, Option<String>)> =
+            api_keys::table.select((api_keys::id, api_keys::key, api_keys::key_hash)).load(conn)?;
+        let mut done = Sealing { sealed: 0, total: rows.len() };
+        let mut unreadable = Vec::new();
+        for (id, stored, hash) in rows {
+            let plain = if is_sealed(&stored) {
+                match vault.open(id, &stored) {
+                    Ok(_) if hash.is_some() => continue,
+                    Ok(plain) => plain,
+                    Err(_) => {
+                        unreadable.push(format!("#{id}"));
+                        continue;
+                    }
+                }
+            } else {
+                let sealed = vault.seal(id, &stored).map_err(|e| DbError::Sealed(e.to_string()))?;
+                diesel::update(api_keys::table.find(id)).set(api_keys::key.eq(sealed)).execute(conn)?;
+                done.sealed += 1;
+                stored
+            };
+            diesel::update(api_keys::table.find(id))
+                .set(api_keys::key_hash.eq(vault.fingerprint(&plain)))
+                .execute(conn)?;
+        }
+        if !unreadable.is_empty() {
+            return Err(DbError::Sealed(format!(
+                "pool keys {} cannot be decrypted with this key (encrypted with another key, or altered)",
+                unreadable.join(", ")
+            )));
+        }
+        if settings::get(conn, CHECK_SETTING)?.is_none() {
+            let check = vault.check_value().map_err(|e| DbError::Sealed(e.to_string()))?;
+            settings::set(conn, CHECK_SETTING, &check)?;
+        }
+        Ok(done)
+    })
+}
+
+/// Moves every stored key from `old` to `new` in one transaction (each
+/// resealed, its keyed hash remade); the admin sessions end, as their tags
+/// were made with the old key. Returns how many keys were moved.
+pub fn reencrypt(conn: &mut Conn, old: &Vault, new: &Vault) -> Result<usize, DbError> {
+    conn.transaction::<_, DbError, _>(|conn| {
+        lock_keys(conn)?;
+        check_key(conn, old)?;
+        let rows: Vec<(i64, String)> = api_keys::table.select((api_keys::id, api_keys::key)).load(conn)?;
+        for (id, stored) in &rows {
+            let plain = if is_sealed(stored) {
+                old.open(*id, stored).map_err(|e| DbError::Sealed(format!("pool key #{id}: {e}")))?
+            } else {
+                stored.clone()
+            };
+            let sealed = new.seal(*id, &plain).map_err(|e| DbError::Sealed(e.to_string()))?;
+            diesel::update(api_keys::table.find(*id))
+                .set((api_keys::key.eq(sealed), api_keys::key_hash.eq(new.fingerprint(&plain))))
+                .execute(conn)?;
+        }
+        let check = new.check_value().map_err(|e| DbError::Sealed(e.to_string()))?;
+        settings::set(conn, CHECK_SETTING, &check)?;
+        diesel::delete(sessions::table).execute(conn)?;
+        Ok(rows.len())
+    })
 }
 
 pub fn set_state(
@@ -127,11 +267,7 @@ pub fn delete(conn: &mut Conn, id: KeyId) -> Result<bool, DbError> {
 }
 
 /// The rows of these keys (a page of them), in no particular order.
-pub fn by_ids(conn: &mut Conn, ids: &[KeyId]) -> Result<Vec<KeyRow>, DbError> {
+pub fn by_ids(conn: &mut Conn, vault: &Vault, ids: &[KeyId]) -> Result<Vec<KeyRow>, DbError> {
     let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
-    Ok(api_keys::table.filter(api_keys::id.eq_any(ids)).select(KeyRow::as_select()).load(conn)?)
-}
-
-pub fn find(conn: &mut Conn, id: KeyId) -> Result<Option<KeyRow>, DbError> {
-    Ok(api_keys::table.find(id.0).select(KeyRow::as_select()).first(conn).optional()?)
+    open_rows(vault, api_keys::table.filter(api_keys::id.eq_any(ids)).select(KeyRow::as_select()).load(conn)?)
 }

@@ -87,10 +87,16 @@ impl Handler<AddKeys> for PoolActor {
         // 10,000); the pool learns of the keys once it has committed.
         let label = msg.label;
         let mut stored: Vec<KeyRow> = Vec::new();
+        let vault = self.vault.clone();
         let committed = diesel::Connection::transaction::<_, DbError, _>(&mut *conn, |conn| {
+            // A `keys reencrypt` run while this instance serves: what it
+            // would seal now could not be read after a restart.
+            keys::check_key(conn, &vault).map_err(|_| {
+                DbError::Sealed("the key encryption key changed since this instance started (`keys reencrypt`); restart it with the new key".into())
+            })?;
             for CheckedKey { secret, outcome, base_url } in msg.keys {
                 let masked = mask_key(&secret);
-                match keys::find_by_key(conn, &secret) {
+                match keys::find_duplicate(conn, &vault, &secret) {
                     Ok(Some(_)) => {
                         results.push(AddResult::without_key(masked, AddStatus::Duplicate, None));
                         continue;
@@ -146,8 +152,9 @@ impl Handler<AddKeys> for PoolActor {
                     last_error: error.clone(),
                     state_changed_at: Some(now),
                     created_at: now,
+                    key_hash: None,
                 };
-                match keys::insert(conn, &row) {
+                match keys::insert(conn, &vault, &row) {
                     Ok(inserted) => {
                         stored.push(inserted.clone());
                         results.push(AddResult {

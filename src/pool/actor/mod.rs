@@ -27,6 +27,7 @@ use crate::db::models::{is_own_account, KeyRow};
 use crate::db::notify::{Changed, Notifier};
 use crate::db::queries::{cooldowns, keys};
 use crate::db::{now_ms, DbConn, DbError, DbPool, CONNECT_WAIT};
+use crate::vault::Vault;
 
 pub use checks::{state_after_check, ApplyChecks, CheckSummary};
 pub use commands::{parse_label, CommandError, DeleteInState, KeyCommand};
@@ -36,6 +37,8 @@ pub use reload::Reload;
 
 pub struct PoolActor {
     db: DbPool,
+    /// Opens the keys read from the database and seals the ones stored.
+    vault: Arc<Vault>,
     shared: Arc<PoolShared>,
     default_base_url: Arc<str>,
     keys: BTreeMap<KeyId, Arc<PoolKey>>,
@@ -78,12 +81,13 @@ impl PoolActor {
     /// snapshot, before the server accepts requests.
     pub fn load(
         db: DbPool,
+        vault: Arc<Vault>,
         shared: Arc<PoolShared>,
         default_base_url: String,
         retry_interval: Option<Duration>,
     ) -> Result<Self, DbError> {
         let mut conn = db.get()?;
-        let rows = keys::all(&mut conn)?;
+        let rows = keys::all(&mut conn, &vault)?;
         let now = now_ms();
         let mut cooling: HashMap<String, Vec<Cooldown>> = HashMap::new();
         for c in cooldowns::all(&mut conn)? {
@@ -98,6 +102,7 @@ impl PoolActor {
         drop(conn);
         let mut actor = PoolActor {
             db,
+            vault,
             shared,
             default_base_url: Arc::from(default_base_url),
             keys: BTreeMap::new(),

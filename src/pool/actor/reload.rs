@@ -31,11 +31,11 @@ impl Handler<Reload> for PoolActor {
         let change = msg.0;
         let mut conn = self.db.get_timeout(CONNECT_WAIT)?;
         let rows = if change.all {
-            keys::all(&mut conn)?
+            keys::all(&mut conn, &self.vault)?
         } else if change.keys.is_empty() {
             Vec::new()
         } else {
-            keys::by_ids(&mut conn, &change.keys.iter().copied().collect::<Vec<_>>())?
+            keys::by_ids(&mut conn, &self.vault, &change.keys.iter().copied().collect::<Vec<_>>())?
         };
         let cooldowns = if change.all || change.cooldowns { cooldowns::all(&mut conn)? } else { Vec::new() };
         drop(conn);

@@ -1,0 +1,3 @@
+ALTER TABLE sessions DROP COLUMN generation;
+DROP INDEX api_keys_key_hash;
+ALTER TABLE api_keys DROP COLUMN key_hash;
