@@ -22,14 +22,14 @@ impl Failed {
     fn refused(message: impl Into<String>) -> Self {
         Failed { message: message.into(), refused: true }
     }
-    fn failed(message: impl Into<String>) -> Self {
+    fn error(message: impl Into<String>) -> Self {
         Failed { message: message.into(), refused: false }
     }
 }
 
 impl From<DbError> for Failed {
     fn from(e: DbError) -> Self {
-        Failed::failed(e.to_string())
+        Failed::error(e.to_string())
     }
 }
 
@@ -68,7 +68,7 @@ fn read_new_password() -> Result<String, Failed> {
         stdin
             .lock()
             .read_line(&mut line)
-            .map_err(|e| Failed::failed(format!("cannot read standard input: {e}")))?;
+            .map_err(|e| Failed::error(format!("cannot read standard input: {e}")))?;
         line.trim_end_matches(['\n', '\r']).to_string()
     };
     let chars = password.chars().count();
@@ -107,13 +107,13 @@ fn read_unechoed(prompt: &str) -> Result<String, Failed> {
         unsafe { libc::tcsetattr(0, libc::TCSANOW, &saved) };
     }
     eprintln!();
-    read.map_err(|e| Failed::failed(format!("cannot read the terminal: {e}")))?;
+    read.map_err(|e| Failed::error(format!("cannot read the terminal: {e}")))?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 /// `keys new-encryption-key`: 32 random bytes in base64, for KEY_ENCRYPTION_KEY.
 pub fn new_encryption_key() -> Result<String, Failed> {
-    MasterKey::generate().map(|k| k.to_base64()).map_err(Failed::failed)
+    MasterKey::generate().map(|k| k.to_base64()).map_err(Failed::error)
 }
 
 /// `keys reencrypt`: every stored key moves from the key in use to
@@ -128,7 +128,8 @@ pub fn reencrypt(config: &Config, new_key: Option<String>) -> Result<String, Fai
             master::HOW_TO_MAKE_ONE
         )));
     };
-    let new_key = MasterKey::parse(&new_key).map_err(|e| Failed::refused(format!("KEY_ENCRYPTION_KEY_NEW: {e}")))?;
+    let new_key =
+        MasterKey::parse(&new_key).map_err(|e| Failed::refused(format!("KEY_ENCRYPTION_KEY_NEW: {e}")))?;
     let db = db::open(&config.database)?;
     let sqlite = match &config.database {
         Database::Sqlite(path) => Some(path.as_path()),
@@ -149,7 +150,7 @@ pub fn reencrypt(config: &Config, new_key: Option<String>) -> Result<String, Fai
         Origin::BesideDatabase { path, .. } => {
             let next = path.with_extension("key.new");
             let _ = std::fs::remove_file(&next);
-            master::write_key_file(&next, &new_key).map_err(Failed::failed)?;
+            master::write_key_file(&next, &new_key).map_err(Failed::error)?;
             Some((path.clone(), next))
         }
         _ => None,
@@ -166,14 +167,14 @@ pub fn reencrypt(config: &Config, new_key: Option<String>) -> Result<String, Fai
                     "the current key, from {}: {why}; nothing was changed",
                     origin.describe()
                 )),
-                e => Failed::failed(format!("{e}; nothing was changed")),
+                e => Failed::error(format!("{e}; nothing was changed")),
             });
         }
     };
     match key_file {
         Some((path, next)) => {
             std::fs::rename(&next, &path).map_err(|e| {
-                Failed::failed(format!(
+                Failed::error(format!(
                     "{moved} keys re-encrypted, but the key file could not be replaced ({e}): move {} to {} by hand before the next start",
                     next.display(),
                     path.display()

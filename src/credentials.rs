@@ -97,7 +97,9 @@ impl AdminCredentials {
             Some(p) => {
                 let secret = if p.starts_with("$argon2") {
                     PasswordHash::new(p).map_err(|e| {
-                        DbError::Setup(format!("ADMIN_PASSWORD looks like an argon2 hash but is not valid: {e}"))
+                        DbError::Setup(format!(
+                            "ADMIN_PASSWORD looks like an argon2 hash but is not valid: {e}"
+                        ))
                     })?;
                     Secret::Hash(p.clone())
                 } else {

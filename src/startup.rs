@@ -18,13 +18,13 @@ use crate::db::leader::Leadership;
 use crate::db::log_sink::{LogCounters, LogSink};
 use crate::db::log_writer::{Flush, LogWriter, WriterSettings};
 use crate::db::notify::{Changed, Notifier};
+use crate::db::queries::keys;
 use crate::db::{self, DbError};
 use crate::metrics::{Metrics, ServedOrAliased};
 use crate::pool::cooldown::Policy;
 use crate::pool::refresher::{RefreshStatus, Refresher, RefresherSettings};
 use crate::pool::{Drain, PoolActor, PoolShared, Reload, SetLeadership};
 use crate::state::{build_client, AppState, Upstream};
-use crate::db::queries::keys;
 use crate::vault::master::{self, Origin};
 use crate::vault::Vault;
 

@@ -156,7 +156,11 @@ pub async fn logout(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
 
 /// `POST /logout_everywhere` with the session's CSRF token: ends every
 /// admin session (every browser, every instance), this one included.
-pub async fn logout_everywhere(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+pub async fn logout_everywhere(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     if let Err(e) = posted_form(&req, payload, &state).await {
         return e.page();
     }

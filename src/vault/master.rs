@@ -48,12 +48,15 @@ impl MasterKey {
     pub fn parse(text: &str) -> Result<Self, String> {
         use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
         let text = text.trim();
-        let decoded = STANDARD
-            .decode(text)
-            .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')))
-            .map_err(|_| "not base64 (make one with `siliconflow-proxy keys new-encryption-key`)".to_string())?;
+        let decoded =
+            STANDARD.decode(text).or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('='))).map_err(
+                |_| "not base64 (make one with `siliconflow-proxy keys new-encryption-key`)".to_string(),
+            )?;
         let bytes: [u8; 32] = decoded.try_into().map_err(|v: Vec<u8>| {
-            format!("{} bytes, expected 32 (make one with `siliconflow-proxy keys new-encryption-key`)", v.len())
+            format!(
+                "{} bytes, expected 32 (make one with `siliconflow-proxy keys new-encryption-key`)",
+                v.len()
+            )
         })?;
         Ok(MasterKey(bytes))
     }
@@ -78,7 +81,10 @@ pub enum Origin {
     Environment,
     File(PathBuf),
     /// The key file beside the SQLite database; `created` at this start.
-    BesideDatabase { path: PathBuf, created: bool },
+    BesideDatabase {
+        path: PathBuf,
+        created: bool,
+    },
     /// An in-memory database keeps its key in memory too.
     Memory,
 }
@@ -135,7 +141,8 @@ fn warn_if_others_can_read(path: &Path) {
 #[cfg(not(unix))]
 fn warn_if_others_can_read(_: &Path) {}
 
-pub const HOW_TO_MAKE_ONE: &str = "make one with `siliconflow-proxy keys new-encryption-key` (or `openssl rand -base64 32`)";
+pub const HOW_TO_MAKE_ONE: &str =
+    "make one with `siliconflow-proxy keys new-encryption-key` (or `openssl rand -base64 32`)";
 
 /// The master key for this start. `sqlite` is the database file (None: on
 /// PostgreSQL); `holds_sealed` says whether the database already holds keys

@@ -24,6 +24,7 @@ mod no_balance;
 mod postgres_tls;
 mod processes;
 mod responses;
+mod secrets;
 mod shutdown;
 mod streaming;
 mod upstream_failures;

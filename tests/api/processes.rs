@@ -29,15 +29,15 @@ fn postgres() -> Option<String> {
 }
 
 /// One process of the proxy's binary, killed when dropped.
-struct Instance {
-    child: Child,
-    address: String,
-    client: awc::Client,
+pub(crate) struct Instance {
+    pub(crate) child: Child,
+    pub(crate) address: String,
+    pub(crate) client: awc::Client,
     log: PathBuf,
 }
 
 impl Instance {
-    async fn start(env: &HashMap<String, String>, dir: &Path, name: &str) -> Instance {
+    pub(crate) async fn start(env: &HashMap<String, String>, dir: &Path, name: &str) -> Instance {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
@@ -57,15 +57,15 @@ impl Instance {
         me
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    async fn send(&self, req: awc::ClientRequest, body: Option<Bytes>) -> Resp {
+    pub(crate) async fn send(&self, req: awc::ClientRequest, body: Option<Bytes>) -> Resp {
         let sent = match body {
             Some(b) => req.send_body(b).await,
             None => req.send().await,
@@ -75,22 +75,22 @@ impl Instance {
         Resp { status: resp.status().as_u16(), headers: resp.headers().clone(), body }
     }
 
-    async fn try_health(&self) -> Option<Value> {
+    pub(crate) async fn try_health(&self) -> Option<Value> {
         let mut r = self.client.get(self.url("/health")).send().await.ok()?;
         serde_json::from_slice(&r.body().await.ok()?).ok()
     }
 
-    async fn health(&self) -> Value {
+    pub(crate) async fn health(&self) -> Value {
         self.send(self.client.get(self.url("/health")), None).await.json()
     }
 
-    async fn admin_get(&self, path: &str) -> Resp {
+    pub(crate) async fn admin_get(&self, path: &str) -> Resp {
         let req =
             self.client.get(self.url(path)).insert_header(("Authorization", basic(ADMIN_USER, ADMIN_PASS)));
         self.send(req, None).await
     }
 
-    async fn import(&self, keys: &[&str]) {
+    pub(crate) async fn import(&self, keys: &[&str]) {
         let req = self
             .client
             .post(self.url("/import_keys"))
@@ -100,7 +100,7 @@ impl Instance {
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
 
-    async fn admin_post(&self, path: &str, body: Value) -> Resp {
+    pub(crate) async fn admin_post(&self, path: &str, body: Value) -> Resp {
         let req = self
             .client
             .post(self.url(path))
@@ -109,16 +109,16 @@ impl Instance {
         self.send(req, Some(Bytes::from(body.to_string()))).await
     }
 
-    async fn call(&self, path: &str, body: Value) -> Resp {
+    pub(crate) async fn call(&self, path: &str, body: Value) -> Resp {
         self.call_as(CLIENT_KEY, path, body).await
     }
 
-    async fn chat_as(&self, key: &str) -> Resp {
+    pub(crate) async fn chat_as(&self, key: &str) -> Resp {
         let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
         self.call_as(key, "/v1/chat/completions", body).await
     }
 
-    async fn call_as(&self, key: &str, path: &str, body: Value) -> Resp {
+    pub(crate) async fn call_as(&self, key: &str, path: &str, body: Value) -> Resp {
         let req = self
             .client
             .post(self.url(path))
@@ -127,7 +127,7 @@ impl Instance {
         self.send(req, Some(Bytes::from(body.to_string()))).await
     }
 
-    async fn chat(&self, model: &str) -> Resp {
+    pub(crate) async fn chat(&self, model: &str) -> Resp {
         self.call(
             "/v1/chat/completions",
             json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
@@ -135,7 +135,7 @@ impl Instance {
         .await
     }
 
-    async fn key_state(&self, prefix: &str) -> String {
+    pub(crate) async fn key_state(&self, prefix: &str) -> String {
         let keys = self.admin_get("/api/keys?page_size=100").await.json();
         keys["keys"]
             .as_array()
@@ -145,7 +145,7 @@ impl Instance {
     }
 
     /// Logs in through the form: the session cookie.
-    async fn login(&self) -> String {
+    pub(crate) async fn login(&self) -> String {
         let form = serde_urlencoded::to_string([("username", ADMIN_USER), ("password", ADMIN_PASS)]).unwrap();
         let req = self
             .client
@@ -156,7 +156,7 @@ impl Instance {
         r.header("set-cookie").unwrap().split(';').next().unwrap().to_string()
     }
 
-    fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 }
@@ -178,7 +178,7 @@ fn rows_in(url: &str) -> i64 {
 }
 
 /// A `SELECT count(*) AS n` read from the database itself (either backend).
-fn count_in(url: &str, sql: &str) -> i64 {
+pub(crate) fn count_in(url: &str, sql: &str) -> i64 {
     #[derive(QueryableByName)]
     struct N {
         #[diesel(sql_type = diesel::sql_types::BigInt)]

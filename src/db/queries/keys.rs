@@ -77,9 +77,9 @@ pub fn holds_sealed(conn: &mut Conn) -> Result<bool, DbError> {
 /// Refuses a vault whose key is not the one the stored keys were sealed with.
 pub fn check_key(conn: &mut Conn, vault: &Vault) -> Result<(), DbError> {
     match settings::get(conn, CHECK_SETTING)? {
-        Some(check) if !vault.is_check_value(&check) => Err(DbError::Sealed(
-            "this is not the key the stored pool keys were encrypted with".into(),
-        )),
+        Some(check) if !vault.is_check_value(&check) => {
+            Err(DbError::Sealed("this is not the key the stored pool keys were encrypted with".into()))
+        }
         _ => Ok(()),
     }
 }
@@ -98,6 +98,38 @@ pub struct Sealing {
 /// the keys stored before encryption and gives each row its keyed hash. On
 /// any refusal nothing is changed.
 pub fn seal_at_rest(conn: &mut Conn, vault: &Vault) -> Result<Sealing, DbError> {
+    // SQLite leaves a replaced value's bytes in the page's free space unless
+    // told to zero them.
+    if let crate::db::AnyConn::Sqlite(c) = conn {
+        diesel::sql_query("PRAGMA secure_delete = ON").execute(c)?;
+    }
+    let done = seal_every_key(conn, vault);
+    if let crate::db::AnyConn::Sqlite(c) = conn {
+        diesel::sql_query("PRAGMA secure_delete = OFF").execute(c)?;
+    }
+    let done = done?;
+    if done.sealed > 0 {
+        scrub(conn);
+    }
+    Ok(done)
+}
+
+/// After keys in plain text were sealed: the old versions of their rows
+/// leave the files where a copy would find them. SQLite: the write-ahead
+/// log is written into the database and emptied. PostgreSQL: the table is
+/// rewritten (a dump never held them; the old row versions would have
+/// stayed in its files until a vacuum). Best effort: said if it fails.
+fn scrub(conn: &mut Conn) {
+    let done = match conn {
+        crate::db::AnyConn::Sqlite(c) => diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)").execute(c),
+        crate::db::AnyConn::Pg(c) => diesel::sql_query("VACUUM FULL api_keys").execute(c),
+    };
+    if let Err(e) = done {
+        log::warn!("the keys are sealed, but the old plaintext rows may remain in the database files until they are reused: {e}");
+    }
+}
+
+fn seal_every_key(conn: &mut Conn, vault: &Vault) -> Result<Sealing, DbError> {
     conn.transaction::<_, DbError, _>(|conn| {
         lock_keys(conn)?;
         check_key(conn, vault)?;

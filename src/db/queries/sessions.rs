@@ -30,7 +30,12 @@ pub fn insert(
 
 /// The session's CSRF token, if the session exists, has not expired and was
 /// opened under this password.
-pub fn find(conn: &mut Conn, token_hash: &str, generation: &str, now: i64) -> Result<Option<String>, DbError> {
+pub fn find(
+    conn: &mut Conn,
+    token_hash: &str,
+    generation: &str,
+    now: i64,
+) -> Result<Option<String>, DbError> {
     Ok(sessions::table
         .filter(
             sessions::token_hash
