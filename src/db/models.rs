@@ -67,6 +67,8 @@ pub fn is_upstream_account(account: &str) -> bool {
 #[derive(Clone, Insertable)]
 #[diesel(table_name = api_keys)]
 pub struct NewKey {
+    /// Given (`queries::keys::reserve_ids`) so the key is sealed with it.
+    pub id: Option<i64>,
     pub key: String,
     pub state: String,
     pub balance: Option<f64>,

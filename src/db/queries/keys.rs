@@ -38,20 +38,51 @@ pub fn find_duplicate(conn: &mut Conn, vault: &Vault, secret: &str) -> Result<Op
         .optional()?)
 }
 
-/// Stores a key (`row.key` is the key itself): the row is inserted with its
-/// keyed hash, then its key sealed with the id it was given.
-pub fn insert(conn: &mut Conn, vault: &Vault, row: &NewKey) -> Result<KeyRow, DbError> {
-    let fingerprint = vault.fingerprint(&row.key);
-    let placeholder =
-        NewKey { key: format!("pending:{fingerprint}"), key_hash: Some(fingerprint), ..row.clone() };
+/// Ids for `n` new keys, taken before they are stored so that each key can
+/// be sealed with its id in the one statement that stores it (PostgreSQL:
+/// from the table's sequence, in one query; SQLite: after the largest id
+/// ever given, which the import's transaction holds).
+pub fn reserve_ids(conn: &mut Conn, n: usize) -> Result<Vec<i64>, DbError> {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    match conn {
+        crate::db::AnyConn::Pg(c) => Ok(diesel::sql_query(format!(
+            "SELECT nextval(pg_get_serial_sequence('api_keys', 'id')) AS id FROM generate_series(1, {n})"
+        ))
+        .load::<Id>(c)?
+        .into_iter()
+        .map(|r| r.id)
+        .collect()),
+        crate::db::AnyConn::Sqlite(c) => {
+            let last = diesel::sql_query(
+                "SELECT max(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'api_keys'), 0), \
+                 COALESCE((SELECT max(id) FROM api_keys), 0)) AS id",
+            )
+            .get_result::<Id>(c)?
+            .id;
+            Ok((1..=n as i64).map(|i| last + i).collect())
+        }
+    }
+}
+
+/// Stores a key (`row.key` is the key itself) as row `id` (from
+/// `reserve_ids`): sealed with that id, with its keyed hash.
+pub fn insert(conn: &mut Conn, vault: &Vault, id: i64, row: &NewKey) -> Result<KeyRow, DbError> {
+    let sealed = vault.seal(id, &row.key).map_err(|e| DbError::Sealed(e.to_string()))?;
+    let stored =
+        NewKey { id: Some(id), key: sealed, key_hash: Some(vault.fingerprint(&row.key)), ..row.clone() };
     // RETURNING on the inner connection: through the multi-backend one its
     // select clause is typed for neither backend.
     let mut inserted = crate::per_backend!(conn, |c| diesel::insert_into(api_keys::table)
-        .values(&placeholder)
+        .values(&stored)
         .returning(KeyRow::as_returning())
         .get_result(c))?;
-    let sealed = vault.seal(inserted.id, &row.key).map_err(|e| DbError::Sealed(e.to_string()))?;
-    diesel::update(api_keys::table.find(inserted.id)).set(api_keys::key.eq(sealed)).execute(conn)?;
     inserted.key = row.key.clone();
     Ok(inserted)
 }

@@ -94,6 +94,7 @@ impl Handler<AddKeys> for PoolActor {
             keys::check_key(conn, &vault).map_err(|_| {
                 DbError::Sealed("the key encryption key changed since this instance started (`keys reencrypt`); restart it with the new key".into())
             })?;
+            let mut ids = keys::reserve_ids(conn, msg.keys.len())?.into_iter();
             for CheckedKey { secret, outcome, base_url } in msg.keys {
                 let masked = mask_key(&secret);
                 match keys::find_duplicate(conn, &vault, &secret) {
@@ -133,6 +134,7 @@ impl Handler<AddKeys> for PoolActor {
                     }
                 };
                 let row = NewKey {
+                    id: None,
                     key: secret.clone(),
                     state: state.as_str().to_string(),
                     balance,
@@ -154,7 +156,10 @@ impl Handler<AddKeys> for PoolActor {
                     created_at: now,
                     key_hash: None,
                 };
-                match keys::insert(conn, &vault, &row) {
+                let Some(id) = ids.next() else {
+                    return Err(DbError::Sealed("fewer ids than keys".into()));
+                };
+                match keys::insert(conn, &vault, id, &row) {
                     Ok(inserted) => {
                         stored.push(inserted.clone());
                         results.push(AddResult {
