@@ -25,7 +25,7 @@ start; kill -TERM "$LAST"; wait "$LAST" 2>/dev/null || true
 python3 - "$DB" "$KEYS" <<'PY'
 import sqlite3, sys, time
 c = sqlite3.connect(sys.argv[1]); now = int(time.time() * 1000)
-c.executemany("INSERT INTO api_keys (key, state, created_at, last_checked) VALUES (?, 'active', ?, ?)",
+c.executemany("INSERT INTO api_keys (sealed_key, state, created_at, last_checked) VALUES (?, 'active', ?, ?)",
               [(f"sk-bench-{i:040d}", now, now) for i in range(int(sys.argv[2]))])
 c.commit()
 PY

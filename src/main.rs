@@ -9,7 +9,7 @@ use siliconflow_proxy::startup::Application;
 /// OpenAI/Anthropic-compatible endpoint. Without a command, it serves.
 /// Configuration comes from the environment and `.env` (see the README).
 #[derive(Parser)]
-#[command(name = "siliconflow-proxy", version)]
+#[command(name = "siliconflow-proxy", bin_name = "siliconflow-proxy", version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -219,14 +219,27 @@ pub fn open_vault(config: &Config, db: &db::DbPool) -> Result<Vault, StartupErro
     let mut conn = db.get().map_err(DbError::from)?;
     match keys::seal_at_rest(&mut conn, &vault) {
         Ok(done) if done.sealed > 0 => {
-            log::warn!("encrypted {} pool keys that were stored in plain text (of {})", done.sealed, done.total)
+            log::warn!(
+                "encrypted {} pool keys that were stored in plain text (of {})",
+                done.sealed,
+                done.total
+            )
         }
         Ok(_) => {}
         Err(DbError::Sealed(why)) => {
+            // A `keys reencrypt` stopped after its commit, before the file moved.
+            let unfinished = match &origin {
+                Origin::BesideDatabase { path, .. } if path.with_extension("key.new").exists() => format!(
+                    " ({} exists: a `keys reencrypt` stopped before it replaced the key file; if the keys were re-encrypted, move it over {})",
+                    path.with_extension("key.new").display(),
+                    path.display()
+                ),
+                _ => String::new(),
+            };
             return Err(StartupError::Vault(format!(
-                "the pool keys' encryption key, from {}: {why}. Start with the key they were encrypted with; nothing was changed",
+                "the pool keys' encryption key, from {}: {why}. Start with the key they were encrypted with; nothing was changed{unfinished}",
                 origin.describe()
-            )))
+            )));
         }
         Err(e) => return Err(e.into()),
     }

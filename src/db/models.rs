@@ -11,6 +11,8 @@ use super::schema::{api_keys, client_leases, clients, cooldowns, request_logs, r
 #[diesel(table_name = api_keys)]
 pub struct KeyRow {
     pub id: i64,
+    /// The key itself once read through `queries::keys` (stored sealed).
+    #[diesel(column_name = sealed_key)]
     pub key: String,
     pub state: String,
     pub balance: Option<f64>,
@@ -69,6 +71,7 @@ pub fn is_upstream_account(account: &str) -> bool {
 pub struct NewKey {
     /// Given (`queries::keys::reserve_ids`) so the key is sealed with it.
     pub id: Option<i64>,
+    #[diesel(column_name = sealed_key)]
     pub key: String,
     pub state: String,
     pub balance: Option<f64>,

@@ -3,7 +3,7 @@
 diesel::table! {
     api_keys (id) {
         id -> BigInt,
-        key -> Text,
+        sealed_key -> Text,
         state -> Text,
         balance -> Nullable<Double>,
         account_id -> Nullable<Text>,

@@ -90,7 +90,7 @@ fn stored_keys(url: &str) -> Vec<(i64, String)> {
         #[diesel(sql_type = diesel::sql_types::Text)]
         key: String,
     }
-    let q = diesel::sql_query("SELECT id, key FROM api_keys ORDER BY id");
+    let q = diesel::sql_query("SELECT id, sealed_key AS key FROM api_keys ORDER BY id");
     let rows: Vec<Row> = match url.strip_prefix("sqlite://") {
         Some(path) => q.load(&mut SqliteConnection::establish(path).unwrap()).unwrap(),
         None => q.load(&mut PgConnection::establish(url).unwrap()).unwrap(),
@@ -139,6 +139,14 @@ async fn pool_keys_are_sealed_in_the_stored_files_and_still_serve_and_export_aft
         assert!(!holds(&stored, key), "{key} is stored in plain text");
         assert!(!holds(&stored, &key[8..]), "the secret part of {key} is stored in plain text");
     }
+    // An older instance on the same database (a rolling upgrade) asks for
+    // the column it knew: it fails, rather than reading sealed text as keys.
+    let old_query = diesel::sql_query("SELECT key FROM api_keys");
+    let failed = match url.strip_prefix("sqlite://") {
+        Some(path) => old_query.execute(&mut SqliteConnection::establish(path).unwrap()).is_err(),
+        None => old_query.execute(&mut PgConnection::establish(&url).unwrap()).is_err(),
+    };
+    assert!(failed, "an older version's read of api_keys.key must fail");
     let rows = stored_keys(&url);
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|(_, k)| k.starts_with("enc1:")), "{rows:?}");
@@ -231,7 +239,7 @@ async fn a_database_with_plaintext_keys_is_sealed_at_the_first_start() {
     stop(a);
     // Back to how an older version stored them.
     for (id, key) in [(1, KA), (2, KB)] {
-        execute(&url, &format!("UPDATE api_keys SET key = '{key}', key_hash = NULL WHERE id = {id}"));
+        execute(&url, &format!("UPDATE api_keys SET sealed_key = '{key}', key_hash = NULL WHERE id = {id}"));
     }
     execute(&url, "DELETE FROM settings WHERE name = 'key_encryption_check'");
     let _ = std::fs::remove_file(dir.path().join("test.db.key"));
@@ -244,7 +252,10 @@ async fn a_database_with_plaintext_keys_is_sealed_at_the_first_start() {
         b.log_text()
     );
     assert_eq!(
-        count_in(&url, "SELECT count(*) AS n FROM api_keys WHERE key LIKE 'enc1:%' AND key_hash IS NOT NULL"),
+        count_in(
+            &url,
+            "SELECT count(*) AS n FROM api_keys WHERE sealed_key LIKE 'enc1:%' AND key_hash IS NOT NULL"
+        ),
         2
     );
     assert_eq!(export(&b).await.lines().collect::<Vec<_>>(), vec![KA, KB]);
@@ -452,4 +463,28 @@ fn help_lists_the_commands() {
     assert_eq!(base64::engine::general_purpose::STANDARD.decode(key).unwrap().len(), 32);
     let (code, said) = run(&env, dir.path(), &["nonsense"], "");
     assert_eq!(code, 2, "{said}");
+}
+
+/// A key is sealed with the id it is stored under, given before the insert:
+/// ids are never given twice (a deleted key's id included), and the key
+/// stored under the next id opens and serves.
+#[actix_web::test]
+async fn a_new_key_takes_an_id_never_given_before_and_opens_with_it() {
+    let app = crate::helpers::spawn_app().await;
+    app.fake.add_key(KA, "acct-a", "20", Mode::Ok);
+    app.fake.add_key(KB, "acct-b", "20", Mode::Ok);
+    assert_eq!(app.import(&[KA]).await["results"][0]["id"], 1);
+    let req = app
+        .client
+        .delete(app.url("/api/keys/1"))
+        .insert_header(("Authorization", crate::helpers::basic(ADMIN_USER, crate::helpers::ADMIN_PASS)));
+    assert_eq!(app.send(req, None).await.status, 200);
+    let added = app.import(&[KB, KA]).await;
+    let ids: Vec<_> = added["results"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(ids, vec![json!(2), json!(3)], "{added}");
+    assert_eq!(app.chat("m").await.status, 200);
+    let r = app.admin_get("/export_keys").await;
+    let mut exported: Vec<String> = String::from_utf8_lossy(&r.body).lines().map(str::to_string).collect();
+    exported.sort();
+    assert_eq!(exported, vec![KA.to_string(), KB.to_string()]);
 }

@@ -61,7 +61,7 @@ pub fn layout(c: Chrome, content: Markup) -> Markup {
                             input type="hidden" name="csrf" value=(csrf);
                             button.link type="submit" { "Log out" }
                         }
-                        form.logout method="post" action="/logout_everywhere" {
+                        form.logout.everywhere method="post" action="/logout_everywhere" {
                             input type="hidden" name="csrf" value=(csrf);
                             button.link type="submit" title="End every admin session, in every browser" { "Log out everywhere" }
                         }

@@ -101,7 +101,7 @@ pub fn holds_sealed(conn: &mut Conn) -> Result<bool, DbError> {
     if settings::get(conn, CHECK_SETTING)?.is_some() {
         return Ok(true);
     }
-    let sealed: i64 = api_keys::table.filter(api_keys::key.like("enc1:%")).count().get_result(conn)?;
+    let sealed: i64 = api_keys::table.filter(api_keys::sealed_key.like("enc1:%")).count().get_result(conn)?;
     Ok(sealed > 0)
 }
 
@@ -165,7 +165,7 @@ fn seal_every_key(conn: &mut Conn, vault: &Vault) -> Result<Sealing, DbError> {
         lock_keys(conn)?;
         check_key(conn, vault)?;
         let rows: Vec<(i64, String, Option<String>)> =
-            api_keys::table.select((api_keys::id, api_keys::key, api_keys::key_hash)).load(conn)?;
+            api_keys::table.select((api_keys::id, api_keys::sealed_key, api_keys::key_hash)).load(conn)?;
         let mut done = Sealing { sealed: 0, total: rows.len() };
         let mut unreadable = Vec::new();
         for (id, stored, hash) in rows {
@@ -180,7 +180,9 @@ fn seal_every_key(conn: &mut Conn, vault: &Vault) -> Result<Sealing, DbError> {
                 }
             } else {
                 let sealed = vault.seal(id, &stored).map_err(|e| DbError::Sealed(e.to_string()))?;
-                diesel::update(api_keys::table.find(id)).set(api_keys::key.eq(sealed)).execute(conn)?;
+                diesel::update(api_keys::table.find(id))
+                    .set(api_keys::sealed_key.eq(sealed))
+                    .execute(conn)?;
                 done.sealed += 1;
                 stored
             };
@@ -209,7 +211,8 @@ pub fn reencrypt(conn: &mut Conn, old: &Vault, new: &Vault) -> Result<usize, DbE
     conn.transaction::<_, DbError, _>(|conn| {
         lock_keys(conn)?;
         check_key(conn, old)?;
-        let rows: Vec<(i64, String)> = api_keys::table.select((api_keys::id, api_keys::key)).load(conn)?;
+        let rows: Vec<(i64, String)> =
+            api_keys::table.select((api_keys::id, api_keys::sealed_key)).load(conn)?;
         for (id, stored) in &rows {
             let plain = if is_sealed(stored) {
                 old.open(*id, stored).map_err(|e| DbError::Sealed(format!("pool key #{id}: {e}")))?
@@ -218,7 +221,7 @@ pub fn reencrypt(conn: &mut Conn, old: &Vault, new: &Vault) -> Result<usize, DbE
             };
             let sealed = new.seal(*id, &plain).map_err(|e| DbError::Sealed(e.to_string()))?;
             diesel::update(api_keys::table.find(*id))
-                .set((api_keys::key.eq(sealed), api_keys::key_hash.eq(new.fingerprint(&plain))))
+                .set((api_keys::sealed_key.eq(sealed), api_keys::key_hash.eq(new.fingerprint(&plain))))
                 .execute(conn)?;
         }
         let check = new.check_value().map_err(|e| DbError::Sealed(e.to_string()))?;
