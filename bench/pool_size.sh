@@ -57,6 +57,8 @@ make_pool "$DIR/kmid.db" "$MID"
 make_pool "$DIR/kmax.db" "$KEYS"
 # A consistent copy (the database is in WAL mode: the -wal file holds recent pages).
 sqlite3 "$DIR/kmax.db" ".backup '$DIR/kcool.db'"
+# With the key its keys are sealed with (the key file beside the database).
+cp "$DIR/kmax.db.key" "$DIR/kcool.db.key"
 UNTIL=$(( ($(date +%s) + 7200) * 1000 ))
 sqlite3 "$DIR/kcool.db" "INSERT INTO cooldowns (account, model, until_ms, strikes, reason)
   SELECT 'key:' || id, '$MODEL', $UNTIL, 1, 'bench: cooling' FROM api_keys WHERE id % ${COOL_EVERY:-10} = 0"
