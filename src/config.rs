@@ -440,6 +440,25 @@ mod tests {
     }
 
     #[test]
+    fn the_key_encryption_key_is_32_bytes_or_a_file_never_both_and_never_echoed() {
+        assert_eq!(cfg(&[]).unwrap().key_encryption_key, None);
+        let key = "dGhlIHBvb2wga2V5cyB0ZXN0IGtleSwgMzIgYnl0ZXM=";
+        assert!(matches!(
+            cfg(&[("KEY_ENCRYPTION_KEY", key)]).unwrap().key_encryption_key,
+            Some(crate::vault::KeySource::Inline(_))
+        ));
+        assert_eq!(
+            cfg(&[("KEY_ENCRYPTION_KEY_FILE", "/run/secrets/kek")]).unwrap().key_encryption_key,
+            Some(crate::vault::KeySource::File(PathBuf::from("/run/secrets/kek")))
+        );
+        let e = cfg(&[("KEY_ENCRYPTION_KEY", key), ("KEY_ENCRYPTION_KEY_FILE", "/k")]).unwrap_err();
+        assert!(e.reason.contains("not both"), "{e}");
+        let e = cfg(&[("KEY_ENCRYPTION_KEY", "c2hvcnQ=")]).unwrap_err();
+        assert_eq!((e.var, e.value.as_str()), ("KEY_ENCRYPTION_KEY", "***"));
+        assert!(!e.to_string().contains("c2hvcnQ="), "{e}");
+    }
+
+    #[test]
     fn defaults_match_the_contract() {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.host, "0.0.0.0");

@@ -222,8 +222,17 @@ async fn a_wrong_or_missing_encryption_key_stops_the_start_and_changes_nothing()
         );
     }
     assert_eq!(stored_keys(&url), before, "the stored keys are as they were");
-    // And the right key still opens them.
-    let b = Instance::start(&env, dir.path(), "b").await;
+    // And the right key still opens them, from KEY_ENCRYPTION_KEY_FILE too.
+    let right = match env.get("KEY_ENCRYPTION_KEY") {
+        Some(k) => k.clone(),
+        None => std::fs::read_to_string(dir.path().join("test.db.key")).unwrap(),
+    };
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("kek");
+    std::fs::write(&secret, format!("{}\n", right.trim())).unwrap();
+    let mut from_file = none.clone();
+    from_file.insert("KEY_ENCRYPTION_KEY_FILE".into(), secret.display().to_string());
+    let b = Instance::start(&from_file, dir.path(), "b").await;
     assert_eq!(export(&b).await.lines().count(), 2);
 }
 
