@@ -30,7 +30,7 @@ use crate::db::{DbError, DbPool};
 use crate::vault::Vault;
 
 /// The stored password's argon2 hash (generated or set).
-const STORED_HASH: &str = "admin_password_hash";
+pub const STORED_HASH: &str = "admin_password_hash";
 /// Present once the owner has set the stored password (`set-password`).
 const STORED_CHOSEN: &str = "admin_password_chosen";
 
@@ -155,43 +155,58 @@ impl AdminCredentials {
     /// Checks a login (blocking: argon2, and for the stored password one
     /// database read).
     pub fn verify(&self, username: &str, password: &str) -> bool {
+        self.verify_stored(username, password).0
+    }
+
+    /// As `verify`, with the stored hash that said yes (the stored password's
+    /// case): a session is opened only while that hash is still the one
+    /// stored, so a login that raced `set-password` does not outlive it.
+    fn verify_stored(&self, username: &str, password: &str) -> (bool, Option<String>) {
         let user_ok: bool = username.as_bytes().ct_eq(self.username.as_bytes()).into();
         let argon = |h: &str| {
             PasswordHash::new(h)
                 .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
                 .unwrap_or(false)
         };
-        let pass_ok = match &self.secret {
-            Secret::Plain(p) => password.as_bytes().ct_eq(p.as_bytes()).into(),
-            Secret::Hash(h) => argon(h),
+        let (pass_ok, stored) = match &self.secret {
+            Secret::Plain(p) => (password.as_bytes().ct_eq(p.as_bytes()).into(), None),
+            Secret::Hash(h) => (argon(h), None),
             Secret::Stored(db) => match read_stored(db) {
                 Ok((Some(hash), chosen)) => {
                     self.generated.store(!chosen, Ordering::Relaxed);
-                    argon(&hash)
+                    (argon(&hash), Some(hash))
                 }
-                Ok((None, _)) => false,
+                Ok((None, _)) => (false, None),
                 Err(e) => {
                     log::error!("admin login: cannot read the stored password: {e}");
-                    false
+                    (false, None)
                 }
             },
         };
-        user_ok & pass_ok
+        (user_ok & pass_ok, stored)
     }
 
     /// Verifies on the blocking pool: an argon2 check takes tens of
     /// milliseconds, which must not stall a worker that also serves `/v1`;
     /// at most `MAX_CONCURRENT_HASHES` at once.
     pub async fn verify_off_thread(&self, username: String, password: String) -> Verified {
+        self.verify_login(username, password).await.0
+    }
+
+    /// As `verify_off_thread`, with the stored hash that said yes (for
+    /// `session::create`, which opens the session only while it is stored).
+    pub async fn verify_login(&self, username: String, password: String) -> (Verified, Option<String>) {
         let yes_no = |ok| if ok { Verified::Yes } else { Verified::No };
         if let Secret::Plain(_) = self.secret {
-            return yes_no(self.verify(&username, &password));
+            return (yes_no(self.verify(&username, &password)), None);
         }
-        let Some(slot) = HashSlot::take(&self.hashing) else { return Verified::Busy };
+        let Some(slot) = HashSlot::take(&self.hashing) else { return (Verified::Busy, None) };
         let me = self.clone();
-        let ok = actix_web::web::block(move || me.verify(&username, &password)).await.unwrap_or(false);
+        let (ok, stored) = actix_web::web::block(move || me.verify_stored(&username, &password))
+            .await
+            .unwrap_or((false, None));
         drop(slot);
-        yes_no(ok)
+        (yes_no(ok), stored)
     }
 }
 

@@ -90,7 +90,8 @@ pub async fn login(req: HttpRequest, payload: web::Payload, state: web::Data<App
     };
     let user_for_log = user.chars().take(64).collect::<String>();
     let typed = user.chars().take(128).collect::<String>();
-    match state.admin.verify_off_thread(user, pass).await {
+    let (verified, stored_hash) = state.admin.verify_login(user, pass).await;
+    match verified {
         Verified::Yes => attempt.succeed().await,
         Verified::Busy => {
             let r = login_page(
@@ -108,8 +109,14 @@ pub async fn login(req: HttpRequest, payload: web::Payload, state: web::Data<App
             return login_page(Some("Wrong username or password."), StatusCode::UNAUTHORIZED, false, &typed);
         }
     }
-    match session::create(&state, &req).await {
-        Ok(cookie) => {
+    match session::create(&state, &req, stored_hash).await {
+        Ok(None) => login_page(
+            Some("The admin password changed while you logged in. Log in with the new one."),
+            StatusCode::UNAUTHORIZED,
+            false,
+            &typed,
+        ),
+        Ok(Some(cookie)) => {
             log::info!("admin: {user_for_log:?} logged in from {ip}");
             HttpResponse::SeeOther().insert_header(("Location", "/admin")).cookie(cookie).finish()
         }

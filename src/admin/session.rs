@@ -40,20 +40,37 @@ pub struct Session {
     pub csrf: String,
 }
 
-/// Starts a session: returns the cookie to set.
-pub async fn create(state: &AppState, req: &HttpRequest) -> Result<Cookie<'static>, DbError> {
+/// Starts a session: returns the cookie to set. With the stored password,
+/// `stored_hash` is the hash the login was checked against: the session is
+/// opened only if it is still the stored one (else `None`: `set-password`
+/// ran meanwhile, and its end of every session must hold).
+pub async fn create(
+    state: &AppState,
+    req: &HttpRequest,
+    stored_hash: Option<String>,
+) -> Result<Option<Cookie<'static>>, DbError> {
     let token = random_token();
     let (token_hash, csrf) = (hash(&token), random_token());
     let now = now_ms();
     let ttl = state.config.session_ttl;
     let expires = now + ttl.as_millis() as i64;
     let generation = state.admin.generation().to_string();
-    crate::db::run(&state.db, move |conn| {
+    let opened = crate::db::run(&state.db, move |conn| {
         let _ = sessions::delete_expired(conn, now);
-        sessions::insert(conn, &token_hash, &csrf, &generation, now, expires)
+        let new = sessions::NewSession {
+            token_hash: &token_hash,
+            csrf: &csrf,
+            generation: &generation,
+            now,
+            expires,
+        };
+        match &stored_hash {
+            None => sessions::insert(conn, &new).map(|_| true),
+            Some(hash) => sessions::insert_while_setting(conn, &new, crate::credentials::STORED_HASH, hash),
+        }
     })
     .await?;
-    Ok(cookie(state, req, token, ttl))
+    Ok(opened.then(|| cookie(state, req, token, ttl)))
 }
 
 fn cookie(state: &AppState, req: &HttpRequest, value: String, ttl: Duration) -> Cookie<'static> {

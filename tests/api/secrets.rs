@@ -497,3 +497,31 @@ async fn a_new_key_takes_an_id_never_given_before_and_opens_with_it() {
     exported.sort();
     assert_eq!(exported, vec![KA.to_string(), KB.to_string()]);
 }
+
+/// A login checked against the stored password's hash opens its session only
+/// while that hash is still stored: a login that raced `set-password` (its
+/// check passed with the old password just before the new one was stored)
+/// gets no session, on either backend.
+#[actix_web::test]
+async fn a_session_is_opened_only_while_the_password_it_was_checked_against_is_stored() {
+    use siliconflow_proxy::db::queries::{sessions, settings};
+    let app = crate::helpers::spawn_app().await;
+    let mut conn = app.state.db.get().unwrap();
+    settings::set(&mut conn, "admin_password_hash", "$argon2id$new").unwrap();
+    let session = |token| sessions::NewSession {
+        token_hash: token,
+        csrf: "c",
+        generation: "g",
+        now: 1,
+        expires: i64::MAX,
+    };
+    let raced =
+        sessions::insert_while_setting(&mut conn, &session("t1"), "admin_password_hash", "$argon2id$old");
+    assert!(!raced.unwrap(), "checked against a hash no longer stored: no session");
+    let current =
+        sessions::insert_while_setting(&mut conn, &session("t2"), "admin_password_hash", "$argon2id$new");
+    assert!(current.unwrap());
+    assert_eq!(sessions::find(&mut conn, "t1", "g", 2).unwrap(), None);
+    assert_eq!(sessions::find(&mut conn, "t2", "g", 2).unwrap().as_deref(), Some("c"));
+    assert_eq!(sessions::find(&mut conn, "t2", "another password", 2).unwrap(), None);
+}
