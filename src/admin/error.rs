@@ -136,7 +136,14 @@ impl ResponseError for AdminError {
 impl From<DbError> for AdminError {
     fn from(e: DbError) -> Self {
         log::error!("admin: {e}");
-        AdminError::Internal(e.to_string())
+        match e {
+            // Keys sealed with a key this instance does not hold: a
+            // `keys reencrypt` run while it served.
+            DbError::Sealed(why) => AdminError::Unavailable(format!(
+                "{why}. If the keys were re-encrypted (`keys reencrypt`), restart this instance with the new key"
+            )),
+            e => AdminError::Internal(e.to_string()),
+        }
     }
 }
 

@@ -525,3 +525,34 @@ async fn a_session_is_opened_only_while_the_password_it_was_checked_against_is_s
     assert_eq!(sessions::find(&mut conn, "t2", "g", 2).unwrap().as_deref(), Some("c"));
     assert_eq!(sessions::find(&mut conn, "t2", "another password", 2).unwrap(), None);
 }
+
+/// The attack on `keys reencrypt`: an instance left running (against the
+/// README's advice) keeps serving with the keys it holds, refuses imports
+/// (it would seal with the old key) and says why on the admin; nothing it
+/// does leaves a key the new key cannot open.
+#[actix_web::test]
+async fn an_instance_left_running_through_a_reencrypt_serves_refuses_imports_and_says_why() {
+    let (fake, dir, mut env) = setup();
+    fake.add_key(crate::KC, "acct-c", "20", Mode::Ok);
+    env.insert("KEY_ENCRYPTION_KEY".into(), TEST_ENCRYPTION_KEY.into());
+    let a = Instance::start(&env, dir.path(), "a").await;
+    a.import(&[KA, KB]).await;
+    let mut rotate = env.clone();
+    rotate.insert("KEY_ENCRYPTION_KEY_NEW".into(), OTHER_KEY.into());
+    let (code, said) = run(&rotate, dir.path(), &["keys", "reencrypt"], "");
+    assert_eq!(code, 0, "{said}");
+
+    assert_eq!(a.chat("m").await.status, 200, "the keys it holds still serve");
+    let imported = a.admin_post("/import_keys", json!({ "keys": [crate::KC] })).await.json();
+    assert_eq!(imported["added"], 0, "{imported}");
+    assert!(imported.to_string().contains("changed since this instance started"), "{imported}");
+    let listed = a.admin_get("/api/keys?q=sk").await;
+    assert_eq!(listed.status, 503, "{}", String::from_utf8_lossy(&listed.body));
+    assert!(String::from_utf8_lossy(&listed.body).contains("restart this instance with the new key"));
+    stop(a);
+
+    let mut moved = env.clone();
+    moved.insert("KEY_ENCRYPTION_KEY".into(), OTHER_KEY.into());
+    let b = Instance::start(&moved, dir.path(), "b").await;
+    assert_eq!(export(&b).await.lines().collect::<Vec<_>>(), vec![KA, KB]);
+}

@@ -86,6 +86,7 @@ impl Handler<AddKeys> for PoolActor {
         // One transaction for the whole import (10,000 keys: one commit, not
         // 10,000); the pool learns of the keys once it has committed.
         let label = msg.label;
+        let masked_all: Vec<String> = msg.keys.iter().map(|k| mask_key(&k.secret)).collect();
         let mut stored: Vec<KeyRow> = Vec::new();
         let vault = self.vault.clone();
         let committed = diesel::Connection::transaction::<_, DbError, _>(&mut *conn, |conn| {
@@ -180,13 +181,16 @@ impl Handler<AddKeys> for PoolActor {
         });
         if let Err(e) = committed {
             log::error!("pool: import: {e}");
-            for r in results.iter_mut().filter(|r| r.status != AddStatus::Duplicate) {
-                *r = AddResult::without_key(
-                    r.key.clone(),
-                    AddStatus::Failed,
-                    Some(format!("not stored: {e}")),
-                );
-            }
+            // Every key not found a duplicate, including those the
+            // transaction had not reached when it failed, says why.
+            results = masked_all
+                .into_iter()
+                .enumerate()
+                .map(|(i, masked)| match results.get(i) {
+                    Some(r) if r.status == AddStatus::Duplicate => r.clone(),
+                    _ => AddResult::without_key(masked, AddStatus::Failed, Some(format!("not stored: {e}"))),
+                })
+                .collect();
             stored.clear();
         }
         let added = Changed::keys(stored.iter().map(|k| k.key_id()));
