@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use crate::config::{Config, Database};
+use crate::config::Config;
 use crate::db::queries::keys;
 use crate::db::{self, DbError};
 use crate::vault::master::{self, MasterKey, Origin};
@@ -131,15 +131,7 @@ pub fn reencrypt(config: &Config, new_key: Option<String>) -> Result<String, Fai
     let new_key =
         MasterKey::parse(&new_key).map_err(|e| Failed::refused(format!("KEY_ENCRYPTION_KEY_NEW: {e}")))?;
     let db = db::open(&config.database)?;
-    let sqlite = match &config.database {
-        Database::Sqlite(path) => Some(path.as_path()),
-        Database::Postgres(_) => None,
-    };
-    let (old_key, origin) = master::resolve(config.key_encryption_key.as_ref(), sqlite, || {
-        let mut conn = db.get().map_err(|e| e.to_string())?;
-        keys::holds_sealed(&mut conn).map_err(|e| e.to_string())
-    })
-    .map_err(Failed::refused)?;
+    let (old_key, origin) = crate::startup::master_key(config, &db).map_err(Failed::refused)?;
     if old_key == new_key {
         return Err(Failed::refused("KEY_ENCRYPTION_KEY_NEW is the key in use; nothing to do"));
     }
@@ -148,7 +140,7 @@ pub fn reencrypt(config: &Config, new_key: Option<String>) -> Result<String, Fai
     // old one's place only after: a crash between leaves both keys on disk.
     let key_file = match &origin {
         Origin::BesideDatabase { path, .. } => {
-            let next = path.with_extension("key.new");
+            let next = master::next_key_file(path);
             let _ = std::fs::remove_file(&next);
             master::write_key_file(&next, &new_key).map_err(Failed::error)?;
             Some((path.clone(), next))

@@ -25,7 +25,7 @@ use crate::pool::cooldown::Policy;
 use crate::pool::refresher::{RefreshStatus, Refresher, RefresherSettings};
 use crate::pool::{Drain, PoolActor, PoolShared, Reload, SetLeadership};
 use crate::state::{build_client, AppState, Upstream};
-use crate::vault::master::{self, Origin};
+use crate::vault::master::{self, MasterKey, Origin};
 use crate::vault::Vault;
 
 #[derive(Debug, thiserror::Error)]
@@ -195,11 +195,10 @@ impl Application {
     }
 }
 
-/// The key that seals the pool keys at rest (see `vault`), checked against
-/// what the database holds; keys stored before encryption are sealed now,
-/// in one transaction. A missing or wrong key stops the start and changes
-/// nothing.
-pub fn open_vault(config: &Config, db: &db::DbPool) -> Result<Vault, StartupError> {
+/// The master key the configuration names, or the key file beside the
+/// SQLite database (made now, and said, for a database without sealed keys):
+/// for the start and for `keys reencrypt`.
+pub fn master_key(config: &Config, db: &db::DbPool) -> Result<(MasterKey, Origin), String> {
     let sqlite = match &config.database {
         Database::Sqlite(path) => Some(path.as_path()),
         Database::Postgres(_) => None,
@@ -207,14 +206,22 @@ pub fn open_vault(config: &Config, db: &db::DbPool) -> Result<Vault, StartupErro
     let (master, origin) = master::resolve(config.key_encryption_key.as_ref(), sqlite, || {
         let mut conn = db.get().map_err(|e| e.to_string())?;
         keys::holds_sealed(&mut conn).map_err(|e| e.to_string())
-    })
-    .map_err(StartupError::Vault)?;
+    })?;
     if let Origin::BesideDatabase { path, created: true } = &origin {
         log::warn!(
             "generated the key that encrypts the pool keys at rest: {} (mode 0600). Back it up with the database: without it the stored keys cannot be read",
             path.display()
         );
     }
+    Ok((master, origin))
+}
+
+/// The key that seals the pool keys at rest (see `vault`), checked against
+/// what the database holds; keys stored before encryption are sealed now,
+/// in one transaction. A missing or wrong key stops the start and changes
+/// nothing.
+pub fn open_vault(config: &Config, db: &db::DbPool) -> Result<Vault, StartupError> {
+    let (master, origin) = master_key(config, db).map_err(StartupError::Vault)?;
     let vault = Vault::new(&master);
     let mut conn = db.get().map_err(DbError::from)?;
     match keys::seal_at_rest(&mut conn, &vault) {
@@ -229,9 +236,9 @@ pub fn open_vault(config: &Config, db: &db::DbPool) -> Result<Vault, StartupErro
         Err(DbError::Sealed(why)) => {
             // A `keys reencrypt` stopped after its commit, before the file moved.
             let unfinished = match &origin {
-                Origin::BesideDatabase { path, .. } if path.with_extension("key.new").exists() => format!(
+                Origin::BesideDatabase { path, .. } if master::next_key_file(path).exists() => format!(
                     " ({} exists: a `keys reencrypt` stopped before it replaced the key file; if the keys were re-encrypted, move it over {})",
-                    path.with_extension("key.new").display(),
+                    master::next_key_file(path).display(),
                     path.display()
                 ),
                 _ => String::new(),

@@ -107,6 +107,12 @@ pub fn key_file_beside(db: &Path) -> PathBuf {
     db.with_file_name(name)
 }
 
+/// Where `keys reencrypt` writes the new key before it replaces the key
+/// file: `proxy.db.key` -> `proxy.db.key.new`.
+pub fn next_key_file(key_file: &Path) -> PathBuf {
+    key_file.with_extension("key.new")
+}
+
 /// Reads a key file: base64 of 32 bytes, surrounding whitespace ignored.
 pub fn read_key_file(path: &Path) -> Result<MasterKey, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
