@@ -18,8 +18,8 @@ pub async fn user_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
         Ok(p) => p,
         Err(answer) => return answer,
     };
-    let vault = state.vault.clone();
-    let rows = match crate::db::run(&state.db, move |conn| keys::all(conn, &vault)).await {
+    // Balances and states only: the keys stay sealed (no decryption on /v1).
+    let rows = match crate::db::run(&state.db, keys::all_unopened).await {
         Ok(r) => r,
         Err(e) => {
             return reject(pending, ProxyError::new(ErrorKind::Unavailable, e.to_string()), Dialect::OpenAi)

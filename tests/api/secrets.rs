@@ -195,6 +195,11 @@ async fn a_wrong_or_missing_encryption_key_stops_the_start_and_changes_nothing()
     assert!(said.contains("not the key the stored pool keys were encrypted with"), "{said}");
     assert!(said.contains("nothing was changed"), "{said}");
     assert!(!said.contains(OTHER_KEY), "the key is never printed: {said}");
+    // Without the check value, the first sealed key tells the wrong key.
+    execute(&url, "DELETE FROM settings WHERE name = 'key_encryption_check'");
+    let (code, said) = run(&wrong, dir.path(), &[], "");
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("not the key the stored pool keys were encrypted with"), "{said}");
 
     let mut short = env.clone();
     short.insert("KEY_ENCRYPTION_KEY".into(), "c2hvcnQ=".into());

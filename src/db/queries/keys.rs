@@ -26,7 +26,13 @@ fn open_rows(vault: &Vault, mut rows: Vec<KeyRow>) -> Result<Vec<KeyRow>, DbErro
 }
 
 pub fn all(conn: &mut Conn, vault: &Vault) -> Result<Vec<KeyRow>, DbError> {
-    open_rows(vault, api_keys::table.order(api_keys::id.asc()).select(KeyRow::as_select()).load(conn)?)
+    open_rows(vault, all_unopened(conn)?)
+}
+
+/// Every row with its key left sealed (`key` is the stored text), for
+/// figures that need no key (balances, states): nothing is decrypted.
+pub fn all_unopened(conn: &mut Conn) -> Result<Vec<KeyRow>, DbError> {
+    Ok(api_keys::table.order(api_keys::id.asc()).select(KeyRow::as_select()).load(conn)?)
 }
 
 /// The id of the stored key equal to `secret`, found by its keyed hash.
@@ -105,13 +111,23 @@ pub fn holds_sealed(conn: &mut Conn) -> Result<bool, DbError> {
     Ok(sealed > 0)
 }
 
-/// Refuses a vault whose key is not the one the stored keys were sealed with.
+/// Refuses a vault whose key is not the one the stored keys were sealed
+/// with: the check value says, or without one (removed, or never written
+/// by the start that was to write it) the first sealed key.
 pub fn check_key(conn: &mut Conn, vault: &Vault) -> Result<(), DbError> {
-    match settings::get(conn, CHECK_SETTING)? {
-        Some(check) if !vault.is_check_value(&check) => {
-            Err(DbError::Sealed("this is not the key the stored pool keys were encrypted with".into()))
-        }
-        _ => Ok(()),
+    let recognised = match settings::get(conn, CHECK_SETTING)? {
+        Some(check) => vault.is_check_value(&check),
+        None => api_keys::table
+            .filter(api_keys::sealed_key.like("enc1:%"))
+            .select((api_keys::id, api_keys::sealed_key))
+            .first::<(i64, String)>(conn)
+            .optional()?
+            .is_none_or(|(id, sealed)| vault.open(id, &sealed).is_ok()),
+    };
+    if recognised {
+        Ok(())
+    } else {
+        Err(DbError::Sealed("this is not the key the stored pool keys were encrypted with".into()))
     }
 }
 
@@ -125,7 +141,8 @@ pub struct Sealing {
 }
 
 /// At each start, in one transaction: checks that `vault` is the key the
-/// stored keys were sealed with (every sealed key must open with it), seals
+/// stored keys were sealed with (`check_key`; the pool's load then opens
+/// every key, and stops the start if one does not open), seals
 /// the keys stored before encryption and gives each row its keyed hash. On
 /// any refusal nothing is changed.
 pub fn seal_at_rest(conn: &mut Conn, vault: &Vault) -> Result<Sealing, DbError> {
@@ -164,14 +181,18 @@ fn seal_every_key(conn: &mut Conn, vault: &Vault) -> Result<Sealing, DbError> {
     conn.transaction::<_, DbError, _>(|conn| {
         lock_keys(conn)?;
         check_key(conn, vault)?;
-        let rows: Vec<(i64, String, Option<String>)> =
-            api_keys::table.select((api_keys::id, api_keys::sealed_key, api_keys::key_hash)).load(conn)?;
-        let mut done = Sealing { sealed: 0, total: rows.len() };
+        // Only the rows with work to do: every key is opened once more
+        // anyway, by the pool's load that follows.
+        let rows: Vec<(i64, String)> = api_keys::table
+            .filter(api_keys::sealed_key.not_like("enc1:%").or(api_keys::key_hash.is_null()))
+            .select((api_keys::id, api_keys::sealed_key))
+            .load(conn)?;
+        let total: i64 = api_keys::table.count().get_result(conn)?;
+        let mut done = Sealing { sealed: 0, total: total.max(0) as usize };
         let mut unreadable = Vec::new();
-        for (id, stored, hash) in rows {
+        for (id, stored) in rows {
             let plain = if is_sealed(&stored) {
                 match vault.open(id, &stored) {
-                    Ok(_) if hash.is_some() => continue,
                     Ok(plain) => plain,
                     Err(_) => {
                         unreadable.push(format!("#{id}"));
