@@ -69,16 +69,14 @@ impl Handler<AddKeys> for PoolActor {
     fn handle(&mut self, msg: AddKeys, _: &mut Context<Self>) -> Self::Result {
         let now = now_ms();
         let mut results = Vec::with_capacity(msg.keys.len());
+        // Each key as the answers show it, masked once.
+        let masked_all: Vec<String> = msg.keys.iter().map(|k| mask_key(&k.secret)).collect();
         let mut conn = match self.db.get() {
             Ok(c) => c,
             Err(e) => {
                 log::error!("pool: import: {e}");
-                let failed = msg.keys.into_iter().map(|c| {
-                    AddResult::without_key(
-                        mask_key(&c.secret),
-                        AddStatus::Failed,
-                        Some("database unavailable".into()),
-                    )
+                let failed = masked_all.into_iter().map(|masked| {
+                    AddResult::without_key(masked, AddStatus::Failed, Some("database unavailable".into()))
                 });
                 return MessageResult(failed.collect());
             }
@@ -86,7 +84,6 @@ impl Handler<AddKeys> for PoolActor {
         // One transaction for the whole import (10,000 keys: one commit, not
         // 10,000); the pool learns of the keys once it has committed.
         let label = msg.label;
-        let masked_all: Vec<String> = msg.keys.iter().map(|k| mask_key(&k.secret)).collect();
         let mut stored: Vec<KeyRow> = Vec::new();
         let vault = self.vault.clone();
         let committed = diesel::Connection::transaction::<_, DbError, _>(&mut *conn, |conn| {
@@ -95,9 +92,11 @@ impl Handler<AddKeys> for PoolActor {
             keys::check_key(conn, &vault).map_err(|_| {
                 DbError::Sealed("the key encryption key changed since this instance started (`keys reencrypt`); restart it with the new key".into())
             })?;
-            let mut ids = keys::reserve_ids(conn, msg.keys.len())?.into_iter();
-            for CheckedKey { secret, outcome, base_url } in msg.keys {
-                let masked = mask_key(&secret);
+            // One id for each key (a duplicate's is left unused).
+            let ids = keys::reserve_ids(conn, msg.keys.len())?;
+            for ((CheckedKey { secret, outcome, base_url }, masked), id) in
+                msg.keys.into_iter().zip(masked_all.iter().cloned()).zip(ids)
+            {
                 match keys::find_duplicate(conn, &vault, &secret) {
                     Ok(Some(_)) => {
                         results.push(AddResult::without_key(masked, AddStatus::Duplicate, None));
@@ -156,9 +155,6 @@ impl Handler<AddKeys> for PoolActor {
                     state_changed_at: Some(now),
                     created_at: now,
                     key_hash: None,
-                };
-                let Some(id) = ids.next() else {
-                    return Err(DbError::Sealed("fewer ids than keys".into()));
                 };
                 match keys::insert(conn, &vault, id, &row) {
                     Ok(inserted) => {
