@@ -109,8 +109,8 @@ impl AdminCredentials {
                 (secret, false, tag)
             }
             None => {
-                let chosen = settings::get(&mut conn, STORED_CHOSEN)?.is_some();
-                if settings::get(&mut conn, STORED_HASH)?.is_some() {
+                let (stored, chosen) = read_stored(&mut conn)?;
+                if stored.is_some() {
                     if !chosen {
                         log::warn!("ADMIN_PASSWORD is not set: using the password generated at first start (printed in the log then; `siliconflow-proxy admin set-password` sets another)");
                     }
@@ -171,7 +171,11 @@ impl AdminCredentials {
         let (pass_ok, stored) = match &self.secret {
             Secret::Plain(p) => (password.as_bytes().ct_eq(p.as_bytes()).into(), None),
             Secret::Hash(h) => (argon(h), None),
-            Secret::Stored(db) => match read_stored(db) {
+            Secret::Stored(db) => match db
+                .get_timeout(crate::db::CONNECT_WAIT)
+                .map_err(DbError::from)
+                .and_then(|mut c| read_stored(&mut c))
+            {
                 Ok((Some(hash), chosen)) => {
                     self.generated.store(!chosen, Ordering::Relaxed);
                     (argon(&hash), Some(hash))
@@ -210,9 +214,10 @@ impl AdminCredentials {
     }
 }
 
-fn read_stored(db: &DbPool) -> Result<(Option<String>, bool), DbError> {
-    let mut conn = db.get_timeout(crate::db::CONNECT_WAIT)?;
-    Ok((settings::get(&mut conn, STORED_HASH)?, settings::get(&mut conn, STORED_CHOSEN)?.is_some()))
+/// The stored password's hash, and whether the owner chose it (else it is
+/// the generated one).
+fn read_stored(conn: &mut crate::db::AnyConn) -> Result<(Option<String>, bool), DbError> {
+    Ok((settings::get(conn, STORED_HASH)?, settings::get(conn, STORED_CHOSEN)?.is_some()))
 }
 
 /// `siliconflow-proxy admin set-password`: stores the new password's argon2
