@@ -17,6 +17,11 @@ impl TestApp {
         r.json()
     }
 
+    /// A new client's secret.
+    pub(crate) async fn client_key(&self, body: Value) -> String {
+        self.create_client(body).await["key"].as_str().expect("the new client's key").to_string()
+    }
+
     pub(crate) async fn admin_send(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
         let req = self
             .client
@@ -150,8 +155,7 @@ async fn a_client_key_is_shown_once_stored_as_a_hash_and_limited_to_its_models()
 #[actix_web::test]
 async fn over_a_limit_a_client_gets_429_with_retry_after_naming_it() {
     let app = app_with_key().await;
-    let rpm =
-        app.create_client(json!({"name": "per-minute", "rpm": 2})).await["key"].as_str().unwrap().to_string();
+    let rpm = app.client_key(json!({"name": "per-minute", "rpm": 2})).await;
     for _ in 0..2 {
         assert_eq!(app.chat_as(&rpm, "m").await.status, 200);
     }
@@ -166,10 +170,7 @@ async fn over_a_limit_a_client_gets_429_with_retry_after_naming_it() {
     );
     assert_eq!(r.json()["error"]["type"], "rate_limit_error");
 
-    let daily = app.create_client(json!({"name": "per-day", "daily_requests": 2})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let daily = app.client_key(json!({"name": "per-day", "daily_requests": 2})).await;
     assert_eq!(app.chat_as(&daily, "m").await.status, 200);
     assert_eq!(app.chat_as(&daily, "m").await.status, 200);
     let r = app.chat_as(&daily, "m").await;
@@ -179,10 +180,7 @@ async fn over_a_limit_a_client_gets_429_with_retry_after_naming_it() {
     assert!((1..=86_400).contains(&wait));
 
     // Tokens are counted from the metered usage; once used up, calls wait for tomorrow.
-    let tokens = app.create_client(json!({"name": "tokens", "daily_tokens": CHAT_USAGE.2 + 1})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let tokens = app.client_key(json!({"name": "tokens", "daily_tokens": CHAT_USAGE.2 + 1})).await;
     assert_eq!(app.chat_as(&tokens, "m").await.status, 200);
     assert_eq!(app.chat_as(&tokens, "m").await.status, 200, "1 token left: the call is let in");
     let r = app.chat_as(&tokens, "m").await;
@@ -283,10 +281,7 @@ async fn with_client_keys_and_no_api_key_the_proxy_is_no_longer_open_and_usage_s
     app.import(&[KA]).await;
     let open = app.call_as("anything", "/v1/chat/completions", json!({"model": "m", "messages": []})).await;
     assert_eq!(open.status, 200, "no API_KEY and no client: open, as before");
-    let key = app.create_client(json!({"name": "carol", "daily_requests": 3})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = app.client_key(json!({"name": "carol", "daily_requests": 3})).await;
     assert_eq!(app.chat_as("anything", "m").await.status, 401, "a client key now required");
     assert_eq!(app.chat_as(&key, "m").await.status, 200);
     assert_eq!(app.chat_as(&key, "m").await.status, 200);
@@ -476,10 +471,7 @@ async fn a_client_key_is_held_to_its_models_and_limits_on_the_responses_api() {
 #[actix_web::test]
 async fn fifty_concurrent_streams_cannot_spend_past_a_token_limit() {
     let app = app_with_key().await;
-    let key = app.create_client(json!({"name": "burst", "daily_tokens": 100})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = app.client_key(json!({"name": "burst", "daily_tokens": 100})).await;
     // Every call is in flight at once: the upstream takes 300 ms to answer.
     app.fake.set_header_delay(Duration::from_millis(300));
     let body = json!({"model": "m", "stream": true, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
@@ -515,8 +507,8 @@ async fn fifty_concurrent_streams_cannot_spend_past_a_token_limit() {
 async fn a_clients_files_batches_and_video_jobs_are_unknown_to_every_other_client() {
     use crate::fake::multipart;
     let app = app_with_key().await;
-    let alice = app.create_client(json!({"name": "alice"})).await["key"].as_str().unwrap().to_string();
-    let bob = app.create_client(json!({"name": "bob"})).await["key"].as_str().unwrap().to_string();
+    let alice = app.client_key(json!({"name": "alice"})).await;
+    let bob = app.client_key(json!({"name": "bob"})).await;
     let get_as = |key: &str, path: &str| {
         let req = app.client.get(app.url(path)).insert_header(("Authorization", format!("Bearer {key}")));
         app.send(req, None)
@@ -577,10 +569,7 @@ async fn a_clients_files_batches_and_video_jobs_are_unknown_to_every_other_clien
 async fn a_completed_batchs_tokens_count_once_against_the_client_that_created_it() {
     use crate::fake::multipart;
     let app = app_with_key().await;
-    let alice = app.create_client(json!({"name": "alice", "daily_tokens": 4000})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let alice = app.client_key(json!({"name": "alice", "daily_tokens": 4000})).await;
     let jsonl = br#"{"custom_id":"1","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}"#;
     let r = app
         .upload_as(
@@ -642,10 +631,7 @@ async fn a_model_off_the_list_is_refused_however_the_upload_writes_its_model_fie
     let app = spawn_app_with(&[("FAILOVER_BUFFER_BYTES", "4096")]).await;
     app.fake.add_key(KA, "acct-a", "20", Mode::Ok);
     app.import(&[KA]).await;
-    let key = app.create_client(json!({"name": "qwen-only", "models": ["Qwen/*"]})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = app.client_key(json!({"name": "qwen-only", "models": ["Qwen/*"]})).await;
     let upload = |body: Vec<u8>| app.upload_as(&key, "/v1/audio/transcriptions", "B", body);
     let part = |disposition: &str, value: &[u8]| {
         let mut p = format!("--B\r\nContent-Disposition: {disposition}\r\n\r\n").into_bytes();
@@ -747,10 +733,7 @@ async fn a_batch_file_naming_a_model_off_the_list_is_refused_at_upload() {
     let app = spawn_app_with(&[("FAILOVER_BUFFER_BYTES", "65536")]).await;
     app.fake.add_key(KA, "acct-a", "20", Mode::Ok);
     app.import(&[KA]).await;
-    let key = app.create_client(json!({"name": "qwen-only", "models": ["Qwen/*"]})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = app.client_key(json!({"name": "qwen-only", "models": ["Qwen/*"]})).await;
     let upload = |file: Vec<u8>| {
         let body = multipart("fb", &[("purpose", "batch")], ("file", "batch.jsonl", &file));
         app.upload_as(&key, "/v1/files", "fb", body)
@@ -784,10 +767,7 @@ async fn a_batch_file_naming_a_model_off_the_list_is_refused_at_upload() {
 async fn a_batch_counts_as_its_lines_against_daily_requests() {
     use crate::fake::multipart;
     let app = app_with_key().await;
-    let key = app.create_client(json!({"name": "batcher", "daily_requests": 8})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = app.client_key(json!({"name": "batcher", "daily_requests": 8})).await;
     let upload = |lines: usize| {
         let line = r#"{"custom_id":"1","method":"POST","url":"/v1/chat/completions","body":{"model":"Qwen/Qwen3-8B","messages":[]}}"#;
         let file = vec![line; lines].join("\n");

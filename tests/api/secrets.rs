@@ -112,6 +112,13 @@ async fn export(a: &Instance) -> String {
     String::from_utf8_lossy(&r.body).to_string()
 }
 
+/// KA and KB imported by an instance that then stops.
+async fn store_two_keys(env: &HashMap<String, String>, dir: &Path) {
+    let a = Instance::start(env, dir, "a").await;
+    a.import(&[KA, KB]).await;
+    stop(a);
+}
+
 fn setup() -> (Fake, tempfile::TempDir, HashMap<String, String>) {
     let fake = Fake::start();
     fake.add_key(KA, "acct-a", "20", Mode::Ok);
@@ -183,9 +190,7 @@ async fn pool_keys_are_sealed_in_the_stored_files_and_still_serve_and_export_aft
 async fn a_wrong_or_missing_encryption_key_stops_the_start_and_changes_nothing() {
     let (_fake, dir, env) = setup();
     let url = env["DATABASE_URL"].clone();
-    let a = Instance::start(&env, dir.path(), "a").await;
-    a.import(&[KA, KB]).await;
-    stop(a);
+    store_two_keys(&env, dir.path()).await;
     let before = stored_keys(&url);
 
     let mut wrong = env.clone();
@@ -248,9 +253,7 @@ async fn a_wrong_or_missing_encryption_key_stops_the_start_and_changes_nothing()
 async fn a_database_with_plaintext_keys_is_sealed_at_the_first_start() {
     let (fake, dir, env) = setup();
     let url = env["DATABASE_URL"].clone();
-    let a = Instance::start(&env, dir.path(), "a").await;
-    a.import(&[KA, KB]).await;
-    stop(a);
+    store_two_keys(&env, dir.path()).await;
     // Back to how an older version stored them.
     for (id, key) in [(1, KA), (2, KB)] {
         execute(&url, &format!("UPDATE api_keys SET sealed_key = '{key}', key_hash = NULL WHERE id = {id}"));
@@ -295,9 +298,7 @@ async fn reencrypt_moves_every_key_to_the_new_key() {
     let (_fake, dir, mut env) = setup();
     let url = env["DATABASE_URL"].clone();
     env.insert("KEY_ENCRYPTION_KEY".into(), TEST_ENCRYPTION_KEY.into());
-    let a = Instance::start(&env, dir.path(), "a").await;
-    a.import(&[KA, KB]).await;
-    stop(a);
+    store_two_keys(&env, dir.path()).await;
     let before = stored_keys(&url);
 
     let (code, said) = run(&env, dir.path(), &["keys", "reencrypt"], "");
