@@ -63,6 +63,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "queued": log.queued(),
             "max_queued": log.max(),
             "dropped": log.dropped(),
+            "refused": log.refused(),
             "failing_since": crate::db::iso(failing.as_ref().map(|f| f.0)),
             "open_requests": state.log.open_requests(),
         },

@@ -13,6 +13,7 @@ pub mod dialects;
 pub mod health;
 pub mod ids;
 pub mod metrics;
+pub mod names;
 pub mod net;
 pub mod pool;
 pub mod proxy;

@@ -225,7 +225,7 @@ impl Metrics {
         let log_queue = gauge("log_queue_rows", "Request log rows not yet written to the database.")?;
         let log_dropped = counter(
             "log_rows_dropped_total",
-            "Request log rows dropped because LOG_QUEUE_MAX rows were already waiting for the database.",
+            "Request log rows dropped: LOG_QUEUE_MAX rows were already waiting for the database, or the database refused the row.",
         )?;
         let client_requests = counter_vec(
             "client_requests_total",
@@ -408,6 +408,10 @@ impl RowObserver for Metrics {
 
     fn dropped(&self, row: &NewLog) {
         Metrics::dropped(self, row)
+    }
+
+    fn refused(&self, rows: usize) {
+        self.log_dropped.inc_by(rows as u64);
     }
 }
 

@@ -54,9 +54,15 @@ impl Aliases {
                 if v.is_empty() || v.len() > MAX_NAME_BYTES {
                     return Err(format!("alias {n}: the {what} must be 1 to {MAX_NAME_BYTES} bytes"));
                 }
-                if v.chars().any(char::is_control) {
-                    return Err(format!("alias {n}: the {what} {v:?} holds a control character"));
+                if let Some(c) = crate::names::hidden_char(v) {
+                    return Err(format!(
+                        "alias {n}: the {what} {v:?} holds the character U+{:04X}, which is not shown (control, zero-width or bidi characters are refused)",
+                        c as u32
+                    ));
                 }
+            }
+            if let Err(why) = crate::names::check_model_name(&model) {
+                return Err(format!("alias {n}: the model {model:?} {why}"));
             }
             if model.contains('*') {
                 return Err(format!("alias {n}: the model {model:?} is a name, not a pattern (no *)"));
@@ -167,6 +173,13 @@ mod tests {
         assert!(Aliases::parse_list("a=Qwen/*").unwrap_err().contains("no *"));
         assert!(Aliases::parse_list(&format!("a={}", "m".repeat(257))).is_err());
         assert!(Aliases::new(vec![Alias { pattern: "a\nb".into(), model: "m".into() }]).is_err());
+        for hidden in ["\u{200B}", "\u{202E}", "\u{2028}", "\u{FEFF}"] {
+            let pattern = Alias { pattern: format!("claude-{hidden}*"), model: "m".into() };
+            assert!(Aliases::new(vec![pattern]).unwrap_err().contains("not shown"), "{hidden:?}");
+            let model = Alias { pattern: "claude-*".into(), model: format!("Qwen/{hidden}Qwen3-8B") };
+            assert!(Aliases::new(vec![model]).is_err(), "{hidden:?}");
+        }
+        assert!(Aliases::parse_list("a=Qwen/../deepseek-ai/DeepSeek-R1").unwrap_err().contains("segment"));
         let many: Vec<String> = (0..=MAX_RULES).map(|i| format!("m{i}=x")).collect();
         assert!(Aliases::parse_list(&many.join(",")).unwrap_err().contains("at most"));
         assert_eq!(table(" a = b ;; ").rules(), &[Alias { pattern: "a".into(), model: "b".into() }]);

@@ -13,8 +13,9 @@ impl ModelRule {
         if s.is_empty() || s.len() > 200 {
             return Err("a model entry must be 1 to 200 characters".into());
         }
-        if s.chars().any(char::is_control) {
-            return Err(format!("model entry {s:?} holds a control character"));
+        // A pattern's prefix is a name's beginning: the same characters.
+        if let Err(why) = crate::names::check_model_name(s.trim_end_matches('*')) {
+            return Err(format!("model entry {s:?} {why}"));
         }
         match s.strip_suffix('*') {
             Some(prefix) if prefix.is_empty() || prefix.ends_with('/') => {

@@ -22,6 +22,9 @@ pub struct LogCounters {
     /// Rows refused because `max` were already waiting (the database has
     /// been down a long time): counted, never silently lost.
     pub(super) dropped: AtomicU64,
+    /// Rows the database refused to store (a value it cannot take), left out
+    /// of batches whose other rows were written.
+    pub(super) refused: AtomicU64,
     /// The most rows that may wait (`LOG_QUEUE_MAX`).
     pub(super) max: usize,
     /// Requests in flight (shutdown waits for them).
@@ -45,6 +48,7 @@ impl LogCounters {
             flights: Flights::new(name),
             queued: Default::default(),
             dropped: Default::default(),
+            refused: Default::default(),
             open: Default::default(),
             failing_since: Default::default(),
             last_error: Default::default(),
@@ -57,6 +61,10 @@ impl LogCounters {
 
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Acquire)
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Acquire)
     }
 
     pub fn max(&self) -> usize {
@@ -96,6 +104,8 @@ pub trait RowObserver: Send + Sync {
     fn observe(&self, rows: &[NewLog]);
     /// A row dropped before the database: still a call answered.
     fn dropped(&self, row: &NewLog);
+    /// Rows the database refused (already observed when they came in).
+    fn refused(&self, rows: usize);
 }
 
 struct SinkInner {

@@ -45,6 +45,9 @@ pub struct LogWriter {
     uncertain: Option<(i64, usize, usize)>,
     /// Calls still running, due to be written as in-flight rows.
     flying: Vec<NewLog>,
+    /// Rows refused by the database already said in the log, and when.
+    refusals_reported: u64,
+    refusal_said: Option<Instant>,
     /// The most open requests seen at a check since memory was last trimmed.
     peak_open: usize,
     last_trim: Instant,
@@ -59,6 +62,8 @@ pub struct WriterSettings {
     pub retention: Option<Duration>,
 }
 
+/// Rows the database refuses are said in the log at most this often.
+const REFUSALS_SAID_EVERY: Duration = Duration::from_secs(60);
 /// How often retention and session clean-up run.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 /// How often the writer looks at the number of open requests, to hand freed
@@ -98,6 +103,8 @@ impl LogWriter {
             seq: 0,
             uncertain: None,
             flying: Vec::new(),
+            refusals_reported: 0,
+            refusal_said: None,
             peak_open: 0,
             last_trim: Instant::now(),
         }
@@ -178,6 +185,27 @@ impl LogWriter {
         super::housekeeping::run(&mut conn, super::now_ms(), self.retention).map_err(|e| e.to_string())
     }
 
+    /// Rows the database refused were left out of a batch that went in:
+    /// counted (`/health`, the metrics), and said in the log at the first
+    /// and then at most once a minute, never once per row.
+    fn refused(&mut self, refused: logs::Refused) {
+        if refused.rows == 0 {
+            return;
+        }
+        self.counters.refused.fetch_add(refused.rows as u64, Ordering::AcqRel);
+        self.metrics.refused(refused.rows);
+        let total = self.counters.refused();
+        if self.refusal_said.is_none_or(|t| t.elapsed() >= REFUSALS_SAID_EVERY) {
+            log::error!(
+                "request log: the database refused {} rows of a batch ({}); they are dropped and the batch's other rows written ({total} refused since start, /health request_log.refused)",
+                total - self.refusals_reported,
+                refused.reason.as_deref().unwrap_or("no reason given"),
+            );
+            self.refusals_reported = total;
+            self.refusal_said = Some(Instant::now());
+        }
+    }
+
     fn flush(&mut self) -> Result<usize, String> {
         self.drain();
         // Calls running longer than a flush interval are written now, so
@@ -206,7 +234,7 @@ impl LogWriter {
                 }
                 let (rows, flying) = (&self.buffer[settled..], &self.flying[settled_flying..]);
                 if rows.is_empty() && flying.is_empty() {
-                    return Ok(());
+                    return Ok(logs::Refused::default());
                 }
                 logs::insert_batch(&mut conn, flying, rows, &name, seq).map_err(|e| e.to_string())
             });
@@ -224,7 +252,8 @@ impl LogWriter {
         }
         self.seq += 1;
         match result {
-            Ok(()) => {
+            Ok(refused) => {
+                self.refused(refused);
                 let n = self.buffer.len();
                 self.written += n as u64;
                 self.buffer.clear();
@@ -360,6 +389,7 @@ mod tests {
     impl RowObserver for Unwatched {
         fn observe(&self, _: &[NewLog]) {}
         fn dropped(&self, _: &NewLog) {}
+        fn refused(&self, _: usize) {}
     }
 
     fn writer(dir: &tempfile::TempDir) -> (LogWriter, Sender<NewLog>, DbPool) {

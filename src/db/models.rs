@@ -126,6 +126,28 @@ pub struct LogRow {
     pub call_id: Option<String>,
 }
 
+/// Text as a column stores it: at most `max` bytes (cut at a character
+/// boundary), with NUL and the other control characters but tab and line
+/// ends replaced by U+FFFD. PostgreSQL refuses a NUL in text ("invalid byte
+/// sequence for encoding UTF8: 0x00"), and a refused row would hold back
+/// every row of its batch; the rest would reach the admin pages and the CSV
+/// as they came. Every text of a log row passes through here. Costs a scan
+/// when the text is clean, as it nearly always is.
+pub fn column_text(mut s: String, max: usize) -> String {
+    let unclean = |c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r');
+    if s.chars().any(unclean) {
+        s = s.chars().map(|c| if unclean(c) { char::REPLACEMENT_CHARACTER } else { c }).collect();
+    }
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
 #[derive(Debug, Clone, Insertable, AsChangeset, PartialEq)]
 #[diesel(table_name = request_logs, treat_none_as_null = true)]
 pub struct NewLog {
@@ -192,6 +214,19 @@ pub struct UsageRow {
     pub input_tokens: i32,
     pub output_tokens: i32,
     pub latency_ms: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn column_text_replaces_control_characters_and_bounds_at_a_character() {
+        use super::column_text;
+        assert_eq!(column_text("Qwen/x\u{0}y".into(), 256), "Qwen/x\u{FFFD}y");
+        assert_eq!(column_text("a\u{1b}[31mb\u{7f}\u{85}".into(), 256), "a\u{FFFD}[31mb\u{FFFD}\u{FFFD}");
+        assert_eq!(column_text("line\nnext\ttab\r".into(), 256), "line\nnext\ttab\r");
+        assert_eq!(column_text("ééé".into(), 3), "é", "cut at a character boundary");
+        assert_eq!(column_text("\u{0}\u{0}".into(), 4), "\u{FFFD}", "bounded after the replacement");
+    }
 }
 
 impl ClientRow {

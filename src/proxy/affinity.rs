@@ -51,8 +51,10 @@ pub fn created_id(kind: ResourceKind, body: &[u8]) -> Option<String> {
         _ => return None,
     };
     // Stored for later lookups: bounded like every stored text (voice uris
-    // hold a name, so they may be longer than the ids of the other kinds).
-    (id.len() <= 1024).then_some(id)
+    // hold a name, so they may be longer than the ids of the other kinds),
+    // and never with a control character (PostgreSQL refuses a NUL; no later
+    // call could name such an id: `valid_id`).
+    (id.len() <= 1024 && !id.contains(char::is_control)).then_some(id)
 }
 
 /// Ids that go into upstream paths or lookups: no slashes, dots, white space

@@ -60,37 +60,91 @@ impl Route {
 
 /// The fields the proxy needs from a JSON body. Deserialising into this
 /// checks the whole body's syntax but allocates nothing for the rest.
-#[derive(Deserialize, Default, Debug)]
+///
+/// A key that names one of these fields in another case (`MODEL`, `Stream`,
+/// or with a letter that folds to one, `ſtream`) is refused: the proxy would
+/// read `model` and check it against the client's list, while a decoder that
+/// matches keys ignoring case (Go's `encoding/json`, the last one it meets)
+/// would call the other. A field named twice is refused too.
+#[derive(Default, Debug)]
 pub struct Probe<'a> {
-    #[serde(borrow)]
     pub model: Option<Cow<'a, str>>,
     pub stream: Option<bool>,
-    #[serde(borrow)]
     pub voice: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "requestId")]
     pub request_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     pub input_file_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     pub uri: Option<Cow<'a, str>>,
+}
+
+/// The keys `Probe` reads, as they are written.
+const PROBE_FIELDS: [&str; 6] = ["model", "stream", "voice", "requestId", "input_file_id", "uri"];
+
+/// Whether `key` reads as `field` to a decoder that ignores case: ASCII
+/// case, and the two letters Unicode folds to ASCII ones (`ſ` to s, the
+/// Kelvin sign to k).
+fn folds_to(key: &str, field: &str) -> bool {
+    let fold = |c: char| match c {
+        '\u{017F}' => 's',
+        '\u{212A}' => 'k',
+        c => c.to_ascii_lowercase(),
+    };
+    key.chars().map(fold).eq(field.chars().map(|c| c.to_ascii_lowercase()))
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Probe<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::dialects::json::Str;
+        use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Probe<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Probe<'a>, M::Error> {
+                let mut p = Probe::default();
+                let mut seen = [false; PROBE_FIELDS.len()];
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    let Some(i) = PROBE_FIELDS.iter().position(|f| folds_to(&key, f)) else {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    };
+                    let field = PROBE_FIELDS[i];
+                    if *key != *field {
+                        return Err(M::Error::custom(format_args!(
+                            "the key {:?} reads as `{field}` to decoders that ignore case; write `{field}` as it is spelled",
+                            key.chars().take(40).collect::<String>()
+                        )));
+                    }
+                    if std::mem::replace(&mut seen[i], true) {
+                        return Err(M::Error::custom(format_args!("`{field}` is given twice")));
+                    }
+                    let text = |v: Option<Str<'de>>| v.map(|s| s.0);
+                    match i {
+                        0 => p.model = text(map.next_value()?),
+                        1 => p.stream = map.next_value()?,
+                        2 => p.voice = text(map.next_value()?),
+                        3 => p.request_id = text(map.next_value()?),
+                        4 => p.input_file_id = text(map.next_value()?),
+                        _ => p.uri = text(map.next_value()?),
+                    }
+                }
+                Ok(p)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 pub use super::body::read_body;
 use super::body::{next_within, read_error, too_large, IdleLimited, UploadError};
 
-/// The longest `model` accepted. SiliconFlow's names are under 100 bytes;
-/// the name is stored in every log row and the stats' keys, so a client must
-/// not be able to make those grow at will.
-pub const MAX_MODEL_BYTES: usize = 256;
+pub use crate::names::MAX_MODEL_BYTES;
 
+/// A requested model the proxy takes (see `names`): refused before any
+/// alias, model list or upstream sees it.
 pub fn check_model(model: &str) -> Result<(), ProxyError> {
-    if model.len() > MAX_MODEL_BYTES {
-        return Err(ProxyError::bad_request(format!(
-            "`model` is {} bytes long; model names are at most {MAX_MODEL_BYTES} bytes",
-            model.len()
-        )));
-    }
-    Ok(())
+    crate::names::check_model_name(model).map_err(|why| ProxyError::bad_request(format!("`model` {why}")))
 }
 
 /// Parses a JSON body into a probe, with errors in the caller's terms.
@@ -899,5 +953,28 @@ mod tests {
         assert!(probe(long.as_bytes(), true).unwrap_err().message.contains("at most 256 bytes"));
         let fits = format!(r#"{{"model":"{}"}}"#, "m".repeat(MAX_MODEL_BYTES));
         assert!(probe(fits.as_bytes(), true).is_ok());
+        // Keys a case-blind decoder reads as ours: refused, whichever comes first.
+        for body in [
+            r#"{"model":"Qwen/Qwen3-8B","MODEL":"deepseek-ai/DeepSeek-R1"}"#,
+            r#"{"Model":"deepseek-ai/DeepSeek-R1","model":"Qwen/Qwen3-8B"}"#,
+            r#"{"model":"m","\u017Ftream":true}"#,
+            r#"{"model":"m","Input_File_Id":"file-x"}"#,
+            r#"{"model":"m","REQUESTID":"r"}"#,
+        ] {
+            let e = probe(body.as_bytes(), false).unwrap_err().message;
+            assert!(e.contains("reads as"), "{body}: {e}");
+        }
+        assert!(probe(br#"{"model":"a","model":"b"}"#, true).unwrap_err().message.contains("twice"));
+        // An escaped key is the key it spells; other keys pass untouched.
+        let p = probe(br#"{"mod\u0065l":"Qwen/Qwen3-8B","models":1,"modelx":{"MODEL":2}}"#, true).unwrap();
+        assert_eq!(p.model.as_deref(), Some("Qwen/Qwen3-8B"));
+        assert!(matches!(
+            probe(br#"{"model":"Qwen/x","stream":true}"#, true).unwrap().model,
+            Some(Cow::Borrowed(_))
+        ));
+        assert!(probe(br#"{"model":"Qwen/../deepseek-ai/DeepSeek-R1"}"#, true)
+            .unwrap_err()
+            .message
+            .contains("segment"));
     }
 }

@@ -17,7 +17,7 @@ use super::alias::ModelRename;
 use super::usage::{Usage, UsageMeter};
 use crate::clients::Client;
 use crate::db::log_sink::LogSink;
-use crate::db::models::NewLog;
+use crate::db::models::{column_text, NewLog};
 use crate::db::now_ms;
 use crate::dialects::responses::Translator;
 use crate::pool::PoolKey;
@@ -144,11 +144,11 @@ impl Pending {
         if self.ticket.is_none() {
             self.ticket = Some(self.sink.take_off(crate::db::in_flight::Flight {
                 created_at: self.created_at,
-                endpoint: bounded(self.endpoint.clone(), 256),
-                model: bounded(self.model.clone(), 256),
-                requested_model: self.requested_model.clone().map(|m| bounded(m, 256)),
+                endpoint: column_text(self.endpoint.clone(), 256),
+                model: column_text(self.model.clone(), 256),
+                requested_model: self.requested_model.clone().map(|m| column_text(m, 256)),
                 stream: self.stream,
-                client: self.client.as_ref().map(|c| c.name.clone()),
+                client: self.client.as_ref().map(|c| Arc::from(column_text(c.name.to_string(), 256))),
             }));
         }
     }
@@ -171,10 +171,11 @@ impl Pending {
             created_at: self.created_at,
             key_id: self.key.as_ref().map(|k| k.id.0),
             key_masked: self.key.as_ref().map(|k| k.masked.clone()).unwrap_or_default(),
-            // Every stored text is bounded (the request path refuses longer
-            // models; this is the backstop for the rest).
-            model: bounded(std::mem::take(&mut self.model), 256),
-            endpoint: bounded(std::mem::take(&mut self.endpoint), 256),
+            // Every stored text is bounded and cleaned (the request path
+            // refuses longer models and control characters in them; this is
+            // the backstop for the rest, errors that quote the request above all).
+            model: column_text(std::mem::take(&mut self.model), 256),
+            endpoint: column_text(std::mem::take(&mut self.endpoint), 256),
             status: i32::from(self.status),
             input_tokens: input,
             output_tokens: output,
@@ -184,9 +185,9 @@ impl Pending {
             stream: self.stream,
             aborted,
             attempts: self.attempts as i32,
-            error: self.error.take().map(|e| bounded(e, 1000)),
-            client: self.client.as_ref().map(|c| c.name.to_string()),
-            requested_model: self.requested_model.take().map(|m| bounded(m, 256)),
+            error: self.error.take().map(|e| column_text(e, 1000)),
+            client: self.client.as_ref().map(|c| column_text(c.name.to_string(), 256)),
+            requested_model: self.requested_model.take().map(|m| column_text(m, 256)),
             call_id,
         };
         self.sink.push(row);
@@ -197,18 +198,6 @@ impl Pending {
 /// How long a call waits for a lease round when this instance's share of
 /// its client's limit is spent (several instances).
 const LEASE_WAIT: Duration = Duration::from_secs(2);
-
-/// `s` cut to at most `max` bytes, at a character boundary.
-pub fn bounded(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
-}
 
 impl Drop for Pending {
     fn drop(&mut self) {

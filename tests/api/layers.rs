@@ -51,6 +51,7 @@ fn the_bottom_layers_import_nothing_from_admin_or_proxy_and_those_not_from_each_
         "clients",
         "metrics.rs",
         "ids.rs",
+        "names.rs",
         "vault",
     ] {
         found.extend(imports(part, &["admin", "proxy"]));
@@ -61,6 +62,7 @@ fn the_bottom_layers_import_nothing_from_admin_or_proxy_and_those_not_from_each_
     found.extend(imports("config.rs", &["pool", "db"]));
     found.extend(imports("upstream.rs", &["pool", "db"]));
     found.extend(imports("ids.rs", &["pool", "db", "config"]));
+    found.extend(imports("names.rs", &["pool", "db", "config", "clients", "aliases"]));
     // The vault is cryptography alone: the database work on keys is db's.
     found.extend(imports("vault", &["pool", "db", "config", "credentials", "state"]));
     // The pool's surface is `pool::` (its re-exports): nothing outside the

@@ -14,6 +14,7 @@ mod clients;
 mod endpoints;
 mod fake;
 mod forwarding;
+mod hardening;
 mod health;
 mod helpers;
 mod import;

@@ -8,18 +8,32 @@ use crate::db::models::{LogRow, NewLog, UsageRow};
 use crate::db::schema::{log_batches, request_logs, usage_clients, usage_hourly};
 use crate::db::DbError;
 
+/// What a batch's write left out: rows the database refused, and why.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Refused {
+    pub rows: usize,
+    pub reason: Option<String>,
+}
+
 /// Writes a batch, its rollups and its marker (`writer`, `seq`) in one
 /// transaction: either all of it lands or none (and the caller retries).
 /// `flying` are calls still running, written early (not rolled up: their
 /// end is); `rows` are ended calls, of which those with a `call_id` fill in
 /// their in-flight row (written before, or among `flying`).
+///
+/// A row the database refuses (a value it cannot store) must not hold back
+/// the others: the batch is then written again row by row within the same
+/// transaction, each row under a savepoint, and the rows refused are left
+/// out and answered. If not one row goes in, the fault is not a row's (the
+/// database refuses everything, for now): the error is the answer and the
+/// whole batch is tried again later.
 pub fn insert_batch(
     conn: &mut Conn,
     flying: &[NewLog],
     rows: &[NewLog],
     writer: &str,
     seq: i64,
-) -> Result<(), DbError> {
+) -> Result<Refused, DbError> {
     conn.transaction::<_, DbError, _>(|conn| {
         diesel::insert_into(log_batches::table)
             .values((
@@ -28,25 +42,79 @@ pub fn insert_batch(
                 log_batches::written_at.eq(crate::db::now_ms()),
             ))
             .execute(conn)?;
-        // Fixed-size statements that diesel prepares once (see log_insert).
-        crate::db::log_insert::insert_all(conn, flying)?;
-        // Runs of plain rows go in together; each end of a call written in
-        // flight fills its row in.
-        let mut rest = rows;
-        while !rest.is_empty() {
-            let plain = rest.iter().take_while(|r| r.call_id.is_none()).count();
-            crate::db::log_insert::insert_all(conn, &rest[..plain])?;
-            if let Some(ended) = rest.get(plain) {
-                fill_in(conn, ended)?;
+        let whole = conn.transaction::<_, DbError, _>(|conn| {
+            // Fixed-size statements that diesel prepares once (see log_insert).
+            crate::db::log_insert::insert_all(conn, flying)?;
+            write_ended(conn, rows)
+        });
+        match whole {
+            Ok(()) => {
+                // (Each key's call count and last use are written by the pool
+                // actor from its counters, not here: a batch over a large pool
+                // would touch thousands of keys.)
+                rollup(conn, rows)?;
+                Ok(Refused::default())
             }
-            rest = &rest[(plain + 1).min(rest.len())..];
+            Err(e) if !is_refusal(&e) => Err(e),
+            Err(e) => {
+                let mut refused = Refused { rows: 0, reason: Some(e.to_string()) };
+                let mut landed = 0;
+                for row in flying {
+                    let one = std::slice::from_ref(row);
+                    match conn
+                        .transaction::<_, DbError, _>(|c| Ok(crate::db::log_insert::insert_all(c, one)?))
+                    {
+                        Ok(()) => landed += 1,
+                        Err(e) if is_refusal(&e) => refused.rows += 1,
+                        Err(e) => return Err(e),
+                    }
+                }
+                let mut kept = Vec::with_capacity(rows.len());
+                for row in rows {
+                    match conn.transaction::<_, DbError, _>(|c| write_ended(c, std::slice::from_ref(row))) {
+                        Ok(()) => kept.push(row.clone()),
+                        Err(e) if is_refusal(&e) => refused.rows += 1,
+                        Err(e) => return Err(e),
+                    }
+                }
+                if landed + kept.len() == 0 {
+                    return Err(e);
+                }
+                rollup(conn, &kept)?;
+                Ok(refused)
+            }
         }
-        // (Each key's call count and last use are written by the pool
-        // actor from its counters, not here: a batch over a large pool
-        // would touch thousands of keys.)
-        rollup(conn, rows)?;
-        Ok(())
     })
+}
+
+/// Ended calls: runs of plain rows go in together; each end of a call
+/// written in flight fills its row in.
+fn write_ended(conn: &mut Conn, rows: &[NewLog]) -> Result<(), DbError> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let plain = rest.iter().take_while(|r| r.call_id.is_none()).count();
+        crate::db::log_insert::insert_all(conn, &rest[..plain])?;
+        if let Some(ended) = rest.get(plain) {
+            fill_in(conn, ended)?;
+        }
+        rest = &rest[(plain + 1).min(rest.len())..];
+    }
+    Ok(())
+}
+
+/// Whether the database refused what it was given (a value, a constraint),
+/// as opposed to failing (a lost connection, a conflict with another
+/// transaction), after which the same rows may well go in.
+fn is_refusal(e: &DbError) -> bool {
+    use diesel::result::{DatabaseErrorKind as K, Error};
+    match e {
+        DbError::Query(Error::DatabaseError(kind, _)) => !matches!(
+            kind,
+            K::ClosedConnection | K::UnableToSendCommand | K::SerializationFailure | K::ReadOnlyTransaction
+        ),
+        DbError::Query(Error::SerializationError(_) | Error::QueryBuilderError(_)) => true,
+        _ => false,
+    }
 }
 
 /// The end of a call written in flight: its row filled in and unmarked.
