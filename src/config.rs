@@ -37,6 +37,8 @@ pub struct Config {
     pub stream_idle_timeout: Duration,
     pub check_timeout: Duration,
     pub max_body_bytes: usize,
+    /// `/v1/messages/count_tokens` bodies (answered here): 413 beyond.
+    pub count_tokens_body_bytes: usize,
     /// Uploads up to this size are read whole so that another key can retry
     /// them; larger ones stream straight through (one attempt).
     pub failover_buffer_bytes: usize,
@@ -206,6 +208,7 @@ impl Config {
             stream_idle_timeout: Duration::from_secs(positive("STREAM_IDLE_TIMEOUT", 300)?),
             check_timeout: Duration::from_secs(positive("CHECK_TIMEOUT", 15)?),
             max_body_bytes: positive("MAX_BODY_BYTES", 50 * 1024 * 1024)? as usize,
+            count_tokens_body_bytes: positive("COUNT_TOKENS_BODY_BYTES", 4 * 1024 * 1024)? as usize,
             failover_buffer_bytes: num("FAILOVER_BUFFER_BYTES", 8 * 1024 * 1024)? as usize,
             cooldown_base: Duration::from_secs(cooldown_base),
             cooldown_max: Duration::from_secs(cooldown_max),

@@ -137,12 +137,7 @@ impl Client {
         }
         // (Disabled and expired keys were refused when the key was checked.)
         if !model.is_empty() && !self.allows_model(model) {
-            return Err(Refusal::Model(format!(
-                "the model {:?} is not available to this key (client {:?}); it may use: {}",
-                model.chars().take(120).collect::<String>(),
-                &*self.name,
-                self.models.iter().flatten().map(ModelRule::text).collect::<Vec<_>>().join(", ")
-            )));
+            return Err(self.off_the_list(model));
         }
         // Worked out before the lock (it may read the whole body).
         let reservation = if self.daily_tokens.is_some() { reserve() } else { 0 };
@@ -207,27 +202,7 @@ impl Client {
                 return Err(self.share_spent(&limit));
             }
         }
-        if let Some(rpm) = self.rpm {
-            match lease.as_deref_mut() {
-                // Leased: this instance's limiter runs at its part of the
-                // rate (the parts add up to `rpm`).
-                Some(l) => {
-                    let share = u32::try_from(l.rate.min(u64::from(rpm))).unwrap_or(rpm);
-                    if share == rpm {
-                        // All of it here: over it is over the limit.
-                        self.take_rate(rpm, 0, now_ms)?;
-                    } else if share == 0 || self.take_rate(share, 0, now_ms).is_err() {
-                        l.last_short_ms = now_ms;
-                        return Err(self.share_spent(&format!("limit of {rpm} requests per minute (rpm)")));
-                    }
-                }
-                None => {
-                    let others = self.usage.others_minute.load(Ordering::Acquire);
-                    self.take_rate(rpm, others, now_ms)?;
-                }
-            }
-            self.usage.minute.lock().unwrap_or_else(|e| e.into_inner()).add(now_ms);
-        }
+        self.rate(lease.as_deref_mut(), now_ms)?;
         day.requests += weight;
         day.reserved += reservation;
         if let Some(l) = lease.as_deref_mut() {
@@ -239,6 +214,63 @@ impl Client {
             }
         }
         Ok(reservation)
+    }
+
+    /// Admits a call that costs nothing upstream (`count_tokens`): the
+    /// client's model list and its rate hold, its daily quotas neither
+    /// refuse it nor count it.
+    pub fn admit_unmetered(&self, model: &str, now_ms: i64) -> Result<(), Refusal> {
+        if self.id == ENV_CLIENT_ID {
+            return Ok(());
+        }
+        if !model.is_empty() && !self.allows_model(model) {
+            return Err(self.off_the_list(model));
+        }
+        if self.rpm.is_none() {
+            return Ok(());
+        }
+        let mut lease =
+            self.leases.as_ref().map(|_| self.usage.lease.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(l) = lease.as_deref_mut() {
+            l.last_want_ms = now_ms;
+        }
+        self.rate(lease.as_deref_mut(), now_ms)
+    }
+
+    fn off_the_list(&self, model: &str) -> Refusal {
+        Refusal::Model(format!(
+            "the model {:?} is not available to this key (client {:?}); it may use: {}",
+            model.chars().take(120).collect::<String>(),
+            &*self.name,
+            self.models.iter().flatten().map(ModelRule::text).collect::<Vec<_>>().join(", ")
+        ))
+    }
+
+    /// One call against the client's rate (`rpm`), counted in its last
+    /// minute when taken: with several instances, within this instance's
+    /// part of the rate (`lease`).
+    fn rate(&self, lease: Option<&mut usage::LeaseState>, now_ms: i64) -> Result<(), Refusal> {
+        let Some(rpm) = self.rpm else { return Ok(()) };
+        match lease {
+            // Leased: this instance's limiter runs at its part of the
+            // rate (the parts add up to `rpm`).
+            Some(l) => {
+                let share = u32::try_from(l.rate.min(u64::from(rpm))).unwrap_or(rpm);
+                if share == rpm {
+                    // All of it here: over it is over the limit.
+                    self.take_rate(rpm, 0, now_ms)?;
+                } else if share == 0 || self.take_rate(share, 0, now_ms).is_err() {
+                    l.last_short_ms = now_ms;
+                    return Err(self.share_spent(&format!("limit of {rpm} requests per minute (rpm)")));
+                }
+            }
+            None => {
+                let others = self.usage.others_minute.load(Ordering::Acquire);
+                self.take_rate(rpm, others, now_ms)?;
+            }
+        }
+        self.usage.minute.lock().unwrap_or_else(|e| e.into_inner()).add(now_ms);
+        Ok(())
     }
 
     /// This instance's lease of `limit` is spent (not the limit, as far as

@@ -157,6 +157,14 @@ pub fn admit(
     })
 }
 
+/// The caller's rules for a call that costs nothing upstream
+/// (`count_tokens`): its model list (403) and rate (429), not its daily
+/// quotas, and nothing is counted against them.
+pub fn admit_unmetered(client: Option<&Arc<Client>>, model: &str) -> Result<(), ProxyError> {
+    let Some(client) = client else { return Ok(()) };
+    client.admit_unmetered(model, crate::db::now_ms()).map_err(|r| refusal(client, r))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

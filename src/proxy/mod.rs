@@ -122,17 +122,51 @@ async fn models(
     }
 }
 /// `POST /v1/messages/count_tokens`: an estimate made here (see
-/// `dialects::count_tokens`); no pool key, no upstream call, no log row.
-async fn count_tokens(payload: web::Payload, state: web::Data<crate::state::AppState>) -> HttpResponse {
-    let (limit, idle) = (state.config.max_body_bytes, state.config.body_read_timeout);
-    let counted = match body::read_body(payload, limit, idle).await {
-        Ok(b) => crate::dialects::count_tokens::count_request(&b).map_err(ProxyError::bad_request),
-        Err(e) => Err(e),
+/// `dialects::count_tokens`); no pool key, no upstream call, no log row. It
+/// costs nothing upstream, so the client's daily quotas neither refuse nor
+/// count it, but its model list and rate hold (a caller must not get an
+/// unmetered endpoint for any model), and its body has a small limit of its
+/// own (`COUNT_TOKENS_BODY_BYTES`), read in one pass without a tree of it.
+async fn count_tokens(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<crate::state::AppState>,
+) -> HttpResponse {
+    let counted = async {
+        let limit = state.config.count_tokens_body_bytes;
+        if headers::content_length(req.headers()).is_some_and(|len| len > limit as u64) {
+            return Err(count_tokens_too_large(limit));
+        }
+        let body = match body::read_body(payload, limit, state.config.body_read_timeout).await {
+            Ok(b) => b,
+            Err(e) if e.kind == ErrorKind::TooLarge => return Err(count_tokens_too_large(limit)),
+            Err(e) => return Err(e),
+        };
+        let p = forward::probe(&body, false)?;
+        let requested = p.model.as_deref().unwrap_or("");
+        // The model an alias names is the one the caller's list must allow.
+        let aliases = state.aliases.snapshot();
+        let model = aliases.resolve(requested).model;
+        if let Err(e) = auth::admit_unmetered(auth::caller(&req).as_ref(), model) {
+            state.metrics.refused(match e.kind {
+                ErrorKind::Forbidden => crate::metrics::Refused::Model,
+                _ => crate::metrics::Refused::Limit,
+            });
+            return Err(e);
+        }
+        crate::dialects::count_tokens::count_request(&body).map_err(ProxyError::bad_request)
     };
-    match counted {
+    match counted.await {
         Ok(n) => HttpResponse::Ok().json(serde_json::json!({ "input_tokens": n })),
         Err(e) => e.response(Dialect::Anthropic),
     }
+}
+
+fn count_tokens_too_large(limit: usize) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::TooLarge,
+        format!("a count_tokens body is at most {limit} bytes (COUNT_TOKENS_BODY_BYTES)"),
+    )
 }
 
 lister!(voice_list, ListKind::Voices, "/v1/audio/voice/list");

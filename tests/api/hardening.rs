@@ -162,3 +162,68 @@ async fn a_row_the_database_refuses_is_dropped_and_the_rest_of_its_batch_lands()
     let text = String::from_utf8_lossy(&metrics.body).to_string();
     assert!(text.contains("siliconflow_proxy_log_rows_dropped_total 3"), "{text}");
 }
+
+/// Finding 3: `count_tokens` was an unmetered endpoint for any model. Now a
+/// client's model list and rpm hold there; its daily quotas neither count
+/// nor refuse it and no row is logged (it costs nothing upstream); its body
+/// has a 4 MiB limit of its own.
+#[actix_web::test]
+async fn count_tokens_honours_the_model_list_and_rpm_but_not_daily_quotas_and_has_its_own_limit() {
+    let (fake, _dir, _env, a) = started(&[("MODEL_ALIASES", "claude-*=Qwen/Qwen3-8B")]).await;
+    let body =
+        |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]});
+    let ratelimited = client_key(&a, json!({"name": "slow", "models": ["Qwen/*"], "rpm": 1})).await;
+    let r = a.call_as(&ratelimited, "/v1/messages/count_tokens", body("deepseek-ai/DeepSeek-R1")).await;
+    assert_eq!(r.status, 403, "a model off its list: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["type"], "error", "in Anthropic's shape");
+    let r = a.call_as(&ratelimited, "/v1/messages/count_tokens", body("claude-opus-4-8")).await;
+    assert_eq!(r.status, 200, "an alias of a model on the list: {}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["input_tokens"].as_u64().unwrap() > 0);
+    let r = a.call_as(&ratelimited, "/v1/messages/count_tokens", body("Qwen/Qwen3-8B")).await;
+    assert_eq!(r.status, 429, "its rpm of 1 is spent");
+    assert!(r.header("retry-after").is_some());
+
+    let daily = client_key(&a, json!({"name": "daily", "daily_requests": 1, "daily_tokens": 100})).await;
+    for i in 0..30 {
+        let r = a.call_as(&daily, "/v1/messages/count_tokens", body("Qwen/Qwen3-8B")).await;
+        assert_eq!(r.status, 200, "call {i}: daily quotas do not count it");
+    }
+    assert_eq!(a.chat_as(&daily).await.status, 200, "its one call of the day is still there");
+    assert_eq!(a.chat_as(&daily).await.status, 429);
+    assert_eq!(fake.count("/v1/messages/count_tokens"), 0, "never sent upstream");
+    let clients = a.admin_get("/api/clients").await.json();
+    let row = clients["clients"].as_array().unwrap().iter().find(|c| c["name"] == "daily").unwrap().clone();
+    assert_eq!(row["requests_today"], 1, "{row}");
+    let logs = poll(Duration::from_secs(10), || async {
+        let logs = a.admin_get("/logs?page_size=50").await.json();
+        (logs["total"].as_i64() >= Some(1)).then_some(logs)
+    })
+    .await;
+    assert_eq!(logs["total"], 1, "only the chat call is logged: {logs}");
+
+    // Its own body limit: 413 past 4 MiB, read or declared.
+    let big = format!(
+        r#"{{"model":"Qwen/Qwen3-8B","messages":[{{"role":"user","content":[{}0]}}]}}"#,
+        "0,".repeat(2_200_000)
+    );
+    let req = a
+        .client
+        .post(a.url("/v1/messages/count_tokens"))
+        .insert_header(("Authorization", format!("Bearer {}", crate::helpers::CLIENT_KEY)))
+        .insert_header(("Content-Type", "application/json"));
+    let r = a.send(req, Some(bytes::Bytes::from(big))).await;
+    assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("COUNT_TOKENS_BODY_BYTES"));
+    // Just under it, a million zeros are counted, not built into a tree.
+    let fits = format!(
+        r#"{{"model":"Qwen/Qwen3-8B","messages":[{{"role":"user","content":[{}0]}}]}}"#,
+        "0,".repeat(2_000_000)
+    );
+    let req = a
+        .client
+        .post(a.url("/v1/messages/count_tokens"))
+        .insert_header(("Authorization", format!("Bearer {}", crate::helpers::CLIENT_KEY)))
+        .insert_header(("Content-Type", "application/json"));
+    let r = a.send(req, Some(bytes::Bytes::from(fits))).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
