@@ -73,6 +73,9 @@ pub enum UploadError {
     /// The client sent nothing for this long.
     Stalled(Duration),
     Payload(PayloadError),
+    /// The proxy stopped it: what passed broke a rule of the caller's (a
+    /// second `model` part in an upload of a client held to a model list).
+    Refused(String),
 }
 
 impl std::fmt::Display for UploadError {
@@ -80,6 +83,7 @@ impl std::fmt::Display for UploadError {
         match self {
             UploadError::Stalled(d) => write!(f, "the client sent nothing for {} s", d.as_secs()),
             UploadError::Payload(e) => write!(f, "{e}"),
+            UploadError::Refused(why) => f.write_str(why),
         }
     }
 }
@@ -92,6 +96,7 @@ impl UploadError {
         match self {
             UploadError::Stalled(d) => timed_out(*d),
             UploadError::Payload(e) => read_error(e),
+            UploadError::Refused(why) => ProxyError::new(ErrorKind::Forbidden, why.clone()),
         }
     }
 }

@@ -82,7 +82,7 @@ const PROBE_FIELDS: [&str; 6] = ["model", "stream", "voice", "requestId", "input
 /// Whether `key` reads as `field` to a decoder that ignores case: ASCII
 /// case, and the two letters Unicode folds to ASCII ones (`ſ` to s, the
 /// Kelvin sign to k).
-fn folds_to(key: &str, field: &str) -> bool {
+pub fn folds_to(key: &str, field: &str) -> bool {
     let fold = |c: char| match c {
         '\u{017F}' => 's',
         '\u{212A}' => 'k',
@@ -169,7 +169,7 @@ pub enum OutBody {
     Bytes(Bytes),
     /// Streamed once: no failover is possible.
     Stream {
-        payload: IdleLimited<web::Payload>,
+        payload: super::multipart::PartWatch<IdleLimited<web::Payload>>,
         first: Option<Bytes>,
         length: u64,
     },
@@ -341,6 +341,14 @@ pub async fn read_route_body(
                     };
                     check_model(&model)?;
                     let payload = IdleLimited::new(payload, idle);
+                    // What passes after the first chunk is read as it goes:
+                    // a second `model` part stops the upload.
+                    let payload = match (&first, &boundary) {
+                        (Some(f), Some(b)) if held => {
+                            super::multipart::PartWatch::watching(payload, b, f, "model", 1)
+                        }
+                        _ => super::multipart::PartWatch::open(payload),
+                    };
                     Ok((OutBody::Stream { payload, first, length: len }, model, false))
                 }
                 _ => {

@@ -227,3 +227,162 @@ async fn count_tokens_honours_the_model_list_and_rpm_but_not_daily_quotas_and_ha
     let r = a.send(req, Some(bytes::Bytes::from(fits))).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// A multipart part: its Content-Disposition and value.
+fn part(disposition: &str, value: &[u8]) -> Vec<u8> {
+    let mut p = format!("--B\r\nContent-Disposition: {disposition}\r\n\r\n").into_bytes();
+    p.extend_from_slice(value);
+    p.extend_from_slice(b"\r\n");
+    p
+}
+
+async fn upload(a: &Instance, key: &str, path: &str, parts: &[Vec<u8>]) -> crate::helpers::Resp {
+    let mut body = parts.concat();
+    body.extend_from_slice(b"--B--\r\n");
+    let req = a
+        .client
+        .post(a.url(path))
+        .insert_header(("Authorization", format!("Bearer {key}")))
+        .insert_header(("Content-Type", "multipart/form-data; boundary=B"));
+    a.send(req, Some(bytes::Bytes::from(body))).await
+}
+
+/// Finding 2: a second part that a mainstream parser reads as `model` (by
+/// `name*`, or as a file part named model), or a batch file's `purpose` or
+/// second file named by `name*`, got a model outside a client's list to the
+/// upstream. Each is refused with 403, nothing sent; past the failover
+/// buffer (streamed), a second `model` part stops the upload on its way.
+#[actix_web::test]
+async fn an_upload_that_names_its_model_purpose_or_file_twice_in_any_reading_is_refused() {
+    let (fake, _dir, _env, a) = started(&[("FAILOVER_BUFFER_BYTES", "4096")]).await;
+    let key = client_key(&a, json!({"name": "audio", "models": ["FunAudioLLM/*"]})).await;
+    let allowed = b"FunAudioLLM/SenseVoiceSmall";
+    let r1 = b"deepseek-ai/DeepSeek-R1";
+    let audio = part("form-data; name=\"file\"; filename=\"a.wav\"", b"RIFF0000WAVEfmt ");
+    for second in [
+        "form-data; name*=UTF-8''model",
+        "form-data; name=\"model\"; filename=\"\"",
+        "form-data; name=\"model\"; filename*=UTF-8''",
+        "form-data; name*0=\"mo\"; name*1=\"del\"",
+        "form-data; name=\"Model\"",
+        "form-data; name*=KOI8-R''%CD%CF%C4%C5%CC",
+    ] {
+        let parts = [part("form-data; name=\"model\"", allowed), part(second, r1), audio.clone()];
+        let r = upload(&a, &key, "/v1/audio/transcriptions", &parts).await;
+        assert_eq!(r.status, 403, "{second}: {}", String::from_utf8_lossy(&r.body));
+    }
+    // Streamed (over the 4 KiB buffer): the second `model` comes after the file.
+    let big = part("form-data; name=\"file\"; filename=\"a.wav\"", &vec![b'x'; 256 * 1024]);
+    let parts =
+        [part("form-data; name=\"model\"", allowed), big.clone(), part("form-data; name*=UTF-8''model", r1)];
+    let r = upload(&a, &key, "/v1/audio/transcriptions", &parts).await;
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(fake.count("/v1/audio/transcriptions"), 0, "no refused upload reached the upstream whole");
+    // Its own model, once, plainly: served, streamed or not.
+    let r = upload(
+        &a,
+        &key,
+        "/v1/audio/transcriptions",
+        &[part("form-data; name=\"model\"", allowed), audio.clone()],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = upload(&a, &key, "/v1/audio/transcriptions", &[part("form-data; name=\"model\"", allowed), big])
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    // Batch input files: every line's model is checked, and the purpose and
+    // the file must be named once, plainly.
+    let bad_line = br#"{"custom_id":"1","method":"POST","url":"/v1/chat/completions","body":{"model":"deepseek-ai/DeepSeek-R1"}}"#;
+    let good_line =
+        br#"{"custom_id":"1","method":"POST","url":"/v1/chat/completions","body":{"model":"FunAudioLLM/x"}}"#;
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        (
+            "the purpose by name*",
+            vec![
+                part("form-data; name*=UTF-8''purpose", b"batch"),
+                part("form-data; name=\"file\"; filename=\"b.jsonl\"", bad_line),
+            ],
+        ),
+        (
+            "a second purpose by name*",
+            vec![
+                part("form-data; name=\"purpose\"", b"fine-tune"),
+                part("form-data; name*=UTF-8''purpose", b"batch"),
+                part("form-data; name=\"file\"; filename=\"b.jsonl\"", bad_line),
+            ],
+        ),
+        (
+            "a second file by name*",
+            vec![
+                part("form-data; name=\"purpose\"", b"batch"),
+                part("form-data; name=\"file\"; filename=\"b.jsonl\"", good_line),
+                part("form-data; name*=UTF-8''file; filename=\"c.jsonl\"", bad_line),
+            ],
+        ),
+        (
+            "a line naming MODEL beside model",
+            vec![
+                part("form-data; name=\"purpose\"", b"batch"),
+                part(
+                    "form-data; name=\"file\"; filename=\"b.jsonl\"",
+                    br#"{"body":{"model":"FunAudioLLM/x","MODEL":"deepseek-ai/DeepSeek-R1"}}"#,
+                ),
+            ],
+        ),
+    ];
+    for (what, parts) in cases {
+        let r = upload(&a, &key, "/v1/files", &parts).await;
+        assert!(matches!(r.status, 400 | 403), "{what}: {} {}", r.status, String::from_utf8_lossy(&r.body));
+    }
+    assert_eq!(fake.count("/v1/files"), 0, "no refused file reached the upstream");
+    let ok = [
+        part("form-data; name=\"purpose\"", b"batch"),
+        part("form-data; name=\"file\"; filename=\"b.jsonl\"", good_line),
+    ];
+    let r = upload(&a, &key, "/v1/files", &ok).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// Finding 9: names that walk paths or hide characters, and keys a
+/// case-blind decoder reads as `model`, are refused before any list.
+#[actix_web::test]
+async fn model_names_with_path_segments_hidden_characters_or_case_twins_are_refused() {
+    let (fake, _dir, _env, a) = started(&[]).await;
+    let key = client_key(&a, json!({"name": "qwen", "models": ["Qwen/*"]})).await;
+    let chat = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    for model in [
+        "Qwen/../deepseek-ai/DeepSeek-R1",
+        "Qwen/..\\deepseek-ai\\DeepSeek-R1",
+        "Qwen/\u{200B}x",
+        "Qwen/x\u{202E}",
+    ] {
+        let r = a.call_as(&key, "/v1/chat/completions", chat(model)).await;
+        assert_eq!(r.status, 400, "{model:?}: {}", String::from_utf8_lossy(&r.body));
+    }
+    let twins = r#"{"model":"Qwen/Qwen3-8B","MODEL":"deepseek-ai/DeepSeek-R1","messages":[]}"#;
+    let req = a
+        .client
+        .post(a.url("/v1/chat/completions"))
+        .insert_header(("Authorization", format!("Bearer {key}")))
+        .insert_header(("Content-Type", "application/json"));
+    let r = a.send(req, Some(bytes::Bytes::from(twins))).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("reads as `model`"));
+    assert_eq!(fake.count("/v1/chat/completions"), 0, "none went upstream");
+    for hidden in ["claude-\u{200B}*", "claude-*\u{202E}", "claude-\u{2028}opus"] {
+        let put = json!({"aliases": [{"pattern": hidden, "model": "Qwen/Qwen3-8B"}]});
+        let req = a
+            .client
+            .put(a.url("/api/aliases"))
+            .insert_header((
+                "Authorization",
+                crate::helpers::basic(crate::helpers::ADMIN_USER, crate::helpers::ADMIN_PASS),
+            ))
+            .insert_header(("Content-Type", "application/json"));
+        let r = a.send(req, Some(bytes::Bytes::from(put.to_string()))).await;
+        assert_eq!(r.status, 400, "{hidden:?}: {}", String::from_utf8_lossy(&r.body));
+    }
+    let r = a.admin_post("/api/clients", json!({"name": "x", "models": ["Qwen/\u{200B}*"]})).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+}
