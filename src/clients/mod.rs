@@ -52,6 +52,46 @@ pub struct Client {
     pub leases: Option<Arc<lease::Leases>>,
 }
 
+/// What a call may use of a daily token limit, worked out from its body
+/// before it is admitted: its prompt (an estimate that does not undercount
+/// dense text) and the most it may write (`max_tokens` times `n`; `None`
+/// when it sets no bound: it may then use whatever is left).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reservation {
+    pub prompt: u64,
+    pub output: Option<u64>,
+}
+
+impl Reservation {
+    /// A call that uses exactly `tokens` at most.
+    pub fn fixed(tokens: u64) -> Self {
+        Reservation { prompt: tokens, output: Some(0) }
+    }
+
+    /// The least room it needs: its prompt and one token of answer when
+    /// its output is unbounded.
+    fn least(&self) -> u64 {
+        self.prompt.saturating_add(self.output.unwrap_or(1))
+    }
+
+    /// The most it may use, when bounded.
+    fn most(&self) -> Option<u64> {
+        self.output.map(|o| self.prompt.saturating_add(o))
+    }
+
+    fn describe(&self) -> String {
+        match self.output {
+            Some(0) => format!("up to {}", self.prompt),
+            Some(o) => format!(
+                "up to {} (a prompt of about {} and {o} of answer)",
+                self.prompt.saturating_add(o),
+                self.prompt
+            ),
+            None => format!("a prompt of about {} and an answer of no set length", self.prompt),
+        }
+    }
+}
+
 /// Why a call is refused before it goes anywhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -114,7 +154,7 @@ impl Client {
         model: &str,
         now_ms: i64,
         tz: &FixedOffset,
-        reserve: &dyn Fn() -> u64,
+        reserve: &dyn Fn() -> Reservation,
     ) -> Result<u64, Refusal> {
         self.admit_weighted(model, now_ms, tz, reserve, 1)
     }
@@ -126,7 +166,7 @@ impl Client {
         model: &str,
         now_ms: i64,
         tz: &FixedOffset,
-        reserve: &dyn Fn() -> u64,
+        reserve: &dyn Fn() -> Reservation,
         weight: u64,
     ) -> Result<u64, Refusal> {
         let weight = weight.max(1);
@@ -139,8 +179,8 @@ impl Client {
         if !model.is_empty() && !self.allows_model(model) {
             return Err(self.off_the_list(model));
         }
-        // Worked out before the lock (it may read the whole body).
-        let reservation = if self.daily_tokens.is_some() { reserve() } else { 0 };
+        // Worked out before the lock (it reads the whole body).
+        let wants = if self.daily_tokens.is_some() { reserve() } else { Reservation::default() };
         let today = day_of(now_ms, tz);
         let next_day = secs_to_next_day(now_ms, tz);
         let (other_requests, other_tokens) = self.others(today);
@@ -172,15 +212,37 @@ impl Client {
                 retry_after_secs: next_day,
             });
         }
-        if let Some(max) = self.daily_tokens.filter(|max| tokens + in_flight >= *max) {
-            // Calls in flight may use what is left: wait for them to end.
-            return Err(Refusal::Limit {
-                message: format!(
-                    "client {:?}: the calls it has running may use the rest of its {max} tokens for today (daily_tokens: {tokens} used, {in_flight} reserved); try again when they end",
-                    &*self.name,
-                ),
-                retry_after_secs: 1,
-            });
+        // The most this call may use must fit in what is left: with nothing
+        // else running (else it never will today), and beside what the calls
+        // running may still use (else it waits for them).
+        let mut reservation = 0;
+        if let Some(max) = self.daily_tokens {
+            let left = max - tokens;
+            let free = left.saturating_sub(in_flight);
+            let least = wants.least();
+            if least > left {
+                return Err(Refusal::Limit {
+                    message: format!(
+                        "client {:?}: this call may use {} tokens, and {left} of its {max} tokens for today are left (daily_tokens); ask for fewer (max_tokens) or wait for the day to end, in {next_day} s",
+                        &*self.name,
+                        wants.describe(),
+                    ),
+                    retry_after_secs: next_day,
+                });
+            }
+            if least > free {
+                // Calls in flight may use what is left: wait for them to end.
+                return Err(Refusal::Limit {
+                    message: format!(
+                        "client {:?}: the calls it has running may use the rest of its {max} tokens for today (daily_tokens: {tokens} used, {in_flight} reserved; this call may use {}); try again when they end",
+                        &*self.name,
+                        wants.describe(),
+                    ),
+                    retry_after_secs: 1,
+                });
+            }
+            // Without a `max_tokens`, what it may write is what is left.
+            reservation = wants.most().unwrap_or(free).min(free);
         }
         // With several instances, within this instance's leases.
         let mut lease =
@@ -192,7 +254,7 @@ impl Client {
                 (Some(max), _) if day.requests + weight > l.requests => {
                     Some(format!("{max} requests for today (daily_requests)"))
                 }
-                (_, Some(max)) if day.tokens + day.reserved >= l.tokens => {
+                (_, Some(max)) if day.tokens + day.reserved + wants.least() > l.tokens => {
                     Some(format!("{max} tokens for today (daily_tokens)"))
                 }
                 _ => None,
@@ -200,6 +262,10 @@ impl Client {
             if let Some(limit) = short {
                 l.last_short_ms = now_ms;
                 return Err(self.share_spent(&limit));
+            }
+            if self.daily_tokens.is_some() {
+                // Within what this instance holds of the limit.
+                reservation = reservation.min(l.tokens - (day.tokens + day.reserved));
             }
         }
         self.rate(lease.as_deref_mut(), now_ms)?;
@@ -429,17 +495,18 @@ mod tests {
         let c = client(Some(3), None, None);
         let t = 1_000_000_000;
         for _ in 0..3 {
-            assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz, &|| 0), Ok(0));
+            assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz, &|| Reservation::fixed(0)), Ok(0));
         }
-        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/Qwen3-8B", t, &tz, &|| 0)
+        let Err(Refusal::Limit { message, retry_after_secs }) =
+            c.admit("Qwen/Qwen3-8B", t, &tz, &|| Reservation::fixed(0))
         else {
             panic!("the fourth call in the same instant is refused")
         };
         assert!(message.contains("3 requests per minute (rpm)"), "{message}");
         assert_eq!(retry_after_secs, 20);
         // One period (20 s) later, one more.
-        assert_eq!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz, &|| 0), Ok(0));
-        assert!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz, &|| 0).is_err());
+        assert_eq!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz, &|| Reservation::fixed(0)), Ok(0));
+        assert!(c.admit("Qwen/Qwen3-8B", t + 20_000, &tz, &|| Reservation::fixed(0)).is_err());
         assert_eq!(c.today(t, &tz).0, 4, "refused calls are not counted");
     }
 
@@ -482,8 +549,9 @@ mod tests {
         let t = 1_000_000_000;
         // Three calls elsewhere in the last minute: one more here, of four.
         c.usage.others_minute.store(3, Ordering::Release);
-        assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz, &|| 0), Ok(0));
-        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/Qwen3-8B", t, &tz, &|| 0)
+        assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz, &|| Reservation::fixed(0)), Ok(0));
+        let Err(Refusal::Limit { message, retry_after_secs }) =
+            c.admit("Qwen/Qwen3-8B", t, &tz, &|| Reservation::fixed(0))
         else {
             panic!("the fifth call of the minute, counting the other instances'")
         };
@@ -497,7 +565,7 @@ mod tests {
         drop(minute);
         // The others' calls age out (their next publication says so).
         c.usage.others_minute.store(0, Ordering::Release);
-        assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz, &|| 0), Ok(0));
+        assert_eq!(c.admit("Qwen/Qwen3-8B", t, &tz, &|| Reservation::fixed(0)), Ok(0));
     }
 
     #[test]
@@ -506,19 +574,27 @@ mod tests {
         let c = client(None, Some(2), Some(100));
         // 2026-12-02 15:59:59 UTC = 23:59:59 at +08:00.
         let t = chrono::DateTime::parse_from_rfc3339("2026-12-02T15:59:59Z").unwrap().timestamp_millis();
-        assert!(c.admit("Qwen/a", t, &tz, &|| 0).is_ok());
+        assert!(c.admit("Qwen/a", t, &tz, &|| Reservation::fixed(0)).is_ok());
         c.settle(0, 150, t, &tz);
-        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/a", t, &tz, &|| 0) else {
+        let Err(Refusal::Limit { message, retry_after_secs }) =
+            c.admit("Qwen/a", t, &tz, &|| Reservation::fixed(0))
+        else {
             panic!()
         };
         assert!(message.contains("100 tokens for today (daily_tokens: 150 used)"), "{message}");
         assert_eq!(retry_after_secs, 1, "midnight at +08:00 is a second away");
         // A second later it is a new day there.
-        assert!(c.admit("Qwen/a", t + 1000, &tz, &|| 0).is_ok());
-        assert!(c.admit("Qwen/a", t + 1000, &tz, &|| 0).is_ok());
-        let Err(Refusal::Limit { message, .. }) = c.admit("Qwen/a", t + 1000, &tz, &|| 0) else { panic!() };
+        assert!(c.admit("Qwen/a", t + 1000, &tz, &|| Reservation::fixed(0)).is_ok());
+        assert!(c.admit("Qwen/a", t + 1000, &tz, &|| Reservation::fixed(0)).is_ok());
+        let Err(Refusal::Limit { message, .. }) = c.admit("Qwen/a", t + 1000, &tz, &|| Reservation::fixed(0))
+        else {
+            panic!()
+        };
         assert!(message.contains("2 requests for today (daily_requests)"), "{message}");
-        assert!(matches!(c.admit("other/model", t + 1000, &tz, &|| 0), Err(Refusal::Model(_))));
+        assert!(matches!(
+            c.admit("other/model", t + 1000, &tz, &|| Reservation::fixed(0)),
+            Err(Refusal::Model(_))
+        ));
     }
 
     #[test]
@@ -526,19 +602,21 @@ mod tests {
         let tz = FixedOffset::east_opt(0).unwrap();
         let c = client(None, None, Some(100));
         let t = 1_000_000_000;
-        // Each call may use 60: a second is let in (60 reserved < 100), a third waits.
-        assert_eq!(c.admit("Qwen/a", t, &tz, &|| 60), Ok(60));
-        assert_eq!(c.admit("Qwen/a", t, &tz, &|| 60), Ok(60));
-        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/a", t, &tz, &|| 60) else {
+        // Each call may use 40: a second is let in (80 of 100 reserved), a third waits.
+        assert_eq!(c.admit("Qwen/a", t, &tz, &|| Reservation::fixed(40)), Ok(40));
+        assert_eq!(c.admit("Qwen/a", t, &tz, &|| Reservation::fixed(40)), Ok(40));
+        let Err(Refusal::Limit { message, retry_after_secs }) =
+            c.admit("Qwen/a", t, &tz, &|| Reservation::fixed(40))
+        else {
             panic!("the calls running may use the rest")
         };
-        assert!(message.contains("0 used, 120 reserved"), "{message}");
+        assert!(message.contains("0 used, 80 reserved"), "{message}");
         assert_eq!(retry_after_secs, 1);
         // They end having used 14 each: 28 used, room again.
-        c.settle(60, 14, t, &tz);
-        c.settle(60, 14, t, &tz);
+        c.settle(40, 14, t, &tz);
+        c.settle(40, 14, t, &tz);
         assert_eq!(c.today(t, &tz).1, 28);
-        assert_eq!(c.admit("Qwen/a", t, &tz, &|| 60), Ok(60));
+        assert_eq!(c.admit("Qwen/a", t, &tz, &|| Reservation::fixed(60)), Ok(60));
         // A call of a day that has ended takes nothing from the new day.
         c.settle(60, 5, t - 86_400_000, &tz);
         assert_eq!(c.usage.day.lock().unwrap().reserved, 60);
@@ -546,6 +624,36 @@ mod tests {
         // Without a token limit nothing is reserved, and nothing is asked.
         let free = client(None, None, None);
         assert_eq!(free.admit("Qwen/a", t, &tz, &|| unreachable!("not asked")), Ok(0));
+    }
+
+    #[test]
+    fn a_call_is_admitted_only_if_its_worst_case_fits_in_what_is_left() {
+        let tz = FixedOffset::east_opt(0).unwrap();
+        let t = 1_000_000_000;
+        let c = client(None, None, Some(100));
+        let big = || Reservation { prompt: 4_000, output: Some(16) };
+        let Err(Refusal::Limit { message, retry_after_secs }) = c.admit("Qwen/a", t, &tz, &big) else {
+            panic!("a 4,000-token prompt never fits in 100")
+        };
+        assert!(message.contains("100 of its 100 tokens for today are left"), "{message}");
+        assert!(retry_after_secs > 1, "not before the day ends");
+        // n = 8 answers of 10 tokens and a prompt of 30: 110 > 100.
+        assert!(c.admit("Qwen/a", t, &tz, &|| Reservation { prompt: 30, output: Some(80) }).is_err());
+        assert_eq!(c.admit("Qwen/a", t, &tz, &|| Reservation { prompt: 30, output: Some(70) }), Ok(100));
+        c.settle(100, 40, t, &tz);
+        // No max_tokens: it reserves everything left, so nothing else runs beside it.
+        assert_eq!(c.admit("Qwen/a", t, &tz, &|| Reservation { prompt: 10, output: None }), Ok(60));
+        let Err(Refusal::Limit { retry_after_secs, .. }) =
+            c.admit("Qwen/a", t, &tz, &|| Reservation { prompt: 1, output: Some(1) })
+        else {
+            panic!("the unbounded call holds the rest")
+        };
+        assert_eq!(retry_after_secs, 1);
+        c.settle(60, 20, t, &tz);
+        assert_eq!(c.today(t, &tz).1, 60);
+        // A prompt that leaves no room for one token of answer is refused.
+        assert!(c.admit("Qwen/a", t, &tz, &|| Reservation { prompt: 40, output: None }).is_err());
+        assert_eq!(c.admit("Qwen/a", t, &tz, &|| Reservation { prompt: 39, output: None }), Ok(40));
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub fn admit(
     client: Option<&Arc<Client>>,
     model: &str,
     tz: &chrono::FixedOffset,
-    reserve: &dyn Fn() -> u64,
+    reserve: &dyn Fn() -> crate::clients::Reservation,
     weight: u64,
 ) -> Result<u64, Refused> {
     let Some(client) = client else { return Ok(0) };
@@ -159,10 +159,23 @@ pub fn admit(
 
 /// The caller's rules for a call that costs nothing upstream
 /// (`count_tokens`): its model list (403) and rate (429), not its daily
-/// quotas, and nothing is counted against them.
-pub fn admit_unmetered(client: Option<&Arc<Client>>, model: &str) -> Result<(), ProxyError> {
+/// quotas, and nothing is counted against them. With several instances, a
+/// spent share of the rate waits for a lease round, as other calls do.
+pub async fn admit_unmetered(client: Option<&Arc<Client>>, model: &str) -> Result<(), ProxyError> {
     let Some(client) = client else { return Ok(()) };
-    client.admit_unmetered(model, crate::db::now_ms()).map_err(|r| refusal(client, r))
+    let deadline = std::time::Instant::now() + super::record::LEASE_WAIT;
+    loop {
+        match client.admit_unmetered(model, crate::db::now_ms()) {
+            Err(Refusal::Share(m)) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match (&client.leases, left.is_zero()) {
+                    (Some(leases), false) => leases.next_round(left).await,
+                    _ => return Err(refusal(client, Refusal::Share(m))),
+                }
+            }
+            other => return other.map_err(|r| refusal(client, r)),
+        }
+    }
 }
 
 #[cfg(test)]

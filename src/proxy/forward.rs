@@ -381,34 +381,37 @@ pub async fn read_route_body(
 }
 
 /// What a client's daily token limit reserves for a call, while it runs:
-/// its input (about one token per four bytes of a JSON body) and the most it
-/// may write (`max_tokens`; without one, `DEFAULT_OUTPUT_RESERVE` on the
-/// routes that generate text).
-fn token_reservation(out: &Outgoing) -> u64 {
+/// its prompt (`count_tokens`' ceiling pricing of every text of a JSON body:
+/// dense text is not undercounted; an upload's bytes are audio or a file,
+/// not tokens of this call) and the most it may write: `max_tokens` (or
+/// `max_completion_tokens`) times `n`; on the routes that generate text,
+/// unbounded without one (it may then use what is left).
+fn token_reservation(out: &Outgoing) -> crate::clients::Reservation {
+    use crate::dialects::count_tokens::{prompt_tokens, Pricing};
     #[derive(Deserialize)]
     struct Limits {
         max_tokens: Option<u64>,
         max_completion_tokens: Option<u64>,
+        n: Option<u64>,
     }
-    // A JSON body is mostly the prompt; an upload's bytes are audio or a
-    // file, not tokens of this call.
-    let (input, limits) = match &out.body {
-        OutBody::Bytes(body) if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => {
-            (body.len() as u64 / 4, serde_json::from_slice::<Limits>(body).ok())
-        }
+    let (prompt, limits) = match &out.body {
+        OutBody::Bytes(body) if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => (
+            // Not JSON after all: a token a byte, the most it can be.
+            prompt_tokens(body, Pricing::Ceiling).unwrap_or(body.len() as u64),
+            serde_json::from_slice::<Limits>(body).ok(),
+        ),
         OutBody::Bytes(_) | OutBody::Stream { .. } | OutBody::Empty => (0, None),
     };
     let generates = matches!(out.path.as_str(), "/v1/chat/completions" | "/v1/completions" | "/v1/messages");
-    let output = limits.and_then(|l| l.max_tokens.or(l.max_completion_tokens)).unwrap_or(if generates {
-        DEFAULT_OUTPUT_RESERVE
-    } else {
-        0
-    });
-    input.saturating_add(output.min(1 << 32))
+    let limits = limits.unwrap_or(Limits { max_tokens: None, max_completion_tokens: None, n: None });
+    let answers = limits.n.unwrap_or(1).max(1);
+    let output = match limits.max_tokens.or(limits.max_completion_tokens) {
+        Some(max) => Some(max.saturating_mul(answers)),
+        None if generates => None,
+        None => Some(0),
+    };
+    crate::clients::Reservation { prompt, output }
 }
-
-/// Output tokens reserved for a call that sets no `max_tokens`.
-pub const DEFAULT_OUTPUT_RESERVE: u64 = 4096;
 
 /// Sends the request, failing over between pool keys when allowed, and
 /// streams the answer back.

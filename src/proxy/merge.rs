@@ -103,7 +103,9 @@ pub async fn merged(
     kind: ListKind,
     upstream_path: &'static str,
 ) -> HttpResponse {
-    let mut pending = match Pending::new(&state, &req).admit("", Dialect::OpenAi, &state.metrics, &|| 0).await
+    let mut pending = match Pending::new(&state, &req)
+        .admit("", Dialect::OpenAi, &state.metrics, &|| crate::clients::Reservation::fixed(0))
+        .await
     {
         Ok(p) => p,
         Err(answer) => return answer,

@@ -147,7 +147,7 @@ async fn count_tokens(
         // The model an alias names is the one the caller's list must allow.
         let aliases = state.aliases.snapshot();
         let model = aliases.resolve(requested).model;
-        if let Err(e) = auth::admit_unmetered(auth::caller(&req).as_ref(), model) {
+        if let Err(e) = auth::admit_unmetered(auth::caller(&req).as_ref(), model).await {
             state.metrics.refused(match e.kind {
                 ErrorKind::Forbidden => crate::metrics::Refused::Model,
                 _ => crate::metrics::Refused::Limit,

@@ -98,7 +98,7 @@ impl Pending {
         model: &str,
         dialect: super::errors::Dialect,
         metrics: &crate::metrics::Metrics,
-        reserve: &dyn Fn() -> u64,
+        reserve: &dyn Fn() -> crate::clients::Reservation,
     ) -> Result<Self, actix_web::HttpResponse> {
         use super::auth::Refused;
         let mut admitted = super::auth::admit(self.client.as_ref(), model, &self.tz, reserve, self.weight);
@@ -197,7 +197,7 @@ impl Pending {
 
 /// How long a call waits for a lease round when this instance's share of
 /// its client's limit is spent (several instances).
-const LEASE_WAIT: Duration = Duration::from_secs(2);
+pub(super) const LEASE_WAIT: Duration = Duration::from_secs(2);
 
 impl Drop for Pending {
     fn drop(&mut self) {

@@ -13,7 +13,9 @@ use crate::pool::totals::totals;
 use crate::state::AppState;
 
 pub async fn user_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let mut pending = match Pending::new(&state, &req).admit("", Dialect::OpenAi, &state.metrics, &|| 0).await
+    let mut pending = match Pending::new(&state, &req)
+        .admit("", Dialect::OpenAi, &state.metrics, &|| crate::clients::Reservation::fixed(0))
+        .await
     {
         Ok(p) => p,
         Err(answer) => return answer,

@@ -485,7 +485,21 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
             sse_response(&req, chunks, delay)
         }
         "/v1/chat/completions" => {
-            let (p, c, t) = CHAT_USAGE;
+            let (mut p, c, mut t) = CHAT_USAGE;
+            // "words": a tokenizer of one token a word, so that usage follows the prompt.
+            if model == "Qwen/words" {
+                let words: usize = parsed["messages"]
+                    .as_array()
+                    .map(|ms| {
+                        ms.iter()
+                            .filter_map(|m| m["content"].as_str())
+                            .map(|c| c.split_whitespace().count())
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                p = words as i64 + 3;
+                t = p + c;
+            }
             ok.json(json!({"id":"chatcmpl-fake","object":"chat.completion","created":1,"model":model,
                 "choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the fake"},"finish_reason":"stop"}],
                 "usage":{"prompt_tokens":p,"completion_tokens":c,"total_tokens":t},"system_fingerprint":""}))

@@ -386,3 +386,43 @@ async fn model_names_with_path_segments_hidden_characters_or_case_twins_are_refu
     let r = a.admin_post("/api/clients", json!({"name": "x", "models": ["Qwen/\u{200B}*"]})).await;
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// Finding 5: a `daily_tokens` limit was overshot by a single large call
+/// (40x) and by concurrent dense calls (2x), and `n` was ignored. A call is
+/// now admitted only if its worst case fits in what is left.
+#[actix_web::test]
+async fn daily_tokens_admit_a_call_only_if_its_worst_case_fits_in_what_is_left() {
+    let (fake, _dir, _env, a) = started(&[]).await;
+    let words = |n: usize| vec!["a"; n].join(" ");
+    let tiny = client_key(&a, json!({"name": "tiny", "daily_tokens": 100})).await;
+    let essay = json!({"model": "Qwen/words", "max_tokens": 10, "messages": [{"role": "user", "content": words(4000)}]});
+    let r = a.call_as(&tiny, "/v1/chat/completions", essay).await;
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("of its 100 tokens for today are left"));
+    let n128 = json!({"model": "Qwen/words", "max_tokens": 1, "n": 128, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(a.call_as(&tiny, "/v1/chat/completions", n128).await.status, 429, "n answers count");
+    assert_eq!(fake.count("/v1/chat/completions"), 0, "nothing reached the upstream");
+
+    // 50 at once, each 2,000 one-letter words and max_tokens 1, against 10,000.
+    let dense = client_key(&a, json!({"name": "dense", "daily_tokens": 10000})).await;
+    let a = std::rc::Rc::new(a);
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let (a, key) = (a.clone(), dense.clone());
+            let body = json!({"model": "Qwen/words", "max_tokens": 1, "messages": [{"role": "user", "content": words(2000)}]});
+            actix_rt::spawn(async move { a.call_as(&key, "/v1/chat/completions", body).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for c in calls {
+        statuses.push(c.await.unwrap());
+    }
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    assert!(served >= 1 && statuses.iter().all(|s| matches!(s, 200 | 429)), "{statuses:?}");
+    let clients = a.admin_get("/api/clients").await.json();
+    let row = clients["clients"].as_array().unwrap().iter().find(|c| c["name"] == "dense").unwrap().clone();
+    let used = row["tokens_today"].as_u64().unwrap();
+    eprintln!("{served} of 50 served, {used} of 10000 tokens used");
+    assert!(used <= 10_000, "{used} tokens used of 10,000: {row}");
+    assert_eq!(used, served as u64 * (2003 + 7), "every served call settled on its real usage");
+}
