@@ -357,7 +357,9 @@ fn follow_other_instances(
             again
         },
     )?;
-    crate::clients::share_usage(clients.clone(), db.clone(), instance.to_string(), alive)?;
+    let every = (config.log_flush_interval / 2)
+        .clamp(std::time::Duration::from_millis(50), std::time::Duration::from_secs(1));
+    crate::clients::share_usage(clients.clone(), db.clone(), instance.to_string(), every, alive)?;
     Ok(())
 }
 

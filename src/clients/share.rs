@@ -207,13 +207,16 @@ impl ClientKeys {
 }
 
 /// With several instances on one database: publishes this instance's counts
-/// every second (and once more when `alive()` turns false, at a shutdown)
+/// `every` (a second, or half the log's flush interval when that is
+/// shorter: a crash loses no call the log keeps from the counts either; and
+/// once more when `alive()` turns false, at a shutdown)
 /// and takes the others', on a thread of its own; and runs the lease rounds
 /// (every second, and at once when a request asks).
 pub fn share_usage(
     keys: Arc<ClientKeys>,
     db: DbPool,
     instance: String,
+    every: Duration,
     alive: impl Fn() -> bool + Send + 'static,
 ) -> std::io::Result<()> {
     std::thread::Builder::new().name("client-usage".into()).spawn(move || {
@@ -223,17 +226,24 @@ pub fn share_usage(
         // Said once per outage, not every second.
         let mut failing = false;
         let mut last_sync: Option<Instant> = None;
+        let mut last_round: Option<Instant> = None;
+        let mut woken = true;
         loop {
             let last = !alive();
-            // Woken early (a lease ran low): the lease round only.
-            let sync = last || last_sync.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            let sync = last || last_sync.is_none_or(|t| t.elapsed() >= every);
+            // Every second, and when a request asked (a lease ran low).
+            let round = last || woken || last_round.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
             let synced = db.get_timeout(crate::db::CONNECT_WAIT).map_err(DbError::from).and_then(|mut conn| {
                 let now = crate::db::now_ms();
                 if sync {
                     last_sync = Some(Instant::now());
                     keys.sync_usage(&mut conn, &instance, now)?;
                 }
-                keys.lease_round(&mut conn, &instance, now, last)
+                if round {
+                    last_round = Some(Instant::now());
+                    keys.lease_round(&mut conn, &instance, now, last)?;
+                }
+                Ok(())
             });
             match synced {
                 Ok(()) if failing => {
@@ -250,11 +260,13 @@ pub fn share_usage(
             if last {
                 break;
             }
-            let next = last_sync.map_or(Duration::ZERO, |t| Duration::from_secs(1).saturating_sub(t.elapsed()));
-            let round = Instant::now();
+            let until = |t: Option<Instant>, period: Duration| t.map_or(Duration::ZERO, |t| period.saturating_sub(t.elapsed()));
+            let next = until(last_sync, every).min(until(last_round, Duration::from_secs(1)));
+            let parked = Instant::now();
             std::thread::park_timeout(next);
+            woken = parked.elapsed() < next;
             // Woken by requests: one round per 50 ms at most.
-            std::thread::sleep(Duration::from_millis(50).saturating_sub(round.elapsed()));
+            std::thread::sleep(Duration::from_millis(50).saturating_sub(parked.elapsed()));
         }
     })?;
     Ok(())

@@ -1,6 +1,7 @@
 //! What the database keeps only for a while, deleted on a schedule by the
 //! instance that leads (the log writer runs it every ten minutes): expired
-//! admin sessions, old failed-login counts, client usage of past days, old
+//! admin sessions, old failed-login counts, client usage of past days (the
+//! ledger after two months), old
 //! batch markers, and log rows (with their rollups) past `LOG_RETENTION_DAYS`.
 
 use std::time::Duration;
@@ -16,6 +17,8 @@ pub fn run(conn: &mut AnyConn, now: i64, retention: Option<Duration>) -> Result<
     let _ = logins::prune(conn, now - 3_600_000);
     // Client usage of days long past (kept two days for any time zone).
     let _ = clients::prune_usage(conn, now.div_euclid(86_400_000) - 2);
+    // The clients' ledger keeps what the limits and the month's figures read.
+    let _ = clients::prune_ledger(conn, now - 62 * 86_400_000);
     // Batch markers a day old: a writer asks after its last one only.
     let _ = logs::prune_batches(conn, now - 86_400_000);
     let Some(keep) = retention else { return Ok(0) };

@@ -91,6 +91,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    client_ledger (client, slot) {
+        client -> Text,
+        slot -> BigInt,
+        calls -> BigInt,
+        tokens -> BigInt,
+    }
+}
+
+diesel::table! {
     client_usage (instance, client_id, day) {
         instance -> Text,
         client_id -> BigInt,
@@ -185,6 +194,7 @@ diesel::table! {
 
 diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
+    client_ledger,
     client_leases,
     client_usage,
     clients,

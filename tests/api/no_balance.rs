@@ -352,7 +352,9 @@ async fn fill_in_the_middle_completions_are_forwarded_streamed_and_metered() {
         assert!(text.contains("ab¢ ") && text.trim_end().ends_with("data: [DONE]"), "{text}");
     }
     let rows = app.logs().await;
-    let fim: Vec<_> = rows.iter().filter(|r| r.endpoint == "/v1/completions").collect();
+    let mut fim: Vec<_> = rows.iter().filter(|r| r.endpoint == "/v1/completions").collect();
+    // In the order the calls were made (a streamed call's row may be written in flight, first).
+    fim.sort_by_key(|r| r.created_at);
     assert_eq!(fim.len(), 3);
     let (p, c, t) = FIM_USAGE;
     assert_eq!(

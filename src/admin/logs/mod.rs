@@ -97,7 +97,15 @@ pub fn filter_from(q: &LogQuery, tz: &chrono::FixedOffset) -> Result<LogFilter, 
     })
 }
 
-/// Deletes the whole request log and the statistics built from it.
+/// Deletes the rows of every call that started before now, and the
+/// statistics built from them: this instance's queued rows are written
+/// first (so they are counted and deleted), and any still queued anywhere
+/// are not written later. What clients used still counts (their ledger).
 pub async fn clear_all(state: &AppState) -> Result<usize, DbError> {
-    crate::db::run(&state.db, lq::clear).await
+    let now = crate::db::now_ms();
+    if let Ok(Err(e)) = state.log_writer.send(crate::db::log_writer::Flush).await {
+        // Not written now: they are left out when they are (`cleared_before`).
+        log::warn!("clearing the log: its queued rows could not be written first ({e})");
+    }
+    crate::db::run(&state.db, move |conn| lq::clear(conn, now)).await
 }

@@ -7,7 +7,7 @@ use diesel::upsert::excluded;
 
 use super::Conn;
 use crate::db::models::{ClientFields, ClientRow, LeaseRow};
-use crate::db::schema::{client_leases, client_usage, clients, request_logs};
+use crate::db::schema::{client_leases, client_usage, clients};
 use crate::db::DbError;
 use crate::ids::ClientId;
 
@@ -144,27 +144,34 @@ pub fn prune_usage(conn: &mut Conn, before_day: i64) -> Result<usize, DbError> {
     Ok(diesel::delete(client_usage::table.filter(client_usage::day.lt(before_day))).execute(conn)?)
 }
 
-/// (calls, tokens) per client name in the request log since `since`.
+/// (calls, tokens) per client name since `since` (epoch ms), from the
+/// clients' ledger (which clearing the log does not touch); the quarter
+/// hour that holds `since` counts whole.
 pub fn usage_since(conn: &mut Conn, since: i64) -> Result<HashMap<String, (u64, u64)>, DbError> {
-    let rows: Vec<(Option<String>, i64, Option<i64>)> = request_logs::table
-        .filter(request_logs::created_at.ge(since))
-        .filter(request_logs::client.is_not_null())
-        .group_by(request_logs::client)
+    use crate::db::schema::client_ledger as l;
+    let rows: Vec<(String, Option<i64>, Option<i64>)> = l::table
+        .filter(l::slot.ge(since.div_euclid(super::logs::LEDGER_SLOT_MS)))
+        .group_by(l::client)
         .select((
-            request_logs::client,
-            diesel::dsl::count_star(),
+            l::client,
             // Cast: PostgreSQL sums BIGINTs as NUMERIC.
             diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
-                "CAST(SUM(total_tokens) AS BIGINT)",
+                "CAST(SUM(calls) AS BIGINT)",
+            ),
+            diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                "CAST(SUM(tokens) AS BIGINT)",
             ),
         ))
         .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(name, calls, tokens)| {
-            Some((name?, (calls.max(0) as u64, tokens.unwrap_or(0).max(0) as u64)))
-        })
-        .collect())
+    let n = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
+    Ok(rows.into_iter().map(|(name, calls, tokens)| (name, (n(calls), n(tokens)))).collect())
+}
+
+/// The ledger's slots before `before` (epoch ms).
+pub fn prune_ledger(conn: &mut Conn, before: i64) -> Result<usize, DbError> {
+    use crate::db::schema::client_ledger as l;
+    Ok(diesel::delete(l::table.filter(l::slot.lt(before.div_euclid(super::logs::LEDGER_SLOT_MS))))
+        .execute(conn)?)
 }
 
 /// Holds every other instance's lease round off until this transaction

@@ -42,6 +42,14 @@ pub fn insert_batch(
                 log_batches::written_at.eq(crate::db::now_ms()),
             ))
             .execute(conn)?;
+        // Every call counts for its client, whether the log keeps its row.
+        ledger(conn, flying, rows)?;
+        // Rows of calls that started before the log was last cleared are not
+        // written (they may have waited here, or on another instance, while
+        // it was cleared).
+        let cleared = cleared_before(conn)?;
+        let (flying, rows) = (after(flying, cleared), after(rows, cleared));
+        let (flying, rows) = (&flying[..], &rows[..]);
         let whole = conn.transaction::<_, DbError, _>(|conn| {
             // Fixed-size statements that diesel prepares once (see log_insert).
             crate::db::log_insert::insert_all(conn, flying)?;
@@ -86,6 +94,64 @@ pub fn insert_batch(
         }
     })
 }
+
+/// The rows of calls that started at or after `cleared` (epoch ms).
+fn after(rows: &[NewLog], cleared: i64) -> std::borrow::Cow<'_, [NewLog]> {
+    if rows.iter().all(|r| r.created_at >= cleared) {
+        std::borrow::Cow::Borrowed(rows)
+    } else {
+        std::borrow::Cow::Owned(rows.iter().filter(|r| r.created_at >= cleared).cloned().collect())
+    }
+}
+
+/// The setting that says since when the log holds calls (see `clear`).
+const CLEARED_BEFORE: &str = "log_cleared_before";
+
+/// Since when (epoch ms) the log holds calls: read under a share lock on
+/// PostgreSQL, so that a clear committing meanwhile waits for this batch (and
+/// then deletes its rows) or is seen by it; on SQLite the batch's marker,
+/// written before, holds the database's one write lock.
+fn cleared_before(conn: &mut Conn) -> Result<i64, DbError> {
+    use crate::db::schema::settings;
+    let q = settings::table.filter(settings::name.eq(CLEARED_BEFORE)).select(settings::value);
+    let value: Option<String> = match conn {
+        crate::db::AnyConn::Pg(c) => q.for_share().first(c).optional()?,
+        crate::db::AnyConn::Sqlite(c) => q.first(c).optional()?,
+    };
+    Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Adds a batch to the clients' ledger (`client_ledger`): a call when its
+/// row is first written (in flight, or ended), its tokens when it ends.
+fn ledger(conn: &mut Conn, flying: &[NewLog], rows: &[NewLog]) -> Result<(), DbError> {
+    use crate::db::schema::client_ledger as l;
+    use std::collections::HashMap;
+    let mut groups: HashMap<(&str, i64), (i64, i64)> = HashMap::new();
+    let counted =
+        flying.iter().map(|r| (r, true, false)).chain(rows.iter().map(|r| (r, r.call_id.is_none(), true)));
+    for (r, call, tokens) in counted {
+        let Some(client) = r.client.as_deref() else { continue };
+        let g = groups.entry((client, r.created_at.div_euclid(LEDGER_SLOT_MS))).or_default();
+        g.0 += i64::from(call);
+        if tokens {
+            g.1 = g.1.saturating_add(r.total_tokens.max(0));
+        }
+    }
+    for ((client, slot), (calls, tokens)) in groups {
+        let row = (l::client.eq(client), l::slot.eq(slot), l::calls.eq(calls), l::tokens.eq(tokens));
+        crate::per_backend!(conn, |c| diesel::insert_into(l::table)
+            .values(row)
+            .on_conflict((l::client, l::slot))
+            .do_update()
+            .set((l::calls.eq(l::calls + excluded(l::calls)), l::tokens.eq(l::tokens + excluded(l::tokens))))
+            .execute(c))?;
+    }
+    Ok(())
+}
+
+/// The ledger's slot: a quarter of an hour, so that every time zone's day
+/// is a run of whole slots.
+pub const LEDGER_SLOT_MS: i64 = 900_000;
 
 /// Ended calls: runs of plain rows go in together; each end of a call
 /// written in flight fills its row in.
@@ -162,24 +228,14 @@ pub fn settle_interrupted(conn: &mut Conn, stale_before: Option<i64>) -> Result<
         let settled: Vec<NewLog> = left
             .into_iter()
             .map(|r| NewLog {
-                created_at: r.created_at,
-                key_id: r.key_id,
-                key_masked: r.key_masked,
-                model: r.model,
-                endpoint: r.endpoint,
                 status: 0,
                 input_tokens: 0,
                 output_tokens: 0,
                 total_tokens: 0,
-                latency_ms: r.latency_ms,
                 ttfb_ms: None,
-                stream: r.stream,
                 aborted: false,
-                attempts: r.attempts,
                 error: Some(INTERRUPTED.into()),
-                client: r.client,
-                requested_model: r.requested_model,
-                call_id: None,
+                ..as_new(r)
             })
             .collect();
         rollup(conn, &settled)?;
@@ -400,13 +456,54 @@ pub fn count(conn: &mut Conn) -> Result<i64, DbError> {
     Ok(request_logs::table.count().get_result(conn)?)
 }
 
-pub fn clear(conn: &mut Conn) -> Result<usize, DbError> {
+/// Clears the log of every call that started before `now` (epoch ms), and
+/// the statistics built from those rows; rows of such calls still queued
+/// (here or on another instance) are not written when their batch comes
+/// (`cleared_before`). The clients' ledger is not touched: what a client
+/// used still counts against its limits. Answers how many rows went.
+pub fn clear(conn: &mut Conn, now: i64) -> Result<usize, DbError> {
     conn.transaction::<_, DbError, _>(|conn| {
-        let n = diesel::delete(request_logs::table).execute(conn)?;
+        // First: on PostgreSQL this locks the setting's row, so that a batch
+        // being written commits before the rows are deleted (and its rows go
+        // too), or reads the new value.
+        super::settings::set(conn, CLEARED_BEFORE, &now.to_string())?;
+        let n = diesel::delete(request_logs::table.filter(request_logs::created_at.lt(now))).execute(conn)?;
         diesel::delete(usage_hourly::table).execute(conn)?;
         diesel::delete(usage_clients::table).execute(conn)?;
+        // What stays (calls that started after `now`, written meanwhile) is
+        // rolled up again, so that the stats still equal the log.
+        let left: Vec<LogRow> = request_logs::table
+            .filter(request_logs::call_id.is_null())
+            .select(LogRow::as_select())
+            .load(conn)?;
+        let left: Vec<NewLog> = left.into_iter().map(as_new).collect();
+        rollup(conn, &left)?;
         Ok(n)
     })
+}
+
+/// A stored row as a row to roll up.
+fn as_new(r: LogRow) -> NewLog {
+    NewLog {
+        created_at: r.created_at,
+        key_id: r.key_id,
+        key_masked: r.key_masked,
+        model: r.model,
+        endpoint: r.endpoint,
+        status: r.status,
+        input_tokens: r.input_tokens,
+        output_tokens: r.output_tokens,
+        total_tokens: r.total_tokens,
+        latency_ms: r.latency_ms,
+        ttfb_ms: r.ttfb_ms,
+        stream: r.stream,
+        aborted: r.aborted,
+        attempts: r.attempts,
+        error: r.error,
+        client: r.client,
+        requested_model: r.requested_model,
+        call_id: None,
+    }
 }
 
 fn escape_like(s: &str) -> String {
