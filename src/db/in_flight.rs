@@ -144,6 +144,7 @@ impl Flights {
                     client: f.client.as_deref().map(str::to_string),
                     requested_model: f.requested_model.clone(),
                     call_id: Some(self.call_id(*seq)),
+                    usage_estimated: false,
                 });
             }
         }

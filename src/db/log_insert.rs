@@ -120,6 +120,7 @@ columns_and_binds!(
     client,
     requested_model,
     call_id,
+    usage_estimated,
 );
 
 impl<DB: LogBackend, const N: usize> QueryFragment<DB> for InsertLogs<'_, N>
@@ -287,6 +288,7 @@ pub(crate) mod tests {
             client: (i % 2 == 0).then(|| format!("client-{i}")),
             requested_model: (i % 3 == 0).then(|| format!("claude-{i}")),
             call_id: (i % 5 == 4).then(|| format!("w-{i}")),
+            usage_estimated: i % 6 == 5,
         }
     }
 

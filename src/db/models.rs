@@ -124,6 +124,8 @@ pub struct LogRow {
     /// Set while the call runs (an `in flight` row written before its end).
     #[serde(skip)]
     pub call_id: Option<String>,
+    /// The tokens were estimated here: the call was cut before its usage came.
+    pub usage_estimated: bool,
 }
 
 /// Text as a column stores it: at most `max` bytes (cut at a character
@@ -172,6 +174,8 @@ pub struct NewLog {
     /// An in-flight row (written before the call's end), or the end of a
     /// call written so: its row is then filled in, not inserted.
     pub call_id: Option<String>,
+    /// The tokens were estimated here: the call was cut before its usage came.
+    pub usage_estimated: bool,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

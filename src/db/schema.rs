@@ -53,6 +53,7 @@ diesel::table! {
         client -> Nullable<Text>,
         requested_model -> Nullable<Text>,
         call_id -> Nullable<Text>,
+        usage_estimated -> Bool,
     }
 }
 

@@ -402,7 +402,7 @@ fn token_reservation(out: &Outgoing) -> crate::clients::Reservation {
         ),
         OutBody::Bytes(_) | OutBody::Stream { .. } | OutBody::Empty => (0, None),
     };
-    let generates = matches!(out.path.as_str(), "/v1/chat/completions" | "/v1/completions" | "/v1/messages");
+    let generates = generates(&out.path);
     let limits = limits.unwrap_or(Limits { max_tokens: None, max_completion_tokens: None, n: None });
     let answers = limits.n.unwrap_or(1).max(1);
     let output = match limits.max_tokens.or(limits.max_completion_tokens) {
@@ -411,6 +411,12 @@ fn token_reservation(out: &Outgoing) -> crate::clients::Reservation {
         None => Some(0),
     };
     crate::clients::Reservation { prompt, output }
+}
+
+/// Whether an upstream path generates text (its answer's length is the
+/// call's output).
+fn generates(path: &str) -> bool {
+    matches!(path, "/v1/chat/completions" | "/v1/completions" | "/v1/messages")
 }
 
 /// Sends the request, failing over between pool keys when allowed, and
@@ -440,6 +446,11 @@ pub async fn dispatch(
     // cool down per endpoint, so they never block every model of an account.
     let model = if out.model.is_empty() { out.path.clone() } else { out.model };
     let mut body = out.body;
+    // A call that generates text keeps its prompt until the upstream counts
+    // it (a call cut before then is counted from it).
+    if let (OutBody::Bytes(b), true) = (&body, generates(&out.path)) {
+        pending.prompt_body = Some(b.clone());
+    }
     let single = matches!(body, OutBody::Stream { .. }) || matches!(out.target, Target::Pinned(_));
     let mut max_attempts = if single { 1 } else { state.config.max_attempts };
     let mut tried: Vec<KeyId> = Vec::with_capacity(max_attempts as usize + 1);

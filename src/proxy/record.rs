@@ -56,6 +56,10 @@ pub struct Pending {
     tz: chrono::FixedOffset,
     /// Listed as in flight from its dispatch (written early if long).
     ticket: Option<crate::db::in_flight::Ticket>,
+    /// A call that generates text: its request body, kept (shared, not
+    /// copied) until the upstream reports the prompt's tokens, so that a
+    /// call cut before its usage came is counted from its prompt.
+    pub prompt_body: Option<Bytes>,
 }
 
 impl Pending {
@@ -70,6 +74,7 @@ impl Pending {
             weight: 1,
             tz: state.config.timezone,
             ticket: None,
+            prompt_body: None,
             sink: sink.clone(),
             sent: false,
             started: Instant::now(),
@@ -87,6 +92,26 @@ impl Pending {
     }
 
     pub fn finish(mut self, usage: Usage, aborted: bool) {
+        self.send(usage, aborted);
+    }
+
+    /// The end of an answer the upstream gave (2xx): what it did not report
+    /// of its usage is estimated, from the prompt and from `text_seen`
+    /// (the estimated tokens of the answer that passed), and the row says so.
+    pub fn finish_answered(mut self, usage: Usage, text_seen: u64, aborted: bool) {
+        let answered = (200..300).contains(&self.status);
+        let usage = match self.prompt_body.take() {
+            Some(body) if answered => usage.estimated(
+                || {
+                    crate::dialects::count_tokens::prompt_tokens(
+                        &body,
+                        crate::dialects::count_tokens::Pricing::Typical,
+                    )
+                },
+                text_seen,
+            ),
+            _ => usage,
+        };
         self.send(usage, aborted);
     }
 
@@ -189,6 +214,7 @@ impl Pending {
             client: self.client.as_ref().map(|c| column_text(c.name.to_string(), 256)),
             requested_model: self.requested_model.take().map(|m| column_text(m, 256)),
             call_id,
+            usage_estimated: usage.estimated,
         };
         self.sink.push(row);
         self.sink.closed();
@@ -289,12 +315,12 @@ impl<S> TeeBody<S> {
             if error.is_some() {
                 p.error = error;
             }
-            let usage = match &mut self.translator {
+            let (usage, text) = match &mut self.translator {
                 // It reads every chunk anyway: the meter need not read them again.
-                Some(t) => Usage::from_totals(t.usage()),
-                None => self.meter.usage(),
+                Some(t) => (Usage::from_totals(t.usage()), t.text_tokens()),
+                None => (self.meter.usage(), self.meter.text_tokens()),
             };
-            p.finish(usage, aborted);
+            p.finish_answered(usage, text, aborted);
         }
     }
 
@@ -323,6 +349,12 @@ where
         loop {
             if this.ended {
                 return Poll::Ready(None);
+            }
+            // The upstream said the prompt's tokens: its body is not needed.
+            if let Some(p) = this.pending.as_mut().filter(|p| p.prompt_body.is_some()) {
+                if this.meter.input_seen() || this.translator.as_ref().is_some_and(|t| t.usage_seen()) {
+                    p.prompt_body = None;
+                }
             }
             return match Pin::new(&mut this.inner).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {

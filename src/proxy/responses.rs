@@ -132,6 +132,7 @@ where
         translator.response()
     };
     // The translator read the answer, its usage included.
-    pending.finish(Usage::from_totals(translator.usage()), aborted);
+    let text = translator.text_tokens();
+    pending.finish_answered(Usage::from_totals(translator.usage()), text, aborted);
     builder.body(answer)
 }

@@ -11,6 +11,8 @@ use std::sync::LazyLock;
 use memchr::memmem::{Finder, FinderRev};
 use serde::Deserialize;
 
+use crate::dialects::count_tokens::{Pricing, Tally};
+use crate::dialects::json::Str;
 use crate::sse::Lines;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -18,15 +20,34 @@ pub struct Usage {
     pub input: Option<u64>,
     pub output: Option<u64>,
     pub total: Option<u64>,
+    /// Estimated here (see `estimated`), not reported by the upstream.
+    pub estimated: bool,
 }
 
 impl Usage {
     /// From (input, output, total) read elsewhere (a dialect's translator).
     pub fn from_totals(totals: Option<(u64, u64, u64)>) -> Self {
         match totals {
-            Some((i, o, t)) => Usage { input: Some(i), output: Some(o), total: Some(t) },
+            Some((i, o, t)) => Usage { input: Some(i), output: Some(o), total: Some(t), estimated: false },
             None => Usage::default(),
         }
+    }
+
+    /// Whether the upstream reported both sides of the call.
+    pub fn reported(&self) -> bool {
+        self.input.is_some() && self.output.is_some()
+    }
+
+    /// What the upstream did not report, estimated: the prompt (`prompt`,
+    /// asked only when missing) and the answer from the text that passed.
+    /// Marked estimated when anything was.
+    pub fn estimated(self, prompt: impl FnOnce() -> Option<u64>, text_seen: u64) -> Usage {
+        if self.reported() {
+            return self;
+        }
+        let input = self.input.or_else(prompt).unwrap_or(0);
+        let output = self.output.unwrap_or(text_seen);
+        Usage { input: Some(input), output: Some(output), total: Some(input + output), estimated: true }
     }
 
     /// (input, output, total) for the log; a missing total is the sum.
@@ -106,7 +127,13 @@ struct Envelope {
 impl Envelope {
     fn apply(&self, u: &mut Usage) {
         if let Some(m) = self.message.as_ref().and_then(|m| m.usage.as_ref()) {
-            u.absorb(m);
+            // Anthropic's message_start: its input is the count; its output
+            // (1, or 0) is a placeholder until message_delta says it.
+            u.absorb(&UsageFields {
+                input_tokens: m.input_tokens,
+                prompt_tokens: m.prompt_tokens,
+                ..Default::default()
+            });
         }
         if let Some(t) = &self.tokens {
             u.absorb(t);
@@ -126,8 +153,17 @@ const SSE_LINE_CAP: usize = 1 << 20;
 
 #[derive(Debug)]
 pub enum UsageMeter {
-    Sse { lines: Lines, usage: Usage },
-    Json { buf: Vec<u8>, overflowed: bool },
+    /// `text`: the estimated tokens of the answer's text, counted while the
+    /// upstream has reported no output (for a stream cut before it does).
+    Sse {
+        lines: Lines,
+        usage: Usage,
+        text: Tally,
+    },
+    Json {
+        buf: Vec<u8>,
+        overflowed: bool,
+    },
     None,
 }
 
@@ -135,7 +171,11 @@ impl UsageMeter {
     pub fn for_content_type(content_type: &str) -> Self {
         let ct = content_type.to_ascii_lowercase();
         if ct.starts_with("text/event-stream") {
-            UsageMeter::Sse { lines: Lines::with_cap(SSE_LINE_CAP), usage: Usage::default() }
+            UsageMeter::Sse {
+                lines: Lines::with_cap(SSE_LINE_CAP),
+                usage: Usage::default(),
+                text: Tally::new(Pricing::Typical),
+            }
         } else if ct.starts_with("application/json") || ct.contains("+json") {
             UsageMeter::Json { buf: Vec::new(), overflowed: false }
         } else {
@@ -145,7 +185,7 @@ impl UsageMeter {
 
     pub fn feed(&mut self, chunk: &[u8]) {
         match self {
-            UsageMeter::Sse { lines, usage } => lines.feed(chunk, |line| sse_line(line, usage)),
+            UsageMeter::Sse { lines, usage, text } => lines.feed(chunk, |line| sse_line(line, usage, text)),
             UsageMeter::Json { buf, overflowed } => {
                 buf.extend_from_slice(chunk);
                 if buf.len() > JSON_CAP || *overflowed {
@@ -160,14 +200,30 @@ impl UsageMeter {
         }
     }
 
+    /// Whether the upstream has reported the prompt's tokens yet.
+    pub fn input_seen(&self) -> bool {
+        match self {
+            UsageMeter::Sse { usage, .. } => usage.input.is_some(),
+            UsageMeter::Json { .. } | UsageMeter::None => false,
+        }
+    }
+
+    /// The estimated tokens of the answer's text that passed (streams).
+    pub fn text_tokens(&self) -> u64 {
+        match self {
+            UsageMeter::Sse { text, .. } => text.tokens().ceil() as u64,
+            UsageMeter::Json { .. } | UsageMeter::None => 0,
+        }
+    }
+
     /// The usage seen so far (for a stream the client abandoned) or in all.
     pub fn usage(&self) -> Usage {
         match self {
-            UsageMeter::Sse { lines, usage } => {
+            UsageMeter::Sse { lines, usage, text } => {
                 // A last event without its trailing newline still counts.
                 let mut u = *usage;
                 if let Some(line) = lines.partial() {
-                    sse_line(line, &mut u);
+                    sse_line(line, &mut u, &mut text.clone());
                 }
                 u
             }
@@ -183,16 +239,88 @@ static TOKENS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"tokens
 static USAGE_KEY: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
 static TOKENS_KEY: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"tokens\""));
 
-fn sse_line(line: &[u8], usage: &mut Usage) {
+fn sse_line(line: &[u8], usage: &mut Usage, text: &mut Tally) {
     let Some(data) = line.strip_prefix(b"data:") else {
         return;
     };
+    // Until the upstream reports its output, the answer's text is counted
+    // (some models report usage only in their last chunk).
+    if usage.output.is_none() {
+        delta_text(data, text);
+    }
     // Cheap test before parsing: most chunks of other upstreams carry no usage.
     if USAGE.find(data).is_none() && TOKENS.find(data).is_none() {
         return;
     }
     if let Ok(env) = serde_json::from_slice::<Envelope>(data) {
         env.apply(usage);
+    }
+}
+
+/// Counts the text a stream event carries: chat deltas (content, reasoning,
+/// tool call names and arguments), completions' text, Anthropic's deltas.
+fn delta_text(data: &[u8], tally: &mut Tally) {
+    #[derive(Deserialize)]
+    struct Event<'a> {
+        #[serde(borrow)]
+        choices: Option<Vec<Choice<'a>>>,
+        #[serde(borrow)]
+        delta: Option<Delta<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Choice<'a> {
+        #[serde(borrow)]
+        delta: Option<Delta<'a>>,
+        #[serde(borrow)]
+        text: Option<Str<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Delta<'a> {
+        #[serde(borrow)]
+        content: Option<Str<'a>>,
+        #[serde(borrow)]
+        reasoning_content: Option<Str<'a>>,
+        #[serde(borrow)]
+        text: Option<Str<'a>>,
+        #[serde(borrow)]
+        thinking: Option<Str<'a>>,
+        #[serde(borrow)]
+        partial_json: Option<Str<'a>>,
+        #[serde(borrow)]
+        tool_calls: Option<Vec<Call<'a>>>,
+    }
+    #[derive(Deserialize)]
+    struct Call<'a> {
+        #[serde(borrow)]
+        function: Option<Function<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Function<'a> {
+        #[serde(borrow)]
+        name: Option<Str<'a>>,
+        #[serde(borrow)]
+        arguments: Option<Str<'a>>,
+    }
+    let Ok(event) = serde_json::from_slice::<Event>(data) else { return };
+    fn delta(d: &Delta, tally: &mut Tally) {
+        let calls = d.tool_calls.iter().flatten().filter_map(|c| c.function.as_ref());
+        let texts = [&d.content, &d.reasoning_content, &d.text, &d.thinking, &d.partial_json]
+            .into_iter()
+            .chain(calls.flat_map(|f| [&f.name, &f.arguments]));
+        for s in texts.flatten() {
+            tally.text(s);
+        }
+    }
+    for c in event.choices.iter().flatten() {
+        if let Some(d) = &c.delta {
+            delta(d, tally);
+        }
+        if let Some(t) = &c.text {
+            tally.text(t);
+        }
+    }
+    if let Some(d) = &event.delta {
+        delta(d, tally);
     }
 }
 
@@ -274,6 +402,31 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
             feed_all(&mut m, body, step);
             assert_eq!(m.usage().totals(), (25, 15, 40), "step {step}");
         }
+    }
+
+    #[test]
+    fn a_stream_cut_before_its_usage_is_estimated_from_its_text() {
+        let body = b"data: {\"choices\":[{\"delta\":{\"content\":\"hello \"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"reasoning_content\":\"think\",\"content\":null}}]}\n\ndata: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"cmd\\\":\\\"ls\\\"}\"}}]}}]}\n\n";
+        let mut m = UsageMeter::for_content_type("text/event-stream");
+        feed_all(&mut m, body, 7);
+        let u = m.usage();
+        assert!(!u.reported());
+        assert!(m.text_tokens() >= 5, "{}", m.text_tokens());
+        let e = u.estimated(|| Some(40), m.text_tokens());
+        assert!(e.estimated);
+        assert_eq!(e.totals(), (40, m.text_tokens() as i64, 40 + m.text_tokens() as i64));
+        // Reported usage is never estimated over.
+        let mut m = UsageMeter::for_content_type("text/event-stream");
+        feed_all(&mut m, OPENAI_STREAM, 5);
+        let u = m.usage().estimated(|| unreachable!("reported"), 99);
+        assert_eq!((u.totals(), u.estimated), ((10, 3, 13), false));
+        // Anthropic: the input from message_start, the answer from its deltas.
+        let cut = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"one two three\"}}\n\n";
+        let mut m = UsageMeter::for_content_type("text/event-stream");
+        feed_all(&mut m, cut, 3);
+        let e = m.usage().estimated(|| Some(1000), m.text_tokens());
+        assert_eq!(e.totals(), (25, 3, 28));
+        assert!(e.estimated);
     }
 
     #[test]

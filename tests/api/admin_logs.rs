@@ -29,6 +29,7 @@ fn row(created_at: i64, endpoint: &str, status: i32) -> NewLog {
         client: None,
         requested_model: None,
         call_id: None,
+        usage_estimated: false,
     }
 }
 

@@ -323,6 +323,7 @@ async fn retention_deletes_old_rows_and_their_stats_together() {
             client: None,
             requested_model: None,
             call_id: None,
+            usage_estimated: false,
         }));
     }
     app.flush_logs().await;

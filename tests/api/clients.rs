@@ -424,9 +424,9 @@ async fn the_clients_page_creates_edits_rotates_disables_and_deletes() {
     assert!(logs.contains("<td class=\"nowrap\">alice</td>"), "{logs}");
     let csv = page_text(&app.page("/admin/logs.csv?client=alice", &cookie).await);
     let lines: Vec<&str> = csv.lines().collect();
-    assert!(lines[0].ends_with(",client"));
+    assert!(lines[0].ends_with(",client,usage_estimated"));
     assert_eq!(lines.len(), 1 + 3, "the three calls alice was let make: {csv}");
-    assert!(lines[1..].iter().all(|l| l.ends_with(",alice")));
+    assert!(lines[1..].iter().all(|l| l.ends_with(",alice,false")));
     let overview = app.admin_get("/api/stats/overview").await.json();
     assert_eq!(
         overview["calls_by_client"][0],

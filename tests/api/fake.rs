@@ -441,6 +441,23 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
                 sse_paced(&req, events, |i| if i == 2 { Duration::from_secs(30) } else { Duration::ZERO })
             }
         }
+        // "Qwen/usage-at-end": usage only in the last chunk (some SiliconFlow
+        // models do), the sixth of six deltas 3 s after the fifth.
+        "/v1/chat/completions" if stream && model == "Qwen/usage-at-end" => {
+            let (p, c, _) = STREAM_USAGE;
+            let mut events: Vec<Bytes> = (0..6)
+                .map(|_| {
+                    let chunk = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
+                        "choices": [{"index": 0, "delta": {"content": "héllo "}, "finish_reason": null}]});
+                    Bytes::from(format!("data: {chunk}\n\n"))
+                })
+                .collect();
+            let last = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}});
+            events.push(Bytes::from(format!("data: {last}\n\ndata: [DONE]\n\n")));
+            sse_paced(&req, events, |i| if i == 5 { Duration::from_secs(3) } else { Duration::ZERO })
+        }
         // "cut-stream": the upstream dies after 5 of 20 events (no last chunk).
         "/v1/chat/completions" if stream && model == "cut-stream" => {
             let text = chat_stream_text(&model, 19);

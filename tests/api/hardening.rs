@@ -552,3 +552,59 @@ async fn calls_begun_one_flush_interval_before_a_crash_are_kept_with_their_clien
     assert_eq!(b.chat_as(&key).await.status, 200);
     assert_eq!(b.chat_as(&key).await.status, 429);
 }
+
+/// Finding 7: with an upstream that reports usage only in its last chunk, a
+/// client that went away after 5 of 6 deltas left a row of 0 tokens. It is
+/// now counted from what passed (the prompt estimate and the text seen),
+/// marked estimated, and its client's count has it.
+#[actix_web::test]
+async fn a_stream_cut_before_its_usage_arrived_is_counted_from_what_passed() {
+    use std::io::{Read, Write};
+    let (_fake, _dir, _env, a) = started(&[]).await;
+    let key = client_key(&a, json!({"name": "leaver", "daily_tokens": 100000})).await;
+    let prompt = vec!["word"; 200].join(" ");
+    let body = json!({"model": "Qwen/usage-at-end", "stream": true, "max_tokens": 50,
+        "messages": [{"role": "user", "content": prompt}]})
+    .to_string();
+    let mut s = std::net::TcpStream::connect(a.address.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // Five deltas read, then gone before the sixth (and the usage).
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while String::from_utf8_lossy(&seen).matches("héllo").count() < 5 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    let logs = poll(Duration::from_secs(10), || async {
+        let logs = a.admin_get("/logs?page_size=5").await.json();
+        (logs["total"] == 1 && logs["logs"][0]["in_flight"] == false).then_some(logs)
+    })
+    .await;
+    let row = &logs["logs"][0];
+    assert_eq!(row["aborted"], true, "{row}");
+    assert_eq!(row["usage_estimated"], true, "{row}");
+    assert_eq!(row["output_tokens"], 5, "one token a `héllo `: {row}");
+    let input = row["input_tokens"].as_i64().unwrap();
+    assert!((200..=260).contains(&input), "200 words and the template: {row}");
+    let clients = a.admin_get("/api/clients").await.json();
+    let c = clients["clients"].as_array().unwrap().iter().find(|c| c["name"] == "leaver").unwrap().clone();
+    assert_eq!(c["tokens_today"], row["total_tokens"], "{c}");
+    // A stream whose usage came is not estimated.
+    let full =
+        json!({"model": "Qwen/Qwen3-8B", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(a.call_as(&key, "/v1/chat/completions", full).await.status, 200);
+    let logs = poll(Duration::from_secs(10), || async {
+        let logs = a.admin_get("/logs?page_size=5").await.json();
+        (logs["total"] == 2).then_some(logs)
+    })
+    .await;
+    assert_eq!(logs["logs"][0]["usage_estimated"], false, "{logs}");
+}

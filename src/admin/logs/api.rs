@@ -44,6 +44,7 @@ pub async fn list(
                 "client": r.client,
                 "requested_model": r.requested_model,
                 "in_flight": r.call_id.is_some(),
+                "usage_estimated": r.usage_estimated,
             })
         })
         .collect();

@@ -30,7 +30,7 @@ pub async fn logs_csv(
     let tz = state.config.timezone;
     let filter = filter_from(&query, &tz).map_err(AdminError::BadRequest)?;
     let rows = crate::db::run(&state.db, move |conn| lq::export(conn, &filter, 1_000_000)).await?;
-    let mut out = String::from("id,time,key,model,requested_model,endpoint,status,input_tokens,output_tokens,total_tokens,latency_ms,ttfb_ms,stream,aborted,attempts,error,client\n");
+    let mut out = String::from("id,time,key,model,requested_model,endpoint,status,input_tokens,output_tokens,total_tokens,latency_ms,ttfb_ms,stream,aborted,attempts,error,client,usage_estimated\n");
     for r in rows {
         let fields = [
             r.id.to_string(),
@@ -51,6 +51,7 @@ pub async fn logs_csv(
             r.attempts.to_string(),
             r.error.unwrap_or_default(),
             r.client.unwrap_or_default(),
+            r.usage_estimated.to_string(),
         ];
         out.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
         out.push('\n');

@@ -121,6 +121,7 @@ pub async fn logs_page(
                             @if let Some(asked) = &r.requested_model { span.mark title="the name the caller asked for (an alias)" { "as " (asked) } }
                             @if r.stream { span.mark title="streamed" { "stream" } }
                             @if r.aborted { span.mark.aborted title="the answer did not complete" { "aborted" } }
+                            @if r.usage_estimated { span.mark title="cut before the upstream reported its usage: tokens estimated from the request and the text that passed" { "≈ tokens" } }
                             @if r.call_id.is_some() { span.mark title="still running when this row was written" { "in flight" } }
                             @if r.attempts > 1 { span.mark title="keys tried" { (r.attempts) " tries" } } }
                         td.mono { (r.endpoint) }

@@ -503,6 +503,7 @@ fn as_new(r: LogRow) -> NewLog {
         client: r.client,
         requested_model: r.requested_model,
         call_id: None,
+        usage_estimated: r.usage_estimated,
     }
 }
 

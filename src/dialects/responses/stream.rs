@@ -221,6 +221,28 @@ impl Translator {
         })
     }
 
+    /// Whether the upstream has reported usage yet.
+    pub fn usage_seen(&self) -> bool {
+        self.usage.is_some() || !self.usage_text.is_empty()
+    }
+
+    /// The estimated tokens of what the answer carried so far (its texts,
+    /// reasoning and tool calls): for a stream cut before its usage came.
+    pub fn text_tokens(&self) -> u64 {
+        use crate::dialects::count_tokens::{Pricing, Tally};
+        let mut t = Tally::new(Pricing::Typical);
+        for item in &self.items {
+            match &item.kind {
+                Kind::Reasoning { text } | Kind::Message { text } => t.text(text),
+                Kind::Call { name, arguments, .. } => {
+                    t.text(name);
+                    t.text(arguments);
+                }
+            }
+        }
+        t.tokens().ceil() as u64
+    }
+
     /// Reads the usage kept as text, once.
     fn read_usage(&mut self) {
         if !self.usage_text.is_empty() {
