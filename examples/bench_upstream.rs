@@ -60,6 +60,8 @@ async fn main() -> std::io::Result<()> {
     HttpServer::new(move || {
         App::new()
             .app_data(stream.clone())
+            // Requests as large as the proxy takes (bench/memory.sh sends 40 MB).
+            .app_data(web::PayloadConfig::new(64 << 20))
             .route(
                 "/v1/user/info",
                 web::get()

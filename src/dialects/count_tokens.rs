@@ -348,15 +348,23 @@ pub fn prompt_tokens(body: &[u8], pricing: Pricing) -> Option<u64> {
     Some(tally.tokens().ceil().max(0.0) as u64)
 }
 
-/// A data URL's tokens (an image, audio, a video sent inline): about one
+/// A data URL's tokens, or a long run of base64 (an image, audio, a video
+/// sent inline): about one
 /// token per 40 bytes of it, 256 to 16,384 (a vision model's patch count
 /// grows with the picture's size; its largest is 16,384 patches), half that
 /// on average. `None` for other text.
 fn media_tokens(s: &str, pricing: Pricing) -> Option<f64> {
-    let rest = s.strip_prefix("data:")?;
-    let comma = rest.find(',')?;
-    if !rest[..comma].ends_with(";base64") {
-        return None;
+    match s.strip_prefix("data:") {
+        Some(rest) => {
+            let comma = rest.find(',')?;
+            if !rest[..comma].ends_with(";base64") {
+                return None;
+            }
+        }
+        // Anthropic's and Gemini's images: bare base64 in a `data` field.
+        None if s.len() >= 1024
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')) => {}
+        None => return None,
     }
     let ceiling = (s.len() as f64 / 40.0).clamp(256.0, 16_384.0).ceil();
     Some(match pricing {
@@ -502,6 +510,9 @@ mod tests {
             serde_json::json!({"content": [{"type": "image_url", "image_url": {"url": image}}]}).to_string();
         let n = prompt_tokens(img.as_bytes(), Pricing::Ceiling).unwrap();
         assert!((10_000..=10_100).contains(&n), "{n}");
+        let bare = serde_json::json!({"source": {"type": "base64", "data": "A".repeat(400_000)}}).to_string();
+        let n = prompt_tokens(bare.as_bytes(), Pricing::Ceiling).unwrap();
+        assert!((10_000..=10_100).contains(&n), "an Anthropic image by its size: {n}");
         assert_eq!(prompt_tokens(b"{x", Pricing::Typical), None);
         assert_eq!(prompt_tokens(b"{} {}", Pricing::Typical), None, "one value");
     }

@@ -449,7 +449,7 @@ pub async fn dispatch(
     // A call that generates text keeps its prompt until the upstream counts
     // it (a call cut before then is counted from it).
     if let (OutBody::Bytes(b), true) = (&body, generates(&out.path)) {
-        pending.prompt_body = Some(b.clone());
+        pending.prompt = Some(super::record::Prompt::of(b));
     }
     let single = matches!(body, OutBody::Stream { .. }) || matches!(out.target, Target::Pinned(_));
     let mut max_attempts = if single { 1 } else { state.config.max_attempts };

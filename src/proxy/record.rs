@@ -56,10 +56,10 @@ pub struct Pending {
     tz: chrono::FixedOffset,
     /// Listed as in flight from its dispatch (written early if long).
     ticket: Option<crate::db::in_flight::Ticket>,
-    /// A call that generates text: its request body, kept (shared, not
-    /// copied) until the upstream reports the prompt's tokens, so that a
-    /// call cut before its usage came is counted from its prompt.
-    pub prompt_body: Option<Bytes>,
+    /// A call that generates text: its prompt, kept until the upstream
+    /// reports the prompt's tokens, so that a call cut before its usage came
+    /// is counted from it (see `Prompt`).
+    pub prompt: Option<Prompt>,
 }
 
 impl Pending {
@@ -74,7 +74,7 @@ impl Pending {
             weight: 1,
             tz: state.config.timezone,
             ticket: None,
-            prompt_body: None,
+            prompt: None,
             sink: sink.clone(),
             sent: false,
             started: Instant::now(),
@@ -100,16 +100,8 @@ impl Pending {
     /// (the estimated tokens of the answer that passed), and the row says so.
     pub fn finish_answered(mut self, usage: Usage, text_seen: u64, aborted: bool) {
         let answered = (200..300).contains(&self.status);
-        let usage = match self.prompt_body.take() {
-            Some(body) if answered => usage.estimated(
-                || {
-                    crate::dialects::count_tokens::prompt_tokens(
-                        &body,
-                        crate::dialects::count_tokens::Pricing::Typical,
-                    )
-                },
-                text_seen,
-            ),
+        let usage = match self.prompt.take() {
+            Some(prompt) if answered => usage.estimated(|| prompt.tokens(), text_seen),
             _ => usage,
         };
         self.send(usage, aborted);
@@ -221,6 +213,40 @@ impl Pending {
     }
 }
 
+/// What a call that generates text sent as its prompt, for an estimate
+/// should the upstream not report it: the body itself (shared, no copy)
+/// while it is small, else its estimate, made at once, so that an open
+/// stream never holds a large body.
+pub enum Prompt {
+    Body(Bytes),
+    Tokens(Option<u64>),
+}
+
+impl Prompt {
+    /// Bodies up to this size are kept; larger ones are estimated at once.
+    const KEPT: usize = 256 << 10;
+
+    pub fn of(body: &Bytes) -> Self {
+        if body.len() <= Self::KEPT {
+            Prompt::Body(body.clone())
+        } else {
+            Prompt::Tokens(Self::estimate(body))
+        }
+    }
+
+    fn estimate(body: &[u8]) -> Option<u64> {
+        use crate::dialects::count_tokens::{prompt_tokens, Pricing};
+        prompt_tokens(body, Pricing::Typical)
+    }
+
+    fn tokens(&self) -> Option<u64> {
+        match self {
+            Prompt::Body(b) => Self::estimate(b),
+            Prompt::Tokens(t) => *t,
+        }
+    }
+}
+
 /// How long a call waits for a lease round when this instance's share of
 /// its client's limit is spent (several instances).
 pub(super) const LEASE_WAIT: Duration = Duration::from_secs(2);
@@ -265,6 +291,9 @@ pub struct TeeBody<S> {
     rename: Option<Box<ModelRename>>,
     /// The translated stream has said its last event.
     ended: bool,
+    /// Pieces of translated events not yet passed on (an event that repeats
+    /// the request's long texts comes in several, shared).
+    queue: std::collections::VecDeque<Bytes>,
 }
 
 impl<S> TeeBody<S> {
@@ -279,6 +308,7 @@ impl<S> TeeBody<S> {
             translator: None,
             rename: None,
             ended: false,
+            queue: Default::default(),
         }
     }
 
@@ -304,9 +334,16 @@ impl<S> TeeBody<S> {
             None => Poll::Ready(Some(Err(StreamError(msg)))),
             Some(t) => {
                 self.ended = true;
-                Poll::Ready(Some(Ok(t.abort(&msg))))
+                let out = t.abort(&msg);
+                Poll::Ready(self.emit(out).map(Ok))
             }
         }
+    }
+
+    /// Queues translated pieces: the first to send now, if any.
+    fn emit(&mut self, chunks: crate::dialects::responses::Chunks) -> Option<Bytes> {
+        self.queue.extend(chunks.0.into_iter().filter(|b| !b.is_empty()));
+        self.queue.pop_front()
     }
 
     fn finish(&mut self, error: Option<String>) {
@@ -347,13 +384,16 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
+            if let Some(piece) = this.queue.pop_front() {
+                return Poll::Ready(Some(Ok(piece)));
+            }
             if this.ended {
                 return Poll::Ready(None);
             }
             // The upstream said the prompt's tokens: its body is not needed.
-            if let Some(p) = this.pending.as_mut().filter(|p| p.prompt_body.is_some()) {
+            if let Some(p) = this.pending.as_mut().filter(|p| p.prompt.is_some()) {
                 if this.meter.input_seen() || this.translator.as_ref().is_some_and(|t| t.usage_seen()) {
-                    p.prompt_body = None;
+                    p.prompt = None;
                 }
             }
             return match Pin::new(&mut this.inner).poll_next(cx) {
@@ -379,11 +419,11 @@ where
                         },
                         Some(t) => {
                             let out = t.feed(&chunk);
-                            if out.is_empty() {
+                            match this.emit(out) {
+                                Some(piece) => Poll::Ready(Some(Ok(piece))),
                                 // Half an event: nothing to send yet.
-                                continue;
+                                None => continue,
                             }
-                            Poll::Ready(Some(Ok(out)))
                         }
                     }
                 }
@@ -400,7 +440,7 @@ where
                         let (out, error) = t.finish();
                         this.finish(error);
                         this.ended = true;
-                        Poll::Ready((!out.is_empty()).then_some(Ok(out)))
+                        Poll::Ready(this.emit(out).map(Ok))
                     }
                 },
                 Poll::Pending => {

@@ -118,7 +118,7 @@ where
     pending.ttfb = Some(pending.started.elapsed());
     let mut events = Vec::new();
     if sse {
-        events.extend_from_slice(&translator.feed(&body));
+        events.extend_from_slice(&translator.feed(&body).to_vec());
     } else if let Err(e) = translator.completion(&body) {
         return reject(pending, ProxyError::new(ErrorKind::BadGateway, e), Dialect::OpenAi);
     }
@@ -126,7 +126,7 @@ where
     pending.error = error;
     let aborted = pending.error.is_some();
     let answer = if stream {
-        events.extend_from_slice(&tail);
+        events.extend_from_slice(&tail.to_vec());
         events
     } else {
         translator.response()

@@ -13,7 +13,52 @@ pub use errors::{error_body, Failure};
 pub use request::{translate, RequestError, Translated};
 pub use stream::Translator;
 
+use bytes::Bytes;
+
 use crate::dialects::json::Escaped;
+
+/// The request's settings as every response object repeats them: a JSON
+/// fragment (`"key":value,...`) in pieces, of which the long ones (the
+/// instructions, a schema) are the request body's own bytes, shared rather
+/// than copied. A streamed answer repeats the object in several events; each
+/// carries the same pieces, so its memory does not grow with their number.
+#[derive(Debug, Clone, Default)]
+pub struct Echo(Vec<Bytes>);
+
+impl Echo {
+    pub fn new(parts: Vec<Bytes>) -> Self {
+        Echo(parts.into_iter().filter(|p| !p.is_empty()).collect())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn parts(&self) -> &[Bytes] {
+        &self.0
+    }
+
+    /// The fragment in one piece (a copy).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.0.concat()
+    }
+}
+
+/// Bytes of an answer, in order: pieces written here, and shared ones (see
+/// `Echo`) passed on without a copy.
+#[derive(Debug, Default)]
+pub struct Chunks(pub Vec<Bytes>);
+
+impl Chunks {
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Bytes::is_empty)
+    }
+
+    /// In one piece (a copy): for answers sent whole, and tests.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.0.concat()
+    }
+}
 
 /// What the answer's translation needs from the request.
 #[derive(Debug, Clone)]
@@ -26,19 +71,12 @@ pub struct Context {
     /// Tools declared `custom` (names as escaped in the request): their
     /// calls go back as `custom_tool_call` items carrying the raw `input`.
     pub custom_tools: Vec<String>,
-    /// The request's settings as the response object repeats them: a JSON
-    /// fragment `"key":value,...`, written once.
-    pub echo: Vec<u8>,
+    /// The request's settings as the response object repeats them (see `Echo`).
+    pub echo: Echo,
 }
 
 impl Context {
-    pub fn new(
-        seed: &str,
-        created_at: i64,
-        model: &Escaped,
-        custom_tools: Vec<String>,
-        echo: Vec<u8>,
-    ) -> Self {
+    pub fn new(seed: &str, created_at: i64, model: &Escaped, custom_tools: Vec<String>, echo: Echo) -> Self {
         let mut id = String::with_capacity(5 + seed.len());
         id.push_str("resp_");
         id.push_str(seed);

@@ -9,7 +9,9 @@ use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::Context;
+use bytes::Bytes;
+
+use super::{Context, Echo};
 use crate::dialects::json::{self, Escaped, Str};
 
 /// A request this translation refuses, with the field it names.
@@ -308,7 +310,7 @@ const BUILT_IN_ITEMS: &[&str] = &[
 
 /// Translates the body of `POST /v1/responses`. `id_seed` names the response
 /// and its items (random in the proxy, fixed in tests).
-pub fn translate(body: &[u8], id_seed: &str, created_at: i64) -> Result<Translated, RequestError> {
+pub fn translate(body: &Bytes, id_seed: &str, created_at: i64) -> Result<Translated, RequestError> {
     // One UTF-8 check for the whole body: read from a `str`, the parser does
     // not check each string (and each raw value) again.
     let text = std::str::from_utf8(body)
@@ -395,7 +397,7 @@ pub fn translate(body: &[u8], id_seed: &str, created_at: i64) -> Result<Translat
     }
     response_format(&mut out, req.text.as_ref().and_then(|t| t.format.as_ref()))?;
     out.push(b'}');
-    let echo = echo(&req, instructions.as_ref());
+    let echo = echo(&req, instructions.as_ref(), body);
     let context = Context::new(id_seed, created_at, &model_escaped, custom_tools, echo);
     Ok(Translated { body: out, model: model.to_string(), stream, context })
 }
@@ -766,22 +768,37 @@ fn response_format(out: &mut Vec<u8>, format: Option<&TextFormat>) -> Result<(),
 }
 
 /// The request's settings as the response object repeats them, written once
-/// as a JSON fragment (`"key":value,...`) for every response object sent.
-fn echo(req: &Request, instructions: Option<&Escaped>) -> Vec<u8> {
+/// as a JSON fragment (`"key":value,...`) for every response object sent;
+/// its long values are the body's own bytes (see `Echo`).
+fn echo(req: &Request, instructions: Option<&Escaped>, body: &Bytes) -> Echo {
     fn raw_or<'r>(raw: Option<&'r RawValue>, default: &'r str) -> &'r str {
         raw.map(RawValue::get).filter(|r| *r != "null").unwrap_or(default)
     }
+    let mut parts = Vec::new();
     let mut s = Vec::with_capacity(320);
+    // A value longer than this is shared from the body, not copied.
+    const SHARED: usize = 4096;
+    let long = |s: &mut Vec<u8>, parts: &mut Vec<Bytes>, text: &str| match shared(body, text) {
+        Some(b) if text.len() > SHARED => {
+            parts.push(Bytes::from(std::mem::take(s)));
+            parts.push(b);
+        }
+        _ => json::raw(s, text),
+    };
     json::raw(&mut s, "\"instructions\":");
     match instructions {
-        Some(i) => json::string(&mut s, i.as_str()),
+        Some(i) => {
+            s.push(b'"');
+            long(&mut s, &mut parts, i.as_str());
+            s.push(b'"');
+        }
         None => json::raw(&mut s, "null"),
     }
     // Keys and constants in as few writes as they allow.
     json::raw(&mut s, ",\"max_output_tokens\":");
     json::raw(&mut s, raw_or(req.max_output_tokens, "null"));
     json::raw(&mut s, ",\"metadata\":");
-    json::raw(&mut s, raw_or(req.metadata, "{}"));
+    long(&mut s, &mut parts, raw_or(req.metadata, "{}"));
     json::raw(
         &mut s,
         if req.parallel_tool_calls.unwrap_or(true) {
@@ -801,7 +818,7 @@ fn echo(req: &Request, instructions: Option<&Escaped>) -> Vec<u8> {
             json::key(&mut s, "name");
             json::raw(&mut s, raw_or(f.name, "null"));
             json::key(&mut s, "schema");
-            json::raw(&mut s, raw_or(f.schema, "null"));
+            long(&mut s, &mut parts, raw_or(f.schema, "null"));
             json::raw(&mut s, "}}");
         }
         _ => json::raw(&mut s, "{\"format\":{\"type\":\"text\"}}"),
@@ -825,7 +842,15 @@ fn echo(req: &Request, instructions: Option<&Escaped>) -> Vec<u8> {
     json::raw(&mut s, "],\"top_p\":");
     json::raw(&mut s, raw_or(req.top_p, "null"));
     json::raw(&mut s, ",\"truncation\":\"disabled\"");
-    s
+    parts.push(Bytes::from(s));
+    Echo::new(parts)
+}
+
+/// `text` as a piece of `body` (no copy), when it is one.
+fn shared(body: &Bytes, text: &str) -> Option<Bytes> {
+    let (start, end) = (body.as_ptr() as usize, body.as_ptr() as usize + body.len());
+    let at = text.as_ptr() as usize;
+    (at >= start && at + text.len() <= end).then(|| body.slice_ref(text.as_bytes()))
 }
 
 #[cfg(test)]
@@ -834,12 +859,12 @@ mod tests {
     use serde_json::{json, Value};
 
     fn chat(req: Value) -> Value {
-        let t = translate(req.to_string().as_bytes(), "T", 1).unwrap();
+        let t = translate(&Bytes::from(req.to_string()), "T", 1).unwrap();
         serde_json::from_slice(&t.body).unwrap()
     }
 
     fn refused(req: Value) -> RequestError {
-        translate(req.to_string().as_bytes(), "T", 1).unwrap_err()
+        translate(&Bytes::from(req.to_string()), "T", 1).unwrap_err()
     }
 
     #[test]
@@ -936,7 +961,7 @@ mod tests {
     #[test]
     fn custom_tools_become_functions_with_one_string_and_their_calls_carry_it() {
         let t = translate(
-            json!({"model": "m", "tools": [
+            &Bytes::from(json!({"model": "m", "tools": [
                 {"type": "custom", "name": "apply_patch", "description": "Patch files.",
                  "format": {"type": "grammar", "syntax": "lark", "definition": "start: \"*** Begin Patch\""}}
             ], "input": [
@@ -944,8 +969,7 @@ mod tests {
                 {"type": "custom_tool_call", "call_id": "c9", "name": "apply_patch", "input": "*** Begin Patch\n\"q\""},
                 {"type": "custom_tool_call_output", "call_id": "c9", "output": "Done!"}
             ]})
-            .to_string()
-            .as_bytes(),
+            .to_string()),
             "T",
             1,
         )
@@ -1067,7 +1091,9 @@ mod tests {
         }
         // null and false are the defaults, not requests.
         assert!(translate(
-            br#"{"model":"m","input":"q","previous_response_id":null,"background":false}"#,
+            &Bytes::from_static(
+                br#"{"model":"m","input":"q","previous_response_id":null,"background":false}"#
+            ),
             "T",
             1
         )
@@ -1089,31 +1115,65 @@ mod tests {
         assert!(refused(json!({"model": "m", "input": "q", "tool_choice": "sometimes"}))
             .message
             .contains("tool_choice"));
-        assert!(translate(b"{", "T", 1).unwrap_err().message.contains("not valid JSON"));
-        assert!(translate(b"", "T", 1).unwrap_err().message.contains("JSON object"));
-        assert!(translate(br#"{"model":"m","input":5}"#, "T", 1)
+        assert!(translate(&Bytes::from_static(b"{"), "T", 1).unwrap_err().message.contains("not valid JSON"));
+        assert!(translate(&Bytes::new(), "T", 1).unwrap_err().message.contains("JSON object"));
+        assert!(translate(&Bytes::from_static(br#"{"model":"m","input":5}"#), "T", 1)
             .unwrap_err()
             .message
             .contains("`input` and content must be a string or a list"));
-        assert!(translate(br#"{"model":"m","input":"q","temperature":"hot"}"#, "T", 1)
+        assert!(translate(&Bytes::from_static(br#"{"model":"m","input":"q","temperature":"hot"}"#), "T", 1)
             .unwrap_err()
             .message
             .contains("`temperature` must be a number"));
     }
 
+    /// Long instructions are the body's own bytes in the echo, and every
+    /// event that repeats the response object shares them: a stream's memory
+    /// does not grow with the number of events that describe it.
+    #[test]
+    fn long_instructions_are_shared_from_the_body_by_every_event_that_repeats_them() {
+        let long = "be brief. ".repeat(2000);
+        let body = Bytes::from(
+            json!({"model": "m", "input": "q", "instructions": long, "stream": true}).to_string(),
+        );
+        let t = translate(&body, "T", 1).unwrap();
+        let inside = |b: &Bytes| {
+            let (start, at) = (body.as_ptr() as usize, b.as_ptr() as usize);
+            at >= start && at + b.len() <= start + body.len()
+        };
+        let shared: Vec<&Bytes> = t.context.echo.parts().iter().filter(|p| inside(p)).collect();
+        assert_eq!(shared.len(), 1);
+        assert_eq!(shared[0].len(), long.len());
+        let v: Value =
+            serde_json::from_str(&format!("{{{}}}", String::from_utf8_lossy(&t.context.echo.to_vec())))
+                .unwrap();
+        assert_eq!(v["instructions"], long.as_str());
+        let mut tr = crate::dialects::responses::Translator::new(t.context.clone(), true);
+        let chunk = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\ndata: [DONE]\n\n";
+        let mut out = tr.feed(chunk.as_bytes()).0;
+        out.extend(tr.finish().0 .0);
+        let repeats = out.iter().filter(|p| inside(p)).count();
+        assert_eq!(repeats, 3, "created, in_progress and completed share one copy");
+        assert!(out.iter().filter(|p| !inside(p)).all(|p| p.len() < 4096), "no other piece holds it");
+        let text = String::from_utf8(out.concat()).unwrap();
+        assert!(text.matches("be brief. be brief.").count() >= 3);
+    }
+
     #[test]
     fn the_response_echo_is_valid_json_with_the_request_settings() {
         let t = translate(
-            json!({"model": "m", "input": "q", "instructions": "be \"brief\"", "max_output_tokens": 7,
+            &Bytes::from(
+                json!({"model": "m", "input": "q", "instructions": "be \"brief\"", "max_output_tokens": 7,
                 "tools": [{"type": "function", "name": "f"}, {"type": "web_search"}], "metadata": {"a": "b"}})
-            .to_string()
-            .as_bytes(),
+                .to_string(),
+            ),
             "T",
             1,
         )
         .unwrap();
         let v: Value =
-            serde_json::from_str(&format!("{{{}}}", String::from_utf8_lossy(&t.context.echo))).unwrap();
+            serde_json::from_str(&format!("{{{}}}", String::from_utf8_lossy(&t.context.echo.to_vec())))
+                .unwrap();
         assert_eq!(v["instructions"], "be \"brief\"");
         assert_eq!(v["max_output_tokens"], 7);
         assert_eq!(v["metadata"], json!({"a": "b"}));

@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 
 use super::errors::Failure;
 use super::types::{text, ChatChunk, ChatUsage, ToolCallDelta};
-use super::Context;
+use super::{Chunks, Context};
 use crate::dialects::json::{self, field, key, number, raw, Escaped};
 use crate::sse::{self, Lines};
 
@@ -71,12 +71,23 @@ enum End {
 #[derive(Debug)]
 struct Events {
     out: Vec<u8>,
+    /// What was written before a shared piece, and the pieces (see `Echo`).
+    parts: Vec<Bytes>,
     seq: u64,
     /// Write events (a stream), or only count them (a plain answer).
     emit: bool,
 }
 
 impl Events {
+    /// Adds the echo's pieces after what is written so far, sharing them.
+    fn share(&mut self, echo: &super::Echo) {
+        if !self.out.is_empty() {
+            self.parts.push(Bytes::copy_from_slice(&self.out));
+            self.out.clear();
+        }
+        self.parts.extend(echo.parts().iter().cloned());
+    }
+
     /// Starts event `kind` (`{"type":..,"sequence_number":n`); the caller
     /// adds its fields and `close`s it. `None` when events are not written.
     fn open(&mut self, kind: &str) -> Option<&mut Vec<u8>> {
@@ -126,7 +137,7 @@ impl Translator {
     pub fn new(ctx: Context, emit: bool) -> Self {
         Translator {
             ctx,
-            ev: Events { out: Vec::new(), seq: 0, emit },
+            ev: Events { out: Vec::new(), parts: Vec::new(), seq: 0, emit },
             started: false,
             items: Vec::new(),
             open_reasoning: None,
@@ -143,7 +154,7 @@ impl Translator {
     }
 
     /// Bytes of a chat stream in; the events they complete out (often none).
-    pub fn feed(&mut self, chunk: &[u8]) -> Bytes {
+    pub fn feed(&mut self, chunk: &[u8]) -> Chunks {
         self.start();
         if self.end.is_none() {
             let mut lines = std::mem::take(&mut self.lines);
@@ -155,7 +166,7 @@ impl Translator {
 
     /// The chat stream ended: the closing events, and the reason the answer
     /// failed when it did (for the log).
-    pub fn finish(&mut self) -> (Bytes, Option<String>) {
+    pub fn finish(&mut self) -> (Chunks, Option<String>) {
         self.start();
         if self.end.is_none() {
             if let Some(rest) = self.lines.rest() {
@@ -173,7 +184,7 @@ impl Translator {
     }
 
     /// The upstream broke off (a read error, silence): `response.failed`.
-    pub fn abort(&mut self, message: &str) -> Bytes {
+    pub fn abort(&mut self, message: &str) -> Chunks {
         self.start();
         if self.end.is_none() {
             self.fail(Failure::server(message));
@@ -254,11 +265,15 @@ impl Translator {
     }
 
     /// The events written since the last call. The buffer keeps its
-    /// capacity: a stream's events are written without growing it again.
-    fn take(&mut self) -> Bytes {
-        let out = Bytes::copy_from_slice(&self.ev.out);
-        self.ev.out.clear();
-        out
+    /// capacity: a stream's events are written without growing it again
+    /// (the long pieces they repeat are shared, never in it).
+    fn take(&mut self) -> Chunks {
+        let mut parts = std::mem::take(&mut self.ev.parts);
+        if !self.ev.out.is_empty() {
+            parts.push(Bytes::copy_from_slice(&self.ev.out));
+            self.ev.out.clear();
+        }
+        Chunks(parts)
     }
 
     fn start(&mut self) {
@@ -557,8 +572,10 @@ impl Translator {
         }
         if let Some(o) = self.ev.open(kind) {
             key(o, "response");
-            write_response(o, &self.ctx, &self.items, self.end, self.failure.as_ref(), self.usage);
-            close(o);
+            write_response_head(o, &self.ctx, &self.items, self.end, self.failure.as_ref(), self.usage);
+            self.ev.share(&self.ctx.echo);
+            self.ev.out.push(b'}');
+            close(&mut self.ev.out);
         }
     }
 }
@@ -633,7 +650,26 @@ fn write_item(o: &mut Vec<u8>, ctx: &Context, item: &Item, i: usize, end: Option
     }
 }
 
+/// The response object, whole (a plain answer: its echo copied in).
 fn write_response(
+    o: &mut Vec<u8>,
+    ctx: &Context,
+    items: &[Item],
+    end: Option<End>,
+    failure: Option<&Failure>,
+    usage: Option<ChatUsage>,
+) {
+    write_response_head(o, ctx, items, end, failure, usage);
+    for part in ctx.echo.parts() {
+        o.extend_from_slice(part);
+    }
+    o.push(b'}');
+}
+
+/// The response object up to its echo: the echo's pieces, then `}`, follow
+/// (shared in a stream's events, copied in a plain answer). The echo opens
+/// with `,`.
+fn write_response_head(
     o: &mut Vec<u8>,
     ctx: &Context,
     items: &[Item],
@@ -702,9 +738,7 @@ fn write_response(
     }
     if !ctx.echo.is_empty() {
         o.push(b',');
-        o.extend_from_slice(&ctx.echo);
     }
-    o.push(b'}');
 }
 
 /// A custom tool's raw input (escaped): the `input` string of the function
@@ -749,7 +783,7 @@ mod tests {
     use serde_json::{json, Value};
 
     fn ctx(custom: &[&str]) -> Context {
-        let echo = b"\"instructions\":null,\"tools\":[]".to_vec();
+        let echo = super::super::Echo::new(vec![Bytes::from_static(b"\"instructions\":null,\"tools\":[]")]);
         Context::new(
             "T",
             1700,
@@ -782,10 +816,10 @@ mod tests {
         let mut t = Translator::new(ctx(custom), true);
         let mut out = Vec::new();
         for piece in body.chunks(step) {
-            out.extend_from_slice(&t.feed(piece));
+            out.extend_from_slice(&t.feed(piece).to_vec());
         }
         let (tail, err) = t.finish();
-        out.extend_from_slice(&tail);
+        out.extend_from_slice(&tail.to_vec());
         (events(&out), err)
     }
 
@@ -1050,7 +1084,7 @@ mod tests {
         // A read error or silence: the proxy aborts.
         let mut t = Translator::new(ctx(&[]), true);
         let mut out = t.feed(&full[..40]).to_vec();
-        out.extend_from_slice(&t.abort("upstream sent nothing for 300 s"));
+        out.extend_from_slice(&t.abort("upstream sent nothing for 300 s").to_vec());
         let (tail, err) = t.finish();
         assert!(tail.is_empty(), "nothing after the failure");
         assert_eq!(err.as_deref(), Some("upstream sent nothing for 300 s"));
@@ -1105,7 +1139,7 @@ mod tests {
         streamed.completion(&bytes).unwrap();
         let (out, err) = streamed.finish();
         assert!(err.is_none());
-        let evs = events(&out);
+        let evs = events(&out.to_vec());
         well_formed(&evs);
         assert_eq!(evs.last().unwrap()["response"], object);
 
@@ -1128,7 +1162,7 @@ data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usa
         let mut t = Translator::new(ctx(&[]), true);
         let mut out = t.feed(body).to_vec();
         assert_eq!(t.usage(), Some((3, 1, 4)));
-        out.extend_from_slice(&t.finish().0);
+        out.extend_from_slice(&t.finish().0.to_vec());
         assert_eq!(events(&out).last().unwrap()["response"]["usage"]["input_tokens"], 3);
     }
 
