@@ -28,6 +28,10 @@ pub fn invisible(c: char) -> bool {
 
 /// A control or an invisible character (see `invisible`), named for an error.
 pub fn hidden_char(s: &str) -> Option<char> {
+    if s.is_ascii() {
+        // Most names: only the ASCII controls can hide there.
+        return s.as_bytes().iter().find(|b| **b < 0x20 || **b == 0x7f).map(|b| char::from(*b));
+    }
     s.chars().find(|c| c.is_control() || invisible(*c))
 }
 
@@ -42,10 +46,11 @@ pub fn check_model_name(name: &str) -> Result<(), String> {
             c as u32
         ));
     }
-    if name.contains('\\') {
+    let bytes = name.as_bytes();
+    if bytes.contains(&b'\\') {
         return Err("holds a backslash; model names are `owner/name`".into());
     }
-    if name.split('/').any(|segment| segment == ".." || segment == ".") {
+    if bytes.contains(&b'.') && name.split('/').any(|segment| segment == ".." || segment == ".") {
         return Err("holds a `.` or `..` segment; model names are `owner/name`".into());
     }
     Ok(())

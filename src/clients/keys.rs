@@ -133,7 +133,8 @@ impl ClientKeys {
 fn client_of(row: &ClientRow, usage: Arc<Usage>, leases: Option<Arc<super::lease::Leases>>) -> Client {
     Client {
         id: row.client_id(),
-        name: Arc::from(row.name.as_str()),
+        // As every log row stores it (see `column_text`).
+        name: Arc::from(crate::db::models::column_text(row.name.clone(), 256)),
         models: parse_models(row.models.as_deref()),
         rpm: row.rpm.and_then(|n| u32::try_from(n).ok()),
         daily_requests: row.daily_requests.and_then(|n| u64::try_from(n).ok()),

@@ -137,7 +137,11 @@ pub struct LogRow {
 /// when the text is clean, as it nearly always is.
 pub fn column_text(mut s: String, max: usize) -> String {
     let unclean = |c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r');
-    if s.chars().any(unclean) {
+    // Bytes first (what nearly every text is): a control character is a
+    // byte below 0x20, DEL, or (C1) one that starts with 0xC2.
+    // (Tab and line ends pass the test here and are let through below.)
+    let suspect = s.as_bytes().iter().fold(false, |seen, &b| seen | (b < 0x20) | (b == 0x7f) | (b == 0xc2));
+    if suspect && s.chars().any(unclean) {
         s = s.chars().map(|c| if unclean(c) { char::REPLACEMENT_CHARACTER } else { c }).collect();
     }
     if s.len() > max {

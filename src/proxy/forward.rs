@@ -83,6 +83,9 @@ const PROBE_FIELDS: [&str; 6] = ["model", "stream", "voice", "requestId", "input
 /// case, and the two letters Unicode folds to ASCII ones (`ſ` to s, the
 /// Kelvin sign to k).
 pub fn folds_to(key: &str, field: &str) -> bool {
+    if key.is_ascii() {
+        return key.eq_ignore_ascii_case(field);
+    }
     let fold = |c: char| match c {
         '\u{017F}' => 's',
         '\u{212A}' => 'k',
@@ -105,7 +108,23 @@ impl<'de: 'a, 'a> Deserialize<'de> for Probe<'a> {
                 let mut p = Probe::default();
                 let mut seen = [false; PROBE_FIELDS.len()];
                 while let Some(key) = map.next_key::<Str<'de>>()? {
-                    let Some(i) = PROBE_FIELDS.iter().position(|f| folds_to(&key, f)) else {
+                    let exact = match &*key {
+                        "model" => Some(0),
+                        "stream" => Some(1),
+                        "voice" => Some(2),
+                        "requestId" => Some(3),
+                        "input_file_id" => Some(4),
+                        "uri" => Some(5),
+                        // Other keys: long ones cannot fold to a field.
+                        k if k.len() > 3 * 13 => None,
+                        _ => None,
+                    };
+                    let found = exact.or_else(|| {
+                        (key.len() <= 3 * 13)
+                            .then(|| PROBE_FIELDS.iter().position(|f| folds_to(&key, f)))
+                            .flatten()
+                    });
+                    let Some(i) = found else {
                         map.next_value::<IgnoredAny>()?;
                         continue;
                     };

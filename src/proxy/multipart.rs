@@ -111,15 +111,7 @@ impl Scan {
     }
 
     fn part(&mut self, headers: &[u8]) -> Result<(), String> {
-        let text = String::from_utf8_lossy(headers);
-        let values: Vec<&[u8]> = text
-            .split("\r\n")
-            .filter_map(|line| {
-                let (key, value) = line.split_once(':')?;
-                key.trim().eq_ignore_ascii_case("content-disposition").then_some(value.as_bytes())
-            })
-            .collect();
-        if Disposition::of(values).may_be(self.field) {
+        if Disposition::of_headers(headers).may_be(self.field) {
             self.seen += 1;
             if self.seen > self.allowed {
                 return Err(format!(
@@ -203,6 +195,15 @@ impl Disposition {
             d.read(&String::from_utf8_lossy(value));
         }
         d
+    }
+
+    /// Reads a part's header block (`Name: value` lines).
+    pub fn of_headers(headers: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(headers);
+        Disposition::of(text.split("\r\n").filter_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case("content-disposition").then_some(value.as_bytes())
+        }))
     }
 
     fn read(&mut self, header: &str) {
@@ -514,15 +515,7 @@ pub fn field_range(body: &[u8], name: &str) -> Option<std::ops::Range<usize>> {
         let head_end = at + memchr::memmem::find(&body[at..], b"\r\n\r\n")?;
         let value_start = head_end + 4;
         let value_end = value_start + memchr::memmem::find(&body[value_start..], &delimiter)?;
-        let headers = String::from_utf8_lossy(&body[at..head_end]);
-        let values: Vec<&[u8]> = headers
-            .split("\r\n")
-            .filter_map(|line| {
-                let (key, value) = line.split_once(':')?;
-                key.trim().eq_ignore_ascii_case("content-disposition").then_some(value.as_bytes())
-            })
-            .collect();
-        let d = Disposition::of(values);
+        let d = Disposition::of_headers(&body[at..head_end]);
         if d.is_only(name) && !d.file {
             {
                 let value = &body[value_start..value_end];

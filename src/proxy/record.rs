@@ -165,7 +165,8 @@ impl Pending {
                 model: column_text(self.model.clone(), 256),
                 requested_model: self.requested_model.clone().map(|m| column_text(m, 256)),
                 stream: self.stream,
-                client: self.client.as_ref().map(|c| Arc::from(column_text(c.name.to_string(), 256))),
+                // (Client names are cleaned when the clients are read.)
+                client: self.client.as_ref().map(|c| c.name.clone()),
             }));
         }
     }
@@ -203,7 +204,7 @@ impl Pending {
             aborted,
             attempts: self.attempts as i32,
             error: self.error.take().map(|e| column_text(e, 1000)),
-            client: self.client.as_ref().map(|c| column_text(c.name.to_string(), 256)),
+            client: self.client.as_ref().map(|c| c.name.to_string()),
             requested_model: self.requested_model.take().map(|m| column_text(m, 256)),
             call_id,
             usage_estimated: usage.estimated,

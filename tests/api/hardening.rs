@@ -37,6 +37,21 @@ async fn started(
     (fake, dir, env, a)
 }
 
+/// POSTs `body` as it is (JSON the test writes by hand) with `key`.
+async fn post_raw(
+    a: &Instance,
+    key: &str,
+    path: &str,
+    body: impl Into<bytes::Bytes>,
+) -> crate::helpers::Resp {
+    let req = a
+        .client
+        .post(a.url(path))
+        .insert_header(("Authorization", format!("Bearer {key}")))
+        .insert_header(("Content-Type", "application/json"));
+    a.send(req, Some(body.into())).await
+}
+
 async fn client_key(a: &Instance, body: Value) -> String {
     let created = a.admin_post("/api/clients", body).await;
     assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
@@ -54,12 +69,7 @@ async fn a_nul_byte_from_a_tenant_never_stops_the_request_log() {
     let url = env["DATABASE_URL"].clone();
     let key = client_key(&a, json!({"name": "qwen", "models": ["Qwen/*"]})).await;
     let nul_item = r#"{"model":"Qwen/Qwen3-8B","input":[{"type":"x\u0000"}]}"#;
-    let req = a
-        .client
-        .post(a.url("/v1/responses"))
-        .insert_header(("Authorization", format!("Bearer {key}")))
-        .insert_header(("Content-Type", "application/json"));
-    let r = a.send(req, Some(bytes::Bytes::from(nul_item))).await;
+    let r = post_raw(&a, &key, "/v1/responses", nul_item).await;
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     let nul_model = json!({"model": "Qwen/x\u{0}", "messages": [{"role": "user", "content": "hi"}]});
     assert_eq!(a.call_as(&key, "/v1/chat/completions", nul_model).await.status, 400);
@@ -88,16 +98,7 @@ async fn a_nul_byte_from_a_tenant_never_stops_the_request_log() {
 
     // Calls queued at SIGTERM are written, whatever came before them.
     for _ in 0..3 {
-        let r = a
-            .send(
-                a.client
-                    .post(a.url("/v1/responses"))
-                    .insert_header(("Authorization", format!("Bearer {key}")))
-                    .insert_header(("Content-Type", "application/json")),
-                Some(bytes::Bytes::from(nul_item)),
-            )
-            .await;
-        assert_eq!(r.status, 400);
+        assert_eq!(post_raw(&a, &key, "/v1/responses", nul_item).await.status, 400);
     }
     unsafe { libc::kill(a.pid(), libc::SIGTERM) };
     let mut a = a;
@@ -206,12 +207,7 @@ async fn count_tokens_honours_the_model_list_and_rpm_but_not_daily_quotas_and_ha
         r#"{{"model":"Qwen/Qwen3-8B","messages":[{{"role":"user","content":[{}0]}}]}}"#,
         "0,".repeat(2_200_000)
     );
-    let req = a
-        .client
-        .post(a.url("/v1/messages/count_tokens"))
-        .insert_header(("Authorization", format!("Bearer {}", crate::helpers::CLIENT_KEY)))
-        .insert_header(("Content-Type", "application/json"));
-    let r = a.send(req, Some(bytes::Bytes::from(big))).await;
+    let r = post_raw(&a, crate::helpers::CLIENT_KEY, "/v1/messages/count_tokens", big).await;
     assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
     assert!(String::from_utf8_lossy(&r.body).contains("COUNT_TOKENS_BODY_BYTES"));
     // Just under it, a million zeros are counted, not built into a tree.
@@ -219,12 +215,7 @@ async fn count_tokens_honours_the_model_list_and_rpm_but_not_daily_quotas_and_ha
         r#"{{"model":"Qwen/Qwen3-8B","messages":[{{"role":"user","content":[{}0]}}]}}"#,
         "0,".repeat(2_000_000)
     );
-    let req = a
-        .client
-        .post(a.url("/v1/messages/count_tokens"))
-        .insert_header(("Authorization", format!("Bearer {}", crate::helpers::CLIENT_KEY)))
-        .insert_header(("Content-Type", "application/json"));
-    let r = a.send(req, Some(bytes::Bytes::from(fits))).await;
+    let r = post_raw(&a, crate::helpers::CLIENT_KEY, "/v1/messages/count_tokens", fits).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
 
@@ -361,12 +352,7 @@ async fn model_names_with_path_segments_hidden_characters_or_case_twins_are_refu
         assert_eq!(r.status, 400, "{model:?}: {}", String::from_utf8_lossy(&r.body));
     }
     let twins = r#"{"model":"Qwen/Qwen3-8B","MODEL":"deepseek-ai/DeepSeek-R1","messages":[]}"#;
-    let req = a
-        .client
-        .post(a.url("/v1/chat/completions"))
-        .insert_header(("Authorization", format!("Bearer {key}")))
-        .insert_header(("Content-Type", "application/json"));
-    let r = a.send(req, Some(bytes::Bytes::from(twins))).await;
+    let r = post_raw(&a, &key, "/v1/chat/completions", twins).await;
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     assert!(String::from_utf8_lossy(&r.body).contains("reads as `model`"));
     assert_eq!(fake.count("/v1/chat/completions"), 0, "none went upstream");
