@@ -1,6 +1,7 @@
 //! The operator's commands, run by the same binary (`main.rs` parses them):
-//! `admin set-password`, `keys reencrypt`, `keys new-encryption-key`. Each
-//! returns the text to print, or an error that says what to do.
+//! `admin set-password`, `keys reencrypt`, `keys new-encryption-key`,
+//! `connect AGENT`. Each returns the text to print, or an error that says
+//! what to do.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -180,5 +181,72 @@ pub fn reencrypt(config: &Config, new_key: Option<String>) -> Result<String, Fai
         None => Ok(format!(
             "{moved} pool keys re-encrypted. Give every instance the new key as KEY_ENCRYPTION_KEY (or in the file KEY_ENCRYPTION_KEY_FILE names) and remove KEY_ENCRYPTION_KEY_NEW before they start again. Admin sessions ended."
         )),
+    }
+}
+
+/// The model `connect` names when none is asked for.
+pub const CONNECT_MODEL: &str = "deepseek-ai/DeepSeek-V3.2";
+
+/// `connect AGENT`: what the agent needs (see `connect`), with the model's
+/// window from the catalog: the one this proxy's database holds when it is
+/// here (SQLite's file exists, or PostgreSQL answers), else the shipped one
+/// and `MODEL_CATALOG_FILE`'s entries over it.
+pub fn connect(
+    config: &Config,
+    agent: &str,
+    model: Option<String>,
+    url: Option<String>,
+    key: Option<String>,
+) -> Result<String, Failed> {
+    use crate::connect::{render, Agent, Options};
+    let names = Agent::ALL.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ");
+    let agent =
+        Agent::parse(agent).ok_or_else(|| Failed::refused(format!("no agent {agent:?}: one of {names}")))?;
+    let model = model.unwrap_or_else(|| CONNECT_MODEL.to_string());
+    let url = url.unwrap_or_else(|| {
+        let host =
+            if config.host == "0.0.0.0" || config.host == "::" { "127.0.0.1" } else { config.host.as_str() };
+        format!("http://{host}:{}", config.port)
+    });
+    let entry = catalog_entry(config, &model);
+    if entry.is_none() {
+        eprintln!("note: {model} is not in the model catalog: its window is left for you to set");
+    }
+    render(agent, &Options { url, key, model }, entry.as_ref()).map_err(Failed::refused)
+}
+
+/// The catalog's entry for `model` (an alias: its target's), as `connect` finds it.
+fn catalog_entry(config: &Config, model: &str) -> Option<crate::catalog::Entry> {
+    let here = match &config.database {
+        crate::config::Database::Sqlite(path) => path.exists(),
+        crate::config::Database::Postgres(_) => true,
+    };
+    let db = if here { db::open(&config.database).ok() } else { None };
+    let target = db
+        .as_ref()
+        .and_then(|db| crate::aliases::AliasTable::load(db, None).ok())
+        .map(|a| a.snapshot().resolve(model).model.to_string())
+        .unwrap_or_else(|| model.to_string());
+    let table = match &db {
+        Some(db) => crate::catalog::CatalogTable::load(db, None).ok(),
+        None => None,
+    };
+    match table {
+        Some(t) => t.snapshot().get(&target).map(|e| (**e).clone()),
+        None => {
+            let shipped = &crate::catalog::shipped().1;
+            let file = config.model_catalog_file.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+            let patches: Vec<crate::catalog::Patch> = file
+                .and_then(|t| crate::catalog::parse_file(&t).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|v| {
+                    let id = v.get("id")?.as_str()?.to_string();
+                    let fields = v.as_object()?.clone();
+                    Some(crate::catalog::Patch { id, fields })
+                })
+                .collect();
+            crate::catalog::Catalog::build(shipped, &patches).get(&target).map(|e| (**e).clone())
+        }
     }
 }

@@ -17,6 +17,8 @@ pub struct Config {
     pub client_api_keys: Vec<String>,
     /// `MODEL_ALIASES`: when set, replaces the stored alias table at start.
     pub model_aliases: Option<crate::aliases::Aliases>,
+    /// `MODEL_CATALOG_FILE`: the owner's catalog entries, stored at the start.
+    pub model_catalog_file: Option<std::path::PathBuf>,
     pub admin_username: String,
     pub admin_password: Option<String>,
     /// When set, `/metrics` needs `Authorization: Bearer <token>`.
@@ -187,6 +189,9 @@ impl Config {
             upstream_base_url,
             client_api_keys,
             model_aliases,
+            model_catalog_file: get("MODEL_CATALOG_FILE")
+                .filter(|v| !v.trim().is_empty())
+                .map(std::path::PathBuf::from),
             admin_username: get("ADMIN_USERNAME").unwrap_or_else(|| "admin".to_string()),
             admin_password: get("ADMIN_PASSWORD"),
             metrics_token: get("METRICS_TOKEN").map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),

@@ -4,9 +4,11 @@
 
 pub mod admin;
 pub mod aliases;
+pub mod catalog;
 pub mod clients;
 pub mod commands;
 pub mod config;
+pub mod connect;
 pub mod credentials;
 pub mod db;
 pub mod dialects;

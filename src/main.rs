@@ -25,6 +25,24 @@ enum Command {
     /// The pool keys' encryption at rest
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print what a coding agent needs to work through this proxy, with the
+    /// model's window from the catalog: codex's config.toml, opencode's
+    /// opencode.json, or export lines (claude-code, qwen-code), e.g.
+    /// `connect codex > ~/.codex/config.toml`,
+    /// `eval "$(siliconflow-proxy connect claude-code --key sk-...)"`
+    Connect {
+        /// codex, claude-code, opencode, qwen-code or gemini-cli
+        agent: String,
+        /// The model to call (a SiliconFlow id or an alias); default deepseek-ai/DeepSeek-V3.2
+        #[arg(long)]
+        model: Option<String>,
+        /// The proxy's address (default from HOST and PORT: http://127.0.0.1:7898)
+        #[arg(long)]
+        url: Option<String>,
+        /// The client key (default: a placeholder to replace)
+        #[arg(long)]
+        key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -70,6 +88,16 @@ fn main() -> ExitCode {
             finish(commands::reencrypt(&config, std::env::var("KEY_ENCRYPTION_KEY_NEW").ok()))
         }
         Some(Command::Keys(KeysCommand::NewEncryptionKey)) => finish(commands::new_encryption_key()),
+        Some(Command::Connect { agent, model, url, key }) => {
+            match commands::connect(&config, &agent, model, url, key) {
+                // The file's content as it is (no extra line end).
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => finish(Err(e)),
+            }
+        }
     }
 }
 

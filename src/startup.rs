@@ -39,6 +39,9 @@ pub enum StartupError {
     /// The key that seals pool keys at rest: missing, unreadable or wrong.
     #[error("{0}")]
     Vault(String),
+    /// `MODEL_CATALOG_FILE` unreadable, or an entry of it that does not check.
+    #[error("{0}")]
+    Catalog(String),
 }
 
 pub struct Application {
@@ -82,6 +85,7 @@ impl Application {
         settle_interrupted_calls(&config, &db)?;
         let clients = Arc::new(ClientKeys::load(&db, config.timezone, db::now_ms(), config.is_shared())?);
         let aliases = Arc::new(AliasTable::load(&db, config.model_aliases.as_ref())?);
+        let catalog = Arc::new(load_catalog(&config, &db)?);
         let notifier = notifier(&config, &db);
         let (pool, pool_actor) = load_pool(&config, &db, &vault, notifier.clone())?;
         let threads = Threads::start();
@@ -93,7 +97,9 @@ impl Application {
         let leadership = leadership(&config, alive.clone())?;
         pool_actor.do_send(SetLeadership(leadership.clone()));
         if let Some(instance) = notifier.instance() {
-            follow_other_instances(&config, &db, instance, &clients, &aliases, &pool_actor, alive)?;
+            let tables =
+                Tables { clients: clients.clone(), aliases: aliases.clone(), catalog: catalog.clone() };
+            follow_other_instances(&config, &db, instance, tables, &pool_actor, alive)?;
         }
         let named = Arc::new(ServedOrAliased { pool: pool.clone(), aliases: aliases.clone() });
         let metrics = Arc::new(Metrics::new(named)?);
@@ -118,6 +124,7 @@ impl Application {
             login_throttle: Throttle::new(config.login_max_failures),
             clients,
             aliases,
+            catalog,
             leadership,
             metrics,
         });
@@ -268,6 +275,29 @@ fn notifier(config: &Config, db: &db::DbPool) -> Notifier {
 /// the clients' usage of the day is read from the log. On SQLite, at the
 /// start (no other process writes there); on PostgreSQL the instance that
 /// leads settles those of instances gone silent, as it runs.
+/// The model catalog, with `MODEL_CATALOG_FILE`'s entries stored first.
+fn load_catalog(config: &Config, db: &db::DbPool) -> Result<crate::catalog::CatalogTable, StartupError> {
+    use crate::catalog::table::PutError;
+    let file = match &config.model_catalog_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| StartupError::Catalog(format!("MODEL_CATALOG_FILE {}: {e}", path.display())))?;
+            let entries = crate::catalog::parse_file(&text)
+                .map_err(|e| StartupError::Catalog(format!("MODEL_CATALOG_FILE {}: {e}", path.display())))?;
+            Some(entries)
+        }
+    };
+    match crate::catalog::CatalogTable::load(db, file.as_deref()) {
+        Ok(table) => {
+            log::info!("model catalog: {} models known", table.snapshot().len());
+            Ok(table)
+        }
+        Err(PutError::Db(e)) => Err(e.into()),
+        Err(PutError::Invalid(why)) => Err(StartupError::Catalog(why)),
+    }
+}
+
 fn settle_interrupted_calls(config: &Config, db: &db::DbPool) -> Result<(), StartupError> {
     if config.is_shared() {
         return Ok(());
@@ -323,8 +353,16 @@ fn leadership(
     })
 }
 
+/// The small tables every instance holds in a snapshot and reads again
+/// when another instance changed them.
+struct Tables {
+    clients: Arc<ClientKeys>,
+    aliases: Arc<AliasTable>,
+    catalog: Arc<crate::catalog::CatalogTable>,
+}
+
 /// Other instances' changes: each is reloaded by what it concerns (the
-/// client keys' and the aliases' `reload_on`, the pool actor's `Reload`) within a poll
+/// tables' `reload_on`, the pool actor's `Reload`) within a poll
 /// (100 ms), and every 30 s whatever was heard. Client limits: each instance
 /// publishes its counts of today every second and takes the others'. Both
 /// threads end with the pool actor.
@@ -332,14 +370,13 @@ fn follow_other_instances(
     config: &Config,
     db: &db::DbPool,
     instance: &str,
-    clients: &Arc<ClientKeys>,
-    aliases: &Arc<AliasTable>,
+    tables: Tables,
     pool_actor: &Addr<PoolActor>,
     alive: impl Fn() -> bool + Clone + Send + 'static,
 ) -> Result<(), StartupError> {
     let Database::Postgres(url) = &config.database else { return Ok(()) };
-    let (client_keys, aliases, client_db, pool) =
-        (clients.clone(), aliases.clone(), db.clone(), pool_actor.clone());
+    let clients = tables.clients.clone();
+    let (client_db, pool) = (db.clone(), pool_actor.clone());
     crate::db::notify::listen(
         url.clone(),
         instance.to_string(),
@@ -349,8 +386,9 @@ fn follow_other_instances(
         move |what| {
             // What could not be read now is asked again at the next poll.
             let again = Changed {
-                clients: !client_keys.reload_on(&what, &client_db),
-                aliases: !aliases.reload_on(&what, &client_db),
+                clients: !tables.clients.reload_on(&what, &client_db),
+                aliases: !tables.aliases.reload_on(&what, &client_db),
+                catalog: !tables.catalog.reload_on(&what, &client_db),
                 ..Default::default()
             };
             pool.do_send(Reload(what));
@@ -359,7 +397,7 @@ fn follow_other_instances(
     )?;
     let every = (config.log_flush_interval / 2)
         .clamp(std::time::Duration::from_millis(50), std::time::Duration::from_secs(1));
-    crate::clients::share_usage(clients.clone(), db.clone(), instance.to_string(), every, alive)?;
+    crate::clients::share_usage(clients, db.clone(), instance.to_string(), every, alive)?;
     Ok(())
 }
 

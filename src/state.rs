@@ -30,6 +30,8 @@ pub struct AppState {
     pub login_throttle: Throttle,
     /// Model aliases: the names clients ask for and the models they call.
     pub aliases: Arc<crate::aliases::AliasTable>,
+    /// The model catalog: windows, output limits, prices.
+    pub catalog: Arc<crate::catalog::CatalogTable>,
     /// Client keys: who may call `/v1`, and how much.
     pub clients: Arc<crate::clients::ClientKeys>,
     /// Whether this instance runs the scheduled jobs (always, with SQLite).

@@ -5,11 +5,13 @@
 
 pub mod aliases;
 pub mod clients;
+pub mod connect;
 pub mod dashboard;
 pub mod error;
 pub mod keys;
 pub mod login;
 pub mod logs;
+pub mod models;
 pub mod page;
 pub mod request;
 pub mod session;
@@ -38,6 +40,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/clients/{id}/rotate", web::post().to(clients::api::rotate))
         .route("/api/aliases", web::get().to(aliases::api::list))
         .route("/api/aliases", web::put().to(aliases::api::put))
+        .route("/api/models", web::get().to(models::api::list))
+        .route("/api/models/{id:.+}", web::get().to(models::api::get))
+        .route("/api/models/{id:.+}", web::put().to(models::api::put))
+        .route("/api/models/{id:.+}", web::delete().to(models::api::delete))
         .route("/logs", web::get().to(logs::api::list))
         .route("/clear_logs", web::post().to(logs::api::clear))
         .route("/api/stats/overview", web::get().to(dashboard::api::overview_json))
@@ -70,6 +76,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/clients/{id}/{action}", web::post().to(clients::page::client_action))
         .route("/admin/aliases", web::get().to(aliases::page::aliases_page))
         .route("/admin/aliases", web::post().to(aliases::page::aliases_save))
+        .route("/admin/models", web::get().to(models::page::models_page))
+        .route("/admin/models", web::post().to(models::page::models_save))
+        .route("/admin/models/reset", web::post().to(models::page::models_reset))
+        .route("/admin/connect", web::get().to(connect::connect_page))
+        .route("/admin/connect", web::post().to(connect::connect_post))
+        .route("/static/copy.js", web::get().to(connect::copy_js))
         .route("/admin/logs", web::get().to(logs::page::logs_page))
         .route("/admin/logs.csv", web::get().to(logs::csv::logs_csv))
         .route("/admin/logs/clear", web::get().to(logs::page::logs_clear_confirm))

@@ -19,8 +19,8 @@ pub fn see_other(location: &str) -> HttpResponse {
 /// A page's query that may name a notice (after a redirect).
 #[derive(serde::Deserialize, Default)]
 pub struct NoticeQuery {
-    notice: Option<String>,
-    n: Option<String>,
+    pub notice: Option<String>,
+    pub n: Option<String>,
 }
 
 /// What a redirect after a form tells the next page. Only these, with
@@ -50,6 +50,10 @@ pub enum Notice {
     ClientDeleted(u64),
     /// rules in the saved table
     AliasesSaved(u64),
+    /// a model catalog entry saved
+    ModelSaved(u64),
+    /// 1: the owner's entry dropped; 0: there was none
+    ModelReset(u64),
 }
 
 impl Notice {
@@ -71,6 +75,8 @@ impl Notice {
             Notice::ClientDisabled(id) => ("client_disabled", vec![id]),
             Notice::ClientDeleted(id) => ("client_deleted", vec![id]),
             Notice::AliasesSaved(n) => ("aliases_saved", vec![n]),
+            Notice::ModelSaved(n) => ("model_saved", vec![n]),
+            Notice::ModelReset(n) => ("model_reset", vec![n]),
         }
     }
 
@@ -107,6 +113,8 @@ impl Notice {
             ("client_disabled", [id]) => Notice::ClientDisabled(*id),
             ("client_deleted", [id]) => Notice::ClientDeleted(*id),
             ("aliases_saved", [n]) => Notice::AliasesSaved(*n),
+            ("model_saved", [n]) => Notice::ModelSaved(*n),
+            ("model_reset", [n]) if *n <= 1 => Notice::ModelReset(*n),
             _ => return None,
         })
     }
@@ -145,6 +153,9 @@ impl Notice {
             Notice::AliasesSaved(n) => {
                 format!("Saved {}: in effect now, on every instance.", plural(n, "alias", "aliases"))
             }
+            Notice::ModelSaved(_) => "Model entry saved: in effect now, on every instance.".to_string(),
+            Notice::ModelReset(1) => "Your entry was dropped: the shipped figures apply again.".to_string(),
+            Notice::ModelReset(_) => "There was no entry of yours for that model.".to_string(),
         }
     }
 }

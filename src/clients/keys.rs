@@ -28,6 +28,11 @@ impl ClientSnapshot {
         self.by_hash.is_empty()
     }
 
+    /// Every client (in no order).
+    pub fn all(&self) -> Vec<Arc<Client>> {
+        self.by_id.values().cloned().collect()
+    }
+
     pub fn get(&self, id: ClientId) -> Option<&Arc<Client>> {
         self.by_id.get(&id)
     }

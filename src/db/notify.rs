@@ -25,6 +25,8 @@ pub struct Changed {
     pub clients: bool,
     /// The model aliases (a small table, read whole).
     pub aliases: bool,
+    /// The owner's model catalog entries (a small table, read whole).
+    pub catalog: bool,
     pub keys: BTreeSet<KeyId>,
 }
 
@@ -49,12 +51,21 @@ impl Changed {
         Changed { aliases: true, ..Default::default() }
     }
 
+    pub fn catalog() -> Self {
+        Changed { catalog: true, ..Default::default() }
+    }
+
     pub fn keys(ids: impl IntoIterator<Item = KeyId>) -> Self {
         Changed { keys: ids.into_iter().collect(), ..Default::default() }
     }
 
     pub fn is_empty(&self) -> bool {
-        !self.all && !self.cooldowns && !self.clients && !self.aliases && self.keys.is_empty()
+        !self.all
+            && !self.cooldowns
+            && !self.clients
+            && !self.aliases
+            && !self.catalog
+            && self.keys.is_empty()
     }
 
     pub fn merge(&mut self, other: Changed) {
@@ -62,19 +73,25 @@ impl Changed {
         self.cooldowns |= other.cooldowns;
         self.clients |= other.clients;
         self.aliases |= other.aliases;
+        self.catalog |= other.catalog;
         self.keys.extend(other.keys);
     }
 
     /// `instance|flags|ids`: flags `a` (all), `c` (cooldowns), `l` (client
-    /// keys) and `m` (model aliases), ids by commas.
+    /// keys), `m` (model aliases) and `g` (the model catalog), ids by commas.
     fn payload(&self, instance: &str) -> String {
         if self.all || self.keys.len() > MAX_IDS {
             return format!("{instance}|a|");
         }
         let ids: Vec<String> = self.keys.iter().map(KeyId::to_string).collect();
         let flag = |on: bool, f: &'static str| if on { f } else { "" };
-        let flags =
-            format!("{}{}{}", flag(self.cooldowns, "c"), flag(self.clients, "l"), flag(self.aliases, "m"));
+        let flags = format!(
+            "{}{}{}{}",
+            flag(self.cooldowns, "c"),
+            flag(self.clients, "l"),
+            flag(self.aliases, "m"),
+            flag(self.catalog, "g")
+        );
         format!("{instance}|{flags}|{}", ids.join(","))
     }
 
@@ -96,6 +113,7 @@ impl Changed {
                     cooldowns: flags.contains('c'),
                     clients: flags.contains('l'),
                     aliases: flags.contains('m'),
+                    catalog: flags.contains('g'),
                     keys,
                 },
             ),

@@ -173,6 +173,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    model_catalog (id) {
+        id -> Text,
+        fields -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
     model_aliases (position) {
         position -> Integer,
         pattern -> Text,
@@ -204,6 +212,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     log_batches,
     login_failures,
     model_aliases,
+    model_catalog,
     request_logs,
     resources,
     sessions,

@@ -4,4 +4,5 @@
 
 pub mod count_tokens;
 pub mod json;
+pub mod overflow;
 pub mod responses;

@@ -25,6 +25,9 @@ impl Dialect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     InvalidRequest,
+    /// The prompt cannot fit the model's window (400, with the code and the
+    /// wording each dialect's clients read).
+    ContextLength,
     Authentication,
     /// The caller's key may not do this (a model outside its list).
     Forbidden,
@@ -57,7 +60,7 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self.kind {
-            ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidRequest | ErrorKind::ContextLength => StatusCode::BAD_REQUEST,
             ErrorKind::Authentication => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -73,6 +76,7 @@ impl ProxyError {
     fn openai_type_and_code(&self) -> (&'static str, &'static str) {
         match self.kind {
             ErrorKind::InvalidRequest => ("invalid_request_error", "invalid_request"),
+            ErrorKind::ContextLength => ("invalid_request_error", "context_length_exceeded"),
             ErrorKind::Authentication => ("authentication_error", "invalid_api_key"),
             ErrorKind::Forbidden => ("permission_error", "model_not_allowed"),
             ErrorKind::NotFound => ("invalid_request_error", "not_found"),
@@ -87,7 +91,7 @@ impl ProxyError {
 
     fn anthropic_type(&self) -> &'static str {
         match self.kind {
-            ErrorKind::InvalidRequest => "invalid_request_error",
+            ErrorKind::InvalidRequest | ErrorKind::ContextLength => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::Forbidden => "permission_error",
             ErrorKind::NotFound => "not_found_error",

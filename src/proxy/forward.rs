@@ -432,6 +432,33 @@ fn token_reservation(out: &Outgoing) -> crate::clients::Reservation {
     crate::clients::Reservation { prompt, output }
 }
 
+/// Refuses a prompt well past the window the catalog gives its model: its
+/// estimate over the window by a fifth (the estimate is within 15% of the
+/// real tokenizers). Only a body longer in bytes than the window in tokens
+/// is estimated at all (a token is at least a byte of text), so ordinary
+/// calls cost nothing here.
+fn fits_the_window(out: &Outgoing, catalog: &crate::catalog::Catalog) -> Result<(), ProxyError> {
+    let OutBody::Bytes(body) = &out.body else { return Ok(()) };
+    if !generates(&out.path) {
+        return Ok(());
+    }
+    let Some(window) = catalog.get(&out.model).and_then(|e| e.context_window) else { return Ok(()) };
+    if (body.len() as u64) <= window {
+        return Ok(());
+    }
+    use crate::dialects::count_tokens::{prompt_tokens, Pricing};
+    match prompt_tokens(body, Pricing::Typical) {
+        Some(tokens) if tokens > window + window / 5 => Err(ProxyError::new(
+            ErrorKind::ContextLength,
+            format!(
+                "prompt is too long: {tokens} tokens > {window} maximum (the prompt is about {tokens} tokens, estimated by the proxy before sending, and the context window of {} is {window} tokens)",
+                out.model
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Whether an upstream path generates text (its answer's length is the
 /// call's output).
 fn generates(path: &str) -> bool {
@@ -450,6 +477,10 @@ pub async fn dispatch(
     let dialect = out.dialect;
     // An alias names the model to call: the caller's rules apply to that one.
     if let Err(e) = super::alias::apply(&mut out, &state.aliases.snapshot(), &mut pending) {
+        return reject(pending, e, dialect);
+    }
+    // A prompt the catalog knows cannot fit costs no upstream call.
+    if let Err(e) = fits_the_window(&out, &state.catalog.snapshot()) {
         return reject(pending, e, dialect);
     }
     // The caller's own rules first: a refused call goes nowhere and costs nothing.
@@ -585,7 +616,7 @@ pub async fn dispatch(
 
     match failure {
         Some(Failure::Upstream { status, headers, body }) => {
-            pass_error(pending, status, &headers, body, &out.answer)
+            pass_error(pending, status, &headers, body, &out.answer, dialect)
         }
         Some(Failure::KeyProblem(reason)) => {
             let e = ProxyError::new(
@@ -886,7 +917,7 @@ where
             return reject(pending, e, dialect);
         }
     };
-    pass_error(pending, status, resp.headers(), body, answer)
+    pass_error(pending, status, resp.headers(), body, answer, dialect)
 }
 
 /// Hands an upstream error answer (its key masked already) to the client as
@@ -898,17 +929,26 @@ fn pass_error(
     headers: &awc::http::header::HeaderMap,
     body: Bytes,
     answer: &Answer,
+    dialect: Dialect,
 ) -> HttpResponse {
     pending.status = status.as_u16();
     pending.error = Some(format!("{}: {}", status.as_u16(), snippet(&body)));
     pending.finish(Usage::default(), false);
     let mut builder = HttpResponse::build(status);
     copy_headers(&mut builder, headers);
-    match answer {
-        Answer::AsIs | Answer::Batch(_) => builder.body(body),
-        Answer::Responses(_) => builder
-            .insert_header((actix_web::http::header::CONTENT_TYPE, "application/json"))
-            .body(crate::dialects::responses::error_body(status.as_u16(), &body)),
+    // A prompt past the model's window, in the form each dialect's clients
+    // recognise (Codex: the code `context_length_exceeded`; Claude Code:
+    // "prompt is too long: N tokens > M maximum").
+    let overflow =
+        (status == StatusCode::BAD_REQUEST).then(|| crate::dialects::overflow::in_body(&body)).flatten();
+    let json = (actix_web::http::header::CONTENT_TYPE, "application/json");
+    match (answer, overflow) {
+        (Answer::Responses(_), _) => {
+            builder.insert_header(json).body(crate::dialects::responses::error_body(status.as_u16(), &body))
+        }
+        (_, Some(o)) if dialect == Dialect::Anthropic => builder.insert_header(json).body(o.anthropic_body()),
+        (_, Some(o)) => builder.insert_header(json).body(o.openai_body()),
+        (Answer::AsIs | Answer::Batch(_), None) => builder.body(body),
     }
 }
 

@@ -83,8 +83,11 @@ async fn models(
 ) -> HttpResponse {
     let client = auth::caller(&req).filter(|c| c.models.is_some());
     let aliases = state.aliases.snapshot();
+    let catalog = state.catalog.snapshot();
     let resp = all_models(req, payload, state, upstream).await;
-    if resp.status() != actix_web::http::StatusCode::OK || (client.is_none() && aliases.is_empty()) {
+    if resp.status() != actix_web::http::StatusCode::OK
+        || (client.is_none() && aliases.is_empty() && catalog.is_empty())
+    {
         return resp;
     }
     let allowed = |id: &str| client.as_ref().is_none_or(|c| c.allows_model(id));
@@ -112,6 +115,23 @@ async fn models(
                         data.push(serde_json::json!({
                             "id": a.pattern, "object": "model", "created": 0, "owned_by": "alias", "root": a.model,
                         }));
+                    }
+                }
+                // What the catalog knows, under OpenRouter's names (several
+                // clients read them); an alias carries its target's.
+                for m in data.iter_mut() {
+                    let Some(obj) = m.as_object_mut() else { continue };
+                    let id = obj
+                        .get("root")
+                        .or_else(|| obj.get("id"))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string);
+                    let Some(entry) = id.and_then(|id| catalog.get(&id).cloned()) else { continue };
+                    if let Some(w) = entry.context_window {
+                        obj.insert("context_length".into(), w.into());
+                    }
+                    if let Some(o) = entry.max_output_tokens {
+                        obj.insert("max_output_tokens".into(), o.into());
                     }
                 }
             }

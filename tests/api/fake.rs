@@ -423,6 +423,28 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<FakeState>) -> H
             json!({"code":20012,"message":"Model does not exist. Please check it carefully.","data":null}),
         );
     }
+    // "Qwen/tiny-window": a 1,024-token window, past which SiliconFlow
+    // answers 20015 in its two wordings (the second with max_tokens), on
+    // chat, completions and messages; /v1/messages in Anthropic's shape.
+    if model == "Qwen/tiny-window" {
+        let size = body.len() as u64 / 4;
+        if size > 1024 {
+            let message = match parsed.get("max_tokens").and_then(Value::as_u64) {
+                Some(m) => format!(
+                    "max_total_tokens ({}) must be less than or equal to max_seq_len (1024)",
+                    size + m
+                ),
+                None => format!("length of prompt_tokens ({size}) must be less than max_seq_len (1024)."),
+            };
+            let mut b = HttpResponse::BadRequest();
+            trace(&mut b, &req);
+            return if path == "/v1/messages" {
+                b.json(json!({"type":"error","error":{"type":"invalid_request_error","message": message}}))
+            } else {
+                b.json(json!({"code":20015,"message": message,"data":null}))
+            };
+        }
+    }
     if path == "/v1/chat/completions" && parsed.get("tools").is_some() {
         return agent_answer(&req, &parsed, &model, stream);
     }

@@ -52,6 +52,8 @@ fn the_bottom_layers_import_nothing_from_admin_or_proxy_and_those_not_from_each_
         "metrics.rs",
         "ids.rs",
         "names.rs",
+        "catalog",
+        "connect.rs",
         "vault",
     ] {
         found.extend(imports(part, &["admin", "proxy"]));

@@ -10,6 +10,7 @@ mod admin_ui;
 mod agents;
 mod aliases;
 mod auth;
+mod catalog;
 mod clients;
 mod endpoints;
 mod fake;

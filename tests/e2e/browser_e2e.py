@@ -15,7 +15,7 @@ from harness import ADMIN, GOOD, Checks, Stack
 
 BUSY = "sk-e2e-busy-000000000000000002"
 DEAD = "sk-e2e-dead-000000000000000003"
-PAGES = ["/admin", "/admin/keys", "/admin/logs", "/admin/aliases", "/admin/logs/clear", "/admin/keys/1/delete",
+PAGES = ["/admin", "/admin/keys", "/admin/logs", "/admin/aliases", "/admin/models", "/admin/connect", "/admin/logs/clear", "/admin/keys/1/delete",
          "/admin/keys/bulk/delete-invalid", "/admin/clients"]
 
 
@@ -114,7 +114,7 @@ def main():
             req = urllib.request.Request(base + "/v1/models", headers={"Authorization": "Bearer " + key})
             with urllib.request.urlopen(req, timeout=30) as r:
                 ids = [m["id"] for m in json.loads(r.read())["data"]]
-            assert ids == ["Qwen/Qwen3-8B"], ids
+            assert ids == ["Qwen/Qwen3-8B", "Qwen/tiny-window"], ids
             browser.get(base + "/admin/clients")
             assert key not in browser.page_source, "the key is shown once"
             assert "browser-team" in browser.page_source
@@ -164,7 +164,7 @@ def main():
         def phone():
             fits(390)
             viewport(390, 1600)
-            for name in ["dashboard", "keys", "logs", "clients", "aliases"]:
+            for name in ["dashboard", "keys", "logs", "clients", "aliases", "models"]:
                 browser.get(base + ("/admin" if name == "dashboard" else "/admin/" + name))
                 browser.save_screenshot(os.path.join(shots, f"{name}-390.png"))
 

@@ -24,10 +24,11 @@ FINAL = "All done: wrote-proof"  # the fake's last answer, quoting the command's
 TIMEOUT = 180
 
 
-def run_claude(base, token, scratch, prompt, *flags):
+def run_claude(base, token, scratch, prompt, *flags, extra=None):
     """`claude -p` in `scratch` with its own HOME; returns (code, stdout, stderr, seconds)."""
     home = tempfile.mkdtemp(prefix="claude-home-")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_"))}
+    env.update(extra or {})
     env.update(HOME=home, ANTHROPIC_BASE_URL=base, ANTHROPIC_AUTH_TOKEN=token, NO_COLOR="1",
                # No calls but the model's: no update checks, no telemetry, no error reports.
                DISABLE_AUTOUPDATER="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1")
@@ -106,10 +107,20 @@ def main():
             # One call, not eleven: the proxy's 401 says x-should-retry: false.
             assert refusals(stack, "unauthorized") - before <= 2, refusals(stack, "unauthorized") - before
 
+        def overflow_is_prompt_too_long():
+            # A model whose window its first request (tools, system prompt: ~78 KB) overflows:
+            # SiliconFlow's 20015 reaches it in Anthropic's wording, which it recognises.
+            code, out, err, _ = run_claude(stack.base, CLIENT, scratch, "Say hello.",
+                                           extra={"ANTHROPIC_MODEL": "Qwen/tiny-window"})
+            said = out + err
+            assert "Prompt is too long" in said, (code, said[-1500:])
+            assert "API Error: 400 length of prompt_tokens" not in said, said[-1500:]
+
         for name, fn in [("claude -p answers with only a base URL and a token", plain_answer),
                          ("claude -p runs Bash through the gateway: proof.txt written, result quoted", bash_round_trip),
                          ("upstream saw SiliconFlow models only; the log keeps the Claude names", upstream_and_log),
-                         ("a wrong key fails within seconds, without retries", wrong_key_fails_fast)]:
+                         ("a wrong key fails within seconds, without retries", wrong_key_fails_fast),
+                         ("an overflow reaches it as 'Prompt is too long'", overflow_is_prompt_too_long)]:
             checks.run(name, fn)
     finally:
         stack.stop()

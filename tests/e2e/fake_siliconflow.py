@@ -6,7 +6,9 @@ api.siliconflow.cn has since August 2026, when FAKE_USER_INFO=gone),
 loop with tool calls, see `chat`), /v1/completions (fill-in-the-middle, plain
 and SSE), /v1/messages (plain and the Anthropic event sequence) and /v1/models
 (the chat models it serves). Names outside CHAT_MODELS get SiliconFlow's 400
-code 20012 on chat and messages.
+code 20012 on chat and messages; Qwen/tiny-window answers a prompt past 1,024 tokens with
+SiliconFlow's overflow (400 code 20015, "length of prompt_tokens (N) must be less than
+max_seq_len (1024).").
 
 Test hooks, no auth: GET /__last_chat is the last chat request body as received;
 GET /__chats lists every chat call answered with 200: {model, stream, kind
@@ -30,11 +32,13 @@ BUSY = {"sk-e2e-busy-000000000000000002"}
 
 # The chat models served, listed by /v1/models. The thinking one streams
 # reasoning_content and, like DeepSeek's, wants it back with its tool calls.
-CHAT_MODELS = ["Qwen/Qwen3-8B", "deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-V3.2"]
+CHAT_MODELS = ["Qwen/Qwen3-8B", "deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-V3.2", "Qwen/tiny-window"]
+# A model with a 1,024-token window: past it, SiliconFlow's 20015 overflow (about 4 bytes a token).
+TINY_WINDOW = 1024
 THINKING = {"deepseek-ai/DeepSeek-V3.2"}
 # What the shell tool is asked to run: its effect on disk is the proof, its output the quote.
 PROOF_CMD = "printf codex-was-here > proof.txt && echo wrote-proof"
-SHELL_NAMES = ("exec_command", "shell")
+SHELL_NAMES = ("exec_command", "shell", "run_shell_command", "bash")
 REASONING = ["The user wants a proof file", " in the working directory.", " I’ll run one command — 思考完毕."]
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 CONTENT_PARTS = {"text", "image_url", "video_url", "audio_url"}
@@ -377,6 +381,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(400, {"code": 20012, "message": "Model does not exist. Please check it carefully.", "data": None})
         if self.path in ("/v1/chat/completions", "/v1/messages") and model not in CHAT_MODELS:
             return self.send_json(400, {"code": 20012, "message": "Model does not exist. Please check it carefully.", "data": None})
+        if model == "Qwen/tiny-window" and len(raw) // 4 > TINY_WINDOW:
+            return self.send_json(400, {"code": 20015, "message": f"length of prompt_tokens ({len(raw) // 4}) must be less than max_seq_len ({TINY_WINDOW}).", "data": None})
         if self.path == "/v1/chat/completions":
             if self.chat(req, model):
                 return

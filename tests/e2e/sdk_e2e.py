@@ -3,6 +3,7 @@ anthropic SDKs, as a user runs them. Usage: python3 sdk_e2e.py PATH_TO_BINARY
 Prints 'N passed, M failed' and exits non-zero on any failure.
 """
 import json
+import re
 import sys
 import time
 import urllib.request
@@ -34,8 +35,12 @@ def main():
             assert text == "Hello from the fake", text
 
         def openai_models():
-            ids = [m.id for m in oai.models.list()]
-            assert ids == ["Qwen/Qwen3-8B", "deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-V3.2"], ids
+            models = list(oai.models.list())
+            ids = [m.id for m in models]
+            assert ids == ["Qwen/Qwen3-8B", "deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-V3.2", "Qwen/tiny-window"], ids
+            # The catalog's window, under OpenRouter's names.
+            v32 = [m for m in models if m.id == "deepseek-ai/DeepSeek-V3.2"][0]
+            assert (v32.model_extra or {}).get("context_length", 0) > 0, v32
 
         def openai_wrong_key():
             bad = openai.OpenAI(base_url=base + "/v1", api_key="wrong", max_retries=0)
@@ -95,7 +100,9 @@ def main():
             deadline = time.time() + 10
             while True:
                 logs = stack.admin("GET", "/logs?page_size=100")
-                if logs["total"] >= 11 or time.time() > deadline:
+                # (A call that ran past a quarter of LOG_FLUSH_MS is written in flight first.)
+                ended = not any(r["in_flight"] for r in logs["logs"])
+                if (logs["total"] >= 11 and ended) or time.time() > deadline:
                     break
                 time.sleep(0.1)
             rows = logs["logs"]
@@ -209,7 +216,7 @@ def main():
             c_ant = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0)
             r = c_oai.chat.completions.create(model="Qwen/Qwen3-8B", messages=[{"role": "user", "content": "hi"}])
             assert r.choices[0].message.content == "Hello from the fake", r
-            assert [m.id for m in c_oai.models.list()] == ["Qwen/Qwen3-8B"]
+            assert [m.id for m in c_oai.models.list()] == ["Qwen/Qwen3-8B", "Qwen/tiny-window"]
             try:
                 c_oai.chat.completions.create(model="deepseek-ai/DeepSeek-V3", messages=[{"role": "user", "content": "hi"}])
                 raise AssertionError("no 403")
@@ -338,6 +345,26 @@ def main():
             logged = stack.admin("GET", "/logs?endpoint=/v1/messages&page_size=100")["logs"]
             assert all("count_tokens" not in r["endpoint"] for r in logged), "no log row for a count"
 
+        def overflow_in_each_sdk():
+            # SiliconFlow's 20015 overflow, as each SDK's users read it.
+            long = "word " * 2000
+            for call in (lambda: oai.chat.completions.create(model="Qwen/tiny-window", messages=[{"role": "user", "content": long}]),
+                         lambda: oai.responses.create(model="Qwen/tiny-window", input=long)):
+                try:
+                    call()
+                except openai.BadRequestError as e:
+                    assert e.code == "context_length_exceeded", e.body
+                    continue
+                raise AssertionError("no 400")
+            try:
+                ant.messages.create(model="Qwen/tiny-window", max_tokens=64, messages=[{"role": "user", "content": long}])
+            except anthropic.BadRequestError as e:
+                message = e.body["error"]["message"]
+                # Claude Code's own pattern for it.
+                assert re.search(r"prompt is too long[^0-9]*(\d+)\s*tokens?\s*>\s*(\d+)", message), message
+                return
+            raise AssertionError("no 400")
+
         for name, fn in [("openai chat", openai_plain), ("openai stream", openai_stream), ("openai models", openai_models),
                          ("openai wrong key -> 401", openai_wrong_key), ("openai missing model -> 400", openai_bad_request),
                          ("anthropic messages", anthropic_plain), ("anthropic stream", anthropic_stream),
@@ -354,7 +381,8 @@ def main():
                          ("client keys: daily limits, disabled, expired (openai + anthropic SDKs)", client_limits),
                          ("/metrics counts what the log holds", metrics_match_log),
                          ("aliases: the SDKs see the model they asked for, plain and streamed", aliases_in_answers),
-                         ("anthropic count_tokens: answered by the proxy", anthropic_count_tokens)]:
+                         ("anthropic count_tokens: answered by the proxy", anthropic_count_tokens),
+                         ("overflow: openai raises context_length_exceeded, anthropic 'prompt is too long'", overflow_in_each_sdk)]:
             checks.run(name, fn)
     finally:
         stack.stop()

@@ -18,7 +18,7 @@ pub fn page(status: StatusCode, body: Markup) -> HttpResponse {
         .content_type("text/html; charset=utf-8")
         .insert_header((
             "Content-Security-Policy",
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ))
         .insert_header(("X-Frame-Options", "DENY"))
         .insert_header(("X-Content-Type-Options", "nosniff"))
@@ -56,6 +56,7 @@ pub fn layout(c: Chrome, content: Markup) -> Markup {
                             a href="/admin/logs" class=[(c.nav == "logs").then_some("current")] { "Logs" }
                             a href="/admin/clients" class=[(c.nav == "clients").then_some("current")] { "Clients" }
                             a href="/admin/aliases" class=[(c.nav == "aliases").then_some("current")] { "Aliases" }
+                            a href="/admin/models" class=[(c.nav == "models").then_some("current")] { "Models" }
                         }
                         form.logout method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(csrf);

@@ -2,6 +2,7 @@
 //! (or per pair of tables that one feature keeps together), named after it.
 
 pub mod aliases;
+pub mod catalog;
 pub mod clients;
 pub mod cooldowns;
 pub mod import_reports;

@@ -35,7 +35,10 @@ impl Failure {
         if code == Some(30001) || lower.contains("balance is insufficient") {
             return Failure { code: "insufficient_quota", message: message.to_string() };
         }
-        if lower.contains("context length") || lower.contains("maximum context") || lower.contains("too long")
+        if lower.contains("context length")
+            || lower.contains("maximum context")
+            || lower.contains("too long")
+            || crate::dialects::overflow::parse(message).is_some()
         {
             return Failure { code: "context_length_exceeded", message: message.to_string() };
         }
@@ -85,6 +88,9 @@ pub fn upstream_message(body: &[u8]) -> (Option<i64>, String) {
 
 /// An upstream error answer (status, body) as OpenAI's error body.
 pub fn error_body(status: u16, body: &[u8]) -> Vec<u8> {
+    if let Some(o) = crate::dialects::overflow::in_body(body).filter(|_| status == 400) {
+        return o.openai_body();
+    }
     let (code, message) = upstream_message(body);
     let (kind, code_name) = match status {
         429 => ("rate_limit_error", "rate_limit_exceeded"),
@@ -163,5 +169,26 @@ mod tests {
             "context_length_exceeded"
         );
         assert_eq!(Failure::from_upstream(Some(503), Some(50505), "overloaded").code, "server_error");
+        // SiliconFlow's own wordings, inside a stream.
+        for m in [
+            "length of prompt_tokens (68957) must be less than max_seq_len (65536).",
+            "max_total_tokens (172191) must be less than or equal to max_seq_len (131072)",
+        ] {
+            assert_eq!(Failure::from_upstream(None, Some(20015), m).code, "context_length_exceeded", "{m}");
+        }
+        assert_eq!(
+            body(
+                400,
+                r#"{"code":20015,"message":"length of prompt_tokens (9) must be less than max_seq_len (8).","data":null}"#
+            )["error"]["code"],
+            "context_length_exceeded"
+        );
+        assert_eq!(
+            body(
+                400,
+                r#"{"code":20015,"message":"max_tokens: Input should be a valid integer","data":null}"#
+            )["error"]["code"],
+            "invalid_request"
+        );
     }
 }
