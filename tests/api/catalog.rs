@@ -183,9 +183,7 @@ async fn an_entry_changed_on_one_instance_is_in_effect_on_the_other() {
 /// Responses), Anthropic's "prompt is too long: N tokens > M maximum".
 #[actix_web::test]
 async fn an_overflow_is_answered_in_each_dialects_form() {
-    let app = spawn_app().await;
-    app.fake.add_key(KA, "acct-a", "20", Mode::Ok);
-    app.import(&[KA]).await;
+    let app = crate::clients::app_with_key().await;
     let long = "word ".repeat(2000);
     for (path, body) in [
         (
@@ -228,9 +226,7 @@ async fn an_overflow_is_answered_in_each_dialects_form() {
 /// A prompt the catalog knows cannot fit is answered without an upstream call.
 #[actix_web::test]
 async fn a_prompt_well_past_the_catalogs_window_costs_no_upstream_call() {
-    let app = spawn_app().await;
-    app.fake.add_key(KA, "acct-a", "20", Mode::Ok);
-    app.import(&[KA]).await;
+    let app = crate::clients::app_with_key().await;
     let r = app
         .admin_send(
             "PUT",

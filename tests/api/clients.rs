@@ -60,7 +60,8 @@ fn text(r: &Resp) -> String {
     String::from_utf8_lossy(&r.body).to_string()
 }
 
-async fn app_with_key() -> TestApp {
+/// An app with one pool key (KA) imported.
+pub(crate) async fn app_with_key() -> TestApp {
     let app = spawn_app().await;
     app.fake.add_key(KA, "acct-a", "20", Mode::Ok);
     app.import(&[KA]).await;
