@@ -106,13 +106,6 @@ fn refusal(client: &Client, r: Refusal) -> ProxyError {
     }
 }
 
-/// A call refused by its client's rules: for good, or (`Share`) until this
-/// instance's lease of a limit is renewed (several instances).
-pub enum Refused {
-    Now(ProxyError),
-    Share(ProxyError),
-}
-
 pub async fn require_client_key(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -140,32 +133,21 @@ pub async fn require_client_key(
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
-/// The caller's own rules for one call naming `model` (empty: none): its
-/// model list (403), then its daily quotas and rate (429 with Retry-After).
-/// An admitted call is counted; answers the tokens it reserved.
-pub fn admit(
-    client: Option<&Arc<Client>>,
-    model: &str,
-    tz: &chrono::FixedOffset,
-    reserve: &dyn Fn() -> crate::clients::Reservation,
-    weight: u64,
-) -> Result<u64, Refused> {
-    let Some(client) = client else { return Ok(0) };
-    client.admit_weighted(model, crate::db::now_ms(), tz, reserve, weight).map_err(|r| match r {
-        r @ Refusal::Share(_) => Refused::Share(refusal(client, r)),
-        r => Refused::Now(refusal(client, r)),
-    })
-}
+/// How long a call waits for a lease round when this instance's share of
+/// its client's limit is spent (several instances).
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The caller's rules for a call that costs nothing upstream
-/// (`count_tokens`): its model list (403) and rate (429), not its daily
-/// quotas, and nothing is counted against them. With several instances, a
-/// spent share of the rate waits for a lease round, as other calls do.
-pub async fn admit_unmetered(client: Option<&Arc<Client>>, model: &str) -> Result<(), ProxyError> {
-    let Some(client) = client else { return Ok(()) };
-    let deadline = std::time::Instant::now() + super::record::LEASE_WAIT;
+/// One of a client's admissions (`try_once`), asked again after lease
+/// rounds while it finds only this instance's share of a limit spent (not
+/// the limit: a round, at once here and within a second on the others, may
+/// bring more), for at most `LEASE_WAIT`; a refusal in the caller's terms.
+async fn waiting_for_leases<T>(
+    client: &Arc<Client>,
+    mut try_once: impl FnMut() -> Result<T, Refusal>,
+) -> Result<T, ProxyError> {
+    let deadline = std::time::Instant::now() + LEASE_WAIT;
     loop {
-        match client.admit_unmetered(model, crate::db::now_ms()) {
+        match try_once() {
             Err(Refusal::Share(m)) => {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
                 match (&client.leases, left.is_zero()) {
@@ -176,6 +158,29 @@ pub async fn admit_unmetered(client: Option<&Arc<Client>>, model: &str) -> Resul
             other => return other.map_err(|r| refusal(client, r)),
         }
     }
+}
+
+/// The caller's own rules for one call naming `model` (empty: none): its
+/// model list (403), then its daily quotas and rate (429 with Retry-After).
+/// An admitted call is counted; answers the tokens it reserved.
+pub async fn admit(
+    client: Option<&Arc<Client>>,
+    model: &str,
+    tz: &chrono::FixedOffset,
+    reserve: &dyn Fn() -> crate::clients::Reservation,
+    weight: u64,
+) -> Result<u64, ProxyError> {
+    let Some(client) = client else { return Ok(0) };
+    waiting_for_leases(client, || client.admit_weighted(model, crate::db::now_ms(), tz, reserve, weight))
+        .await
+}
+
+/// The caller's rules for a call that costs nothing upstream
+/// (`count_tokens`): its model list (403) and rate (429), not its daily
+/// quotas, and nothing is counted against them.
+pub async fn admit_unmetered(client: Option<&Arc<Client>>, model: &str) -> Result<(), ProxyError> {
+    let Some(client) = client else { return Ok(()) };
+    waiting_for_leases(client, || client.admit_unmetered(model, crate::db::now_ms())).await
 }
 
 #[cfg(test)]

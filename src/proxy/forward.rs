@@ -108,21 +108,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Probe<'a> {
                 let mut p = Probe::default();
                 let mut seen = [false; PROBE_FIELDS.len()];
                 while let Some(key) = map.next_key::<Str<'de>>()? {
-                    let exact = match &*key {
-                        "model" => Some(0),
-                        "stream" => Some(1),
-                        "voice" => Some(2),
-                        "requestId" => Some(3),
-                        "input_file_id" => Some(4),
-                        "uri" => Some(5),
-                        // Other keys: long ones cannot fold to a field.
-                        k if k.len() > 3 * 13 => None,
-                        _ => None,
-                    };
-                    let found = exact.or_else(|| {
-                        (key.len() <= 3 * 13)
-                            .then(|| PROBE_FIELDS.iter().position(|f| folds_to(&key, f)))
-                            .flatten()
+                    // Exact first; a key folds to a field only if it is as
+                    // long (each folding letter is at most 3 bytes).
+                    let found = PROBE_FIELDS.iter().position(|f| *f == &*key).or_else(|| {
+                        PROBE_FIELDS.iter().position(|f| key.len() <= 3 * f.len() && folds_to(&key, f))
                     });
                     let Some(i) = found else {
                         map.next_value::<IgnoredAny>()?;
@@ -437,17 +426,18 @@ fn token_reservation(out: &Outgoing) -> crate::clients::Reservation {
 /// real tokenizers). Only a body longer in bytes than the window in tokens
 /// is estimated at all (a token is at least a byte of text), so ordinary
 /// calls cost nothing here.
-fn fits_the_window(out: &Outgoing, catalog: &crate::catalog::Catalog) -> Result<(), ProxyError> {
-    let OutBody::Bytes(body) = &out.body else { return Ok(()) };
-    if !generates(&out.path) {
-        return Ok(());
-    }
+fn fits_the_window(
+    out: &Outgoing,
+    prompt: Option<&super::record::Prompt>,
+    catalog: &crate::catalog::Catalog,
+) -> Result<(), ProxyError> {
+    // (Only a call that generates text has a prompt here.)
+    let (Some(prompt), OutBody::Bytes(body)) = (prompt, &out.body) else { return Ok(()) };
     let Some(window) = catalog.get(&out.model).and_then(|e| e.context_window) else { return Ok(()) };
     if (body.len() as u64) <= window {
         return Ok(());
     }
-    use crate::dialects::count_tokens::{prompt_tokens, Pricing};
-    match prompt_tokens(body, Pricing::Typical) {
+    match prompt.tokens() {
         Some(tokens) if tokens > window + window / 5 => Err(ProxyError::new(
             ErrorKind::ContextLength,
             format!(
@@ -479,8 +469,15 @@ pub async fn dispatch(
     if let Err(e) = super::alias::apply(&mut out, &state.aliases.snapshot(), &mut pending) {
         return reject(pending, e, dialect);
     }
+    // A call that generates text keeps its prompt until the upstream counts
+    // it (a call cut before then is counted from it); one estimate of it
+    // serves the window check too.
+    let prompt = match (&out.body, generates(&out.path)) {
+        (OutBody::Bytes(b), true) => Some(super::record::Prompt::of(b)),
+        _ => None,
+    };
     // A prompt the catalog knows cannot fit costs no upstream call.
-    if let Err(e) = fits_the_window(&out, &state.catalog.snapshot()) {
+    if let Err(e) = fits_the_window(&out, prompt.as_ref(), &state.catalog.snapshot()) {
         return reject(pending, e, dialect);
     }
     // The caller's own rules first: a refused call goes nowhere and costs nothing.
@@ -496,11 +493,7 @@ pub async fn dispatch(
     // cool down per endpoint, so they never block every model of an account.
     let model = if out.model.is_empty() { out.path.clone() } else { out.model };
     let mut body = out.body;
-    // A call that generates text keeps its prompt until the upstream counts
-    // it (a call cut before then is counted from it).
-    if let (OutBody::Bytes(b), true) = (&body, generates(&out.path)) {
-        pending.prompt = Some(super::record::Prompt::of(b));
-    }
+    pending.prompt = prompt;
     let single = matches!(body, OutBody::Stream { .. }) || matches!(out.target, Target::Pinned(_));
     let mut max_attempts = if single { 1 } else { state.config.max_attempts };
     let mut tried: Vec<KeyId> = Vec::with_capacity(max_attempts as usize + 1);

@@ -117,23 +117,8 @@ impl Pending {
         metrics: &crate::metrics::Metrics,
         reserve: &dyn Fn() -> crate::clients::Reservation,
     ) -> Result<Self, actix_web::HttpResponse> {
-        use super::auth::Refused;
-        let mut admitted = super::auth::admit(self.client.as_ref(), model, &self.tz, reserve, self.weight);
-        // This instance's share of a limit is spent, not the limit: lease
-        // rounds (at once here; the other instances' within a second) may
-        // bring more.
-        let deadline = Instant::now() + LEASE_WAIT;
-        while let (Err(Refused::Share(_)), Some(leases)) =
-            (&admitted, self.client.as_ref().and_then(|c| c.leases.clone()))
-        {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            leases.next_round(left).await;
-            admitted = super::auth::admit(self.client.as_ref(), model, &self.tz, reserve, self.weight);
-        }
-        match admitted.map_err(|(Refused::Now(e) | Refused::Share(e))| e) {
+        let admitted = super::auth::admit(self.client.as_ref(), model, &self.tz, reserve, self.weight).await;
+        match admitted {
             Ok(reserved) => {
                 self.reserved = reserved;
                 self.admitted_at = now_ms();
@@ -240,17 +225,14 @@ impl Prompt {
         prompt_tokens(body, Pricing::Typical)
     }
 
-    fn tokens(&self) -> Option<u64> {
+    /// Its estimated tokens (a walk of the body when it is kept whole).
+    pub(super) fn tokens(&self) -> Option<u64> {
         match self {
             Prompt::Body(b) => Self::estimate(b),
             Prompt::Tokens(t) => *t,
         }
     }
 }
-
-/// How long a call waits for a lease round when this instance's share of
-/// its client's limit is spent (several instances).
-pub(super) const LEASE_WAIT: Duration = Duration::from_secs(2);
 
 impl Drop for Pending {
     fn drop(&mut self) {

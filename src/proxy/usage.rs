@@ -185,7 +185,9 @@ impl UsageMeter {
 
     pub fn feed(&mut self, chunk: &[u8]) {
         match self {
-            UsageMeter::Sse { lines, usage, text } => lines.feed(chunk, |line| sse_line(line, usage, text)),
+            UsageMeter::Sse { lines, usage, text } => {
+                lines.feed(chunk, |line| sse_line(line, usage, Some(text)))
+            }
             UsageMeter::Json { buf, overflowed } => {
                 buf.extend_from_slice(chunk);
                 if buf.len() > JSON_CAP || *overflowed {
@@ -219,11 +221,11 @@ impl UsageMeter {
     /// The usage seen so far (for a stream the client abandoned) or in all.
     pub fn usage(&self) -> Usage {
         match self {
-            UsageMeter::Sse { lines, usage, text } => {
+            UsageMeter::Sse { lines, usage, .. } => {
                 // A last event without its trailing newline still counts.
                 let mut u = *usage;
                 if let Some(line) = lines.partial() {
-                    sse_line(line, &mut u, &mut text.clone());
+                    sse_line(line, &mut u, None);
                 }
                 u
             }
@@ -239,13 +241,14 @@ static TOKENS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"tokens
 static USAGE_KEY: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
 static TOKENS_KEY: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"tokens\""));
 
-fn sse_line(line: &[u8], usage: &mut Usage, text: &mut Tally) {
+/// Reads one SSE line's usage into `usage` and, until the upstream reports
+/// its output, the answer's text into `text` (some models report usage only
+/// in their last chunk).
+fn sse_line(line: &[u8], usage: &mut Usage, text: Option<&mut Tally>) {
     let Some(data) = line.strip_prefix(b"data:") else {
         return;
     };
-    // Until the upstream reports its output, the answer's text is counted
-    // (some models report usage only in their last chunk).
-    if usage.output.is_none() {
+    if let Some(text) = text.filter(|_| usage.output.is_none()) {
         delta_text(data, text);
     }
     // Cheap test before parsing: most chunks of other upstreams carry no usage.
